@@ -1,0 +1,162 @@
+"""`create_app(settings)`: routers, error handlers and a lifespan that builds every resource."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from pydantic.json_schema import models_json_schema
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rewardmiles import __version__, clock, logs
+from rewardmiles.auth import routes as auth_routes
+from rewardmiles.auth.keys import KeyRing
+from rewardmiles.auth.tokens import TokenService
+from rewardmiles.config import Settings
+from rewardmiles.db.engine import Database
+from rewardmiles.errors import CATALOGUE, ProblemError
+from rewardmiles.health import router as health_router
+from rewardmiles.idempotency.service import InFlightRegistry
+from rewardmiles.issuance import routes as issuance_routes
+from rewardmiles.issuance.schemas import PostEventRequest, ReverseEventRequest
+from rewardmiles.web import (
+    RequestContextMiddleware,
+    handle_http_exception,
+    handle_problem,
+    handle_request_validation,
+    json_response,
+)
+
+DESCRIPTION = """Real-time issuance of Reward Miles by partners (sponsors) at checkout.
+
+Every partner call is `POST` with a JSON body and `Authorization: Bearer <token>` from
+`POST /oauth/token`. Every error is `application/problem+json` with a stable `code`;
+see `GET /problems` for the catalogue.
+"""
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    db: Database
+    keys: KeyRing
+    tokens: TokenService
+    registry: InFlightRegistry
+    limiter: anyio.CapacityLimiter
+
+
+def build_context(settings: Settings) -> AppContext:
+    db = Database.from_url(settings.database_url, pool_size=settings.database_pool_size)
+    keys = KeyRing(db)
+    keys.ensure_key(clock.utc_now())
+    tokens = TokenService(
+        keys,
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+        lifetime_seconds=settings.token_lifetime_seconds,
+    )
+    # One worker thread per pooled connection: more threads would only queue on the pool.
+    limiter = anyio.CapacityLimiter(1 if db.is_sqlite else settings.database_pool_size * 2)
+    return AppContext(settings, db, keys, tokens, InFlightRegistry(), limiter)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    logs.configure(settings.log_level, json=settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.ctx = await anyio.to_thread.run_sync(build_context, settings)
+        try:
+            yield
+        finally:
+            app.state.ctx.db.dispose()
+
+    app = FastAPI(
+        title="rewardmiles Issuance API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.add_middleware(RequestContextMiddleware)
+    app.add_exception_handler(ProblemError, handle_problem)
+    app.add_exception_handler(StarletteHTTPException, handle_http_exception)
+    app.add_exception_handler(RequestValidationError, handle_request_validation)
+    app.include_router(auth_routes.router)
+    app.include_router(issuance_routes.router)
+    app.include_router(health_router)
+    _add_problem_routes(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _add_problem_routes(app: FastAPI) -> None:
+    def entry(code: str) -> dict[str, Any]:
+        spec = CATALOGUE[code]
+        return {
+            "code": spec.code,
+            "status": spec.status,
+            "title": spec.title,
+            "retryable": spec.retryable,
+            "meaning": spec.meaning,
+        }
+
+    @app.get("/problems", tags=["errors"], summary="The error catalogue")
+    async def problems() -> Any:
+        return json_response(200, [entry(code) for code in CATALOGUE])
+
+    @app.get("/problems/{code}", tags=["errors"], summary="One error code")
+    async def problem_entry(code: str) -> Any:
+        if code not in CATALOGUE:
+            raise ProblemError("NOT_FOUND", f"No error code {code}.")
+        return json_response(200, entry(code))
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details.",
+    "required": ["type", "title", "status", "detail", "code"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string", "enum": sorted(CATALOGUE)},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "field": {"type": "string", "examples": ["issuances[0].milesAmount"]},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+        "requestId": {"type": "string"},
+    },
+}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    _, request_schemas = models_json_schema(
+        [(PostEventRequest, "validation"), (ReverseEventRequest, "validation")],
+        ref_template="#/components/schemas/{model}",
+    )
+    components.update(request_schemas.get("$defs", {}))
+    components["Problem"] = PROBLEM_SCHEMA
+    app.openapi_schema = schema
+    return schema

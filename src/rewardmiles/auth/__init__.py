@@ -1,0 +1,1 @@
+"""Partner authentication: client credentials → signed JWT; bearer verification; sponsor scope."""

@@ -1,0 +1,120 @@
+"""Token signing keys (Ed25519), kept in the database so every API process shares them.
+
+Rotation without downtime: `rewardmiles keys rotate` adds a key that signs from then on; older
+keys stay published in the JWKS (and keep verifying) until retired after the token lifetime.
+A process that meets an unknown `kid` reloads the key set once, so a key added by another process
+is picked up without a restart.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from jwt.algorithms import OKPAlgorithm
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rewardmiles.db.engine import Database
+from rewardmiles.db.models import SigningKey
+
+ALGORITHM = "EdDSA"
+RELOAD_INTERVAL_SECONDS_MIN = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedKey:
+    kid: str
+    private_key: Ed25519PrivateKey
+    public_key: Ed25519PublicKey
+    created_at: datetime
+
+
+def generate_key(session: Session, now: datetime) -> str:
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    kid = "rm-" + now.strftime("%Y%m%d") + "-" + secrets.token_hex(4)
+    session.add(SigningKey(kid=kid, private_key_pem=pem, created_at=now, retired_at=None))
+    return kid
+
+
+def retire_keys_except(session: Session, keep_kid: str, now: datetime) -> int:
+    rows = session.scalars(
+        select(SigningKey).where(SigningKey.kid != keep_kid, SigningKey.retired_at.is_(None))
+    ).all()
+    for row in rows:
+        row.retired_at = now
+    return len(rows)
+
+
+class KeyRing:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._lock = threading.Lock()
+        self._keys: dict[str, LoadedKey] = {}
+        self._signing: LoadedKey | None = None
+        self._loaded_at = 0.0
+
+    def ensure_key(self, now: datetime) -> None:
+        """Load the key set; create the first key when the database has none."""
+        self.reload()
+        if self._signing is None:
+            with self._db.unit_of_work() as session:
+                if (
+                    session.scalars(
+                        select(SigningKey.kid).where(SigningKey.retired_at.is_(None))
+                    ).first()
+                    is None
+                ):
+                    generate_key(session, now)
+            self.reload()
+
+    def reload(self) -> None:
+        with self._db.reader() as session:
+            rows = session.execute(
+                select(SigningKey.kid, SigningKey.private_key_pem, SigningKey.created_at).where(
+                    SigningKey.retired_at.is_(None)
+                )
+            ).all()
+        keys: dict[str, LoadedKey] = {}
+        for row in rows:
+            private = serialization.load_pem_private_key(
+                row.private_key_pem.encode(), password=None
+            )
+            if not isinstance(private, Ed25519PrivateKey):
+                continue
+            keys[row.kid] = LoadedKey(row.kid, private, private.public_key(), row.created_at)
+        with self._lock:
+            self._keys = keys
+            self._signing = max(keys.values(), key=lambda k: (k.created_at, k.kid), default=None)
+            self._loaded_at = time.monotonic()
+
+    @property
+    def signing_key(self) -> LoadedKey:
+        if self._signing is None:
+            raise RuntimeError("no signing key loaded")
+        return self._signing
+
+    def public_key(self, kid: str) -> Ed25519PublicKey | None:
+        key = self._keys.get(kid)
+        if key is None and time.monotonic() - self._loaded_at >= RELOAD_INTERVAL_SECONDS_MIN:
+            self.reload()
+            key = self._keys.get(kid)
+        return key.public_key if key else None
+
+    def jwks(self) -> dict[str, Any]:
+        out = []
+        for key in sorted(self._keys.values(), key=lambda k: k.kid):
+            jwk = orjson.loads(OKPAlgorithm.to_jwk(key.public_key))
+            jwk.update({"kid": key.kid, "use": "sig", "alg": ALGORITHM})
+            out.append(jwk)
+        return {"keys": out}

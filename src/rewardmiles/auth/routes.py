@@ -1,0 +1,151 @@
+"""`POST /oauth/token` (client credentials, form or HTTP Basic) and `/.well-known/jwks.json`."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from rewardmiles import clock
+from rewardmiles.auth import service
+from rewardmiles.errors import ProblemError
+from rewardmiles.web import json_response, problem_responses, run_sync
+
+router = APIRouter(tags=["auth"])
+
+CLIENT_CREDENTIALS = "client_credentials"
+FORM = "application/x-www-form-urlencoded"
+TOKEN_BODY_BYTES_MAX = 8192
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+    scope: str
+
+
+def _oauth_error(code: str, oauth_code: str, detail: str, *, basic: bool = False) -> ProblemError:
+    # RFC 6749 §5.2 fields ride along as extension members, so OAuth client libraries understand.
+    headers = {"WWW-Authenticate": 'Basic realm="rewardmiles"'} if basic else None
+    return ProblemError(
+        code, detail, headers=headers, extra={"error": oauth_code, "error_description": detail}
+    )
+
+
+async def _token_fields(request: Request) -> dict[str, str]:
+    raw = await request.body()
+    if len(raw) > TOKEN_BODY_BYTES_MAX:
+        raise ProblemError("PAYLOAD_TOO_LARGE", "The token request is too large.")
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media == FORM:
+        return dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+    if media == "application/json":
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ProblemError("MALFORMED_JSON", "The body is not valid JSON.") from exc
+        if not isinstance(obj, dict):
+            raise ProblemError("MALFORMED_JSON", "The body must be a JSON object.")
+        return {k: v for k, v in obj.items() if isinstance(v, str)}
+    raise ProblemError(
+        "UNSUPPORTED_MEDIA_TYPE", f"Send the token request as {FORM} (or application/json)."
+    )
+
+
+def _basic_credentials(request: Request) -> tuple[str, str] | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise _oauth_error(
+            "INVALID_CLIENT", "invalid_client", "Malformed Basic credentials.", basic=True
+        ) from exc
+    client_id, sep, secret = decoded.partition(":")
+    if not sep:
+        raise _oauth_error(
+            "INVALID_CLIENT", "invalid_client", "Malformed Basic credentials.", basic=True
+        )
+    return client_id, secret
+
+
+@router.post(
+    "/oauth/token",
+    response_model=TokenResponse,
+    summary="Exchange client credentials for a bearer token",
+    responses=problem_responses(400, 401, 413, 415),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                FORM: {
+                    "schema": {
+                        "type": "object",
+                        "required": ["grant_type"],
+                        "properties": {
+                            "grant_type": {"type": "string", "enum": [CLIENT_CREDENTIALS]},
+                            "client_id": {"type": "string"},
+                            "client_secret": {"type": "string"},
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
+async def token(request: Request) -> Response:
+    fields = await _token_fields(request)
+    grant = fields.get("grant_type")
+    if grant != CLIENT_CREDENTIALS:
+        raise _oauth_error(
+            "UNSUPPORTED_GRANT_TYPE",
+            "unsupported_grant_type",
+            "grant_type must be client_credentials.",
+        )
+    basic = _basic_credentials(request)
+    client_id, secret = basic or (fields.get("client_id", ""), fields.get("client_secret", ""))
+    if not client_id or not secret:
+        raise _oauth_error(
+            "INVALID_CLIENT",
+            "invalid_client",
+            "Client credentials are required.",
+            basic=basic is not None,
+        )
+    ctx = request.app.state.ctx
+    request.scope["state"]["client_id"] = client_id
+
+    def authenticate() -> list[str] | None:
+        with ctx.db.reader() as session:
+            stored = service.load_client(session, client_id)
+        return service.check_secret(stored, secret, secret_hash_cost=ctx.settings.secret_hash_cost)
+
+    sponsors = await run_sync(ctx.limiter, authenticate)
+    if sponsors is None:
+        raise _oauth_error(
+            "INVALID_CLIENT",
+            "invalid_client",
+            "Unknown client or wrong secret.",
+            basic=basic is not None,
+        )
+    issued = ctx.tokens.issue(client_id, sponsors, clock.utc_now())
+    body: dict[str, Any] = {
+        "access_token": issued.access_token,
+        "token_type": "Bearer",
+        "expires_in": issued.expires_in,
+        "scope": issued.scope,
+    }
+    return json_response(200, body, {"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
+@router.get("/.well-known/jwks.json", summary="Public keys that verify bearer tokens")
+async def jwks(request: Request) -> Response:
+    return json_response(200, request.app.state.ctx.keys.jwks(), {"Cache-Control": "max-age=300"})

@@ -1,0 +1,114 @@
+"""Issue and verify partner bearer tokens (JWT, EdDSA, `kid` header)."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import jwt
+
+from rewardmiles import limits
+from rewardmiles.auth.keys import ALGORITHM, KeyRing
+from rewardmiles.errors import ProblemError
+
+SCOPE = "issuance"
+BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="rewardmiles"'}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    client_id: str
+    sponsor_codes: frozenset[str]
+    expires_at: int
+
+    def may_act_for(self, sponsor_code: str) -> bool:
+        return sponsor_code in self.sponsor_codes
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    access_token: str
+    expires_in: int
+    scope: str
+
+
+class TokenService:
+    def __init__(self, keys: KeyRing, *, issuer: str, audience: str, lifetime_seconds: int) -> None:
+        self._keys = keys
+        self._issuer = issuer
+        self._audience = audience
+        self._lifetime = lifetime_seconds
+        # Verified tokens, so a partner's steady stream of calls costs one signature check per token.
+        self._verified: dict[str, Principal] = {}
+        self._lock = threading.Lock()
+
+    def issue(self, client_id: str, sponsor_codes: list[str], now: datetime) -> IssuedToken:
+        key = self._keys.signing_key
+        iat = int(now.timestamp())
+        scope = " ".join([SCOPE, *(f"sponsor:{code}" for code in sorted(sponsor_codes))])
+        claims = {
+            "iss": self._issuer,
+            "aud": self._audience,
+            "sub": client_id,
+            "iat": iat,
+            "nbf": iat,
+            "exp": iat + self._lifetime,
+            "jti": secrets.token_hex(8),
+            "scope": scope,
+            "sponsors": sorted(sponsor_codes),
+        }
+        token = jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid})
+        return IssuedToken(token, self._lifetime, scope)
+
+    def verify(self, token: str, now: datetime) -> Principal:
+        now_s = int(now.timestamp())
+        cached = self._verified.get(token)
+        if cached is not None:
+            if cached.expires_at > now_s:
+                return cached
+            raise ProblemError(
+                "TOKEN_EXPIRED", "The bearer token has expired.", headers=BEARER_CHALLENGE
+            )
+        principal = self._verify_signature(token)
+        if principal.expires_at <= now_s:
+            raise ProblemError(
+                "TOKEN_EXPIRED", "The bearer token has expired.", headers=BEARER_CHALLENGE
+            )
+        with self._lock:
+            if len(self._verified) >= limits.token_cache_entries_max:
+                self._verified = {t: p for t, p in self._verified.items() if p.expires_at > now_s}
+                if len(self._verified) >= limits.token_cache_entries_max:
+                    self._verified.clear()
+            self._verified[token] = principal
+        return principal
+
+    def _verify_signature(self, token: str) -> Principal:
+        invalid = ProblemError(
+            "TOKEN_INVALID", "The bearer token is not valid.", headers=BEARER_CHALLENGE
+        )
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise invalid from exc
+        kid = header.get("kid")
+        public = self._keys.public_key(kid) if isinstance(kid, str) else None
+        if public is None or header.get("alg") != ALGORITHM:
+            raise invalid
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                public,
+                algorithms=[ALGORITHM],
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": ["exp", "iat", "sub", "aud", "iss"], "verify_exp": False},
+            )
+        except jwt.PyJWTError as exc:
+            raise invalid from exc
+        sponsors = claims.get("sponsors")
+        if not isinstance(sponsors, list) or not all(isinstance(s, str) for s in sponsors):
+            raise invalid
+        return Principal(str(claims["sub"]), frozenset(sponsors), int(claims["exp"]))

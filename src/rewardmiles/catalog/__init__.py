@@ -1,0 +1,1 @@
+"""Sponsors, their offers and locations: operator-managed reference data."""

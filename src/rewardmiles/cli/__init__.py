@@ -1,0 +1,1 @@
+"""The `rewardmiles` command line."""

@@ -1,0 +1,324 @@
+"""`rewardmiles` — serve, migrate and administer. Operators and scripts depend on these names."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+
+from rewardmiles import clock, demo
+from rewardmiles.auth import service as auth
+from rewardmiles.catalog import service as catalog
+from rewardmiles.collectors import service as collectors
+from rewardmiles.config import Settings
+from rewardmiles.db import migrate
+from rewardmiles.db.engine import Database, DatabaseUrlError
+from rewardmiles.ledger.verify import verify
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+sponsor_app = typer.Typer(no_args_is_help=True, help="Sponsors (partner businesses).")
+partner_app = typer.Typer(no_args_is_help=True, help="Partner API clients (credentials).")
+location_app = typer.Typer(no_args_is_help=True, help="Sponsor locations.")
+collector_app = typer.Typer(no_args_is_help=True, help="Collectors (program members).")
+ledger_app = typer.Typer(no_args_is_help=True, help="The ledger.")
+for sub, name in (
+    (db_app, "db"),
+    (sponsor_app, "sponsor"),
+    (partner_app, "partner"),
+    (location_app, "location"),
+    (collector_app, "collector"),
+    (ledger_app, "ledger"),
+):
+    app.add_typer(sub, name=name)
+
+out = Console()
+err = Console(stderr=True)
+
+
+class Status(StrEnum):
+    ACTIVE = "ACTIVE"
+    ON_HOLD = "ON_HOLD"
+    CLOSED = "CLOSED"
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _database(settings: Settings) -> Database:
+    try:
+        return Database.from_url(settings.database_url, pool_size=2)
+    except DatabaseUrlError as exc:
+        err.print(f"[red]error:[/red] REWARDMILES_DATABASE_URL: {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _ready_database() -> tuple[Settings, Database]:
+    """Open the database, migrating it first when it is behind (every command needs the schema)."""
+    settings = _settings()
+    db = _database(settings)
+    if not migrate.is_current(db.engine):
+        migrate.upgrade(db.engine)
+    return settings, db
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+# --------------------------------------------------------------------------- serve
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    demo_data: Annotated[
+        bool, typer.Option("--demo", help="Seed demo data and print demo credentials.")
+    ] = False,
+    workers: Annotated[int, typer.Option(min=1, help="API processes (PostgreSQL only).")] = 1,
+) -> None:
+    """Migrate if needed, then serve the partner API."""
+    import uvicorn
+
+    from rewardmiles.app import create_app
+
+    settings, db = _ready_database()
+    if workers > 1 and db.is_sqlite:
+        db.dispose()
+        raise _fail("--workers > 1 needs PostgreSQL (SQLite has a single writer)", 2)
+    if demo_data:
+        with db.unit_of_work() as session:
+            data = demo.seed(session, clock.utc_now(), secret_hash_cost=settings.secret_hash_cost)
+        _print_demo(data, host, port)
+    db.dispose()
+    if workers > 1:
+        uvicorn.run(
+            "rewardmiles.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+        )
+    else:
+        uvicorn.run(
+            create_app(settings), host=host, port=port, log_level="warning", access_log=False
+        )
+
+
+def _print_demo(data: demo.DemoData, host: str, port: int) -> None:
+    base = f"http://{host}:{port}"
+    err.print(
+        f"""[bold]rewardmiles demo[/bold] on {base}  (docs: {base}/docs)
+  sponsor {data.sponsor_code}, offer STANDARD, location {demo.LOCATION}
+  collectors: {", ".join(f"{n} {s}" for n, s in data.collectors.items())}
+  partner client_id     {data.client_id}
+  partner client_secret {data.client_secret}   (public demo credentials)
+
+  TOKEN=$(curl -s {base}/oauth/token -d grant_type=client_credentials \\
+    -d client_id={data.client_id} -d client_secret={data.client_secret} | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+  curl -s {base}/checkout/issuance/post/event -H "Authorization: Bearer $TOKEN" \\
+    -H 'Content-Type: application/json' -H "Idempotency-Key: $(python3 -c 'import uuid; print(uuid.uuid4())')" \\
+    -d '{{"clientTransactionId": "demo-'$(date +%s)'", "collectorNumber": "80085102028", "sponsorCode": "{data.sponsor_code}",
+         "transactionDateTime": "'$(date -u +%Y-%m-%dT%H:%M:%SZ)'",
+         "issuances": [{{"issuanceOfferCode": "STANDARD", "locationCode": "{demo.LOCATION}", "milesAmount": 8}}]}}'
+""",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+# --------------------------------------------------------------------------- db
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every pending migration."""
+    settings = _settings()
+    db = _database(settings)
+    before = migrate.current_revision(db.engine)
+    migrate.upgrade(db.engine)
+    after = migrate.current_revision(db.engine)
+    out.print(f"database at revision {after}" + ("" if before != after else " (already current)"))
+
+
+# --------------------------------------------------------------------------- sponsors etc.
+
+
+@sponsor_app.command("add")
+def sponsor_add(
+    code: Annotated[str, typer.Argument(help="2–10 uppercase letters or digits.")],
+    name: Annotated[str, typer.Option(help="Display name.")],
+) -> None:
+    """Add an active sponsor (with its STANDARD offer)."""
+    _, db = _ready_database()
+    try:
+        with db.unit_of_work() as session:
+            catalog.add_sponsor(session, code, name, clock.utc_now())
+    except catalog.CatalogError as exc:
+        raise _fail(str(exc)) from exc
+    out.print(f"sponsor {code} added (offer STANDARD)")
+
+
+@partner_app.command("create")
+def partner_create(
+    sponsor: Annotated[list[str], typer.Option("--sponsor", help="Sponsor code (repeatable).")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print only the credentials as JSON.")
+    ] = False,
+) -> None:
+    """Create a partner client; its secret is shown once, here, and stored only hashed."""
+    settings, db = _ready_database()
+    try:
+        with db.unit_of_work() as session:
+            client = auth.create_client(
+                session, sponsor, clock.utc_now(), secret_hash_cost=settings.secret_hash_cost
+            )
+    except auth.UnknownSponsorError as exc:
+        raise _fail(str(exc)) from exc
+    if as_json:
+        sys.stdout.write(
+            json.dumps({"client_id": client.client_id, "client_secret": client.client_secret})
+            + "\n"
+        )
+        return
+    out.print(f"client_id     {client.client_id}")
+    out.print(f"client_secret {client.client_secret}")
+    out.print(f"sponsors      {', '.join(client.sponsor_codes)}")
+    out.print("The secret is not stored in clear and cannot be shown again.", style="yellow")
+
+
+@location_app.command("add")
+def location_add(
+    code: Annotated[str, typer.Argument(help="1–10 characters; leading zeros are kept.")],
+    sponsor: Annotated[str, typer.Option("--sponsor", help="Sponsor code.")],
+) -> None:
+    """Register a location of a sponsor (from then on, its lines must name a registered one)."""
+    _, db = _ready_database()
+    try:
+        with db.unit_of_work() as session:
+            catalog.add_location(session, sponsor, code, clock.utc_now())
+    except catalog.CatalogError as exc:
+        raise _fail(str(exc)) from exc
+    out.print(f"location {code} added for sponsor {sponsor}")
+
+
+@collector_app.command("add")
+def collector_add(
+    number: Annotated[str, typer.Argument(help="11 digits.")],
+    status: Annotated[Status, typer.Option(help="Account status.")] = Status.ACTIVE,
+) -> None:
+    """Enrol one collector."""
+    _, db = _ready_database()
+    try:
+        with db.unit_of_work() as session:
+            collectors.add_collector(session, number, status.value, clock.utc_now())
+    except collectors.CollectorError as exc:
+        raise _fail(str(exc)) from exc
+    out.print(f"collector {number} added ({status.value})")
+
+
+@collector_app.command("show")
+def collector_show(
+    number: Annotated[str, typer.Argument(help="11 digits.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Show a collector's status and balance (in miles)."""
+    _, db = _ready_database()
+    with db.reader() as session:
+        view = collectors.get_collector(session, number)
+    if view is None:
+        raise _fail(f"collector {number} not found")
+    if as_json:
+        payload = {
+            "collectorNumber": view.number,
+            "status": view.status,
+            "balance": view.balance_miles,
+        }
+        sys.stdout.write(json.dumps(payload) + "\n")
+        return
+    out.print(f"collector {view.number}  status {view.status}  balance {view.balance_miles} miles")
+
+
+@collector_app.command("import")
+def collector_import(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="CSV file.")
+    ],
+) -> None:
+    """Bulk-enrol collectors from CSV (`collectorNumber[,status]`, optional header), streaming."""
+    _, db = _ready_database()
+    size = file.stat().st_size
+    with (
+        file.open("rb") as raw,
+        Progress(
+            TextColumn("[bold]importing"),
+            BarColumn(),
+            TransferSpeedColumn(),
+            TextColumn("{task.fields[rows]:,} rows"),
+            TimeElapsedColumn(),
+            console=err,
+        ) as progress,
+    ):
+        task = progress.add_task("import", total=size, rows=0)
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+
+        def on_batch(report: collectors.ImportReport) -> None:
+            progress.update(task, completed=raw.tell(), rows=report.rows_read)
+
+        report = collectors.import_collectors(db, text, clock.utc_now(), on_batch=on_batch)
+        progress.update(task, completed=size, rows=report.rows_read)
+    out.print(
+        f"rows read {report.rows_read:,}; enrolled {report.inserted:,}; already enrolled "
+        f"(unchanged) {report.already_enrolled:,}; invalid {report.error_count:,}"
+    )
+    for line in report.errors:
+        err.print(f"  {line}")
+    if report.error_count > len(report.errors):
+        err.print(f"  … and {report.error_count - len(report.errors)} more")
+    if report.error_count:
+        raise typer.Exit(1)
+
+
+@ledger_app.command("verify")
+def ledger_verify() -> None:
+    """Check the ledger's invariants over the whole database (exit 1 when broken)."""
+    _, db = _ready_database()
+    with db.reader() as session:
+        report = verify(session)
+    out.print(
+        f"entries {report.entries:,}; collectors {report.collectors:,}; entries sum {report.total_miles}"
+    )
+    if report.ok:
+        out.print("ledger OK: every pair balances and every balance equals its entries")
+        return
+    for problem in report.problems:
+        err.print(f"[red]✗[/red] {problem}")
+    raise typer.Exit(1)
+
+
+@app.command("openapi")
+def openapi_export(
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="File (default: stdout).")
+    ] = None,
+) -> None:
+    """Print the OpenAPI document (the committed `openapi.json` is this output)."""
+    from rewardmiles.app import create_app
+
+    text = json.dumps(create_app(Settings()).openapi(), indent=2, sort_keys=False) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)

@@ -1,0 +1,1 @@
+"""Collectors (program members): enrolment, status, bulk import."""

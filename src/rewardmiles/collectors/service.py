@@ -1,0 +1,124 @@
+"""Operator actions on collectors. Balances are never written here: only `ledger.post` does."""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import IO
+
+from sqlalchemy.orm import Session
+
+from rewardmiles.db.engine import Database, insert_ignoring_conflicts
+from rewardmiles.db.models import Collector
+
+COLLECTOR_NUMBER = re.compile(r"^[0-9]{11}$")
+STATUSES = ("ACTIVE", "ON_HOLD", "CLOSED")
+IMPORT_BATCH_ROWS = 10_000
+IMPORT_ERRORS_KEPT_MAX = 50
+
+
+class CollectorError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorView:
+    number: str
+    status: str
+    balance_miles: int
+
+
+def _check(number: str, status: str) -> None:
+    if not COLLECTOR_NUMBER.match(number):
+        raise CollectorError(f"collector number {number!r} must be exactly 11 digits")
+    if status not in STATUSES:
+        raise CollectorError(f"status {status!r} must be one of {', '.join(STATUSES)}")
+
+
+def add_collector(session: Session, number: str, status: str, now: datetime) -> CollectorView:
+    _check(number, status)
+    if session.get(Collector, number) is not None:
+        raise CollectorError(f"collector {number} already exists")
+    session.add(
+        Collector(number=number, status=status, balance_miles=0, created_at=now, updated_at=now)
+    )
+    return CollectorView(number, status, 0)
+
+
+def get_collector(session: Session, number: str) -> CollectorView | None:
+    row = session.get(Collector, number)
+    return CollectorView(row.number, row.status, row.balance_miles) if row else None
+
+
+@dataclass
+class ImportReport:
+    rows_read: int = 0
+    rows_valid: int = 0
+    inserted: int = 0
+    errors: list[str] = field(default_factory=list)
+    error_count: int = 0
+
+    @property
+    def already_enrolled(self) -> int:
+        return self.rows_valid - self.inserted
+
+
+def _rows(stream: IO[str], report: ImportReport) -> Iterator[dict[str, object]]:
+    for line_no, record in enumerate(csv.reader(stream), start=1):
+        if not record or (len(record) == 1 and not record[0].strip()):
+            continue
+        number = record[0].strip()
+        if line_no == 1 and number.lower() in ("collectornumber", "collector_number", "number"):
+            continue
+        report.rows_read += 1
+        status = record[1].strip().upper() if len(record) > 1 and record[1].strip() else "ACTIVE"
+        try:
+            if len(record) > 2:
+                raise CollectorError("expected collectorNumber[,status]")
+            _check(number, status)
+        except CollectorError as exc:
+            report.error_count += 1
+            if len(report.errors) < IMPORT_ERRORS_KEPT_MAX:
+                report.errors.append(f"line {line_no}: {exc}")
+            continue
+        report.rows_valid += 1
+        yield {"number": number, "status": status, "balance_miles": 0}
+
+
+def import_collectors(
+    db: Database,
+    stream: IO[str],
+    now: datetime,
+    on_batch: Callable[[ImportReport], None] | None = None,
+) -> ImportReport:
+    """Stream a `collectorNumber[,status]` CSV into the collectors table.
+
+    Each batch commits on its own, so memory stays flat and an interrupted import can simply be
+    run again: collectors already enrolled are left unchanged (and counted).
+    """
+    report = ImportReport()
+    batch: list[dict[str, object]] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        for row in batch:
+            row["created_at"] = now
+            row["updated_at"] = now
+        with db.unit_of_work() as session:
+            stmt = insert_ignoring_conflicts(session, Collector.__table__)  # type: ignore[arg-type]
+            inserted = session.execute(stmt.returning(Collector.number), batch).all()
+        report.inserted += len(inserted)
+        batch.clear()
+        if on_batch is not None:
+            on_batch(report)
+
+    for row in _rows(stream, report):
+        batch.append(row)
+        if len(batch) >= IMPORT_BATCH_ROWS:
+            flush()
+    flush()
+    return report

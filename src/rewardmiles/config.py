@@ -1,0 +1,59 @@
+"""One settings object. Nothing else in the package reads the environment."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ENV_PREFIX = "REWARDMILES_"
+DEFAULT_SQLITE_FILE = "rewardmiles.db"
+
+
+class NegativeBalancePolicy(StrEnum):
+    ALLOW = "allow"
+    REJECT = "reject"
+
+
+class UnknownCollectorPolicy(StrEnum):
+    PENDING = "pending"
+    REJECT = "reject"
+    ENROLL = "enroll"
+
+
+class Settings(BaseModel):
+    """Program-wide settings; each field is read from `REWARDMILES_<FIELD NAME IN CAPITALS>`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    database_url: str = Field(
+        default_factory=lambda: f"sqlite:///{Path.cwd() / DEFAULT_SQLITE_FILE}"
+    )
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    program_time_zone: str = "America/Toronto"
+    backdate_days_max: int = Field(default=30, ge=0, le=3650)
+    miles_per_line_max: int = Field(default=100_000, ge=1)
+    negative_balance_policy: NegativeBalancePolicy = NegativeBalancePolicy.ALLOW
+    unknown_collector_policy: UnknownCollectorPolicy = UnknownCollectorPolicy.PENDING
+    pending_window_days: int = Field(default=30, ge=1)
+    idempotency_retention_days: int = Field(default=30, ge=1)
+    token_issuer: str = "rewardmiles"
+    token_audience: str = "rewardmiles-issuance"
+    token_lifetime_seconds: int = Field(default=3600, ge=60, le=86_400)
+    secret_hash_cost: int = Field(default=14, ge=10, le=20, description="scrypt N = 2**cost")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool = True
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for name in cls.model_fields:
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is not None:
+                values[name] = raw
+        values.update(overrides)
+        return cls.model_validate(values)

@@ -1,0 +1,147 @@
+"""Engines per dialect. Every dialect difference of the service lives in this package."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql import Insert
+from sqlalchemy.sql.schema import Table
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class DatabaseUrlError(ValueError):
+    pass
+
+
+def normalize_url(raw: str) -> URL:
+    """Accept the plain URLs operators write; choosing the driver is ours.
+
+    `sqlite:///PATH` → pysqlite; `postgresql://USER@HOST:PORT/DB` (or `postgres://`) → psycopg 3.
+    """
+    try:
+        url = make_url(raw)
+    except ArgumentError as exc:
+        raise DatabaseUrlError(f"not a database URL: {raw!r}") from exc
+    backend = url.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        return url.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        if url.get_driver_name() not in ("pysqlite", ""):
+            return url.set(drivername="sqlite")
+        return url
+    raise DatabaseUrlError(
+        f"unsupported database {backend!r}: use sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
+    )
+
+
+def build_engine(raw_url: str, *, pool_size: int = 10) -> Engine:
+    url = normalize_url(raw_url)
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url)
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_recycle=1800,
+        connect_args={"application_name": "rewardmiles"},
+    )
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so BEGIN IMMEDIATE below is what runs.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # Write lock up front: a deferred transaction that later writes can fail with
+        # SQLITE_BUSY instead of waiting; IMMEDIATE queues behind the current writer.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Database:
+    """Engine + session factory + the unit of work: the only place that commits."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self.is_sqlite = self.dialect == "sqlite"
+        self._sessions = sessionmaker(engine, expire_on_commit=False, autoflush=False)
+        # SQLite has one writer; queue threads here instead of spinning in busy_timeout.
+        self._sqlite_writer = threading.Lock() if self.is_sqlite else None
+
+    @classmethod
+    def from_url(cls, raw_url: str, *, pool_size: int = 10) -> Database:
+        return cls(build_engine(raw_url, pool_size=pool_size))
+
+    def _writer_guard(self) -> AbstractContextManager[Any]:
+        return self._sqlite_writer if self._sqlite_writer is not None else nullcontext()
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[Session]:
+        """One database transaction: committed when the block ends, rolled back if it raises."""
+        with self._writer_guard(), self._sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def reader(self) -> Iterator[Session]:
+        """A read-only transaction (always rolled back)."""
+        with self._writer_guard(), self._sessions() as session:
+            try:
+                yield session
+            finally:
+                session.rollback()
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def try_lock_key(session: Session, namespace: str, key: str) -> bool:
+    """Try a transaction-scoped lock on an arbitrary key, without waiting.
+
+    PostgreSQL: an advisory lock, released at commit/rollback. SQLite: the transaction already
+    holds the database write lock (BEGIN IMMEDIATE), so the key is ours.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    digest = hashlib.blake2b(f"{namespace}\0{key}".encode(), digest_size=8).digest()
+    lock_id = int.from_bytes(digest, "big", signed=True)
+    return bool(
+        session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": lock_id}).scalar()
+    )
+
+
+def insert_ignoring_conflicts(session: Session, table: Table) -> Insert:
+    """INSERT … ON CONFLICT DO NOTHING for the session's dialect."""
+    if session.get_bind().dialect.name == "postgresql":
+        return pg_insert(table).on_conflict_do_nothing()
+    return sqlite_insert(table).on_conflict_do_nothing()

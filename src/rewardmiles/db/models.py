@@ -1,0 +1,219 @@
+"""The schema. Every table of the service, typed; migrations in `migrations/` create exactly this.
+
+Identity choices:
+- collectors are keyed by their 11-digit number (the ledger shards by it);
+- issuance lines are keyed by (transaction, line number), so a request's rows need no round trip
+  to learn generated ids;
+- the sponsor side of each ledger pair is append-only: no row is updated by every request.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on both dialects (SQLite keeps no offset; PostgreSQL uses timestamptz)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Sponsor(Base):
+    __tablename__ = "sponsors"
+    code: Mapped[str] = mapped_column(String(10), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    review_threshold_miles: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Offer(Base):
+    __tablename__ = "offers"
+    sponsor_code: Mapped[str] = mapped_column(ForeignKey("sponsors.code"), primary_key=True)
+    code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    description: Mapped[str] = mapped_column(String(255), default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    valid_from: Mapped[date | None] = mapped_column(Date, default=None)
+    valid_to: Mapped[date | None] = mapped_column(Date, default=None)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Location(Base):
+    __tablename__ = "locations"
+    sponsor_code: Mapped[str] = mapped_column(ForeignKey("sponsors.code"), primary_key=True)
+    code: Mapped[str] = mapped_column(String(10), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class PartnerClient(Base):
+    __tablename__ = "partner_clients"
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class PartnerClientSponsor(Base):
+    __tablename__ = "partner_client_sponsors"
+    client_id: Mapped[str] = mapped_column(
+        ForeignKey("partner_clients.client_id"), primary_key=True
+    )
+    sponsor_code: Mapped[str] = mapped_column(ForeignKey("sponsors.code"), primary_key=True)
+
+
+class Collector(Base):
+    __tablename__ = "collectors"
+    number: Mapped[str] = mapped_column(String(11), primary_key=True)
+    status: Mapped[str] = mapped_column(String(10))
+    balance_miles: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Transaction(Base):
+    """One partner request that reached the business rules: accepted (posted/pending) or rejected."""
+
+    __tablename__ = "transactions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    sponsor_code: Mapped[str] = mapped_column(String(10))
+    endpoint: Mapped[str] = mapped_column(String(32))
+    partner_transaction_id: Mapped[str] = mapped_column(String(64))
+    collector_number: Mapped[str | None] = mapped_column(String(11))
+    original_transaction_id: Mapped[str | None] = mapped_column(ForeignKey("transactions.id"))
+    status: Mapped[str] = mapped_column(String(10))
+    http_status: Mapped[int] = mapped_column(Integer)
+    error_code: Mapped[str | None] = mapped_column(String(40))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    partner_datetime: Mapped[datetime] = mapped_column(UtcDateTime())
+    processed_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    request_json: Mapped[str] = mapped_column(Text)
+    response_json: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (
+        # Rule 3.7: an id is reserved only by an accepted transaction.
+        Index(
+            "uq_transactions_accepted_partner_id",
+            "sponsor_code",
+            "endpoint",
+            "partner_transaction_id",
+            unique=True,
+            sqlite_where=text("status <> 'rejected'"),
+            postgresql_where=text("status <> 'rejected'"),
+        ),
+        Index("ix_transactions_original", "original_transaction_id"),
+        Index("ix_transactions_sponsor_processed", "sponsor_code", "processed_at"),
+        Index("ix_transactions_collector", "collector_number"),
+    )
+
+
+class IssuanceLine(Base):
+    __tablename__ = "issuance_lines"
+    transaction_id: Mapped[str] = mapped_column(ForeignKey("transactions.id"), primary_key=True)
+    line_no: Mapped[int] = mapped_column(Integer, primary_key=True)
+    direction: Mapped[str] = mapped_column(String(6))  # credit | debit
+    offer_code: Mapped[str] = mapped_column(String(8))
+    location_code: Mapped[str | None] = mapped_column(String(10))
+    miles: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(10))  # posted | pending | rejected
+    pending_reason: Mapped[str | None] = mapped_column(String(20))
+    error_code: Mapped[str | None] = mapped_column(String(40))
+    settled_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    __table_args__ = (
+        Index(
+            "ix_issuance_lines_pending",
+            "status",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+
+class LedgerEntry(Base):
+    """Immutable signed posting. Each posted line writes one collector entry and one sponsor entry
+    of opposite sign; the sum over the whole table is zero."""
+
+    __tablename__ = "ledger_entries"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    transaction_id: Mapped[str] = mapped_column(String(36))
+    line_no: Mapped[int] = mapped_column(Integer)
+    account_kind: Mapped[str] = mapped_column(String(10))  # collector | sponsor
+    account_code: Mapped[str] = mapped_column(String(11))
+    amount_miles: Mapped[int] = mapped_column(BigInteger)
+    posted_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["transaction_id", "line_no"],
+            ["issuance_lines.transaction_id", "issuance_lines.line_no"],
+        ),
+        Index("ix_ledger_entries_line", "transaction_id", "line_no"),
+        Index("ix_ledger_entries_account", "account_kind", "account_code"),
+    )
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    transaction_id: Mapped[str | None] = mapped_column(String(36))
+    response_status: Mapped[int] = mapped_column(Integer)
+    response_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    __table_args__ = (Index("ix_idempotency_keys_created", "created_at"),)
+
+
+class SigningKey(Base):
+    __tablename__ = "signing_keys"
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    private_key_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    retired_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

@@ -1,0 +1,60 @@
+"""Demo data for `rewardmiles serve --demo`: one sponsor, a few collectors, a known client.
+
+The demo client's credentials are fixed and public so the README's walk-through works verbatim;
+never use `--demo` against a production database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from rewardmiles.auth import service as auth
+from rewardmiles.catalog import service as catalog
+from rewardmiles.collectors import service as collectors
+from rewardmiles.db.models import Location, PartnerClient, Sponsor
+
+SPONSOR = "KENY"
+LOCATION = "0037"
+CLIENT_ID = "demo-keny"
+CLIENT_SECRET = "demo-keny-secret"
+COLLECTORS = {
+    "80085102028": "ACTIVE",
+    "80085102036": "ACTIVE",
+    "80085102044": "ACTIVE",
+    "80085102051": "ON_HOLD",
+    "80085102069": "CLOSED",
+}
+
+
+@dataclass(frozen=True)
+class DemoData:
+    client_id: str
+    client_secret: str
+    sponsor_code: str
+    collectors: dict[str, str]
+
+
+def seed(session: Session, now: datetime, *, secret_hash_cost: int) -> DemoData:
+    """Idempotent: running it again leaves existing demo rows as they are."""
+    if session.get(Sponsor, SPONSOR) is None:
+        catalog.add_sponsor(session, SPONSOR, "Kenny's Demo Market", now)
+        session.flush()
+    if session.get(Location, (SPONSOR, LOCATION)) is None:
+        catalog.add_location(session, SPONSOR, LOCATION, now)
+    for number, status in COLLECTORS.items():
+        if collectors.get_collector(session, number) is None:
+            collectors.add_collector(session, number, status, now)
+    if session.get(PartnerClient, CLIENT_ID) is None:
+        session.flush()
+        auth.create_client(
+            session,
+            [SPONSOR],
+            now,
+            secret_hash_cost=secret_hash_cost,
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+        )
+    return DemoData(CLIENT_ID, CLIENT_SECRET, SPONSOR, dict(COLLECTORS))

@@ -1,0 +1,356 @@
+"""The error catalogue and the one exception type that carries a catalogue entry.
+
+Every non-2xx response is an RFC 9457 problem document built from an `ErrorSpec` of this
+catalogue. Codes are stable: partners and the audit report key on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorSpec:
+    code: str
+    status: int
+    title: str
+    retryable: bool
+    meaning: str
+
+
+_SPECS: tuple[ErrorSpec, ...] = (
+    # -- request shape (400, nothing stored) --
+    ErrorSpec(
+        "VALIDATION_FAILED",
+        400,
+        "Invalid request",
+        False,
+        "Several fields are invalid; `errors[]` lists each with its own code.",
+    ),
+    ErrorSpec(
+        "MALFORMED_JSON",
+        400,
+        "Body is not valid JSON",
+        False,
+        "The body could not be parsed as a JSON object.",
+    ),
+    ErrorSpec(
+        "FIELD_REQUIRED",
+        400,
+        "Required field missing",
+        False,
+        "A required field is absent or null.",
+    ),
+    ErrorSpec(
+        "FIELD_INVALID",
+        400,
+        "Field invalid",
+        False,
+        "A field has the wrong type, length, format or range.",
+    ),
+    ErrorSpec(
+        "FIELD_UNKNOWN",
+        400,
+        "Unknown field",
+        False,
+        "The body carries a field this endpoint does not define.",
+    ),
+    ErrorSpec(
+        "COLLECTOR_NUMBER_INVALID",
+        400,
+        "Collector number invalid",
+        False,
+        "`collectorNumber` is not exactly 11 digits.",
+    ),
+    ErrorSpec(
+        "MILES_AMOUNT_INVALID",
+        400,
+        "Miles amount invalid",
+        False,
+        "`milesAmount` is not a JSON integer between 1 and the per-line maximum.",
+    ),
+    ErrorSpec(
+        "IDEMPOTENCY_KEY_INVALID",
+        400,
+        "Idempotency-Key invalid",
+        False,
+        "The Idempotency-Key header is empty, too long or not printable ASCII.",
+    ),
+    # -- business rules (400, recorded as a rejected transaction) --
+    ErrorSpec(
+        "SPONSOR_UNKNOWN", 400, "Sponsor unknown", False, "No sponsor has this `sponsorCode`."
+    ),
+    ErrorSpec(
+        "SPONSOR_INACTIVE", 400, "Sponsor inactive", False, "The sponsor exists but is not active."
+    ),
+    ErrorSpec(
+        "OFFER_UNKNOWN",
+        400,
+        "Offer unknown",
+        False,
+        "The sponsor has no offer with this `issuanceOfferCode`.",
+    ),
+    ErrorSpec(
+        "OFFER_INACTIVE",
+        400,
+        "Offer inactive",
+        False,
+        "The offer is disabled or not valid on the transaction date.",
+    ),
+    ErrorSpec(
+        "LOCATION_UNKNOWN",
+        400,
+        "Location unknown",
+        False,
+        "The sponsor registers locations and `locationCode` is not one of them.",
+    ),
+    ErrorSpec(
+        "DATE_OUT_OF_RANGE",
+        400,
+        "Date out of range",
+        False,
+        "The transaction date is more than 5 minutes in the future or older than the "
+        "backdate window (default 30 days).",
+    ),
+    ErrorSpec(
+        "COLLECTOR_NOT_FOUND",
+        400,
+        "Collector not found",
+        False,
+        "The collector number is unknown and the program rejects unknown collectors.",
+    ),
+    ErrorSpec(
+        "COLLECTOR_CLOSED", 400, "Collector closed", False, "The collector's account is closed."
+    ),
+    ErrorSpec(
+        "DUPLICATE_TRANSACTION",
+        400,
+        "Duplicate transaction",
+        False,
+        "This transaction id was already accepted for this sponsor and endpoint with a "
+        "different body.",
+    ),
+    ErrorSpec(
+        "ORIGINAL_NOT_FOUND",
+        400,
+        "Original transaction not found",
+        False,
+        "The original named by the reversal was not accepted for this sponsor.",
+    ),
+    ErrorSpec(
+        "ORIGINAL_COLLECTOR_MISMATCH",
+        400,
+        "Original belongs to another collector",
+        False,
+        "The original transaction was for a different collector.",
+    ),
+    ErrorSpec(
+        "REVERSAL_EXCEEDS_ORIGINAL",
+        400,
+        "Reversal exceeds original",
+        False,
+        "For an offer code, the miles reversed so far plus this request exceed the miles "
+        "issued on the original.",
+    ),
+    ErrorSpec(
+        "INSUFFICIENT_BALANCE",
+        400,
+        "Insufficient balance",
+        False,
+        "The reversal would take the balance below zero and the program forbids it.",
+    ),
+    ErrorSpec(
+        "PENDING_EXPIRED",
+        400,
+        "Pending line expired",
+        False,
+        "A pending line could not settle within the pending window.",
+    ),
+    # -- protocol --
+    ErrorSpec(
+        "TOKEN_MISSING", 401, "Bearer token missing", False, "No `Authorization: Bearer` header."
+    ),
+    ErrorSpec(
+        "TOKEN_INVALID",
+        401,
+        "Bearer token invalid",
+        False,
+        "The token's signature, issuer, audience or shape is wrong.",
+    ),
+    ErrorSpec(
+        "TOKEN_EXPIRED",
+        401,
+        "Bearer token expired",
+        True,
+        "The token has expired; request a new one.",
+    ),
+    ErrorSpec(
+        "INVALID_CLIENT",
+        401,
+        "Client authentication failed",
+        False,
+        "Unknown client, wrong secret or disabled client at `/oauth/token`.",
+    ),
+    ErrorSpec(
+        "UNSUPPORTED_GRANT_TYPE",
+        400,
+        "Unsupported grant type",
+        False,
+        "`/oauth/token` supports `grant_type=client_credentials` only.",
+    ),
+    ErrorSpec(
+        "SPONSOR_NOT_ALLOWED",
+        403,
+        "Sponsor not allowed",
+        False,
+        "The token's client may not act for this sponsor.",
+    ),
+    ErrorSpec("NOT_FOUND", 404, "Not found", False, "No such resource."),
+    ErrorSpec(
+        "METHOD_NOT_ALLOWED",
+        405,
+        "Method not allowed",
+        False,
+        "The path exists but not for this HTTP method.",
+    ),
+    ErrorSpec(
+        "IDEMPOTENCY_KEY_IN_USE",
+        409,
+        "Idempotency key in use",
+        True,
+        "A request with this key is still executing; retry after `Retry-After` seconds.",
+    ),
+    ErrorSpec(
+        "PAYLOAD_TOO_LARGE",
+        413,
+        "Payload too large",
+        False,
+        "The body exceeds the request size limit (1 MiB).",
+    ),
+    ErrorSpec(
+        "UNSUPPORTED_MEDIA_TYPE",
+        415,
+        "Unsupported media type",
+        False,
+        "Partner calls need `Content-Type: application/json`.",
+    ),
+    ErrorSpec(
+        "IDEMPOTENCY_KEY_REUSED",
+        422,
+        "Idempotency key reused",
+        False,
+        "The key was already used with a different request.",
+    ),
+    ErrorSpec(
+        "RATE_LIMITED",
+        429,
+        "Rate limited",
+        True,
+        "Too many requests; retry after `Retry-After` seconds.",
+    ),
+    ErrorSpec(
+        "INTERNAL_ERROR",
+        500,
+        "Internal error",
+        True,
+        "The request failed on our side and stored nothing; retry with the same "
+        "Idempotency-Key. Quote `requestId` to the support desk.",
+    ),
+    ErrorSpec(
+        "SERVICE_UNAVAILABLE",
+        503,
+        "Service unavailable",
+        True,
+        "The database is unreachable or migrations are not current.",
+    ),
+)
+
+CATALOGUE: Mapping[str, ErrorSpec] = {spec.code: spec for spec in _SPECS}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    code: str
+    field: str | None
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            out["field"] = self.field
+        return out
+
+
+class ProblemError(Exception):
+    """An expected failure with a catalogue code; rendered as problem+json."""
+
+    def __init__(
+        self,
+        code: str,
+        detail: str,
+        *,
+        field: str | None = None,
+        errors: Sequence[FieldError] = (),
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        if code not in CATALOGUE:
+            raise KeyError(f"error code {code!r} is not in the catalogue")
+        super().__init__(detail)
+        self.spec = CATALOGUE[code]
+        self.detail = detail
+        self.errors: tuple[FieldError, ...] = tuple(errors) or (
+            (FieldError(code, field, detail),) if field is not None else ()
+        )
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+    @property
+    def code(self) -> str:
+        return self.spec.code
+
+    @property
+    def status(self) -> int:
+        return self.spec.status
+
+
+class BusinessRuleError(ProblemError):
+    """A well-formed request that breaks a rule of SPEC §3: recorded as a rejected transaction."""
+
+
+@dataclass(slots=True)
+class ProblemBody:
+    spec: ErrorSpec
+    detail: str
+    errors: tuple[FieldError, ...] = field(default_factory=tuple)
+    request_id: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": problem_type(self.spec.code),
+            "title": self.spec.title,
+            "status": self.spec.status,
+            "detail": self.detail,
+            "code": self.spec.code,
+        }
+        if self.errors:
+            body["errors"] = [e.as_dict() for e in self.errors]
+        if self.request_id is not None:
+            body["requestId"] = self.request_id
+        body.update(self.extra)
+        return body
+
+
+def problem_type(code: str) -> str:
+    return f"/problems/{code}"
+
+
+def problem_from_error(error: ProblemError, request_id: str | None) -> dict[str, Any]:
+    return ProblemBody(error.spec, error.detail, error.errors, request_id, error.extra).as_dict()
+
+
+def problem(code: str, detail: str, request_id: str | None = None) -> dict[str, Any]:
+    return ProblemBody(CATALOGUE[code], detail, (), request_id).as_dict()

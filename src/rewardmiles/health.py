@@ -1,0 +1,43 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from rewardmiles.db import migrate
+from rewardmiles.errors import problem
+from rewardmiles.web import json_response, problem_responses, request_id_of, run_sync
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> Response:
+    return json_response(200, {"status": "ok"})
+
+
+@router.get(
+    "/readyz",
+    summary="The database is reachable and migrations are current",
+    responses=problem_responses(503),
+)
+async def readyz(request: Request) -> Response:
+    ctx = request.app.state.ctx
+    try:
+        current = await run_sync(ctx.limiter, migrate.is_current, ctx.db.engine)
+    except Exception:
+        return json_response(
+            503,
+            problem("SERVICE_UNAVAILABLE", "The database is unreachable.", request_id_of(request)),
+        )
+    if not current:
+        return json_response(
+            503,
+            problem(
+                "SERVICE_UNAVAILABLE",
+                "Migrations are not current: run `rewardmiles db upgrade`.",
+                request_id_of(request),
+            ),
+        )
+    return json_response(200, {"status": "ready"})

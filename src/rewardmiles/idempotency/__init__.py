@@ -1,0 +1,1 @@
+"""Idempotency keys (SPEC §4): claim, replay, in-flight detection. Framework-free."""

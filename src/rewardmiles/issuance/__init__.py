@@ -1,0 +1,1 @@
+"""The partner Issuance API endpoints."""

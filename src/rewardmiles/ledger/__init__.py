@@ -1,0 +1,11 @@
+"""The ledger: the one write path for miles, and its invariants. No web framework in here."""
+
+from rewardmiles.ledger.service import (
+    CollectorAccount,
+    LedgerInvariantError,
+    Posting,
+    lock_collector,
+    post,
+)
+
+__all__ = ["CollectorAccount", "LedgerInvariantError", "Posting", "lock_collector", "post"]

@@ -1,0 +1,102 @@
+"""`post()` is the only code that writes ledger entries or changes a collector's balance.
+
+A posting is one balanced pair: the collector account moves by `amount_miles` (signed, positive
+for a credit) and the sponsor's issuance account by the opposite amount. The collector's row is
+locked before its balance is read for any rule and is updated in the same unit of work as the
+entries, so `balance_miles` always equals the sum of the collector's entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from rewardmiles.db.models import Collector, LedgerEntry
+
+COLLECTOR_ACCOUNT = "collector"
+SPONSOR_ACCOUNT = "sponsor"
+
+
+class LedgerInvariantError(RuntimeError):
+    """The ledger's books would not balance. Never expected: it means a bug, and the unit of work
+    that raised it is rolled back whole."""
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorAccount:
+    number: str
+    status: str
+    balance_miles: int
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    transaction_id: str
+    line_no: int
+    collector_number: str
+    sponsor_code: str
+    amount_miles: int  # signed, from the collector's side: + credit, - debit
+
+
+def lock_collector(session: Session, number: str) -> CollectorAccount | None:
+    """Lock the collector's row for the rest of the unit of work (rule 3.2: per-collector order)."""
+    row = session.execute(
+        select(Collector.number, Collector.status, Collector.balance_miles)
+        .where(Collector.number == number)
+        .with_for_update()
+    ).one_or_none()
+    if row is None:
+        return None
+    return CollectorAccount(row.number, row.status, row.balance_miles)
+
+
+def post(
+    session: Session, account: CollectorAccount, postings: Sequence[Posting], *, posted_at: datetime
+) -> CollectorAccount:
+    """Write the entry pairs of `postings` for the locked `account`; return its new state."""
+    if not postings:
+        return account
+    entries: list[dict[str, object]] = []
+    delta = 0
+    for p in postings:
+        if p.collector_number != account.number:
+            raise LedgerInvariantError(
+                f"posting for collector {p.collector_number} given with account {account.number}"
+            )
+        if p.amount_miles == 0:
+            raise LedgerInvariantError("a posting must move a non-zero amount")
+        delta += p.amount_miles
+        for kind, code, amount in (
+            (COLLECTOR_ACCOUNT, p.collector_number, p.amount_miles),
+            (SPONSOR_ACCOUNT, p.sponsor_code, -p.amount_miles),
+        ):
+            entries.append(
+                {
+                    "transaction_id": p.transaction_id,
+                    "line_no": p.line_no,
+                    "account_kind": kind,
+                    "account_code": code,
+                    "amount_miles": amount,
+                    "posted_at": posted_at,
+                }
+            )
+    if sum(int(e["amount_miles"]) for e in entries) != 0:  # type: ignore[call-overload]
+        raise LedgerInvariantError("entries of a posting do not sum to zero")
+
+    session.execute(insert(LedgerEntry), entries)
+    new_balance = session.execute(
+        update(Collector)
+        .where(Collector.number == account.number)
+        .values(balance_miles=Collector.balance_miles + delta, updated_at=posted_at)
+        .returning(Collector.balance_miles)
+    ).scalar_one()
+    if new_balance != account.balance_miles + delta:
+        raise LedgerInvariantError(
+            f"balance of collector {account.number} changed without its lock "
+            f"(expected {account.balance_miles + delta}, found {new_balance})"
+        )
+    return CollectorAccount(account.number, account.status, new_balance)

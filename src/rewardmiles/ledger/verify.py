@@ -1,0 +1,143 @@
+"""Whole-database checks of the ledger's invariants (`rewardmiles ledger verify`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, aliased
+
+from rewardmiles.db.models import Collector, IssuanceLine, LedgerEntry, Transaction
+from rewardmiles.ledger.service import COLLECTOR_ACCOUNT, SPONSOR_ACCOUNT
+
+PROBLEMS_SHOWN_MAX = 20
+
+
+@dataclass
+class VerifyReport:
+    entries: int = 0
+    collectors: int = 0
+    total_miles: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify(session: Session) -> VerifyReport:
+    report = VerifyReport()
+    report.entries, report.total_miles = session.execute(
+        select(func.count(), func.coalesce(func.sum(LedgerEntry.amount_miles), 0))
+    ).one()
+    if report.total_miles != 0:
+        report.problems.append(f"all entries sum to {report.total_miles}, not 0")
+
+    unbalanced = session.execute(
+        select(LedgerEntry.transaction_id, LedgerEntry.line_no, func.sum(LedgerEntry.amount_miles))
+        .group_by(LedgerEntry.transaction_id, LedgerEntry.line_no)
+        .having(
+            (func.sum(LedgerEntry.amount_miles) != 0)
+            | (func.count() != 2)
+            | (func.sum(func.abs(LedgerEntry.amount_miles)) == 0)
+        )
+        .limit(PROBLEMS_SHOWN_MAX)
+    ).all()
+    report.problems += [
+        f"line {t}#{n}: entries are not one balanced pair (sum {s})" for t, n, s in unbalanced
+    ]
+
+    wrong_kind = session.execute(
+        select(func.count()).where(
+            LedgerEntry.account_kind.not_in([COLLECTOR_ACCOUNT, SPONSOR_ACCOUNT])
+        )
+    ).scalar_one()
+    if wrong_kind:
+        report.problems.append(f"{wrong_kind} entries post to an unknown account kind")
+
+    sums = (
+        select(
+            LedgerEntry.account_code.label("number"),
+            func.sum(LedgerEntry.amount_miles).label("miles"),
+        )
+        .where(LedgerEntry.account_kind == COLLECTOR_ACCOUNT)
+        .group_by(LedgerEntry.account_code)
+        .subquery()
+    )
+    report.collectors = session.execute(select(func.count()).select_from(Collector)).scalar_one()
+    mismatched = session.execute(
+        select(Collector.number, Collector.balance_miles, func.coalesce(sums.c.miles, 0))
+        .outerjoin(sums, sums.c.number == Collector.number)
+        .where(Collector.balance_miles != func.coalesce(sums.c.miles, 0))
+        .limit(PROBLEMS_SHOWN_MAX)
+    ).all()
+    report.problems += [
+        f"collector {n}: balance {b} but entries sum to {s}" for n, b, s in mismatched
+    ]
+    orphan_entries = session.execute(
+        select(func.count())
+        .select_from(LedgerEntry)
+        .outerjoin(Collector, Collector.number == LedgerEntry.account_code)
+        .where(LedgerEntry.account_kind == COLLECTOR_ACCOUNT, Collector.number.is_(None))
+    ).scalar_one()
+    if orphan_entries:
+        report.problems.append(f"{orphan_entries} collector entries name no collector")
+
+    posted_without_pair = session.execute(
+        select(func.count())
+        .select_from(IssuanceLine)
+        .outerjoin(
+            LedgerEntry,
+            (LedgerEntry.transaction_id == IssuanceLine.transaction_id)
+            & (LedgerEntry.line_no == IssuanceLine.line_no),
+        )
+        .where((IssuanceLine.status == "posted") != LedgerEntry.id.is_not(None))
+    ).scalar_one()
+    if posted_without_pair:
+        report.problems.append(
+            f"{posted_without_pair} lines disagree with the ledger (posted without entries, or "
+            "entries without a posted line)"
+        )
+
+    report.problems += _reversals_beyond_originals(session)
+    return report
+
+
+def _reversals_beyond_originals(session: Session) -> list[str]:
+    """Per original and offer code, miles reversed (not rejected) ≤ miles issued (not rejected)."""
+    rev_txn = aliased(Transaction)
+    reversed_q = (
+        select(
+            rev_txn.original_transaction_id.label("original"),
+            IssuanceLine.offer_code.label("offer"),
+            func.sum(IssuanceLine.miles).label("miles"),
+        )
+        .join(rev_txn, rev_txn.id == IssuanceLine.transaction_id)
+        .where(rev_txn.original_transaction_id.is_not(None), IssuanceLine.status != "rejected")
+        .group_by(rev_txn.original_transaction_id, IssuanceLine.offer_code)
+        .subquery()
+    )
+    issued_q = (
+        select(
+            IssuanceLine.transaction_id.label("original"),
+            IssuanceLine.offer_code.label("offer"),
+            func.sum(IssuanceLine.miles).label("miles"),
+        )
+        .where(IssuanceLine.status != "rejected", IssuanceLine.direction == "credit")
+        .group_by(IssuanceLine.transaction_id, IssuanceLine.offer_code)
+        .subquery()
+    )
+    rows = session.execute(
+        select(reversed_q.c.original, reversed_q.c.offer, reversed_q.c.miles, issued_q.c.miles)
+        .outerjoin(
+            issued_q,
+            (issued_q.c.original == reversed_q.c.original)
+            & (issued_q.c.offer == reversed_q.c.offer),
+        )
+        .where(reversed_q.c.miles > func.coalesce(issued_q.c.miles, 0))
+        .limit(PROBLEMS_SHOWN_MAX)
+    ).all()
+    return [
+        f"original {o} offer {c}: {r} miles reversed but only {i or 0} issued"
+        for o, c, r, i in rows
+    ]

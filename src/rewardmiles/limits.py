@@ -1,0 +1,27 @@
+"""Every named limit of the partner API, in one place.
+
+Limits that a program may tune live in `Settings`; these are the fixed ones that shape the wire
+contract (SPEC §2) and are published in the OpenAPI document and `docs/errors.md`.
+"""
+
+from typing import Final
+
+request_body_bytes_max: Final = 1_048_576
+partner_transaction_id_chars_max: Final = 64
+issuance_lines_per_request_max: Final = 50
+coupons_per_request_max: Final = 50
+coupon_chars_max: Final = 64
+context_keys_max: Final = 20
+context_key_chars_max: Final = 64
+context_value_chars_max: Final = 256
+device_id_chars_max: Final = 64
+offer_code_chars_max: Final = 8
+location_code_chars_max: Final = 10
+offer_description_chars_max: Final = 255
+offer_id_chars_max: Final = 64
+idempotency_key_chars_max: Final = 255
+sponsor_code_chars_min: Final = 2
+sponsor_code_chars_max: Final = 10
+collector_number_digits: Final = 11
+future_skew_seconds_max: Final = 300
+token_cache_entries_max: Final = 10_000

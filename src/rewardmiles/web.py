@@ -1,0 +1,304 @@
+"""HTTP plumbing shared by every router: request ids, problem+json, JSON bodies, bearer auth.
+
+Routes stay thin: they call `read_partner_body`, hand the result to one service function (run in
+the worker thread pool, since storage is synchronous) and return `outcome_response`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import anyio
+import orjson
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rewardmiles import limits, logs
+from rewardmiles.auth.tokens import BEARER_CHALLENGE, Principal
+from rewardmiles.errors import (
+    CATALOGUE,
+    FieldError,
+    ProblemError,
+    problem,
+    problem_from_error,
+)
+
+JSON = "application/json"
+PROBLEM_JSON = "application/problem+json"
+REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+log = logs.get_logger("rewardmiles.http")
+
+
+def request_id_of(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id") or "")
+
+
+def json_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
+    media = PROBLEM_JSON if status >= 400 else JSON
+    return Response(orjson.dumps(body), status_code=status, media_type=media, headers=headers)
+
+
+def problem_response(error: ProblemError, request_id: str) -> Response:
+    return json_response(error.status, problem_from_error(error, request_id), error.headers)
+
+
+class RequestContextMiddleware:
+    """Request id in and out, one access-log line per request, and the last-resort 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, REQUEST_ID_HEADER)
+        request_id = incoming if incoming and _REQUEST_ID_OK.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status_holder = {"status": 500, "sent": False}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                status_holder["sent"] = True
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            log.error(
+                "request_failed",
+                request_id=request_id,
+                method=scope.get("method"),
+                path=scope.get("path"),
+                error=type(exc).__name__,
+                trace="".join(traceback.format_exception(exc)),
+            )
+            if status_holder["sent"]:
+                raise
+            response = json_response(
+                500,
+                problem(
+                    "INTERNAL_ERROR", "The request failed and stored nothing; retry it.", request_id
+                ),
+            )
+            await response(scope, receive, send_with_id)
+        finally:
+            log.info(
+                "request",
+                request_id=request_id,
+                method=scope.get("method"),
+                path=scope.get("path"),
+                status=status_holder["status"],
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                client_id=scope["state"].get("client_id"),
+            )
+
+
+def _header(scope: Scope, name: str) -> str | None:
+    wanted = name.encode()
+    for key, value in scope.get("headers", []):
+        if key == wanted:
+            return str(value.decode("latin-1"))
+    return None
+
+
+# --------------------------------------------------------------------------- error handlers
+
+
+async def handle_problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProblemError)
+    return problem_response(exc, request_id_of(request))
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {
+        404: "NOT_FOUND",
+        405: "METHOD_NOT_ALLOWED",
+        413: "PAYLOAD_TOO_LARGE",
+        415: "UNSUPPORTED_MEDIA_TYPE",
+    }.get(exc.status_code)
+    if code is None:
+        code = "INTERNAL_ERROR" if exc.status_code >= 500 else "FIELD_INVALID"
+    detail = exc.detail if isinstance(exc.detail, str) else CATALOGUE[code].title
+    body = problem(code, detail, request_id_of(request))
+    body["status"] = exc.status_code
+    return json_response(exc.status_code, body, exc.headers)
+
+
+async def handle_request_validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [_field_error(err, skip_prefix=1) for err in exc.errors()]
+    return problem_response(_validation_problem(errors), request_id_of(request))
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += ("." if path else "") + str(part)
+    return path
+
+
+def _field_error(
+    err: Mapping[str, Any],
+    *,
+    skip_prefix: int = 0,
+    rules: Mapping[str, str] | None = None,
+    codes: Mapping[str, str] | None = None,
+) -> FieldError:
+    loc = tuple(err.get("loc", ()))[skip_prefix:]
+    # Pydantic appends the union member's type name to the location; keep the field path only.
+    loc = tuple(
+        p for p in loc if not (isinstance(p, str) and p in ("str", "int", "function-plain"))
+    )
+    field = _field_path(loc) or None
+    name = next((p for p in reversed(loc) if isinstance(p, str)), "")
+    kind = err.get("type", "")
+    if kind == "missing" or (kind.endswith("_type") and err.get("input", object()) is None):
+        return FieldError("FIELD_REQUIRED", field, "is required")
+    if kind == "extra_forbidden":
+        return FieldError("FIELD_UNKNOWN", field, "is not a field of this request")
+    code = (codes or {}).get(name, "FIELD_INVALID")
+    ctx_error = err.get("ctx", {}).get("error")
+    message = (rules or {}).get(name) or str(err.get("msg", "is invalid"))
+    if ctx_error is not None and str(ctx_error).startswith("must be at most"):
+        message = str(ctx_error)
+    return FieldError(code, field, message)
+
+
+def _validation_problem(errors: list[FieldError]) -> ProblemError:
+    codes = {e.code for e in errors}
+    code = errors[0].code if len(codes) == 1 else "VALIDATION_FAILED"
+    noun = "field is" if len(errors) == 1 else "fields are"
+    return ProblemError(code, f"{len(errors)} {noun} invalid.", errors=errors)
+
+
+async def read_json_object(request: Request) -> tuple[dict[str, Any], bytes]:
+    """Read the body (≤ limit), require JSON, return (object, canonical bytes)."""
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != JSON and not (media.startswith("application/") and media.endswith("+json")):
+        raise ProblemError(
+            "UNSUPPORTED_MEDIA_TYPE", "Send the body as Content-Type: application/json."
+        )
+    declared = request.headers.get("content-length")
+    if (
+        declared is not None
+        and declared.isdigit()
+        and int(declared) > limits.request_body_bytes_max
+    ):
+        raise _too_large()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limits.request_body_bytes_max:
+            raise _too_large()
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ProblemError("MALFORMED_JSON", f"The body is not valid JSON: {exc.msg}.") from exc
+    if not isinstance(obj, dict):
+        raise ProblemError("MALFORMED_JSON", "The body must be a JSON object.")
+    return obj, orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+
+def _too_large() -> ProblemError:
+    return ProblemError(
+        "PAYLOAD_TOO_LARGE", f"The body exceeds {limits.request_body_bytes_max} bytes."
+    )
+
+
+def validate_body(
+    model: type[M],
+    obj: dict[str, Any],
+    *,
+    context: Mapping[str, Any],
+    rules: Mapping[str, str],
+    codes: Mapping[str, str],
+) -> M:
+    try:
+        return model.model_validate(obj, context=dict(context))
+    except ValidationError as exc:
+        errors: list[FieldError] = []
+        for err in exc.errors():
+            field_error = _field_error(err, rules=rules, codes=codes)  # type: ignore[arg-type]
+            if all((e.code, e.field) != (field_error.code, field_error.field) for e in errors):
+                errors.append(field_error)
+        raise _validation_problem(errors) from None
+
+
+# --------------------------------------------------------------------------- auth
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if not header:
+        raise ProblemError(
+            "TOKEN_MISSING", "Send Authorization: Bearer <token>.", headers=BEARER_CHALLENGE
+        )
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ProblemError(
+            "TOKEN_INVALID",
+            "The Authorization header must be 'Bearer <token>'.",
+            headers=BEARER_CHALLENGE,
+        )
+    return token.strip()
+
+
+def require_sponsor(principal: Principal, sponsor_code: str) -> None:
+    if not principal.may_act_for(sponsor_code):
+        raise ProblemError(
+            "SPONSOR_NOT_ALLOWED",
+            f"This client may not act for sponsor {sponsor_code}.",
+            field="sponsorCode",
+        )
+
+
+# --------------------------------------------------------------------------- threads
+
+
+async def run_sync(limiter: anyio.CapacityLimiter, fn: Callable[..., T], *args: Any) -> T:
+    return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
+
+
+# --------------------------------------------------------------------------- OpenAPI
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the error statuses a route can return."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        codes = sorted(spec.code for spec in CATALOGUE.values() if spec.status == status)
+        out[status] = {
+            "description": "Problem: " + ", ".join(f"`{c}`" for c in codes),
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+    return out
