@@ -27,6 +27,7 @@ from rewardmiles.db.models import SigningKey
 
 ALGORITHM = "EdDSA"
 RELOAD_INTERVAL_SECONDS_MIN = 5.0
+MISSED_KIDS_MAX = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ class KeyRing:
         self._keys: dict[str, LoadedKey] = {}
         self._signing: LoadedKey | None = None
         self._loaded_at = 0.0
+        self._missed_kids: set[str] = set()
 
     def ensure_key(self, now: datetime) -> None:
         """Load the key set; create the first key when the database has none."""
@@ -106,10 +108,19 @@ class KeyRing:
 
     def public_key(self, kid: str) -> Ed25519PublicKey | None:
         key = self._keys.get(kid)
-        if key is None and time.monotonic() - self._loaded_at >= RELOAD_INTERVAL_SECONDS_MIN:
+        if key is None and self._may_reload_for(kid):
             self.reload()
             key = self._keys.get(kid)
         return key.public_key if key else None
+
+    def _may_reload_for(self, kid: str) -> bool:
+        """Each unknown kid triggers one reload (a key another process just added); beyond that,
+        at most one reload per interval, so made-up kids cannot hammer the database."""
+        with self._lock:
+            if kid not in self._missed_kids and len(self._missed_kids) < MISSED_KIDS_MAX:
+                self._missed_kids.add(kid)
+                return True
+            return time.monotonic() - self._loaded_at >= RELOAD_INTERVAL_SECONDS_MIN
 
     def jwks(self) -> dict[str, Any]:
         out = []

@@ -1,0 +1,3 @@
+from rewardmiles.cli.main import app
+
+app(prog_name="rewardmiles")

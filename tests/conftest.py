@@ -1,0 +1,155 @@
+"""Shared fixtures: a fresh database per dialect, and a real server process on it.
+
+Every storage test runs once per dialect in REWARDMILES_TEST_DATABASES (default: both SQLite and
+PostgreSQL). PostgreSQL is reached at REWARDMILES_TEST_POSTGRES_URL (default: the local server,
+trust auth); each run creates its own databases and drops them afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from rewardmiles.db import migrate
+from rewardmiles.db.engine import Database
+from rewardmiles.ledger.verify import verify
+from tests.support.server import Server, start_server
+
+DIALECTS = [
+    d.strip()
+    for d in os.environ.get("REWARDMILES_TEST_DATABASES", "sqlite,postgresql").split(",")
+    if d.strip()
+]
+PG_ADMIN_URL = os.environ.get(
+    "REWARDMILES_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+TEST_HASH_COST = "10"
+
+
+def _pg_admin() -> psycopg.Connection:
+    try:
+        return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.exit(
+            f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({exc}). Start it, point "
+            "REWARDMILES_TEST_POSTGRES_URL at one, or run SQLite only with "
+            "REWARDMILES_TEST_DATABASES=sqlite.",
+            returncode=3,
+        )
+
+
+class DatabaseFactory:
+    """Creates empty, migrated databases and drops them at the end of the session."""
+
+    def __init__(self, tmp: Path) -> None:
+        self._tmp = tmp
+        self._pg_names: list[str] = []
+
+    def create(self, dialect: str) -> str:
+        name = f"rm_test_{secrets.token_hex(4)}"
+        if dialect == "sqlite":
+            url = f"sqlite:///{self._tmp / (name + '.db')}"
+        elif dialect == "postgresql":
+            with _pg_admin() as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            self._pg_names.append(name)
+            base = PG_ADMIN_URL.rsplit("/", 1)[0]
+            url = f"{base}/{name}"
+        else:
+            raise ValueError(f"unknown test dialect {dialect!r}")
+        db = Database.from_url(url)
+        migrate.upgrade(db.engine)
+        db.dispose()
+        return url
+
+    def drop_all(self) -> None:
+        if not self._pg_names:
+            return
+        with _pg_admin() as conn:
+            for name in self._pg_names:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def database_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseFactory]:
+    factory = DatabaseFactory(tmp_path_factory.mktemp("databases"))
+    yield factory
+    factory.drop_all()
+
+
+@pytest.fixture(scope="session", params=DIALECTS)
+def dialect(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def assert_ledger_balanced(url: str) -> None:
+    db = Database.from_url(url)
+    try:
+        with db.reader() as session:
+            report = verify(session)
+    finally:
+        db.dispose()
+    assert report.ok, "ledger broken after the tests:\n" + "\n".join(report.problems)
+
+
+@pytest.fixture(scope="session")
+def database_url(dialect: str, database_factory: DatabaseFactory) -> Iterator[str]:
+    """The session's shared database for this dialect; the ledger must balance when it ends."""
+    url = database_factory.create(dialect)
+    yield url
+    assert_ledger_balanced(url)
+
+
+@pytest.fixture(scope="session")
+def db(database_url: str) -> Iterator[Database]:
+    database = Database.from_url(database_url)
+    yield database
+    database.dispose()
+
+
+ServerFactory = Callable[..., Server]
+
+
+@pytest.fixture(scope="session")
+def server_factory(
+    tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory
+) -> Iterator[ServerFactory]:
+    """Start extra servers (own database, own settings); all stopped and verified at the end."""
+    started: list[Server] = []
+
+    def start(
+        dialect: str,
+        *,
+        env: dict[str, str] | None = None,
+        workers: int = 1,
+        database_url: str | None = None,
+    ) -> Server:
+        url = database_url or database_factory.create(dialect)
+        server = start_server(
+            url,
+            dialect,
+            tmp_path_factory.mktemp("server"),
+            env={"REWARDMILES_SECRET_HASH_COST": TEST_HASH_COST, **(env or {})},
+            workers=workers,
+        )
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+    for server in started:
+        assert_ledger_balanced(server.database_url)
+
+
+@pytest.fixture(scope="session")
+def server(dialect: str, database_url: str, server_factory: ServerFactory) -> Server:
+    """The shared server of this dialect (PostgreSQL: two API processes) on `database_url`."""
+    return server_factory(
+        dialect, database_url=database_url, workers=2 if dialect == "postgresql" else 1
+    )

@@ -1,0 +1,87 @@
+"""Test data written straight through the services (the same code the CLI uses)."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import update
+
+from rewardmiles.auth import service as auth
+from rewardmiles.catalog import service as catalog
+from rewardmiles.collectors import service as collectors
+from rewardmiles.db.engine import Database
+from rewardmiles.db.models import Sponsor
+
+HASH_COST = 10
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_sponsor(
+    db: Database,
+    *,
+    locations: list[str] | None = None,
+    review_threshold_miles: int | None = None,
+    active: bool = True,
+) -> str:
+    code = "S" + secrets.token_hex(4).upper()
+    with db.unit_of_work() as session:
+        catalog.add_sponsor(session, code, f"Sponsor {code}", now())
+        session.flush()
+        for location in locations or []:
+            catalog.add_location(session, code, location, now())
+        if review_threshold_miles is not None or not active:
+            session.execute(
+                update(Sponsor)
+                .where(Sponsor.code == code)
+                .values(review_threshold_miles=review_threshold_miles, active=active)
+            )
+    return code
+
+
+def new_client(db: Database, sponsors: list[str]) -> tuple[str, str]:
+    with db.unit_of_work() as session:
+        client = auth.create_client(session, sponsors, now(), secret_hash_cost=HASH_COST)
+    return client.client_id, client.client_secret
+
+
+def new_collector(db: Database, status: str = "ACTIVE") -> str:
+    number = "7" + "".join(secrets.choice("0123456789") for _ in range(10))
+    with db.unit_of_work() as session:
+        collectors.add_collector(session, number, status, now())
+    return number
+
+
+def unknown_collector() -> str:
+    return "6" + "".join(secrets.choice("0123456789") for _ in range(10))
+
+
+def balance(db: Database, number: str) -> int:
+    with db.reader() as session:
+        view = collectors.get_collector(session, number)
+    assert view is not None
+    return view.balance_miles
+
+
+def txn_id(prefix: str = "t") -> str:
+    return f"{prefix}-{secrets.token_hex(8)}"
+
+
+def event_body(sponsor: str, collector: str, *, miles: int = 8, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "clientTransactionId": txn_id(),
+        "collectorNumber": collector,
+        "sponsorCode": sponsor,
+        "transactionDateTime": iso(now() - timedelta(seconds=5)),
+        "issuances": [{"issuanceOfferCode": "STANDARD", "milesAmount": miles}],
+    }
+    body.update(overrides)
+    return body
