@@ -50,7 +50,8 @@ def test_post_event_for_active_collector_is_200_with_issued_lines(world: World) 
     assert len(out["transactionId"]) == UUID_LENGTH
     assert uuid.UUID(out["transactionId"]).version == 4
     assert out["transactionDateTime"][-6:] in ("-05:00", "-04:00")
-    assert "." in out["transactionDateTime"] and len(out["transactionDateTime"].split(".")[1]) == 9
+    assert "." in out["transactionDateTime"]
+    assert len(out["transactionDateTime"].split(".")[1]) == 9
     assert world.balance(collector) == 8
 
 
@@ -162,7 +163,8 @@ def test_forced_storage_failure_is_500_stores_nothing_and_retry_succeeds_once(wo
         problem = failed.json()
         assert problem["code"] == "INTERNAL_ERROR"
         assert problem["requestId"] == failed.headers["x-request-id"]
-        assert "Traceback" not in failed.text and "forced" not in failed.text
+        assert "Traceback" not in failed.text
+        assert "forced" not in failed.text
         assert world.balance(collector) == 0
         with world.db.reader() as session:
             assert (
