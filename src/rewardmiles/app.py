@@ -31,6 +31,7 @@ from rewardmiles.web import (
     handle_problem,
     handle_request_validation,
     json_response,
+    problem_responses,
 )
 
 DESCRIPTION = """Real-time issuance of Reward Miles by partners (sponsors) at checkout.
@@ -111,7 +112,12 @@ def _add_problem_routes(app: FastAPI) -> None:
     async def problems() -> Any:
         return json_response(200, [entry(code) for code in CATALOGUE])
 
-    @app.get("/problems/{code}", tags=["errors"], summary="One error code")
+    @app.get(
+        "/problems/{code}",
+        tags=["errors"],
+        summary="One error code",
+        responses=problem_responses(404),
+    )
     async def problem_entry(code: str) -> Any:
         if code not in CATALOGUE:
             raise ProblemError("NOT_FOUND", f"No error code {code}.")
@@ -145,6 +151,12 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
+def _is_default_422(operation: dict[str, Any]) -> bool:
+    content = operation.get("responses", {}).get("422", {}).get("content", {})
+    ref = content.get("application/json", {}).get("schema", {}).get("$ref", "")
+    return bool(ref.endswith("/HTTPValidationError"))
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
@@ -152,6 +164,13 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         title=app.title, version=app.version, description=app.description, routes=app.routes
     )
     components = schema.setdefault("components", {}).setdefault("schemas", {})
+    # FastAPI's default 422 body never leaves this app (bad input is a 400 problem): drop it.
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            if _is_default_422(operation):
+                del operation["responses"]["422"]
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
     _, request_schemas = models_json_schema(
         [(PostEventRequest, "validation"), (ReverseEventRequest, "validation")],
         ref_template="#/components/schemas/{model}",

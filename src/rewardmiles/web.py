@@ -248,7 +248,7 @@ def validate_body(
     except ValidationError as exc:
         errors: list[FieldError] = []
         for err in exc.errors():
-            field_error = _field_error(err, rules=rules, codes=codes)  # type: ignore[arg-type]
+            field_error = _field_error(err, rules=rules, codes=codes)
             if all((e.code, e.field) != (field_error.code, field_error.field) for e in errors):
                 errors.append(field_error)
         raise _validation_problem(errors) from None

@@ -1,0 +1,56 @@
+# rewardmiles — every task a developer or CI runs. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-sqlite lint format typecheck openapi lock verify bench clean
+
+help: ## List the tasks
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: requirements-dev.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rewardmiles needs Python >= 3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $@
+
+install: $(BIN)/.installed ## Create .venv with the locked dependencies and the package
+
+run: install ## Serve on SQLite (./rewardmiles.db) with demo data (PORT=8000)
+	$(BIN)/rewardmiles serve --demo --port $(PORT)
+
+test: install ## Run the whole suite on SQLite and PostgreSQL, then lint and type-check
+	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory lint typecheck
+
+test-sqlite: install ## Run the suite on SQLite only (no PostgreSQL needed)
+	REWARDMILES_TEST_DATABASES=sqlite $(BIN)/python -m pytest
+
+lint: install ## ruff lint and format check
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+format: install ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
+
+typecheck: install ## mypy --strict on the package
+	$(BIN)/mypy
+
+openapi: install ## Regenerate the committed openapi.json from the app
+	$(BIN)/rewardmiles openapi -o openapi.json
+
+lock: ## Re-resolve requirements*.lock from pyproject.toml (needs uv)
+	uv pip compile pyproject.toml --python-version 3.11 -o requirements.lock
+	uv pip compile pyproject.toml --python-version 3.11 --extra dev -o requirements-dev.lock
+
+verify: install ## Check the ledger invariants (REWARDMILES_DATABASE_URL)
+	$(BIN)/rewardmiles ledger verify
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

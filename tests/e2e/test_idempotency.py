@@ -1,0 +1,126 @@
+"""SPEC §4 over HTTP: replay, reused key, content-based duplicates, 202 replays."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import update
+
+from rewardmiles.db.models import IssuanceLine
+from tests.e2e.conftest import World
+
+
+def test_replay_with_same_key_returns_stored_result_without_new_effect(world: World) -> None:
+    collector = world.collector()
+    body = world.body(collector, miles=15)
+    key = str(uuid.uuid4())
+
+    first = world.partner.post_event(body, key=key)
+    second = world.partner.post_event(body, key=key)
+
+    assert first.status_code == 200
+    assert "Idempotent-Replayed" not in first.headers
+    assert second.status_code == 200
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert second.json() == first.json()
+    assert world.balance(collector) == 15
+
+
+def test_same_key_with_different_body_is_422_reused(world: World) -> None:
+    collector = world.collector()
+    key = str(uuid.uuid4())
+    assert world.partner.post_event(world.body(collector, miles=1), key=key).status_code == 200
+
+    response = world.partner.post_event(world.body(collector, miles=2), key=key)
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "IDEMPOTENCY_KEY_REUSED"
+    assert world.balance(collector) == 1
+
+
+def test_same_key_on_another_endpoint_is_422_reused(world: World) -> None:
+    collector = world.collector()
+    body = world.body(collector, miles=3)
+    key = str(uuid.uuid4())
+    assert world.partner.post_event(body, key=key).status_code == 200
+    response = world.partner.reverse_event(body, key=key)
+    assert response.status_code == 422
+    assert world.balance(collector) == 3
+
+
+def test_keys_are_scoped_per_client(world: World) -> None:
+    other = world.new_partner(world.sponsor)
+    collector = world.collector()
+    key = str(uuid.uuid4())
+    assert world.partner.post_event(world.body(collector, miles=1), key=key).status_code == 200
+    response = other.post_event(world.body(collector, miles=2), key=key)
+    assert response.status_code == 200
+    assert world.balance(collector) == 3
+    other.close()
+
+
+def test_quoted_structured_field_key_is_the_same_key(world: World) -> None:
+    collector = world.collector()
+    body = world.body(collector, miles=4)
+    assert world.partner.post_event(body, key="abc-123-" + collector).status_code == 200
+    again = world.partner.post_event(body, key=f'"abc-123-{collector}"')
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert world.balance(collector) == 4
+
+
+def test_business_rejection_is_replayed_for_same_key(world: World) -> None:
+    collector = world.collector("CLOSED")
+    body = world.body(collector)
+    key = str(uuid.uuid4())
+    first = world.partner.post_event(body, key=key)
+    second = world.partner.post_event(body, key=key)
+    assert first.status_code == second.status_code == 400
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert second.json() == first.json()
+
+
+def test_malformed_request_stores_no_key(world: World) -> None:
+    collector = world.collector()
+    key = str(uuid.uuid4())
+    bad = world.body(collector, miles=0)
+    assert world.partner.post_event(bad, key=key).status_code == 400
+    good = world.partner.post_event(world.body(collector, miles=6), key=key)
+    assert good.status_code == 200
+    assert world.balance(collector) == 6
+
+
+def test_identical_resend_without_key_is_a_replay(world: World) -> None:
+    collector = world.collector()
+    body = world.body(collector, miles=9)
+    first = world.partner.post_event(body, key=None)
+    second = world.partner.post_event(body, key=None)
+    third = world.partner.post_event(body)  # a new key, same content: still the same transaction
+    assert first.status_code == 200
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert third.headers["Idempotent-Replayed"] == "true"
+    assert first.json()["transactionId"] == second.json()["transactionId"] == third.json()["transactionId"]
+    assert world.balance(collector) == 9
+
+
+def test_replay_of_202_reflects_the_settled_state(world: World) -> None:
+    collector = world.collector("ON_HOLD")
+    body = world.body(collector, miles=5)
+    key = str(uuid.uuid4())
+    first = world.partner.post_event(body, key=key)
+    assert first.status_code == 202
+    transaction_id = first.json()["transactionId"]
+
+    # Settle the line as the settlement worker would mark a rejection (no ledger effect).
+    with world.db.unit_of_work() as session:
+        session.execute(
+            update(IssuanceLine)
+            .where(IssuanceLine.transaction_id == transaction_id)
+            .values(status="rejected", error_code="PENDING_EXPIRED")
+        )
+
+    replay = world.partner.post_event(body, key=key)
+    assert replay.status_code == 200
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    line = replay.json()["issuances"][0]
+    assert line["status"] == "REJECTED"
+    assert line["errorCode"] == "PENDING_EXPIRED"
