@@ -1,9 +1,10 @@
 """Token signing keys (Ed25519), kept in the database so every API process shares them.
 
-Rotation without downtime: `rewardmiles keys rotate` adds a key that signs from then on; older
-keys stay published in the JWKS (and keep verifying) until retired after the token lifetime.
-A process that meets an unknown `kid` reloads the key set once, so a key added by another process
-is picked up without a restart.
+Rotation without downtime: `rewardmiles keys rotate` adds a key; every process signs with the newest
+key after its next refresh (at most `REFRESH_SECONDS`). Older keys stay published in the JWKS and
+keep verifying until `rewardmiles keys retire KID` (wait one token lifetime after rotating). A
+process that meets an unknown `kid` reloads at once, so a token signed by another process with a
+key it has not loaded yet still verifies.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from rewardmiles.db.models import SigningKey
 ALGORITHM = "EdDSA"
 RELOAD_INTERVAL_SECONDS_MIN = 5.0
 MISSED_KIDS_MAX = 1000
+REFRESH_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +50,37 @@ def generate_key(session: Session, now: datetime) -> str:
     return kid
 
 
-def retire_keys_except(session: Session, keep_kid: str, now: datetime) -> int:
-    rows = session.scalars(
-        select(SigningKey).where(SigningKey.kid != keep_kid, SigningKey.retired_at.is_(None))
+class SigningKeyError(ValueError):
+    pass
+
+
+def list_keys(session: Session) -> list[tuple[str, datetime, datetime | None]]:
+    rows = session.execute(
+        select(SigningKey.kid, SigningKey.created_at, SigningKey.retired_at).order_by(
+            SigningKey.created_at
+        )
     ).all()
-    for row in rows:
-        row.retired_at = now
-    return len(rows)
+    return [(r.kid, r.created_at, r.retired_at) for r in rows]
+
+
+def retire_key(session: Session, kid: str, now: datetime) -> None:
+    """Stop publishing `kid`; tokens it signed stop verifying. The newest key cannot be retired."""
+    active = (
+        session.execute(
+            select(SigningKey.kid)
+            .where(SigningKey.retired_at.is_(None))
+            .order_by(SigningKey.created_at.desc(), SigningKey.kid.desc())
+        )
+        .scalars()
+        .all()
+    )
+    if kid not in active:
+        raise SigningKeyError(f"no active signing key {kid}")
+    if kid == active[0]:
+        raise SigningKeyError(f"{kid} is the newest key and signs new tokens: rotate first")
+    row = session.get(SigningKey, kid)
+    assert row is not None
+    row.retired_at = now
 
 
 class KeyRing:
@@ -102,6 +128,9 @@ class KeyRing:
 
     @property
     def signing_key(self) -> LoadedKey:
+        """The newest key. May read the database (refresh): call it from a worker thread."""
+        if time.monotonic() - self._loaded_at >= REFRESH_SECONDS:
+            self.reload()
         if self._signing is None:
             raise RuntimeError("no signing key loaded")
         return self._signing

@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from rewardmiles import clock
 from rewardmiles.auth import service
+from rewardmiles.auth.tokens import IssuedToken
 from rewardmiles.errors import ProblemError
 from rewardmiles.web import json_response, problem_responses, run_sync
 
@@ -123,20 +124,22 @@ async def token(request: Request) -> Response:
     ctx = request.app.state.ctx
     request.scope["state"]["client_id"] = client_id
 
-    def authenticate() -> list[str] | None:
+    def authenticate_and_issue() -> IssuedToken | None:
         with ctx.db.reader() as session:
             stored = service.load_client(session, client_id)
-        return service.check_secret(stored, secret, secret_hash_cost=ctx.settings.secret_hash_cost)
+        sponsors = service.check_secret(
+            stored, secret, secret_hash_cost=ctx.settings.secret_hash_cost
+        )
+        return None if sponsors is None else ctx.tokens.issue(client_id, sponsors, clock.utc_now())
 
-    sponsors = await run_sync(ctx.limiter, authenticate)
-    if sponsors is None:
+    issued = await run_sync(ctx.limiter, authenticate_and_issue)
+    if issued is None:
         raise _oauth_error(
             "INVALID_CLIENT",
             "invalid_client",
             "Unknown client or wrong secret.",
             basic=basic is not None,
         )
-    issued = ctx.tokens.issue(client_id, sponsors, clock.utc_now())
     body: dict[str, Any] = {
         "access_token": issued.access_token,
         "token_type": "Bearer",

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 
 from rewardmiles import clock, demo
+from rewardmiles.auth import keys as signing_keys
 from rewardmiles.auth import service as auth
 from rewardmiles.catalog import service as catalog
 from rewardmiles.collectors import service as collectors
@@ -29,6 +30,7 @@ partner_app = typer.Typer(no_args_is_help=True, help="Partner API clients (crede
 location_app = typer.Typer(no_args_is_help=True, help="Sponsor locations.")
 collector_app = typer.Typer(no_args_is_help=True, help="Collectors (program members).")
 ledger_app = typer.Typer(no_args_is_help=True, help="The ledger.")
+keys_app = typer.Typer(no_args_is_help=True, help="Token signing keys.")
 for sub, name in (
     (db_app, "db"),
     (sponsor_app, "sponsor"),
@@ -36,6 +38,7 @@ for sub, name in (
     (location_app, "location"),
     (collector_app, "collector"),
     (ledger_app, "ledger"),
+    (keys_app, "keys"),
 ):
     app.add_typer(sub, name=name)
 
@@ -306,6 +309,38 @@ def ledger_verify() -> None:
     for problem in report.problems:
         err.print(f"[red]✗[/red] {problem}")
     raise typer.Exit(1)
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Add a signing key; every API process signs with it within a minute."""
+    _, db = _ready_database()
+    with db.unit_of_work() as session:
+        kid = signing_keys.generate_key(session, clock.utc_now())
+    out.print(f"new signing key {kid}; retire older keys after one token lifetime")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List signing keys (newest last)."""
+    _, db = _ready_database()
+    with db.reader() as session:
+        rows = signing_keys.list_keys(session)
+    for kid, created_at, retired_at in rows:
+        state = f"retired {retired_at.isoformat()}" if retired_at else "active"
+        out.print(f"{kid}  created {created_at.isoformat()}  {state}")
+
+
+@keys_app.command("retire")
+def keys_retire(kid: Annotated[str, typer.Argument(help="Key id (kid).")]) -> None:
+    """Stop publishing a key; tokens it signed stop verifying."""
+    _, db = _ready_database()
+    try:
+        with db.unit_of_work() as session:
+            signing_keys.retire_key(session, kid, clock.utc_now())
+    except signing_keys.SigningKeyError as exc:
+        raise _fail(str(exc)) from exc
+    out.print(f"signing key {kid} retired")
 
 
 @app.command("openapi")
