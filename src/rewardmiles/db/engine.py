@@ -18,6 +18,7 @@ from sqlalchemy.sql import Insert
 from sqlalchemy.sql.schema import Table
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+_TRY_ADVISORY_LOCK = text("SELECT pg_try_advisory_xact_lock(:k)")
 
 
 class DatabaseUrlError(ValueError):
@@ -135,9 +136,7 @@ def try_lock_key(session: Session, namespace: str, key: str) -> bool:
         return True
     digest = hashlib.blake2b(f"{namespace}\0{key}".encode(), digest_size=8).digest()
     lock_id = int.from_bytes(digest, "big", signed=True)
-    return bool(
-        session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": lock_id}).scalar()
-    )
+    return bool(session.connection().execute(_TRY_ADVISORY_LOCK, {"k": lock_id}).scalar())
 
 
 def insert_ignoring_conflicts(session: Session, table: Table) -> Insert:

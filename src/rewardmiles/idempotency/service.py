@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 from rewardmiles import limits
@@ -27,6 +27,14 @@ from rewardmiles.errors import ProblemError
 
 IN_USE_RETRY_AFTER_SECONDS = 1
 LOCK_NAMESPACE = "idempotency"
+
+_GET_KEY = select(
+    IdempotencyKey.fingerprint,
+    IdempotencyKey.transaction_id,
+    IdempotencyKey.response_status,
+    IdempotencyKey.response_json,
+).where(IdempotencyKey.client_id == bindparam("client_id"), IdempotencyKey.key == bindparam("key"))
+_INSERT_KEY = insert(IdempotencyKey)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,14 +109,7 @@ def claim(session: Session, client_id: str, key: str) -> StoredOutcome | None:
     stored outcome (None when the key is new)."""
     if not try_lock_key(session, f"{LOCK_NAMESPACE}:{client_id}", key):
         raise in_use_error()
-    row = session.execute(
-        select(
-            IdempotencyKey.fingerprint,
-            IdempotencyKey.transaction_id,
-            IdempotencyKey.response_status,
-            IdempotencyKey.response_json,
-        ).where(IdempotencyKey.client_id == client_id, IdempotencyKey.key == key)
-    ).one_or_none()
+    row = session.connection().execute(_GET_KEY, {"client_id": client_id, "key": key}).one_or_none()
     if row is None:
         return None
     return StoredOutcome(
@@ -136,16 +137,17 @@ def store(
     body: dict[str, Any],
     now: datetime,
 ) -> None:
-    session.execute(
-        insert(IdempotencyKey).values(
-            client_id=client_id,
-            key=key,
-            fingerprint=request_fingerprint,
-            transaction_id=transaction_id,
-            response_status=status,
-            response_json=orjson.dumps(body).decode(),
-            created_at=now,
-        )
+    session.connection().execute(
+        _INSERT_KEY,
+        {
+            "client_id": client_id,
+            "key": key,
+            "fingerprint": request_fingerprint,
+            "transaction_id": transaction_id,
+            "response_status": status,
+            "response_json": orjson.dumps(body).decode(),
+            "created_at": now,
+        },
     )
 
 

@@ -1,4 +1,8 @@
-"""Queries of the issuance use cases. No rules here: the service decides."""
+"""Queries of the issuance use cases. No rules here: the service decides.
+
+Hot-path statements are built once, at import, with bound parameters, and run on the session's
+Core connection: per request, SQLAlchemy only looks up the compiled form in its cache.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session, aliased
 
 from rewardmiles.db.models import IssuanceLine, Location, Offer, Sponsor, Transaction
@@ -43,21 +47,60 @@ class OriginalTotals:
     reversed_miles: dict[str, int]  # per offer code, by earlier reversals not rejected
 
 
+_GET_SPONSOR = select(Sponsor.code, Sponsor.active, Sponsor.review_threshold_miles).where(
+    Sponsor.code == bindparam("code")
+)
+_GET_OFFERS = select(Offer.code, Offer.active, Offer.valid_from, Offer.valid_to).where(
+    Offer.sponsor_code == bindparam("sponsor"), Offer.code.in_(bindparam("codes", expanding=True))
+)
+_GET_LOCATIONS = select(Location.code).where(
+    Location.sponsor_code == bindparam("sponsor"),
+    Location.code.in_(bindparam("codes", expanding=True)),
+)
+_ANY_LOCATION = select(Location.code).where(Location.sponsor_code == bindparam("sponsor")).limit(1)
+_FIND_ACCEPTED = select(
+    Transaction.id, Transaction.endpoint, Transaction.collector_number, Transaction.fingerprint
+).where(
+    Transaction.sponsor_code == bindparam("sponsor"),
+    Transaction.endpoint.in_(bindparam("endpoints", expanding=True)),
+    Transaction.partner_transaction_id == bindparam("partner_id"),
+    Transaction.status != "rejected",
+)
+_FIND_ACCEPTED_FOR_UPDATE = _FIND_ACCEPTED.with_for_update()
+_ORIGINAL_LINES = select(IssuanceLine.offer_code, IssuanceLine.status, IssuanceLine.miles).where(
+    IssuanceLine.transaction_id == bindparam("original"),
+    IssuanceLine.direction == "credit",
+    IssuanceLine.status != "rejected",
+)
+_reversal = aliased(Transaction)
+_REVERSED_SO_FAR = (
+    select(IssuanceLine.offer_code, func.sum(IssuanceLine.miles))
+    .join(_reversal, _reversal.id == IssuanceLine.transaction_id)
+    .where(
+        _reversal.original_transaction_id == bindparam("original"),
+        IssuanceLine.status != "rejected",
+    )
+    .group_by(IssuanceLine.offer_code)
+)
+_INSERT_TRANSACTION = insert(Transaction)
+_INSERT_LINES = insert(IssuanceLine)
+_RESPONSE_OF = select(Transaction.response_json).where(Transaction.id == bindparam("id"))
+_LINE_STATES = (
+    select(IssuanceLine.status, IssuanceLine.error_code)
+    .where(IssuanceLine.transaction_id == bindparam("id"))
+    .order_by(IssuanceLine.line_no)
+)
+
+
 def get_sponsor(session: Session, code: str) -> SponsorRow | None:
-    row = session.execute(
-        select(Sponsor.code, Sponsor.active, Sponsor.review_threshold_miles).where(
-            Sponsor.code == code
-        )
-    ).one_or_none()
+    row = session.connection().execute(_GET_SPONSOR, {"code": code}).one_or_none()
     return SponsorRow(row.code, row.active, row.review_threshold_miles) if row else None
 
 
 def get_offers(session: Session, sponsor_code: str, codes: Iterable[str]) -> dict[str, OfferRow]:
-    rows = session.execute(
-        select(Offer.code, Offer.active, Offer.valid_from, Offer.valid_to).where(
-            Offer.sponsor_code == sponsor_code, Offer.code.in_(set(codes))
-        )
-    ).all()
+    rows = session.connection().execute(
+        _GET_OFFERS, {"sponsor": sponsor_code, "codes": sorted(set(codes))}
+    )
     return {r.code: OfferRow(r.code, r.active, r.valid_from, r.valid_to) for r in rows}
 
 
@@ -65,20 +108,15 @@ def registered_locations(
     session: Session, sponsor_code: str, codes: Iterable[str]
 ) -> tuple[bool, set[str]]:
     """(does the sponsor register any location, which of `codes` are registered)."""
-    wanted = set(codes)
+    conn = session.connection()
     known = set(
-        session.scalars(
-            select(Location.code).where(
-                Location.sponsor_code == sponsor_code, Location.code.in_(wanted)
-            )
-        )
+        conn.execute(
+            _GET_LOCATIONS, {"sponsor": sponsor_code, "codes": sorted(set(codes))}
+        ).scalars()
     )
     if known:
         return True, known
-    any_registered = session.execute(
-        select(Location.code).where(Location.sponsor_code == sponsor_code).limit(1)
-    ).first()
-    return any_registered is not None, known
+    return conn.execute(_ANY_LOCATION, {"sponsor": sponsor_code}).first() is not None, known
 
 
 def find_accepted(
@@ -90,17 +128,18 @@ def find_accepted(
     lock: bool = False,
 ) -> AcceptedTransaction | None:
     """The accepted transaction with this partner id, preferring `endpoints` in the order given."""
-    stmt = select(
-        Transaction.id, Transaction.endpoint, Transaction.collector_number, Transaction.fingerprint
-    ).where(
-        Transaction.sponsor_code == sponsor_code,
-        Transaction.endpoint.in_(endpoints),
-        Transaction.partner_transaction_id == partner_transaction_id,
-        Transaction.status != "rejected",
+    rows = (
+        session.connection()
+        .execute(
+            _FIND_ACCEPTED_FOR_UPDATE if lock else _FIND_ACCEPTED,
+            {
+                "sponsor": sponsor_code,
+                "endpoints": list(endpoints),
+                "partner_id": partner_transaction_id,
+            },
+        )
+        .all()
     )
-    if lock:
-        stmt = stmt.with_for_update()
-    rows = session.execute(stmt).all()
     if not rows:
         return None
     best = min(rows, key=lambda r: endpoints.index(r.endpoint))
@@ -108,49 +147,33 @@ def find_accepted(
 
 
 def original_totals(session: Session, original_id: str) -> OriginalTotals:
+    conn = session.connection()
     issued: dict[str, int] = defaultdict(int)
     pending: set[str] = set()
-    for offer_code, status, miles in session.execute(
-        select(IssuanceLine.offer_code, IssuanceLine.status, IssuanceLine.miles).where(
-            IssuanceLine.transaction_id == original_id,
-            IssuanceLine.direction == "credit",
-            IssuanceLine.status != "rejected",
-        )
-    ):
+    for offer_code, status, miles in conn.execute(_ORIGINAL_LINES, {"original": original_id}):
         issued[offer_code] += miles
         if status == "pending":
             pending.add(offer_code)
-    reversal = aliased(Transaction)
-    reversed_rows = session.execute(
-        select(IssuanceLine.offer_code, func.sum(IssuanceLine.miles))
-        .join(reversal, reversal.id == IssuanceLine.transaction_id)
-        .where(reversal.original_transaction_id == original_id, IssuanceLine.status != "rejected")
-        .group_by(IssuanceLine.offer_code)
-    ).all()
+    reversed_rows = conn.execute(_REVERSED_SO_FAR, {"original": original_id}).all()
     return OriginalTotals(
         dict(issued), frozenset(pending), {code: int(m) for code, m in reversed_rows}
     )
 
 
 def insert_transaction(session: Session, values: dict[str, object]) -> None:
-    session.execute(insert(Transaction).values(**values))
+    session.connection().execute(_INSERT_TRANSACTION, values)
 
 
 def insert_lines(session: Session, rows: list[dict[str, object]]) -> None:
     if rows:
-        session.execute(insert(IssuanceLine), rows)
+        session.connection().execute(_INSERT_LINES, rows)
 
 
 def get_transaction_state(
     session: Session, transaction_id: str
 ) -> tuple[str, list[tuple[str, str | None]]]:
     """(stored response JSON, [(line status, line error code)] in line order)."""
-    response_json = session.execute(
-        select(Transaction.response_json).where(Transaction.id == transaction_id)
-    ).scalar_one()
-    lines = session.execute(
-        select(IssuanceLine.status, IssuanceLine.error_code)
-        .where(IssuanceLine.transaction_id == transaction_id)
-        .order_by(IssuanceLine.line_no)
-    ).all()
+    conn = session.connection()
+    response_json = conn.execute(_RESPONSE_OF, {"id": transaction_id}).scalar_one()
+    lines = conn.execute(_LINE_STATES, {"id": transaction_id}).all()
     return response_json, [(s, e) for s, e in lines]

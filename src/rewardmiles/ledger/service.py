@@ -12,13 +12,29 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from rewardmiles.db.models import Collector, LedgerEntry
 
 COLLECTOR_ACCOUNT = "collector"
 SPONSOR_ACCOUNT = "sponsor"
+
+_LOCK_COLLECTOR = (
+    select(Collector.number, Collector.status, Collector.balance_miles)
+    .where(Collector.number == bindparam("b_number"))
+    .with_for_update()
+)
+_INSERT_ENTRIES = insert(LedgerEntry)
+_MOVE_BALANCE = (
+    update(Collector)
+    .where(Collector.number == bindparam("b_number"))
+    .values(
+        balance_miles=Collector.balance_miles + bindparam("b_delta"),
+        updated_at=bindparam("b_posted_at", type_=Collector.__table__.c.updated_at.type),
+    )
+    .returning(Collector.balance_miles)
+)
 
 
 class LedgerInvariantError(RuntimeError):
@@ -44,11 +60,7 @@ class Posting:
 
 def lock_collector(session: Session, number: str) -> CollectorAccount | None:
     """Lock the collector's row for the rest of the unit of work (rule 3.2: per-collector order)."""
-    row = session.execute(
-        select(Collector.number, Collector.status, Collector.balance_miles)
-        .where(Collector.number == number)
-        .with_for_update()
-    ).one_or_none()
+    row = session.connection().execute(_LOCK_COLLECTOR, {"b_number": number}).one_or_none()
     if row is None:
         return None
     return CollectorAccount(row.number, row.status, row.balance_miles)
@@ -87,12 +99,10 @@ def post(
     if sum(int(e["amount_miles"]) for e in entries) != 0:  # type: ignore[call-overload]
         raise LedgerInvariantError("entries of a posting do not sum to zero")
 
-    session.execute(insert(LedgerEntry), entries)
-    new_balance = session.execute(
-        update(Collector)
-        .where(Collector.number == account.number)
-        .values(balance_miles=Collector.balance_miles + delta, updated_at=posted_at)
-        .returning(Collector.balance_miles)
+    conn = session.connection()
+    conn.execute(_INSERT_ENTRIES, entries)
+    new_balance = conn.execute(
+        _MOVE_BALANCE, {"b_number": account.number, "b_delta": delta, "b_posted_at": posted_at}
     ).scalar_one()
     if new_balance != account.balance_miles + delta:
         raise LedgerInvariantError(
