@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 from sqlalchemy import update
 
+from rewardmiles import ledger
 from rewardmiles.db.models import IssuanceLine
 from tests.e2e.conftest import World
 
@@ -98,7 +100,11 @@ def test_identical_resend_without_key_is_a_replay(world: World) -> None:
     assert first.status_code == 200
     assert second.headers["Idempotent-Replayed"] == "true"
     assert third.headers["Idempotent-Replayed"] == "true"
-    assert first.json()["transactionId"] == second.json()["transactionId"] == third.json()["transactionId"]
+    assert (
+        first.json()["transactionId"]
+        == second.json()["transactionId"]
+        == third.json()["transactionId"]
+    )
     assert world.balance(collector) == 9
 
 
@@ -124,3 +130,34 @@ def test_replay_of_202_reflects_the_settled_state(world: World) -> None:
     line = replay.json()["issuances"][0]
     assert line["status"] == "REJECTED"
     assert line["errorCode"] == "PENDING_EXPIRED"
+
+
+def test_replay_of_202_turns_200_once_the_line_posts(world: World) -> None:
+    collector = world.collector("ON_HOLD")
+    body = world.body(collector, miles=6)
+    key = str(uuid.uuid4())
+    first = world.partner.post_event(body, key=key)
+    assert first.status_code == 202
+    transaction_id = first.json()["transactionId"]
+
+    # Post the line through the ledger, as settlement does once the hold is lifted.
+    with world.db.unit_of_work() as session:
+        account = ledger.lock_collector(session, collector)
+        assert account is not None
+        ledger.post(
+            session,
+            account,
+            [ledger.Posting(transaction_id, 0, collector, world.sponsor, 6)],
+            posted_at=datetime.now(UTC),
+        )
+        session.execute(
+            update(IssuanceLine)
+            .where(IssuanceLine.transaction_id == transaction_id)
+            .values(status="posted")
+        )
+
+    replay = world.partner.post_event(body, key=key)
+    assert replay.status_code == 200
+    assert replay.json()["issuances"][0]["status"] == "ISSUED"
+    assert replay.json()["transactionId"] == transaction_id
+    assert world.balance(collector) == 6

@@ -86,7 +86,7 @@ _INSERT_TRANSACTION = insert(Transaction)
 _INSERT_LINES = insert(IssuanceLine)
 _RESPONSE_OF = select(Transaction.response_json).where(Transaction.id == bindparam("id"))
 _LINE_STATES = (
-    select(IssuanceLine.status, IssuanceLine.error_code)
+    select(IssuanceLine.direction, IssuanceLine.status, IssuanceLine.error_code)
     .where(IssuanceLine.transaction_id == bindparam("id"))
     .order_by(IssuanceLine.line_no)
 )
@@ -169,11 +169,16 @@ def insert_lines(session: Session, rows: list[dict[str, object]]) -> None:
         session.connection().execute(_INSERT_LINES, rows)
 
 
-def get_transaction_state(
-    session: Session, transaction_id: str
-) -> tuple[str, list[tuple[str, str | None]]]:
-    """(stored response JSON, [(line status, line error code)] in line order)."""
+@dataclass(frozen=True, slots=True)
+class LineState:
+    direction: str
+    status: str
+    error_code: str | None
+
+
+def get_transaction_state(session: Session, transaction_id: str) -> tuple[str, list[LineState]]:
+    """(stored response JSON, the lines' current states in line order)."""
     conn = session.connection()
     response_json = conn.execute(_RESPONSE_OF, {"id": transaction_id}).scalar_one()
     lines = conn.execute(_LINE_STATES, {"id": transaction_id}).all()
-    return response_json, [(s, e) for s, e in lines]
+    return response_json, [LineState(d, s, e) for d, s, e in lines]

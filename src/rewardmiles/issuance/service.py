@@ -156,15 +156,11 @@ def render_current(session: Session, transaction_id: str, *, replayed: bool) -> 
     """The response of an accepted transaction as it stands now (a 202 turns 200 once settled)."""
     response_json, lines = repo.get_transaction_state(session, transaction_id)
     body = orjson.loads(response_json)
-    any_pending = False
-    for out_line, (status, error_code) in zip(body["issuances"], lines, strict=True):
-        if status == PENDING:
-            any_pending = True
-            out_line["status"] = "PENDING"
-        elif status == REJECTED:
-            out_line["status"] = "REJECTED"
-            if error_code:
-                out_line["errorCode"] = error_code
+    for out_line, line in zip(body["issuances"], lines, strict=True):
+        out_line["status"] = wire_status(line.direction, line.status)
+        if line.status == REJECTED and line.error_code:
+            out_line["errorCode"] = line.error_code
+    any_pending = any(line.status == PENDING for line in lines)
     return Outcome(202 if any_pending else 200, body, transaction_id, replayed)
 
 
