@@ -6,8 +6,9 @@ import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ENV_PREFIX = "REWARDMILES_"
 DEFAULT_SQLITE_FILE = "rewardmiles.db"
@@ -46,6 +47,15 @@ class Settings(BaseModel):
     secret_hash_cost: int = Field(default=14, ge=10, le=20, description="scrypt N = 2**cost")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
+
+    @field_validator("program_time_zone")
+    @classmethod
+    def _known_time_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:

@@ -125,6 +125,21 @@ _SPECS: tuple[ErrorSpec, ...] = (
         "COLLECTOR_CLOSED", 400, "Collector closed", False, "The collector's account is closed."
     ),
     ErrorSpec(
+        "BASKET_AMOUNTS_INCONSISTENT",
+        400,
+        "Basket amounts inconsistent",
+        False,
+        "Pre-tax plus taxes differ from post-tax, or items do not add up to the pre-tax amount "
+        "(tolerance 0.01).",
+    ),
+    ErrorSpec(
+        "RETURN_EXCEEDS_PURCHASE",
+        400,
+        "Return exceeds purchase",
+        False,
+        "The quantity returned so far plus this request exceeds the quantity bought.",
+    ),
+    ErrorSpec(
         "DUPLICATE_TRANSACTION",
         400,
         "Duplicate transaction",

@@ -6,11 +6,13 @@ the worker thread pool, since storage is synchronous) and return `outcome_respon
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import traceback
 import uuid
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import anyio
@@ -171,15 +173,22 @@ def _field_error(
     codes: Mapping[str, str] | None = None,
 ) -> FieldError:
     loc = tuple(err.get("loc", ()))[skip_prefix:]
+    if "[key]" in loc:  # an invalid object key: the path is the object itself
+        loc = loc[: max(loc.index("[key]") - 1, 0)]
     # Pydantic appends the union member's type name to the location; keep the field path only.
     loc = tuple(
         p for p in loc if not (isinstance(p, str) and p in ("str", "int", "function-plain"))
     )
     field = _field_path(loc) or None
-    name = next((p for p in reversed(loc) if isinstance(p, str)), "")
+    names = [p for p in reversed(loc) if isinstance(p, str)]
+    name = next((p for p in names if p in (rules or {})), names[0] if names else "")
     kind = err.get("type", "")
-    if kind == "missing" or (kind.endswith("_type") and err.get("input", object()) is None):
+    if kind == "missing":
         return FieldError("FIELD_REQUIRED", field, "is required")
+    if err.get("input", object()) is None:
+        if loc and isinstance(loc[-1], int):  # a null inside an array
+            return FieldError("FIELD_INVALID", field, "must not be null")
+        return FieldError("FIELD_REQUIRED", field, "is required and must not be null")
     if kind == "extra_forbidden":
         return FieldError("FIELD_UNKNOWN", field, "is not a field of this request")
     code = (codes or {}).get(name, "FIELD_INVALID")
@@ -219,14 +228,32 @@ async def read_json_object(request: Request) -> tuple[dict[str, Any], bytes]:
         if size > limits.request_body_bytes_max:
             raise _too_large()
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    obj = parse_json_object(b"".join(chunks))
+    return obj, canonical_json(obj)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """Strict JSON: numbers with a fraction or exponent become `Decimal` (never float), integers
+    keep every digit, and NaN/Infinity are refused."""
     try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ProblemError("MALFORMED_JSON", f"The body is not valid JSON: {exc.msg}.") from exc
+        obj = json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise ProblemError("MALFORMED_JSON", f"The body is not valid JSON: {reason}.") from exc
     if not isinstance(obj, dict):
         raise ProblemError("MALFORMED_JSON", "The body must be a JSON object.")
-    return obj, orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    return obj
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Sorted keys, no whitespace, numbers exactly as sent: what request fingerprints hash."""
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    ).encode()
 
 
 def _too_large() -> ProblemError:

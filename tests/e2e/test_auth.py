@@ -17,8 +17,10 @@ def _token_request(world: World, **kwargs: object) -> httpx.Response:
 
 def test_token_with_form_fields_is_a_signed_jwt_verifiable_with_jwks(world: World) -> None:
     client_id, secret = data.new_client(world.db, [world.sponsor])
-    response = _token_request(world, data={"grant_type": "client_credentials", "client_id": client_id,
-                                           "client_secret": secret})
+    response = _token_request(
+        world,
+        data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["token_type"] == "Bearer"
@@ -30,7 +32,9 @@ def test_token_with_form_fields_is_a_signed_jwt_verifiable_with_jwks(world: Worl
     header = jwt.get_unverified_header(body["access_token"])
     key = next(k for k in jwks["keys"] if k["kid"] == header["kid"])
     public = jwt.PyJWK(key).key
-    claims = jwt.decode(body["access_token"], public, algorithms=["EdDSA"], audience="rewardmiles-issuance")
+    claims = jwt.decode(
+        body["access_token"], public, algorithms=["EdDSA"], audience="rewardmiles-issuance"
+    )
     assert claims["sub"] == client_id
     assert claims["sponsors"] == [world.sponsor]
 
@@ -38,23 +42,30 @@ def test_token_with_form_fields_is_a_signed_jwt_verifiable_with_jwks(world: Worl
 def test_token_with_http_basic_credentials(world: World) -> None:
     client_id, secret = data.new_client(world.db, [world.sponsor])
     basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
-    response = _token_request(world, data={"grant_type": "client_credentials"},
-                              headers={"Authorization": f"Basic {basic}"})
+    response = _token_request(
+        world,
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": f"Basic {basic}"},
+    )
     assert response.status_code == 200
 
 
 def test_wrong_secret_is_401_invalid_client(world: World) -> None:
     client_id, _ = data.new_client(world.db, [world.sponsor])
-    response = _token_request(world, data={"grant_type": "client_credentials", "client_id": client_id,
-                                           "client_secret": "wrong"})
+    response = _token_request(
+        world,
+        data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": "wrong"},
+    )
     assert response.status_code == 401
     assert response.json()["code"] == "INVALID_CLIENT"
     assert response.json()["error"] == "invalid_client"
 
 
 def test_unknown_client_is_401(world: World) -> None:
-    response = _token_request(world, data={"grant_type": "client_credentials", "client_id": "nobody",
-                                           "client_secret": "x"})
+    response = _token_request(
+        world,
+        data={"grant_type": "client_credentials", "client_id": "nobody", "client_secret": "x"},
+    )
     assert response.status_code == 401
 
 
@@ -74,16 +85,24 @@ def test_missing_token_is_401_with_challenge(world: World) -> None:
 def test_tampered_token_is_401_invalid(world: World) -> None:
     token = world.partner.token
     tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
-    response = httpx.post(f"{world.server.base_url}/checkout/issuance/post/event", json={},
-                          headers={"Authorization": f"Bearer {tampered}"})
+    response = httpx.post(
+        f"{world.server.base_url}/checkout/issuance/post/event",
+        json={},
+        headers={"Authorization": f"Bearer {tampered}"},
+    )
     assert response.status_code == 401
     assert response.json()["code"] == "TOKEN_INVALID"
 
 
 def test_unsigned_token_is_401_invalid(world: World) -> None:
-    forged = jwt.encode({"sub": world.partner.client_id, "sponsors": [world.sponsor]}, "k" * 32, algorithm="HS256")
-    response = httpx.post(f"{world.server.base_url}/checkout/issuance/post/event", json={},
-                          headers={"Authorization": f"Bearer {forged}"})
+    forged = jwt.encode(
+        {"sub": world.partner.client_id, "sponsors": [world.sponsor]}, "k" * 32, algorithm="HS256"
+    )
+    response = httpx.post(
+        f"{world.server.base_url}/checkout/issuance/post/event",
+        json={},
+        headers={"Authorization": f"Bearer {forged}"},
+    )
     assert response.status_code == 401
 
 

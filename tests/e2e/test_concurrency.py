@@ -20,7 +20,9 @@ def test_fifty_concurrent_identical_requests_with_one_key_post_once(world: World
     key = str(uuid.uuid4())
 
     with ThreadPoolExecutor(max_workers=CONCURRENT_REQUESTS) as pool:
-        responses = list(pool.map(lambda _: world.partner.post_event(body, key=key), range(CONCURRENT_REQUESTS)))
+        responses = list(
+            pool.map(lambda _: world.partner.post_event(body, key=key), range(CONCURRENT_REQUESTS))
+        )
 
     statuses = sorted(r.status_code for r in responses)
     assert set(statuses) <= {200, 409}, statuses
@@ -33,7 +35,9 @@ def test_fifty_concurrent_identical_requests_with_one_key_post_once(world: World
     assert world.balance(collector) == 7
     with world.db.reader() as session:
         count = session.execute(
-            select(func.count()).select_from(Transaction).where(Transaction.collector_number == collector)
+            select(func.count())
+            .select_from(Transaction)
+            .where(Transaction.collector_number == collector)
         ).scalar_one()
     assert count == 1
 
@@ -41,7 +45,9 @@ def test_fifty_concurrent_identical_requests_with_one_key_post_once(world: World
 def test_concurrent_requests_for_one_collector_are_serialised_not_refused(world: World) -> None:
     collector = world.collector()
     with ThreadPoolExecutor(max_workers=20) as pool:
-        responses = list(pool.map(lambda _: world.partner.post_event(world.body(collector, miles=3)), range(40)))
+        responses = list(
+            pool.map(lambda _: world.partner.post_event(world.body(collector, miles=3)), range(40))
+        )
     assert [r.status_code for r in responses] == [200] * 40
     assert world.balance(collector) == 120
 
@@ -51,15 +57,20 @@ def test_racing_reversals_never_exceed_the_original(world: World) -> None:
         collector = world.collector()
         original = world.body(collector, miles=10)
         assert world.partner.post_event(original).status_code == 200
-        reversal = {"originalClientTransactionId": original["clientTransactionId"]}
+        bodies = [
+            world.body(
+                collector, miles=6, originalClientTransactionId=original["clientTransactionId"]
+            )
+            for _ in range(8)
+        ]
 
         with ThreadPoolExecutor(max_workers=8) as pool:
-            responses = list(pool.map(
-                lambda _: world.partner.reverse_event(world.body(collector, miles=6, **reversal)), range(8)
-            ))
+            responses = list(pool.map(world.partner.reverse_event, bodies))
 
         assert sorted(r.status_code for r in responses) == [200] + [400] * 7
-        assert {r.json()["code"] for r in responses if r.status_code == 400} == {"REVERSAL_EXCEEDS_ORIGINAL"}
+        assert {r.json()["code"] for r in responses if r.status_code == 400} == {
+            "REVERSAL_EXCEEDS_ORIGINAL"
+        }
         assert world.balance(collector) == 4
 
 

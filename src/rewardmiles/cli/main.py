@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+from rich.text import Text
 
 from rewardmiles import clock, demo
 from rewardmiles.auth import keys as signing_keys
@@ -42,8 +43,9 @@ for sub, name in (
 ):
     app.add_typer(sub, name=name)
 
-out = Console()
-err = Console(stderr=True)
+# Operator-supplied values are printed as they are: no Rich markup, no highlighting.
+out = Console(markup=False, highlight=False)
+err = Console(stderr=True, markup=False, highlight=False)
 
 
 class Status(StrEnum):
@@ -60,8 +62,7 @@ def _database(settings: Settings) -> Database:
     try:
         return Database.from_url(settings.database_url, pool_size=2)
     except DatabaseUrlError as exc:
-        err.print(f"[red]error:[/red] REWARDMILES_DATABASE_URL: {exc}")
-        raise typer.Exit(2) from exc
+        raise _fail(f"REWARDMILES_DATABASE_URL: {exc}", 2) from exc
 
 
 def _ready_database() -> tuple[Settings, Database]:
@@ -74,7 +75,7 @@ def _ready_database() -> tuple[Settings, Database]:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
+    err.print(Text.assemble(("error: ", "red"), message))
     return typer.Exit(code)
 
 
@@ -123,7 +124,7 @@ def serve(
 def _print_demo(data: demo.DemoData, host: str, port: int) -> None:
     base = f"http://{host}:{port}"
     err.print(
-        f"""[bold]rewardmiles demo[/bold] on {base}  (docs: {base}/docs)
+        f"""rewardmiles demo on {base}  (docs: {base}/docs)
   sponsor {data.sponsor_code}, offer STANDARD, location {demo.LOCATION}
   collectors: {", ".join(f"{n} {s}" for n, s in data.collectors.items())}
   partner client_id     {data.client_id}
@@ -266,7 +267,7 @@ def collector_import(
     with (
         file.open("rb") as raw,
         Progress(
-            TextColumn("[bold]importing"),
+            TextColumn("importing"),
             BarColumn(),
             TransferSpeedColumn(),
             TextColumn("{task.fields[rows]:,} rows"),
@@ -307,7 +308,7 @@ def ledger_verify() -> None:
         out.print("ledger OK: every pair balances and every balance equals its entries")
         return
     for problem in report.problems:
-        err.print(f"[red]✗[/red] {problem}")
+        err.print(Text.assemble(("✗ ", "red"), problem))
     raise typer.Exit(1)
 
 

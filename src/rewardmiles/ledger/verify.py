@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from rewardmiles.db.models import Collector, IssuanceLine, LedgerEntry, Transaction
@@ -46,6 +46,8 @@ def verify(session: Session) -> VerifyReport:
     report.problems += [
         f"line {t}#{n}: entries are not one balanced pair (sum {s})" for t, n, s in unbalanced
     ]
+
+    report.problems += _pairs_disagreeing_with_lines(session)
 
     wrong_kind = session.execute(
         select(func.count()).where(
@@ -101,6 +103,58 @@ def verify(session: Session) -> VerifyReport:
 
     report.problems += _reversals_beyond_originals(session)
     return report
+
+
+def _pairs_disagreeing_with_lines(session: Session) -> list[str]:
+    """Each posted line's pair is one collector entry (the transaction's collector, +miles for a
+    credit, -miles for a debit) and one sponsor entry (the transaction's sponsor, the opposite)."""
+    signed = case(
+        (IssuanceLine.direction == "credit", IssuanceLine.miles), else_=-IssuanceLine.miles
+    )
+    wrong_entries = session.execute(
+        select(LedgerEntry.transaction_id, LedgerEntry.line_no, LedgerEntry.account_kind)
+        .join(
+            IssuanceLine,
+            (IssuanceLine.transaction_id == LedgerEntry.transaction_id)
+            & (IssuanceLine.line_no == LedgerEntry.line_no),
+        )
+        .join(Transaction, Transaction.id == LedgerEntry.transaction_id)
+        .where(
+            or_(
+                and_(
+                    LedgerEntry.account_kind == COLLECTOR_ACCOUNT,
+                    or_(
+                        LedgerEntry.account_code != Transaction.collector_number,
+                        LedgerEntry.amount_miles != signed,
+                    ),
+                ),
+                and_(
+                    LedgerEntry.account_kind == SPONSOR_ACCOUNT,
+                    or_(
+                        LedgerEntry.account_code != Transaction.sponsor_code,
+                        LedgerEntry.amount_miles != -signed,
+                    ),
+                ),
+            )
+        )
+        .limit(PROBLEMS_SHOWN_MAX)
+    ).all()
+    problems = [
+        f"line {t}#{n}: {kind} entry does not match the line's account, miles or direction"
+        for t, n, kind in wrong_entries
+    ]
+    collector_entries = func.sum(case((LedgerEntry.account_kind == COLLECTOR_ACCOUNT, 1), else_=0))
+    sponsor_entries = func.sum(case((LedgerEntry.account_kind == SPONSOR_ACCOUNT, 1), else_=0))
+    lopsided = session.execute(
+        select(LedgerEntry.transaction_id, LedgerEntry.line_no)
+        .group_by(LedgerEntry.transaction_id, LedgerEntry.line_no)
+        .having((collector_entries != 1) | (sponsor_entries != 1))
+        .limit(PROBLEMS_SHOWN_MAX)
+    ).all()
+    problems += [
+        f"line {t}#{n}: not one collector entry and one sponsor entry" for t, n in lopsided
+    ]
+    return problems
 
 
 def _reversals_beyond_originals(session: Session) -> list[str]:

@@ -1,0 +1,566 @@
+"""The `rewardmiles` operator CLI, driven in-process, against a database of this module's own."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from click.testing import Result
+from sqlalchemy import func, insert, select
+from typer.testing import CliRunner
+
+from rewardmiles import ledger
+from rewardmiles.auth import service as auth
+from rewardmiles.cli.main import app
+from rewardmiles.db import migrate
+from rewardmiles.db.engine import Database
+from rewardmiles.db.models import (
+    Collector,
+    IssuanceLine,
+    Location,
+    Offer,
+    PartnerClient,
+    Sponsor,
+    Transaction,
+)
+from rewardmiles.ledger.verify import verify
+from tests.conftest import PG_ADMIN_URL, DatabaseFactory
+from tests.support import data
+
+HASH_COST = "10"
+Cli = Callable[..., Result]
+
+
+@pytest.fixture(scope="module")
+def cli_url(dialect: str, database_factory: DatabaseFactory) -> Iterator[str]:
+    url = database_factory.create(dialect)
+    yield url
+    database = Database.from_url(url)
+    try:
+        with database.reader() as session:
+            report = verify(session)
+    finally:
+        database.dispose()
+    assert report.ok, report.problems
+
+
+@pytest.fixture(scope="module")
+def cli_db(cli_url: str) -> Iterator[Database]:
+    database = Database.from_url(cli_url)
+    yield database
+    database.dispose()
+
+
+def _runner(url: str) -> Cli:
+    runner = CliRunner()
+    env = {"REWARDMILES_DATABASE_URL": url, "REWARDMILES_SECRET_HASH_COST": HASH_COST}
+
+    def invoke(*args: str) -> Result:
+        return runner.invoke(app, list(args), env=env)
+
+    return invoke
+
+
+@pytest.fixture(scope="module")
+def cli(cli_url: str) -> Cli:
+    return _runner(cli_url)
+
+
+def _flat(text: str) -> str:
+    """Rich wraps long lines at the console width: compare with whitespace collapsed."""
+    return " ".join(text.split())
+
+
+def _ok(result: Result) -> Result:
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    return result
+
+
+def _failed(result: Result, code: int = 1) -> str:
+    """A clean failure (exit code, no traceback); returns stderr flattened."""
+    assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
+    assert isinstance(result.exception, SystemExit), result.exception
+    return _flat(result.stderr)
+
+
+def _sponsor_code() -> str:
+    return "C" + secrets.token_hex(3).upper()
+
+
+def _number() -> str:
+    return "5" + "".join(secrets.choice("0123456789") for _ in range(10))
+
+
+def _collector(cli_db: Database, number: str) -> tuple[str, int] | None:
+    with cli_db.reader() as session:
+        row = session.get(Collector, number)
+        return (row.status, row.balance_miles) if row else None
+
+
+def _show(cli: Cli, number: str) -> dict[str, object]:
+    result = _ok(cli("collector", "show", number, "--json"))
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def empty_url(dialect: str, tmp_path: Path) -> Iterator[str]:
+    name = f"rm_test_cli_{secrets.token_hex(4)}"
+    if dialect == "sqlite":
+        yield f"sqlite:///{tmp_path / (name + '.db')}"
+        return
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --------------------------------------------------------------------------- db
+
+
+def test_db_upgrade_on_a_current_database(cli: Cli) -> None:
+    result = _ok(cli("db", "upgrade"))
+    head = migrate.head_revision()
+    assert _flat(result.stdout) == f"database at revision {head} (already current)"
+
+
+def test_db_upgrade_on_an_empty_database(empty_url: str) -> None:
+    result = _ok(_runner(empty_url)("db", "upgrade"))
+    assert _flat(result.stdout) == f"database at revision {migrate.head_revision()}"
+    database = Database.from_url(empty_url)
+    try:
+        assert migrate.is_current(database.engine)
+    finally:
+        database.dispose()
+
+
+def test_any_command_migrates_an_empty_database_first(empty_url: str) -> None:
+    code = _sponsor_code()
+    _ok(_runner(empty_url)("sponsor", "add", code, "--name", "First"))
+    database = Database.from_url(empty_url)
+    try:
+        assert migrate.is_current(database.engine)
+        with database.reader() as session:
+            assert session.get(Sponsor, code) is not None
+    finally:
+        database.dispose()
+
+
+@pytest.mark.parametrize("url", ["mysql://u@h/d", "nonsense"])
+def test_unsupported_database_url_is_exit_2(url: str) -> None:
+    stderr = _failed(_runner(url)("db", "upgrade"), 2)
+    assert "REWARDMILES_DATABASE_URL" in stderr
+
+
+# --------------------------------------------------------------------------- sponsors
+
+
+def test_sponsor_add_creates_an_active_sponsor_with_its_standard_offer(
+    cli: Cli, cli_db: Database
+) -> None:
+    code = _sponsor_code()
+    result = _ok(cli("sponsor", "add", code, "--name", "  Kenny's Hardware "))
+    assert _flat(result.stdout) == f"sponsor {code} added (offer STANDARD)"
+    with cli_db.reader() as session:
+        sponsor = session.get(Sponsor, code)
+        assert sponsor is not None
+        assert (sponsor.name, sponsor.active) == ("Kenny's Hardware", True)
+        offer = session.get(Offer, (code, "STANDARD"))
+        assert offer is not None
+        assert offer.active
+
+
+def test_duplicate_sponsor_fails_with_a_clear_message(cli: Cli, cli_db: Database) -> None:
+    code = _sponsor_code()
+    _ok(cli("sponsor", "add", code, "--name", "First"))
+    stderr = _failed(cli("sponsor", "add", code, "--name", "Second"))
+    assert f"sponsor {code} already exists" in stderr
+    with cli_db.reader() as session:
+        sponsor = session.get(Sponsor, code)
+        assert sponsor is not None
+        assert sponsor.name == "First"
+
+
+@pytest.mark.parametrize("code", ["ab", "A", "ABCDEFGHIJK", "AB-1", "AB 1", "ÄB"])
+def test_bad_sponsor_code_fails(cli: Cli, cli_db: Database, code: str) -> None:
+    stderr = _failed(cli("sponsor", "add", code, "--name", "Bad"))
+    assert "2–10 uppercase letters or digits" in stderr
+    with cli_db.reader() as session:
+        assert session.get(Sponsor, code) is None
+
+
+def test_blank_sponsor_name_fails(cli: Cli) -> None:
+    stderr = _failed(cli("sponsor", "add", _sponsor_code(), "--name", "   "))
+    assert "name must not be empty" in stderr
+
+
+# --------------------------------------------------------------------------- partners
+
+
+def test_partner_create_json_prints_only_the_credentials(cli: Cli, cli_db: Database) -> None:
+    first, second = _sponsor_code(), _sponsor_code()
+    _ok(cli("sponsor", "add", first, "--name", "A"))
+    _ok(cli("sponsor", "add", second, "--name", "B"))
+    result = _ok(cli("partner", "create", "--sponsor", first, "--sponsor", second, "--json"))
+
+    assert result.stdout.endswith("\n")
+    assert result.stdout.count("\n") == 1
+    credentials = json.loads(result.stdout)
+    assert set(credentials) == {"client_id", "client_secret"}
+    assert re.fullmatch(r"rmc_[0-9a-f]{24}", credentials["client_id"])
+
+    with cli_db.reader() as session:
+        stored = auth.load_client(session, credentials["client_id"])
+        assert stored is not None
+        assert credentials["client_secret"] not in stored.secret_hash
+    sponsors = auth.check_secret(stored, credentials["client_secret"], secret_hash_cost=10)
+    assert sponsors == sorted([first, second])
+    assert auth.check_secret(stored, "wrong", secret_hash_cost=10) is None
+
+
+def test_partner_create_shows_the_secret_once_for_people(cli: Cli) -> None:
+    code = _sponsor_code()
+    _ok(cli("sponsor", "add", code, "--name", "A"))
+    out = _flat(_ok(cli("partner", "create", "--sponsor", code)).stdout)
+    assert re.search(r"client_id rmc_[0-9a-f]{24}", out)
+    assert re.search(r"client_secret \S{40,}", out)
+    assert f"sponsors {code}" in out
+    assert "cannot be shown again" in out
+
+
+def _partner_count(cli_db: Database) -> int:
+    with cli_db.reader() as session:
+        return int(session.execute(select(func.count()).select_from(PartnerClient)).scalar_one())
+
+
+def test_partner_for_an_unknown_sponsor_fails_and_creates_nothing(
+    cli: Cli, cli_db: Database
+) -> None:
+    known, unknown = _sponsor_code(), _sponsor_code()
+    _ok(cli("sponsor", "add", known, "--name", "A"))
+    before = _partner_count(cli_db)
+    result = cli("partner", "create", "--sponsor", known, "--sponsor", unknown, "--json")
+    stderr = _failed(result)
+    assert f"unknown sponsor code(s): {unknown}" in stderr
+    assert result.stdout == ""
+    assert _partner_count(cli_db) == before
+
+
+def test_partner_without_sponsor_is_a_usage_error(cli: Cli) -> None:
+    _failed(cli("partner", "create", "--json"), 2)
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def test_location_add_keeps_leading_zeros(cli: Cli, cli_db: Database) -> None:
+    code = _sponsor_code()
+    _ok(cli("sponsor", "add", code, "--name", "A"))
+    result = _ok(cli("location", "add", "0042", "--sponsor", code))
+    assert _flat(result.stdout) == f"location 0042 added for sponsor {code}"
+    with cli_db.reader() as session:
+        assert session.get(Location, (code, "0042")) is not None
+        assert session.get(Location, (code, "42")) is None
+
+
+def test_location_add_failures(cli: Cli) -> None:
+    code = _sponsor_code()
+    _ok(cli("sponsor", "add", code, "--name", "A"))
+    _ok(cli("location", "add", "L1", "--sponsor", code))
+    assert "location L1 already exists" in _failed(cli("location", "add", "L1", "--sponsor", code))
+    missing = _sponsor_code()
+    assert f"sponsor {missing} does not exist" in _failed(
+        cli("location", "add", "L1", "--sponsor", missing)
+    )
+    for bad in ("has space", "ELEVENCHARS", ""):
+        assert "1–10 printable ASCII" in _failed(cli("location", "add", bad, "--sponsor", code))
+
+
+@pytest.mark.parametrize("location", ["[/x]", "[b]A1"])
+def test_location_codes_with_brackets_are_echoed_verbatim(cli: Cli, location: str) -> None:
+    code = _sponsor_code()
+    _ok(cli("sponsor", "add", code, "--name", "A"))
+    result = _ok(cli("location", "add", location, "--sponsor", code))
+    assert f"location {location} added" in result.stdout
+
+
+# --------------------------------------------------------------------------- collectors
+
+
+@pytest.mark.parametrize(
+    ("args", "status"),
+    [
+        ((), "ACTIVE"),
+        (("--status", "ACTIVE"), "ACTIVE"),
+        (("--status", "ON_HOLD"), "ON_HOLD"),
+        (("--status", "CLOSED"), "CLOSED"),
+    ],
+    ids=["default", "active", "on-hold", "closed"],
+)
+def test_collector_add_with_each_status(
+    cli: Cli, cli_db: Database, args: tuple[str, ...], status: str
+) -> None:
+    number = _number()
+    result = _ok(cli("collector", "add", number, *args))
+    assert _flat(result.stdout) == f"collector {number} added ({status})"
+    assert _collector(cli_db, number) == (status, 0)
+    assert _show(cli, number) == {"collectorNumber": number, "status": status, "balance": 0}
+
+
+def test_collector_add_failures(cli: Cli, cli_db: Database) -> None:
+    number = _number()
+    _ok(cli("collector", "add", number))
+    assert f"collector {number} already exists" in _failed(cli("collector", "add", number))
+    assert "exactly 11 digits" in _failed(cli("collector", "add", "1234567890"))
+    _failed(cli("collector", "add", _number(), "--status", "FROZEN"), 2)
+    assert _collector(cli_db, "1234567890") is None
+
+
+def _credit(cli_db: Database, number: str, miles: int) -> None:
+    """Give a collector a balance the way the issuance service does: through the ledger."""
+    with cli_db.unit_of_work() as session:
+        sponsor = _sponsor_code()
+        session.execute(
+            insert(Sponsor).values(code=sponsor, name="S", active=True, created_at=data.now())
+        )
+        txn = str(uuid.uuid4())
+        session.execute(
+            insert(Transaction).values(
+                id=txn,
+                client_id="rmc_cli",
+                sponsor_code=sponsor,
+                endpoint="post_event",
+                partner_transaction_id=data.txn_id(),
+                collector_number=number,
+                original_transaction_id=None,
+                status="posted",
+                http_status=200,
+                error_code=None,
+                fingerprint="0" * 64,
+                partner_datetime=data.now(),
+                processed_at=data.now(),
+                request_json="{}",
+                response_json="{}",
+            )
+        )
+        session.execute(
+            insert(IssuanceLine).values(
+                transaction_id=txn,
+                line_no=1,
+                direction="credit",
+                offer_code="STANDARD",
+                location_code=None,
+                miles=miles,
+                status="posted",
+                pending_reason=None,
+                error_code=None,
+                settled_at=data.now(),
+            )
+        )
+        account = ledger.lock_collector(session, number)
+        assert account is not None
+        ledger.post(
+            session, account, [ledger.Posting(txn, 1, number, sponsor, miles)], posted_at=data.now()
+        )
+
+
+def test_collector_show_json_has_an_integer_balance(cli: Cli, cli_db: Database) -> None:
+    number = _number()
+    _ok(cli("collector", "add", number, "--status", "ON_HOLD"))
+    _credit(cli_db, number, 1234)
+    result = _ok(cli("collector", "show", number, "--json"))
+    assert result.stdout.count("\n") == 1
+    shown = json.loads(result.stdout)
+    assert shown == {"collectorNumber": number, "status": "ON_HOLD", "balance": 1234}
+    assert type(shown["balance"]) is int
+
+
+def test_collector_show_for_people(cli: Cli, cli_db: Database) -> None:
+    number = _number()
+    _ok(cli("collector", "add", number))
+    _credit(cli_db, number, 8)
+    out = _flat(_ok(cli("collector", "show", number)).stdout)
+    assert out == f"collector {number} status ACTIVE balance 8 miles"
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_collector_show_unknown_fails(cli: Cli, as_json: bool) -> None:
+    number = _number()
+    result = cli("collector", "show", number, *(["--json"] if as_json else []))
+    assert f"collector {number} not found" in _failed(result)
+    assert result.stdout == ""
+
+
+# --------------------------------------------------------------------------- import
+
+SUMMARY = re.compile(
+    r"rows read ([\d,]+); enrolled ([\d,]+); already enrolled \(unchanged\) ([\d,]+); "
+    r"invalid ([\d,]+)"
+)
+
+
+def _summary(result: Result) -> tuple[int, int, int, int]:
+    match = SUMMARY.search(_flat(result.stdout))
+    assert match, result.stdout
+    return tuple(int(g.replace(",", "")) for g in match.groups())  # type: ignore[return-value]
+
+
+def _csv(tmp_path: Path, text: str, *, encoding: str = "utf-8") -> str:
+    path = tmp_path / f"collectors-{secrets.token_hex(3)}.csv"
+    path.write_text(text, encoding=encoding)
+    return str(path)
+
+
+def test_import_with_header_and_status_column(cli: Cli, cli_db: Database, tmp_path: Path) -> None:
+    a, b, c, d = _number(), _number(), _number(), _number()
+    path = _csv(tmp_path, f"collectorNumber,status\n{a},ACTIVE\n{b},ON_HOLD\n{c},closed\n{d},\n")
+    result = _ok(cli("collector", "import", path))
+    assert _summary(result) == (4, 4, 0, 0)
+    assert _collector(cli_db, a) == ("ACTIVE", 0)
+    assert _collector(cli_db, b) == ("ON_HOLD", 0)
+    assert _collector(cli_db, c) == ("CLOSED", 0)
+    assert _collector(cli_db, d) == ("ACTIVE", 0)
+
+
+@pytest.mark.parametrize(
+    ("header", "encoding"),
+    [
+        ("", "utf-8"),
+        ("collector_number\n", "utf-8"),
+        ("number\n", "utf-8"),
+        ("collectorNumber\n", "utf-8-sig"),
+    ],
+    ids=["no-header", "snake-header", "number-header", "bom-header"],
+)
+def test_import_without_status_column_enrols_active(
+    cli: Cli, cli_db: Database, tmp_path: Path, header: str, encoding: str
+) -> None:
+    numbers = [_number() for _ in range(3)]
+    path = _csv(tmp_path, header + "\n".join(numbers) + "\n", encoding=encoding)
+    result = _ok(cli("collector", "import", path))
+    assert _summary(result) == (3, 3, 0, 0)
+    for number in numbers:
+        assert _collector(cli_db, number) == ("ACTIVE", 0)
+
+
+def test_import_reports_bad_rows_with_line_numbers_and_loads_the_rest(
+    cli: Cli, cli_db: Database, tmp_path: Path
+) -> None:
+    good = [_number() for _ in range(3)]
+    frozen, extra = _number(), _number()
+    lines = [
+        "collectorNumber,status",  # 1
+        good[0],  # 2
+        "12345",  # 3
+        f"{good[1]},ON_HOLD",  # 4
+        "",  # 5 (blank: skipped, still counted as a line)
+        "abcdefghijk",  # 6
+        f"{frozen},FROZEN",  # 7
+        f"{extra},ACTIVE,surplus",  # 8
+        good[2],  # 9
+    ]
+    result = cli("collector", "import", _csv(tmp_path, "\n".join(lines) + "\n"))
+    stderr = _failed(result)
+    assert _summary(result) == (7, 3, 0, 4)
+    reported = re.findall(r"line (\d+):", stderr)
+    assert reported == ["3", "6", "7", "8"]
+    assert "line 3: collector number '12345' must be exactly 11 digits" in stderr
+    assert "line 7: status 'FROZEN' must be one of ACTIVE, ON_HOLD, CLOSED" in stderr
+    assert "line 8: expected collectorNumber[,status]" in stderr
+    assert _collector(cli_db, good[0]) == ("ACTIVE", 0)
+    assert _collector(cli_db, good[1]) == ("ON_HOLD", 0)
+    assert _collector(cli_db, good[2]) == ("ACTIVE", 0)
+    assert _collector(cli_db, frozen) is None
+    assert _collector(cli_db, extra) is None
+
+
+def test_import_caps_the_error_listing(cli: Cli, tmp_path: Path) -> None:
+    path = _csv(tmp_path, "".join(f"bad{i}\n" for i in range(60)))
+    result = cli("collector", "import", path)
+    stderr = _failed(result)
+    assert _summary(result) == (60, 0, 0, 60)
+    assert len(re.findall(r"line \d+:", stderr)) == 50
+    assert "… and 10 more" in stderr
+
+
+def test_import_reports_rows_that_look_like_markup(cli: Cli, tmp_path: Path) -> None:
+    path = _csv(tmp_path, f"[/b]\n{_number()}\n12\n")
+    result = cli("collector", "import", path)
+    stderr = _failed(result)
+    assert "line 1: collector number '[/b]'" in stderr
+    assert "line 3: collector number '12'" in stderr
+
+
+def test_reimport_is_idempotent_and_leaves_collectors_unchanged(
+    cli: Cli, cli_db: Database, tmp_path: Path
+) -> None:
+    a, b, c = _number(), _number(), _number()
+    _ok(cli("collector", "import", _csv(tmp_path, f"{a},ACTIVE\n{b},ON_HOLD\n")))
+    _credit(cli_db, a, 50)
+
+    again = _ok(cli("collector", "import", _csv(tmp_path, f"{a},CLOSED\n{b},ACTIVE\n{c}\n")))
+    assert _summary(again) == (3, 1, 2, 0)
+    assert _collector(cli_db, a) == ("ACTIVE", 50)
+    assert _collector(cli_db, b) == ("ON_HOLD", 0)
+    assert _collector(cli_db, c) == ("ACTIVE", 0)
+
+    same = _ok(cli("collector", "import", _csv(tmp_path, f"{a},CLOSED\n{b},ACTIVE\n{c}\n")))
+    assert _summary(same) == (3, 0, 3, 0)
+
+
+def test_import_counts_a_number_repeated_in_the_file_once(
+    cli: Cli, cli_db: Database, tmp_path: Path
+) -> None:
+    number = _number()
+    result = _ok(cli("collector", "import", _csv(tmp_path, f"{number},ON_HOLD\n{number},CLOSED\n")))
+    assert _summary(result) == (2, 1, 1, 0)
+    assert _collector(cli_db, number) == ("ON_HOLD", 0)
+
+
+def test_import_of_a_missing_file_is_a_usage_error(cli: Cli, tmp_path: Path) -> None:
+    _failed(cli("collector", "import", str(tmp_path / "nope.csv")), 2)
+
+
+# --------------------------------------------------------------------------- ledger
+
+
+def test_ledger_verify_is_ok_on_a_clean_database(cli: Cli, cli_db: Database) -> None:
+    number = _number()
+    _ok(cli("collector", "add", number))
+    _credit(cli_db, number, 5)
+    out = _flat(_ok(cli("ledger", "verify")).stdout)
+    assert re.search(r"entries [\d,]+; collectors [\d,]+; entries sum 0", out)
+    assert "ledger OK" in out
+
+
+def test_ledger_verify_fails_on_a_broken_ledger(
+    dialect: str, database_factory: DatabaseFactory
+) -> None:
+    url = database_factory.create(dialect)
+    database = Database.from_url(url)
+    try:
+        number = _number()
+        with database.unit_of_work() as session:
+            session.add(
+                Collector(
+                    number=number,
+                    status="ACTIVE",
+                    balance_miles=77,  # no entries behind it
+                    created_at=data.now(),
+                    updated_at=data.now(),
+                )
+            )
+    finally:
+        database.dispose()
+    result = _runner(url)("ledger", "verify")
+    stderr = _failed(result)
+    assert f"collector {number}: balance 77 but entries sum to 0" in stderr
+    assert "ledger OK" not in result.stdout

@@ -1,0 +1,450 @@
+"""The ledger (`ledger.post`) and its whole-database check (`ledger.verify`), on every dialect.
+
+Postings go through the shared session database and must leave it balanced. Every test that
+tampers with the books does so on a database of its own.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import func, insert, select, update
+
+from rewardmiles import ledger
+from rewardmiles.db.engine import Database
+from rewardmiles.db.models import Collector, IssuanceLine, LedgerEntry, Transaction
+from rewardmiles.ledger.verify import VerifyReport, verify
+from tests.conftest import DatabaseFactory
+from tests.support import data
+
+Line = tuple[str, int, str]  # (direction, miles, line status)
+
+
+def _insert_transaction(
+    session: object,
+    sponsor: str,
+    collector: str,
+    lines: list[Line],
+    *,
+    original: str | None = None,
+    txn_id: str | None = None,
+) -> str:
+    """A transaction and its issuance lines (the rows ledger entries hang off)."""
+    txn_id = txn_id or str(uuid.uuid4())
+    now = data.now()
+    session.execute(  # type: ignore[attr-defined]
+        insert(Transaction).values(
+            id=txn_id,
+            client_id="rmc_test",
+            sponsor_code=sponsor,
+            endpoint="reverse_event" if original else "post_event",
+            partner_transaction_id=data.txn_id(),
+            collector_number=collector,
+            original_transaction_id=original,
+            status="posted",
+            http_status=200,
+            error_code=None,
+            fingerprint="0" * 64,
+            partner_datetime=now,
+            processed_at=now,
+            request_json="{}",
+            response_json="{}",
+        )
+    )
+    session.execute(  # type: ignore[attr-defined]
+        insert(IssuanceLine),
+        [
+            {
+                "transaction_id": txn_id,
+                "line_no": no,
+                "direction": direction,
+                "offer_code": "STANDARD",
+                "location_code": None,
+                "miles": miles,
+                "status": status,
+                "pending_reason": "on_hold" if status == "pending" else None,
+                "error_code": "PENDING_EXPIRED" if status == "rejected" else None,
+                "settled_at": now if status == "posted" else None,
+            }
+            for no, (direction, miles, status) in enumerate(lines, start=1)
+        ],
+    )
+    return txn_id
+
+
+def _book(
+    db: Database,
+    sponsor: str,
+    collector: str,
+    lines: list[Line],
+    *,
+    original: str | None = None,
+) -> str:
+    """What the issuance service does: store the transaction, post its posted lines."""
+    with db.unit_of_work() as session:
+        txn_id = _insert_transaction(session, sponsor, collector, lines, original=original)
+        account = ledger.lock_collector(session, collector)
+        assert account is not None
+        postings = [
+            ledger.Posting(txn_id, no, collector, sponsor, miles if d == "credit" else -miles)
+            for no, (d, miles, status) in enumerate(lines, start=1)
+            if status == "posted"
+        ]
+        ledger.post(session, account, postings, posted_at=data.now())
+    return txn_id
+
+
+def _entries(db: Database, txn_id: str) -> list[tuple[int, str, str, int]]:
+    with db.reader() as session:
+        rows = session.execute(
+            select(
+                LedgerEntry.line_no,
+                LedgerEntry.account_kind,
+                LedgerEntry.account_code,
+                LedgerEntry.amount_miles,
+            )
+            .where(LedgerEntry.transaction_id == txn_id)
+            .order_by(LedgerEntry.line_no, LedgerEntry.account_kind)
+        ).all()
+    return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def _count(db: Database, model: type, txn_id: str) -> int:
+    column = model.id if model is Transaction else model.transaction_id  # type: ignore[attr-defined]
+    with db.reader() as session:
+        return int(session.execute(select(func.count()).where(column == txn_id)).scalar_one())
+
+
+# --------------------------------------------------------------------------- post
+
+
+def test_post_writes_a_balanced_pair_per_posting_and_moves_the_balance(db: Database) -> None:
+    sponsor = data.new_sponsor(db)
+    collector = data.new_collector(db)
+
+    credit = _book(db, sponsor, collector, [("credit", 10, "posted"), ("credit", 5, "posted")])
+    assert _entries(db, credit) == [
+        (1, "collector", collector, 10),
+        (1, "sponsor", sponsor, -10),
+        (2, "collector", collector, 5),
+        (2, "sponsor", sponsor, -5),
+    ]
+    assert data.balance(db, collector) == 15
+
+    debit = _book(db, sponsor, collector, [("debit", 20, "posted")])  # standalone correction
+    assert _entries(db, debit) == [(1, "collector", collector, -20), (1, "sponsor", sponsor, 20)]
+    assert data.balance(db, collector) == -5  # the ledger itself allows a negative balance
+
+
+def test_post_returns_the_new_account_state(db: Database) -> None:
+    sponsor = data.new_sponsor(db)
+    collector = data.new_collector(db, "ON_HOLD")
+    with db.unit_of_work() as session:
+        txn = _insert_transaction(
+            session, sponsor, collector, [("credit", 7, "posted"), ("credit", 3, "posted")]
+        )
+        before = ledger.lock_collector(session, collector)
+        assert before == ledger.CollectorAccount(collector, "ON_HOLD", 0)
+        after = ledger.post(
+            session,
+            before,
+            [
+                ledger.Posting(txn, 1, collector, sponsor, 7),
+                ledger.Posting(txn, 2, collector, sponsor, 3),
+            ],
+            posted_at=data.now(),
+        )
+    assert after == ledger.CollectorAccount(collector, "ON_HOLD", 10)
+    assert data.balance(db, collector) == 10
+
+
+def test_post_without_postings_writes_nothing(db: Database) -> None:
+    collector = data.new_collector(db)
+    with db.unit_of_work() as session:
+        account = ledger.lock_collector(session, collector)
+        assert account is not None
+        assert ledger.post(session, account, [], posted_at=data.now()) is account
+    with db.reader() as session:
+        count = session.execute(
+            select(func.count()).where(LedgerEntry.account_code == collector)
+        ).scalar_one()
+    assert count == 0
+
+
+def test_lock_collector_of_unknown_number_is_none(db: Database) -> None:
+    with db.unit_of_work() as session:
+        assert ledger.lock_collector(session, data.unknown_collector()) is None
+
+
+@dataclass
+class BadPosting:
+    name: str
+    miles: int
+    other_collector: bool
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [BadPosting("zero miles", 0, False), BadPosting("another collector", 4, True)],
+    ids=lambda b: b.name,
+)
+def test_invalid_posting_raises_and_the_unit_of_work_commits_nothing(
+    db: Database, bad: BadPosting
+) -> None:
+    sponsor = data.new_sponsor(db)
+    collector = data.new_collector(db)
+    other = data.new_collector(db)
+    _book(db, sponsor, collector, [("credit", 9, "posted")])
+
+    txn_id = str(uuid.uuid4())
+
+    def attempt() -> None:
+        with db.unit_of_work() as session:
+            _insert_transaction(
+                session,
+                sponsor,
+                collector,
+                [("credit", 4, "posted"), ("credit", 4, "posted")],
+                txn_id=txn_id,
+            )
+            account = ledger.lock_collector(session, collector)
+            assert account is not None
+            ledger.post(
+                session,
+                account,
+                [
+                    ledger.Posting(txn_id, 1, collector, sponsor, 4),  # a good one first
+                    ledger.Posting(
+                        txn_id, 2, other if bad.other_collector else collector, sponsor, bad.miles
+                    ),
+                ],
+                posted_at=data.now(),
+            )
+
+    with pytest.raises(ledger.LedgerInvariantError):
+        attempt()
+    assert _count(db, Transaction, txn_id) == 0
+    assert _count(db, IssuanceLine, txn_id) == 0
+    assert _count(db, LedgerEntry, txn_id) == 0
+    assert data.balance(db, collector) == 9
+    assert data.balance(db, other) == 0
+
+
+def test_stale_account_raises_and_the_unit_of_work_commits_nothing(db: Database) -> None:
+    sponsor = data.new_sponsor(db)
+    collector = data.new_collector(db)
+    _book(db, sponsor, collector, [("credit", 9, "posted")])
+
+    txn_id = str(uuid.uuid4())
+
+    def attempt() -> None:
+        with db.unit_of_work() as session:
+            _insert_transaction(
+                session, sponsor, collector, [("credit", 4, "posted")], txn_id=txn_id
+            )
+            stale = ledger.CollectorAccount(collector, "ACTIVE", 0)  # read before the 9 was posted
+            ledger.post(
+                session,
+                stale,
+                [ledger.Posting(txn_id, 1, collector, sponsor, 4)],
+                posted_at=data.now(),
+            )
+
+    with pytest.raises(ledger.LedgerInvariantError, match="changed without its lock"):
+        attempt()
+    assert _count(db, Transaction, txn_id) == 0
+    assert _count(db, LedgerEntry, txn_id) == 0
+    assert data.balance(db, collector) == 9
+
+
+# --------------------------------------------------------------------------- verify
+
+
+@pytest.fixture
+def own_db(dialect: str, database_factory: DatabaseFactory) -> Iterator[Database]:
+    """A database of this test's own: tampering must never reach the shared one."""
+    database = Database.from_url(database_factory.create(dialect))
+    yield database
+    database.dispose()
+
+
+@dataclass
+class Books:
+    sponsor: str
+    alice: str
+    bob: str
+    original: str  # credits 10 (line 1) + 5 (line 2) to alice
+
+
+def _clean_books(db: Database) -> Books:
+    sponsor = data.new_sponsor(db)
+    alice = data.new_collector(db)
+    bob = data.new_collector(db)
+    original = _book(db, sponsor, alice, [("credit", 10, "posted"), ("credit", 5, "posted")])
+    _book(db, sponsor, alice, [("debit", 6, "posted")], original=original)
+    _book(db, sponsor, bob, [("credit", 30, "posted"), ("credit", 2, "pending")])
+    _book(db, sponsor, bob, [("debit", 100, "rejected")], original=original)
+    return Books(sponsor, alice, bob, original)
+
+
+def _verify(db: Database) -> VerifyReport:
+    with db.reader() as session:
+        return verify(session)
+
+
+def test_verify_is_ok_on_a_clean_ledger(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    # Reversing exactly what is left of the original is still within bounds.
+    _book(own_db, books.sponsor, books.alice, [("debit", 9, "posted")], original=books.original)
+    report = _verify(own_db)
+    assert report.problems == []
+    assert report.ok
+    assert report.entries == 2 * 5  # five posted lines
+    assert report.collectors == 2
+    assert report.total_miles == 0
+    assert data.balance(own_db, books.alice) == 0
+    assert data.balance(own_db, books.bob) == 30
+
+
+def test_verify_is_ok_on_an_empty_ledger(own_db: Database) -> None:
+    report = _verify(own_db)
+    assert report.ok
+    assert (report.entries, report.collectors, report.total_miles) == (0, 0, 0)
+
+
+def _tamper_unbalanced_entry(db: Database, books: Books) -> list[str]:
+    with db.unit_of_work() as session:
+        session.execute(
+            insert(LedgerEntry).values(
+                transaction_id=books.original,
+                line_no=1,
+                account_kind="sponsor",
+                account_code=books.sponsor,
+                amount_miles=-7,
+                posted_at=data.now(),
+            )
+        )
+    return [
+        r"all entries sum to -7, not 0",
+        rf"line {books.original}#1: entries are not one balanced pair \(sum -7\)",
+        rf"line {books.original}#1: sponsor entry does not match the line's account, miles or "
+        r"direction",
+        rf"line {books.original}#1: not one collector entry and one sponsor entry",
+    ]
+
+
+def _tamper_balance(db: Database, books: Books) -> list[str]:
+    with db.unit_of_work() as session:
+        session.execute(
+            update(Collector).where(Collector.number == books.bob).values(balance_miles=1030)
+        )
+    return [rf"collector {books.bob}: balance 1030 but entries sum to 30"]
+
+
+def _tamper_reversal_beyond_original(db: Database, books: Books) -> list[str]:
+    # 6 already reversed of 10 + 5; reversing 10 more takes it to 16 > 15. Balanced in the ledger.
+    _book(db, books.sponsor, books.alice, [("debit", 10, "posted")], original=books.original)
+    return [rf"original {books.original} offer STANDARD: 16 miles reversed but only 15 issued"]
+
+
+def _tamper_posted_line_without_entries(db: Database, books: Books) -> list[str]:
+    with db.unit_of_work() as session:
+        _insert_transaction(session, books.sponsor, books.bob, [("credit", 4, "posted")])
+    return [r"1 lines disagree with the ledger"]
+
+
+def _tamper_entries_of_unknown_collector(db: Database, books: Books) -> list[str]:
+    ghost = data.unknown_collector()
+    with db.unit_of_work() as session:
+        txn = _insert_transaction(session, books.sponsor, ghost, [("credit", 4, "posted")])
+        for kind, code, miles in (("collector", ghost, 4), ("sponsor", books.sponsor, -4)):
+            session.execute(
+                insert(LedgerEntry).values(
+                    transaction_id=txn,
+                    line_no=1,
+                    account_kind=kind,
+                    account_code=code,
+                    amount_miles=miles,
+                    posted_at=data.now(),
+                )
+            )
+    return [r"1 collector entries name no collector"]
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        _tamper_unbalanced_entry,
+        _tamper_balance,
+        _tamper_reversal_beyond_original,
+        _tamper_posted_line_without_entries,
+        _tamper_entries_of_unknown_collector,
+    ],
+    ids=lambda f: f.__name__.removeprefix("_tamper_"),
+)
+def test_verify_reports_each_kind_of_tampering(own_db: Database, tamper: object) -> None:
+    books = _clean_books(own_db)
+    assert _verify(own_db).ok
+    expected = tamper(own_db, books)  # type: ignore[operator]
+    report = _verify(own_db)
+    assert not report.ok
+    assert len(report.problems) == len(expected), report.problems
+    for pattern, problem in zip(expected, report.problems, strict=True):
+        assert re.fullmatch(pattern, problem) or re.match(pattern, problem), (pattern, problem)
+
+
+def _tamper_pair_amount_unlike_its_line(db: Database, books: Books) -> str:
+    """The original's line 1 says 10 miles; its pair is rewritten to 1000 (balance kept in step)."""
+    with db.unit_of_work() as session:
+        for kind, amount in (("collector", 1000), ("sponsor", -1000)):
+            session.execute(
+                update(LedgerEntry)
+                .where(
+                    LedgerEntry.transaction_id == books.original,
+                    LedgerEntry.line_no == 1,
+                    LedgerEntry.account_kind == kind,
+                )
+                .values(amount_miles=amount)
+            )
+        session.execute(
+            update(Collector)
+            .where(Collector.number == books.alice)
+            .values(balance_miles=Collector.balance_miles + 990)
+        )
+    return books.original
+
+
+def _tamper_pair_without_collector_side(db: Database, books: Books) -> str:
+    """A posted line whose 'pair' is two sponsor entries: the collector never got the miles."""
+    with db.unit_of_work() as session:
+        txn = _insert_transaction(session, books.sponsor, books.bob, [("credit", 4, "posted")])
+        for miles in (4, -4):
+            session.execute(
+                insert(LedgerEntry).values(
+                    transaction_id=txn,
+                    line_no=1,
+                    account_kind="sponsor",
+                    account_code=books.sponsor,
+                    amount_miles=miles,
+                    posted_at=data.now(),
+                )
+            )
+    return txn
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [_tamper_pair_amount_unlike_its_line, _tamper_pair_without_collector_side],
+    ids=lambda f: f.__name__.removeprefix("_tamper_"),
+)
+def test_verify_reports_a_balanced_pair_that_does_not_match_its_line(
+    own_db: Database, tamper: object
+) -> None:
+    books = _clean_books(own_db)
+    txn_id = tamper(own_db, books)  # type: ignore[operator]
+    report = _verify(own_db)
+    assert any(txn_id in problem for problem in report.problems), report.problems
