@@ -292,9 +292,10 @@ class FieldError:
     message: str
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        out: dict[str, Any] = {"code": self.code}
         if self.field is not None:
             out["field"] = self.field
+        out["message"] = self.message
         return out
 
 
@@ -329,6 +330,10 @@ class ProblemError(Exception):
     @property
     def status(self) -> int:
         return self.spec.status
+
+
+class OperatorError(ValueError):
+    """An operator action (CLI) refused with a message for the operator: bad code, duplicate…"""
 
 
 class BusinessRuleError(ProblemError):

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import SigningKey
+from rewardmiles.errors import OperatorError
 
 ALGORITHM = "EdDSA"
 RELOAD_INTERVAL_SECONDS_MIN = 5.0
@@ -50,7 +51,7 @@ def generate_key(session: Session, now: datetime) -> str:
     return kid
 
 
-class SigningKeyError(ValueError):
+class SigningKeyError(OperatorError):
     pass
 
 

@@ -16,9 +16,10 @@ from rewardmiles.auth.secrets import (
     verify_secret,
 )
 from rewardmiles.db.models import PartnerClient, PartnerClientSponsor, Sponsor
+from rewardmiles.errors import OperatorError
 
 
-class UnknownSponsorError(ValueError):
+class UnknownSponsorError(OperatorError):
     pass
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from rewardmiles.db.models import Location, Offer, Sponsor
+from rewardmiles.errors import OperatorError
 
 SPONSOR_CODE = re.compile(r"^[A-Z0-9]{2,10}$")
 OFFER_CODE = re.compile(r"^[A-Z0-9]{1,8}$")
@@ -15,7 +16,7 @@ LOCATION_CODE = re.compile(r"^[!-~]{1,10}$")
 STANDARD_OFFER = "STANDARD"
 
 
-class CatalogError(ValueError):
+class CatalogError(OperatorError):
     pass
 
 

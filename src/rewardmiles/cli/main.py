@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 from rich.text import Text
+from sqlalchemy.orm import Session
 
 from rewardmiles import clock, demo
 from rewardmiles.auth import keys as signing_keys
@@ -22,6 +25,7 @@ from rewardmiles.collectors import service as collectors
 from rewardmiles.config import Settings
 from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database, DatabaseUrlError
+from rewardmiles.errors import OperatorError
 from rewardmiles.ledger.verify import verify
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -72,6 +76,16 @@ def _ready_database() -> tuple[Settings, Database]:
     if not migrate.is_current(db.engine):
         migrate.upgrade(db.engine)
     return settings, db
+
+
+@contextmanager
+def _operation(db: Database) -> Iterator[Session]:
+    """One operator action in one unit of work; a refusal exits with its message."""
+    try:
+        with db.unit_of_work() as session:
+            yield session
+    except OperatorError as exc:
+        raise _fail(str(exc)) from exc
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -167,11 +181,8 @@ def sponsor_add(
 ) -> None:
     """Add an active sponsor (with its STANDARD offer)."""
     _, db = _ready_database()
-    try:
-        with db.unit_of_work() as session:
-            catalog.add_sponsor(session, code, name, clock.utc_now())
-    except catalog.CatalogError as exc:
-        raise _fail(str(exc)) from exc
+    with _operation(db) as session:
+        catalog.add_sponsor(session, code, name, clock.utc_now())
     out.print(f"sponsor {code} added (offer STANDARD)")
 
 
@@ -184,13 +195,10 @@ def partner_create(
 ) -> None:
     """Create a partner client; its secret is shown once, here, and stored only hashed."""
     settings, db = _ready_database()
-    try:
-        with db.unit_of_work() as session:
-            client = auth.create_client(
-                session, sponsor, clock.utc_now(), secret_hash_cost=settings.secret_hash_cost
-            )
-    except auth.UnknownSponsorError as exc:
-        raise _fail(str(exc)) from exc
+    with _operation(db) as session:
+        client = auth.create_client(
+            session, sponsor, clock.utc_now(), secret_hash_cost=settings.secret_hash_cost
+        )
     if as_json:
         sys.stdout.write(
             json.dumps({"client_id": client.client_id, "client_secret": client.client_secret})
@@ -210,11 +218,8 @@ def location_add(
 ) -> None:
     """Register a location of a sponsor (from then on, its lines must name a registered one)."""
     _, db = _ready_database()
-    try:
-        with db.unit_of_work() as session:
-            catalog.add_location(session, sponsor, code, clock.utc_now())
-    except catalog.CatalogError as exc:
-        raise _fail(str(exc)) from exc
+    with _operation(db) as session:
+        catalog.add_location(session, sponsor, code, clock.utc_now())
     out.print(f"location {code} added for sponsor {sponsor}")
 
 
@@ -225,11 +230,8 @@ def collector_add(
 ) -> None:
     """Enrol one collector."""
     _, db = _ready_database()
-    try:
-        with db.unit_of_work() as session:
-            collectors.add_collector(session, number, status.value, clock.utc_now())
-    except collectors.CollectorError as exc:
-        raise _fail(str(exc)) from exc
+    with _operation(db) as session:
+        collectors.add_collector(session, number, status.value, clock.utc_now())
     out.print(f"collector {number} added ({status.value})")
 
 
@@ -336,11 +338,8 @@ def keys_list() -> None:
 def keys_retire(kid: Annotated[str, typer.Argument(help="Key id (kid).")]) -> None:
     """Stop publishing a key; tokens it signed stop verifying."""
     _, db = _ready_database()
-    try:
-        with db.unit_of_work() as session:
-            signing_keys.retire_key(session, kid, clock.utc_now())
-    except signing_keys.SigningKeyError as exc:
-        raise _fail(str(exc)) from exc
+    with _operation(db) as session:
+        signing_keys.retire_key(session, kid, clock.utc_now())
     out.print(f"signing key {kid} retired")
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from rewardmiles.db.engine import Database, insert_ignoring_conflicts
 from rewardmiles.db.models import Collector
+from rewardmiles.errors import OperatorError
 
 COLLECTOR_NUMBER = re.compile(r"^[0-9]{11}$")
 STATUSES = ("ACTIVE", "ON_HOLD", "CLOSED")
@@ -20,7 +21,7 @@ IMPORT_BATCH_ROWS = 10_000
 IMPORT_ERRORS_KEPT_MAX = 50
 
 
-class CollectorError(ValueError):
+class CollectorError(OperatorError):
     pass
 
 
