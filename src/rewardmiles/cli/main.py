@@ -48,8 +48,8 @@ for sub, name in (
     app.add_typer(sub, name=name)
 
 # Operator-supplied values are printed as they are: no Rich markup, no highlighting.
-out = Console(markup=False, highlight=False)
-err = Console(stderr=True, markup=False, highlight=False)
+out = Console(markup=False, highlight=False, soft_wrap=True)
+err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
 
 class Status(StrEnum):

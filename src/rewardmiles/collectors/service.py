@@ -7,11 +7,12 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO
+from typing import IO, cast
 
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
-from rewardmiles.db.engine import Database, insert_ignoring_conflicts
+from rewardmiles.db.engine import Database, bulk_insert_ignoring_conflicts
 from rewardmiles.db.models import Collector
 from rewardmiles.errors import OperatorError
 
@@ -19,6 +20,8 @@ COLLECTOR_NUMBER = re.compile(r"^[0-9]{11}$")
 STATUSES = ("ACTIVE", "ON_HOLD", "CLOSED")
 IMPORT_BATCH_ROWS = 10_000
 IMPORT_ERRORS_KEPT_MAX = 50
+IMPORT_COLUMNS = ("number", "status", "balance_miles", "created_at", "updated_at")
+COLLECTORS = cast(Table, Collector.__table__)
 
 
 class CollectorError(OperatorError):
@@ -67,7 +70,7 @@ class ImportReport:
         return self.rows_valid - self.inserted
 
 
-def _rows(stream: IO[str], report: ImportReport) -> Iterator[dict[str, object]]:
+def _rows(stream: IO[str], report: ImportReport) -> Iterator[tuple[str, str]]:
     for line_no, record in enumerate(csv.reader(stream), start=1):
         if not record or (len(record) == 1 and not record[0].strip()):
             continue
@@ -86,7 +89,7 @@ def _rows(stream: IO[str], report: ImportReport) -> Iterator[dict[str, object]]:
                 report.errors.append(f"line {line_no}: {exc}")
             continue
         report.rows_valid += 1
-        yield {"number": number, "status": status, "balance_miles": 0}
+        yield number, status
 
 
 def import_collectors(
@@ -101,18 +104,16 @@ def import_collectors(
     run again: collectors already enrolled are left unchanged (and counted).
     """
     report = ImportReport()
-    batch: list[dict[str, object]] = []
+    batch: list[tuple[str, str]] = []
 
     def flush() -> None:
         if not batch:
             return
-        for row in batch:
-            row["created_at"] = now
-            row["updated_at"] = now
+        rows = [(number, status, 0, now, now) for number, status in batch]
         with db.unit_of_work() as session:
-            stmt = insert_ignoring_conflicts(session, Collector.__table__)  # type: ignore[arg-type]
-            inserted = session.execute(stmt.returning(Collector.number), batch).all()
-        report.inserted += len(inserted)
+            report.inserted += bulk_insert_ignoring_conflicts(
+                session, COLLECTORS, IMPORT_COLUMNS, rows
+            )
         batch.clear()
         if on_batch is not None:
             on_batch(report)

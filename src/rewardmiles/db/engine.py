@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
+from typing import Any, cast
 
+import psycopg
+from psycopg import sql as pgsql
 from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -144,3 +146,42 @@ def insert_ignoring_conflicts(session: Session, table: Table) -> Insert:
     if session.get_bind().dialect.name == "postgresql":
         return pg_insert(table).on_conflict_do_nothing()
     return sqlite_insert(table).on_conflict_do_nothing()
+
+
+def bulk_insert_ignoring_conflicts(
+    session: Session, table: Table, columns: Sequence[str], rows: Sequence[Sequence[object]]
+) -> int:
+    """Insert many rows, skipping those whose key exists; return how many were inserted.
+
+    PostgreSQL: COPY into a temporary table, then one INSERT … SELECT … ON CONFLICT DO NOTHING
+    (its row count is exact, and COPY avoids building huge statements). SQLite: executemany of
+    INSERT … ON CONFLICT DO NOTHING, whose summed row count is exact.
+    """
+    if not rows:
+        return 0
+    if session.get_bind().dialect.name != "postgresql":
+        stmt = sqlite_insert(table).on_conflict_do_nothing()
+        result = session.connection().execute(
+            stmt, [dict(zip(columns, row, strict=True)) for row in rows]
+        )
+        return int(result.rowcount)
+    cols = pgsql.SQL(", ").join(map(pgsql.Identifier, columns))
+    target = pgsql.Identifier(table.name)
+    staging = pgsql.Identifier(f"_bulk_{table.name}")
+    dbapi = cast(psycopg.Connection[Any], session.connection().connection.dbapi_connection)
+    with dbapi.cursor() as cursor:
+        cursor.execute(
+            pgsql.SQL(
+                "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) "
+                "ON COMMIT DELETE ROWS"
+            ).format(staging, target)
+        )
+        with cursor.copy(pgsql.SQL("COPY {} ({}) FROM STDIN").format(staging, cols)) as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(
+            pgsql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
+                target, cols, cols, staging
+            )
+        )
+        return int(cursor.rowcount)
