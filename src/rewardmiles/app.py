@@ -24,7 +24,13 @@ from rewardmiles.errors import CATALOGUE, ProblemError
 from rewardmiles.health import router as health_router
 from rewardmiles.idempotency.service import InFlightRegistry
 from rewardmiles.issuance import routes as issuance_routes
-from rewardmiles.issuance.schemas import PostEventRequest, ReverseEventRequest
+from rewardmiles.issuance.schemas import (
+    PostBasketRequest,
+    PostEventRequest,
+    RecordRequest,
+    ReverseBasketRequest,
+    ReverseEventRequest,
+)
 from rewardmiles.web import (
     RequestContextMiddleware,
     handle_http_exception,
@@ -172,7 +178,16 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     _, request_schemas = models_json_schema(
-        [(PostEventRequest, "validation"), (ReverseEventRequest, "validation")],
+        [
+            (model, "validation")
+            for model in (
+                PostEventRequest,
+                ReverseEventRequest,
+                PostBasketRequest,
+                ReverseBasketRequest,
+                RecordRequest,
+            )
+        ],
         ref_template="#/components/schemas/{model}",
     )
     components.update(request_schemas.get("$defs", {}))

@@ -332,6 +332,19 @@ class ProblemError(Exception):
         return self.spec.status
 
 
+class FieldRuleError(ValueError):
+    """Raised by a model validator for a rule that spans fields; reported with its own code at
+    `field` (a path relative to the model being validated)."""
+
+    def __init__(self, code: str, field: str, message: str) -> None:
+        if code not in CATALOGUE:
+            raise KeyError(f"error code {code!r} is not in the catalogue")
+        super().__init__(message)
+        self.code = code
+        self.field = field
+        self.message = message
+
+
 class OperatorError(ValueError):
     """An operator action (CLI) refused with a message for the operator: bad code, duplicate…"""
 

@@ -25,3 +25,7 @@ sponsor_code_chars_max: Final = 10
 collector_number_digits: Final = 11
 future_skew_seconds_max: Final = 300
 token_cache_entries_max: Final = 10_000
+items_per_basket_max: Final = 500
+item_id_chars_max: Final = 64
+item_text_chars_max: Final = 255
+basket_amount_max: Final = 1_000_000

@@ -29,6 +29,7 @@ from rewardmiles.auth.tokens import BEARER_CHALLENGE, Principal
 from rewardmiles.errors import (
     CATALOGUE,
     FieldError,
+    FieldRuleError,
     ProblemError,
     problem,
     problem_from_error,
@@ -183,6 +184,10 @@ def _field_error(
     names = [p for p in reversed(loc) if isinstance(p, str)]
     name = next((p for p in names if p in (rules or {})), names[0] if names else "")
     kind = err.get("type", "")
+    violation = err.get("ctx", {}).get("error")
+    if isinstance(violation, FieldRuleError):
+        path = ".".join(p for p in (field, violation.field) if p)
+        return FieldError(violation.code, path or None, violation.message)
     if kind == "missing":
         return FieldError("FIELD_REQUIRED", field, "is required")
     if err.get("input", object()) is None:

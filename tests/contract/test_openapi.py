@@ -21,17 +21,31 @@ def test_committed_openapi_matches_the_app() -> None:
     assert committed == _document(), "openapi.json is stale: run `make openapi` and commit it"
 
 
-def test_every_partner_route_declares_its_error_responses() -> None:
+IDEMPOTENT_WRITES = ("post", "post/event", "reverse", "reverse/event")
+IDEMPOTENT_STATUSES = {"200", "202", "400", "401", "403", "409", "413", "415", "422", "500"}
+RECORD_STATUSES = {"200", "400", "401", "403", "413", "415", "500"}
+
+
+def test_every_partner_write_declares_its_responses() -> None:
     paths = _document()["paths"]
     assert isinstance(paths, dict)
-    partner = {p: ops for p, ops in paths.items() if p.startswith("/checkout/issuance/")}
-    assert set(partner) >= {"/checkout/issuance/post/event", "/checkout/issuance/reverse/event"}
-    for path, ops in partner.items():
-        responses = ops["post"]["responses"]
-        for status in ("200", "202", "400", "401", "403", "409", "413", "415", "422", "500"):
-            assert status in responses, f"{path} does not declare {status}"
-        assert "requestBody" in ops["post"]
-        assert any(p["name"] == "Idempotency-Key" for p in ops["post"]["parameters"])
+    for name in IDEMPOTENT_WRITES:
+        operation = paths[f"/checkout/issuance/{name}"]["post"]
+        assert set(operation["responses"]) == IDEMPOTENT_STATUSES, name
+        assert "requestBody" in operation
+        assert [p["name"] for p in operation["parameters"]] == ["Idempotency-Key"]
+    record = paths["/checkout/issuance/record"]["post"]
+    assert set(record["responses"]) == RECORD_STATUSES  # never pending, no idempotency
+    assert "parameters" not in record
+
+
+def test_lookups_declare_their_errors() -> None:
+    paths = _document()["paths"]
+    assert isinstance(paths, dict)
+    one = paths["/checkout/issuance/transactions/{transactionId}"]["get"]["responses"]
+    assert {"200", "401", "404"} <= set(one)
+    many = paths["/checkout/issuance/transactions"]["get"]["responses"]
+    assert {"200", "400", "401", "403"} <= set(many)
 
 
 def test_problem_schema_lists_every_catalogue_code() -> None:

@@ -36,6 +36,7 @@ class OfferRow:
 class AcceptedTransaction:
     id: str
     endpoint: str
+    sponsor_code: str
     collector_number: str | None
     fingerprint: str
 
@@ -58,9 +59,17 @@ _GET_LOCATIONS = select(Location.code).where(
     Location.code.in_(bindparam("codes", expanding=True)),
 )
 _ANY_LOCATION = select(Location.code).where(Location.sponsor_code == bindparam("sponsor")).limit(1)
-_FIND_ACCEPTED = select(
-    Transaction.id, Transaction.endpoint, Transaction.collector_number, Transaction.fingerprint
-).where(
+_ACCEPTED_COLUMNS = (
+    Transaction.id,
+    Transaction.endpoint,
+    Transaction.sponsor_code,
+    Transaction.collector_number,
+    Transaction.fingerprint,
+)
+_GET_ACCEPTED = select(*_ACCEPTED_COLUMNS).where(
+    Transaction.id == bindparam("id"), Transaction.status != "rejected"
+)
+_FIND_ACCEPTED = select(*_ACCEPTED_COLUMNS).where(
     Transaction.sponsor_code == bindparam("sponsor"),
     Transaction.endpoint.in_(bindparam("endpoints", expanding=True)),
     Transaction.partner_transaction_id == bindparam("partner_id"),
@@ -143,7 +152,28 @@ def find_accepted(
     if not rows:
         return None
     best = min(rows, key=lambda r: endpoints.index(r.endpoint))
-    return AcceptedTransaction(best.id, best.endpoint, best.collector_number, best.fingerprint)
+    return AcceptedTransaction(*best)
+
+
+def find_accepted_all(
+    session: Session, sponsor_code: str, endpoints: Sequence[str], partner_transaction_id: str
+) -> list[AcceptedTransaction]:
+    rows = session.connection().execute(
+        _FIND_ACCEPTED,
+        {
+            "sponsor": sponsor_code,
+            "endpoints": list(endpoints),
+            "partner_id": partner_transaction_id,
+        },
+    )
+    return sorted(
+        (AcceptedTransaction(*row) for row in rows), key=lambda t: endpoints.index(t.endpoint)
+    )
+
+
+def get_accepted_by_id(session: Session, transaction_id: str) -> AcceptedTransaction | None:
+    row = session.connection().execute(_GET_ACCEPTED, {"id": transaction_id}).one_or_none()
+    return AcceptedTransaction(*row) if row else None
 
 
 def original_totals(session: Session, original_id: str) -> OriginalTotals:

@@ -1,22 +1,36 @@
-"""The partner event endpoints. Thin: authenticate, parse, call one service function, respond."""
+"""The partner endpoints. Thin: authenticate, parse, call one service function, respond."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from rewardmiles import clock
+from rewardmiles.auth.tokens import Principal
+from rewardmiles.errors import ProblemError
 from rewardmiles.idempotency import service as idempotency
 from rewardmiles.issuance import service
 from rewardmiles.issuance.schemas import (
     FIELD_CODES,
     FIELD_RULES,
+    BasketRequestBase,
+    BasketResponse,
+    Command,
     EventRequestBase,
     EventResponse,
+    PostBasketRequest,
     PostEventRequest,
+    RecordRequest,
+    ReverseBasketRequest,
     ReverseEventRequest,
+    TransactionList,
+    TransactionView,
+    WireModel,
+    basket_command,
+    event_command,
 )
 from rewardmiles.web import (
     bearer_token,
@@ -31,6 +45,8 @@ from rewardmiles.web import (
 
 router = APIRouter(prefix="/checkout/issuance", tags=["issuance"])
 
+M = TypeVar("M", bound=WireModel)
+
 IDEMPOTENCY_HEADER = {
     "name": "Idempotency-Key",
     "in": "header",
@@ -41,16 +57,19 @@ IDEMPOTENCY_HEADER = {
     "schema": {"type": "string", "maxLength": 255},
 }
 
-WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"model": EventResponse, "description": "Every line posted."},
-    202: {"model": EventResponse, "description": "At least one line is PENDING."},
-    **problem_responses(400, 401, 403, 409, 413, 415, 422, 500),
-}
+
+def _write_responses(model: type[WireModel], *, pending: bool = True) -> dict[int | str, Any]:
+    out: dict[int | str, Any] = {200: {"model": model, "description": "Every line posted."}}
+    if pending:
+        out[202] = {"model": model, "description": "At least one line is PENDING."}
+        out.update(problem_responses(400, 401, 403, 409, 413, 415, 422, 500))
+    else:
+        out.update(problem_responses(400, 401, 403, 413, 415, 500))
+    return out
 
 
-def _request_body(model: type[EventRequestBase]) -> dict[str, Any]:
-    return {
-        "parameters": [IDEMPOTENCY_HEADER],
+def _request_body(model: type[WireModel], *, idempotent: bool = True) -> dict[str, Any]:
+    extra: dict[str, Any] = {
         "requestBody": {
             "required": True,
             "content": {
@@ -58,15 +77,43 @@ def _request_body(model: type[EventRequestBase]) -> dict[str, Any]:
             },
         },
     }
+    if idempotent:
+        extra["parameters"] = [IDEMPOTENCY_HEADER]
+    return extra
+
+
+def _principal(request: Request) -> Principal:
+    ctx = request.app.state.ctx
+    principal: Principal = ctx.tokens.verify(bearer_token(request), clock.utc_now())
+    request.scope["state"]["client_id"] = principal.client_id
+    return principal
+
+
+def _sponsor_for(principal: Principal, sent: str | None) -> str:
+    """`sponsorCode` may be left out when the client acts for exactly one sponsor."""
+    if sent is None:
+        if len(principal.sponsor_codes) != 1:
+            raise ProblemError(
+                "FIELD_REQUIRED",
+                "sponsorCode is required: this client may act for several sponsors.",
+                field="sponsorCode",
+            )
+        (sent,) = principal.sponsor_codes
+    require_sponsor(principal, sent)
+    return sent
 
 
 async def _handle(
-    request: Request, endpoint: service.Endpoint, model: type[EventRequestBase]
+    request: Request,
+    endpoint: service.Endpoint,
+    model: type[M],
+    to_command: Callable[[M, Principal], Command],
+    *,
+    idempotent: bool = True,
 ) -> Response:
     ctx = request.app.state.ctx
-    principal = ctx.tokens.verify(bearer_token(request), clock.utc_now())
-    request.scope["state"]["client_id"] = principal.client_id
-    key = idempotency.parse_key(request.headers.get("idempotency-key"))
+    principal = _principal(request)
+    key = idempotency.parse_key(request.headers.get("idempotency-key")) if idempotent else None
     obj, canonical = await read_json_object(request)
     body = validate_body(
         model,
@@ -75,11 +122,10 @@ async def _handle(
         rules=FIELD_RULES,
         codes=FIELD_CODES,
     )
-    require_sponsor(principal, body.sponsor_code)
     call = service.PartnerCall(
         endpoint=endpoint,
         client_id=principal.client_id,
-        body=body,
+        command=to_command(body, principal),
         request_json=canonical.decode(),
         fingerprint=idempotency.fingerprint(request.method, request.url.path, canonical),
         idempotency_key=key,
@@ -90,21 +136,124 @@ async def _handle(
     return json_response(outcome.status, outcome.body, headers)
 
 
+def _event(body: EventRequestBase, principal: Principal) -> Command:
+    require_sponsor(principal, body.sponsor_code)
+    return event_command(body)
+
+
+def _basket(body: BasketRequestBase, principal: Principal) -> Command:
+    return basket_command(body, _sponsor_for(principal, body.sponsor_code))
+
+
+@router.post(
+    "/post",
+    summary="POST: issue partner-calculated miles for a checkout basket",
+    responses=_write_responses(BasketResponse),
+    openapi_extra=_request_body(PostBasketRequest),
+)
+async def post_basket(request: Request) -> Response:
+    return await _handle(request, service.Endpoint.POST, PostBasketRequest, _basket)
+
+
 @router.post(
     "/post/event",
     summary="POST/EVENT: issue partner-calculated miles for a non-purchase event",
-    responses=WRITE_RESPONSES,
+    responses=_write_responses(EventResponse),
     openapi_extra=_request_body(PostEventRequest),
 )
 async def post_event(request: Request) -> Response:
-    return await _handle(request, service.Endpoint.POST_EVENT, PostEventRequest)
+    return await _handle(request, service.Endpoint.POST_EVENT, PostEventRequest, _event)
+
+
+@router.post(
+    "/reverse",
+    summary="REVERSE: reverse miles of a basket (return or correction)",
+    responses=_write_responses(BasketResponse),
+    openapi_extra=_request_body(ReverseBasketRequest),
+)
+async def reverse_basket(request: Request) -> Response:
+    return await _handle(request, service.Endpoint.REVERSE, ReverseBasketRequest, _basket)
 
 
 @router.post(
     "/reverse/event",
     summary="REVERSE/EVENT: reverse partner-calculated miles (correction or reversal of an event)",
-    responses=WRITE_RESPONSES,
+    responses=_write_responses(EventResponse),
     openapi_extra=_request_body(ReverseEventRequest),
 )
 async def reverse_event(request: Request) -> Response:
-    return await _handle(request, service.Endpoint.REVERSE_EVENT, ReverseEventRequest)
+    return await _handle(request, service.Endpoint.REVERSE_EVENT, ReverseEventRequest, _event)
+
+
+@router.post(
+    "/record",
+    summary="RECORD: store a transaction for audit and reconciliation; no miles move",
+    description="Validated like the other endpoints; `collectorNumber` and `issuances` are "
+    "optional. The Idempotency-Key header is ignored (a resend with the same id and body "
+    "returns the stored result).",
+    responses=_write_responses(BasketResponse, pending=False),
+    openapi_extra=_request_body(RecordRequest, idempotent=False),
+)
+async def record(request: Request) -> Response:
+    return await _handle(request, service.Endpoint.RECORD, RecordRequest, _basket, idempotent=False)
+
+
+# --------------------------------------------------------------------------- lookup
+
+EVENT_ENDPOINTS = (service.Endpoint.POST_EVENT, service.Endpoint.REVERSE_EVENT)
+BASKET_ENDPOINTS = (service.Endpoint.POST, service.Endpoint.REVERSE, service.Endpoint.RECORD)
+
+
+@router.get(
+    "/transactions/{transactionId}",
+    summary="One accepted transaction of the client's sponsors, as it stands now",
+    response_model=TransactionView,
+    responses=problem_responses(401, 404),
+)
+async def get_transaction(request: Request, transactionId: str) -> Response:  # noqa: N803
+    ctx = request.app.state.ctx
+    principal = _principal(request)
+
+    def find() -> dict[str, Any] | None:
+        with ctx.db.reader() as session:
+            return service.lookup(session, transactionId, principal.sponsor_codes)
+
+    found = await run_sync(ctx.limiter, find)
+    if found is None:
+        raise ProblemError(
+            "NOT_FOUND", f"No transaction {transactionId} for this client's sponsors."
+        )
+    return json_response(200, found)
+
+
+@router.get(
+    "/transactions",
+    summary="Accepted transactions with a partner transaction id",
+    description="Give `clientTransactionId` (event endpoints) or `checkoutTransactionId` (basket "
+    "endpoints). `sponsorCode` may be left out when the client acts for one sponsor.",
+    response_model=TransactionList,
+    responses=problem_responses(400, 401, 403),
+)
+async def find_transactions(
+    request: Request,
+    sponsorCode: str | None = None,  # noqa: N803
+    clientTransactionId: str | None = None,  # noqa: N803
+    checkoutTransactionId: str | None = None,  # noqa: N803
+) -> Response:
+    ctx = request.app.state.ctx
+    principal = _principal(request)
+    sponsor = _sponsor_for(principal, sponsorCode)
+    if (clientTransactionId is None) == (checkoutTransactionId is None):
+        raise ProblemError(
+            "FIELD_REQUIRED",
+            "Give exactly one of clientTransactionId and checkoutTransactionId.",
+            field="clientTransactionId" if clientTransactionId is None else "checkoutTransactionId",
+        )
+    partner_id = clientTransactionId or checkoutTransactionId or ""
+    endpoints = EVENT_ENDPOINTS if clientTransactionId is not None else BASKET_ENDPOINTS
+
+    def find() -> list[dict[str, Any]]:
+        with ctx.db.reader() as session:
+            return service.lookup_by_partner_id(session, sponsor, partner_id, endpoints)
+
+    return json_response(200, {"transactions": await run_sync(ctx.limiter, find)})

@@ -6,7 +6,10 @@ and stores nothing. Rules that need the database or the clock live in `service.p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -20,10 +23,12 @@ from pydantic import (
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
 from rewardmiles import limits
+from rewardmiles.errors import FieldRuleError
 
 PRINTABLE_NO_SPACE = r"^[!-~]+$"
 ISO_DATETIME_CHARS_MAX = 40
@@ -197,30 +202,304 @@ class EventResponse(WireModel):
     transaction_id: str
 
 
-def echo(request: EventRequestBase) -> dict[str, Any]:
-    """The request as echoed in the response: `context` dropped, empty optionals omitted."""
-    out: dict[str, Any] = {
-        "clientTransactionId": request.client_transaction_id,
-        "collectorNumber": request.collector_number,
+# --------------------------------------------------------------------------- baskets
+
+
+def _amount(value: object) -> Decimal:
+    """Dollars: a JSON number (never a string), ≥ 0, at most 2 decimals, at most 1,000,000."""
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise ValueError("must be a JSON number")
+    amount = Decimal(value)
+    if not amount.is_finite() or amount < 0 or amount > limits.basket_amount_max:
+        raise ValueError(f"must be from 0 to {limits.basket_amount_max}")
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -2:
+        raise ValueError("must have at most 2 decimals")
+    return amount
+
+
+Amount = Annotated[
+    Decimal,
+    PlainValidator(_amount),
+    WithJsonSchema(
+        {"type": "number", "minimum": 0, "maximum": limits.basket_amount_max, "multipleOf": 0.01}
+    ),
+]
+ItemId = Annotated[
+    str, StringConstraints(strict=True, min_length=1, max_length=limits.item_id_chars_max)
+]
+ShortText = Annotated[str, StringConstraints(strict=True, max_length=limits.item_text_chars_max)]
+
+FIELD_RULES.update(
+    {
+        "checkoutTransactionId": "must be 1–64 printable ASCII characters without spaces",
+        "originalCheckoutTransactionId": "must be 1–64 printable ASCII characters without spaces",
+        "checkoutDateTime": "must be an ISO-8601 date-time with a UTC offset or Z",
+        "contributingItemIds": f"must be an array of item ids (at most {limits.item_id_chars_max} "
+        "characters each)",
+        "items": f"must be an array of 1–{limits.items_per_basket_max} items",
+        "quantity": "must be a JSON integer of at least 1",
+        "id": f"must be a string of 1–{limits.item_id_chars_max} characters",
     }
-    if request.coupon:
-        out["coupon"] = list(request.coupon)
-    if request.device_id:
-        out["deviceId"] = request.device_id
-    lines = []
-    for line in request.issuances:
-        item: dict[str, Any] = {"issuanceOfferCode": line.issuance_offer_code}
-        if line.location_code:
-            item["locationCode"] = line.location_code
-        item["milesAmount"] = line.miles_amount
-        if line.offer_description:
-            item["offerDescription"] = line.offer_description
-        if line.offer_id:
-            item["offerId"] = line.offer_id
-        lines.append(item)
-    out["issuances"] = lines
-    original = getattr(request, "original_client_transaction_id", None)
-    if original:
-        out["originalClientTransactionId"] = original
-    out["sponsorCode"] = request.sponsor_code
+)
+for _field in (
+    "basketPreTaxAmount",
+    "basketPostTaxAmount",
+    "basketGSTAmount",
+    "basketHSTAmount",
+    "basketPSTAmount",
+    "basketQSTAmount",
+    "baseAmount",
+    "finalAmount",
+):
+    FIELD_RULES[_field] = (
+        f"must be a JSON number of dollars from 0 to {limits.basket_amount_max:,} with at most "
+        "2 decimals"
+    )
+TAX_FIELDS = ("basket_gst_amount", "basket_hst_amount", "basket_pst_amount", "basket_qst_amount")
+AMOUNT_TOLERANCE = Decimal("0.01")
+
+
+class BasketItem(WireModel):
+    id: ItemId
+    name: ShortText | None = None
+    number: StrictInt | None = Field(default=None, ge=1, description="Line number on the receipt.")
+    quantity: StrictInt = Field(ge=1)
+    base_amount: Amount | None = Field(default=None, description="Unit price.")
+    final_amount: Amount = Field(description="Line total after discounts.")
+    department_id: ShortText | None = None
+    category_id: ShortText | None = None
+
+
+class BasketIssuanceLineIn(IssuanceLineIn):
+    contributing_item_ids: list[ItemId] | None = Field(
+        default=None, max_length=limits.items_per_basket_max
+    )
+
+
+class BasketRequestBase(WireModel):
+    model_config = ConfigDict(
+        alias_generator=lambda name: (
+            to_camel(name)
+            .replace("Gst", "GST")
+            .replace("Hst", "HST")
+            .replace("Pst", "PST")
+            .replace("Qst", "QST")
+        ),
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+    checkout_transaction_id: PartnerTransactionId
+    collector_number: CollectorNumber
+    sponsor_code: SponsorCode | None = Field(
+        default=None, description="Required when the client may act for more than one sponsor."
+    )
+    checkout_date_time: IsoDateTime
+    basket_pre_tax_amount: Amount
+    basket_post_tax_amount: Amount
+    basket_gst_amount: Amount | None = None
+    basket_hst_amount: Amount | None = None
+    basket_pst_amount: Amount | None = None
+    basket_qst_amount: Amount | None = None
+    items: list[BasketItem] | None = Field(
+        default=None, min_length=1, max_length=limits.items_per_basket_max
+    )
+    issuances: list[BasketIssuanceLineIn] = Field(
+        min_length=1, max_length=limits.issuance_lines_per_request_max
+    )
+    coupon: list[Coupon] | None = Field(default=None, max_length=limits.coupons_per_request_max)
+    context: dict[ContextKey, ContextValue] | None = Field(
+        default=None, max_length=limits.context_keys_max
+    )
+    device_id: (
+        Annotated[str, StringConstraints(strict=True, max_length=limits.device_id_chars_max)] | None
+    ) = None
+
+    @model_validator(mode="after")
+    def _basket_adds_up(self) -> BasketRequestBase:
+        taxes = [getattr(self, name) for name in TAX_FIELDS]
+        if any(t is not None for t in taxes):
+            total = self.basket_pre_tax_amount + sum(
+                (t for t in taxes if t is not None), Decimal(0)
+            )
+            if abs(total - self.basket_post_tax_amount) > AMOUNT_TOLERANCE:
+                raise FieldRuleError(
+                    "BASKET_AMOUNTS_INCONSISTENT",
+                    "basketPostTaxAmount",
+                    f"pre-tax {self.basket_pre_tax_amount} plus taxes is {total}, not the post-tax "
+                    f"{self.basket_post_tax_amount}",
+                )
+        if self.items:
+            items_total = sum((item.final_amount for item in self.items), Decimal(0))
+            if abs(items_total - self.basket_pre_tax_amount) > AMOUNT_TOLERANCE:
+                raise FieldRuleError(
+                    "BASKET_AMOUNTS_INCONSISTENT",
+                    "items",
+                    f"items add up to {items_total}, not the pre-tax {self.basket_pre_tax_amount}",
+                )
+            ids = [item.id for item in self.items]
+            if len(set(ids)) != len(ids):
+                raise FieldRuleError(
+                    "FIELD_INVALID", "items", "item ids must be unique within the basket"
+                )
+        known = {item.id for item in self.items or ()}
+        for i, line in enumerate(self.issuances or ()):
+            for j, item_id in enumerate(line.contributing_item_ids or ()):
+                if self.items and item_id not in known:
+                    raise FieldRuleError(
+                        "BASKET_AMOUNTS_INCONSISTENT",
+                        f"issuances[{i}].contributingItemIds[{j}]",
+                        f"names no item of this basket ({item_id!r})",
+                    )
+        return self
+
+
+class PostBasketRequest(BasketRequestBase):
+    """POST /checkout/issuance/post."""
+
+
+class ReverseBasketRequest(BasketRequestBase):
+    """REVERSE: with `originalCheckoutTransactionId`, bounded by what that POST issued."""
+
+    original_checkout_transaction_id: PartnerTransactionId | None = None
+
+
+class RecordRequest(BasketRequestBase):
+    """RECORD: stored for audit; the collector is optional and no balance moves."""
+
+    collector_number: CollectorNumber | None = None  # type: ignore[assignment]
+    issuances: list[BasketIssuanceLineIn] | None = Field(  # type: ignore[assignment]
+        default=None, max_length=limits.issuance_lines_per_request_max
+    )
+
+
+class BasketLineOut(IssuanceLineOut):
+    contributing_item_ids: list[str] | None = None
+    status: LineStatus | None = Field(default=None, description="Absent on RECORD lines.")  # type: ignore[assignment]
+
+
+class BasketResponse(WireModel):
+    """The request echoed (alphabetical keys, `context` dropped) plus the program's fields."""
+
+    model_config = ConfigDict(
+        alias_generator=BasketRequestBase.model_config["alias_generator"],
+        populate_by_name=True,
+        extra="allow",
+        frozen=True,
+    )
+
+    basket_pre_tax_amount: float
+    basket_post_tax_amount: float
+    checkout_date_time: str
+    checkout_transaction_id: str
+    collector_number: str | None = None
+    issuances: list[BasketLineOut] | None = None
+    original_checkout_transaction_id: str | None = None
+    sponsor_code: str
+    transaction_date_time: str = Field(description="When the program processed the request.")
+    transaction_id: str
+
+
+class LookupLineOut(BasketLineOut):
+    miles_reversed: int | None = Field(
+        default=None, description="On issued lines: miles reversed so far by later reversals."
+    )
+
+
+class TransactionView(WireModel):
+    """A transaction as its response stands now, with the endpoint that accepted it."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="allow", frozen=True
+    )
+
+    transaction_id: str
+    transaction_type: Literal["POST", "POST/EVENT", "REVERSE", "REVERSE/EVENT", "RECORD"]
+    transaction_date_time: str
+    sponsor_code: str
+    issuances: list[LookupLineOut] | None = None
+
+
+class TransactionList(WireModel):
+    transactions: list[TransactionView]
+
+
+# --------------------------------------------------------------------------- the service's view
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """What the use cases need of any partner request, whatever its family's field names."""
+
+    sponsor_code: str
+    partner_transaction_id: str
+    collector_number: str | None
+    moment: datetime
+    lines: Sequence[IssuanceLineIn]
+    original_partner_id: str | None
+    echo: dict[str, Any]
+    id_field: str
+    moment_field: str
+    original_field: str
+
+
+def _wire_datetime(moment: datetime) -> str:
+    text = moment.isoformat(timespec="milliseconds" if moment.microsecond % 1000 == 0 else "auto")
+    return text.removesuffix("+00:00") + "Z" if text.endswith("+00:00") else text
+
+
+def _wire_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)  # ≤ 2 decimals and ≤ 1e6: the shortest float repr is the same number
+    if isinstance(value, datetime):
+        return _wire_datetime(value)
+    if isinstance(value, dict):
+        return {k: _wire_value(v) for k, v in sorted(value.items()) if v not in (None, [], {})}
+    if isinstance(value, list):
+        return [_wire_value(v) for v in value]
+    return value
+
+
+def echo(request: WireModel, *, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The request as echoed in the response: keys in alphabetical order (as the seed's sample),
+    `context` dropped, absent or empty optionals omitted, `offerId` a string, amounts numbers."""
+    dumped = request.model_dump(by_alias=True, exclude_none=True, exclude={"context"})
+    for name in drop:
+        dumped.pop(name, None)
+    out: dict[str, Any] = _wire_value(dumped)
     return out
+
+
+def event_command(request: EventRequestBase) -> Command:
+    return Command(
+        sponsor_code=request.sponsor_code,
+        partner_transaction_id=request.client_transaction_id,
+        collector_number=request.collector_number,
+        moment=request.transaction_date_time,
+        lines=request.issuances,
+        original_partner_id=getattr(request, "original_client_transaction_id", None),
+        # The response's transactionDateTime is the processing time, not the partner's.
+        echo=echo(request, drop=("transactionDateTime",)),
+        id_field="clientTransactionId",
+        moment_field="transactionDateTime",
+        original_field="originalClientTransactionId",
+    )
+
+
+def basket_command(request: BasketRequestBase, sponsor_code: str) -> Command:
+    body = echo(request)
+    body["sponsorCode"] = sponsor_code
+    return Command(
+        sponsor_code=sponsor_code,
+        partner_transaction_id=request.checkout_transaction_id,
+        collector_number=request.collector_number,
+        moment=request.checkout_date_time,
+        lines=request.issuances or (),
+        original_partner_id=getattr(request, "original_checkout_transaction_id", None),
+        echo=dict(sorted(body.items())),
+        id_field="checkoutTransactionId",
+        moment_field="checkoutDateTime",
+        original_field="originalCheckoutTransactionId",
+    )

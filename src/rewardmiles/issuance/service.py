@@ -1,15 +1,17 @@
-"""Use cases of the event endpoints (POST/EVENT, REVERSE/EVENT): SPEC §3 and §4.
+"""Use cases of the partner-calculated endpoints (SPEC §3 and §4): POST, POST/EVENT, REVERSE,
+REVERSE/EVENT, RECORD, and the transaction lookup.
 
-Services take a session (the unit of work) and never commit. Each use case first loads and checks
-everything (raising `BusinessRuleError` before any write), then writes: the transaction row, its
-lines and, for posted lines, the ledger entries via `ledger.post`.
+Every endpoint runs the same path on the family-neutral `Command` view of its request. Services
+take a session (the unit of work) and never commit. A use case first loads and checks everything
+(raising `BusinessRuleError` before any write), then writes: the transaction row, its lines and,
+for posted lines, the ledger entries via `ledger.post`.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -19,14 +21,14 @@ import orjson
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from rewardmiles import clock, ledger
+from rewardmiles import clock, ledger, limits
 from rewardmiles.config import NegativeBalancePolicy, Settings, UnknownCollectorPolicy
 from rewardmiles.db.engine import Database, insert_ignoring_conflicts
 from rewardmiles.db.models import Collector
 from rewardmiles.errors import BusinessRuleError, FieldError, problem_from_error
 from rewardmiles.idempotency import service as idempotency
 from rewardmiles.issuance import repository as repo
-from rewardmiles.issuance.schemas import EventRequestBase, ReverseEventRequest, echo
+from rewardmiles.issuance.schemas import Command
 
 
 class Endpoint(StrEnum):
@@ -34,6 +36,7 @@ class Endpoint(StrEnum):
     POST_EVENT = "post_event"
     REVERSE = "reverse"
     REVERSE_EVENT = "reverse_event"
+    RECORD = "record"
 
 
 class CollectorStatus(StrEnum):
@@ -44,14 +47,31 @@ class CollectorStatus(StrEnum):
 
 CREDIT = "credit"
 DEBIT = "debit"
+NO_EFFECT = "none"
 POSTED = "posted"
 PENDING = "pending"
 REJECTED = "rejected"
+RECORDED = "recorded"
 
-WIRE_STATUS = {(CREDIT, POSTED): "ISSUED", (DEBIT, POSTED): "REVERSED"}
 
-# What REVERSE/EVENT's originalClientTransactionId may name, in order of preference (seed).
-REVERSIBLE_BY_REVERSE_EVENT = (Endpoint.POST_EVENT.value, Endpoint.POST.value)
+@dataclass(frozen=True, slots=True)
+class EndpointRules:
+    wire_name: str
+    direction: str
+    reversible_origins: tuple[Endpoint, ...] = ()  # what its original may name, preferred first
+
+
+RULES: dict[Endpoint, EndpointRules] = {
+    Endpoint.POST: EndpointRules("POST", CREDIT),
+    Endpoint.POST_EVENT: EndpointRules("POST/EVENT", CREDIT),
+    Endpoint.REVERSE: EndpointRules("REVERSE", DEBIT, (Endpoint.POST,)),
+    # The seed: originalClientTransactionId names a POST/EVENT, or a POST's checkoutTransactionId.
+    Endpoint.REVERSE_EVENT: EndpointRules(
+        "REVERSE/EVENT", DEBIT, (Endpoint.POST_EVENT, Endpoint.POST)
+    ),
+    Endpoint.RECORD: EndpointRules("RECORD", NO_EFFECT),
+}
+WIRE_NAMES = {endpoint.value: rules.wire_name for endpoint, rules in RULES.items()}
 
 INTEGRITY_RETRIES = 2
 
@@ -62,7 +82,7 @@ class PartnerCall:
 
     endpoint: Endpoint
     client_id: str
-    body: EventRequestBase
+    command: Command
     request_json: str
     fingerprint: str
     idempotency_key: str | None
@@ -87,12 +107,15 @@ class PlannedLine:
     pending_reason: str | None
 
 
-def wire_status(direction: str, status: str) -> str:
+def wire_status(direction: str, status: str) -> str | None:
+    """ISSUED/REVERSED once posted, PENDING, REJECTED; None for a RECORD line (nothing issued)."""
     if status == PENDING:
         return "PENDING"
     if status == REJECTED:
         return "REJECTED"
-    return WIRE_STATUS[(direction, status)]
+    if status == POSTED:
+        return "ISSUED" if direction == CREDIT else "REVERSED"
+    return None
 
 
 def execute(
@@ -156,8 +179,10 @@ def render_current(session: Session, transaction_id: str, *, replayed: bool) -> 
     """The response of an accepted transaction as it stands now (a 202 turns 200 once settled)."""
     response_json, lines = repo.get_transaction_state(session, transaction_id)
     body = orjson.loads(response_json)
-    for out_line, line in zip(body["issuances"], lines, strict=True):
-        out_line["status"] = wire_status(line.direction, line.status)
+    for out_line, line in zip(body.get("issuances", ()), lines, strict=True):
+        status = wire_status(line.direction, line.status)
+        if status is not None:
+            out_line["status"] = status
         if line.status == REJECTED and line.error_code:
             out_line["errorCode"] = line.error_code
     any_pending = any(line.status == PENDING for line in lines)
@@ -167,11 +192,10 @@ def render_current(session: Session, transaction_id: str, *, replayed: bool) -> 
 def _record_rejection(
     session: Session, call: PartnerCall, rule: BusinessRuleError, now: datetime
 ) -> Outcome:
-    transaction_id = str(uuid.uuid4())
     body = problem_from_error(rule, call.request_id)
     repo.insert_transaction(
         session,
-        _transaction_row(call, transaction_id, None, REJECTED, 400, rule.code, body, now),
+        _transaction_row(call, str(uuid.uuid4()), None, REJECTED, 400, rule.code, body, now),
     )
     return Outcome(400, body, transaction_id=None)
 
@@ -186,20 +210,20 @@ def _transaction_row(
     response: dict[str, Any],
     now: datetime,
 ) -> dict[str, object]:
-    request = call.body
+    command = call.command
     return {
         "id": transaction_id,
         "client_id": call.client_id,
-        "sponsor_code": request.sponsor_code,
+        "sponsor_code": command.sponsor_code,
         "endpoint": call.endpoint.value,
-        "partner_transaction_id": request.client_transaction_id,
-        "collector_number": request.collector_number,
+        "partner_transaction_id": command.partner_transaction_id,
+        "collector_number": command.collector_number,
         "original_transaction_id": original_id,
         "status": status,
         "http_status": http_status,
         "error_code": error_code,
         "fingerprint": call.fingerprint,
-        "partner_datetime": request.transaction_date_time,
+        "partner_datetime": command.moment,
         "processed_at": now,
         "request_json": call.request_json,
         "response_json": orjson.dumps(response).decode(),
@@ -265,34 +289,28 @@ def _check_collector(
         )
 
 
-def _check_date_window(settings: Settings, moment: datetime, now: datetime) -> None:
-    latest = now + timedelta(seconds=300)
-    earliest = now - timedelta(days=settings.backdate_days_max)
-    if moment > latest:
+def _check_date_window(settings: Settings, command: Command, now: datetime) -> None:
+    field = command.moment_field
+    if command.moment > now + timedelta(seconds=limits.future_skew_seconds_max):
         raise BusinessRuleError(
-            "DATE_OUT_OF_RANGE",
-            "transactionDateTime is more than 5 minutes in the future.",
-            field="transactionDateTime",
+            "DATE_OUT_OF_RANGE", f"{field} is more than 5 minutes in the future.", field=field
         )
-    if moment < earliest:
+    if command.moment < now - timedelta(days=settings.backdate_days_max):
         raise BusinessRuleError(
             "DATE_OUT_OF_RANGE",
-            f"transactionDateTime is older than the backdate window ({settings.backdate_days_max} days).",
-            field="transactionDateTime",
+            f"{field} is older than the backdate window ({settings.backdate_days_max} days).",
+            field=field,
         )
 
 
-def _check_offers_and_locations(
-    session: Session, settings: Settings, request: EventRequestBase
-) -> None:
-    on_date = request.transaction_date_time.astimezone(
-        clock.zone(settings.program_time_zone)
-    ).date()
-    offers = repo.get_offers(
-        session, request.sponsor_code, (line.issuance_offer_code for line in request.issuances)
-    )
+def _check_offers_and_locations(session: Session, settings: Settings, command: Command) -> None:
+    if not command.lines:
+        return
+    sponsor = command.sponsor_code
+    on_date = command.moment.astimezone(clock.zone(settings.program_time_zone)).date()
+    offers = repo.get_offers(session, sponsor, (line.issuance_offer_code for line in command.lines))
     errors: list[FieldError] = []
-    for i, line in enumerate(request.issuances):
+    for i, line in enumerate(command.lines):
         offer = offers.get(line.issuance_offer_code)
         field = f"issuances[{i}].issuanceOfferCode"
         if offer is None:
@@ -300,7 +318,7 @@ def _check_offers_and_locations(
                 FieldError(
                     "OFFER_UNKNOWN",
                     field,
-                    f"Sponsor {request.sponsor_code} has no offer {line.issuance_offer_code}.",
+                    f"Sponsor {sponsor} has no offer {line.issuance_offer_code}.",
                 )
             )
         elif (
@@ -317,26 +335,26 @@ def _check_offers_and_locations(
             )
     _reject_if_any(errors, "One or more offers cannot be used.")
 
-    codes = {line.location_code for line in request.issuances if line.location_code}
+    codes = {line.location_code for line in command.lines if line.location_code}
     if not codes:
         return
-    registers_any, known = repo.registered_locations(session, request.sponsor_code, codes)
+    registers_any, known = repo.registered_locations(session, sponsor, codes)
     if not registers_any:
         return
     errors = [
         FieldError(
             "LOCATION_UNKNOWN",
             f"issuances[{i}].locationCode",
-            f"Location {line.location_code} is not registered for sponsor {request.sponsor_code}.",
+            f"Location {line.location_code} is not registered for sponsor {sponsor}.",
         )
-        for i, line in enumerate(request.issuances)
+        for i, line in enumerate(command.lines)
         if line.location_code and line.location_code not in known
     ]
     _reject_if_any(errors, "One or more locations are not registered.")
 
 
 def _plan_lines(
-    request: EventRequestBase,
+    command: Command,
     sponsor: repo.SponsorRow,
     account: ledger.CollectorAccount | None,
     pending_offers: frozenset[str] = frozenset(),
@@ -349,7 +367,7 @@ def _plan_lines(
         else None
     )
     planned = []
-    for i, line in enumerate(request.issuances):
+    for i, line in enumerate(command.lines):
         reason = collector_reason
         if reason is None and line.issuance_offer_code in pending_offers:
             reason = "original_pending"
@@ -372,10 +390,35 @@ def _plan_lines(
     return planned
 
 
-def _check_reversal_bounds(request: ReverseEventRequest, totals: repo.OriginalTotals) -> None:
+def _load_original(
+    session: Session, call: PartnerCall, rules: EndpointRules
+) -> tuple[str | None, frozenset[str]]:
+    """(original transaction id, its offer codes still pending); checks rule 3.3's bounds."""
+    command = call.command
+    if not command.original_partner_id:
+        return None, frozenset()
+    field = command.original_field
+    origins = [endpoint.value for endpoint in rules.reversible_origins]
+    original = repo.find_accepted(
+        session, command.sponsor_code, origins, command.original_partner_id, lock=True
+    )
+    if original is None:
+        names = " or ".join(RULES[e].wire_name for e in rules.reversible_origins)
+        raise BusinessRuleError(
+            "ORIGINAL_NOT_FOUND",
+            f"No accepted {names} {command.original_partner_id} for sponsor {command.sponsor_code}.",
+            field=field,
+        )
+    if original.collector_number != command.collector_number:
+        raise BusinessRuleError(
+            "ORIGINAL_COLLECTOR_MISMATCH",
+            "The original transaction was for a different collector.",
+            field=field,
+        )
+    totals = repo.original_totals(session, original.id)
     requested: dict[str, int] = defaultdict(int)
     errors: list[FieldError] = []
-    for i, line in enumerate(request.issuances):
+    for i, line in enumerate(command.lines):
         code = line.issuance_offer_code
         requested[code] += line.miles_amount
         issued = totals.issued_miles.get(code, 0)
@@ -385,11 +428,12 @@ def _check_reversal_bounds(request: ReverseEventRequest, totals: repo.OriginalTo
                 FieldError(
                     "REVERSAL_EXCEEDS_ORIGINAL",
                     f"issuances[{i}].milesAmount",
-                    f"Offer {code}: {issued} miles issued on the original, {already} already reversed; "
-                    f"this request would reverse {requested[code]}.",
+                    f"Offer {code}: {issued} miles issued on the original, {already} already "
+                    f"reversed; this request would reverse {requested[code]}.",
                 )
             )
     _reject_if_any(errors, "The reversal exceeds what the original issued.")
+    return original.id, totals.pending_offers
 
 
 def _check_balance(
@@ -406,63 +450,62 @@ def _check_balance(
         )
 
 
-# --------------------------------------------------------------------------- use case
+def _check_not_duplicate(session: Session, call: PartnerCall) -> Outcome | None:
+    """Rule 3.7: the same id again is a replay when the body is identical, else a rejection."""
+    command = call.command
+    existing = repo.find_accepted(
+        session, command.sponsor_code, (call.endpoint.value,), command.partner_transaction_id
+    )
+    if existing is None:
+        return None
+    if existing.fingerprint == call.fingerprint:
+        return render_current(session, existing.id, replayed=True)
+    raise BusinessRuleError(
+        "DUPLICATE_TRANSACTION",
+        f"{command.id_field} {command.partner_transaction_id} was already accepted with a "
+        "different body.",
+        field=command.id_field,
+    )
+
+
+# --------------------------------------------------------------------------- use cases
 
 
 def _process(session: Session, settings: Settings, call: PartnerCall, now: datetime) -> Outcome:
-    request = call.body
-    sponsor = _check_sponsor(session, request.sponsor_code)
-    account = _lock_or_enroll(session, settings, request.collector_number, now)
-
-    existing = repo.find_accepted(
-        session, request.sponsor_code, (call.endpoint.value,), request.client_transaction_id
-    )
-    if existing is not None:
-        if existing.fingerprint == call.fingerprint:
-            return render_current(session, existing.id, replayed=True)
-        raise BusinessRuleError(
-            "DUPLICATE_TRANSACTION",
-            f"clientTransactionId {request.client_transaction_id} was already accepted with a "
-            "different body.",
-            field="clientTransactionId",
-        )
-
-    _check_collector(settings, account, request.collector_number)
-    _check_date_window(settings, request.transaction_date_time, now)
-    _check_offers_and_locations(session, settings, request)
-
-    direction = CREDIT if call.endpoint is Endpoint.POST_EVENT else DEBIT
-    original_id: str | None = None
-    pending_offers: frozenset[str] = frozenset()
-    if isinstance(request, ReverseEventRequest) and request.original_client_transaction_id:
-        original = repo.find_accepted(
-            session,
-            request.sponsor_code,
-            REVERSIBLE_BY_REVERSE_EVENT,
-            request.original_client_transaction_id,
-            lock=True,
-        )
-        if original is None:
-            raise BusinessRuleError(
-                "ORIGINAL_NOT_FOUND",
-                f"No accepted POST/EVENT or POST {request.original_client_transaction_id} for "
-                f"sponsor {request.sponsor_code}.",
-                field="originalClientTransactionId",
-            )
-        if original.collector_number != request.collector_number:
-            raise BusinessRuleError(
-                "ORIGINAL_COLLECTOR_MISMATCH",
-                "The original transaction was for a different collector.",
-                field="originalClientTransactionId",
-            )
-        totals = repo.original_totals(session, original.id)
-        _check_reversal_bounds(request, totals)
-        original_id, pending_offers = original.id, totals.pending_offers
-
-    planned = _plan_lines(request, sponsor, account, pending_offers)
-    if direction == DEBIT:
+    command = call.command
+    rules = RULES[call.endpoint]
+    sponsor = _check_sponsor(session, command.sponsor_code)
+    if rules.direction == NO_EFFECT:
+        return _record(session, settings, call, now)
+    assert command.collector_number is not None  # every moving endpoint requires it
+    account = _lock_or_enroll(session, settings, command.collector_number, now)
+    replay = _check_not_duplicate(session, call)
+    if replay is not None:
+        return replay
+    _check_collector(settings, account, command.collector_number)
+    _check_date_window(settings, command, now)
+    _check_offers_and_locations(session, settings, command)
+    original_id, pending_offers = _load_original(session, call, rules)
+    planned = _plan_lines(command, sponsor, account, pending_offers)
+    if rules.direction == DEBIT:
         _check_balance(settings, account, planned)
-    return _write(session, settings, call, planned, direction, account, original_id, now)
+    return _write(session, settings, call, planned, rules.direction, account, original_id, now)
+
+
+def _record(session: Session, settings: Settings, call: PartnerCall, now: datetime) -> Outcome:
+    """RECORD: validated like the others, stored for audit, never touches a balance."""
+    replay = _check_not_duplicate(session, call)
+    if replay is not None:
+        return replay
+    _check_date_window(settings, call.command, now)
+    _check_offers_and_locations(session, settings, call.command)
+    planned = [
+        PlannedLine(
+            i, line.issuance_offer_code, line.location_code, line.miles_amount, RECORDED, None
+        )
+        for i, line in enumerate(call.command.lines)
+    ]
+    return _write(session, settings, call, planned, NO_EFFECT, None, None, now)
 
 
 def _write(
@@ -475,28 +518,27 @@ def _write(
     original_id: str | None,
     now: datetime,
 ) -> Outcome:
-    request = call.body
+    command = call.command
     transaction_id = str(uuid.uuid4())
     any_pending = any(p.status == PENDING for p in planned)
     status = 202 if any_pending else 200
+    transaction_status = RECORDED if direction == NO_EFFECT else PENDING if any_pending else POSTED
 
-    body = echo(request)
+    body = dict(command.echo)
+    body["issuances"] = [dict(line) for line in body.get("issuances", ())]
     for out_line, p in zip(body["issuances"], planned, strict=True):
-        out_line["status"] = wire_status(direction, p.status)
+        line_status = wire_status(direction, p.status)
+        if line_status is not None:
+            out_line["status"] = line_status
+    if not body["issuances"]:
+        del body["issuances"]
     body["transactionDateTime"] = clock.program_timestamp(now, settings.program_time_zone)
     body["transactionId"] = transaction_id
 
     repo.insert_transaction(
         session,
         _transaction_row(
-            call,
-            transaction_id,
-            original_id,
-            PENDING if any_pending else POSTED,
-            status,
-            None,
-            body,
-            now,
+            call, transaction_id, original_id, transaction_status, status, None, body, now
         ),
     )
     repo.insert_lines(
@@ -520,17 +562,55 @@ def _write(
     sign = 1 if direction == CREDIT else -1
     postings = [
         ledger.Posting(
-            transaction_id,
-            p.line_no,
-            request.collector_number,
-            request.sponsor_code,
-            sign * p.miles,
+            transaction_id, p.line_no, account.number, command.sponsor_code, sign * p.miles
         )
         for p in planned
-        if p.status == POSTED
+        if p.status == POSTED and account is not None
     ]
-    if postings:
+    if any(p.status == POSTED for p in planned):
         if account is None:
             raise ledger.LedgerInvariantError("posted lines for a collector without an account")
         ledger.post(session, account, postings, posted_at=now)
     return Outcome(status, body, transaction_id)
+
+
+# --------------------------------------------------------------------------- lookup
+
+
+def lookup(
+    session: Session, transaction_id: str, sponsor_codes: Collection[str]
+) -> dict[str, Any] | None:
+    """An accepted transaction of one of `sponsor_codes`, as its response stands now, with the
+    endpoint that took it and, on issued lines, the miles reversed so far."""
+    found = repo.get_accepted_by_id(session, transaction_id)
+    if found is None or found.sponsor_code not in sponsor_codes:
+        return None
+    return _lookup_view(session, found)
+
+
+def lookup_by_partner_id(
+    session: Session,
+    sponsor_code: str,
+    partner_transaction_id: str,
+    endpoints: Collection[Endpoint],
+) -> list[dict[str, Any]]:
+    rows = repo.find_accepted_all(
+        session, sponsor_code, [e.value for e in endpoints], partner_transaction_id
+    )
+    return [_lookup_view(session, row) for row in rows]
+
+
+def _lookup_view(session: Session, found: repo.AcceptedTransaction) -> dict[str, Any]:
+    outcome = render_current(session, found.id, replayed=False)
+    body = dict(outcome.body)
+    body["transactionType"] = WIRE_NAMES[found.endpoint]
+    if RULES[Endpoint(found.endpoint)].direction == CREDIT:
+        reversed_left = dict(repo.original_totals(session, found.id).reversed_miles)
+        for line in body.get("issuances", ()):
+            if line.get("status") == "REJECTED":
+                continue
+            code = line["issuanceOfferCode"]
+            share = min(line["milesAmount"], reversed_left.get(code, 0))
+            line["milesReversed"] = share
+            reversed_left[code] = reversed_left.get(code, 0) - share
+    return body
