@@ -145,14 +145,9 @@ class IssuanceLineIn(WireModel):
         return text
 
 
-class EventRequestBase(WireModel):
-    client_transaction_id: PartnerTransactionId
-    collector_number: CollectorNumber
-    sponsor_code: SponsorCode
-    transaction_date_time: IsoDateTime
-    issuances: list[IssuanceLineIn] = Field(
-        min_length=1, max_length=limits.issuance_lines_per_request_max
-    )
+class PartnerExtras(WireModel):
+    """Optional fields every partner request may carry (SPEC §2.1); `context` is stored only."""
+
     coupon: list[Coupon] | None = Field(default=None, max_length=limits.coupons_per_request_max)
     context: dict[ContextKey, ContextValue] | None = Field(
         default=None, max_length=limits.context_keys_max
@@ -160,6 +155,16 @@ class EventRequestBase(WireModel):
     device_id: (
         Annotated[str, StringConstraints(strict=True, max_length=limits.device_id_chars_max)] | None
     ) = None
+
+
+class EventRequestBase(PartnerExtras):
+    client_transaction_id: PartnerTransactionId
+    collector_number: CollectorNumber
+    sponsor_code: SponsorCode
+    transaction_date_time: IsoDateTime
+    issuances: list[IssuanceLineIn] = Field(
+        min_length=1, max_length=limits.issuance_lines_per_request_max
+    )
 
 
 class PostEventRequest(EventRequestBase):
@@ -277,7 +282,7 @@ class BasketIssuanceLineIn(IssuanceLineIn):
     )
 
 
-class BasketRequestBase(WireModel):
+class BasketRequestBase(PartnerExtras):
     model_config = ConfigDict(
         alias_generator=lambda name: (
             to_camel(name)
@@ -309,13 +314,6 @@ class BasketRequestBase(WireModel):
     issuances: list[BasketIssuanceLineIn] = Field(
         min_length=1, max_length=limits.issuance_lines_per_request_max
     )
-    coupon: list[Coupon] | None = Field(default=None, max_length=limits.coupons_per_request_max)
-    context: dict[ContextKey, ContextValue] | None = Field(
-        default=None, max_length=limits.context_keys_max
-    )
-    device_id: (
-        Annotated[str, StringConstraints(strict=True, max_length=limits.device_id_chars_max)] | None
-    ) = None
 
     @model_validator(mode="after")
     def _basket_adds_up(self) -> BasketRequestBase:
