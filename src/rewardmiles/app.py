@@ -31,6 +31,7 @@ from rewardmiles.issuance.schemas import (
     ReverseBasketRequest,
     ReverseEventRequest,
 )
+from rewardmiles.settlement.worker import Worker
 from rewardmiles.web import (
     RequestContextMiddleware,
     handle_http_exception,
@@ -79,11 +80,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.ctx = await anyio.to_thread.run_sync(build_context, settings)
+        app.state.ctx = ctx = await anyio.to_thread.run_sync(build_context, settings)
+        worker = Worker(ctx.db, settings, poll_seconds=settings.worker_poll_seconds)
+        if settings.embedded_worker:
+            worker.start_thread()
         try:
             yield
         finally:
-            app.state.ctx.db.dispose()
+            await anyio.to_thread.run_sync(worker.stop)
+            ctx.db.dispose()
 
     app = FastAPI(
         title="rewardmiles Issuance API",

@@ -40,6 +40,8 @@ class Settings(BaseModel):
     negative_balance_policy: NegativeBalancePolicy = NegativeBalancePolicy.ALLOW
     unknown_collector_policy: UnknownCollectorPolicy = UnknownCollectorPolicy.PENDING
     pending_window_days: int = Field(default=30, ge=1)
+    embedded_worker: bool = True
+    worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     idempotency_retention_days: int = Field(default=30, ge=1)
     token_issuer: str = "rewardmiles"
     token_audience: str = "rewardmiles-issuance"

@@ -57,3 +57,26 @@ def add_location(session: Session, sponsor_code: str, code: str, now: datetime) 
     location = Location(sponsor_code=sponsor_code, code=code, created_at=now)
     session.add(location)
     return location
+
+
+def set_sponsor(
+    session: Session,
+    code: str,
+    *,
+    review_threshold_miles: int | None = None,
+    clear_review_threshold: bool = False,
+    active: bool | None = None,
+) -> Sponsor:
+    sponsor = session.get(Sponsor, code, with_for_update=True)
+    if sponsor is None:
+        raise CatalogError(f"sponsor {code} does not exist")
+    if review_threshold_miles is not None:
+        if review_threshold_miles < 1:
+            raise CatalogError("the review threshold must be at least 1 mile")
+        sponsor.review_threshold_miles = review_threshold_miles
+    if clear_review_threshold:
+        sponsor.review_threshold_miles = None
+    if active is not None:
+        sponsor.active = active
+    session.flush()
+    return sponsor

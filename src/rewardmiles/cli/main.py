@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,16 +19,18 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Tr
 from rich.text import Text
 from sqlalchemy.orm import Session
 
-from rewardmiles import clock, demo
+from rewardmiles import clock, demo, logs
 from rewardmiles.auth import keys as signing_keys
 from rewardmiles.auth import service as auth
 from rewardmiles.catalog import service as catalog
 from rewardmiles.collectors import service as collectors
-from rewardmiles.config import Settings
+from rewardmiles.config import ENV_PREFIX, Settings
 from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database, DatabaseUrlError
-from rewardmiles.errors import OperatorError
+from rewardmiles.errors import CATALOGUE, OperatorError
 from rewardmiles.ledger.verify import verify
+from rewardmiles.settlement import service as settlement
+from rewardmiles.settlement.worker import Worker
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -36,6 +40,7 @@ location_app = typer.Typer(no_args_is_help=True, help="Sponsor locations.")
 collector_app = typer.Typer(no_args_is_help=True, help="Collectors (program members).")
 ledger_app = typer.Typer(no_args_is_help=True, help="The ledger.")
 keys_app = typer.Typer(no_args_is_help=True, help="Token signing keys.")
+pending_app = typer.Typer(no_args_is_help=True, help="Pending issuance lines (operator review).")
 for sub, name in (
     (db_app, "db"),
     (sponsor_app, "sponsor"),
@@ -44,6 +49,7 @@ for sub, name in (
     (collector_app, "collector"),
     (ledger_app, "ledger"),
     (keys_app, "keys"),
+    (pending_app, "pending"),
 ):
     app.add_typer(sub, name=name)
 
@@ -104,12 +110,19 @@ def serve(
         bool, typer.Option("--demo", help="Seed demo data and print demo credentials.")
     ] = False,
     workers: Annotated[int, typer.Option(min=1, help="API processes (PostgreSQL only).")] = 1,
+    settle: Annotated[
+        bool,
+        typer.Option("--worker/--no-worker", help="Run a settlement worker in each API process."),
+    ] = True,
 ) -> None:
-    """Migrate if needed, then serve the partner API."""
+    """Migrate if needed, then serve the partner API (with an embedded settlement worker)."""
     import uvicorn
 
     from rewardmiles.app import create_app
 
+    if not settle:
+        # The API processes of --workers N read their settings from the environment.
+        os.environ[ENV_PREFIX + "EMBEDDED_WORKER"] = "false"
     settings, db = _ready_database()
     if workers > 1 and db.is_sqlite:
         db.dispose()
@@ -133,6 +146,27 @@ def serve(
         uvicorn.run(
             create_app(settings), host=host, port=port, log_level="warning", access_log=False
         )
+
+
+@app.command()
+def worker(
+    once: Annotated[bool, typer.Option(help="One settlement pass, then exit.")] = False,
+) -> None:
+    """Settle pending lines until stopped (SIGINT/SIGTERM); many may run against one PostgreSQL."""
+    settings, db = _ready_database()
+    logs.configure(settings.log_level, json=settings.log_json)
+    runner = Worker(db, settings, poll_seconds=settings.worker_poll_seconds)
+    if once:
+        report = runner.run_once()
+        out.print(
+            f"posted {report.posted}; rejected {sum(report.rejected.values())}; "
+            f"still pending {report.still_pending}"
+        )
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: runner.stop(timeout=0))
+    runner.run_forever()
+    db.dispose()
 
 
 def _print_demo(data: demo.DemoData, host: str, port: int) -> None:
@@ -186,6 +220,43 @@ def sponsor_add(
     out.print(f"sponsor {code} added (offer STANDARD)")
 
 
+@sponsor_app.command("set")
+def sponsor_set(
+    code: Annotated[str, typer.Argument(help="Sponsor code.")],
+    review_threshold: Annotated[
+        int | None,
+        typer.Option(
+            "--review-threshold",
+            min=1,
+            help="Lines above this many miles wait for an operator's approval.",
+        ),
+    ] = None,
+    no_review: Annotated[
+        bool, typer.Option("--no-review", help="Remove the review threshold.")
+    ] = False,
+    active: Annotated[
+        bool | None, typer.Option("--active/--inactive", help="Accept requests or not.")
+    ] = None,
+) -> None:
+    """Change a sponsor's settings."""
+    if review_threshold is not None and no_review:
+        raise _fail("give --review-threshold or --no-review, not both", 2)
+    _, db = _ready_database()
+    with _operation(db) as session:
+        sponsor = catalog.set_sponsor(
+            session,
+            code,
+            review_threshold_miles=None if no_review else review_threshold,
+            clear_review_threshold=no_review,
+            active=active,
+        )
+    threshold = sponsor.review_threshold_miles
+    out.print(
+        f"sponsor {code}: {'active' if sponsor.active else 'inactive'}, review threshold "
+        + (f"{threshold} miles" if threshold is not None else "none")
+    )
+
+
 @partner_app.command("create")
 def partner_create(
     sponsor: Annotated[list[str], typer.Option("--sponsor", help="Sponsor code (repeatable).")],
@@ -233,6 +304,18 @@ def collector_add(
     with _operation(db) as session:
         collectors.add_collector(session, number, status.value, clock.utc_now())
     out.print(f"collector {number} added ({status.value})")
+
+
+@collector_app.command("set-status")
+def collector_set_status(
+    number: Annotated[str, typer.Argument(help="11 digits.")],
+    status: Annotated[Status, typer.Argument(help="New status.")],
+) -> None:
+    """Change a collector's status; pending lines settle once the worker sees it."""
+    _, db = _ready_database()
+    with _operation(db) as session:
+        before = collectors.set_status(session, number, status.value, clock.utc_now())
+    out.print(f"collector {number}: {before} -> {status.value}")
 
 
 @collector_app.command("show")
@@ -341,6 +424,63 @@ def keys_retire(kid: Annotated[str, typer.Argument(help="Key id (kid).")]) -> No
     with _operation(db) as session:
         signing_keys.retire_key(session, kid, clock.utc_now())
     out.print(f"signing key {kid} retired")
+
+
+@pending_app.command("list")
+def pending_list(
+    sponsor: Annotated[str | None, typer.Option("--sponsor", help="Only this sponsor.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Pending lines, oldest first (at most 1,000)."""
+    _, db = _ready_database()
+    with db.reader() as session:
+        rows = settlement.list_pending(session, sponsor)
+    if as_json:
+        payload = [
+            {
+                "lineId": r.line_id,
+                "transactionId": r.transaction_id,
+                "lineNo": r.line_no,
+                "sponsorCode": r.sponsor_code,
+                "collectorNumber": r.collector_number,
+                "endpoint": r.endpoint,
+                "direction": r.direction,
+                "issuanceOfferCode": r.offer_code,
+                "milesAmount": r.miles,
+                "reason": r.reason,
+                "processedAt": r.processed_at.isoformat(),
+            }
+            for r in rows
+        ]
+        sys.stdout.write(json.dumps(payload) + "\n")
+        return
+    for r in rows:
+        out.print(
+            f"{r.line_id}  {r.sponsor_code}  {r.collector_number or '-'}  {r.direction} "
+            f"{r.miles} {r.offer_code}  {r.reason}  {r.processed_at.isoformat()}"
+        )
+    out.print(f"{len(rows)} pending line(s)")
+
+
+@pending_app.command("approve")
+def pending_approve(line_id: Annotated[str, typer.Argument(help="TRANSACTION_ID:LINE_NO")]) -> None:
+    """Approve a line held for review; it posts as soon as its collector allows."""
+    _, db = _ready_database()
+    with _operation(db) as session:
+        settlement.approve(session, line_id)
+    out.print(f"line {line_id} approved")
+
+
+@pending_app.command("reject")
+def pending_reject(
+    line_id: Annotated[str, typer.Argument(help="TRANSACTION_ID:LINE_NO")],
+    reason: Annotated[str, typer.Option("--reason", help="An error code of the catalogue.")],
+) -> None:
+    """Reject a line held for review, with a catalogue error code as the reason."""
+    _, db = _ready_database()
+    with _operation(db) as session:
+        settlement.reject(session, line_id, reason, clock.utc_now(), known_codes=list(CATALOGUE))
+    out.print(f"line {line_id} rejected ({reason})")
 
 
 @app.command("openapi")

@@ -52,6 +52,18 @@ def add_collector(session: Session, number: str, status: str, now: datetime) -> 
     return CollectorView(number, status, 0)
 
 
+def set_status(session: Session, number: str, status: str, now: datetime) -> str:
+    """Change a collector's status under its row lock; return the previous status."""
+    _check(number, status)
+    row = session.get(Collector, number, with_for_update=True)
+    if row is None:
+        raise CollectorError(f"collector {number} not found")
+    before = row.status
+    row.status = status
+    row.updated_at = now
+    return before
+
+
 def get_collector(session: Session, number: str) -> CollectorView | None:
     row = session.get(Collector, number)
     return CollectorView(row.number, row.status, row.balance_miles) if row else None

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
 from rewardmiles.db.models import IssuanceLine, Location, Offer, Sponsor, Transaction
@@ -212,3 +212,25 @@ def get_transaction_state(session: Session, transaction_id: str) -> tuple[str, l
     response_json = conn.execute(_RESPONSE_OF, {"id": transaction_id}).scalar_one()
     lines = conn.execute(_LINE_STATES, {"id": transaction_id}).all()
     return response_json, [LineState(d, s, e) for d, s, e in lines]
+
+
+_ANY_LINE_PENDING = (
+    select(IssuanceLine.line_no)
+    .where(IssuanceLine.transaction_id == bindparam("id"), IssuanceLine.status == "pending")
+    .limit(1)
+)
+_SET_TRANSACTION_STATUS = (
+    update(Transaction)
+    .where(Transaction.id == bindparam("b_id"), Transaction.status.in_(("pending", "posted")))
+    .values(status=bindparam("b_status"))
+)
+
+
+def refresh_transaction_status(session: Session, transaction_id: str) -> None:
+    """An accepted transaction is `pending` while any line is, else `posted` (settled)."""
+    conn = session.connection()
+    still_pending = conn.execute(_ANY_LINE_PENDING, {"id": transaction_id}).first() is not None
+    conn.execute(
+        _SET_TRANSACTION_STATUS,
+        {"b_id": transaction_id, "b_status": "pending" if still_pending else "posted"},
+    )

@@ -368,15 +368,14 @@ def _plan_lines(
     )
     planned = []
     for i, line in enumerate(command.lines):
-        reason = collector_reason
+        # Review comes first: an approved line still waits for its collector, never the reverse.
+        needs_review = (
+            sponsor.review_threshold_miles is not None
+            and line.miles_amount > sponsor.review_threshold_miles
+        )
+        reason = "review" if needs_review else collector_reason
         if reason is None and line.issuance_offer_code in pending_offers:
             reason = "original_pending"
-        if (
-            reason is None
-            and sponsor.review_threshold_miles is not None
-            and line.miles_amount > sponsor.review_threshold_miles
-        ):
-            reason = "review"
         planned.append(
             PlannedLine(
                 i,

@@ -1,0 +1,78 @@
+"""The settlement loop: `rewardmiles worker`, or a thread inside `rewardmiles serve`."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from rewardmiles import clock, logs
+from rewardmiles.config import Settings
+from rewardmiles.db.engine import Database
+from rewardmiles.settlement.service import SettleReport, count_pending, settle_pending
+
+log = logs.get_logger("rewardmiles.settlement")
+
+QUEUE_DEPTH_LOG_SECONDS = 60.0
+ERROR_BACKOFF_SECONDS_MAX = 30.0
+
+
+class Worker:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        *,
+        poll_seconds: float = 1.0,
+        now: Callable[[], datetime] = clock.utc_now,
+    ) -> None:
+        self._db = db
+        self._settings = settings
+        self._poll_seconds = poll_seconds
+        self._now = now
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> SettleReport:
+        report = settle_pending(self._db, self._settings, self._now())
+        if report.settled:
+            log.info(
+                "settled",
+                posted=report.posted,
+                rejected=dict(report.rejected),
+                still_pending=report.still_pending,
+            )
+        return report
+
+    def run_forever(self) -> None:
+        """Settle until `stop()`; a pass that settled something is followed at once by the next."""
+        failures = 0
+        last_depth_log = 0.0
+        while not self._stop.is_set():
+            try:
+                report = self.run_once()
+                failures = 0
+            except Exception as exc:  # keep settling after a database outage
+                failures += 1
+                delay = min(ERROR_BACKOFF_SECONDS_MAX, self._poll_seconds * 2**failures)
+                log.error(
+                    "settlement_failed", error=type(exc).__name__, detail=str(exc), retry_in_s=delay
+                )
+                self._stop.wait(delay)
+                continue
+            if time.monotonic() - last_depth_log >= QUEUE_DEPTH_LOG_SECONDS:
+                last_depth_log = time.monotonic()
+                with self._db.reader() as session:
+                    log.info("pending_queue", depth=count_pending(session))
+            if not report.settled:
+                self._stop.wait(self._poll_seconds)
+
+    def start_thread(self) -> None:
+        self._thread = threading.Thread(target=self.run_forever, name="settlement", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
