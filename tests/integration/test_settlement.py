@@ -1,0 +1,260 @@
+"""Settlement of pending lines (SPEC §3.6), in-process on a database of this module's own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from rewardmiles import clock
+from rewardmiles.config import Settings
+from rewardmiles.db.engine import Database
+from rewardmiles.db.models import IssuanceLine, Transaction
+from rewardmiles.errors import CATALOGUE
+from rewardmiles.issuance import service as issuance
+from rewardmiles.ledger.verify import verify
+from rewardmiles.settlement import service as settlement
+from rewardmiles.settlement.service import ReviewError
+from tests.conftest import DatabaseFactory
+from tests.support import data
+from tests.support.issue import call
+
+
+@pytest.fixture(scope="module")
+def own_db(dialect: str, database_factory: DatabaseFactory) -> Iterator[Database]:
+    database = Database.from_url(database_factory.create(dialect))
+    yield database
+    with database.reader() as session:
+        report = verify(session)
+    database.dispose()
+    assert report.ok, report.problems
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    return Settings()
+
+
+def _line(
+    db: Database, transaction_id: str, line_no: int = 0
+) -> tuple[str, str | None, str | None]:
+    with db.reader() as session:
+        row = session.execute(
+            select(IssuanceLine.status, IssuanceLine.pending_reason, IssuanceLine.error_code).where(
+                IssuanceLine.transaction_id == transaction_id, IssuanceLine.line_no == line_no
+            )
+        ).one()
+    return row.status, row.pending_reason, row.error_code
+
+
+def _transaction_status(db: Database, transaction_id: str) -> str:
+    with db.reader() as session:
+        return str(
+            session.execute(
+                select(Transaction.status).where(Transaction.id == transaction_id)
+            ).scalar_one()
+        )
+
+
+def _settle(db: Database, settings: Settings, *, days_later: int = 0) -> settlement.SettleReport:
+    return settlement.settle_pending(db, settings, clock.utc_now() + timedelta(days=days_later))
+
+
+def _set_status(db: Database, number: str, status: str) -> None:
+    from rewardmiles.collectors import service as collectors
+
+    with db.unit_of_work() as session:
+        collectors.set_status(session, number, status, clock.utc_now())
+
+
+def _enrol(db: Database, number: str) -> None:
+    from rewardmiles.collectors import service as collectors
+
+    with db.unit_of_work() as session:
+        collectors.add_collector(session, number, "ACTIVE", clock.utc_now())
+
+
+def test_unknown_collector_line_posts_once_the_collector_is_enrolled(
+    own_db: Database, settings: Settings
+) -> None:
+    sponsor = data.new_sponsor(own_db)
+    number = data.unknown_collector()
+    outcome = call(own_db, settings, data.event_body(sponsor, number, miles=12))
+    assert outcome.status == 202
+    transaction_id = str(outcome.transaction_id)
+
+    _settle(own_db, settings)
+    assert _line(own_db, transaction_id) == ("pending", "collector_unknown", None)
+
+    _enrol(own_db, number)
+    report = _settle(own_db, settings)
+
+    assert report.posted >= 1
+    assert _line(own_db, transaction_id) == ("posted", None, None)
+    assert _transaction_status(own_db, transaction_id) == "posted"
+    assert data.balance(own_db, number) == 12
+    with own_db.reader() as session:
+        replay = issuance.render_current(session, transaction_id, replayed=True)
+    assert replay.status == 200
+    assert replay.body["issuances"][0]["status"] == "ISSUED"
+
+    _settle(own_db, settings)  # settling again changes nothing
+    assert data.balance(own_db, number) == 12
+
+
+def test_on_hold_line_posts_when_the_hold_is_lifted(own_db: Database, settings: Settings) -> None:
+    sponsor = data.new_sponsor(own_db)
+    number = data.new_collector(own_db, "ON_HOLD")
+    transaction_id = str(
+        call(own_db, settings, data.event_body(sponsor, number, miles=5)).transaction_id
+    )
+    _settle(own_db, settings)
+    assert _line(own_db, transaction_id)[0] == "pending"
+    _set_status(own_db, number, "ACTIVE")
+    _settle(own_db, settings)
+    assert _line(own_db, transaction_id)[0] == "posted"
+    assert data.balance(own_db, number) == 5
+
+
+def test_collector_closed_meanwhile_rejects_the_line(own_db: Database, settings: Settings) -> None:
+    sponsor = data.new_sponsor(own_db)
+    number = data.new_collector(own_db, "ON_HOLD")
+    transaction_id = str(
+        call(own_db, settings, data.event_body(sponsor, number, miles=5)).transaction_id
+    )
+    _set_status(own_db, number, "CLOSED")
+    _settle(own_db, settings)
+    assert _line(own_db, transaction_id) == ("rejected", None, "COLLECTOR_CLOSED")
+    assert _transaction_status(own_db, transaction_id) == "posted"
+    assert data.balance(own_db, number) == 0
+    with own_db.reader() as session:
+        replay = issuance.render_current(session, transaction_id, replayed=True)
+    assert replay.status == 200
+    assert replay.body["issuances"][0] == {
+        "issuanceOfferCode": "STANDARD",
+        "milesAmount": 5,
+        "status": "REJECTED",
+        "errorCode": "COLLECTOR_CLOSED",
+    }
+
+
+def test_line_pending_past_the_window_expires_and_not_before(
+    own_db: Database, settings: Settings
+) -> None:
+    sponsor = data.new_sponsor(own_db)
+    number = data.unknown_collector()
+    transaction_id = str(
+        call(own_db, settings, data.event_body(sponsor, number, miles=5)).transaction_id
+    )
+
+    _settle(own_db, settings, days_later=settings.pending_window_days - 1)
+    assert _line(own_db, transaction_id)[0] == "pending"
+
+    _settle(own_db, settings, days_later=settings.pending_window_days + 1)
+    assert _line(own_db, transaction_id) == ("rejected", None, "PENDING_EXPIRED")
+
+
+def test_review_line_waits_for_approval_then_posts(own_db: Database, settings: Settings) -> None:
+    sponsor = data.new_sponsor(own_db, review_threshold_miles=100)
+    number = data.new_collector(own_db)
+    transaction_id = str(
+        call(own_db, settings, data.event_body(sponsor, number, miles=500)).transaction_id
+    )
+    _settle(own_db, settings)
+    assert _line(own_db, transaction_id) == ("pending", "review", None)
+    assert any(v.transaction_id == transaction_id for v in _pending(own_db, sponsor))
+
+    with own_db.unit_of_work() as session:
+        settlement.approve(session, settlement.line_id(transaction_id, 0))
+    _settle(own_db, settings)
+
+    assert _line(own_db, transaction_id)[0] == "posted"
+    assert data.balance(own_db, number) == 500
+    with pytest.raises(ReviewError), own_db.unit_of_work() as session:
+        settlement.approve(session, settlement.line_id(transaction_id, 0))
+
+
+def test_review_line_rejected_by_the_operator(own_db: Database, settings: Settings) -> None:
+    sponsor = data.new_sponsor(own_db, review_threshold_miles=100)
+    number = data.new_collector(own_db)
+    transaction_id = str(
+        call(own_db, settings, data.event_body(sponsor, number, miles=500)).transaction_id
+    )
+    line = settlement.line_id(transaction_id, 0)
+    with pytest.raises(ReviewError), own_db.unit_of_work() as session:
+        settlement.reject(session, line, "NOT_A_CODE", clock.utc_now(), known_codes=list(CATALOGUE))
+    with own_db.unit_of_work() as session:
+        settlement.reject(
+            session, line, "OFFER_INACTIVE", clock.utc_now(), known_codes=list(CATALOGUE)
+        )
+    assert _line(own_db, transaction_id) == ("rejected", None, "OFFER_INACTIVE")
+    assert _transaction_status(own_db, transaction_id) == "posted"
+    assert data.balance(own_db, number) == 0
+
+
+def test_review_comes_before_the_hold(own_db: Database, settings: Settings) -> None:
+    sponsor = data.new_sponsor(own_db, review_threshold_miles=100)
+    number = data.new_collector(own_db, "ON_HOLD")
+    transaction_id = str(
+        call(own_db, settings, data.event_body(sponsor, number, miles=500)).transaction_id
+    )
+    _set_status(own_db, number, "ACTIVE")
+    _settle(own_db, settings)
+    assert _line(own_db, transaction_id) == ("pending", "review", None)
+
+
+def test_reversal_of_a_pending_original_settles_after_it(
+    own_db: Database, settings: Settings
+) -> None:
+    sponsor = data.new_sponsor(own_db)
+    number = data.unknown_collector()
+    original = data.event_body(sponsor, number, miles=10)
+    original_id = str(call(own_db, settings, original).transaction_id)
+    reversal = data.event_body(
+        sponsor, number, miles=4, originalClientTransactionId=original["clientTransactionId"]
+    )
+    reversal_outcome = call(own_db, settings, reversal, reverse=True)
+    assert reversal_outcome.status == 202
+    assert reversal_outcome.body["issuances"][0]["status"] == "PENDING"
+
+    _enrol(own_db, number)
+    _settle(own_db, settings)
+    _settle(own_db, settings)
+
+    assert _line(own_db, original_id)[0] == "posted"
+    assert _line(own_db, str(reversal_outcome.transaction_id))[0] == "posted"
+    assert data.balance(own_db, number) == 6
+
+
+def test_reversal_waiting_on_an_original_that_is_rejected_is_rejected(
+    own_db: Database, settings: Settings
+) -> None:
+    sponsor = data.new_sponsor(own_db, review_threshold_miles=100)
+    number = data.new_collector(own_db)
+    original = data.event_body(sponsor, number, miles=500)
+    original_id = str(call(own_db, settings, original).transaction_id)
+    reversal = data.event_body(
+        sponsor, number, miles=50, originalClientTransactionId=original["clientTransactionId"]
+    )
+    reversal_id = str(call(own_db, settings, reversal, reverse=True).transaction_id)
+    assert _line(own_db, reversal_id) == ("pending", "original_pending", None)
+
+    with own_db.unit_of_work() as session:
+        settlement.reject(
+            session,
+            settlement.line_id(original_id, 0),
+            "OFFER_INACTIVE",
+            clock.utc_now(),
+            known_codes=list(CATALOGUE),
+        )
+    _settle(own_db, settings)
+
+    assert _line(own_db, reversal_id) == ("rejected", None, "REVERSAL_EXCEEDS_ORIGINAL")
+    assert data.balance(own_db, number) == 0
+
+
+def _pending(db: Database, sponsor: str) -> list[settlement.PendingView]:
+    with db.reader() as session:
+        return settlement.list_pending(session, sponsor)
