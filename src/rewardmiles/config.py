@@ -42,6 +42,9 @@ class Settings(BaseModel):
     pending_window_days: int = Field(default=30, ge=1)
     embedded_worker: bool = True
     worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    webhook_attempts_max: int = Field(default=8, ge=1, le=50)
+    webhook_retry_base_seconds: float = Field(default=5.0, gt=0, le=3600)
     idempotency_retention_days: int = Field(default=30, ge=1)
     token_issuer: str = "rewardmiles"
     token_audience: str = "rewardmiles-issuance"

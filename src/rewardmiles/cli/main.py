@@ -31,6 +31,7 @@ from rewardmiles.errors import CATALOGUE, OperatorError
 from rewardmiles.ledger.verify import verify
 from rewardmiles.settlement import service as settlement
 from rewardmiles.settlement.worker import Worker
+from rewardmiles.webhooks import service as webhooks
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -41,6 +42,7 @@ collector_app = typer.Typer(no_args_is_help=True, help="Collectors (program memb
 ledger_app = typer.Typer(no_args_is_help=True, help="The ledger.")
 keys_app = typer.Typer(no_args_is_help=True, help="Token signing keys.")
 pending_app = typer.Typer(no_args_is_help=True, help="Pending issuance lines (operator review).")
+webhook_app = typer.Typer(no_args_is_help=True, help="Sponsor webhooks for settlement events.")
 for sub, name in (
     (db_app, "db"),
     (sponsor_app, "sponsor"),
@@ -50,6 +52,7 @@ for sub, name in (
     (ledger_app, "ledger"),
     (keys_app, "keys"),
     (pending_app, "pending"),
+    (webhook_app, "webhook"),
 ):
     app.add_typer(sub, name=name)
 
@@ -481,6 +484,72 @@ def pending_reject(
     with _operation(db) as session:
         settlement.reject(session, line_id, reason, clock.utc_now(), known_codes=list(CATALOGUE))
     out.print(f"line {line_id} rejected ({reason})")
+
+
+@webhook_app.command("add")
+def webhook_add(
+    url: Annotated[str, typer.Argument(help="HTTPS URL (http only for loopback addresses).")],
+    sponsor: Annotated[str, typer.Option("--sponsor", help="Sponsor code.")],
+) -> None:
+    """Register an endpoint; its signing secret is printed once."""
+    _, db = _ready_database()
+    with _operation(db) as session:
+        webhook_id, secret = webhooks.add_webhook(session, sponsor, url, clock.utc_now())
+    out.print(f"webhook {webhook_id} for sponsor {sponsor}: {url}")
+    out.print(f"signing secret {secret}")
+    out.print("The secret is shown only now; verify Rewardmiles-Signature with it.")
+
+
+@webhook_app.command("list")
+def webhook_list(
+    sponsor: Annotated[str | None, typer.Option("--sponsor", help="Only this sponsor.")] = None,
+) -> None:
+    """Registered webhooks."""
+    _, db = _ready_database()
+    with db.reader() as session:
+        rows = webhooks.list_webhooks(session, sponsor)
+    for w in rows:
+        out.print(f"{w.id}  {w.sponsor_code}  {'active' if w.active else 'removed'}  {w.url}")
+
+
+@webhook_app.command("remove")
+def webhook_remove(webhook_id: Annotated[str, typer.Argument(help="Webhook id.")]) -> None:
+    """Stop sending events to an endpoint (its undelivered events are dropped as failed)."""
+    _, db = _ready_database()
+    with _operation(db) as session:
+        webhooks.remove_webhook(session, webhook_id)
+    out.print(f"webhook {webhook_id} removed")
+
+
+@webhook_app.command("deliveries")
+def webhook_deliveries(
+    status: Annotated[str | None, typer.Option(help="pending, delivered or failed.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Recent deliveries, newest first (at most 200)."""
+    _, db = _ready_database()
+    with db.reader() as session:
+        rows = webhooks.list_deliveries(session, status)
+    if as_json:
+        payload = [
+            {
+                "id": d.id,
+                "webhookId": d.webhook_id,
+                "transactionId": d.transaction_id,
+                "status": d.status,
+                "attempts": d.attempts,
+                "nextAttemptAt": d.next_attempt_at.isoformat(),
+                "lastError": d.last_error,
+            }
+            for d in rows
+        ]
+        sys.stdout.write(json.dumps(payload) + "\n")
+        return
+    for d in rows:
+        out.print(
+            f"{d.id}  {d.status}  attempts {d.attempts}  transaction {d.transaction_id}  "
+            f"{d.last_error or ''}"
+        )
 
 
 @app.command("openapi")

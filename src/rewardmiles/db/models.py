@@ -217,3 +217,44 @@ class SigningKey(Base):
     private_key_pem: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     retired_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class Webhook(Base):
+    """A sponsor's endpoint for settlement events. The secret signs deliveries (HMAC-SHA256), so it
+    is kept in clear, unlike client secrets."""
+
+    __tablename__ = "webhooks"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    sponsor_code: Mapped[str] = mapped_column(ForeignKey("sponsors.code"))
+    url: Mapped[str] = mapped_column(String(2000))
+    secret: Mapped[str] = mapped_column(String(100))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    __table_args__ = (Index("ix_webhooks_sponsor", "sponsor_code"),)
+
+
+class WebhookDelivery(Base):
+    """The outbox: written in the unit of work that settles, delivered later by the worker."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id"))
+    event_type: Mapped[str] = mapped_column(String(40))
+    transaction_id: Mapped[str] = mapped_column(String(36))
+    payload_json: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(10))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    __table_args__ = (
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )

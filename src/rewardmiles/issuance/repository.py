@@ -226,11 +226,10 @@ _SET_TRANSACTION_STATUS = (
 )
 
 
-def refresh_transaction_status(session: Session, transaction_id: str) -> None:
+def refresh_transaction_status(session: Session, transaction_id: str) -> str:
     """An accepted transaction is `pending` while any line is, else `posted` (settled)."""
     conn = session.connection()
     still_pending = conn.execute(_ANY_LINE_PENDING, {"id": transaction_id}).first() is not None
-    conn.execute(
-        _SET_TRANSACTION_STATUS,
-        {"b_id": transaction_id, "b_status": "pending" if still_pending else "posted"},
-    )
+    status = "pending" if still_pending else "posted"
+    conn.execute(_SET_TRANSACTION_STATUS, {"b_id": transaction_id, "b_status": status})
+    return status

@@ -24,6 +24,7 @@ from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Collector, IssuanceLine, Transaction
 from rewardmiles.errors import OperatorError
 from rewardmiles.issuance import repository as issuance_repo
+from rewardmiles.webhooks import service as webhooks
 
 PENDING = "pending"
 POSTED = "posted"
@@ -58,6 +59,8 @@ class SettleReport:
     posted: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     still_pending: int = 0
+    webhooks_delivered: int = 0
+    webhook_failures: int = 0
 
     @property
     def settled(self) -> int:
@@ -199,7 +202,18 @@ def _settle_collector(
             continue
         touched.add(line.transaction_id)
     for transaction_id in touched:
-        issuance_repo.refresh_transaction_status(session, transaction_id)
+        _after_settlement(session, transaction_id, now)
+
+
+def _after_settlement(session: Session, transaction_id: str, now: datetime) -> None:
+    """Once a transaction has no pending line left, its sponsor's webhooks get an event (outbox,
+    same unit of work)."""
+    if issuance_repo.refresh_transaction_status(session, transaction_id) != POSTED:
+        return
+    sponsor_code = session.execute(
+        select(Transaction.sponsor_code).where(Transaction.id == transaction_id)
+    ).scalar_one()
+    webhooks.enqueue_settled(session, transaction_id, sponsor_code, now)
 
 
 def _decide(
@@ -364,4 +378,4 @@ def reject(
         .where(IssuanceLine.transaction_id == transaction_id, IssuanceLine.line_no == line_no)
         .values(status=REJECTED, pending_reason=None, error_code=code, settled_at=now)
     )
-    issuance_repo.refresh_transaction_status(session, transaction_id)
+    _after_settlement(session, transaction_id, now)

@@ -7,10 +7,13 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
+import httpx
+
 from rewardmiles import clock, logs
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.settlement.service import SettleReport, count_pending, settle_pending
+from rewardmiles.webhooks import service as webhooks
 
 log = logs.get_logger("rewardmiles.settlement")
 
@@ -32,9 +35,11 @@ class Worker:
         self._poll_seconds = poll_seconds
         self._now = now
         self._stop = threading.Event()
+        self._http = httpx.Client(follow_redirects=False)
         self._thread: threading.Thread | None = None
 
     def run_once(self) -> SettleReport:
+        """Settle what can be settled, then deliver the webhook events that are due."""
         report = settle_pending(self._db, self._settings, self._now())
         if report.settled:
             log.info(
@@ -43,6 +48,11 @@ class Worker:
                 rejected=dict(report.rejected),
                 still_pending=report.still_pending,
             )
+        delivered, failed = webhooks.deliver_due(self._db, self._settings, self._now(), self._http)
+        if delivered or failed:
+            log.info("webhooks", delivered=delivered, failed_attempts=failed)
+        report.webhooks_delivered = delivered
+        report.webhook_failures = failed
         return report
 
     def run_forever(self) -> None:
@@ -65,8 +75,9 @@ class Worker:
                 last_depth_log = time.monotonic()
                 with self._db.reader() as session:
                     log.info("pending_queue", depth=count_pending(session))
-            if not report.settled:
+            if not (report.settled or report.webhooks_delivered or report.webhook_failures):
                 self._stop.wait(self._poll_seconds)
+        self._http.close()
 
     def start_thread(self) -> None:
         self._thread = threading.Thread(target=self.run_forever, name="settlement", daemon=True)

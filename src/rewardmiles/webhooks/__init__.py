@@ -1,0 +1,1 @@
+"""Partner webhooks: settlement events from an outbox, signed, delivered at least once."""

@@ -1,0 +1,290 @@
+"""Webhook endpoints, the outbox of settlement events, and their delivery.
+
+Events are written to `webhook_deliveries` in the unit of work that settles the transaction, so an
+event exists exactly when its settlement committed. The worker delivers due rows: it leases a row
+(pushes `next_attempt_at` past the request timeout) in one short transaction, posts outside any
+transaction, then records the result. A crash mid-delivery leaves the lease to expire and another
+pass delivers again: at least once. Failures back off exponentially up to a bounded attempt count,
+after which the delivery stays visible as `failed`.
+
+Signature: header `Rewardmiles-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session
+
+from rewardmiles.config import Settings
+from rewardmiles.db.engine import Database
+from rewardmiles.db.models import Sponsor, Webhook, WebhookDelivery
+from rewardmiles.errors import OperatorError
+from rewardmiles.issuance import service as issuance
+
+SETTLED_EVENT = "transaction.settled"
+SIGNATURE_HEADER = "Rewardmiles-Signature"
+DELIVERIES_PER_PASS_MAX = 50
+RETRY_DELAY_SECONDS_MAX = 3600.0
+LEASE_MARGIN_SECONDS = 30.0
+ERROR_CHARS_MAX = 500
+
+
+class WebhookError(OperatorError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookView:
+    id: str
+    sponsor_code: str
+    url: str
+    active: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryView:
+    id: str
+    webhook_id: str
+    transaction_id: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def verify_signature(
+    secret: str, header: str, body: bytes, *, now: float, tolerance_seconds: int = 300
+) -> bool:
+    """What a receiver does (documented in docs/operations.md)."""
+    try:
+        parts = dict(item.split("=", 1) for item in header.split(","))
+        timestamp = int(parts["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs(now - timestamp) > tolerance_seconds:
+        return False
+    return hmac.compare_digest(sign(secret, timestamp, body), header)
+
+
+def _check_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise WebhookError(f"{url!r} is not an http(s) URL")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise WebhookError(
+            "webhook URLs must use https (http is allowed for loopback addresses only)"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def add_webhook(session: Session, sponsor_code: str, url: str, now: datetime) -> tuple[str, str]:
+    """(webhook id, signing secret). The secret is shown once, at creation."""
+    if session.get(Sponsor, sponsor_code) is None:
+        raise WebhookError(f"sponsor {sponsor_code} does not exist")
+    _check_url(url)
+    webhook_id = str(uuid.uuid4())
+    secret = "whsec_" + secrets.token_urlsafe(32)
+    session.add(
+        Webhook(
+            id=webhook_id,
+            sponsor_code=sponsor_code,
+            url=url,
+            secret=secret,
+            active=True,
+            created_at=now,
+        )
+    )
+    return webhook_id, secret
+
+
+def list_webhooks(session: Session, sponsor_code: str | None = None) -> list[WebhookView]:
+    stmt = select(Webhook.id, Webhook.sponsor_code, Webhook.url, Webhook.active, Webhook.created_at)
+    if sponsor_code:
+        stmt = stmt.where(Webhook.sponsor_code == sponsor_code)
+    return [
+        WebhookView(**row._mapping) for row in session.execute(stmt.order_by(Webhook.created_at))
+    ]
+
+
+def remove_webhook(session: Session, webhook_id: str) -> None:
+    """Deactivate: no new events; pending deliveries of it are dropped as failed."""
+    webhook = session.get(Webhook, webhook_id, with_for_update=True)
+    if webhook is None or not webhook.active:
+        raise WebhookError(f"no active webhook {webhook_id}")
+    webhook.active = False
+    session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.webhook_id == webhook_id, WebhookDelivery.status == "pending")
+        .values(status="failed", last_error="webhook removed")
+    )
+
+
+def list_deliveries(
+    session: Session, status: str | None = None, limit: int = 200
+) -> list[DeliveryView]:
+    stmt = select(
+        WebhookDelivery.id,
+        WebhookDelivery.webhook_id,
+        WebhookDelivery.transaction_id,
+        WebhookDelivery.status,
+        WebhookDelivery.attempts,
+        WebhookDelivery.next_attempt_at,
+        WebhookDelivery.last_error,
+    ).order_by(WebhookDelivery.created_at.desc())
+    if status:
+        stmt = stmt.where(WebhookDelivery.status == status)
+    return [DeliveryView(**row._mapping) for row in session.execute(stmt.limit(limit))]
+
+
+_ACTIVE_HOOKS = select(Webhook.id).where(
+    Webhook.sponsor_code == bindparam("sponsor"), Webhook.active.is_(True)
+)
+
+
+def enqueue_settled(session: Session, transaction_id: str, sponsor_code: str, now: datetime) -> int:
+    """Outbox rows for every active webhook of the sponsor, in the caller's unit of work."""
+    hooks = session.connection().execute(_ACTIVE_HOOKS, {"sponsor": sponsor_code}).scalars().all()
+    if not hooks:
+        return 0
+    view = issuance.lookup(session, transaction_id, (sponsor_code,))
+    for hook_id in hooks:
+        delivery_id = str(uuid.uuid4())
+        payload = {
+            "eventId": delivery_id,
+            "type": SETTLED_EVENT,
+            "createdAt": now.isoformat(timespec="milliseconds"),
+            "data": view,
+        }
+        session.add(
+            WebhookDelivery(
+                id=delivery_id,
+                webhook_id=hook_id,
+                event_type=SETTLED_EVENT,
+                transaction_id=transaction_id,
+                payload_json=orjson.dumps(payload).decode(),
+                status="pending",
+                attempts=0,
+                next_attempt_at=now,
+                last_error=None,
+                created_at=now,
+                delivered_at=None,
+            )
+        )
+    return len(hooks)
+
+
+@dataclass(frozen=True, slots=True)
+class _Due:
+    id: str
+    url: str
+    secret: str
+    payload_json: str
+    attempts: int
+
+
+def _lease_due(db: Database, now: datetime, lease: timedelta) -> list[_Due]:
+    with db.unit_of_work() as session:
+        rows = session.execute(
+            select(
+                WebhookDelivery.id,
+                Webhook.url,
+                Webhook.secret,
+                WebhookDelivery.payload_json,
+                WebhookDelivery.attempts,
+            )
+            .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
+            .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+            .order_by(WebhookDelivery.next_attempt_at)
+            .limit(DELIVERIES_PER_PASS_MAX)
+            .with_for_update(of=WebhookDelivery, skip_locked=True)
+        ).all()
+        due = [_Due(**row._mapping) for row in rows]
+        if due:
+            session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id.in_([d.id for d in due]))
+                .values(next_attempt_at=now + lease)
+            )
+    return due
+
+
+def deliver_due(
+    db: Database, settings: Settings, now: datetime, client: httpx.Client
+) -> tuple[int, int]:
+    """Deliver what is due; return (delivered, failed attempts)."""
+    lease = timedelta(seconds=settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS)
+    delivered = failed = 0
+    for due in _lease_due(db, now, lease):
+        body = due.payload_json.encode()
+        error = _post(client, due, body, settings.webhook_timeout_seconds)
+        attempts = due.attempts + 1
+        with db.unit_of_work() as session:
+            if error is None:
+                values: dict[str, object] = {
+                    "status": "delivered",
+                    "attempts": attempts,
+                    "delivered_at": now,
+                    "last_error": None,
+                }
+                delivered += 1
+            else:
+                failed += 1
+                give_up = attempts >= settings.webhook_attempts_max
+                delay = min(
+                    RETRY_DELAY_SECONDS_MAX,
+                    settings.webhook_retry_base_seconds * 2 ** (attempts - 1),
+                )
+                values = {
+                    "status": "failed" if give_up else "pending",
+                    "attempts": attempts,
+                    "next_attempt_at": now + timedelta(seconds=delay),
+                    "last_error": error[:ERROR_CHARS_MAX],
+                }
+            session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id == due.id, WebhookDelivery.status == "pending")
+                .values(**values)
+            )
+    return delivered, failed
+
+
+def _post(client: httpx.Client, due: _Due, body: bytes, timeout: float) -> str | None:
+    headers = {
+        "Content-Type": "application/json",
+        SIGNATURE_HEADER: sign(due.secret, int(time.time()), body),
+        "Rewardmiles-Event-Id": due.id,
+        "Rewardmiles-Event-Type": SETTLED_EVENT,
+    }
+    try:
+        response = client.post(due.url, content=body, headers=headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if 200 <= response.status_code < 300:
+        return None
+    return f"HTTP {response.status_code}"
