@@ -78,6 +78,14 @@ _SPECS: tuple[ErrorSpec, ...] = (
         False,
         "The Idempotency-Key header is empty, too long or not printable ASCII.",
     ),
+    ErrorSpec(
+        "BASKET_AMOUNTS_INCONSISTENT",
+        400,
+        "Basket amounts inconsistent",
+        False,
+        "Pre-tax plus taxes differ from post-tax, or items do not add up to the pre-tax amount "
+        "(tolerance 0.01).",
+    ),
     # -- business rules (400, recorded as a rejected transaction) --
     ErrorSpec(
         "SPONSOR_UNKNOWN", 400, "Sponsor unknown", False, "No sponsor has this `sponsorCode`."
@@ -123,14 +131,6 @@ _SPECS: tuple[ErrorSpec, ...] = (
     ),
     ErrorSpec(
         "COLLECTOR_CLOSED", 400, "Collector closed", False, "The collector's account is closed."
-    ),
-    ErrorSpec(
-        "BASKET_AMOUNTS_INCONSISTENT",
-        400,
-        "Basket amounts inconsistent",
-        False,
-        "Pre-tax plus taxes differ from post-tax, or items do not add up to the pre-tax amount "
-        "(tolerance 0.01).",
     ),
     ErrorSpec(
         "RETURN_EXCEEDS_PURCHASE",

@@ -27,12 +27,14 @@ MILES = 3
 SETTLE_TIMEOUT_SECONDS = 90
 
 
-def _worker(url: str, workdir: Path, name: str) -> subprocess.Popen[bytes]:
+def _worker(
+    url: str, workdir: Path, name: str, log_level: str = "warning"
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "REWARDMILES_DATABASE_URL": url,
         "REWARDMILES_WORKER_POLL_SECONDS": "0.2",
-        "REWARDMILES_LOG_LEVEL": "warning",
+        "REWARDMILES_LOG_LEVEL": log_level,
     }
     log = (workdir / f"{name}.log").open("wb")
     return subprocess.Popen(
@@ -110,7 +112,11 @@ def test_workers_settle_a_thousand_lines_exactly_once_despite_a_kill(
 def test_worker_stops_cleanly_on_a_signal(
     dialect: str, database_factory: DatabaseFactory, tmp_path: Path, signal_number: int
 ) -> None:
-    worker = _worker(database_factory.create(dialect), tmp_path, "w")
-    time.sleep(1.5)
+    worker = _worker(database_factory.create(dialect), tmp_path, "w", log_level="info")
+    log = tmp_path / "w.log"
+    deadline = time.monotonic() + 30
+    while "worker_started" not in log.read_text() and time.monotonic() < deadline:
+        assert worker.poll() is None, log.read_text()
+        time.sleep(0.05)
     worker.send_signal(signal_number)
     assert worker.wait(timeout=15) == 0

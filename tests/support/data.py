@@ -85,3 +85,20 @@ def event_body(sponsor: str, collector: str, *, miles: int = 8, **overrides: Any
     }
     body.update(overrides)
     return body
+
+
+def basket_body(
+    sponsor: str, collector: str, *, miles: int = 8, amount: float = 24.97, **overrides: Any
+) -> dict[str, Any]:
+    """A POST/REVERSE/RECORD basket body: one STANDARD line, no taxes, pre-tax = post-tax."""
+    body: dict[str, Any] = {
+        "checkoutTransactionId": txn_id("b"),
+        "collectorNumber": collector,
+        "sponsorCode": sponsor,
+        "checkoutDateTime": iso(now() - timedelta(seconds=5)),
+        "basketPreTaxAmount": amount,
+        "basketPostTaxAmount": amount,
+        "issuances": [{"issuanceOfferCode": "STANDARD", "milesAmount": miles}],
+    }
+    body.update(overrides)
+    return body

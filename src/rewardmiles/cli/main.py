@@ -156,6 +156,9 @@ def worker(
     once: Annotated[bool, typer.Option(help="One settlement pass, then exit.")] = False,
 ) -> None:
     """Settle pending lines until stopped (SIGINT/SIGTERM); many may run against one PostgreSQL."""
+    stop_requested: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before anything slow, so no signal is missed
+        signal.signal(sig, lambda number, _frame: stop_requested.append(number))
     settings, db = _ready_database()
     logs.configure(settings.log_level, json=settings.log_json)
     runner = Worker(db, settings, poll_seconds=settings.worker_poll_seconds)
@@ -168,6 +171,8 @@ def worker(
         return
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: runner.stop(timeout=0))
+    if stop_requested:
+        return
     runner.run_forever()
     db.dispose()
 

@@ -210,6 +210,9 @@ class EventResponse(WireModel):
 # --------------------------------------------------------------------------- baskets
 
 
+CENT = Decimal("0.01")
+
+
 def _amount(value: object) -> Decimal:
     """Dollars: a JSON number (never a string), ≥ 0, at most 2 decimals, at most 1,000,000."""
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
@@ -217,10 +220,10 @@ def _amount(value: object) -> Decimal:
     amount = Decimal(value)
     if not amount.is_finite() or amount < 0 or amount > limits.basket_amount_max:
         raise ValueError(f"must be from 0 to {limits.basket_amount_max}")
-    exponent = amount.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -2:
+    cents = amount.quantize(CENT)
+    if cents != amount:  # the value, not the digits written: 24.970 is 24.97
         raise ValueError("must have at most 2 decimals")
-    return amount
+    return cents + 0  # + 0 turns -0.00 into 0.00
 
 
 Amount = Annotated[

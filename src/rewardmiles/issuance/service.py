@@ -606,7 +606,7 @@ def _lookup_view(session: Session, found: repo.AcceptedTransaction) -> dict[str,
     if RULES[Endpoint(found.endpoint)].direction == CREDIT:
         reversed_left = dict(repo.original_totals(session, found.id).reversed_miles)
         for line in body.get("issuances", ()):
-            if line.get("status") == "REJECTED":
+            if line.get("status") != "ISSUED":
                 continue
             code = line["issuanceOfferCode"]
             share = min(line["milesAmount"], reversed_left.get(code, 0))

@@ -59,6 +59,7 @@ class Worker:
         """Settle until `stop()`; a pass that settled something is followed at once by the next."""
         failures = 0
         last_depth_log = 0.0
+        log.info("worker_started", poll_seconds=self._poll_seconds)
         while not self._stop.is_set():
             try:
                 report = self.run_once()
