@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -168,3 +171,32 @@ def test_review_threshold_approve_path_over_http(flow: Flow) -> None:
     assert replay.status_code == 200
     assert replay.json()["issuances"][0]["status"] == "ISSUED"
     partner.close()
+
+
+def test_without_the_embedded_worker_a_standalone_worker_settles(
+    dialect: str, server_factory: ServerFactory
+) -> None:
+    server = server_factory(dialect, env={"REWARDMILES_EMBEDDED_WORKER": "false"})
+    db = Database.from_url(server.database_url)
+    sponsor = data.new_sponsor(db)
+    client_id, secret = data.new_client(db, [sponsor])
+    partner = Partner(server.base_url, client_id, secret)
+    number = data.new_collector(db, "ON_HOLD")
+    assert partner.post_event(data.event_body(sponsor, number, miles=8)).status_code == 202
+    with db.unit_of_work() as session:
+        collectors.set_status(session, number, "ACTIVE", clock.utc_now())
+    time.sleep(1.5)
+    assert data.balance(db, number) == 0  # nobody settles inside the API
+
+    done = subprocess.run(
+        [sys.executable, "-m", "rewardmiles", "worker", "--once"],
+        env={**os.environ, "REWARDMILES_DATABASE_URL": server.database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "posted 1;" in done.stdout
+    assert data.balance(db, number) == 8
+    partner.close()
+    db.dispose()
