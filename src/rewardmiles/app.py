@@ -25,9 +25,12 @@ from rewardmiles.health import router as health_router
 from rewardmiles.idempotency.service import InFlightRegistry
 from rewardmiles.issuance import routes as issuance_routes
 from rewardmiles.issuance.schemas import (
+    CalculateRequest,
+    IssueRequest,
     PostBasketRequest,
     PostEventRequest,
     RecordRequest,
+    ReturnRequest,
     ReverseBasketRequest,
     ReverseEventRequest,
 )
@@ -191,6 +194,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 PostBasketRequest,
                 ReverseBasketRequest,
                 RecordRequest,
+                CalculateRequest,
+                IssueRequest,
+                ReturnRequest,
             )
         ],
         ref_template="#/components/schemas/{model}",

@@ -15,6 +15,7 @@ from rewardmiles.auth import service as auth
 from rewardmiles.catalog import service as catalog
 from rewardmiles.collectors import service as collectors
 from rewardmiles.db.models import Location, PartnerClient, Sponsor
+from rewardmiles.offers import catalogue as offers
 
 SPONSOR = "KENY"
 LOCATION = "0037"
@@ -27,6 +28,24 @@ COLLECTORS = {
     "80085102051": "ON_HOLD",
     "80085102069": "CLOSED",
 }
+
+
+# Program-calculated demo: 1 mile per $10 on everything, 5 miles per produce item from 2 items.
+DEMO_OFFERS = [
+    {
+        "sponsorCode": SPONSOR,
+        "code": "STANDARD",
+        "description": "1 mile per $10",
+        "rule": {"type": "base", "miles": 1, "perDollars": 10},
+    },
+    {
+        "sponsorCode": SPONSOR,
+        "code": "PRODUCE",
+        "description": "5 miles per produce item (2 or more)",
+        "offerId": "501",
+        "rule": {"type": "item", "departments": ["produce"], "milesPerUnit": 5, "minQuantity": 2},
+    },
+]
 
 
 @dataclass(frozen=True)
@@ -47,6 +66,8 @@ def seed(session: Session, now: datetime, *, secret_hash_cost: int) -> DemoData:
     for number, status in COLLECTORS.items():
         if collectors.get_collector(session, number) is None:
             collectors.add_collector(session, number, status, now)
+    if not any(o.rule for o in offers.list_offers(session, SPONSOR)):
+        offers.import_offers(session, DEMO_OFFERS, now)
     if session.get(PartnerClient, CLIENT_ID) is None:
         session.flush()
         auth.create_client(

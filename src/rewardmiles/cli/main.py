@@ -9,11 +9,13 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 from rich.text import Text
@@ -29,6 +31,7 @@ from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database, DatabaseUrlError
 from rewardmiles.errors import CATALOGUE, OperatorError
 from rewardmiles.ledger.verify import verify
+from rewardmiles.offers import catalogue as offers
 from rewardmiles.settlement import service as settlement
 from rewardmiles.settlement.worker import Worker
 from rewardmiles.webhooks import service as webhooks
@@ -43,6 +46,7 @@ ledger_app = typer.Typer(no_args_is_help=True, help="The ledger.")
 keys_app = typer.Typer(no_args_is_help=True, help="Token signing keys.")
 pending_app = typer.Typer(no_args_is_help=True, help="Pending issuance lines (operator review).")
 webhook_app = typer.Typer(no_args_is_help=True, help="Sponsor webhooks for settlement events.")
+offer_app = typer.Typer(no_args_is_help=True, help="Offers (program-calculated rules).")
 for sub, name in (
     (db_app, "db"),
     (sponsor_app, "sponsor"),
@@ -53,6 +57,7 @@ for sub, name in (
     (keys_app, "keys"),
     (pending_app, "pending"),
     (webhook_app, "webhook"),
+    (offer_app, "offer"),
 ):
     app.add_typer(sub, name=name)
 
@@ -555,6 +560,98 @@ def webhook_deliveries(
             f"{d.id}  {d.status}  attempts {d.attempts}  transaction {d.transaction_id}  "
             f"{d.last_error or ''}"
         )
+
+
+@offer_app.command("add")
+def offer_add(
+    code: Annotated[str, typer.Argument(help="1–8 uppercase letters or digits.")],
+    sponsor: Annotated[str, typer.Option("--sponsor", help="Sponsor code.")],
+    rule: Annotated[
+        str | None,
+        typer.Option(help='Rule as JSON, e.g. \'{"type": "base", "miles": 1, "perDollars": 20}\'.'),
+    ] = None,
+    description: Annotated[str, typer.Option(help="Shown to partners as offerDescription.")] = "",
+    valid_from: Annotated[str | None, typer.Option(help="First valid day, YYYY-MM-DD.")] = None,
+    valid_to: Annotated[str | None, typer.Option(help="Last valid day, YYYY-MM-DD.")] = None,
+    location: Annotated[
+        list[str] | None, typer.Option("--location", help="Applies only here (repeatable).")
+    ] = None,
+    offer_id: Annotated[str | None, typer.Option(help="Partner-facing offerId.")] = None,
+) -> None:
+    """Add an offer; with a rule it takes part in CALCULATE / ISSUE / RETURN."""
+    try:
+        parsed_rule = json.loads(rule) if rule is not None else None
+        first = date.fromisoformat(valid_from) if valid_from else None
+        last = date.fromisoformat(valid_to) if valid_to else None
+    except ValueError as exc:
+        raise _fail(f"invalid --rule or date: {exc}", 2) from exc
+    _, db = _ready_database()
+    with _operation(db) as session:
+        offers.put_offer(
+            session,
+            sponsor,
+            code,
+            description=description,
+            rule=parsed_rule,
+            valid_from=first,
+            valid_to=last,
+            locations=location or None,
+            offer_id=offer_id,
+            now=clock.utc_now(),
+            replace=False,
+        )
+    out.print(f"offer {code} added for sponsor {sponsor}")
+
+
+@offer_app.command("list")
+def offer_list(
+    sponsor: Annotated[str | None, typer.Option("--sponsor", help="Only this sponsor.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Offers with their rules."""
+    _, db = _ready_database()
+    with db.reader() as session:
+        rows = offers.list_offers(session, sponsor)
+    if as_json:
+        sys.stdout.write(json.dumps([o.as_dict() for o in rows]) + "\n")
+        return
+    for o in rows:
+        window = f"{o.valid_from or '…'} to {o.valid_to or '…'}"
+        out.print(
+            f"{o.sponsor_code}  {o.code}  {'active' if o.active else 'disabled'}  {window}  "
+            f"{json.dumps(o.rule) if o.rule else '(partner-calculated only)'}"
+        )
+
+
+@offer_app.command("disable")
+def offer_disable(
+    code: Annotated[str, typer.Argument(help="Offer code.")],
+    sponsor: Annotated[str, typer.Option("--sponsor", help="Sponsor code.")],
+) -> None:
+    """Disable an offer (partners get OFFER_INACTIVE; ISSUE stops using it)."""
+    _, db = _ready_database()
+    with _operation(db) as session:
+        offers.disable_offer(session, sponsor, code)
+    out.print(f"offer {code} of sponsor {sponsor} disabled")
+
+
+@offer_app.command("import")
+def offer_import(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="YAML or JSON file.")],
+) -> None:
+    """Add or replace offers from a YAML/JSON list (see docs/offers.md); all or nothing."""
+    try:
+        documents = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        raise _fail(f"{file}: not YAML/JSON: {exc}", 2) from exc
+    if isinstance(documents, dict):
+        documents = documents.get("offers")
+    if not isinstance(documents, list) or not all(isinstance(d, dict) for d in documents):
+        raise _fail(f"{file}: expected a list of offers (or {{offers: [...]}})", 2)
+    _, db = _ready_database()
+    with _operation(db) as session:
+        count = offers.import_offers(session, documents, clock.utc_now())
+    out.print(f"{count} offer(s) imported")
 
 
 @app.command("openapi")

@@ -81,6 +81,11 @@ class Offer(Base):
     valid_from: Mapped[date | None] = mapped_column(Date, default=None)
     valid_to: Mapped[date | None] = mapped_column(Date, default=None)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # Program-calculated offers: the rule (JSON, see offers/rules.py), the partner-facing offerId,
+    # and the locations it applies to (JSON list; NULL = every location).
+    rule_json: Mapped[str | None] = mapped_column(Text, default=None)
+    offer_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    location_codes_json: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class Location(Base):
@@ -134,6 +139,8 @@ class Transaction(Base):
     processed_at: Mapped[datetime] = mapped_column(UtcDateTime())
     request_json: Mapped[str] = mapped_column(Text)
     response_json: Mapped[str] = mapped_column(Text)
+    # ISSUE: the offers and basket it was computed from; RETURN: the quantities it took back.
+    calculation_json: Mapped[str | None] = mapped_column(Text, default=None)
 
     __table_args__ = (
         # Rule 3.7: an id is reserved only by an accepted transaction.

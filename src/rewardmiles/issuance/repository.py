@@ -233,3 +233,22 @@ def refresh_transaction_status(session: Session, transaction_id: str) -> str:
     status = "pending" if still_pending else "posted"
     conn.execute(_SET_TRANSACTION_STATUS, {"b_id": transaction_id, "b_status": status})
     return status
+
+
+_CALCULATION_OF = select(Transaction.calculation_json).where(Transaction.id == bindparam("id"))
+_REVERSAL_CALCULATIONS = select(Transaction.calculation_json).where(
+    Transaction.original_transaction_id == bindparam("original"),
+    Transaction.status != "rejected",
+    Transaction.calculation_json.is_not(None),
+)
+
+
+def get_calculation(session: Session, transaction_id: str) -> str | None:
+    return (
+        session.connection().execute(_CALCULATION_OF, {"id": transaction_id}).scalar_one_or_none()
+    )
+
+
+def calculations_of_reversals(session: Session, original_id: str) -> list[str]:
+    rows = session.connection().execute(_REVERSAL_CALCULATIONS, {"original": original_id}).scalars()
+    return [row for row in rows if row is not None]

@@ -18,12 +18,17 @@ from rewardmiles.issuance.schemas import (
     FIELD_RULES,
     BasketRequestBase,
     BasketResponse,
+    CalculateRequest,
     Command,
     EventRequestBase,
     EventResponse,
+    IssueRequest,
     PostBasketRequest,
     PostEventRequest,
+    ProgramBasketBase,
+    ProgramResponse,
     RecordRequest,
+    ReturnRequest,
     ReverseBasketRequest,
     ReverseEventRequest,
     TransactionList,
@@ -31,6 +36,7 @@ from rewardmiles.issuance.schemas import (
     WireModel,
     basket_command,
     event_command,
+    program_command,
 )
 from rewardmiles.web import (
     bearer_token,
@@ -198,10 +204,65 @@ async def record(request: Request) -> Response:
     return await _handle(request, service.Endpoint.RECORD, RecordRequest, _basket, idempotent=False)
 
 
+# --------------------------------------------------------------------------- program-calculated
+
+
+def _program(body: ProgramBasketBase, principal: Principal) -> Command:
+    return program_command(body, _sponsor_for(principal, body.sponsor_code))
+
+
+@router.post(
+    "/calculate",
+    summary="CALCULATE: the miles ISSUE would issue for this basket now (nothing is stored)",
+    description="The Idempotency-Key header is accepted and validated; a preview has no effect to "
+    "protect, so nothing is stored under it.",
+    response_model=ProgramResponse,
+    responses=problem_responses(400, 401, 403, 413, 415, 500),
+    openapi_extra=_request_body(CalculateRequest),
+)
+async def calculate(request: Request) -> Response:
+    ctx = request.app.state.ctx
+    principal = _principal(request)
+    idempotency.parse_key(request.headers.get("idempotency-key"))
+    obj, _ = await read_json_object(request)
+    body = validate_body(CalculateRequest, obj, context={}, rules=FIELD_RULES, codes=FIELD_CODES)
+    command = _program(body, principal)
+    result = await run_sync(
+        ctx.limiter, service.calculate, ctx.db, ctx.settings, command, clock.utc_now()
+    )
+    return json_response(200, result)
+
+
+@router.post(
+    "/issue",
+    summary="ISSUE: calculate the miles of a basket with the sponsor's offers and post them",
+    responses=_write_responses(ProgramResponse),
+    openapi_extra=_request_body(IssueRequest),
+)
+async def issue(request: Request) -> Response:
+    return await _handle(request, service.Endpoint.ISSUE, IssueRequest, _program)
+
+
+@router.post(
+    "/return",
+    summary="RETURN: take back the miles of returned items, with the rules of the original ISSUE",
+    responses=_write_responses(ProgramResponse),
+    openapi_extra=_request_body(ReturnRequest),
+)
+async def return_items(request: Request) -> Response:
+    return await _handle(request, service.Endpoint.RETURN, ReturnRequest, _program)
+
+
 # --------------------------------------------------------------------------- lookup
 
 EVENT_ENDPOINTS = (service.Endpoint.POST_EVENT, service.Endpoint.REVERSE_EVENT)
-BASKET_ENDPOINTS = (service.Endpoint.POST, service.Endpoint.REVERSE, service.Endpoint.RECORD)
+BASKET_ENDPOINTS = (
+    service.Endpoint.POST,
+    service.Endpoint.REVERSE,
+    service.Endpoint.RECORD,
+    service.Endpoint.ISSUE,
+    service.Endpoint.RETURN,
+)
 
 
 @router.get(

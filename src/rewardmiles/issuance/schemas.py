@@ -29,6 +29,7 @@ from pydantic.alias_generators import to_camel
 
 from rewardmiles import limits
 from rewardmiles.errors import FieldRuleError
+from rewardmiles.offers import engine
 
 PRINTABLE_NO_SPACE = r"^[!-~]+$"
 ISO_DATETIME_CHARS_MAX = 40
@@ -285,7 +286,9 @@ class BasketIssuanceLineIn(IssuanceLineIn):
     )
 
 
-class BasketRequestBase(PartnerExtras):
+class BasketCore(PartnerExtras):
+    """The basket fields of SPEC §2.2 shared by both families."""
+
     model_config = ConfigDict(
         alias_generator=lambda name: (
             to_camel(name)
@@ -314,12 +317,9 @@ class BasketRequestBase(PartnerExtras):
     items: list[BasketItem] | None = Field(
         default=None, min_length=1, max_length=limits.items_per_basket_max
     )
-    issuances: list[BasketIssuanceLineIn] = Field(
-        min_length=1, max_length=limits.issuance_lines_per_request_max
-    )
 
     @model_validator(mode="after")
-    def _basket_adds_up(self) -> BasketRequestBase:
+    def _basket_adds_up(self) -> BasketCore:
         taxes = [getattr(self, name) for name in TAX_FIELDS]
         if any(t is not None for t in taxes):
             total = self.basket_pre_tax_amount + sum(
@@ -346,7 +346,7 @@ class BasketRequestBase(PartnerExtras):
                     "FIELD_INVALID", "items", "item ids must be unique within the basket"
                 )
         known = {item.id for item in self.items or ()}
-        for i, line in enumerate(self.issuances or ()):
+        for i, line in enumerate(getattr(self, "issuances", None) or ()):
             for j, item_id in enumerate(line.contributing_item_ids or ()):
                 if self.items and item_id not in known:
                     raise FieldRuleError(
@@ -355,6 +355,14 @@ class BasketRequestBase(PartnerExtras):
                         f"names no item of this basket ({item_id!r})",
                     )
         return self
+
+
+class BasketRequestBase(BasketCore):
+    """The partner-calculated basket endpoints: the partner sends the lines."""
+
+    issuances: list[BasketIssuanceLineIn] = Field(
+        min_length=1, max_length=limits.issuance_lines_per_request_max
+    )
 
 
 class PostBasketRequest(BasketRequestBase):
@@ -374,6 +382,30 @@ class RecordRequest(BasketRequestBase):
     issuances: list[BasketIssuanceLineIn] | None = Field(  # type: ignore[assignment]
         default=None, max_length=limits.issuance_lines_per_request_max
     )
+
+
+class ProgramBasketBase(BasketCore):
+    """The program-calculated endpoints: the partner sends the items, the offers decide."""
+
+    items: list[BasketItem] = Field(min_length=1, max_length=limits.items_per_basket_max)
+    location_code: LocationCode | None = Field(
+        default=None,
+        description="Where the basket was bought; offers may apply at some locations only.",
+    )
+
+
+class CalculateRequest(ProgramBasketBase):
+    """CALCULATE: what ISSUE would issue now; nothing is stored."""
+
+
+class IssueRequest(ProgramBasketBase):
+    """ISSUE: calculate and post."""
+
+
+class ReturnRequest(ProgramBasketBase):
+    """RETURN: `items` are the returned items (quantities returned, amounts refunded)."""
+
+    original_checkout_transaction_id: PartnerTransactionId
 
 
 class BasketLineOut(IssuanceLineOut):
@@ -401,6 +433,14 @@ class BasketResponse(WireModel):
     sponsor_code: str
     transaction_date_time: str = Field(description="When the program processed the request.")
     transaction_id: str
+
+
+class ProgramResponse(BasketResponse):
+    """The basket echoed plus the computed `issuances[]` (with their contributing items) and
+    `totalMiles`. CALCULATE has no `transactionId` and no line `status`."""
+
+    total_miles: int
+    transaction_id: str | None = None  # type: ignore[assignment]
 
 
 class LookupLineOut(BasketLineOut):
@@ -431,8 +471,20 @@ class TransactionList(WireModel):
 
 
 @dataclass(frozen=True, slots=True)
+class ProgramBasket:
+    """A program-calculated request's input to the offers engine."""
+
+    basket: engine.Basket
+    location_code: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Command:
-    """What the use cases need of any partner request, whatever its family's field names."""
+    """What the use cases need of any partner request, whatever its family's field names.
+
+    For the program-calculated endpoints, `lines` start empty and `program` holds the basket; the
+    service computes the lines (and `calculation`, what they were computed from) in the unit of work.
+    """
 
     sponsor_code: str
     partner_transaction_id: str
@@ -444,6 +496,8 @@ class Command:
     id_field: str
     moment_field: str
     original_field: str
+    program: ProgramBasket | None = None
+    calculation: dict[str, Any] | None = None
 
 
 def _wire_datetime(moment: datetime) -> str:
@@ -504,3 +558,61 @@ def basket_command(request: BasketRequestBase, sponsor_code: str) -> Command:
         moment_field="checkoutDateTime",
         original_field="originalCheckoutTransactionId",
     )
+
+
+def program_command(request: ProgramBasketBase, sponsor_code: str) -> Command:
+    basket = engine.Basket(
+        items=tuple(
+            engine.Item(i.id, i.quantity, i.final_amount, i.department_id, i.category_id)
+            for i in request.items
+        ),
+        coupons=frozenset(request.coupon or ()),
+    )
+    body = echo(request)
+    body["sponsorCode"] = sponsor_code
+    return Command(
+        sponsor_code=sponsor_code,
+        partner_transaction_id=request.checkout_transaction_id,
+        collector_number=request.collector_number,
+        moment=request.checkout_date_time,
+        lines=(),
+        original_partner_id=getattr(request, "original_checkout_transaction_id", None),
+        echo=dict(sorted(body.items())),
+        id_field="checkoutTransactionId",
+        moment_field="checkoutDateTime",
+        original_field="originalCheckoutTransactionId",
+        program=ProgramBasket(basket, request.location_code),
+    )
+
+
+def computed_lines(
+    computed: Sequence[engine.Computed], location_code: str | None
+) -> tuple[list[BasketIssuanceLineIn], list[dict[str, Any]]]:
+    """The engine's output as request lines (for the write path) and as echoed lines."""
+    lines = [
+        BasketIssuanceLineIn.model_construct(
+            issuance_offer_code=c.offer_code,
+            location_code=location_code,
+            miles_amount=c.miles,
+            offer_description=c.description or None,
+            offer_id=c.offer_id,
+            contributing_item_ids=list(c.contributing_item_ids),
+        )
+        for c in computed
+    ]
+    echoed = [
+        {
+            key: value
+            for key, value in (
+                ("contributingItemIds", list(c.contributing_item_ids)),
+                ("issuanceOfferCode", c.offer_code),
+                ("locationCode", location_code),
+                ("milesAmount", c.miles),
+                ("offerDescription", c.description or None),
+                ("offerId", c.offer_id),
+            )
+            if value not in (None, [])
+        }
+        for c in computed
+    ]
+    return lines, echoed

@@ -12,8 +12,9 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -28,7 +29,8 @@ from rewardmiles.db.models import Collector
 from rewardmiles.errors import BusinessRuleError, FieldError, problem_from_error
 from rewardmiles.idempotency import service as idempotency
 from rewardmiles.issuance import repository as repo
-from rewardmiles.issuance.schemas import Command
+from rewardmiles.issuance.schemas import Command, computed_lines
+from rewardmiles.offers import catalogue, engine
 
 
 class Endpoint(StrEnum):
@@ -37,6 +39,8 @@ class Endpoint(StrEnum):
     REVERSE = "reverse"
     REVERSE_EVENT = "reverse_event"
     RECORD = "record"
+    ISSUE = "issue"
+    RETURN = "return"
 
 
 class CollectorStatus(StrEnum):
@@ -70,6 +74,8 @@ RULES: dict[Endpoint, EndpointRules] = {
         "REVERSE/EVENT", DEBIT, (Endpoint.POST_EVENT, Endpoint.POST)
     ),
     Endpoint.RECORD: EndpointRules("RECORD", NO_EFFECT),
+    Endpoint.ISSUE: EndpointRules("ISSUE", CREDIT),
+    Endpoint.RETURN: EndpointRules("RETURN", DEBIT, (Endpoint.ISSUE,)),
 }
 WIRE_NAMES = {endpoint.value: rules.wire_name for endpoint, rules in RULES.items()}
 
@@ -227,6 +233,9 @@ def _transaction_row(
         "processed_at": now,
         "request_json": call.request_json,
         "response_json": orjson.dumps(response).decode(),
+        "calculation_json": (
+            orjson.dumps(command.calculation).decode() if command.calculation is not None else None
+        ),
     }
 
 
@@ -483,7 +492,11 @@ def _process(session: Session, settings: Settings, call: PartnerCall, now: datet
         return replay
     _check_collector(settings, account, command.collector_number)
     _check_date_window(settings, command, now)
-    _check_offers_and_locations(session, settings, command)
+    if command.program is None:
+        _check_offers_and_locations(session, settings, command)
+    else:
+        call = replace(call, command=_compute(session, settings, call))
+        command = call.command
     original_id, pending_offers = _load_original(session, call, rules)
     planned = _plan_lines(command, sponsor, account, pending_offers)
     if rules.direction == DEBIT:
@@ -612,4 +625,146 @@ def _lookup_view(session: Session, found: repo.AcceptedTransaction) -> dict[str,
             share = min(line["milesAmount"], reversed_left.get(code, 0))
             line["milesReversed"] = share
             reversed_left[code] = reversed_left.get(code, 0) - share
+    return body
+
+
+# --------------------------------------------------------------------------- program-calculated
+
+
+def _program_offers(session: Session, settings: Settings, command: Command) -> list[engine.Offer]:
+    assert command.program is not None
+    location = command.program.location_code
+    if location is not None:
+        registers_any, known = repo.registered_locations(session, command.sponsor_code, (location,))
+        if registers_any and location not in known:
+            raise BusinessRuleError(
+                "LOCATION_UNKNOWN",
+                f"Location {location} is not registered for sponsor {command.sponsor_code}.",
+                field="locationCode",
+            )
+    on_date = command.moment.astimezone(clock.zone(settings.program_time_zone)).date()
+    return catalogue.applicable(session, command.sponsor_code, on_date, location)
+
+
+def _with_lines(
+    command: Command,
+    computed: list[engine.Computed],
+    location: str | None,
+    calculation: dict[str, Any],
+) -> Command:
+    lines, echoed = computed_lines(computed, location)
+    body = dict(command.echo)
+    body["issuances"] = echoed
+    body["totalMiles"] = engine.total(computed)
+    return replace(command, lines=lines, echo=dict(sorted(body.items())), calculation=calculation)
+
+
+def _compute(session: Session, settings: Settings, call: PartnerCall) -> Command:
+    """ISSUE: the offers' lines for the basket. RETURN: what the returned items take back."""
+    command = call.command
+    assert command.program is not None
+    if call.endpoint is Endpoint.ISSUE:
+        offers = _program_offers(session, settings, command)
+        basket = command.program.basket
+        calculation = {
+            "offers": catalogue.snapshot(offers),
+            "items": [
+                {
+                    "id": i.id,
+                    "quantity": i.quantity,
+                    "finalAmount": str(i.final_amount),
+                    "departmentId": i.department_id,
+                    "categoryId": i.category_id,
+                }
+                for i in basket.items
+            ],
+            "coupons": sorted(basket.coupons),
+            "locationCode": command.program.location_code,
+        }
+        return _with_lines(
+            command, engine.calculate(offers, basket), command.program.location_code, calculation
+        )
+    return _compute_return(session, call)
+
+
+def _compute_return(session: Session, call: PartnerCall) -> Command:
+    command = call.command
+    assert command.program is not None
+    original = repo.find_accepted(
+        session,
+        command.sponsor_code,
+        (Endpoint.ISSUE.value,),
+        command.original_partner_id or "",
+        lock=True,
+    )
+    if original is None:
+        raise BusinessRuleError(
+            "ORIGINAL_NOT_FOUND",
+            f"No accepted ISSUE {command.original_partner_id} for sponsor {command.sponsor_code}.",
+            field=command.original_field,
+        )
+    if original.collector_number != command.collector_number:
+        raise BusinessRuleError(
+            "ORIGINAL_COLLECTOR_MISMATCH",
+            "The original transaction was for a different collector.",
+            field=command.original_field,
+        )
+    issued = orjson.loads(repo.get_calculation(session, original.id) or "null")
+    bought = {item["id"]: int(item["quantity"]) for item in issued["items"]}
+    returned_before: dict[str, int] = defaultdict(int)
+    for earlier in repo.calculations_of_reversals(session, original.id):
+        for item_id, quantity in orjson.loads(earlier)["returned"].items():
+            returned_before[item_id] += quantity
+    returned_now: dict[str, int] = defaultdict(int)
+    errors: list[FieldError] = []
+    for i, item in enumerate(command.program.basket.items):
+        returned_now[item.id] += item.quantity
+        already = returned_before.get(item.id, 0)
+        if item.id not in bought:
+            errors.append(
+                FieldError(
+                    "RETURN_EXCEEDS_PURCHASE",
+                    f"items[{i}].id",
+                    f"Item {item.id} was not bought in {command.original_partner_id}.",
+                )
+            )
+        elif already + returned_now[item.id] > bought[item.id]:
+            errors.append(
+                FieldError(
+                    "RETURN_EXCEEDS_PURCHASE",
+                    f"items[{i}].quantity",
+                    f"Item {item.id}: {bought[item.id]} bought, {already} already returned; this "
+                    f"return would make {already + returned_now[item.id]}.",
+                )
+            )
+    _reject_if_any(errors, "The return exceeds the purchase.")
+    original_basket = engine.Basket(
+        items=tuple(
+            engine.Item(
+                i["id"],
+                int(i["quantity"]),
+                Decimal(i["finalAmount"]),
+                i["departmentId"],
+                i["categoryId"],
+            )
+            for i in issued["items"]
+        ),
+        coupons=frozenset(issued["coupons"]),
+    )
+    computed = engine.withdrawal(
+        catalogue.from_snapshot(issued["offers"]), original_basket, returned_before, returned_now
+    )
+    return _with_lines(command, computed, issued["locationCode"], {"returned": dict(returned_now)})
+
+
+def calculate(db: Database, settings: Settings, command: Command, now: datetime) -> dict[str, Any]:
+    """CALCULATE: what ISSUE would issue now. Reads only; a failed rule is a 400, not recorded."""
+    with db.reader() as session:
+        _check_sponsor(session, command.sponsor_code)
+        _check_date_window(settings, command, now)
+        offers = _program_offers(session, settings, command)
+    assert command.program is not None
+    computed = engine.calculate(offers, command.program.basket)
+    body = _with_lines(command, computed, command.program.location_code, {}).echo
+    body["transactionDateTime"] = clock.program_timestamp(now, settings.program_time_zone)
     return body

@@ -1,0 +1,1 @@
+"""The offers engine (program-calculated issuance): rules, the pure engine, the catalogue."""

@@ -1,0 +1,215 @@
+"""The offer catalogue: operator actions, and the offers that apply to a basket.
+
+Program-calculated issuance uses the offers that have a rule, are active and valid on the
+transaction's date (program time zone), and apply at its location. An ISSUE stores a snapshot of
+those offers, so its RETURN is computed with the rules as they applied then.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rewardmiles.db.models import Offer, Sponsor
+from rewardmiles.errors import OperatorError
+from rewardmiles.offers import engine
+from rewardmiles.offers.rules import dump_rule, parse_rule
+
+OFFER_CODE = re.compile(r"^[A-Z0-9]{1,8}$")
+LOCATION_CODE = re.compile(r"^[!-~]{1,10}$")
+
+
+class OfferError(OperatorError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class OfferView:
+    sponsor_code: str
+    code: str
+    description: str
+    active: bool
+    valid_from: date | None
+    valid_to: date | None
+    offer_id: str | None
+    locations: list[str] | None
+    rule: dict[str, Any] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sponsorCode": self.sponsor_code,
+            "code": self.code,
+            "description": self.description,
+            "active": self.active,
+            "validFrom": self.valid_from.isoformat() if self.valid_from else None,
+            "validTo": self.valid_to.isoformat() if self.valid_to else None,
+            "offerId": self.offer_id,
+            "locations": self.locations,
+            "rule": self.rule,
+        }
+
+
+def _rule_text(rule: object) -> str:
+    try:
+        return json.dumps(dump_rule(parse_rule(rule)), sort_keys=True)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'rule'}: {e['msg']}" for e in exc.errors()
+        )
+        raise OfferError(f"invalid rule: {problems}") from exc
+
+
+def _check(
+    code: str, valid_from: date | None, valid_to: date | None, locations: Iterable[str] | None
+) -> None:
+    if not OFFER_CODE.match(code):
+        raise OfferError(f"offer code {code!r} must be 1–8 uppercase letters or digits")
+    if valid_from and valid_to and valid_from > valid_to:
+        raise OfferError("validFrom is after validTo")
+    for location in locations or ():
+        if not LOCATION_CODE.match(location):
+            raise OfferError(f"location code {location!r} must be 1–10 printable characters")
+
+
+def put_offer(
+    session: Session,
+    sponsor_code: str,
+    code: str,
+    *,
+    description: str,
+    rule: object | None,
+    valid_from: date | None,
+    valid_to: date | None,
+    locations: list[str] | None,
+    offer_id: str | None,
+    now: datetime,
+    replace: bool,
+) -> None:
+    """Add an offer, or (with `replace`) overwrite one: the import is an upsert."""
+    if session.get(Sponsor, sponsor_code) is None:
+        raise OfferError(f"sponsor {sponsor_code} does not exist")
+    _check(code, valid_from, valid_to, locations)
+    if offer_id is not None and not 1 <= len(offer_id) <= 64:
+        raise OfferError("offerId must be 1–64 characters")
+    rule_text = _rule_text(rule) if rule is not None else None
+    offer = session.get(Offer, (sponsor_code, code), with_for_update=True)
+    if offer is not None and not replace:
+        raise OfferError(f"offer {code} already exists for sponsor {sponsor_code}")
+    if offer is None:
+        offer = Offer(sponsor_code=sponsor_code, code=code, created_at=now)
+        session.add(offer)
+    offer.description = description
+    offer.active = True
+    offer.valid_from = valid_from
+    offer.valid_to = valid_to
+    offer.rule_json = rule_text
+    offer.offer_id = offer_id
+    offer.location_codes_json = json.dumps(sorted(locations)) if locations else None
+
+
+def disable_offer(session: Session, sponsor_code: str, code: str) -> None:
+    offer = session.get(Offer, (sponsor_code, code), with_for_update=True)
+    if offer is None or not offer.active:
+        raise OfferError(f"no active offer {code} for sponsor {sponsor_code}")
+    offer.active = False
+
+
+def list_offers(session: Session, sponsor_code: str | None = None) -> list[OfferView]:
+    stmt = select(Offer).order_by(Offer.sponsor_code, Offer.code)
+    if sponsor_code:
+        stmt = stmt.where(Offer.sponsor_code == sponsor_code)
+    return [
+        OfferView(
+            o.sponsor_code,
+            o.code,
+            o.description,
+            o.active,
+            o.valid_from,
+            o.valid_to,
+            o.offer_id,
+            json.loads(o.location_codes_json) if o.location_codes_json else None,
+            json.loads(o.rule_json) if o.rule_json else None,
+        )
+        for o in session.scalars(stmt)
+    ]
+
+
+def import_offers(session: Session, documents: Sequence[Mapping[str, Any]], now: datetime) -> int:
+    """Upsert offers from parsed YAML/JSON: a list of
+    `{sponsorCode, code, description, rule, validFrom?, validTo?, locations?, offerId?}`."""
+    for index, doc in enumerate(documents):
+        try:
+            put_offer(
+                session,
+                str(doc["sponsorCode"]),
+                str(doc["code"]),
+                description=str(doc.get("description", "")),
+                rule=doc.get("rule"),
+                valid_from=_date(doc.get("validFrom")),
+                valid_to=_date(doc.get("validTo")),
+                locations=[str(x) for x in doc["locations"]] if doc.get("locations") else None,
+                offer_id=str(doc["offerId"]) if doc.get("offerId") is not None else None,
+                now=now,
+                replace=True,
+            )
+        except KeyError as exc:
+            raise OfferError(f"offer #{index + 1}: missing {exc.args[0]}") from exc
+        except (OfferError, ValueError) as exc:
+            raise OfferError(f"offer #{index + 1} ({doc.get('code')}): {exc}") from exc
+    return len(documents)
+
+
+def _date(value: object) -> date | None:
+    if value is None or isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value))
+
+
+def applicable(
+    session: Session, sponsor_code: str, on_date: date, location_code: str | None
+) -> list[engine.Offer]:
+    """The sponsor's rule-bearing offers active on `on_date` at `location_code`."""
+    offers = []
+    for o in session.scalars(
+        select(Offer).where(
+            Offer.sponsor_code == sponsor_code, Offer.active.is_(True), Offer.rule_json.is_not(None)
+        )
+    ):
+        if (o.valid_from and on_date < o.valid_from) or (o.valid_to and on_date > o.valid_to):
+            continue
+        locations = json.loads(o.location_codes_json) if o.location_codes_json else None
+        if locations is not None and location_code not in locations:
+            continue
+        offers.append(
+            engine.Offer(
+                o.code, o.offer_id, o.description, parse_rule(json.loads(o.rule_json or "null"))
+            )
+        )
+    return offers
+
+
+def snapshot(offers: Iterable[engine.Offer]) -> list[dict[str, Any]]:
+    return [
+        {
+            "code": o.code,
+            "offerId": o.offer_id,
+            "description": o.description,
+            "rule": dump_rule(o.rule),
+        }
+        for o in offers
+    ]
+
+
+def from_snapshot(documents: Iterable[Mapping[str, Any]]) -> list[engine.Offer]:
+    return [
+        engine.Offer(d["code"], d["offerId"], d["description"], parse_rule(d["rule"]))
+        for d in documents
+    ]
