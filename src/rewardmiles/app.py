@@ -34,6 +34,7 @@ from rewardmiles.issuance.schemas import (
     ReverseBasketRequest,
     ReverseEventRequest,
 )
+from rewardmiles.reports import routes as reports_routes
 from rewardmiles.settlement.worker import Worker
 from rewardmiles.web import (
     RequestContextMiddleware,
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, handle_request_validation)
     app.include_router(auth_routes.router)
     app.include_router(issuance_routes.router)
+    app.include_router(reports_routes.router)
     app.include_router(health_router)
     _add_problem_routes(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -32,6 +32,7 @@ from rewardmiles.db.engine import Database, DatabaseUrlError
 from rewardmiles.errors import CATALOGUE, OperatorError
 from rewardmiles.ledger.verify import verify
 from rewardmiles.offers import catalogue as offers
+from rewardmiles.reports import audit, reconciliation
 from rewardmiles.settlement import service as settlement
 from rewardmiles.settlement.worker import Worker
 from rewardmiles.webhooks import service as webhooks
@@ -47,6 +48,7 @@ keys_app = typer.Typer(no_args_is_help=True, help="Token signing keys.")
 pending_app = typer.Typer(no_args_is_help=True, help="Pending issuance lines (operator review).")
 webhook_app = typer.Typer(no_args_is_help=True, help="Sponsor webhooks for settlement events.")
 offer_app = typer.Typer(no_args_is_help=True, help="Offers (program-calculated rules).")
+report_app = typer.Typer(no_args_is_help=True, help="Reports per sponsor and Transaction Day.")
 for sub, name in (
     (db_app, "db"),
     (sponsor_app, "sponsor"),
@@ -58,6 +60,7 @@ for sub, name in (
     (pending_app, "pending"),
     (webhook_app, "webhook"),
     (offer_app, "offer"),
+    (report_app, "report"),
 ):
     app.add_typer(sub, name=name)
 
@@ -652,6 +655,63 @@ def offer_import(
     with _operation(db) as session:
         count = offers.import_offers(session, documents, clock.utc_now())
     out.print(f"{count} offer(s) imported")
+
+
+class ReportFormat(StrEnum):
+    CSV = "csv"
+    JSON = "json"
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise _fail(f"--date {text!r} must be YYYY-MM-DD", 2) from exc
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        err.print(f"wrote {output}")
+
+
+@report_app.command("audit")
+def report_audit(
+    sponsor: Annotated[str, typer.Option("--sponsor", help="Sponsor code.")],
+    day: Annotated[str, typer.Option("--date", help="Transaction Day, YYYY-MM-DD.")],
+    fmt: Annotated[ReportFormat, typer.Option("--format", help="csv or json.")] = ReportFormat.CSV,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="File (default: stdout).")
+    ] = None,
+    unmask: Annotated[bool, typer.Option(help="Show full collector numbers in CSV.")] = False,
+) -> None:
+    """Every request of the sponsor's Transaction Day (program time zone)."""
+    settings, db = _ready_database()
+    with db.reader() as session:
+        report = audit.audit_report(session, sponsor, _day(day), settings.program_time_zone)
+    if fmt is ReportFormat.JSON:
+        _emit(json.dumps(report.as_json(), indent=2) + "\n", output)
+    else:
+        _emit(report.as_csv(unmask=unmask), output)
+
+
+@report_app.command("reconcile")
+def report_reconcile(
+    sponsor: Annotated[str, typer.Option("--sponsor", help="Sponsor code.")],
+    day: Annotated[str, typer.Option("--date", help="Transaction Day, YYYY-MM-DD.")],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="File (default: stdout).")
+    ] = None,
+) -> None:
+    """The reconciliation file of the sponsor's Transaction Day (docs/reconciliation.md)."""
+    settings, db = _ready_database()
+    with db.reader() as session:
+        recon = reconciliation.build(
+            session, sponsor, _day(day), settings.program_time_zone, clock.utc_now()
+        )
+    _emit(reconciliation.render(recon), output)
 
 
 @app.command("openapi")

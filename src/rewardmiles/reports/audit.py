@@ -1,0 +1,172 @@
+"""The audit report: every request of a sponsor received on a Transaction Day that reached the
+business rules — accepted (posted or pending), rejected (with its catalogue code), recorded — with
+its lines. Requests refused before processing (malformed bodies, authentication) are not stored
+and so not listed; the access log has them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rewardmiles import clock
+from rewardmiles.db.models import IssuanceLine, Transaction
+from rewardmiles.issuance.service import WIRE_NAMES, wire_status
+from rewardmiles.logs import mask_collector_numbers
+
+CSV_COLUMNS = (
+    "processedAt",
+    "transactionId",
+    "transactionType",
+    "partnerTransactionId",
+    "collectorNumber",
+    "httpStatus",
+    "transactionStatus",
+    "errorCode",
+    "lineNo",
+    "issuanceOfferCode",
+    "locationCode",
+    "milesAmount",
+    "lineStatus",
+    "lineErrorCode",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    sponsor_code: str
+    day: date
+    time_zone: str
+    transactions: list[dict[str, Any]]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "sponsorCode": self.sponsor_code,
+            "transactionDay": self.day.isoformat(),
+            "timeZone": self.time_zone,
+            "transactions": self.transactions,
+        }
+
+    def as_csv(self, *, unmask: bool = False) -> str:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        buffer.write(
+            f"# audit report; sponsor {self.sponsor_code}; transaction day {self.day}; "
+            f"time zone {self.time_zone}\n"
+        )
+        writer.writerow(CSV_COLUMNS)
+        for txn in self.transactions:
+            collector = txn["collectorNumber"] or ""
+            if not unmask:
+                collector = mask_collector_numbers(collector)
+            head = [
+                txn["processedAt"],
+                txn["transactionId"],
+                txn["transactionType"],
+                txn["partnerTransactionId"],
+                collector,
+                txn["httpStatus"],
+                txn["status"],
+                txn["errorCode"] or "",
+            ]
+            for line in txn["issuances"] or [None]:
+                if line is None:
+                    writer.writerow([*head, "", "", "", "", "", ""])
+                    continue
+                writer.writerow(
+                    [
+                        *head,
+                        line["lineNo"],
+                        line["issuanceOfferCode"],
+                        line.get("locationCode") or "",
+                        line["milesAmount"],
+                        line["status"] or "",
+                        line.get("errorCode") or "",
+                    ]
+                )
+        return buffer.getvalue()
+
+
+def audit_report(session: Session, sponsor_code: str, day: date, zone_name: str) -> AuditReport:
+    start, end = clock.transaction_day_bounds(day, zone_name)
+    rows = session.execute(
+        select(
+            Transaction.id,
+            Transaction.endpoint,
+            Transaction.partner_transaction_id,
+            Transaction.collector_number,
+            Transaction.status,
+            Transaction.http_status,
+            Transaction.error_code,
+            Transaction.processed_at,
+            Transaction.request_json,
+        )
+        .where(
+            Transaction.sponsor_code == sponsor_code,
+            Transaction.processed_at >= start,
+            Transaction.processed_at < end,
+        )
+        .order_by(Transaction.processed_at, Transaction.id)
+    ).all()
+    lines_by_txn: dict[str, list[dict[str, Any]]] = {}
+    ids = [r.id for r in rows if r.status != "rejected"]
+    for chunk_start in range(0, len(ids), 500):
+        chunk = ids[chunk_start : chunk_start + 500]
+        for line in session.execute(
+            select(IssuanceLine)
+            .where(IssuanceLine.transaction_id.in_(chunk))
+            .order_by(IssuanceLine.transaction_id, IssuanceLine.line_no)
+        ).scalars():
+            lines_by_txn.setdefault(line.transaction_id, []).append(
+                {
+                    "lineNo": line.line_no,
+                    "issuanceOfferCode": line.offer_code,
+                    "locationCode": line.location_code,
+                    "milesAmount": line.miles,
+                    "status": wire_status(line.direction, line.status),
+                    "errorCode": line.error_code,
+                }
+            )
+    transactions = []
+    for r in rows:
+        lines = lines_by_txn.get(r.id, [])
+        if r.status == "rejected":
+            lines = _requested_lines(r.request_json)
+        transactions.append(
+            {
+                "processedAt": clock.program_timestamp(r.processed_at, zone_name),
+                "transactionId": r.id,
+                "transactionType": WIRE_NAMES.get(r.endpoint, r.endpoint),
+                "partnerTransactionId": r.partner_transaction_id,
+                "collectorNumber": r.collector_number,
+                "httpStatus": r.http_status,
+                "status": r.status,
+                "errorCode": r.error_code,
+                "issuances": lines,
+            }
+        )
+    return AuditReport(sponsor_code, day, zone_name, transactions)
+
+
+def _requested_lines(request_json: str) -> list[dict[str, Any]]:
+    """A rejected request's lines as the partner sent them (nothing was issued)."""
+    request = orjson.loads(request_json)
+    return [
+        {
+            "lineNo": i,
+            "issuanceOfferCode": line.get("issuanceOfferCode"),
+            "locationCode": line.get("locationCode"),
+            "milesAmount": line.get("milesAmount"),
+            "status": "REJECTED",
+            "errorCode": None,
+        }
+        for i, line in enumerate(request.get("issuances") or [])
+        if isinstance(line, dict)
+    ]
