@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth_routes.router)
     app.include_router(issuance_routes.router)
     app.include_router(reports_routes.router)
+    app.include_router(reports_routes.batch_router)
     app.include_router(health_router)
     _add_problem_routes(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

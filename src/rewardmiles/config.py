@@ -50,6 +50,7 @@ class Settings(BaseModel):
     token_audience: str = "rewardmiles-issuance"
     token_lifetime_seconds: int = Field(default=3600, ge=60, le=86_400)
     secret_hash_cost: int = Field(default=14, ge=10, le=20, description="scrypt N = 2**cost")
+    batch_upload_bytes_max: int = Field(default=2 * 1024**3, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
 

@@ -29,10 +29,11 @@ from rewardmiles.collectors import service as collectors
 from rewardmiles.config import ENV_PREFIX, Settings
 from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database, DatabaseUrlError
+from rewardmiles.db.models import Sponsor
 from rewardmiles.errors import CATALOGUE, OperatorError
 from rewardmiles.ledger.verify import verify
 from rewardmiles.offers import catalogue as offers
-from rewardmiles.reports import audit, reconciliation
+from rewardmiles.reports import audit, batches, reconciliation
 from rewardmiles.settlement import service as settlement
 from rewardmiles.settlement.worker import Worker
 from rewardmiles.webhooks import service as webhooks
@@ -49,6 +50,7 @@ pending_app = typer.Typer(no_args_is_help=True, help="Pending issuance lines (op
 webhook_app = typer.Typer(no_args_is_help=True, help="Sponsor webhooks for settlement events.")
 offer_app = typer.Typer(no_args_is_help=True, help="Offers (program-calculated rules).")
 report_app = typer.Typer(no_args_is_help=True, help="Reports per sponsor and Transaction Day.")
+batch_app = typer.Typer(no_args_is_help=True, help="Partner transaction logs (reconciliation).")
 for sub, name in (
     (db_app, "db"),
     (sponsor_app, "sponsor"),
@@ -61,6 +63,7 @@ for sub, name in (
     (webhook_app, "webhook"),
     (offer_app, "offer"),
     (report_app, "report"),
+    (batch_app, "batch"),
 ):
     app.add_typer(sub, name=name)
 
@@ -712,6 +715,69 @@ def report_reconcile(
             session, sponsor, _day(day), settings.program_time_zone, clock.utc_now()
         )
     _emit(reconciliation.render(recon), output)
+
+
+@batch_app.command("import")
+def batch_import(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV or JSON lines.")],
+    sponsor: Annotated[str, typer.Option("--sponsor", help="Sponsor code.")],
+    issue_missing: Annotated[
+        bool, typer.Option(help="Issue records never seen in real time (idempotent).")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the discrepancy report as JSON.")
+    ] = False,
+) -> None:
+    """Match a partner's transaction log against the real-time records; report discrepancies."""
+    settings, db = _ready_database()
+    with db.reader() as session:
+        if session.get(Sponsor, sponsor) is None:
+            raise _fail(f"sponsor {sponsor} does not exist")
+    batch_id = batches.start_batch(db, sponsor, file.name, issue_missing, clock.utc_now())
+    size = file.stat().st_size
+    with (
+        file.open("rb") as raw,
+        Progress(
+            TextColumn("matching"),
+            BarColumn(),
+            TransferSpeedColumn(),
+            TextColumn("{task.fields[records]:,} records"),
+            TimeElapsedColumn(),
+            console=err,
+        ) as progress,
+    ):
+        task = progress.add_task("batch", total=size, records=0)
+        kind = batches.detect_kind(file.name, raw.peek(64) if hasattr(raw, "peek") else b"")
+
+        def on_chunk(report: batches.BatchReport) -> None:
+            progress.update(task, completed=raw.tell(), records=report.records)
+
+        report = batches.run_batch(
+            db,
+            settings,
+            batch_id,
+            batches.text_stream(raw),
+            kind,
+            client_id="operator-batch",
+            on_chunk=on_chunk,
+        )
+        progress.update(task, completed=size)
+    with db.reader() as session:
+        view = batches.batch_view(session, batch_id, limit=10_000)
+    assert view is not None
+    if as_json:
+        sys.stdout.write(json.dumps(view) + "\n")
+        return
+    counts = ", ".join(f"{k} {v:,}" for k, v in sorted(report.counts.items())) or "no records"
+    out.print(f"batch {batch_id}: {report.records:,} records; {counts}")
+    for record in view["records"][:50]:
+        out.print(
+            f"  line {record['lineNo'] or '-'}: {record['outcome']} {record['transactionType'] or ''} "
+            f"{record['partnerTransactionId'] or ''} log {record['logMiles']} program "
+            f"{record['programMiles']} {record['errorCode'] or ''} {record['detail'] or ''}".rstrip()
+        )
+    if len(view["records"]) > 50:
+        out.print(f"  … {len(view['records']) - 50} more (--json for all)")
 
 
 @app.command("openapi")

@@ -265,3 +265,39 @@ class WebhookDelivery(Base):
             postgresql_where=text("status = 'pending'"),
         ),
     )
+
+
+class Batch(Base):
+    """A partner transaction log matched against the real-time records."""
+
+    __tablename__ = "batches"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    sponsor_code: Mapped[str] = mapped_column(ForeignKey("sponsors.code"))
+    source: Mapped[str] = mapped_column(String(255))
+    issue_missing: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[str] = mapped_column(String(12))  # processing | done | failed
+    counts_json: Mapped[str] = mapped_column(Text, default="{}")
+    error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class BatchRecord(Base):
+    """One outcome of a batch: a log record (by line number) or a program transaction the log
+    lacks (`missing_in_log`, no line number)."""
+
+    __tablename__ = "batch_records"
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    line_no: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(20))
+    error_code: Mapped[str | None] = mapped_column(String(40))
+    detail: Mapped[str | None] = mapped_column(String(500))
+    endpoint: Mapped[str | None] = mapped_column(String(32))
+    partner_transaction_id: Mapped[str | None] = mapped_column(String(64))
+    collector_number: Mapped[str | None] = mapped_column(String(11))
+    log_miles: Mapped[int | None] = mapped_column(BigInteger)
+    program_miles: Mapped[int | None] = mapped_column(BigInteger)
+    transaction_id: Mapped[str | None] = mapped_column(String(36))
+
+    __table_args__ = (Index("ix_batch_records_transaction", "batch_id", "transaction_id"),)

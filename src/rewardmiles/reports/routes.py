@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+import threading
 from datetime import date
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from rewardmiles import clock
+from rewardmiles import clock, logs
 from rewardmiles.auth.tokens import Principal
 from rewardmiles.errors import ProblemError
-from rewardmiles.reports import audit, reconciliation
+from rewardmiles.reports import audit, batches, reconciliation
 from rewardmiles.web import (
     bearer_token,
     json_response,
@@ -21,6 +24,11 @@ from rewardmiles.web import (
 )
 
 router = APIRouter(prefix="/checkout/issuance/reports", tags=["reports"])
+batch_router = APIRouter(prefix="/checkout/issuance/batches", tags=["reports"])
+
+log = logs.get_logger("rewardmiles.batches")
+BATCH_PAGE_MAX = 10_000
+BATCH_MEDIA = {"text/csv": "csv", "application/x-ndjson": "jsonl", "application/jsonl": "jsonl"}
 
 
 def _principal(request: Request) -> Principal:
@@ -31,7 +39,7 @@ def _principal(request: Request) -> Principal:
     return principal
 
 
-def _scope(principal: Principal, sponsor_code: str | None, day: str) -> tuple[str, date]:
+def _sponsor(principal: Principal, sponsor_code: str | None) -> str:
     if sponsor_code is None:
         if len(principal.sponsor_codes) != 1:
             raise ProblemError(
@@ -39,8 +47,13 @@ def _scope(principal: Principal, sponsor_code: str | None, day: str) -> tuple[st
             )
         (sponsor_code,) = principal.sponsor_codes
     require_sponsor(principal, sponsor_code)
+    return sponsor_code
+
+
+def _scope(principal: Principal, sponsor_code: str | None, day: str) -> tuple[str, date]:
+    sponsor = _sponsor(principal, sponsor_code)
     try:
-        return sponsor_code, date.fromisoformat(day)
+        return sponsor, date.fromisoformat(day)
     except ValueError as exc:
         raise ProblemError(
             "FIELD_INVALID", "date must be a day, YYYY-MM-DD.", field="date"
@@ -106,3 +119,109 @@ async def reconciliation_file(
         media_type="text/plain; charset=us-ascii",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+
+
+@batch_router.post(
+    "",
+    status_code=202,
+    summary="Upload a partner transaction log (CSV or JSON lines) to match against real-time records",
+    description="The body is streamed to disk and matched in the background; poll "
+    "`GET /checkout/issuance/batches/{batchId}`. With `issueMissing=true`, records never seen in "
+    "real time are issued through the normal write path (importing the same log again issues "
+    "nothing twice).",
+    responses={
+        202: {"description": "Accepted: `{batchId, status}` and a Location header."},
+        **problem_responses(400, 401, 403, 413, 415),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {media: {"schema": {"type": "string"}} for media in BATCH_MEDIA},
+        }
+    },
+)
+async def upload_batch(
+    request: Request,
+    sponsorCode: str | None = None,  # noqa: N803
+    issueMissing: bool = False,  # noqa: N803
+) -> Response:
+    ctx = request.app.state.ctx
+    principal = _principal(request)
+    sponsor = _sponsor(principal, sponsorCode)
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    kind = BATCH_MEDIA.get(media)
+    if kind is None:
+        raise ProblemError("UNSUPPORTED_MEDIA_TYPE", f"Send the log as {' or '.join(BATCH_MEDIA)}.")
+    spool = tempfile.NamedTemporaryFile(prefix="rm-batch-", suffix=f".{kind}", delete=False)  # noqa: SIM115
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > ctx.settings.batch_upload_bytes_max:
+                raise ProblemError(
+                    "PAYLOAD_TOO_LARGE",
+                    f"A log may be at most {ctx.settings.batch_upload_bytes_max} bytes.",
+                )
+            spool.write(chunk)
+        spool.close()
+    except BaseException:
+        spool.close()
+        os.unlink(spool.name)
+        raise
+    batch_id = await run_sync(
+        ctx.limiter, batches.start_batch, ctx.db, sponsor, "upload", issueMissing, clock.utc_now()
+    )
+    threading.Thread(
+        target=_run_upload,
+        args=(ctx, batch_id, spool.name, kind, principal.client_id),
+        name=f"batch-{batch_id}",
+        daemon=True,
+    ).start()
+    return json_response(
+        202,
+        {"batchId": batch_id, "status": "processing"},
+        {"Location": f"/checkout/issuance/batches/{batch_id}"},
+    )
+
+
+def _run_upload(ctx: Any, batch_id: str, path: str, kind: str, client_id: str) -> None:
+    try:
+        with open(path, "rb") as raw:
+            batches.run_batch(
+                ctx.db, ctx.settings, batch_id, batches.text_stream(raw), kind, client_id=client_id
+            )
+    except Exception as exc:  # recorded on the batch as failed; the log has the trace
+        log.error("batch_failed", batch_id=batch_id, error=type(exc).__name__, detail=str(exc))
+    finally:
+        os.unlink(path)
+
+
+@batch_router.get(
+    "/{batchId}",
+    summary="A batch's status, counts and discrepancies (matched records are left out unless asked)",
+    responses=problem_responses(401, 404),
+)
+async def get_batch(
+    request: Request,
+    batchId: str,  # noqa: N803
+    offset: int = 0,
+    limit: int = 1000,
+    outcome: str | None = None,
+) -> Response:
+    ctx = request.app.state.ctx
+    principal = _principal(request)
+    if not offset >= 0 or not 1 <= limit <= BATCH_PAGE_MAX:
+        raise ProblemError(
+            "FIELD_INVALID", f"offset ≥ 0 and 1 ≤ limit ≤ {BATCH_PAGE_MAX}.", field="limit"
+        )
+
+    def find() -> dict[str, Any] | None:
+        with ctx.db.reader() as session:
+            if batches.batch_sponsor(session, batchId) not in principal.sponsor_codes:
+                return None
+            return batches.batch_view(session, batchId, offset=offset, limit=limit, outcome=outcome)
+
+    view = await run_sync(ctx.limiter, find)
+    if view is None:
+        raise ProblemError("NOT_FOUND", f"No batch {batchId} for this client's sponsors.")
+    return json_response(200, view)

@@ -1,0 +1,623 @@
+"""Partner transaction logs: matched against the real-time records, discrepancies reported, and
+(on request) records never seen in real time issued through the normal write path.
+
+A log is CSV (with a header row) or JSON lines, one record per partner transaction:
+
+    transactionType, partnerTransactionId, collectorNumber, transactionDateTime, milesAmount
+    [, issuanceOfferCode, locationCode, originalPartnerTransactionId,
+       basketPreTaxAmount, basketPostTaxAmount]
+
+It is read as a stream, in chunks: memory does not grow with the file. Each chunk costs one query
+to find the real-time transactions it names. Bad records are reported with their line number and
+a catalogue code and never stop the rest of the file. Issuing a missing record uses the record's
+own partner id, so importing the same file again finds it and issues nothing twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import secrets
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import IO, Any
+
+from pydantic import ValidationError
+from sqlalchemy import and_, func, insert, or_, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from rewardmiles import clock
+from rewardmiles.config import Settings
+from rewardmiles.db.engine import Database
+from rewardmiles.db.models import Batch, BatchRecord, IssuanceLine, Transaction
+from rewardmiles.errors import OperatorError, ProblemError
+from rewardmiles.idempotency.service import InFlightRegistry, fingerprint
+from rewardmiles.issuance import service as issuance
+from rewardmiles.issuance.schemas import (
+    FIELD_CODES,
+    FIELD_RULES,
+    PostBasketRequest,
+    PostEventRequest,
+    ReverseBasketRequest,
+    ReverseEventRequest,
+    basket_command,
+    event_command,
+)
+from rewardmiles.web import canonical_json
+
+CHUNK_RECORDS = 1000
+DETAIL_CHARS_MAX = 500
+LOG_TYPES = {
+    "POST/EVENT": issuance.Endpoint.POST_EVENT,
+    "REVERSE/EVENT": issuance.Endpoint.REVERSE_EVENT,
+    "POST": issuance.Endpoint.POST,
+    "REVERSE": issuance.Endpoint.REVERSE,
+}
+REQUIRED = (
+    "transactionType",
+    "partnerTransactionId",
+    "collectorNumber",
+    "transactionDateTime",
+    "milesAmount",
+)
+
+MATCHED = "matched"
+AMOUNT_MISMATCH = "amount_mismatch"
+MISSING_IN_PROGRAM = "missing_in_program"
+MISSING_IN_LOG = "missing_in_log"
+ISSUED = "issued"
+ISSUE_REJECTED = "issue_rejected"
+INVALID = "invalid"
+
+
+class BatchError(OperatorError):
+    pass
+
+
+@dataclass
+class BatchReport:
+    batch_id: str
+    records: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    line_no: int
+    endpoint: issuance.Endpoint
+    partner_transaction_id: str
+    collector_number: str
+    moment: datetime
+    miles: int
+    raw: dict[str, str]
+
+
+def _records(stream: IO[str], kind: str) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """(line number, fields or None, parse error) per record."""
+    if kind == "csv":
+        reader = csv.DictReader(stream)
+        for row in reader:
+            yield reader.line_num, {k: v for k, v in row.items() if k is not None}, None
+        return
+    for line_no, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError as exc:
+            yield line_no, None, f"not JSON: {exc}"
+            continue
+        yield (
+            (line_no, value, None)
+            if isinstance(value, dict)
+            else (line_no, None, "not a JSON object")
+        )
+
+
+def _parse(line_no: int, fields: dict[str, Any]) -> LogRecord:
+    missing = [name for name in REQUIRED if fields.get(name) in (None, "")]
+    if missing:
+        raise _InvalidRecordError("FIELD_REQUIRED", f"missing {', '.join(missing)}")
+    kind = str(fields["transactionType"]).strip().upper()
+    if kind not in LOG_TYPES:
+        raise _InvalidRecordError(
+            "FIELD_INVALID", f"transactionType must be one of {', '.join(LOG_TYPES)}"
+        )
+    number = str(fields["collectorNumber"]).strip()
+    if not (len(number) == 11 and number.isdigit()):
+        raise _InvalidRecordError("COLLECTOR_NUMBER_INVALID", "collectorNumber must be 11 digits")
+    try:
+        miles = int(str(fields["milesAmount"]).strip())
+    except ValueError as exc:
+        raise _InvalidRecordError("MILES_AMOUNT_INVALID", "milesAmount must be an integer") from exc
+    if miles < 1:
+        raise _InvalidRecordError("MILES_AMOUNT_INVALID", "milesAmount must be at least 1")
+    try:
+        moment = datetime.fromisoformat(str(fields["transactionDateTime"]).strip())
+    except ValueError as exc:
+        raise _InvalidRecordError("FIELD_INVALID", "transactionDateTime must be ISO-8601") from exc
+    if moment.tzinfo is None:
+        raise _InvalidRecordError(
+            "FIELD_INVALID", "transactionDateTime must carry a UTC offset or Z"
+        )
+    partner_id = str(fields["partnerTransactionId"]).strip()
+    if not (1 <= len(partner_id) <= 64 and all("!" <= c <= "~" for c in partner_id)):
+        raise _InvalidRecordError(
+            "FIELD_INVALID", "partnerTransactionId must be 1–64 printable ASCII characters"
+        )
+    raw = {k: str(v) for k, v in fields.items() if v not in (None, "")}
+    return LogRecord(line_no, LOG_TYPES[kind], partner_id, number, moment, miles, raw)
+
+
+class _InvalidRecordError(ValueError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def start_batch(
+    db: Database, sponsor_code: str, source: str, issue_missing: bool, now: datetime
+) -> str:
+    batch_id = str(uuid.uuid4())
+    with db.unit_of_work() as session:
+        session.add(
+            Batch(
+                id=batch_id,
+                sponsor_code=sponsor_code,
+                source=source[:255],
+                issue_missing=issue_missing,
+                status="processing",
+                counts_json="{}",
+                error=None,
+                created_at=now,
+                finished_at=None,
+            )
+        )
+    return batch_id
+
+
+def run_batch(
+    db: Database,
+    settings: Settings,
+    batch_id: str,
+    stream: IO[str],
+    kind: str,
+    *,
+    client_id: str,
+    on_chunk: Callable[[BatchReport], None] | None = None,
+) -> BatchReport:
+    """Match (and optionally issue) every record of `stream`; then list what the log lacks."""
+    with db.reader() as session:
+        batch = session.get(Batch, batch_id)
+        if batch is None:
+            raise BatchError(f"no batch {batch_id}")
+        sponsor_code, issue_missing = batch.sponsor_code, batch.issue_missing
+    report = BatchReport(batch_id)
+    days: set[date] = set()
+    chunk: list[tuple[int, dict[str, Any] | None, str | None]] = []
+    try:
+        for item in _records(stream, kind):
+            chunk.append(item)
+            if len(chunk) >= CHUNK_RECORDS:
+                _process_chunk(
+                    db, settings, sponsor_code, issue_missing, client_id, report, chunk, days
+                )
+                chunk = []
+                if on_chunk is not None:
+                    on_chunk(report)
+        _process_chunk(db, settings, sponsor_code, issue_missing, client_id, report, chunk, days)
+        _record_missing_in_log(db, settings, batch_id, sponsor_code, days, report)
+    except Exception as exc:
+        with db.unit_of_work() as session:
+            session.execute(
+                update(Batch)
+                .where(Batch.id == batch_id)
+                .values(
+                    status="failed",
+                    error=f"{type(exc).__name__}: {exc}"[:500],
+                    counts_json=json.dumps(dict(report.counts)),
+                    finished_at=clock.utc_now(),
+                )
+            )
+        raise
+    with db.unit_of_work() as session:
+        session.execute(
+            update(Batch)
+            .where(Batch.id == batch_id)
+            .values(
+                status="done",
+                counts_json=json.dumps(dict(report.counts)),
+                finished_at=clock.utc_now(),
+            )
+        )
+    if on_chunk is not None:
+        on_chunk(report)
+    return report
+
+
+def _process_chunk(
+    db: Database,
+    settings: Settings,
+    sponsor_code: str,
+    issue_missing: bool,
+    client_id: str,
+    report: BatchReport,
+    chunk: list[tuple[int, dict[str, Any] | None, str | None]],
+    days: set[date],
+) -> None:
+    if not chunk:
+        return
+    rows: list[dict[str, Any]] = []
+    parsed: list[LogRecord] = []
+    for line_no, fields, error in chunk:
+        report.records += 1
+        try:
+            if fields is None:
+                raise _InvalidRecordError("MALFORMED_JSON", error or "unreadable record")
+            record = _parse(line_no, fields)
+        except _InvalidRecordError as exc:
+            rows.append(_row(report, line_no, INVALID, error_code=exc.code, detail=str(exc)))
+            continue
+        parsed.append(record)
+        days.add(clock.transaction_day_of(record.moment, settings.program_time_zone))
+
+    with db.reader() as session:
+        found = _program_miles(session, sponsor_code, parsed)
+    for record in parsed:
+        key = (record.endpoint.value, record.partner_transaction_id)
+        if key in found:
+            transaction_id, program_miles = found[key]
+            outcome = MATCHED if program_miles == record.miles else AMOUNT_MISMATCH
+            rows.append(
+                _row(
+                    report,
+                    record.line_no,
+                    outcome,
+                    record=record,
+                    program_miles=program_miles,
+                    transaction_id=transaction_id,
+                )
+            )
+        elif issue_missing:
+            rows.append(_issue(db, settings, sponsor_code, client_id, report, record))
+        else:
+            rows.append(_row(report, record.line_no, MISSING_IN_PROGRAM, record=record))
+    with db.unit_of_work() as session:
+        session.execute(insert(BatchRecord), [{"batch_id": report.batch_id, **row} for row in rows])
+
+
+def _row(
+    report: BatchReport,
+    line_no: int | None,
+    outcome: str,
+    *,
+    record: LogRecord | None = None,
+    error_code: str | None = None,
+    detail: str | None = None,
+    program_miles: int | None = None,
+    transaction_id: str | None = None,
+) -> dict[str, Any]:
+    report.counts[outcome] += 1
+    return {
+        "seq": sum(report.counts.values()),
+        "line_no": line_no,
+        "outcome": outcome,
+        "error_code": error_code,
+        "detail": detail[:DETAIL_CHARS_MAX] if detail else None,
+        "endpoint": record.endpoint.value if record else None,
+        "partner_transaction_id": record.partner_transaction_id if record else None,
+        "collector_number": record.collector_number if record else None,
+        "log_miles": record.miles if record else None,
+        "program_miles": program_miles,
+        "transaction_id": transaction_id,
+    }
+
+
+def _program_miles(
+    session: Session, sponsor_code: str, records: list[LogRecord]
+) -> dict[tuple[str, str], tuple[str, int]]:
+    """Accepted transactions named by `records`, with their miles (lines not rejected)."""
+    if not records:
+        return {}
+    keys = list({(r.endpoint.value, r.partner_transaction_id) for r in records})
+    stmt = (
+        select(
+            Transaction.endpoint,
+            Transaction.partner_transaction_id,
+            Transaction.id,
+            func.coalesce(func.sum(IssuanceLine.miles), 0),
+        )
+        .outerjoin(
+            IssuanceLine,
+            and_(IssuanceLine.transaction_id == Transaction.id, IssuanceLine.status != "rejected"),
+        )
+        .where(
+            Transaction.sponsor_code == sponsor_code,
+            Transaction.status != "rejected",
+            tuple_(Transaction.endpoint, Transaction.partner_transaction_id).in_(keys),
+        )
+        .group_by(Transaction.endpoint, Transaction.partner_transaction_id, Transaction.id)
+    )
+    return {(e, p): (t, int(m)) for e, p, t, m in session.execute(stmt)}
+
+
+_REGISTRY = InFlightRegistry()
+
+
+def _issue(
+    db: Database,
+    settings: Settings,
+    sponsor_code: str,
+    client_id: str,
+    report: BatchReport,
+    record: LogRecord,
+) -> dict[str, Any]:
+    """Issue a record never seen in real time, through the partner write path."""
+    body = _request_body(sponsor_code, record)
+    if body is None:
+        return _row(
+            report,
+            record.line_no,
+            ISSUE_REJECTED,
+            record=record,
+            error_code="FIELD_REQUIRED",
+            detail="basketPreTaxAmount and basketPostTaxAmount are needed to issue a basket",
+        )
+    model: Any = {
+        issuance.Endpoint.POST_EVENT: PostEventRequest,
+        issuance.Endpoint.REVERSE_EVENT: ReverseEventRequest,
+        issuance.Endpoint.POST: PostBasketRequest,
+        issuance.Endpoint.REVERSE: ReverseBasketRequest,
+    }[record.endpoint]
+    try:
+        request = model.model_validate(
+            body, context={"miles_per_line_max": settings.miles_per_line_max}
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][-1]) if first["loc"] else ""
+        code = FIELD_CODES.get(name, "FIELD_INVALID")
+        return _row(
+            report,
+            record.line_no,
+            ISSUE_REJECTED,
+            record=record,
+            error_code=code,
+            detail=f"{name}: {FIELD_RULES.get(name, first['msg'])}",
+        )
+    command = (
+        event_command(request)
+        if record.endpoint in (issuance.Endpoint.POST_EVENT, issuance.Endpoint.REVERSE_EVENT)
+        else basket_command(request, sponsor_code)
+    )
+    canonical = canonical_json(body)
+    call = issuance.PartnerCall(
+        endpoint=record.endpoint,
+        client_id=client_id,
+        command=command,
+        request_json=canonical.decode(),
+        # The content fingerprint of a batch-issued record: the same record again is a replay.
+        fingerprint=issuance_fingerprint(record.endpoint, canonical),
+        idempotency_key=None,
+        request_id="batch-" + secrets.token_hex(6),
+    )
+    try:
+        outcome = issuance.execute(db, settings, _REGISTRY, call)
+    except ProblemError as exc:  # pragma: no cover - business errors come back as outcomes
+        return _row(
+            report,
+            record.line_no,
+            ISSUE_REJECTED,
+            record=record,
+            error_code=exc.code,
+            detail=exc.detail,
+        )
+    if outcome.status >= 400:
+        return _row(
+            report,
+            record.line_no,
+            ISSUE_REJECTED,
+            record=record,
+            error_code=str(outcome.body.get("code")),
+            detail=str(outcome.body.get("detail")),
+        )
+    return _row(
+        report,
+        record.line_no,
+        ISSUED,
+        record=record,
+        program_miles=record.miles,
+        transaction_id=outcome.transaction_id,
+    )
+
+
+def issuance_fingerprint(endpoint: issuance.Endpoint, canonical: bytes) -> str:
+    return fingerprint("BATCH", endpoint.value, canonical)
+
+
+def _request_body(sponsor_code: str, record: LogRecord) -> dict[str, Any] | None:
+    line: dict[str, Any] = {
+        "issuanceOfferCode": record.raw.get("issuanceOfferCode", "STANDARD"),
+        "milesAmount": record.miles,
+    }
+    if record.raw.get("locationCode"):
+        line["locationCode"] = record.raw["locationCode"]
+    original = record.raw.get("originalPartnerTransactionId")
+    moment = record.raw["transactionDateTime"].strip()
+    if record.endpoint in (issuance.Endpoint.POST_EVENT, issuance.Endpoint.REVERSE_EVENT):
+        body: dict[str, Any] = {
+            "clientTransactionId": record.partner_transaction_id,
+            "collectorNumber": record.collector_number,
+            "sponsorCode": sponsor_code,
+            "transactionDateTime": moment,
+            "issuances": [line],
+        }
+        if original and record.endpoint is issuance.Endpoint.REVERSE_EVENT:
+            body["originalClientTransactionId"] = original
+        return body
+    try:
+        pre = Decimal(record.raw["basketPreTaxAmount"])
+        post = Decimal(record.raw["basketPostTaxAmount"])
+    except (KeyError, InvalidOperation):
+        return None
+    body = {
+        "checkoutTransactionId": record.partner_transaction_id,
+        "collectorNumber": record.collector_number,
+        "sponsorCode": sponsor_code,
+        "checkoutDateTime": moment,
+        "basketPreTaxAmount": pre,
+        "basketPostTaxAmount": post,
+        "issuances": [line],
+    }
+    if original and record.endpoint is issuance.Endpoint.REVERSE:
+        body["originalCheckoutTransactionId"] = original
+    return body
+
+
+def _record_missing_in_log(
+    db: Database,
+    settings: Settings,
+    batch_id: str,
+    sponsor_code: str,
+    days: set[date],
+    report: BatchReport,
+) -> None:
+    """Accepted partner-calculated transactions of the log's days that no record named."""
+    if not days:
+        return
+    windows = [
+        clock.transaction_day_bounds(day, settings.program_time_zone) for day in sorted(days)
+    ]
+    seen = select(BatchRecord.transaction_id).where(
+        BatchRecord.batch_id == batch_id, BatchRecord.transaction_id.is_not(None)
+    )
+    with db.reader() as session:
+        rows = session.execute(
+            select(
+                Transaction.id,
+                Transaction.endpoint,
+                Transaction.partner_transaction_id,
+                Transaction.collector_number,
+                func.coalesce(func.sum(IssuanceLine.miles), 0),
+            )
+            .outerjoin(
+                IssuanceLine,
+                and_(
+                    IssuanceLine.transaction_id == Transaction.id, IssuanceLine.status != "rejected"
+                ),
+            )
+            .where(
+                Transaction.sponsor_code == sponsor_code,
+                Transaction.status != "rejected",
+                Transaction.endpoint.in_([e.value for e in LOG_TYPES.values()]),
+                or_(
+                    *[
+                        and_(Transaction.partner_datetime >= s, Transaction.partner_datetime < e)
+                        for s, e in windows
+                    ]
+                ),
+                Transaction.id.not_in(seen),
+            )
+            .group_by(
+                Transaction.id,
+                Transaction.endpoint,
+                Transaction.partner_transaction_id,
+                Transaction.collector_number,
+            )
+            .order_by(Transaction.partner_datetime)
+        ).all()
+    out = []
+    for transaction_id, endpoint, partner_id, collector, miles in rows:
+        report.counts[MISSING_IN_LOG] += 1
+        out.append(
+            {
+                "batch_id": batch_id,
+                "seq": sum(report.counts.values()),
+                "line_no": None,
+                "outcome": MISSING_IN_LOG,
+                "error_code": None,
+                "detail": None,
+                "endpoint": endpoint,
+                "partner_transaction_id": partner_id,
+                "collector_number": collector,
+                "log_miles": None,
+                "program_miles": int(miles),
+                "transaction_id": transaction_id,
+            }
+        )
+    for start in range(0, len(out), CHUNK_RECORDS):
+        with db.unit_of_work() as session:
+            session.execute(insert(BatchRecord), out[start : start + CHUNK_RECORDS])
+
+
+# --------------------------------------------------------------------------- reading results
+
+
+def batch_view(
+    session: Session,
+    batch_id: str,
+    *,
+    offset: int = 0,
+    limit: int = 1000,
+    outcome: str | None = None,
+) -> dict[str, Any] | None:
+    batch = session.get(Batch, batch_id)
+    if batch is None:
+        return None
+    stmt = select(BatchRecord).where(BatchRecord.batch_id == batch_id)
+    if outcome:
+        stmt = stmt.where(BatchRecord.outcome == outcome)
+    else:
+        stmt = stmt.where(BatchRecord.outcome != MATCHED)
+    records = session.scalars(stmt.order_by(BatchRecord.seq).offset(offset).limit(limit)).all()
+    return {
+        "batchId": batch.id,
+        "sponsorCode": batch.sponsor_code,
+        "source": batch.source,
+        "issueMissing": batch.issue_missing,
+        "status": batch.status,
+        "error": batch.error,
+        "counts": json.loads(batch.counts_json or "{}"),
+        "createdAt": batch.created_at.isoformat(),
+        "finishedAt": batch.finished_at.isoformat() if batch.finished_at else None,
+        "records": [
+            {
+                "lineNo": r.line_no,
+                "outcome": r.outcome,
+                "errorCode": r.error_code,
+                "detail": r.detail,
+                "transactionType": issuance.WIRE_NAMES.get(r.endpoint or "", r.endpoint),
+                "partnerTransactionId": r.partner_transaction_id,
+                "collectorNumber": r.collector_number,
+                "logMiles": r.log_miles,
+                "programMiles": r.program_miles,
+                "transactionId": r.transaction_id,
+            }
+            for r in records
+        ],
+        "offset": offset,
+        "limit": limit,
+    }
+
+
+def batch_sponsor(session: Session, batch_id: str) -> str | None:
+    return session.execute(
+        select(Batch.sponsor_code).where(Batch.id == batch_id)
+    ).scalar_one_or_none()
+
+
+def detect_kind(name: str, first_bytes: bytes) -> str:
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl"
+    if name.endswith(".csv"):
+        return "csv"
+    return "jsonl" if first_bytes.lstrip().startswith(b"{") else "csv"
+
+
+def text_stream(raw: IO[bytes]) -> IO[str]:
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
