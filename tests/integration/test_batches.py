@@ -1,0 +1,172 @@
+"""Partner transaction logs matched against the real-time records."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from rewardmiles import clock
+from rewardmiles.config import Settings
+from rewardmiles.db.engine import Database
+from rewardmiles.db.models import LedgerEntry, Transaction
+from rewardmiles.ledger.verify import verify
+from rewardmiles.reports import batches
+from tests.conftest import DatabaseFactory
+from tests.support import data
+from tests.support.issue import call
+
+HEADER = "transactionType,partnerTransactionId,collectorNumber,transactionDateTime,milesAmount\n"
+
+
+@pytest.fixture(scope="module")
+def own_db(dialect: str, database_factory: DatabaseFactory) -> Iterator[Database]:
+    database = Database.from_url(database_factory.create(dialect))
+    yield database
+    with database.reader() as session:
+        report = verify(session)
+    database.dispose()
+    assert report.ok, report.problems
+
+
+def _run(
+    db: Database, sponsor: str, text: str, kind: str = "csv", *, issue_missing: bool = False
+) -> dict:
+    batch_id = batches.start_batch(db, sponsor, "test", issue_missing, clock.utc_now())
+    batches.run_batch(db, Settings(), batch_id, io.StringIO(text), kind, client_id="test")
+    with db.reader() as session:
+        view = batches.batch_view(session, batch_id, limit=10_000)
+    assert view is not None
+    assert view["status"] == "done"
+    return view
+
+
+def _outcomes(view: dict) -> dict[str, set[object]]:
+    out: dict[str, set[object]] = {}
+    for record in view["records"]:
+        out.setdefault(record["outcome"], set()).add(
+            record["partnerTransactionId"] or record["lineNo"]
+        )
+    return out
+
+
+def _day_of_records(
+    db: Database, settings: Settings, sponsor: str, count: int
+) -> tuple[list[dict], str]:
+    """Real-time traffic of one sponsor: `count` POST/EVENTs of 10 miles for one collector."""
+    collector = data.new_collector(db)
+    bodies = [data.event_body(sponsor, collector, miles=10) for _ in range(count)]
+    for body in bodies:
+        assert call(db, settings, body).status == 200
+    return bodies, collector
+
+
+def test_injected_discrepancies_are_reported_exactly(own_db: Database) -> None:
+    settings = Settings()
+    sponsor = data.new_sponsor(own_db)
+    bodies, collector = _day_of_records(own_db, settings, sponsor, 6)
+    when = bodies[0]["transactionDateTime"]
+    lines = [f"POST/EVENT,{b['clientTransactionId']},{collector},{when},10" for b in bodies[:4]]
+    lines[1] = f"POST/EVENT,{bodies[1]['clientTransactionId']},{collector},{when},11"  # mismatch
+    lines.append(f"POST/EVENT,log-only-1,{collector},{when},7")  # missing in program
+    lines.append(f"POST/EVENT,bad-collector,1234,{when},7")  # invalid
+    lines.append(f"REFUND,x,{collector},{when},7")  # invalid type
+    lines.append(f"POST/EVENT,no-miles,{collector},{when},")  # missing field
+    # bodies[4] and bodies[5] are not in the log: missing in log
+
+    view = _run(own_db, sponsor, HEADER + "\n".join(lines) + "\n")
+
+    outcomes = _outcomes(view)
+    assert view["counts"] == {
+        "matched": 3,
+        "amount_mismatch": 1,
+        "missing_in_program": 1,
+        "invalid": 3,
+        "missing_in_log": 2,
+    }
+    assert outcomes["amount_mismatch"] == {bodies[1]["clientTransactionId"]}
+    assert outcomes["missing_in_program"] == {"log-only-1"}
+    assert outcomes["missing_in_log"] == {
+        bodies[4]["clientTransactionId"],
+        bodies[5]["clientTransactionId"],
+    }
+    invalid = {r["lineNo"]: r["errorCode"] for r in view["records"] if r["outcome"] == "invalid"}
+    assert invalid == {7: "COLLECTOR_NUMBER_INVALID", 8: "FIELD_INVALID", 9: "FIELD_REQUIRED"}
+    mismatch = next(r for r in view["records"] if r["outcome"] == "amount_mismatch")
+    assert (mismatch["logMiles"], mismatch["programMiles"]) == (11, 10)
+
+
+def test_issue_missing_posts_once_and_the_second_import_posts_nothing(own_db: Database) -> None:
+    sponsor = data.new_sponsor(own_db)
+    collector = data.new_collector(own_db)
+    when = data.iso(clock.utc_now() - timedelta(minutes=1))
+    log = HEADER + "".join(
+        f"POST/EVENT,late-{i}-{collector},{collector},{when},{5 + i}\n" for i in range(5)
+    )
+    log += f"POST/EVENT,closed-{collector},{data.new_collector(own_db, 'CLOSED')},{when},5\n"
+
+    first = _run(own_db, sponsor, log, issue_missing=True)
+    with own_db.reader() as session:
+        entries_after_first = session.execute(
+            select(func.count()).select_from(LedgerEntry)
+        ).scalar_one()
+    second = _run(own_db, sponsor, log, issue_missing=True)
+    with own_db.reader() as session:
+        entries_after_second = session.execute(
+            select(func.count()).select_from(LedgerEntry)
+        ).scalar_one()
+        accepted = session.execute(
+            select(func.count()).where(
+                Transaction.sponsor_code == sponsor, Transaction.status != "rejected"
+            )
+        ).scalar_one()
+
+    assert first["counts"] == {"issued": 5, "issue_rejected": 1}
+    rejected = next(r for r in first["records"] if r["outcome"] == "issue_rejected")
+    assert rejected["errorCode"] == "COLLECTOR_CLOSED"
+    assert second["counts"] == {"matched": 5, "issue_rejected": 1}
+    assert entries_after_second == entries_after_first
+    assert accepted == 5
+    assert data.balance(own_db, collector) == sum(5 + i for i in range(5))
+
+
+def test_json_lines_and_chunk_boundaries(own_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batches, "CHUNK_RECORDS", 3)
+    settings = Settings()
+    sponsor = data.new_sponsor(own_db)
+    bodies, collector = _day_of_records(own_db, settings, sponsor, 7)
+    records = [
+        {
+            "transactionType": "POST/EVENT",
+            "partnerTransactionId": b["clientTransactionId"],
+            "collectorNumber": collector,
+            "transactionDateTime": b["transactionDateTime"],
+            "milesAmount": 10,
+        }
+        for b in bodies
+    ]
+    text = "\n".join(json.dumps(r) for r in records) + "\nnot json\n[1, 2]\n"
+    view = _run(own_db, sponsor, text, "jsonl")
+    assert view["counts"] == {"matched": 7, "invalid": 2}
+    assert {r["lineNo"]: r["errorCode"] for r in view["records"]} == {
+        8: "MALFORMED_JSON",
+        9: "MALFORMED_JSON",
+    }
+
+
+def test_basket_records_need_amounts_to_be_issued(own_db: Database) -> None:
+    sponsor = data.new_sponsor(own_db)
+    collector = data.new_collector(own_db)
+    when = data.iso(clock.utc_now())
+    log = (
+        HEADER.rstrip("\n") + ",basketPreTaxAmount,basketPostTaxAmount\n"
+        f"POST,b1-{collector},{collector},{when},4,,\n"
+        f"POST,b2-{collector},{collector},{when},6,20.00,22.60\n"
+    )
+    view = _run(own_db, sponsor, log, issue_missing=True)
+    assert view["counts"] == {"issue_rejected": 1, "issued": 1}
+    assert data.balance(own_db, collector) == 6
