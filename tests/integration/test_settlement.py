@@ -258,3 +258,38 @@ def test_reversal_waiting_on_an_original_that_is_rejected_is_rejected(
 def _pending(db: Database, sponsor: str) -> list[settlement.PendingView]:
     with db.reader() as session:
         return settlement.list_pending(session, sponsor)
+
+
+def test_worker_purges_idempotency_keys_past_the_retention_window(
+    own_db: Database, settings: Settings
+) -> None:
+    from sqlalchemy import func, insert
+
+    from rewardmiles.db.models import IdempotencyKey
+    from rewardmiles.settlement.worker import Worker
+
+    now = clock.utc_now()
+    with own_db.unit_of_work() as session:
+        for age_days, key in ((settings.idempotency_retention_days + 1, "old"), (1, "young")):
+            session.execute(
+                insert(IdempotencyKey).values(
+                    client_id="purge-test",
+                    key=key,
+                    fingerprint="f",
+                    transaction_id=None,
+                    response_status=400,
+                    response_json="{}",
+                    created_at=now - timedelta(days=age_days),
+                )
+            )
+    assert Worker(own_db, settings).purge_idempotency_keys() >= 1
+    with own_db.reader() as session:
+        left = (
+            session.execute(
+                select(IdempotencyKey.key).where(IdempotencyKey.client_id == "purge-test")
+            )
+            .scalars()
+            .all()
+        )
+        assert session.execute(select(func.count()).select_from(IdempotencyKey)).scalar_one() >= 1
+    assert left == ["young"]

@@ -12,12 +12,14 @@ import httpx
 from rewardmiles import clock, logs
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
+from rewardmiles.idempotency import service as idempotency
 from rewardmiles.settlement.service import SettleReport, count_pending, settle_pending
 from rewardmiles.webhooks import service as webhooks
 
 log = logs.get_logger("rewardmiles.settlement")
 
 QUEUE_DEPTH_LOG_SECONDS = 60.0
+PURGE_INTERVAL_SECONDS = 3600.0
 ERROR_BACKOFF_SECONDS_MAX = 30.0
 
 
@@ -59,6 +61,7 @@ class Worker:
         """Settle until `stop()`; a pass that settled something is followed at once by the next."""
         failures = 0
         last_depth_log = 0.0
+        last_purge = 0.0
         log.info("worker_started", poll_seconds=self._poll_seconds)
         while not self._stop.is_set():
             try:
@@ -72,6 +75,9 @@ class Worker:
                 )
                 self._stop.wait(delay)
                 continue
+            if time.monotonic() - last_purge >= PURGE_INTERVAL_SECONDS:
+                last_purge = time.monotonic()
+                self.purge_idempotency_keys()
             if time.monotonic() - last_depth_log >= QUEUE_DEPTH_LOG_SECONDS:
                 last_depth_log = time.monotonic()
                 with self._db.reader() as session:
@@ -79,6 +85,16 @@ class Worker:
             if not (report.settled or report.webhooks_delivered or report.webhook_failures):
                 self._stop.wait(self._poll_seconds)
         self._http.close()
+
+    def purge_idempotency_keys(self) -> int:
+        """Drop keys older than the retention window (SPEC §4); their transactions stay."""
+        with self._db.unit_of_work() as session:
+            purged = idempotency.purge_expired(
+                session, self._now(), self._settings.idempotency_retention_days
+            )
+        if purged:
+            log.info("idempotency_keys_purged", count=purged)
+        return purged
 
     def start_thread(self) -> None:
         self._thread = threading.Thread(target=self.run_forever, name="settlement", daemon=True)
