@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rewardmiles import limits, logs
 from rewardmiles.auth.tokens import BEARER_CHALLENGE, Principal
+from rewardmiles.clock import utc_now
 from rewardmiles.errors import (
     CATALOGUE,
     FieldError,
@@ -303,6 +304,27 @@ def bearer_token(request: Request) -> str:
             headers=BEARER_CHALLENGE,
         )
     return token.strip()
+
+
+def partner_principal(request: Request) -> Principal:
+    """The verified bearer token's client (401 otherwise), noted for the access log."""
+    principal: Principal = request.app.state.ctx.tokens.verify(bearer_token(request), utc_now())
+    request.scope["state"]["client_id"] = principal.client_id
+    return principal
+
+
+def sponsor_for(principal: Principal, sent: str | None) -> str:
+    """`sponsorCode` may be left out when the client acts for exactly one sponsor."""
+    if sent is None:
+        if len(principal.sponsor_codes) != 1:
+            raise ProblemError(
+                "FIELD_REQUIRED",
+                "sponsorCode is required: this client may act for several sponsors.",
+                field="sponsorCode",
+            )
+        (sent,) = principal.sponsor_codes
+    require_sponsor(principal, sent)
+    return sent
 
 
 def require_sponsor(principal: Principal, sponsor_code: str) -> None:

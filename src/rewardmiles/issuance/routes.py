@@ -39,13 +39,14 @@ from rewardmiles.issuance.schemas import (
     program_command,
 )
 from rewardmiles.web import (
-    bearer_token,
     json_response,
+    partner_principal,
     problem_responses,
     read_json_object,
     request_id_of,
     require_sponsor,
     run_sync,
+    sponsor_for,
     validate_body,
 )
 
@@ -88,27 +89,6 @@ def _request_body(model: type[WireModel], *, idempotent: bool = True) -> dict[st
     return extra
 
 
-def _principal(request: Request) -> Principal:
-    ctx = request.app.state.ctx
-    principal: Principal = ctx.tokens.verify(bearer_token(request), clock.utc_now())
-    request.scope["state"]["client_id"] = principal.client_id
-    return principal
-
-
-def _sponsor_for(principal: Principal, sent: str | None) -> str:
-    """`sponsorCode` may be left out when the client acts for exactly one sponsor."""
-    if sent is None:
-        if len(principal.sponsor_codes) != 1:
-            raise ProblemError(
-                "FIELD_REQUIRED",
-                "sponsorCode is required: this client may act for several sponsors.",
-                field="sponsorCode",
-            )
-        (sent,) = principal.sponsor_codes
-    require_sponsor(principal, sent)
-    return sent
-
-
 async def _handle(
     request: Request,
     endpoint: service.Endpoint,
@@ -118,7 +98,7 @@ async def _handle(
     idempotent: bool = True,
 ) -> Response:
     ctx = request.app.state.ctx
-    principal = _principal(request)
+    principal = partner_principal(request)
     key = idempotency.parse_key(request.headers.get("idempotency-key")) if idempotent else None
     obj, canonical = await read_json_object(request)
     body = validate_body(
@@ -148,7 +128,7 @@ def _event(body: EventRequestBase, principal: Principal) -> Command:
 
 
 def _basket(body: BasketRequestBase, principal: Principal) -> Command:
-    return basket_command(body, _sponsor_for(principal, body.sponsor_code))
+    return basket_command(body, sponsor_for(principal, body.sponsor_code))
 
 
 @router.post(
@@ -208,7 +188,7 @@ async def record(request: Request) -> Response:
 
 
 def _program(body: ProgramBasketBase, principal: Principal) -> Command:
-    return program_command(body, _sponsor_for(principal, body.sponsor_code))
+    return program_command(body, sponsor_for(principal, body.sponsor_code))
 
 
 @router.post(
@@ -222,7 +202,7 @@ def _program(body: ProgramBasketBase, principal: Principal) -> Command:
 )
 async def calculate(request: Request) -> Response:
     ctx = request.app.state.ctx
-    principal = _principal(request)
+    principal = partner_principal(request)
     idempotency.parse_key(request.headers.get("idempotency-key"))
     obj, _ = await read_json_object(request)
     body = validate_body(CalculateRequest, obj, context={}, rules=FIELD_RULES, codes=FIELD_CODES)
@@ -273,7 +253,7 @@ BASKET_ENDPOINTS = (
 )
 async def get_transaction(request: Request, transactionId: str) -> Response:  # noqa: N803
     ctx = request.app.state.ctx
-    principal = _principal(request)
+    principal = partner_principal(request)
 
     def find() -> dict[str, Any] | None:
         with ctx.db.reader() as session:
@@ -302,8 +282,8 @@ async def find_transactions(
     checkoutTransactionId: str | None = None,  # noqa: N803
 ) -> Response:
     ctx = request.app.state.ctx
-    principal = _principal(request)
-    sponsor = _sponsor_for(principal, sponsorCode)
+    principal = partner_principal(request)
+    sponsor = sponsor_for(principal, sponsorCode)
     if (clientTransactionId is None) == (checkoutTransactionId is None):
         raise ProblemError(
             "FIELD_REQUIRED",

@@ -16,11 +16,11 @@ from rewardmiles.auth.tokens import Principal
 from rewardmiles.errors import ProblemError
 from rewardmiles.reports import audit, batches, reconciliation
 from rewardmiles.web import (
-    bearer_token,
     json_response,
+    partner_principal,
     problem_responses,
-    require_sponsor,
     run_sync,
+    sponsor_for,
 )
 
 router = APIRouter(prefix="/checkout/issuance/reports", tags=["reports"])
@@ -31,27 +31,8 @@ BATCH_PAGE_MAX = 10_000
 BATCH_MEDIA = {"text/csv": "csv", "application/x-ndjson": "jsonl", "application/jsonl": "jsonl"}
 
 
-def _principal(request: Request) -> Principal:
-    principal: Principal = request.app.state.ctx.tokens.verify(
-        bearer_token(request), clock.utc_now()
-    )
-    request.scope["state"]["client_id"] = principal.client_id
-    return principal
-
-
-def _sponsor(principal: Principal, sponsor_code: str | None) -> str:
-    if sponsor_code is None:
-        if len(principal.sponsor_codes) != 1:
-            raise ProblemError(
-                "FIELD_REQUIRED", "sponsorCode is required for this client.", field="sponsorCode"
-            )
-        (sponsor_code,) = principal.sponsor_codes
-    require_sponsor(principal, sponsor_code)
-    return sponsor_code
-
-
 def _scope(principal: Principal, sponsor_code: str | None, day: str) -> tuple[str, date]:
-    sponsor = _sponsor(principal, sponsor_code)
+    sponsor = sponsor_for(principal, sponsor_code)
     try:
         return sponsor, date.fromisoformat(day)
     except ValueError as exc:
@@ -76,7 +57,7 @@ async def audit_report(
     unmaskCollectors: bool = False,  # noqa: N803
 ) -> Response:
     ctx = request.app.state.ctx
-    sponsor, day = _scope(_principal(request), sponsorCode, date)
+    sponsor, day = _scope(partner_principal(request), sponsorCode, date)
 
     def build() -> audit.AuditReport:
         with ctx.db.reader() as session:
@@ -104,7 +85,7 @@ async def reconciliation_file(
     sponsorCode: str | None = None,  # noqa: N803
 ) -> Response:
     ctx = request.app.state.ctx
-    sponsor, day = _scope(_principal(request), sponsorCode, date)
+    sponsor, day = _scope(partner_principal(request), sponsorCode, date)
 
     def build() -> Any:
         with ctx.db.reader() as session:
@@ -146,8 +127,8 @@ async def upload_batch(
     issueMissing: bool = False,  # noqa: N803
 ) -> Response:
     ctx = request.app.state.ctx
-    principal = _principal(request)
-    sponsor = _sponsor(principal, sponsorCode)
+    principal = partner_principal(request)
+    sponsor = sponsor_for(principal, sponsorCode)
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     kind = BATCH_MEDIA.get(media)
     if kind is None:
@@ -209,7 +190,7 @@ async def get_batch(
     outcome: str | None = None,
 ) -> Response:
     ctx = request.app.state.ctx
-    principal = _principal(request)
+    principal = partner_principal(request)
     if not offset >= 0 or not 1 <= limit <= BATCH_PAGE_MAX:
         raise ProblemError(
             "FIELD_INVALID", f"offset ≥ 0 and 1 ≤ limit ≤ {BATCH_PAGE_MAX}.", field="limit"
