@@ -36,7 +36,7 @@ class Settings(BaseModel):
     database_pool_size: int = Field(default=10, ge=1, le=200)
     program_time_zone: str = "America/Toronto"
     backdate_days_max: int = Field(default=30, ge=0, le=3650)
-    miles_per_line_max: int = Field(default=100_000, ge=1)
+    miles_per_line_max: int = Field(default=100_000, ge=1, le=1_000_000_000)
     negative_balance_policy: NegativeBalancePolicy = NegativeBalancePolicy.ALLOW
     unknown_collector_policy: UnknownCollectorPolicy = UnknownCollectorPolicy.PENDING
     pending_window_days: int = Field(default=30, ge=1)

@@ -14,7 +14,7 @@ from datetime import date
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
-from rewardmiles.db.models import IssuanceLine, Location, Offer, Sponsor, Transaction
+from rewardmiles.db.models import Collector, IssuanceLine, Location, Offer, Sponsor, Transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,3 +252,12 @@ def get_calculation(session: Session, transaction_id: str) -> str | None:
 def calculations_of_reversals(session: Session, original_id: str) -> list[str]:
     rows = session.connection().execute(_REVERSAL_CALCULATIONS, {"original": original_id}).scalars()
     return [row for row in rows if row is not None]
+
+
+def collector_status(session: Session, number: str) -> str | None:
+    """Read without a lock: for previews only."""
+    return (
+        session.connection()
+        .execute(select(Collector.status).where(Collector.number == number))
+        .scalar_one_or_none()
+    )

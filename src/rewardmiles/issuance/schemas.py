@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from fractions import Fraction
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -457,7 +458,9 @@ class TransactionView(WireModel):
     )
 
     transaction_id: str
-    transaction_type: Literal["POST", "POST/EVENT", "REVERSE", "REVERSE/EVENT", "RECORD"]
+    transaction_type: Literal[
+        "POST", "POST/EVENT", "REVERSE", "REVERSE/EVENT", "RECORD", "ISSUE", "RETURN"
+    ]
     transaction_date_time: str
     sponsor_code: str
     issuances: list[LookupLineOut] | None = None
@@ -563,7 +566,7 @@ def basket_command(request: BasketRequestBase, sponsor_code: str) -> Command:
 def program_command(request: ProgramBasketBase, sponsor_code: str) -> Command:
     basket = engine.Basket(
         items=tuple(
-            engine.Item(i.id, i.quantity, i.final_amount, i.department_id, i.category_id)
+            engine.Item(i.id, i.quantity, Fraction(i.final_amount), i.department_id, i.category_id)
             for i in request.items
         ),
         coupons=frozenset(request.coupon or ()),

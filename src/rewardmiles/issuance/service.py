@@ -14,8 +14,8 @@ from collections import defaultdict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from decimal import Decimal
 from enum import StrEnum
+from fractions import Fraction
 from typing import Any
 
 import orjson
@@ -681,10 +681,24 @@ def _compute(session: Session, settings: Settings, call: PartnerCall) -> Command
             "coupons": sorted(basket.coupons),
             "locationCode": command.program.location_code,
         }
-        return _with_lines(
-            command, engine.calculate(offers, basket), command.program.location_code, calculation
-        )
+        computed = engine.calculate(offers, basket)
+        _check_line_maximum(settings, computed)
+        return _with_lines(command, computed, command.program.location_code, calculation)
     return _compute_return(session, call)
+
+
+def _check_line_maximum(settings: Settings, computed: list[engine.Computed]) -> None:
+    errors = [
+        FieldError(
+            "MILES_AMOUNT_INVALID",
+            f"issuances[{i}].milesAmount",
+            f"Offer {c.offer_code} computes {c.miles} miles, above the per-line maximum of "
+            f"{settings.miles_per_line_max}; the offer's rule needs a cap (capMiles).",
+        )
+        for i, c in enumerate(computed)
+        if c.miles > settings.miles_per_line_max
+    ]
+    _reject_if_any(errors, "A computed line exceeds the per-line maximum.")
 
 
 def _compute_return(session: Session, call: PartnerCall) -> Command:
@@ -743,7 +757,7 @@ def _compute_return(session: Session, call: PartnerCall) -> Command:
             engine.Item(
                 i["id"],
                 int(i["quantity"]),
-                Decimal(i["finalAmount"]),
+                Fraction(i["finalAmount"]),
                 i["departmentId"],
                 i["categoryId"],
             )
@@ -754,17 +768,36 @@ def _compute_return(session: Session, call: PartnerCall) -> Command:
     computed = engine.withdrawal(
         catalogue.from_snapshot(issued["offers"]), original_basket, returned_before, returned_now
     )
-    return _with_lines(command, computed, issued["locationCode"], {"returned": dict(returned_now)})
+    # Lines of the ISSUE rejected after the fact (review, expiry) issued nothing: take back only
+    # what each offer still has issued and not yet returned.
+    totals = repo.original_totals(session, original.id)
+    capped = []
+    for c in computed:
+        left = totals.issued_miles.get(c.offer_code, 0) - totals.reversed_miles.get(c.offer_code, 0)
+        if min(c.miles, left) > 0:
+            capped.append(replace(c, miles=min(c.miles, left)))
+    return _with_lines(command, capped, issued["locationCode"], {"returned": dict(returned_now)})
 
 
 def calculate(db: Database, settings: Settings, command: Command, now: datetime) -> dict[str, Any]:
     """CALCULATE: what ISSUE would issue now. Reads only; a failed rule is a 400, not recorded."""
     with db.reader() as session:
         _check_sponsor(session, command.sponsor_code)
+        if command.collector_number is not None:  # what ISSUE would refuse, CALCULATE refuses
+            status = repo.collector_status(session, command.collector_number)
+            account = (
+                None
+                if status is None
+                else ledger.CollectorAccount(command.collector_number, status, 0)
+            )
+            _check_collector(settings, account, command.collector_number)
         _check_date_window(settings, command, now)
         offers = _program_offers(session, settings, command)
     assert command.program is not None
     computed = engine.calculate(offers, command.program.basket)
+    _check_line_maximum(settings, computed)
     body = _with_lines(command, computed, command.program.location_code, {}).echo
+    if not body["issuances"]:
+        del body["issuances"]
     body["transactionDateTime"] = clock.program_timestamp(now, settings.program_time_zone)
     return body

@@ -25,6 +25,7 @@ from rewardmiles.offers.rules import dump_rule, parse_rule
 
 OFFER_CODE = re.compile(r"^[A-Z0-9]{1,8}$")
 LOCATION_CODE = re.compile(r"^[!-~]{1,10}$")
+DESCRIPTION_CHARS_MAX = 255
 
 
 class OfferError(OperatorError):
@@ -99,6 +100,8 @@ def put_offer(
     _check(code, valid_from, valid_to, locations)
     if offer_id is not None and not 1 <= len(offer_id) <= 64:
         raise OfferError("offerId must be 1–64 characters")
+    if len(description) > DESCRIPTION_CHARS_MAX:
+        raise OfferError(f"the description may be at most {DESCRIPTION_CHARS_MAX} characters")
     rule_text = _rule_text(rule) if rule is not None else None
     offer = session.get(Offer, (sponsor_code, code), with_for_update=True)
     if offer is not None and not replace:
@@ -147,16 +150,27 @@ def import_offers(session: Session, documents: Sequence[Mapping[str, Any]], now:
     `{sponsorCode, code, description, rule, validFrom?, validTo?, locations?, offerId?}`."""
     for index, doc in enumerate(documents):
         try:
+            locations = doc.get("locations")
+            if locations is not None and (
+                not isinstance(locations, list) or not all(isinstance(x, str) for x in locations)
+            ):
+                raise OfferError("locations must be a list of strings (quote codes like '0037')")
+            for name in ("sponsorCode", "code", "description"):
+                if doc.get(name) is not None and not isinstance(doc[name], str):
+                    raise OfferError(f"{name} must be a string (quote it in YAML)")
+            offer_id = doc.get("offerId")
+            if isinstance(offer_id, bool) or not isinstance(offer_id, str | int | None):
+                raise OfferError("offerId must be a string or an integer")
             put_offer(
                 session,
-                str(doc["sponsorCode"]),
-                str(doc["code"]),
-                description=str(doc.get("description", "")),
+                doc["sponsorCode"],
+                doc["code"],
+                description=doc.get("description") or "",
                 rule=doc.get("rule"),
                 valid_from=_date(doc.get("validFrom")),
                 valid_to=_date(doc.get("validTo")),
-                locations=[str(x) for x in doc["locations"]] if doc.get("locations") else None,
-                offer_id=str(doc["offerId"]) if doc.get("offerId") is not None else None,
+                locations=locations or None,
+                offer_id=None if offer_id is None else str(offer_id),
                 now=now,
                 replace=True,
             )

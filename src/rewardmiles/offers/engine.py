@@ -9,18 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from decimal import ROUND_FLOOR, Decimal
+from fractions import Fraction
+from math import floor
 
 from rewardmiles.offers.rules import BaseEarn, CouponBonus, ItemBonus
 
 
 @dataclass(frozen=True, slots=True)
 class Item:
+    """`final_amount` is exact: a partly returned item's amount shrinks pro rata, which decimal
+    arithmetic cannot always represent ($10.00 × 1/3 three times must make $10.00 again)."""
+
     id: str
     quantity: int
-    final_amount: Decimal
+    final_amount: Fraction
     department_id: str | None = None
     category_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.final_amount, Fraction):  # a Decimal or int from the wire
+            object.__setattr__(self, "final_amount", Fraction(self.final_amount))
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +58,12 @@ class EngineInvariantError(RuntimeError):
     """A rule earned more after items were taken out: rules must be monotonic."""
 
 
-def _whole(amount: Decimal, per: Decimal) -> int:
-    return int((amount / per).to_integral_value(rounding=ROUND_FLOOR))
+def _whole(amount: Fraction, per: object) -> int:
+    return floor(amount / Fraction(str(per)))
+
+
+def _spend(items: Iterable[Item]) -> Fraction:
+    return sum((item.final_amount for item in items), Fraction(0))
 
 
 def _present(basket: Basket) -> list[Item]:
@@ -66,8 +78,9 @@ def _base(rule: BaseEarn, basket: Basket) -> tuple[int, list[Item]]:
         and item.category_id not in rule.exclude_categories
         and item.department_id not in rule.exclude_departments
     ]
-    spend = sum((item.final_amount for item in eligible), Decimal(0))
-    return _whole(spend, rule.per_dollars) * rule.miles, [i for i in eligible if i.final_amount > 0]
+    return _whole(_spend(eligible), rule.per_dollars) * rule.miles, [
+        i for i in eligible if i.final_amount > 0
+    ]
 
 
 def _item(rule: ItemBonus, basket: Basket) -> tuple[int, list[Item]]:
@@ -79,8 +92,8 @@ def _item(rule: ItemBonus, basket: Basket) -> tuple[int, list[Item]]:
         or (item.department_id is not None and item.department_id in rule.departments)
     ]
     quantity = sum(item.quantity for item in matching)
-    spend = sum((item.final_amount for item in matching), Decimal(0))
-    if not matching or quantity < rule.min_quantity or spend < rule.min_spend:
+    spend = _spend(matching)
+    if not matching or quantity < rule.min_quantity or spend < Fraction(str(rule.min_spend)):
         return 0, []
     if rule.miles_per_unit is not None:
         return rule.miles_per_unit * quantity, matching
@@ -91,8 +104,11 @@ def _item(rule: ItemBonus, basket: Basket) -> tuple[int, list[Item]]:
 
 def _coupon(rule: CouponBonus, basket: Basket) -> tuple[int, list[Item]]:
     present = _present(basket)
-    spend = sum((item.final_amount for item in present), Decimal(0))
-    if rule.coupon not in basket.coupons or not present or spend < rule.min_spend:
+    if (
+        rule.coupon not in basket.coupons
+        or not present
+        or _spend(present) < Fraction(str(rule.min_spend))
+    ):
         return 0, []
     return rule.miles, present
 
@@ -121,14 +137,14 @@ def calculate(offers: Sequence[Offer], basket: Basket) -> list[Computed]:
 
 
 def remaining(basket: Basket, returned: Mapping[str, int]) -> Basket:
-    """The basket after `returned` units per item id; amounts shrink pro rata (exact decimals)."""
+    """The basket after `returned` units per item id; amounts shrink pro rata (exactly)."""
     items = []
     for item in basket.items:
         gone = returned.get(item.id, 0)
         left = item.quantity - gone
         if left < 0:
             raise ValueError(f"item {item.id}: {gone} returned of {item.quantity} bought")
-        amount = item.final_amount * left / item.quantity if item.quantity else Decimal(0)
+        amount = item.final_amount * left / item.quantity if item.quantity else Fraction(0)
         items.append(replace(item, quantity=left, final_amount=amount))
     return replace(basket, items=tuple(items))
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, model_validator
 from pydantic.alias_generators import to_camel
 
+MILES_IN_RULE_MAX = 1_000_000
+Miles = Annotated[StrictInt, Field(ge=1, le=MILES_IN_RULE_MAX)]
 Dollars = Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=2)]
 Spend = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
 Names = list[Annotated[str, Field(min_length=1, max_length=64)]]
@@ -31,7 +33,7 @@ class BaseEarn(RuleModel):
     """`miles` per whole `perDollars` of eligible pre-tax spend, rounded down."""
 
     type: Literal["base"]
-    miles: int = Field(ge=1)
+    miles: Miles
     per_dollars: Dollars
     exclude_items: Names = []
     exclude_categories: Names = []
@@ -46,10 +48,10 @@ class ItemBonus(RuleModel):
     items: Names = []
     categories: Names = []
     departments: Names = []
-    miles_per_unit: int | None = Field(default=None, ge=1)
-    miles: int | None = Field(default=None, ge=1)
+    miles_per_unit: Miles | None = None
+    miles: Miles | None = None
     per_dollars: Dollars | None = None
-    min_quantity: int = Field(default=1, ge=1)
+    min_quantity: StrictInt = Field(default=1, ge=1)
     min_spend: Spend = Decimal(0)
 
     @model_validator(mode="after")
@@ -69,7 +71,7 @@ class CouponBonus(RuleModel):
 
     type: Literal["coupon"]
     coupon: str = Field(min_length=1, max_length=64)
-    miles: int = Field(ge=1)
+    miles: Miles
     min_spend: Spend = Decimal(0)
 
 
