@@ -51,7 +51,7 @@ webhook_app = typer.Typer(no_args_is_help=True, help="Sponsor webhooks for settl
 offer_app = typer.Typer(no_args_is_help=True, help="Offers (program-calculated rules).")
 report_app = typer.Typer(no_args_is_help=True, help="Reports per sponsor and Transaction Day.")
 batch_app = typer.Typer(no_args_is_help=True, help="Partner transaction logs (reconciliation).")
-for sub, name in (
+SUBCOMMANDS = (
     (db_app, "db"),
     (sponsor_app, "sponsor"),
     (partner_app, "partner"),
@@ -64,7 +64,8 @@ for sub, name in (
     (offer_app, "offer"),
     (report_app, "report"),
     (batch_app, "batch"),
-):
+)
+for sub, name in SUBCOMMANDS:
     app.add_typer(sub, name=name)
 
 # Operator-supplied values are printed as they are: no Rich markup, no highlighting.
@@ -794,3 +795,63 @@ def openapi_export(
         sys.stdout.write(text)
     else:
         output.write_text(text)
+
+
+# --------------------------------------------------------------------------- --help examples
+
+EXAMPLES: dict[tuple[str, str], str] = {
+    (
+        "",
+        "serve",
+    ): "rewardmiles serve --demo  |  rewardmiles serve --host 0.0.0.0 --workers 4 --no-worker",
+    ("", "worker"): "rewardmiles worker  |  rewardmiles worker --once",
+    ("", "openapi"): "rewardmiles openapi -o openapi.json",
+    ("db", "upgrade"): "REWARDMILES_DATABASE_URL=postgresql://rm@db:5432/rm rewardmiles db upgrade",
+    ("sponsor", "add"): 'rewardmiles sponsor add KENY --name "Kenny\'s Market"',
+    ("sponsor", "set"): "rewardmiles sponsor set KENY --review-threshold 5000",
+    ("partner", "create"): "rewardmiles partner create --sponsor KENY --json > creds.json",
+    ("location", "add"): "rewardmiles location add 0037 --sponsor KENY",
+    ("collector", "add"): "rewardmiles collector add 80085102028 --status ON_HOLD",
+    ("collector", "set-status"): "rewardmiles collector set-status 80085102028 ACTIVE",
+    ("collector", "show"): "rewardmiles collector show 80085102028 --json",
+    (
+        "collector",
+        "import",
+    ): "rewardmiles collector import members.csv   # collectorNumber[,status]",
+    ("ledger", "verify"): "rewardmiles ledger verify && echo balanced",
+    ("keys", "rotate"): "rewardmiles keys rotate",
+    ("keys", "list"): "rewardmiles keys list",
+    ("keys", "retire"): "rewardmiles keys retire rm-20261125-9e0de4d3",
+    ("pending", "list"): "rewardmiles pending list --sponsor KENY --json",
+    ("pending", "approve"): "rewardmiles pending approve 2da4ebf6-8bf5-4516-b41b-bb18ca196740:0",
+    ("pending", "reject"): "rewardmiles pending reject 2da4ebf6-…:0 --reason OFFER_INACTIVE",
+    ("webhook", "add"): "rewardmiles webhook add https://partner.example/hooks --sponsor KENY",
+    ("webhook", "list"): "rewardmiles webhook list --sponsor KENY",
+    ("webhook", "remove"): "rewardmiles webhook remove 6c0d…",
+    ("webhook", "deliveries"): "rewardmiles webhook deliveries --status failed --json",
+    ("offer", "add"): "rewardmiles offer add BASE --sponsor KENY --rule "
+    '\'{"type": "base", "miles": 1, "perDollars": 20}\'',
+    ("offer", "list"): "rewardmiles offer list --sponsor KENY --json",
+    ("offer", "disable"): "rewardmiles offer disable BASE --sponsor KENY",
+    ("offer", "import"): "rewardmiles offer import offers.yaml",
+    ("report", "audit"): "rewardmiles report audit --sponsor KENY --date 2026-11-25 --format json",
+    (
+        "report",
+        "reconcile",
+    ): "rewardmiles report reconcile --sponsor KENY --date 2026-11-25 -o recon.txt",
+    ("batch", "import"): "rewardmiles batch import partner-log.csv --sponsor KENY --issue-missing",
+}
+
+
+def _add_examples() -> None:
+    groups = [("", app), *((name, sub) for sub, name in SUBCOMMANDS)]
+    for group, typer_app in groups:
+        for info in typer_app.registered_commands:
+            name = info.name or (info.callback.__name__.replace("_", "-") if info.callback else "")
+            for key in ((group, name), (group, name.split("-", 1)[-1])):
+                if key in EXAMPLES:
+                    info.epilog = f"Example: {EXAMPLES[key]}"
+                    break
+
+
+_add_examples()
