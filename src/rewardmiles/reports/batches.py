@@ -35,7 +35,7 @@ from rewardmiles import clock
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Batch, BatchRecord, IssuanceLine, Transaction
-from rewardmiles.errors import OperatorError, ProblemError
+from rewardmiles.errors import OperatorError
 from rewardmiles.idempotency.service import InFlightRegistry, fingerprint
 from rewardmiles.issuance import service as issuance
 from rewardmiles.issuance.schemas import (
@@ -406,17 +406,7 @@ def _issue(
         idempotency_key=None,
         request_id="batch-" + secrets.token_hex(6),
     )
-    try:
-        outcome = issuance.execute(db, settings, _REGISTRY, call)
-    except ProblemError as exc:  # pragma: no cover - business errors come back as outcomes
-        return _row(
-            report,
-            record.line_no,
-            ISSUE_REJECTED,
-            record=record,
-            error_code=exc.code,
-            detail=exc.detail,
-        )
+    outcome = issuance.execute(db, settings, _REGISTRY, call)  # rule failures come back as a 400
     if outcome.status >= 400:
         return _row(
             report,
