@@ -11,12 +11,12 @@ PORT ?= 8000
 help: ## List the tasks
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: requirements-dev.lock pyproject.toml
+$(BIN)/.installed: requirements-dev.lock pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rewardmiles needs Python >= 3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.lock
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip install --quiet --no-deps -e . -e ./client
 	@touch $@
 
 install: $(BIN)/.installed ## Create .venv with the locked dependencies and the package
@@ -32,15 +32,16 @@ test-sqlite: install ## Run the suite on SQLite only (no PostgreSQL needed)
 	REWARDMILES_TEST_DATABASES=sqlite $(BIN)/python -m pytest
 
 lint: install ## ruff lint and format check
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench client examples
+	$(BIN)/ruff format --check src tests bench client examples
 
 format: install ## Apply ruff fixes and formatting
-	$(BIN)/ruff check --fix src tests bench
-	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench client examples
+	$(BIN)/ruff format src tests bench client examples
 
-typecheck: install ## mypy --strict on the package
+typecheck: install ## mypy --strict on the service and the partner SDK
 	$(BIN)/mypy
+	$(BIN)/mypy --strict client/src/rewardmiles_client
 
 openapi: install ## Regenerate the committed openapi.json from the app
 	$(BIN)/rewardmiles openapi -o openapi.json
