@@ -40,6 +40,13 @@ JSON = "application/json"
 PROBLEM_JSON = "application/problem+json"
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+)
+# Partner responses carry collector data and tokens: never cached by an intermediary.
+NO_STORE = ((b"cache-control", b"no-store"),)
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -73,6 +80,7 @@ class RequestContextMiddleware:
         incoming = _header(scope, REQUEST_ID_HEADER)
         request_id = incoming if incoming and _REQUEST_ID_OK.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        partner_data = str(scope.get("path", "")).startswith(("/checkout/", "/oauth/"))
         started = time.perf_counter()
         status_holder = {"status": 500, "sent": False}
 
@@ -81,7 +89,12 @@ class RequestContextMiddleware:
                 status_holder["status"] = message["status"]
                 status_holder["sent"] = True
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode()),
+                    *SECURITY_HEADERS,
+                    *(NO_STORE if partner_data else ()),
+                ]
             await send(message)
 
         try:

@@ -146,7 +146,9 @@ async def token(request: Request) -> Response:
         "expires_in": issued.expires_in,
         "scope": issued.scope,
     }
-    return json_response(200, body, {"Cache-Control": "no-store", "Pragma": "no-cache"})
+    return json_response(
+        200, body, {"Pragma": "no-cache"}
+    )  # Cache-Control: no-store is added for /oauth
 
 
 @router.get("/.well-known/jwks.json", summary="Public keys that verify bearer tokens")

@@ -1,0 +1,227 @@
+"""Every partner route refuses every kind of bad token (SPEC §5); a new route must join the matrix."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select
+
+from rewardmiles.db.models import SigningKey
+from tests.e2e.conftest import World
+from tests.support import data
+
+OPENAPI = Path(__file__).resolve().parents[2] / "openapi.json"
+PUBLIC = {
+    ("POST", "/oauth/token"),
+    ("GET", "/.well-known/jwks.json"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/problems"),
+    ("GET", "/problems/{code}"),
+}
+# Every protected route, with a concrete path to call.
+PROTECTED: dict[tuple[str, str], str] = {
+    ("POST", "/checkout/issuance/post"): "/checkout/issuance/post",
+    ("POST", "/checkout/issuance/post/event"): "/checkout/issuance/post/event",
+    ("POST", "/checkout/issuance/reverse"): "/checkout/issuance/reverse",
+    ("POST", "/checkout/issuance/reverse/event"): "/checkout/issuance/reverse/event",
+    ("POST", "/checkout/issuance/record"): "/checkout/issuance/record",
+    ("POST", "/checkout/issuance/calculate"): "/checkout/issuance/calculate",
+    ("POST", "/checkout/issuance/issue"): "/checkout/issuance/issue",
+    ("POST", "/checkout/issuance/return"): "/checkout/issuance/return",
+    ("GET", "/checkout/issuance/transactions/{transactionId}"): "/checkout/issuance/transactions/x",
+    (
+        "GET",
+        "/checkout/issuance/transactions",
+    ): "/checkout/issuance/transactions?clientTransactionId=x",
+    ("GET", "/checkout/issuance/reports/audit"): "/checkout/issuance/reports/audit?date=2026-11-25",
+    (
+        "GET",
+        "/checkout/issuance/reports/reconciliation",
+    ): "/checkout/issuance/reports/reconciliation?date=2026-11-25",
+    ("POST", "/checkout/issuance/batches"): "/checkout/issuance/batches",
+    ("GET", "/checkout/issuance/batches/{batchId}"): "/checkout/issuance/batches/x",
+}
+
+
+def test_every_route_of_the_openapi_document_is_public_or_in_the_matrix() -> None:
+    document = json.loads(OPENAPI.read_text())
+    routes = {(method.upper(), path) for path, ops in document["paths"].items() for method in ops}
+    assert routes == PUBLIC | set(PROTECTED)
+
+
+def _signing_key(world: World) -> tuple[str, Ed25519PrivateKey]:
+    with world.db.reader() as session:
+        row = session.execute(
+            select(SigningKey.kid, SigningKey.private_key_pem).where(
+                SigningKey.retired_at.is_(None)
+            )
+        ).first()
+    assert row is not None
+    key = serialization.load_pem_private_key(row.private_key_pem.encode(), password=None)
+    assert isinstance(key, Ed25519PrivateKey)
+    return row.kid, key
+
+
+def _claims(world: World, **changes: object) -> dict[str, object]:
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "iss": "rewardmiles",
+        "aud": "rewardmiles-issuance",
+        "sub": world.partner.client_id,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+        "sponsors": [world.sponsor],
+    }
+    claims.update(changes)
+    return claims
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _forge(world: World, kind: str) -> str | None:
+    kid, key = _signing_key(world)
+    now = int(time.time())
+
+    def signed(**changes: object) -> str:
+        return jwt.encode(_claims(world, **changes), key, algorithm="EdDSA", headers={"kid": kid})
+
+    if kind == "valid":
+        return signed()
+    if kind == "missing":
+        return None
+    if kind == "expired":
+        return signed(iat=now - 7200, nbf=now - 7200, exp=now - 3600)
+    if kind == "not_yet_valid":
+        return signed(nbf=now + 3600)
+    if kind == "wrong_audience":
+        return signed(aud="someone-else")
+    if kind == "wrong_issuer":
+        return signed(iss="https://evil.example")
+    if kind == "bad_signature":
+        head, body, signature = signed().split(".")
+        return f"{head}.{body}.{_b64(bytes(b ^ 1 for b in base64.urlsafe_b64decode(signature + '==')))}"
+    if kind == "alg_none":
+        header = _b64(json.dumps({"alg": "none", "typ": "JWT", "kid": kid}).encode())
+        return f"{header}.{_b64(json.dumps(_claims(world)).encode())}."
+    if kind == "hs256_with_public_key":
+        public = key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        header = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode())
+        payload = _b64(json.dumps(_claims(world)).encode())
+        mac = hmac.new(public, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+        return f"{header}.{payload}.{_b64(mac)}"
+    if kind == "unknown_kid":
+        other = Ed25519PrivateKey.generate()
+        return jwt.encode(
+            _claims(world), other, algorithm="EdDSA", headers={"kid": "rm-" + secrets.token_hex(4)}
+        )
+    if kind == "garbage":
+        return "not.a.token"
+    raise AssertionError(kind)
+
+
+BAD_TOKENS = [
+    "missing",
+    "expired",
+    "not_yet_valid",
+    "wrong_audience",
+    "wrong_issuer",
+    "bad_signature",
+    "alg_none",
+    "hs256_with_public_key",
+    "unknown_kid",
+    "garbage",
+]
+EXPECTED_CODE: dict[str, str] = {"missing": "TOKEN_MISSING", "expired": "TOKEN_EXPIRED"}
+
+
+@pytest.mark.parametrize("kind", BAD_TOKENS)
+def test_every_protected_route_refuses_a_bad_token(world: World, kind: str) -> None:
+    token = _forge(world, kind)
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    for (method, _), path in PROTECTED.items():
+        response = world.partner.http.request(method, path, content=b"{}", headers=headers)
+        assert response.status_code == 401, (kind, method, path, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == EXPECTED_CODE.get(kind, "TOKEN_INVALID"), (kind, path)
+        assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_a_token_made_the_same_way_with_nothing_wrong_is_accepted(world: World) -> None:
+    """So each refusal above is due to its one defect, not to how the test builds tokens."""
+    token = _forge(world, "valid")
+    collector = world.collector()
+    response = world.partner.http.post(
+        "/checkout/issuance/post/event",
+        json=world.body(collector, miles=2),
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 200, response.text
+    assert world.balance(collector) == 2
+
+
+def test_a_token_of_client_a_never_reaches_sponsor_b(world: World) -> None:
+    other_sponsor = data.new_sponsor(world.db)
+    other = world.new_partner(other_sponsor)
+    theirs = other.post_event(data.event_body(other_sponsor, world.collector())).json()
+    headers = {"Authorization": f"Bearer {world.partner.token}"}
+    write_body = data.event_body(other_sponsor, world.collector())
+    for path in ("/checkout/issuance/post/event", "/checkout/issuance/reverse/event"):
+        assert world.partner.http.post(path, json=write_body, headers=headers).status_code == 403
+    basket = {
+        "checkoutTransactionId": "x",
+        "collectorNumber": world.collector(),
+        "sponsorCode": other_sponsor,
+        "checkoutDateTime": write_body["transactionDateTime"],
+        "basketPreTaxAmount": 1,
+        "basketPostTaxAmount": 1,
+        "items": [{"id": "a", "quantity": 1, "finalAmount": 1}],
+    }
+    for path in (
+        "/checkout/issuance/calculate",
+        "/checkout/issuance/issue",
+        "/checkout/issuance/record",
+    ):
+        assert world.partner.http.post(path, json=basket, headers=headers).status_code == 403, path
+    lookup = world.partner.http.get(
+        f"/checkout/issuance/transactions/{theirs['transactionId']}", headers=headers
+    )
+    assert lookup.status_code == 404
+    for path in (
+        "/checkout/issuance/transactions",
+        "/checkout/issuance/reports/audit",
+        "/checkout/issuance/reports/reconciliation",
+    ):
+        params = {"sponsorCode": other_sponsor, "clientTransactionId": "x", "date": "2026-11-25"}
+        assert world.partner.http.get(path, params=params, headers=headers).status_code == 403, path
+    other.close()
+
+
+def test_responses_carry_security_headers_and_partner_data_is_never_cached(world: World) -> None:
+    partner_call = world.partner.post_event(world.body(world.collector()))
+    problem = world.partner.http.post("/checkout/issuance/post/event", content=b"{")
+    health = world.partner.http.get("/healthz")
+    for response in (partner_call, problem, health):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["referrer-policy"] == "no-referrer"
+    assert partner_call.headers["cache-control"] == "no-store"
+    assert problem.headers["cache-control"] == "no-store"
+    assert "cache-control" not in health.headers
