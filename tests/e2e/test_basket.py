@@ -17,20 +17,26 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, or_, select
+from sqlalchemy import select
 
 from rewardmiles import limits
-from rewardmiles.db.models import IdempotencyKey, LedgerEntry, Offer, Transaction
+from rewardmiles.db.models import IdempotencyKey, Offer, Transaction
 from tests.e2e.conftest import World
 from tests.support import data
 from tests.support.partner import Partner
+from tests.support.problems import (
+    PROBLEM_JSON,
+    assert_nothing_stored,
+    assert_problem,
+    ledger_entry_count,
+    stored,
+)
 
 POST = "/checkout/issuance/post"
 REVERSE = "/checkout/issuance/reverse"
 RECORD = "/checkout/issuance/record"
 TRANSACTIONS = "/checkout/issuance/transactions"
 ENDPOINT_NAMES = {POST: "post", REVERSE: "reverse", RECORD: "record"}
-PROBLEM_JSON = "application/problem+json"
 ORIGINAL = "originalCheckoutTransactionId"
 AMOUNT_MAX = limits.basket_amount_max
 
@@ -86,70 +92,6 @@ def get(
 ) -> httpx.Response:
     headers = {"Authorization": f"Bearer {partner.token}"} if auth else {}
     return partner.http.get(path, params=params, headers=headers)
-
-
-def assert_problem(
-    response: httpx.Response, status: int, code: str, field: str | None = None
-) -> dict[str, Any]:
-    """A problem+json of `status`/`code`; with `field`, exactly one error entry, at that path."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_JSON
-    problem: dict[str, Any] = response.json()
-    assert problem["code"] == code, problem
-    assert problem["status"] == status
-    assert problem["requestId"] == response.headers["x-request-id"]
-    if field is not None:
-        assert [(e["code"], e.get("field")) for e in problem["errors"]] == [(code, field)], problem
-    return problem
-
-
-def assert_nothing_stored(world: World, collector: str, checkout_id: str, key: str) -> None:
-    """Rule 3.1 / §4: a malformed request leaves no transaction, entry or idempotency key."""
-    with world.db.reader() as session:
-        transactions = session.execute(
-            select(func.count())
-            .select_from(Transaction)
-            .where(
-                or_(
-                    Transaction.partner_transaction_id == checkout_id,
-                    Transaction.collector_number == collector,
-                )
-            )
-        ).scalar_one()
-        entries = session.execute(
-            select(func.count())
-            .select_from(LedgerEntry)
-            .where(LedgerEntry.account_code == collector)
-        ).scalar_one()
-        stored_key = session.get(IdempotencyKey, (world.partner.client_id, key))
-    assert transactions == 0
-    assert entries == 0
-    assert stored_key is None
-    assert world.balance(collector) == 0
-
-
-def stored(world: World, sponsor: str, path: str, checkout_id: str) -> list[tuple[Any, ...]]:
-    """(status, http_status, error_code) of every transaction row with this id at `path`."""
-    with world.db.reader() as session:
-        rows = session.execute(
-            select(Transaction.status, Transaction.http_status, Transaction.error_code).where(
-                Transaction.sponsor_code == sponsor,
-                Transaction.endpoint == ENDPOINT_NAMES[path],
-                Transaction.partner_transaction_id == checkout_id,
-            )
-        ).all()
-    return [tuple(r) for r in rows]
-
-
-def ledger_entry_count(world: World, collector: str) -> int:
-    with world.db.reader() as session:
-        return int(
-            session.execute(
-                select(func.count())
-                .select_from(LedgerEntry)
-                .where(LedgerEntry.account_code == collector)
-            ).scalar_one()
-        )
 
 
 def add_offer(world: World, sponsor: str, code: str) -> None:
@@ -278,7 +220,7 @@ def test_post_for_on_hold_or_unknown_collector_is_202_pending(world: World, kind
 
     assert response.status_code == 202, response.text
     assert [ln["status"] for ln in response.json()["issuances"]] == ["PENDING", "PENDING"]
-    assert ledger_entry_count(world, collector) == 0
+    assert ledger_entry_count(world.db, collector) == 0
     if kind == "on-hold":
         assert world.balance(collector) == 0
 
@@ -290,11 +232,11 @@ def test_post_for_closed_collector_is_400_and_recorded_as_rejected(world: World)
     response = world.partner.call(POST, body)
 
     assert_problem(response, 400, "COLLECTOR_CLOSED", "collectorNumber")
-    assert stored(world, world.sponsor, POST, body["checkoutTransactionId"]) == [
+    assert stored(world.db, world.sponsor, POST, body["checkoutTransactionId"]) == [
         ("rejected", 400, "COLLECTOR_CLOSED")
     ]
     assert world.balance(collector) == 0
-    assert ledger_entry_count(world, collector) == 0
+    assert ledger_entry_count(world.db, collector) == 0
 
 
 @pytest.mark.parametrize("path", [POST, REVERSE, RECORD], ids=ENDPOINT_NAMES.get)
@@ -312,7 +254,9 @@ def test_sponsor_omitted_by_a_client_of_two_sponsors_is_400_field_required(
     partner.close()
 
     assert_problem(response, 400, "FIELD_REQUIRED", "sponsorCode")
-    assert_nothing_stored(world, collector, body["checkoutTransactionId"], key)
+    assert_nothing_stored(
+        world.db, world.partner.client_id, collector, body["checkoutTransactionId"], key
+    )
 
 
 @pytest.mark.parametrize("path", [POST, REVERSE, RECORD], ids=ENDPOINT_NAMES.get)
@@ -327,7 +271,9 @@ def test_sponsor_the_client_may_not_act_for_is_403_and_stores_nothing(
     response = world.partner.call(path, body, key=key)
 
     assert_problem(response, 403, "SPONSOR_NOT_ALLOWED", "sponsorCode")
-    assert_nothing_stored(world, collector, body["checkoutTransactionId"], key)
+    assert_nothing_stored(
+        world.db, world.partner.client_id, collector, body["checkoutTransactionId"], key
+    )
 
 
 def test_two_sponsor_client_naming_its_sponsor_posts_for_that_sponsor(world: World) -> None:
@@ -364,7 +310,9 @@ def _post_expecting_400(
     key = str(uuid.uuid4())
     response = world.partner.call(path, body, key=key)
     assert_problem(response, 400, code, field)
-    assert_nothing_stored(world, collector, body["checkoutTransactionId"], key)
+    assert_nothing_stored(
+        world.db, world.partner.client_id, collector, body["checkoutTransactionId"], key
+    )
 
 
 @pytest.mark.parametrize(
@@ -516,7 +464,9 @@ def test_nan_or_infinity_literal_is_400_malformed_json_and_stores_nothing(
     response = raw_post(world, POST, content, key)
 
     assert_problem(response, 400, "MALFORMED_JSON")
-    assert_nothing_stored(world, collector, body["checkoutTransactionId"], key)
+    assert_nothing_stored(
+        world.db, world.partner.client_id, collector, body["checkoutTransactionId"], key
+    )
 
 
 @pytest.mark.parametrize(
@@ -545,7 +495,9 @@ def test_amount_written_with_an_exponent_is_read_as_the_exact_number(
             "basketPreTaxAmount",
             "basketPostTaxAmount",
         }
-        assert_nothing_stored(world, collector, body["checkoutTransactionId"], key)
+        assert_nothing_stored(
+            world.db, world.partner.client_id, collector, body["checkoutTransactionId"], key
+        )
     else:
         assert response.status_code == 200, response.text
         assert response.json()["basketPreTaxAmount"] == value
@@ -695,7 +647,7 @@ def test_required_basket_field_missing_is_400_field_required_and_stores_nothing(
     response = world.partner.call(path, body, key=key)
 
     assert_problem(response, 400, "FIELD_REQUIRED", field)
-    assert_nothing_stored(world, collector, checkout_id, key)
+    assert_nothing_stored(world.db, world.partner.client_id, collector, checkout_id, key)
 
 
 @pytest.mark.parametrize("path", [POST, REVERSE], ids=ENDPOINT_NAMES.get)
@@ -784,7 +736,7 @@ def test_reversal_of_an_unknown_original_is_400_original_not_found_and_recorded(
     response = world.partner.call(REVERSE, body)
 
     assert_problem(response, 400, "ORIGINAL_NOT_FOUND", ORIGINAL)
-    assert stored(world, world.sponsor, REVERSE, body["checkoutTransactionId"]) == [
+    assert stored(world.db, world.sponsor, REVERSE, body["checkoutTransactionId"]) == [
         ("rejected", 400, "ORIGINAL_NOT_FOUND")
     ]
     assert world.balance(collector) == 10
@@ -958,7 +910,7 @@ def test_record_without_collector_and_issuances_is_200(world: World) -> None:
     assert out["checkoutTransactionId"] == body["checkoutTransactionId"]
     assert out["basketPreTaxAmount"] == 24.97
     assert uuid.UUID(out["transactionId"]).version == 4
-    assert stored(world, world.sponsor, RECORD, body["checkoutTransactionId"]) == [
+    assert stored(world.db, world.sponsor, RECORD, body["checkoutTransactionId"]) == [
         ("recorded", 200, None)
     ]
 
@@ -980,7 +932,7 @@ def test_record_lines_carry_no_status_and_no_balance_moves(world: World, status:
         {"contributingItemIds": ["A1"], "issuanceOfferCode": "STANDARD", "milesAmount": 7},
         {"issuanceOfferCode": "STANDARD", "milesAmount": 100_000, "offerId": "5"},
     ]
-    assert ledger_entry_count(world, collector) == 0
+    assert ledger_entry_count(world.db, collector) == 0
     if status != "unknown":
         assert world.balance(collector) == 0
 
@@ -1018,7 +970,7 @@ def test_record_resent_identically_is_a_replay_and_changed_is_a_duplicate(world:
     assert again.headers["Idempotent-Replayed"] == "true"
     assert again.json() == first.json()
     assert_problem(changed, 400, "DUPLICATE_TRANSACTION", "checkoutTransactionId")
-    rows = stored(world, world.sponsor, RECORD, body["checkoutTransactionId"])
+    rows = stored(world.db, world.sponsor, RECORD, body["checkoutTransactionId"])
     assert sorted(rows, key=str) == [
         ("recorded", 200, None),
         ("rejected", 400, "DUPLICATE_TRANSACTION"),
@@ -1031,7 +983,7 @@ def test_record_with_an_unknown_offer_is_400_and_recorded_as_rejected(world: Wor
     response = world.partner.call(RECORD, body)
 
     assert_problem(response, 400, "OFFER_UNKNOWN", "issuances[1].issuanceOfferCode")
-    assert stored(world, world.sponsor, RECORD, body["checkoutTransactionId"]) == [
+    assert stored(world.db, world.sponsor, RECORD, body["checkoutTransactionId"]) == [
         ("rejected", 400, "OFFER_UNKNOWN")
     ]
 
@@ -1047,10 +999,10 @@ def test_checkout_date_outside_the_window_is_400_at_checkout_date_time_and_recor
     response = world.partner.call(path, body)
 
     assert_problem(response, 400, "DATE_OUT_OF_RANGE", "checkoutDateTime")
-    assert stored(world, world.sponsor, path, body["checkoutTransactionId"]) == [
+    assert stored(world.db, world.sponsor, path, body["checkoutTransactionId"]) == [
         ("rejected", 400, "DATE_OUT_OF_RANGE")
     ]
-    assert ledger_entry_count(world, collector) == 0
+    assert ledger_entry_count(world.db, collector) == 0
 
 
 def test_record_and_post_may_share_a_checkout_id(world: World) -> None:

@@ -19,12 +19,10 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, select, update
 
 from rewardmiles import limits
 from rewardmiles.db.models import (
-    IdempotencyKey,
-    LedgerEntry,
     Offer,
     PartnerClientSponsor,
     Sponsor,
@@ -33,8 +31,13 @@ from rewardmiles.db.models import (
 from tests.e2e.conftest import World
 from tests.support import data
 from tests.support.partner import POST_EVENT, REVERSE_EVENT, Partner
+from tests.support.problems import (
+    PROBLEM_JSON,
+    assert_nothing_stored,
+    assert_problem,
+    ledger_entry_count,
+)
 
-PROBLEM_JSON = "application/problem+json"
 PROGRAM_ZONE = ZoneInfo("America/Toronto")
 MILES_PER_LINE_MAX = 100_000
 ENDPOINT_NAMES = {POST_EVENT: "post_event", REVERSE_EVENT: "reverse_event"}
@@ -94,55 +97,6 @@ def raw_post(
     return world.partner.http.post(path, content=content, headers=all_headers)
 
 
-def assert_problem(
-    response: httpx.Response, status: int, code: str, field: str | frozenset[str] | None = None
-) -> dict[str, Any]:
-    """A problem+json of `status`/`code`; with `field`, exactly one error entry, at that path."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_JSON
-    problem: dict[str, Any] = response.json()
-    assert problem["code"] == code, problem
-    assert problem["status"] == status
-    assert problem["requestId"] == response.headers["x-request-id"]
-    if field is not None:
-        assert [e["code"] for e in problem["errors"]] == [code], problem
-        actual = problem["errors"][0].get("field")
-        if isinstance(field, str):
-            assert actual == field, problem
-        else:
-            assert actual in field, problem
-    return problem
-
-
-def assert_nothing_stored(
-    world: World, collector: str, client_transaction_id: str, key: str | None = None
-) -> None:
-    """Rule 3.1 / §4: a malformed request leaves no trace but the access log."""
-    with world.db.reader() as session:
-        transactions = session.execute(
-            select(func.count())
-            .select_from(Transaction)
-            .where(
-                or_(
-                    Transaction.partner_transaction_id == client_transaction_id,
-                    Transaction.collector_number == collector,
-                )
-            )
-        ).scalar_one()
-        entries = session.execute(
-            select(func.count())
-            .select_from(LedgerEntry)
-            .where(LedgerEntry.account_code == collector)
-        ).scalar_one()
-        stored_key = (
-            session.get(IdempotencyKey, (world.partner.client_id, key)) if key is not None else None
-        )
-    assert transactions == 0
-    assert entries == 0
-    assert stored_key is None
-    assert world.balance(collector) == 0
-
-
 def assert_recorded_rejection(
     world: World, sponsor: str, path: str, client_transaction_id: str, code: str
 ) -> None:
@@ -157,17 +111,6 @@ def assert_recorded_rejection(
             )
         ).all()
     assert [tuple(r) for r in rows] == [("rejected", 400, code)]
-
-
-def ledger_entry_count(world: World, collector: str) -> int:
-    with world.db.reader() as session:
-        return int(
-            session.execute(
-                select(func.count())
-                .select_from(LedgerEntry)
-                .where(LedgerEntry.account_code == collector)
-            ).scalar_one()
-        )
 
 
 def program_date(body: dict[str, Any]) -> date:
@@ -417,7 +360,7 @@ def test_malformed_field_is_400_with_its_code_and_path_and_stores_nothing(
     problem = assert_problem(response, 400, rule.code, rule.field)
     assert isinstance(problem["errors"][0]["message"], str)
     assert problem["errors"][0]["message"]
-    assert_nothing_stored(world, collector, client_transaction_id, key)
+    assert_nothing_stored(world.db, world.partner.client_id, collector, client_transaction_id, key)
 
 
 @pytest.mark.parametrize("path", [POST_EVENT, REVERSE_EVENT], ids=ENDPOINT_NAMES.get)
@@ -559,7 +502,7 @@ def test_several_bad_fields_are_validation_failed_listing_each(world: World) -> 
         ("MILES_AMOUNT_INVALID", "issuances[1].milesAmount"),
     ]
     assert all(e["message"] for e in problem["errors"])
-    assert_nothing_stored(world, collector, client_transaction_id, key)
+    assert_nothing_stored(world.db, world.partner.client_id, collector, client_transaction_id, key)
 
 
 # --------------------------------------------------------------------------- A. bodies, headers
@@ -592,7 +535,9 @@ def test_valid_body_inside_a_json_array_is_malformed_json_and_stores_nothing(wor
     response = world.partner.post_event([body], key=key)
 
     assert_problem(response, 400, "MALFORMED_JSON")
-    assert_nothing_stored(world, collector, str(body["clientTransactionId"]), key)
+    assert_nothing_stored(
+        world.db, world.partner.client_id, collector, str(body["clientTransactionId"]), key
+    )
 
 
 @pytest.mark.parametrize(
@@ -614,7 +559,9 @@ def test_body_not_sent_as_json_is_415_and_stores_nothing(
     )
 
     assert_problem(response, 415, "UNSUPPORTED_MEDIA_TYPE")
-    assert_nothing_stored(world, collector, str(body["clientTransactionId"]))
+    assert_nothing_stored(
+        world.db, world.partner.client_id, collector, str(body["clientTransactionId"])
+    )
 
 
 def test_json_media_type_with_charset_parameter_is_accepted(world: World) -> None:
@@ -653,7 +600,9 @@ def test_body_one_byte_over_one_mebibyte_is_413_and_stores_nothing(world: World)
     response = raw_post(world, content)
 
     assert_problem(response, 413, "PAYLOAD_TOO_LARGE")
-    assert_nothing_stored(world, collector, str(body["clientTransactionId"]))
+    assert_nothing_stored(
+        world.db, world.partner.client_id, collector, str(body["clientTransactionId"])
+    )
 
 
 def test_chunked_body_over_one_mebibyte_is_413_and_stores_nothing(world: World) -> None:
@@ -668,7 +617,9 @@ def test_chunked_body_over_one_mebibyte_is_413_and_stores_nothing(world: World) 
     response = raw_post(world, chunks())
 
     assert_problem(response, 413, "PAYLOAD_TOO_LARGE")
-    assert_nothing_stored(world, collector, str(body["clientTransactionId"]))
+    assert_nothing_stored(
+        world.db, world.partner.client_id, collector, str(body["clientTransactionId"])
+    )
 
 
 @pytest.mark.parametrize(
@@ -691,7 +642,9 @@ def test_invalid_idempotency_key_is_400_and_stores_nothing(world: World, key: st
         pytest.skip(f"httpx will not send this header value: {exc}")
 
     assert_problem(response, 400, "IDEMPOTENCY_KEY_INVALID", "Idempotency-Key")
-    assert_nothing_stored(world, collector, str(body["clientTransactionId"]))
+    assert_nothing_stored(
+        world.db, world.partner.client_id, collector, str(body["clientTransactionId"])
+    )
 
 
 def test_idempotency_key_of_255_printable_chars_is_accepted(world: World) -> None:
@@ -717,7 +670,9 @@ def test_sponsor_the_token_does_not_name_is_403_and_stores_nothing(world: World)
     response = world.partner.post_event(body)
 
     assert_problem(response, 403, "SPONSOR_NOT_ALLOWED", "sponsorCode")
-    assert_nothing_stored(world, collector, str(body["clientTransactionId"]))
+    assert_nothing_stored(
+        world.db, world.partner.client_id, collector, str(body["clientTransactionId"])
+    )
 
 
 def test_sponsor_removed_after_the_token_was_issued_is_400_sponsor_unknown(world: World) -> None:
@@ -740,7 +695,7 @@ def test_sponsor_removed_after_the_token_was_issued_is_400_sponsor_unknown(world
         world, sponsor, POST_EVENT, body["clientTransactionId"], "SPONSOR_UNKNOWN"
     )
     assert world.balance(collector) == 0
-    assert ledger_entry_count(world, collector) == 0
+    assert ledger_entry_count(world.db, collector) == 0
 
 
 @pytest.mark.parametrize("path", [POST_EVENT, REVERSE_EVENT], ids=ENDPOINT_NAMES.get)
@@ -756,7 +711,7 @@ def test_inactive_sponsor_is_400_sponsor_inactive_and_recorded(world: World, pat
     assert_problem(response, 400, "SPONSOR_INACTIVE", "sponsorCode")
     assert_recorded_rejection(world, sponsor, path, body["clientTransactionId"], "SPONSOR_INACTIVE")
     assert world.balance(collector) == 0
-    assert ledger_entry_count(world, collector) == 0
+    assert ledger_entry_count(world.db, collector) == 0
 
 
 # --------------------------------------------------------------------------- B. offers, locations
@@ -774,7 +729,7 @@ def test_unknown_offer_is_400_at_its_line_and_recorded(world: World, path: str) 
         world, world.sponsor, path, body["clientTransactionId"], "OFFER_UNKNOWN"
     )
     assert world.balance(collector) == 0
-    assert ledger_entry_count(world, collector) == 0
+    assert ledger_entry_count(world.db, collector) == 0
 
 
 def _disabled(today: date) -> dict[str, Any]:
@@ -827,7 +782,7 @@ def test_inactive_offer_is_400_offer_inactive_and_recorded(
         world, sponsor, POST_EVENT, body["clientTransactionId"], "OFFER_INACTIVE"
     )
     assert world.balance(collector) == 0
-    assert ledger_entry_count(world, collector) == 0
+    assert ledger_entry_count(world.db, collector) == 0
 
 
 @pytest.mark.parametrize(
@@ -918,7 +873,7 @@ def test_date_outside_the_window_is_400_date_out_of_range_and_recorded(
         world, world.sponsor, path, body["clientTransactionId"], "DATE_OUT_OF_RANGE"
     )
     assert world.balance(collector) == 0
-    assert ledger_entry_count(world, collector) == 0
+    assert ledger_entry_count(world.db, collector) == 0
 
 
 @pytest.mark.parametrize(
@@ -961,7 +916,7 @@ def test_same_id_with_another_body_is_400_duplicate_and_identical_resend_is_a_re
         world, world.sponsor, POST_EVENT, body["clientTransactionId"], "DUPLICATE_TRANSACTION"
     )
     assert world.balance(collector) == 10
-    assert ledger_entry_count(world, collector) == 1
+    assert ledger_entry_count(world.db, collector) == 1
 
 
 def test_id_is_unique_per_sponsor_and_endpoint_only(world: World) -> None:

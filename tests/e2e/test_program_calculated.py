@@ -18,17 +18,22 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlalchemy import func, select
 
 from rewardmiles import clock
 from rewardmiles.config import Settings
-from rewardmiles.db.models import IdempotencyKey, LedgerEntry, Sponsor, Transaction
+from rewardmiles.db.models import Sponsor
 from rewardmiles.errors import CATALOGUE
 from rewardmiles.offers import catalogue
 from rewardmiles.settlement import service as settlement
 from tests.e2e.conftest import World
 from tests.support import data
 from tests.support.partner import Partner
+from tests.support.problems import (
+    assert_nothing_stored,
+    assert_problem,
+    ledger_entry_count,
+    stored,
+)
 
 CALCULATE = "/checkout/issuance/calculate"
 ISSUE = "/checkout/issuance/issue"
@@ -36,7 +41,6 @@ RETURN = "/checkout/issuance/return"
 POST = "/checkout/issuance/post"
 TRANSACTIONS = "/checkout/issuance/transactions"
 ENDPOINT_NAMES = {CALCULATE: "calculate", ISSUE: "issue", RETURN: "return", POST: "post"}
-PROBLEM_JSON = "application/problem+json"
 ORIGINAL = "originalCheckoutTransactionId"
 PROGRAM_ZONE = ZoneInfo(Settings().program_time_zone)
 MILES_PER_LINE_MAX = Settings().miles_per_line_max
@@ -194,61 +198,6 @@ def get(partner: Partner, path: str, params: dict[str, str] | None = None) -> ht
     )
 
 
-def assert_problem(
-    response: httpx.Response, status: int, code: str, field: str | None = None
-) -> dict[str, Any]:
-    """A problem+json of `status`/`code`; with `field`, exactly one error entry, at that path."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_JSON
-    problem: dict[str, Any] = response.json()
-    assert problem["code"] == code, problem
-    assert problem["status"] == status
-    if field is not None:
-        assert [(e["code"], e.get("field")) for e in problem["errors"]] == [(code, field)], problem
-    return problem
-
-
-def stored(world: World, sponsor: str, path: str, checkout_id: str) -> list[tuple[Any, ...]]:
-    """(status, http_status, error_code) of every transaction row with this id at `path`."""
-    with world.db.reader() as session:
-        rows = session.execute(
-            select(Transaction.status, Transaction.http_status, Transaction.error_code).where(
-                Transaction.sponsor_code == sponsor,
-                Transaction.endpoint == ENDPOINT_NAMES[path],
-                Transaction.partner_transaction_id == checkout_id,
-            )
-        ).all()
-    return [tuple(r) for r in rows]
-
-
-def ledger_entry_count(world: World, collector: str) -> int:
-    with world.db.reader() as session:
-        return int(
-            session.execute(
-                select(func.count())
-                .select_from(LedgerEntry)
-                .where(LedgerEntry.account_code == collector)
-            ).scalar_one()
-        )
-
-
-def assert_nothing_stored(shop: Shop, collector: str, checkout_id: str, key: str) -> None:
-    """No transaction row for this id or collector, no ledger entry, no idempotency key."""
-    with shop.world.db.reader() as session:
-        transactions = session.execute(
-            select(func.count())
-            .select_from(Transaction)
-            .where(
-                (Transaction.partner_transaction_id == checkout_id)
-                | (Transaction.collector_number == collector)
-            )
-        ).scalar_one()
-        stored_key = session.get(IdempotencyKey, (shop.partner.client_id, key))
-    assert transactions == 0
-    assert stored_key is None
-    assert ledger_entry_count(shop.world, collector) == 0
-
-
 def program_date(body: dict[str, Any]) -> date:
     """The basket's date in the program time zone (what offer validity is checked against)."""
     return datetime.fromisoformat(body["checkoutDateTime"]).astimezone(PROGRAM_ZONE).date()
@@ -308,7 +257,9 @@ def test_calculate_previews_the_offers_and_stores_nothing(shop: Shop) -> None:
     assert "Idempotent-Replayed" not in again.headers
     assert again.json()["issuances"] == EXPECTED_LINES
     assert shop.world.balance(collector) == 0
-    assert_nothing_stored(shop, collector, body["checkoutTransactionId"], key)
+    assert_nothing_stored(
+        shop.world.db, shop.partner.client_id, collector, body["checkoutTransactionId"], key
+    )
 
 
 def test_calculate_does_not_need_a_known_collector(shop: Shop) -> None:
@@ -342,7 +293,9 @@ def test_items_not_adding_up_to_the_pre_tax_amount_is_400_and_stores_nothing(
     response = plain.call(path, body, key=key)
 
     assert_problem(response, 400, "BASKET_AMOUNTS_INCONSISTENT", "items")
-    assert_nothing_stored(plain, collector, body["checkoutTransactionId"], key)
+    assert_nothing_stored(
+        plain.world.db, plain.partner.client_id, collector, body["checkoutTransactionId"], key
+    )
     assert plain.world.balance(collector) == 0
 
 
@@ -406,7 +359,9 @@ def test_malformed_program_body_is_400_and_stores_nothing(
     response = plain.call(path, body, key=key)
 
     assert_problem(response, 400, code, field)
-    assert_nothing_stored(plain, collector, body["checkoutTransactionId"], key)
+    assert_nothing_stored(
+        plain.world.db, plain.partner.client_id, collector, body["checkoutTransactionId"], key
+    )
 
 
 @pytest.mark.parametrize("path", [CALCULATE, ISSUE, RETURN], ids=ENDPOINT_NAMES.get)
@@ -421,7 +376,9 @@ def test_sponsor_the_client_may_not_act_for_is_403_and_stores_nothing(
     response = plain.call(path, body, key=key)
 
     assert_problem(response, 403, "SPONSOR_NOT_ALLOWED", "sponsorCode")
-    assert_nothing_stored(plain, collector, body["checkoutTransactionId"], key)
+    assert_nothing_stored(
+        plain.world.db, plain.partner.client_id, collector, body["checkoutTransactionId"], key
+    )
 
 
 def test_sponsor_may_be_left_out_by_a_client_of_one_sponsor(shop: Shop) -> None:
@@ -460,8 +417,8 @@ def test_issue_posts_exactly_what_calculate_previewed(shop: Shop) -> None:
         k: v for k, v in calc.items() if k not in skip
     }
     assert shop.world.balance(collector) == 45
-    assert ledger_entry_count(shop.world, collector) == 3
-    assert stored(shop.world, shop.sponsor, ISSUE, body["checkoutTransactionId"]) == [
+    assert ledger_entry_count(shop.world.db, collector) == 3
+    assert stored(shop.world.db, shop.sponsor, ISSUE, body["checkoutTransactionId"]) == [
         ("posted", 200, None)
     ]
 
@@ -479,8 +436,8 @@ def test_issue_for_an_on_hold_or_unknown_collector_is_202_pending(shop: Shop, ki
         ("PRODUCE", 15, ["apples"], "PENDING"),
     ]
     assert out["totalMiles"] == 20
-    assert ledger_entry_count(shop.world, collector) == 0
-    assert stored(shop.world, shop.sponsor, ISSUE, body["checkoutTransactionId"]) == [
+    assert ledger_entry_count(shop.world.db, collector) == 0
+    assert stored(shop.world.db, shop.sponsor, ISSUE, body["checkoutTransactionId"]) == [
         ("pending", 202, None)
     ]
 
@@ -511,10 +468,10 @@ def test_issue_for_a_closed_collector_is_400_and_recorded_as_rejected(shop: Shop
     response = shop.call(ISSUE, body)
 
     assert_problem(response, 400, "COLLECTOR_CLOSED", "collectorNumber")
-    assert stored(shop.world, shop.sponsor, ISSUE, body["checkoutTransactionId"]) == [
+    assert stored(shop.world.db, shop.sponsor, ISSUE, body["checkoutTransactionId"]) == [
         ("rejected", 400, "COLLECTOR_CLOSED")
     ]
-    assert ledger_entry_count(shop.world, collector) == 0
+    assert ledger_entry_count(shop.world.db, collector) == 0
 
 
 def test_issue_uses_only_offers_valid_on_the_checkout_date(shop: Shop) -> None:
@@ -603,7 +560,7 @@ def test_unregistered_location_is_400_location_unknown(new_shop: ShopFactory, pa
 
     assert_problem(response, 400, "LOCATION_UNKNOWN", "locationCode")
     expected = [("rejected", 400, "LOCATION_UNKNOWN")] if path == ISSUE else []
-    assert stored(shop.world, shop.sponsor, path, body["checkoutTransactionId"]) == expected
+    assert stored(shop.world.db, shop.sponsor, path, body["checkoutTransactionId"]) == expected
     assert shop.world.balance(collector) == 0
 
 
@@ -622,8 +579,8 @@ def test_basket_earning_nothing_is_issued_with_zero_miles(shop: Shop) -> None:
     assert out.get("issuances", []) == []
     assert uuid.UUID(out["transactionId"]).version == 4
     assert shop.world.balance(collector) == 0
-    assert ledger_entry_count(shop.world, collector) == 0
-    assert stored(shop.world, shop.sponsor, ISSUE, body["checkoutTransactionId"]) == [
+    assert ledger_entry_count(shop.world.db, collector) == 0
+    assert stored(shop.world.db, shop.sponsor, ISSUE, body["checkoutTransactionId"]) == [
         ("posted", 200, None)
     ]
 
@@ -643,7 +600,7 @@ def test_checkout_date_outside_the_window_is_400_date_out_of_range(
 
     assert_problem(response, 400, "DATE_OUT_OF_RANGE", "checkoutDateTime")
     expected = [("rejected", 400, "DATE_OUT_OF_RANGE")] if path == ISSUE else []
-    assert stored(shop.world, shop.sponsor, path, body["checkoutTransactionId"]) == expected
+    assert stored(shop.world.db, shop.sponsor, path, body["checkoutTransactionId"]) == expected
     assert shop.world.balance(collector) == 0
 
 
@@ -828,7 +785,7 @@ def test_return_over_the_bought_quantity_is_400_return_exceeds_purchase(shop: Sh
 
     assert_problem(response, 400, "RETURN_EXCEEDS_PURCHASE", "items[1].quantity")
     assert_problem(never, 400, "RETURN_EXCEEDS_PURCHASE", "items[0].quantity")
-    assert stored(shop.world, shop.sponsor, RETURN, at_once["checkoutTransactionId"]) == [
+    assert stored(shop.world.db, shop.sponsor, RETURN, at_once["checkoutTransactionId"]) == [
         ("rejected", 400, "RETURN_EXCEEDS_PURCHASE")
     ]
     assert shop.world.balance(collector) == balance
@@ -860,7 +817,9 @@ def test_return_without_original_is_400_field_required_and_stores_nothing(shop: 
     response = shop.call(RETURN, body, key=key)
 
     assert_problem(response, 400, "FIELD_REQUIRED", ORIGINAL)
-    assert_nothing_stored(shop, collector, body["checkoutTransactionId"], key)
+    assert_nothing_stored(
+        shop.world.db, shop.partner.client_id, collector, body["checkoutTransactionId"], key
+    )
 
 
 @pytest.mark.parametrize("kind", ["unknown", "post", "other-sponsor", "rejected-issue"])
@@ -890,7 +849,7 @@ def test_return_naming_no_accepted_issue_is_400_original_not_found(
     response = shop.call(RETURN, body)
 
     assert_problem(response, 400, "ORIGINAL_NOT_FOUND", ORIGINAL)
-    assert stored(shop.world, shop.sponsor, RETURN, body["checkoutTransactionId"]) == [
+    assert stored(shop.world.db, shop.sponsor, RETURN, body["checkoutTransactionId"]) == [
         ("rejected", 400, "ORIGINAL_NOT_FOUND")
     ]
     assert shop.world.balance(collector) == before
@@ -964,7 +923,7 @@ def test_return_of_a_pending_issue_is_202_pending(shop: Shop) -> None:
     )
 
     assert lines(out) == [("PRODUCE", 15, ["apples"], "PENDING")]
-    assert ledger_entry_count(shop.world, collector) == 0
+    assert ledger_entry_count(shop.world.db, collector) == 0
 
 
 def test_return_replayed_with_the_same_key_counts_once(shop: Shop) -> None:
