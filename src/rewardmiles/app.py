@@ -12,9 +12,11 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rewardmiles import __version__, clock, logs
+from rewardmiles import __version__, clock, logs, ratelimit
 from rewardmiles.auth import routes as auth_routes
 from rewardmiles.auth.keys import KeyRing
 from rewardmiles.auth.tokens import TokenService
@@ -38,6 +40,7 @@ from rewardmiles.reports import routes as reports_routes
 from rewardmiles.settlement.worker import Worker
 from rewardmiles.web import (
     RequestContextMiddleware,
+    handle_database_error,
     handle_http_exception,
     handle_problem,
     handle_request_validation,
@@ -61,10 +64,17 @@ class AppContext:
     tokens: TokenService
     registry: InFlightRegistry
     limiter: anyio.CapacityLimiter
+    rate_limiter: ratelimit.RateLimiter
+    api_budget: ratelimit.Budget | None
+    token_budget: ratelimit.Budget | None
 
 
 def build_context(settings: Settings) -> AppContext:
-    db = Database.from_url(settings.database_url, pool_size=settings.database_pool_size)
+    db = Database.from_url(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        statement_timeout_ms=settings.database_statement_timeout_ms,
+    )
     keys = KeyRing(db)
     keys.ensure_key(clock.utc_now())
     tokens = TokenService(
@@ -75,7 +85,19 @@ def build_context(settings: Settings) -> AppContext:
     )
     # One worker thread per pooled connection: more threads would only queue on the pool.
     limiter = anyio.CapacityLimiter(1 if db.is_sqlite else settings.database_pool_size * 2)
-    return AppContext(settings, db, keys, tokens, InFlightRegistry(), limiter)
+    return AppContext(
+        settings,
+        db,
+        keys,
+        tokens,
+        InFlightRegistry(),
+        limiter,
+        ratelimit.build(settings.redis_url, settings.redis_key_prefix),
+        ratelimit.budget(settings.rate_limit_per_second, settings.rate_limit_burst),
+        ratelimit.budget(
+            settings.token_rate_limit_per_minute / 60, settings.token_rate_limit_burst
+        ),
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -92,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await anyio.to_thread.run_sync(worker.stop)
+            await ctx.rate_limiter.close()
             ctx.db.dispose()
 
     app = FastAPI(
@@ -104,6 +127,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(ProblemError, handle_problem)
     app.add_exception_handler(StarletteHTTPException, handle_http_exception)
     app.add_exception_handler(RequestValidationError, handle_request_validation)
+    app.add_exception_handler(DBAPIError, handle_database_error)
+    app.add_exception_handler(SQLAlchemyTimeoutError, handle_database_error)
     app.include_router(auth_routes.router)
     app.include_router(issuance_routes.router)
     app.include_router(reports_routes.router)
@@ -186,6 +211,13 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         for operation in operations.values():
             if _is_default_422(operation):
                 del operation["responses"]["422"]
+    # Every request may meet a database fault (500/503); every authenticated one a rate limit.
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            extra = (429, 500, 503) if "401" in responses else (500, 503)
+            for status, entry in problem_responses(*extra).items():
+                responses.setdefault(str(status), entry)
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     _, request_schemas = models_json_schema(

@@ -34,6 +34,9 @@ class Settings(BaseModel):
         default_factory=lambda: f"sqlite:///{Path.cwd() / DEFAULT_SQLITE_FILE}"
     )
     database_pool_size: int = Field(default=10, ge=1, le=200)
+    database_statement_timeout_ms: int = Field(
+        default=15_000, ge=0, description="PostgreSQL statement_timeout of API requests; 0 = none"
+    )
     program_time_zone: str = "America/Toronto"
     backdate_days_max: int = Field(default=30, ge=0, le=3650)
     miles_per_line_max: int = Field(default=100_000, ge=1, le=1_000_000_000)
@@ -50,6 +53,18 @@ class Settings(BaseModel):
     token_audience: str = "rewardmiles-issuance"
     token_lifetime_seconds: int = Field(default=3600, ge=60, le=86_400)
     secret_hash_cost: int = Field(default=14, ge=10, le=20, description="scrypt N = 2**cost")
+    rate_limit_per_second: float = Field(
+        default=200.0, ge=0, description="Partner API requests per client per second; 0 = off"
+    )
+    rate_limit_burst: int = Field(default=400, ge=1, le=1_000_000)
+    token_rate_limit_per_minute: float = Field(
+        default=60.0, ge=0, description="Token requests per client_id per minute; 0 = off"
+    )
+    token_rate_limit_burst: int = Field(default=20, ge=1, le=10_000)
+    redis_url: str | None = Field(
+        default=None, description="Share rate-limit budgets across API processes via Redis"
+    )
+    redis_key_prefix: str = Field(default="rewardmiles", min_length=1, max_length=64)
     batch_upload_bytes_max: int = Field(default=2 * 1024**3, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True

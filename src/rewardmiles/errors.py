@@ -278,7 +278,8 @@ _SPECS: tuple[ErrorSpec, ...] = (
         503,
         "Service unavailable",
         True,
-        "The database is unreachable or migrations are not current.",
+        "The database is unreachable, timed out or not migrated; retry after `Retry-After` "
+        "seconds with the same Idempotency-Key.",
     ),
 )
 

@@ -20,11 +20,13 @@ import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rewardmiles import limits, logs
+from rewardmiles import limits, logs, ratelimit
 from rewardmiles.auth.tokens import BEARER_CHALLENGE, Principal
 from rewardmiles.clock import utc_now
 from rewardmiles.errors import (
@@ -159,6 +161,34 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     body = problem(code, detail, request_id_of(request))
     body["status"] = exc.status_code
     return json_response(exc.status_code, body, exc.headers)
+
+
+async def handle_database_error(request: Request, exc: Exception) -> Response:
+    """The database failed under the request (lost connection, restart, statement timeout, pool
+    exhausted). A request that failed while committing may or may not be stored, so the answer
+    is 503 and never a guess: a retry with the same Idempotency-Key settles it either way.
+    Anything else from the driver (an integrity error would be a bug) stays a logged 500."""
+    request_id = request_id_of(request)
+    transient = isinstance(exc, OperationalError | InterfaceError | SQLAlchemyTimeoutError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+    log.error(
+        "database_error",
+        request_id=request_id,
+        path=request.url.path,
+        error=type(exc).__name__,
+        driver_error=type(getattr(exc, "orig", None)).__name__,
+        transient=transient,
+    )
+    if not transient:
+        raise exc
+    body = problem(
+        "SERVICE_UNAVAILABLE",
+        "The database did not complete the request. Retry with the same Idempotency-Key: it "
+        "is then applied exactly once, whether or not this attempt was stored.",
+        request_id,
+    )
+    return json_response(503, body, {"Retry-After": "1"})
 
 
 async def handle_request_validation(request: Request, exc: Exception) -> Response:
@@ -324,6 +354,26 @@ def partner_principal(request: Request) -> Principal:
     principal: Principal = request.app.state.ctx.tokens.verify(bearer_token(request), utc_now())
     request.scope["state"]["client_id"] = principal.client_id
     return principal
+
+
+async def authorize(request: Request) -> Principal:
+    """`partner_principal`, then the client's rate budget (429 with Retry-After when spent)."""
+    principal = partner_principal(request)
+    ctx = request.app.state.ctx
+    if ctx.api_budget is not None:
+        await enforce_rate_limit(request, ctx.api_budget, "api:" + principal.client_id)
+    return principal
+
+
+async def enforce_rate_limit(request: Request, budget: ratelimit.Budget, key: str) -> None:
+    decision = await request.app.state.ctx.rate_limiter.hit(budget, key)
+    if not decision.allowed:
+        seconds = decision.retry_after_seconds
+        raise ProblemError(
+            "RATE_LIMITED",
+            f"Too many requests from this client; retry after {seconds} s.",
+            headers={"Retry-After": str(seconds)},
+        )
 
 
 def sponsor_for(principal: Principal, sent: str | None) -> str:

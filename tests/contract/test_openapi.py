@@ -22,8 +22,10 @@ def test_committed_openapi_matches_the_app() -> None:
 
 
 IDEMPOTENT_WRITES = ("post", "post/event", "reverse", "reverse/event")
-IDEMPOTENT_STATUSES = {"200", "202", "400", "401", "403", "409", "413", "415", "422", "500"}
-RECORD_STATUSES = {"200", "400", "401", "403", "413", "415", "500"}
+IDEMPOTENT_STATUSES = {
+    *("200", "202", "400", "401", "403", "409", "413", "415", "422", "429", "500", "503")
+}
+RECORD_STATUSES = {"200", "400", "401", "403", "413", "415", "429", "500", "503"}
 
 
 def test_every_partner_write_declares_its_responses() -> None:
@@ -43,7 +45,7 @@ def test_lookups_declare_their_errors() -> None:
     paths = _document()["paths"]
     assert isinstance(paths, dict)
     one = paths["/checkout/issuance/transactions/{transactionId}"]["get"]["responses"]
-    assert {"200", "401", "404"} <= set(one)
+    assert {"200", "401", "404", "429", "503"} <= set(one)
     many = paths["/checkout/issuance/transactions"]["get"]["responses"]
     assert {"200", "400", "401", "403"} <= set(many)
 

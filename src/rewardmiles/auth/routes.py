@@ -16,7 +16,7 @@ from rewardmiles import clock
 from rewardmiles.auth import service
 from rewardmiles.auth.tokens import IssuedToken
 from rewardmiles.errors import ProblemError
-from rewardmiles.web import json_response, problem_responses, run_sync
+from rewardmiles.web import enforce_rate_limit, json_response, problem_responses, run_sync
 
 router = APIRouter(tags=["auth"])
 
@@ -83,7 +83,7 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
     "/oauth/token",
     response_model=TokenResponse,
     summary="Exchange client credentials for a bearer token",
-    responses=problem_responses(400, 401, 413, 415),
+    responses=problem_responses(400, 401, 413, 415, 429),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -123,6 +123,8 @@ async def token(request: Request) -> Response:
         )
     ctx = request.app.state.ctx
     request.scope["state"]["client_id"] = client_id
+    if ctx.token_budget is not None:  # before the deliberately slow secret check
+        await enforce_rate_limit(request, ctx.token_budget, "token:" + client_id)
 
     def authenticate_and_issue() -> IssuedToken | None:
         with ctx.db.reader() as session:

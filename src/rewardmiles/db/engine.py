@@ -48,16 +48,32 @@ def normalize_url(raw: str) -> URL:
     )
 
 
-def build_engine(raw_url: str, *, pool_size: int = 10) -> Engine:
+PG_CONNECT_TIMEOUT_SECONDS = 5
+
+
+def build_engine(raw_url: str, *, pool_size: int = 10, statement_timeout_ms: int = 0) -> Engine:
+    """SQLite (see `_sqlite_engine`) or PostgreSQL with a bounded pool.
+
+    No pre-ping on checkout (it would cost a round trip per request): a connection lost to a
+    database restart fails its request with 503, and SQLAlchemy then discards every connection
+    of the pool opened before the failure, so the retry gets a fresh one.
+    """
     url = normalize_url(raw_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url)
+    connect_args: dict[str, Any] = {
+        "application_name": "rewardmiles",
+        "connect_timeout": PG_CONNECT_TIMEOUT_SECONDS,
+    }
+    if statement_timeout_ms:
+        connect_args["options"] = f"-c statement_timeout={int(statement_timeout_ms)}"
     return create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=1800,
-        connect_args={"application_name": "rewardmiles"},
+        pool_timeout=PG_CONNECT_TIMEOUT_SECONDS,
+        connect_args=connect_args,
     )
 
 
@@ -99,8 +115,12 @@ class Database:
         self._sqlite_writer = threading.Lock() if self.is_sqlite else None
 
     @classmethod
-    def from_url(cls, raw_url: str, *, pool_size: int = 10) -> Database:
-        return cls(build_engine(raw_url, pool_size=pool_size))
+    def from_url(
+        cls, raw_url: str, *, pool_size: int = 10, statement_timeout_ms: int = 0
+    ) -> Database:
+        return cls(
+            build_engine(raw_url, pool_size=pool_size, statement_timeout_ms=statement_timeout_ms)
+        )
 
     def _writer_guard(self) -> AbstractContextManager[Any]:
         return self._sqlite_writer if self._sqlite_writer is not None else nullcontext()

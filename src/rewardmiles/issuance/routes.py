@@ -39,8 +39,8 @@ from rewardmiles.issuance.schemas import (
     program_command,
 )
 from rewardmiles.web import (
+    authorize,
     json_response,
-    partner_principal,
     problem_responses,
     read_json_object,
     request_id_of,
@@ -98,7 +98,7 @@ async def _handle(
     idempotent: bool = True,
 ) -> Response:
     ctx = request.app.state.ctx
-    principal = partner_principal(request)
+    principal = await authorize(request)
     key = idempotency.parse_key(request.headers.get("idempotency-key")) if idempotent else None
     obj, canonical = await read_json_object(request)
     body = validate_body(
@@ -202,7 +202,7 @@ def _program(body: ProgramBasketBase, principal: Principal) -> Command:
 )
 async def calculate(request: Request) -> Response:
     ctx = request.app.state.ctx
-    principal = partner_principal(request)
+    principal = await authorize(request)
     idempotency.parse_key(request.headers.get("idempotency-key"))
     obj, _ = await read_json_object(request)
     body = validate_body(CalculateRequest, obj, context={}, rules=FIELD_RULES, codes=FIELD_CODES)
@@ -253,7 +253,7 @@ BASKET_ENDPOINTS = (
 )
 async def get_transaction(request: Request, transactionId: str) -> Response:  # noqa: N803
     ctx = request.app.state.ctx
-    principal = partner_principal(request)
+    principal = await authorize(request)
 
     def find() -> dict[str, Any] | None:
         with ctx.db.reader() as session:
@@ -282,7 +282,7 @@ async def find_transactions(
     checkoutTransactionId: str | None = None,  # noqa: N803
 ) -> Response:
     ctx = request.app.state.ctx
-    principal = partner_principal(request)
+    principal = await authorize(request)
     sponsor = sponsor_for(principal, sponsorCode)
     if (clientTransactionId is None) == (checkoutTransactionId is None):
         raise ProblemError(

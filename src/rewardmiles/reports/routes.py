@@ -16,8 +16,8 @@ from rewardmiles.auth.tokens import Principal
 from rewardmiles.errors import ProblemError
 from rewardmiles.reports import audit, batches, reconciliation
 from rewardmiles.web import (
+    authorize,
     json_response,
-    partner_principal,
     problem_responses,
     run_sync,
     sponsor_for,
@@ -57,7 +57,7 @@ async def audit_report(
     unmaskCollectors: bool = False,  # noqa: N803
 ) -> Response:
     ctx = request.app.state.ctx
-    sponsor, day = _scope(partner_principal(request), sponsorCode, date)
+    sponsor, day = _scope(await authorize(request), sponsorCode, date)
 
     def build() -> audit.AuditReport:
         with ctx.db.reader() as session:
@@ -85,7 +85,7 @@ async def reconciliation_file(
     sponsorCode: str | None = None,  # noqa: N803
 ) -> Response:
     ctx = request.app.state.ctx
-    sponsor, day = _scope(partner_principal(request), sponsorCode, date)
+    sponsor, day = _scope(await authorize(request), sponsorCode, date)
 
     def build() -> Any:
         with ctx.db.reader() as session:
@@ -127,7 +127,7 @@ async def upload_batch(
     issueMissing: bool = False,  # noqa: N803
 ) -> Response:
     ctx = request.app.state.ctx
-    principal = partner_principal(request)
+    principal = await authorize(request)
     sponsor = sponsor_for(principal, sponsorCode)
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     kind = BATCH_MEDIA.get(media)
@@ -190,7 +190,7 @@ async def get_batch(
     outcome: str | None = None,
 ) -> Response:
     ctx = request.app.state.ctx
-    principal = partner_principal(request)
+    principal = await authorize(request)
     if not offset >= 0 or not 1 <= limit <= BATCH_PAGE_MAX:
         raise ProblemError(
             "FIELD_INVALID", f"offset ≥ 0 and 1 ≤ limit ≤ {BATCH_PAGE_MAX}.", field="limit"
