@@ -29,6 +29,7 @@ PG_ADMIN_URL = os.environ.get(
     "REWARDMILES_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 TEST_HASH_COST = "10"
+TEST_REDIS_URL = os.environ.get("REWARDMILES_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def _pg_admin() -> psycopg.Connection:

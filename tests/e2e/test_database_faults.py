@@ -8,12 +8,15 @@ like from the API. A held row lock plus a short `statement_timeout` gives the ti
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 import psycopg
@@ -102,19 +105,66 @@ def _via_proxy(url: str, proxy: TcpProxy) -> str:
     )
 
 
-def test_database_outage_mid_traffic_gives_503_then_recovers_without_a_restart(
-    pg_only: None, database_factory: DatabaseFactory, tmp_path: Path
+class Fault(Protocol):
+    name: str
+
+    def begin(self) -> None: ...
+
+    def end(self) -> None: ...
+
+
+class ProxyOutage:
+    """Every connection reset, new ones refused, until `end`."""
+
+    name = "proxy outage"
+
+    def __init__(self, proxy: TcpProxy) -> None:
+        self.proxy = proxy
+
+    def begin(self) -> None:
+        self.proxy.outage()
+
+    def end(self) -> None:
+        self.proxy.restore()
+
+
+class PostgresRestart:
+    """A real `pg_ctlcluster stop` / `start` of the machine's PostgreSQL (opt-in: it disturbs
+    every other user of that server)."""
+
+    name = "postgresql restart"
+
+    def __init__(self) -> None:
+        self.version = sorted(os.listdir("/etc/postgresql"))[-1]
+
+    def _ctl(self, action: str) -> None:
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", self.version, "main", action],
+            check=True,
+            timeout=60,
+        )
+
+    def begin(self) -> None:
+        self._ctl("stop")
+
+    def end(self) -> None:
+        self._ctl("start")
+
+
+def _traffic_through_faults(
+    database_url: str, direct_url: str, workdir: Path, fault: Fault, outages: int = 2
 ) -> None:
-    direct_url = database_factory.create("postgresql")
+    """Four partner threads against two API processes while `fault` strikes `outages` times;
+    then every acknowledged call is stored once, balances match, and the ledger verifies."""
     db = Database.from_url(direct_url)
     sponsor = data.new_sponsor(db)
     client_id, secret = data.new_client(db, [sponsor])
     collectors = [data.new_collector(db) for _ in range(20)]
-    proxy = TcpProxy("127.0.0.1", 5432).start()
+    db.dispose()
     server = start_server(
-        _via_proxy(direct_url, proxy),
+        database_url,
         "postgresql",
-        tmp_path,
+        workdir,
         env={"REWARDMILES_SECRET_HASH_COST": TEST_HASH_COST},
         workers=2,
     )
@@ -126,14 +176,14 @@ def test_database_outage_mid_traffic_gives_503_then_recovers_without_a_restart(
         for thread in threads:
             thread.start()
         try:
-            for _ in range(2):  # two outages: recovery is not a one-off
+            for _ in range(outages):  # more than one: recovery is not a one-off
                 time.sleep(2)
-                proxy.outage()
+                fault.begin()
                 time.sleep(OUTAGE_SECONDS / 2)
                 ready = httpx.get(f"{server.base_url}/readyz", timeout=10)
                 assert ready.status_code == 503, ready.text
                 time.sleep(OUTAGE_SECONDS / 2)
-                proxy.restore()
+                fault.end()
             time.sleep(2)
         finally:
             traffic.stop.set()
@@ -143,26 +193,24 @@ def test_database_outage_mid_traffic_gives_503_then_recovers_without_a_restart(
         assert "request_failed" not in server.log(), "a database fault escaped as a 500"
     finally:
         server.stop()
-        proxy.close()
 
     print(
-        f"\ndatabase outages: 2, connections reset: {proxy.connections_reset}, "
-        f"statuses: {dict(traffic.statuses)}, transport errors: {traffic.transport_errors}, "
-        f"acknowledged: {len(traffic.acknowledged)}"
+        f"\n{fault.name} x{outages}: statuses {dict(traffic.statuses)}, "
+        f"transport errors {traffic.transport_errors}, acknowledged {len(traffic.acknowledged)}"
     )
     assert traffic.unexpected == []
     assert set(traffic.statuses) <= DEFINITIVE | RETRYABLE, traffic.statuses
     assert traffic.statuses[503] > 0, "the outage was not seen: the test proved nothing"
     assert len(traffic.acknowledged) > 50
-    assert proxy.connections_reset > 0
 
+    db = Database.from_url(direct_url)
     with db.reader() as session:
         rows = session.execute(
             select(Transaction.partner_transaction_id, func.count())
             .where(Transaction.sponsor_code == sponsor)
             .group_by(Transaction.partner_transaction_id)
         ).all()
-    stored = dict(rows)
+    stored: dict[str, int] = {str(k): int(v) for k, v in rows}
     assert set(stored) == set(traffic.acknowledged), "a transaction was lost or appeared unasked"
     assert all(count == 1 for count in stored.values()), "a transaction was stored twice"
     expected: Counter[str] = Counter()
@@ -171,6 +219,32 @@ def test_database_outage_mid_traffic_gives_503_then_recovers_without_a_restart(
     assert {c: data.balance(db, c) for c in collectors} == {c: expected[c] for c in collectors}
     db.dispose()
     assert_ledger_balanced(direct_url)
+
+
+def test_database_outage_mid_traffic_gives_503_then_recovers_without_a_restart(
+    pg_only: None, database_factory: DatabaseFactory, tmp_path: Path
+) -> None:
+    direct_url = database_factory.create("postgresql")
+    proxy = TcpProxy("127.0.0.1", 5432).start()
+    try:
+        _traffic_through_faults(
+            _via_proxy(direct_url, proxy), direct_url, tmp_path, ProxyOutage(proxy)
+        )
+    finally:
+        proxy.close()
+    assert proxy.connections_reset > 0
+
+
+@pytest.mark.skipif(
+    os.environ.get("REWARDMILES_TEST_PG_RESTART") != "1",
+    reason="restarts the machine's PostgreSQL: opt in with REWARDMILES_TEST_PG_RESTART=1 "
+    "(make reliability)",
+)
+def test_a_real_postgresql_restart_mid_traffic(
+    pg_only: None, database_factory: DatabaseFactory, tmp_path: Path
+) -> None:
+    url = database_factory.create("postgresql")
+    _traffic_through_faults(url, url, tmp_path, PostgresRestart())
 
 
 def test_a_statement_timeout_is_503_and_the_retry_lands_once(

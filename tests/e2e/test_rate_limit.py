@@ -11,13 +11,12 @@ import pytest
 import redis
 
 from rewardmiles.db.engine import Database
-from tests.conftest import ServerFactory
+from tests.conftest import TEST_REDIS_URL, ServerFactory
 from tests.support import data
 from tests.support.partner import fetch_token
 from tests.support.problems import assert_problem
 
 LOOKUP = "/checkout/issuance/transactions/{}"
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def _lookup(base_url: str, token: str) -> httpx.Response:
@@ -104,7 +103,7 @@ def test_with_redis_the_budget_is_shared_by_every_api_process(
         env={
             "REWARDMILES_RATE_LIMIT_PER_SECOND": "0.01",
             "REWARDMILES_RATE_LIMIT_BURST": str(burst),
-            "REWARDMILES_REDIS_URL": REDIS_URL,
+            "REWARDMILES_TEST_REDIS_URL": TEST_REDIS_URL,
             "REWARDMILES_REDIS_KEY_PREFIX": prefix,
         },
     )
@@ -119,7 +118,7 @@ def test_with_redis_the_budget_is_shared_by_every_api_process(
     # Per-process budgets would let up to 2 x burst through; one shared budget lets exactly burst.
     assert statuses.count(404) == burst
     assert statuses.count(429) == 3 * burst
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(TEST_REDIS_URL)
     try:
         assert client.exists(f"{prefix}:rl:api:{client_id}") == 1
         client.delete(*client.keys(f"{prefix}:*"))

@@ -8,8 +8,7 @@ import uuid
 import redis
 
 from rewardmiles.ratelimit import Budget, MemoryRateLimiter, RedisRateLimiter, budget
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
+from tests.conftest import TEST_REDIS_URL
 
 
 class FakeClock:
@@ -63,7 +62,7 @@ def test_redis_backend_applies_the_same_rule() -> None:
     prefix = f"rm-unit-{uuid.uuid4().hex}"
 
     async def scenario() -> list[bool]:
-        limiter = RedisRateLimiter(REDIS_URL, prefix)
+        limiter = RedisRateLimiter(TEST_REDIS_URL, prefix)
         try:
             rule = Budget(rate=0.01, burst=3)
             decisions = [await limiter.hit(rule, "client") for _ in range(5)]
@@ -75,7 +74,7 @@ def test_redis_backend_applies_the_same_rule() -> None:
     try:
         assert asyncio.run(scenario()) == [True, True, True, False, False]
     finally:
-        client = redis.Redis.from_url(REDIS_URL)
+        client = redis.Redis.from_url(TEST_REDIS_URL)
         client.delete(*client.keys(f"{prefix}:*"))
         client.close()
 
