@@ -156,9 +156,15 @@ def try_lock_key(session: Session, namespace: str, key: str) -> bool:
     """
     if session.get_bind().dialect.name != "postgresql":
         return True
+    return bool(
+        session.connection().execute(_TRY_ADVISORY_LOCK, {"k": lock_id(namespace, key)}).scalar()
+    )
+
+
+def lock_id(namespace: str, key: str) -> int:
+    """The 64-bit advisory lock number of a (namespace, key) pair."""
     digest = hashlib.blake2b(f"{namespace}\0{key}".encode(), digest_size=8).digest()
-    lock_id = int.from_bytes(digest, "big", signed=True)
-    return bool(session.connection().execute(_TRY_ADVISORY_LOCK, {"k": lock_id}).scalar())
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def insert_ignoring_conflicts(session: Session, table: Table) -> Insert:

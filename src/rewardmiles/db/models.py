@@ -63,6 +63,14 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+class ReferenceVersion(Base):
+    """One row: bumped by triggers on every change to sponsors, offers and locations (0005)."""
+
+    __tablename__ = "reference_version"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
 class Sponsor(Base):
     __tablename__ = "sponsors"
     code: Mapped[str] = mapped_column(String(10), primary_key=True)

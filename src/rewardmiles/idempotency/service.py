@@ -17,23 +17,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy import delete, insert, text
 from sqlalchemy.orm import Session
 
 from rewardmiles import limits
-from rewardmiles.db.engine import try_lock_key
+from rewardmiles.db.engine import lock_id
 from rewardmiles.db.models import IdempotencyKey
 from rewardmiles.errors import ProblemError
 
 IN_USE_RETRY_AFTER_SECONDS = 1
 LOCK_NAMESPACE = "idempotency"
 
-_GET_KEY = select(
-    IdempotencyKey.fingerprint,
-    IdempotencyKey.transaction_id,
-    IdempotencyKey.response_status,
-    IdempotencyKey.response_json,
-).where(IdempotencyKey.client_id == bindparam("client_id"), IdempotencyKey.key == bindparam("key"))
 _INSERT_KEY = insert(IdempotencyKey)
 
 
@@ -104,17 +98,51 @@ class InFlightRegistry:
                 self._running.discard(token)
 
 
-def claim(session: Session, client_id: str, key: str) -> StoredOutcome | None:
+# The first statement of a keyed call: take the key's lock (PostgreSQL), read its stored
+# outcome, and, riding along to save the issuance path a round trip, the reference-data version.
+# The lock and the read share one snapshot, taken before the lock: if the key's previous holder
+# committed in between, the read misses its row, this call runs the request again, and its
+# insert of the key fails on the primary key; the unit of work is then retried and replays.
+_CLAIM_SELECT = (
+    "(SELECT version FROM reference_version WHERE id = 1) AS reference_version, "
+    "k.fingerprint, k.transaction_id, k.response_status, k.response_json "
+    "FROM (SELECT 1 AS one) AS one "
+    "LEFT JOIN idempotency_keys AS k ON k.client_id = :client_id AND k.key = :key"
+)
+_CLAIM = {
+    "postgresql": text(f"SELECT pg_try_advisory_xact_lock(:lock) AS locked, {_CLAIM_SELECT}"),
+    "sqlite": text(f"SELECT 1 AS locked, {_CLAIM_SELECT}"),  # BEGIN IMMEDIATE holds the writer
+}
+_REFERENCE_VERSION = text("SELECT version FROM reference_version WHERE id = 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    stored: StoredOutcome | None  # None: the key is new
+    reference_version: int
+
+
+def claim(session: Session, client_id: str, key: str) -> Claim:
     """Inside the unit of work: fail with 409 if another process runs this key; else return the
-    stored outcome (None when the key is new)."""
-    if not try_lock_key(session, f"{LOCK_NAMESPACE}:{client_id}", key):
+    stored outcome (None when the key is new) and the reference-data version."""
+    conn = session.connection()
+    row = conn.execute(
+        _CLAIM[conn.dialect.name],
+        {"lock": lock_id(f"{LOCK_NAMESPACE}:{client_id}", key), "client_id": client_id, "key": key},
+    ).one()
+    if not row.locked:
         raise in_use_error()
-    row = session.connection().execute(_GET_KEY, {"client_id": client_id, "key": key}).one_or_none()
-    if row is None:
-        return None
-    return StoredOutcome(
+    if row.fingerprint is None:
+        return Claim(None, row.reference_version)
+    stored = StoredOutcome(
         row.fingerprint, row.transaction_id, row.response_status, orjson.loads(row.response_json)
     )
+    return Claim(stored, row.reference_version)
+
+
+def reference_version(session: Session) -> int:
+    """The reference-data version, for a call without a key (keyed calls get it from `claim`)."""
+    return int(session.connection().execute(_REFERENCE_VERSION).scalar_one())
 
 
 def ensure_same_request(stored: StoredOutcome, request_fingerprint: str) -> None:

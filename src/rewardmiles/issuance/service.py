@@ -79,7 +79,7 @@ RULES: dict[Endpoint, EndpointRules] = {
 }
 WIRE_NAMES = {endpoint.value: rules.wire_name for endpoint, rules in RULES.items()}
 
-INTEGRITY_RETRIES = 2
+INTEGRITY_RETRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +141,8 @@ def execute(
         for attempt in range(1, INTEGRITY_RETRIES + 1):
             try:
                 with db.unit_of_work() as session:
-                    return _execute_once(session, settings, call, now())
+                    # The first attempt leaves rule 3.7's duplicate check to the unique index.
+                    return _execute_once(session, settings, call, now(), optimistic=attempt == 1)
             except IntegrityError:
                 if attempt == INTEGRITY_RETRIES:
                     raise
@@ -149,16 +150,20 @@ def execute(
 
 
 def _execute_once(
-    session: Session, settings: Settings, call: PartnerCall, now: datetime
+    session: Session, settings: Settings, call: PartnerCall, now: datetime, *, optimistic: bool
 ) -> Outcome:
     key = call.idempotency_key
     if key is not None:
-        stored = idempotency.claim(session, call.client_id, key)
-        if stored is not None:
-            idempotency.ensure_same_request(stored, call.fingerprint)
-            return replay_stored(session, stored)
+        claimed = idempotency.claim(session, call.client_id, key)
+        if claimed.stored is not None:
+            idempotency.ensure_same_request(claimed.stored, call.fingerprint)
+            return replay_stored(session, claimed.stored)
+        version = claimed.reference_version
+    else:
+        version = idempotency.reference_version(session)
+    repo.use_reference_cache(session, version)
     try:
-        outcome = _process(session, settings, call, now)
+        outcome = _process(session, settings, call, now, optimistic=optimistic)
     except BusinessRuleError as rule:
         outcome = _record_rejection(session, call, rule, now)
     if key is not None:
@@ -479,17 +484,47 @@ def _check_not_duplicate(session: Session, call: PartnerCall) -> Outcome | None:
 # --------------------------------------------------------------------------- use cases
 
 
-def _process(session: Session, settings: Settings, call: PartnerCall, now: datetime) -> Outcome:
+def _process(
+    session: Session, settings: Settings, call: PartnerCall, now: datetime, *, optimistic: bool
+) -> Outcome:
+    """Rules in the contract's order, then the write.
+
+    Rule 3.7 (the same transaction id again) is checked right after the collector lock. With
+    `optimistic`, that read is skipped on the way to a write: an accepted duplicate makes the
+    transaction insert fail on its unique index, and `execute` runs the call again without
+    `optimistic`. A rule failure still checks for a duplicate first, so the answer is the same
+    as if the check had come first.
+    """
     command = call.command
-    rules = RULES[call.endpoint]
     sponsor = _check_sponsor(session, command.sponsor_code)
-    if rules.direction == NO_EFFECT:
+    if RULES[call.endpoint].direction == NO_EFFECT:
         return _record(session, settings, call, now)
     assert command.collector_number is not None  # every moving endpoint requires it
     account = _lock_or_enroll(session, settings, command.collector_number, now)
-    replay = _check_not_duplicate(session, call)
-    if replay is not None:
-        return replay
+    if not optimistic:
+        return _check_not_duplicate(session, call) or _apply(
+            session, settings, call, sponsor, account, now
+        )
+    try:
+        return _apply(session, settings, call, sponsor, account, now)
+    except BusinessRuleError:
+        replay = _check_not_duplicate(session, call)  # raises DUPLICATE_TRANSACTION if it differs
+        if replay is not None:
+            return replay
+        raise
+
+
+def _apply(
+    session: Session,
+    settings: Settings,
+    call: PartnerCall,
+    sponsor: repo.SponsorRow,
+    account: ledger.CollectorAccount | None,
+    now: datetime,
+) -> Outcome:
+    command = call.command
+    rules = RULES[call.endpoint]
+    assert command.collector_number is not None
     _check_collector(settings, account, command.collector_number)
     _check_date_window(settings, command, now)
     if command.program is None:
