@@ -14,9 +14,9 @@ from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.sql import Insert
+from sqlalchemy.sql import Executable, Insert
 from sqlalchemy.sql.schema import Table
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -211,3 +211,58 @@ def bulk_insert_ignoring_conflicts(
             )
         )
         return int(cursor.rowcount)
+
+
+# --------------------------------------------------------------------------- batched writes
+
+_WRITE_QUEUE = "rewardmiles.write_queue"  # session.info key
+
+
+@contextmanager
+def batched_writes(session: Session) -> Iterator[None]:
+    """Hold back this block's `write` calls and send them together when it ends without error.
+
+    PostgreSQL runs them in one pipeline: one round trip for all of them instead of one each.
+    SQLite (in process, no round trips) runs them one after the other. The block's reads still
+    run at once, so a write may only be queued when nothing read later in the block depends on
+    it; and a write whose result is needed (RETURNING) must not be queued.
+    """
+    queue: list[tuple[Executable, Any]] = []
+    session.info[_WRITE_QUEUE] = queue
+    try:
+        yield
+    finally:
+        session.info.pop(_WRITE_QUEUE, None)
+    _flush(session, queue)
+
+
+def write(session: Session, statement: Executable, params: Any) -> None:
+    """Execute a DML statement now, or at the end of the enclosing `batched_writes` block."""
+    queue: list[tuple[Executable, Any]] | None = session.info.get(_WRITE_QUEUE)
+    if queue is None:
+        session.connection().execute(statement, params)
+    else:
+        queue.append((statement, params))
+
+
+def queued_writes(session: Session) -> int:
+    return len(session.info.get(_WRITE_QUEUE, ()))
+
+
+def _flush(session: Session, queue: list[tuple[Executable, Any]]) -> None:
+    if not queue:
+        return
+    conn = session.connection()
+    if conn.dialect.name != "postgresql" or len(queue) == 1:
+        for statement, params in queue:
+            conn.execute(statement, params)
+        return
+    driver = cast(psycopg.Connection[Any], conn.connection.driver_connection)
+    try:
+        with driver.pipeline():
+            for statement, params in queue:
+                conn.execute(statement, params)
+    except psycopg.Error as exc:
+        # Errors of pipelined statements surface here, outside SQLAlchemy: wrap them as it would
+        # (IntegrityError, OperationalError, …) so callers handle them the same way.
+        raise DBAPIError.instance(None, None, exc, psycopg.Error) from exc

@@ -21,7 +21,7 @@ from sqlalchemy import delete, insert, text
 from sqlalchemy.orm import Session
 
 from rewardmiles import limits
-from rewardmiles.db.engine import lock_id
+from rewardmiles.db.engine import lock_id, write
 from rewardmiles.db.models import IdempotencyKey
 from rewardmiles.errors import ProblemError
 
@@ -165,7 +165,8 @@ def store(
     body: dict[str, Any],
     now: datetime,
 ) -> None:
-    session.connection().execute(
+    write(
+        session,
         _INSERT_KEY,
         {
             "client_id": client_id,

@@ -16,6 +16,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
+from rewardmiles.db.engine import write
 from rewardmiles.db.models import Collector, IssuanceLine, Location, Offer, Sponsor, Transaction
 
 
@@ -302,12 +303,12 @@ def original_totals(session: Session, original_id: str) -> OriginalTotals:
 
 
 def insert_transaction(session: Session, values: dict[str, object]) -> None:
-    session.connection().execute(_INSERT_TRANSACTION, values)
+    write(session, _INSERT_TRANSACTION, values)
 
 
 def insert_lines(session: Session, rows: list[dict[str, object]]) -> None:
     if rows:
-        session.connection().execute(_INSERT_LINES, rows)
+        write(session, _INSERT_LINES, rows)
 
 
 @dataclass(frozen=True, slots=True)

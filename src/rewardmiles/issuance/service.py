@@ -24,7 +24,12 @@ from sqlalchemy.orm import Session
 
 from rewardmiles import clock, ledger, limits
 from rewardmiles.config import NegativeBalancePolicy, Settings, UnknownCollectorPolicy
-from rewardmiles.db.engine import Database, insert_ignoring_conflicts
+from rewardmiles.db.engine import (
+    Database,
+    batched_writes,
+    insert_ignoring_conflicts,
+    queued_writes,
+)
 from rewardmiles.db.models import Collector
 from rewardmiles.errors import BusinessRuleError, FieldError, problem_from_error
 from rewardmiles.idempotency import service as idempotency
@@ -162,9 +167,21 @@ def _execute_once(
     else:
         version = idempotency.reference_version(session)
     repo.use_reference_cache(session, version)
+    # The inserts (transaction, lines, ledger entries, key) go to the database together at the
+    # end; nothing below reads them back. The balance update runs in place (RETURNING).
+    with batched_writes(session):
+        return _execute_rules(session, settings, call, now, optimistic=optimistic)
+
+
+def _execute_rules(
+    session: Session, settings: Settings, call: PartnerCall, now: datetime, *, optimistic: bool
+) -> Outcome:
+    key = call.idempotency_key
     try:
         outcome = _process(session, settings, call, now, optimistic=optimistic)
     except BusinessRuleError as rule:
+        # Every rule is checked before the first write is queued; a rejection writes only itself.
+        assert queued_writes(session) == 0, "a rule failed after writes were queued"
         outcome = _record_rejection(session, call, rule, now)
     if key is not None:
         idempotency.store(

@@ -15,6 +15,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
+from rewardmiles.db.engine import write
 from rewardmiles.db.models import Collector, LedgerEntry
 
 COLLECTOR_ACCOUNT = "collector"
@@ -99,11 +100,14 @@ def post(
     if sum(int(e["amount_miles"]) for e in entries) != 0:  # type: ignore[call-overload]
         raise LedgerInvariantError("entries of a posting do not sum to zero")
 
-    conn = session.connection()
-    conn.execute(_INSERT_ENTRIES, entries)
-    new_balance = conn.execute(
-        _MOVE_BALANCE, {"b_number": account.number, "b_delta": delta, "b_posted_at": posted_at}
-    ).scalar_one()
+    write(session, _INSERT_ENTRIES, entries)  # with the other writes of a batched unit of work
+    new_balance = (
+        session.connection()
+        .execute(
+            _MOVE_BALANCE, {"b_number": account.number, "b_delta": delta, "b_posted_at": posted_at}
+        )
+        .scalar_one()
+    )
     if new_balance != account.balance_miles + delta:
         raise LedgerInvariantError(
             f"balance of collector {account.number} changed without its lock "
