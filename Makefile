@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-sqlite lint format typecheck openapi lock verify bench clean
+.PHONY: help install run test test-sqlite lint format typecheck openapi lock verify bench bench-quick reliability clean
 
 help: ## List the tasks
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,6 +49,17 @@ openapi: install ## Regenerate the committed openapi.json from the app
 lock: ## Re-resolve requirements*.lock from pyproject.toml (needs uv)
 	uv pip compile pyproject.toml --python-version 3.11 -o requirements.lock
 	uv pip compile pyproject.toml --python-version 3.11 --extra dev -o requirements-dev.lock
+
+bench: install ## Benchmark: pgbench and HTTP ceilings vs rewardmiles (bench/results/latest.md)
+	$(BIN)/python -m bench.run
+
+bench-quick: install ## A one-minute smoke run of the benchmark
+	$(BIN)/python -m bench.run --quick
+
+reliability: install ## Long crash profile (25+ SIGKILLs) and a real PostgreSQL restart under traffic
+	REWARDMILES_TEST_DATABASES=postgresql REWARDMILES_CRASH_PROFILE=long REWARDMILES_TEST_PG_RESTART=1 \
+	  REWARDMILES_CRASH_REPORT=$${REWARDMILES_CRASH_REPORT:-crash-report.json} \
+	  $(BIN)/python -m pytest -s -p no:cacheprovider tests/e2e/test_crash.py tests/e2e/test_database_faults.py
 
 verify: install ## Check the ledger invariants (REWARDMILES_DATABASE_URL)
 	$(BIN)/rewardmiles ledger verify

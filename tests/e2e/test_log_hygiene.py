@@ -1,0 +1,85 @@
+"""What the server writes to its log: never a client secret or a bearer token, never a full
+collector number — at debug level, across successful calls, failed logins, rejections, a 429 and
+a batch of bad requests."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+
+import httpx
+
+from rewardmiles.db.engine import Database
+from tests.conftest import ServerFactory
+from tests.support import data
+from tests.support.partner import POST_EVENT, REVERSE_EVENT, fetch_token
+
+
+def test_logs_hold_no_secret_no_token_and_no_full_collector_number(
+    dialect: str, server_factory: ServerFactory
+) -> None:
+    server = server_factory(
+        dialect,
+        env={
+            "REWARDMILES_LOG_LEVEL": "debug",
+            "REWARDMILES_RATE_LIMIT_PER_SECOND": "1",
+            "REWARDMILES_RATE_LIMIT_BURST": "20",
+        },
+    )
+    db = Database.from_url(server.database_url)
+    try:
+        sponsor = data.new_sponsor(db)
+        client_id, secret = data.new_client(db, [sponsor])
+        active = data.new_collector(db)
+        unknown = data.unknown_collector()
+    finally:
+        db.dispose()
+    base = server.base_url
+    token = fetch_token(base, client_id, secret)
+    auth = {"Authorization": f"Bearer {token}"}
+
+    # A failed login with a near-miss secret, and one over HTTP Basic.
+    wrong_secret = secret[:-4] + "abcd"
+    httpx.post(
+        f"{base}/oauth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": wrong_secret,
+        },
+    )
+    basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    httpx.post(
+        f"{base}/oauth/token",
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": f"Basic {basic}"},
+    )
+    # Accepted, pending, rejected and malformed calls naming collectors.
+    body = data.event_body(sponsor, active, miles=5)
+    headers = {**auth, "Idempotency-Key": str(uuid.uuid4())}
+    assert httpx.post(f"{base}{POST_EVENT}", json=body, headers=headers).status_code == 200
+    pending = data.event_body(sponsor, unknown)
+    assert httpx.post(f"{base}{POST_EVENT}", json=pending, headers=auth).status_code == 202
+    over = data.event_body(
+        sponsor, active, originalClientTransactionId=body["clientTransactionId"], miles=500
+    )
+    assert httpx.post(f"{base}{REVERSE_EVENT}", json=over, headers=auth).status_code == 400
+    bad_collector = data.event_body(sponsor, active[:-1] + "X")
+    assert httpx.post(f"{base}{POST_EVENT}", json=bad_collector, headers=auth).status_code == 400
+    # A token in the wrong place, a garbage token, and enough calls to be rate limited.
+    httpx.get(f"{base}/checkout/issuance/transactions/x", headers={"Authorization": token})
+    httpx.get(
+        f"{base}/checkout/issuance/transactions/x", headers={"Authorization": f"Bearer {token}x"}
+    )
+    statuses = {
+        httpx.get(f"{base}/checkout/issuance/transactions/{uuid.uuid4()}", headers=auth).status_code
+        for _ in range(25)
+    }
+    assert 429 in statuses
+
+    log = server.log()
+    assert "request" in log  # debug logging really was on
+    for secret_text in (secret, wrong_secret, token, basic, token.split(".")[2]):
+        assert secret_text not in log
+    for number in (active, unknown):
+        assert number not in log
