@@ -245,6 +245,13 @@ _SPECS: tuple[ErrorSpec, ...] = (
         "The body exceeds the request size limit (1 MiB).",
     ),
     ErrorSpec(
+        "HEADERS_TOO_LARGE",
+        431,
+        "Request headers too large",
+        False,
+        "More than 100 headers, or more than 16 KiB of header names and values.",
+    ),
+    ErrorSpec(
         "UNSUPPORTED_MEDIA_TYPE",
         415,
         "Unsupported media type",

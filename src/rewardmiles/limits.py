@@ -7,6 +7,8 @@ contract (SPEC §2) and are published in the OpenAPI document and `docs/errors.m
 from typing import Final
 
 request_body_bytes_max: Final = 1_048_576
+request_header_bytes_max: Final = 16_384  # names and values of all headers together
+request_headers_max: Final = 100
 partner_transaction_id_chars_max: Final = 64
 issuance_lines_per_request_max: Final = 50
 coupons_per_request_max: Final = 50

@@ -82,6 +82,23 @@ class RequestContextMiddleware:
         incoming = _header(scope, REQUEST_ID_HEADER)
         request_id = incoming if incoming and _REQUEST_ID_OK.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        headers = scope.get("headers", ())
+        if len(headers) > limits.request_headers_max or (
+            sum(len(name) + len(value) for name, value in headers) > limits.request_header_bytes_max
+        ):
+            # The HTTP parser has no limit of its own: refuse before any work is done.
+            refusal = json_response(
+                431,
+                problem(
+                    "HEADERS_TOO_LARGE",
+                    f"Send at most {limits.request_headers_max} headers and "
+                    f"{limits.request_header_bytes_max} bytes of header names and values.",
+                    request_id,
+                ),
+            )
+            app: ASGIApp = refusal
+        else:
+            app = self.app
         partner_data = str(scope.get("path", "")).startswith(("/checkout/", "/oauth/"))
         started = time.perf_counter()
         status_holder = {"status": 500, "sent": False}
@@ -100,7 +117,7 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await app(scope, receive, send_with_id)
         except Exception as exc:
             log.error(
                 "request_failed",

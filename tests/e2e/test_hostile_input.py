@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.e2e.conftest import World
+from tests.support.problems import assert_nothing_stored, assert_problem
 
 WRITE_PATHS = [
     "/checkout/issuance/post",
@@ -112,3 +114,18 @@ def test_pathological_bodies_are_4xx(world: World, raw: bytes) -> None:
             response.status_code, response.headers["content-type"], response.text
         )
         assert response.status_code in (400, 413), (path, response.status_code)
+
+
+def test_oversized_or_too_many_headers_get_431_before_any_work(world: World) -> None:
+    url = world.server.base_url + "/checkout/issuance/post/event"
+    body = world.body(world.collector())
+    auth = {"Authorization": f"Bearer {world.partner.token}"}
+    big = httpx.post(url, json=body, headers={**auth, "X-Padding": "a" * 20_000})
+    assert_problem(big, 431, "HEADERS_TOO_LARGE")
+    many = httpx.post(url, json=body, headers={**auth, **{f"X-H{i}": "v" for i in range(120)}})
+    assert_problem(many, 431, "HEADERS_TOO_LARGE")
+    assert_nothing_stored(
+        world.db, world.partner.client_id, body["collectorNumber"], body["clientTransactionId"]
+    )
+    fine = httpx.post(url, json=body, headers={**auth, "X-Padding": "a" * 8_000})
+    assert fine.status_code == 200, fine.text
