@@ -211,11 +211,12 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         for operation in operations.values():
             if _is_default_422(operation):
                 del operation["responses"]["422"]
-    # Every request may meet a database fault (500/503); every authenticated one a rate limit.
+    # Every request may meet the header limits (431) and a database fault (500/503); every
+    # authenticated one a rate limit (429).
     for operations in schema["paths"].values():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
-            extra = (429, 500, 503) if "401" in responses else (500, 503)
+            extra = (429, 431, 500, 503) if "401" in responses else (431, 500, 503)
             for status, entry in problem_responses(*extra).items():
                 responses.setdefault(str(status), entry)
     components.pop("HTTPValidationError", None)

@@ -23,9 +23,9 @@ def test_committed_openapi_matches_the_app() -> None:
 
 IDEMPOTENT_WRITES = ("post", "post/event", "reverse", "reverse/event")
 IDEMPOTENT_STATUSES = {
-    *("200", "202", "400", "401", "403", "409", "413", "415", "422", "429", "500", "503")
+    *("200", "202", "400", "401", "403", "409", "413", "415", "422", "429", "431", "500", "503")
 }
-RECORD_STATUSES = {"200", "400", "401", "403", "413", "415", "429", "500", "503"}
+RECORD_STATUSES = {"200", "400", "401", "403", "413", "415", "429", "431", "500", "503"}
 
 
 def test_every_partner_write_declares_its_responses() -> None:
