@@ -293,3 +293,36 @@ def test_worker_purges_idempotency_keys_past_the_retention_window(
         )
         assert session.execute(select(func.count()).select_from(IdempotencyKey)).scalar_one() >= 1
     assert left == ["young"]
+
+
+def test_a_large_backlog_settles_in_short_transactions(
+    own_db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A collector with more pending lines than one transaction settles is finished in one pass,
+    over several transactions, each holding the collector's lock for a bounded batch."""
+    monkeypatch.setattr(settlement, "SETTLED_PER_TRANSACTION_MAX", 10)
+    sponsor = data.new_sponsor(own_db, review_threshold_miles=50)
+    number = data.unknown_collector()
+    for _ in range(24):
+        assert call(own_db, settings, data.event_body(sponsor, number, miles=3)).status == 202
+    held = call(own_db, settings, data.event_body(sponsor, number, miles=60))  # review: stays
+    assert held.status == 202
+    _enrol(own_db, number)
+
+    transactions = 0
+    real_unit_of_work = own_db.unit_of_work
+
+    def counting_unit_of_work():  # type: ignore[no-untyped-def]
+        nonlocal transactions
+        transactions += 1
+        return real_unit_of_work()
+
+    monkeypatch.setattr(own_db, "unit_of_work", counting_unit_of_work)
+    report = _settle(own_db, settings)
+    monkeypatch.undo()
+
+    assert report.posted == 24
+    assert report.still_pending == 1  # the line under review, counted once
+    assert transactions == 3  # 10 + 10 + 4
+    assert data.balance(own_db, number) == 72
+    assert _line(own_db, str(held.transaction_id)) == ("pending", "review", None)

@@ -38,6 +38,10 @@ COLLECTOR_ON_HOLD = "collector_on_hold"
 ORIGINAL_PENDING = "original_pending"
 
 COLLECTORS_PER_PASS_MAX = 200
+# Lines settled under one hold of a collector's row lock: a backlog of thousands is settled in
+# several short transactions, so the partner requests for that collector wait milliseconds, not
+# seconds, between them.
+SETTLED_PER_TRANSACTION_MAX = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +153,10 @@ def settle_pending(db: Database, settings: Settings, now: datetime) -> SettleRep
     for number in collectors:
         if number is None:  # RECORD transactions without a collector never pend
             continue
-        with db.unit_of_work() as session:
-            _settle_collector(session, settings, number, now, expired_before, report)
+        more = True
+        while more:
+            with db.unit_of_work() as session:
+                more = _settle_collector(session, settings, number, now, expired_before, report)
     return report
 
 
@@ -161,19 +167,27 @@ def _settle_collector(
     now: datetime,
     expired_before: datetime,
     report: SettleReport,
-) -> None:
+) -> bool:
+    """Settle what can be settled of one collector's pending lines, at most
+    SETTLED_PER_TRANSACTION_MAX of them; True if it stopped there (call again)."""
     account = ledger.lock_collector(session, number)
     rows = session.connection().execute(_CLAIM_LINES, {"collector": number}).all()
     touched: set[str] = set()
+    settled = still_pending = 0
+    stopped_early = False
     for row in rows:
+        if settled == SETTLED_PER_TRANSACTION_MAX:
+            stopped_early = True
+            break
         line = PendingLine(**row._mapping)
         outcome = _decide(session, settings, account, line)
         if outcome is None and line.processed_at < expired_before:
             outcome = (REJECTED, "PENDING_EXPIRED")
         if outcome is None:
-            report.still_pending += 1
+            still_pending += 1
             continue
         status, detail = outcome
+        settled += 1
         if status == POSTED:
             assert account is not None
             sign = 1 if line.direction == CREDIT else -1
@@ -198,11 +212,15 @@ def _settle_collector(
             report.rejected[detail or ""] += 1
         else:  # still pending, for a new reason
             _reason(session, line, detail)
-            report.still_pending += 1
+            still_pending += 1
+            settled -= 1  # a new reason is not a settlement
             continue
         touched.add(line.transaction_id)
     for transaction_id in touched:
         _after_settlement(session, transaction_id, now)
+    if not stopped_early:  # the last round saw every line: count what is left once
+        report.still_pending += still_pending
+    return stopped_early
 
 
 def _after_settlement(session: Session, transaction_id: str, now: datetime) -> None:
