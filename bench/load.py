@@ -1,81 +1,44 @@
-"""Closed-loop load on POST/EVENT against a running server; prints throughput and latency.
+"""Closed-loop load on a running server; prints throughput, latency and errors.
 
-    python bench/load.py --base http://127.0.0.1:8000 --client-id demo-keny \
-        --client-secret demo-keny-secret --sponsor KENY --requests 5000 --concurrency 32
+    .venv/bin/python -m bench.load --base http://127.0.0.1:8000 --client-id demo-keny \\
+        --client-secret demo-keny-secret --sponsor KENY --scenario issue --concurrency 16
 
-Collectors are generated numbers (unknown to the program, so lines are PENDING) unless
---collectors-file lists enrolled ones (one per line), e.g. from `collector import`.
+A thin front end to bench/loadgen.py (the generator of the full harness, bench/run.py): it gets
+a bearer token, then runs one scenario — issue (POST/EVENT, unique keys), mix (POST/EVENT +
+REVERSE/EVENT of it), replay (same key and body again) — for --duration seconds after --warmup.
+Collectors are --collector-base + 1 … + --collectors (enrol them first, e.g. with
+`rewardmiles collector import`); unknown ones make PENDING lines (202) rather than 200.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import random
-import statistics
-import time
-import uuid
-from datetime import UTC, datetime
+import json
+import sys
+import urllib.parse
+import urllib.request
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
+if __package__ in (None, ""):  # run as a script (python bench/…): make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import loadgen
 
 
-async def _token(client: httpx.AsyncClient, client_id: str, secret: str) -> str:
-    response = await client.post(
-        "/oauth/token",
-        data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
+def token(base: str, client_id: str, secret: str) -> str:
+    data = urllib.parse.urlencode(
+        {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
+    ).encode()
+    request = urllib.request.Request(  # noqa: S310 - the URL is the operator's --base
+        f"{base}/oauth/token",
+        data=data,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
-    response.raise_for_status()
-    return str(response.json()["access_token"])
-
-
-async def run(args: argparse.Namespace) -> None:
-    collectors = (
-        Path(args.collectors_file).read_text().split()
-        if args.collectors_file
-        else [f"9{i:010d}" for i in range(args.collector_count)]
-    )
-    limits = httpx.Limits(
-        max_connections=args.concurrency, max_keepalive_connections=args.concurrency
-    )
-    async with httpx.AsyncClient(base_url=args.base, limits=limits, timeout=30) as client:
-        token = await _token(client, args.client_id, args.client_secret)
-        headers = {"Authorization": f"Bearer {token}"}
-        latencies: list[float] = []
-        statuses: dict[int, int] = {}
-        remaining = args.requests
-
-        async def worker() -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
-                body = {
-                    "clientTransactionId": uuid.uuid4().hex,
-                    "collectorNumber": random.choice(collectors),
-                    "sponsorCode": args.sponsor,
-                    "transactionDateTime": datetime.now(UTC).isoformat(),
-                    "issuances": [{"issuanceOfferCode": "STANDARD", "milesAmount": 5}],
-                }
-                started = time.perf_counter()
-                response = await client.post(
-                    "/checkout/issuance/post/event",
-                    json=body,
-                    headers={**headers, "Idempotency-Key": str(uuid.uuid4())},
-                )
-                latencies.append(time.perf_counter() - started)
-                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-        elapsed = time.perf_counter() - started
-
-    latencies.sort()
-    q = statistics.quantiles(latencies, n=100)
-    print(
-        f"{len(latencies)} requests in {elapsed:.1f}s: {len(latencies) / elapsed:.0f} req/s; "
-        f"p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms; statuses {statuses}"
-    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        return str(json.load(response)["access_token"])
 
 
 def main() -> None:
@@ -86,11 +49,45 @@ def main() -> None:
     parser.add_argument("--client-id", default="demo-keny")
     parser.add_argument("--client-secret", default="demo-keny-secret")
     parser.add_argument("--sponsor", default="KENY")
-    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--scenario", choices=["issue", "mix", "replay"], default="issue")
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--collector-count", type=int, default=10_000)
-    parser.add_argument("--collectors-file")
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--collectors", type=int, default=10_000)
+    parser.add_argument("--collector-base", type=int, default=80_000_000_000)
+    parser.add_argument("--json", action="store_true", help="print the full result as JSON")
+    args = parser.parse_args()
+
+    url = urllib.parse.urlsplit(args.base)
+    if url.scheme != "http" or not url.hostname:
+        raise SystemExit("--base must be http://HOST:PORT (the generator speaks plain HTTP/1.1)")
+    cfg = loadgen.Config(
+        host=url.hostname,
+        port=url.port or 80,
+        scenario=args.scenario,
+        token=token(args.base, args.client_id, args.client_secret),
+        sponsor=args.sponsor,
+        collector_base=args.collector_base,
+        collectors=args.collectors,
+        concurrency=args.concurrency,
+        warmup=args.warmup,
+        duration=args.duration,
+        moment=(datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    loadgen.install_uvloop()
+    result = asyncio.run(loadgen.run(cfg))
+    if args.json:
+        print(json.dumps(asdict(result), indent=2))
+        return
+    lat = result.latency_ms
+    print(
+        f"{result.requests} requests in {result.duration_s:.1f}s: {result.rps:,.0f} req/s; "
+        f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, max {lat['max']:.1f} ms; "
+        f"statuses {result.statuses}; transport errors {result.transport_errors}; "
+        f"generator CPU {result.cpu['percent_of_one_core']}% of a core"
+    )
+    for sample in result.error_samples:
+        print(f"  {sample}")
 
 
 if __name__ == "__main__":

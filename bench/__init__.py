@@ -1,0 +1,1 @@
+"""Benchmark harness of rewardmiles: `python -m bench.run` (see bench/README.md)."""

@@ -1,0 +1,68 @@
+"""The HTTP ceiling: rewardmiles' own server stack answering a no-op POST endpoint.
+
+`create_noop_app()` is `rewardmiles.app.create_app()` — same middleware (request id, access log,
+security headers), exception handlers, lifespan (database pool, signing keys, settlement worker)
+and settings from the environment — plus one route, `POST /checkout/bench/noop`, that reads the
+request body and answers a fixed small JSON 200. It is served by uvicorn with the options of
+`rewardmiles serve` (uvloop + httptools chosen by uvicorn's "auto", log level warning, no access
+log; `--workers N` through the import string, as `serve` does).
+
+    REWARDMILES_DATABASE_URL=... python -m bench.noop_server --port 8001 [--workers 2]
+
+The database must exist and be migrated (the lifespan opens it as the real app does).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+
+from rewardmiles.app import create_app
+
+NOOP_PATH = "/checkout/bench/noop"
+NOOP_BODY = b'{"ok":true}'
+
+
+def create_noop_app() -> FastAPI:
+    app = create_app()
+
+    @app.post(NOOP_PATH, include_in_schema=False)
+    async def noop(request: Request) -> Response:
+        await request.body()
+        return Response(NOOP_BODY, status_code=200, media_type="application/json")
+
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    if args.workers > 1:
+        uvicorn.run(
+            "bench.noop_server:create_noop_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level="warning",
+            access_log=False,
+        )
+    else:
+        uvicorn.run(
+            create_noop_app(),
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            access_log=False,
+        )
+
+
+if __name__ == "__main__":
+    main()
