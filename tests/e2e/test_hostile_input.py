@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.e2e.conftest import World
+from tests.support import data
 from tests.support.problems import assert_nothing_stored, assert_problem
 
 WRITE_PATHS = [
@@ -129,3 +130,26 @@ def test_oversized_or_too_many_headers_get_431_before_any_work(world: World) -> 
     )
     fine = httpx.post(url, json=body, headers={**auth, "X-Padding": "a" * 8_000})
     assert fine.status_code == 200, fine.text
+
+
+def test_values_that_overflowed_into_500s_are_400s(world: World) -> None:
+    """Found by schemathesis: each of these was a 500 (datetime or integer overflow)."""
+    partner = world.partner
+    auth = {"Authorization": f"Bearer {partner.token}"}
+    collector = world.collector()
+    for moment in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        body = world.body(collector, transactionDateTime=moment)
+        assert_problem(partner.post_event(body), 400, "FIELD_INVALID", "transactionDateTime")
+    basket = data.basket_body(world.sponsor, collector)
+    del basket["issuances"]
+    basket["items"] = [{"id": "a", "quantity": 2**64, "finalAmount": 24.97}]
+    calculated = partner.call("/checkout/issuance/calculate", basket, key=None)
+    assert_problem(calculated, 400, "FIELD_INVALID", "items[0].quantity")
+    base = world.server.base_url + "/checkout/issuance"
+    for day in ("9999-12-31", "0001-01-01"):
+        audit = httpx.get(f"{base}/reports/audit", params={"date": day}, headers=auth)
+        assert_problem(audit, 400, "FIELD_INVALID", "date")
+    for query in ({"offset": 2**63}, {"offset": -1}, {"limit": 0}, {"offset": "null"}):
+        page = httpx.get(f"{base}/batches/unknown", params=query, headers=auth)
+        assert page.status_code == 400, page.text
+        assert page.json()["errors"][0]["field"] in {"offset", "limit"}

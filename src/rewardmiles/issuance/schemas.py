@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
 from typing import Annotated, Any, Literal
@@ -45,6 +45,10 @@ def _aware_iso8601(value: object) -> datetime:
         raise ValueError("must be an ISO-8601 date-time") from exc
     if parsed.tzinfo is None:
         raise ValueError("must carry a UTC offset or Z")
+    try:
+        parsed.astimezone(UTC)
+    except OverflowError as exc:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise ValueError("must lie within years 1–9999 in UTC") from exc
     return parsed
 
 
@@ -248,7 +252,8 @@ FIELD_RULES.update(
         "contributingItemIds": f"must be an array of item ids (at most {limits.item_id_chars_max} "
         "characters each)",
         "items": f"must be an array of 1–{limits.items_per_basket_max} items",
-        "quantity": "must be a JSON integer of at least 1",
+        "quantity": f"must be a JSON integer from 1 to {limits.item_quantity_max}",
+        "number": f"must be a JSON integer from 1 to {limits.item_number_max}",
         "id": f"must be a string of 1–{limits.item_id_chars_max} characters",
     }
 )
@@ -273,8 +278,10 @@ AMOUNT_TOLERANCE = Decimal("0.01")
 class BasketItem(WireModel):
     id: ItemId
     name: ShortText | None = None
-    number: StrictInt | None = Field(default=None, ge=1, description="Line number on the receipt.")
-    quantity: StrictInt = Field(ge=1)
+    number: StrictInt | None = Field(
+        default=None, ge=1, le=limits.item_number_max, description="Line number on the receipt."
+    )
+    quantity: StrictInt = Field(ge=1, le=limits.item_quantity_max)
     base_amount: Amount | None = Field(default=None, description="Unit price.")
     final_amount: Amount = Field(description="Line total after discounts.")
     department_id: ShortText | None = None

@@ -6,9 +6,9 @@ import os
 import tempfile
 import threading
 from datetime import date
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from rewardmiles import clock, logs
@@ -28,17 +28,27 @@ batch_router = APIRouter(prefix="/checkout/issuance/batches", tags=["reports"])
 
 log = logs.get_logger("rewardmiles.batches")
 BATCH_PAGE_MAX = 10_000
+BATCH_OFFSET_MAX = 2**31 - 1
+REPORT_DAY_MIN = date(1, 1, 2)
+REPORT_DAY_MAX = date(9999, 12, 30)
 BATCH_MEDIA = {"text/csv": "csv", "application/x-ndjson": "jsonl", "application/jsonl": "jsonl"}
 
 
 def _scope(principal: Principal, sponsor_code: str | None, day: str) -> tuple[str, date]:
     sponsor = sponsor_for(principal, sponsor_code)
     try:
-        return sponsor, date.fromisoformat(day)
+        parsed = date.fromisoformat(day)
     except ValueError as exc:
         raise ProblemError(
             "FIELD_INVALID", "date must be a day, YYYY-MM-DD.", field="date"
         ) from exc
+    if not REPORT_DAY_MIN <= parsed <= REPORT_DAY_MAX:  # the day's UTC bounds must exist
+        raise ProblemError(
+            "FIELD_INVALID",
+            f"date must lie between {REPORT_DAY_MIN} and {REPORT_DAY_MAX}.",
+            field="date",
+        )
+    return sponsor, parsed
 
 
 @router.get(
@@ -180,21 +190,17 @@ def _run_upload(ctx: Any, batch_id: str, path: str, kind: str, client_id: str) -
 @batch_router.get(
     "/{batchId}",
     summary="A batch's status, counts and discrepancies (matched records are left out unless asked)",
-    responses=problem_responses(401, 404),
+    responses=problem_responses(400, 401, 404),
 )
 async def get_batch(
     request: Request,
     batchId: str,  # noqa: N803
-    offset: int = 0,
-    limit: int = 1000,
+    offset: Annotated[int, Query(ge=0, le=BATCH_OFFSET_MAX)] = 0,
+    limit: Annotated[int, Query(ge=1, le=BATCH_PAGE_MAX)] = 1000,
     outcome: str | None = None,
 ) -> Response:
     ctx = request.app.state.ctx
     principal = await authorize(request)
-    if not offset >= 0 or not 1 <= limit <= BATCH_PAGE_MAX:
-        raise ProblemError(
-            "FIELD_INVALID", f"offset ≥ 0 and 1 ≤ limit ≤ {BATCH_PAGE_MAX}.", field="limit"
-        )
 
     def find() -> dict[str, Any] | None:
         with ctx.db.reader() as session:
