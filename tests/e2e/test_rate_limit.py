@@ -103,7 +103,7 @@ def test_with_redis_the_budget_is_shared_by_every_api_process(
         env={
             "REWARDMILES_RATE_LIMIT_PER_SECOND": "0.01",
             "REWARDMILES_RATE_LIMIT_BURST": str(burst),
-            "REWARDMILES_TEST_REDIS_URL": TEST_REDIS_URL,
+            "REWARDMILES_REDIS_URL": TEST_REDIS_URL,
             "REWARDMILES_REDIS_KEY_PREFIX": prefix,
         },
     )
