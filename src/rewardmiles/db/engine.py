@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import psycopg
 from psycopg import sql as pgsql
-from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
@@ -20,7 +20,6 @@ from sqlalchemy.sql import Executable, Insert
 from sqlalchemy.sql.schema import Table
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-_TRY_ADVISORY_LOCK = text("SELECT pg_try_advisory_xact_lock(:k)")
 
 
 class DatabaseUrlError(ValueError):
@@ -146,19 +145,6 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-def try_lock_key(session: Session, namespace: str, key: str) -> bool:
-    """Try a transaction-scoped lock on an arbitrary key, without waiting.
-
-    PostgreSQL: an advisory lock, released at commit/rollback. SQLite: the transaction already
-    holds the database write lock (BEGIN IMMEDIATE), so the key is ours.
-    """
-    if session.get_bind().dialect.name != "postgresql":
-        return True
-    return bool(
-        session.connection().execute(_TRY_ADVISORY_LOCK, {"k": lock_id(namespace, key)}).scalar()
-    )
 
 
 def lock_id(namespace: str, key: str) -> int:

@@ -92,7 +92,7 @@ FIELD_RULES: dict[str, str] = {
     "originalClientTransactionId": "must be 1–64 printable ASCII characters without spaces",
     "collectorNumber": "must be a string of exactly 11 digits",
     "sponsorCode": "must be 2–10 uppercase letters or digits",
-    "transactionDateTime": "must be an ISO-8601 date-time with a UTC offset or Z",
+    "transactionDateTime": "must be an ISO-8601 date-time with a UTC offset or Z, within years 1–9999 in UTC",
     "issuances": f"must be an array of 1–{limits.issuance_lines_per_request_max} issuance lines",
     "issuanceOfferCode": "must be 1–8 uppercase letters or digits",
     "locationCode": "must be 1–10 printable ASCII characters without spaces",
@@ -248,7 +248,7 @@ FIELD_RULES.update(
     {
         "checkoutTransactionId": "must be 1–64 printable ASCII characters without spaces",
         "originalCheckoutTransactionId": "must be 1–64 printable ASCII characters without spaces",
-        "checkoutDateTime": "must be an ISO-8601 date-time with a UTC offset or Z",
+        "checkoutDateTime": "must be an ISO-8601 date-time with a UTC offset or Z, within years 1–9999 in UTC",
         "contributingItemIds": f"must be an array of item ids (at most {limits.item_id_chars_max} "
         "characters each)",
         "items": f"must be an array of 1–{limits.items_per_basket_max} items",
