@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,13 +16,14 @@ from pydantic.json_schema import models_json_schema
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
 
 from rewardmiles import __version__, clock, logs, ratelimit
 from rewardmiles.auth import routes as auth_routes
 from rewardmiles.auth.keys import KeyRing
 from rewardmiles.auth.tokens import TokenService
 from rewardmiles.config import Settings
-from rewardmiles.db.engine import Database
+from rewardmiles.db.engine import Database, StatementPool
 from rewardmiles.errors import CATALOGUE, ProblemError
 from rewardmiles.health import router as health_router
 from rewardmiles.idempotency.service import InFlightRegistry
@@ -39,6 +41,7 @@ from rewardmiles.issuance.schemas import (
 from rewardmiles.reports import routes as reports_routes
 from rewardmiles.settlement.worker import Worker
 from rewardmiles.web import (
+    DirectRoutes,
     RequestContextMiddleware,
     handle_database_error,
     handle_http_exception,
@@ -67,6 +70,7 @@ class AppContext:
     rate_limiter: ratelimit.RateLimiter
     api_budget: ratelimit.Budget | None
     token_budget: ratelimit.Budget | None
+    statements: StatementPool | None  # the one-statement issue path (PostgreSQL)
 
 
 def build_context(settings: Settings) -> AppContext:
@@ -97,7 +101,20 @@ def build_context(settings: Settings) -> AppContext:
         ratelimit.budget(
             settings.token_rate_limit_per_minute / 60, settings.token_rate_limit_burst
         ),
+        db.statement_pool(settings.database_pool_size) if settings.one_statement_issue else None,
     )
+
+
+class IssuanceApp(FastAPI):
+    """FastAPI, with the partner calls of `issuance_routes.DIRECT_ROUTES` on a direct lane
+    (`web.DirectRoutes`) in front of the framework's middleware stack."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return DirectRoutes(
+            super().build_middleware_stack(),
+            issuance_routes.DIRECT_ROUTES,
+            self.exception_handlers,
+        )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -107,6 +124,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.ctx = ctx = await anyio.to_thread.run_sync(build_context, settings)
+        # What is built by now lives as long as the process: keep it out of the collector's
+        # full passes, which would otherwise walk it again and again under load.
+        gc.collect()
+        gc.freeze()
         worker = Worker(ctx.db, settings, poll_seconds=settings.worker_poll_seconds)
         if settings.embedded_worker:
             worker.start_thread()
@@ -115,9 +136,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await anyio.to_thread.run_sync(worker.stop)
             await ctx.rate_limiter.close()
+            if ctx.statements is not None:
+                await ctx.statements.close()
             ctx.db.dispose()
 
-    app = FastAPI(
+    app = IssuanceApp(
         title="rewardmiles Issuance API",
         version=__version__,
         description=DESCRIPTION,

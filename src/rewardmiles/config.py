@@ -37,6 +37,11 @@ class Settings(BaseModel):
     database_statement_timeout_ms: int = Field(
         default=15_000, ge=0, description="PostgreSQL statement_timeout of API requests; 0 = none"
     )
+    one_statement_issue: bool = Field(
+        default=True,
+        description="PostgreSQL: write an issue whose every line posts in one statement "
+        "(one round trip); off = always the general unit of work",
+    )
     program_time_zone: str = "America/Toronto"
     backdate_days_max: int = Field(default=30, ge=0, le=3650)
     miles_per_line_max: int = Field(default=100_000, ge=1, le=1_000_000_000)

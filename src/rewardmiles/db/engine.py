@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from typing import Any, cast
 
 import psycopg
 from psycopg import sql as pgsql
+from psycopg.pq import TransactionStatus
 from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql import Executable, Insert
 from sqlalchemy.sql.schema import Table
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+IDLE = TransactionStatus.IDLE
 
 
 class DatabaseUrlError(ValueError):
@@ -60,12 +64,7 @@ def build_engine(raw_url: str, *, pool_size: int = 10, statement_timeout_ms: int
     url = normalize_url(raw_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url)
-    connect_args: dict[str, Any] = {
-        "application_name": "rewardmiles",
-        "connect_timeout": PG_CONNECT_TIMEOUT_SECONDS,
-    }
-    if statement_timeout_ms:
-        connect_args["options"] = f"-c statement_timeout={int(statement_timeout_ms)}"
+    connect_args = _pg_connect_args(statement_timeout_ms)
     return create_engine(
         url,
         pool_size=pool_size,
@@ -74,6 +73,16 @@ def build_engine(raw_url: str, *, pool_size: int = 10, statement_timeout_ms: int
         pool_timeout=PG_CONNECT_TIMEOUT_SECONDS,
         connect_args=connect_args,
     )
+
+
+def _pg_connect_args(statement_timeout_ms: int) -> dict[str, Any]:
+    connect_args: dict[str, Any] = {
+        "application_name": "rewardmiles",
+        "connect_timeout": PG_CONNECT_TIMEOUT_SECONDS,
+    }
+    if statement_timeout_ms:
+        connect_args["options"] = f"-c statement_timeout={int(statement_timeout_ms)}"
+    return connect_args
 
 
 def _sqlite_engine(url: URL) -> Engine:
@@ -105,8 +114,9 @@ def _sqlite_engine(url: URL) -> Engine:
 class Database:
     """Engine + session factory + the unit of work: the only place that commits."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, statement_timeout_ms: int = 0) -> None:
         self.engine = engine
+        self.statement_timeout_ms = statement_timeout_ms
         self.dialect = engine.dialect.name
         self.is_sqlite = self.dialect == "sqlite"
         self._sessions = sessionmaker(engine, expire_on_commit=False, autoflush=False)
@@ -118,7 +128,19 @@ class Database:
         cls, raw_url: str, *, pool_size: int = 10, statement_timeout_ms: int = 0
     ) -> Database:
         return cls(
-            build_engine(raw_url, pool_size=pool_size, statement_timeout_ms=statement_timeout_ms)
+            build_engine(raw_url, pool_size=pool_size, statement_timeout_ms=statement_timeout_ms),
+            statement_timeout_ms=statement_timeout_ms,
+        )
+
+    def statement_pool(self, size: int) -> StatementPool | None:
+        """A pool for statements run on the event loop (PostgreSQL; None on SQLite)."""
+        if self.is_sqlite:
+            return None
+        url = self.engine.url.set(drivername="postgresql")
+        return StatementPool(
+            url.render_as_string(hide_password=False),
+            size,
+            _pg_connect_args(self.statement_timeout_ms),
         )
 
     def _writer_guard(self) -> AbstractContextManager[Any]:
@@ -252,3 +274,55 @@ def _flush(session: Session, queue: list[tuple[Executable, Any]]) -> None:
         # Errors of pipelined statements surface here, outside SQLAlchemy: wrap them as it would
         # (IntegrityError, OperationalError, …) so callers handle them the same way.
         raise DBAPIError.instance(None, None, exc, psycopg.Error) from exc
+
+
+# --------------------------------------------------------------------------- statements on the loop
+
+
+class StatementPool:
+    """Asynchronous PostgreSQL connections in autocommit, for single statements run on the event
+    loop (each statement its own transaction: one round trip, commit included). At most `size`
+    connections, opened on demand and kept; a connection left broken or inside a transaction is
+    closed, not reused. Waiting longer than the pool timeout for one, or failing to connect, is
+    a SQLAlchemy `TimeoutError`/`OperationalError`, answered 503 like the synchronous pool's."""
+
+    def __init__(self, conninfo: str, size: int, connect_args: dict[str, Any]) -> None:
+        self._conninfo = conninfo
+        self._connect_args = connect_args
+        self._size = size
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._slots: asyncio.Semaphore | None = None
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._size)
+        try:
+            async with asyncio.timeout(PG_CONNECT_TIMEOUT_SECONDS):
+                await self._slots.acquire()
+        except TimeoutError as exc:
+            raise SQLAlchemyTimeoutError("no database connection free in time") from exc
+        conn: psycopg.AsyncConnection[Any] | None = None
+        try:
+            conn = self._idle.pop() if self._idle else await self._connect()
+            yield conn
+        finally:
+            if conn is not None:
+                if conn.closed or conn.broken or conn.info.transaction_status != IDLE:
+                    await conn.close()
+                else:
+                    self._idle.append(conn)
+            self._slots.release()
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        try:
+            return await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, **self._connect_args
+            )
+        except psycopg.Error as exc:
+            raise DBAPIError.instance(None, None, exc, psycopg.Error) from exc
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.close()

@@ -128,7 +128,7 @@ def claim(session: Session, client_id: str, key: str) -> Claim:
     conn = session.connection()
     row = conn.execute(
         _CLAIM[conn.dialect.name],
-        {"lock": lock_id(f"{LOCK_NAMESPACE}:{client_id}", key), "client_id": client_id, "key": key},
+        {"lock": lock_number(client_id, key), "client_id": client_id, "key": key},
     ).one()
     if not row.locked:
         raise in_use_error()
@@ -154,6 +154,28 @@ def ensure_same_request(stored: StoredOutcome, request_fingerprint: str) -> None
         )
 
 
+def key_row(
+    *,
+    client_id: str,
+    key: str,
+    request_fingerprint: str,
+    transaction_id: str | None,
+    status: int,
+    body: dict[str, Any],
+    now: datetime,
+) -> dict[str, object]:
+    """The `idempotency_keys` row that keeps a call's outcome."""
+    return {
+        "client_id": client_id,
+        "key": key,
+        "fingerprint": request_fingerprint,
+        "transaction_id": transaction_id,
+        "response_status": status,
+        "response_json": orjson.dumps(body).decode(),
+        "created_at": now,
+    }
+
+
 def store(
     session: Session,
     *,
@@ -168,16 +190,21 @@ def store(
     write(
         session,
         _INSERT_KEY,
-        {
-            "client_id": client_id,
-            "key": key,
-            "fingerprint": request_fingerprint,
-            "transaction_id": transaction_id,
-            "response_status": status,
-            "response_json": orjson.dumps(body).decode(),
-            "created_at": now,
-        },
+        key_row(
+            client_id=client_id,
+            key=key,
+            request_fingerprint=request_fingerprint,
+            transaction_id=transaction_id,
+            status=status,
+            body=body,
+            now=now,
+        ),
     )
+
+
+def lock_number(client_id: str, key: str) -> int:
+    """The advisory lock a keyed call holds while it runs (PostgreSQL)."""
+    return lock_id(f"{LOCK_NAMESPACE}:{client_id}", key)
 
 
 def purge_expired(session: Session, now: datetime, retention_days: int) -> int:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
+from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from rewardmiles import clock
@@ -39,6 +41,7 @@ from rewardmiles.issuance.schemas import (
     program_command,
 )
 from rewardmiles.web import (
+    Endpoint,
     authorize,
     json_response,
     problem_responses,
@@ -117,7 +120,15 @@ async def _handle(
         idempotency_key=key,
         request_id=request_id_of(request),
     )
-    outcome = await run_sync(ctx.limiter, service.execute, ctx.db, ctx.settings, ctx.registry, call)
+    outcome = None
+    if ctx.statements is not None:
+        outcome = await service.execute_at_once(
+            ctx.statements, ctx.db, ctx.settings, ctx.registry, call
+        )
+    if outcome is None:
+        outcome = await run_sync(
+            ctx.limiter, service.execute, ctx.db, ctx.settings, ctx.registry, call
+        )
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     return json_response(outcome.status, outcome.body, headers)
 
@@ -298,3 +309,14 @@ async def find_transactions(
             return service.lookup_by_partner_id(session, sponsor, partner_id, endpoints)
 
     return json_response(200, {"transactions": await run_sync(ctx.limiter, find)})
+
+
+# The partner calls (POST, the request their only parameter: no path, query or dependency
+# parameters for the framework to solve), served on the direct lane (`web.DirectRoutes`).
+DIRECT_ROUTES: dict[str, Endpoint] = {
+    route.path: route.endpoint
+    for route in router.routes
+    if isinstance(route, APIRoute)
+    and route.methods == {"POST"}
+    and list(inspect.signature(route.endpoint).parameters) == ["request"]
+}

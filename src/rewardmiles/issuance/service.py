@@ -13,7 +13,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from fractions import Fraction
 from typing import Any
@@ -26,6 +26,7 @@ from rewardmiles import clock, ledger, limits
 from rewardmiles.config import NegativeBalancePolicy, Settings, UnknownCollectorPolicy
 from rewardmiles.db.engine import (
     Database,
+    StatementPool,
     batched_writes,
     insert_ignoring_conflicts,
     queued_writes,
@@ -152,6 +153,103 @@ def execute(
                 if attempt == INTEGRITY_RETRIES:
                     raise
     raise AssertionError("unreachable")
+
+
+async def execute_at_once(
+    pool: StatementPool,
+    db: Database,
+    settings: Settings,
+    registry: idempotency.InFlightRegistry,
+    call: PartnerCall,
+    *,
+    now: Callable[[], datetime] = clock.utc_now,
+) -> Outcome | None:
+    """The one-statement path (PostgreSQL, on the event loop): the outcome when the call was
+    written, None when it was not — `execute` then runs it as a unit of work, which answers
+    every case. Only a POST or POST/EVENT whose every line posts at once qualifies
+    (`plan_posted_issue`); the statement checks the rest (`repository.APPLY_POSTED_ISSUE`)."""
+    with registry.hold(call.client_id, call.idempotency_key):
+        moment = now()
+        version, reference = repo.newest_reference(db.engine)
+        writes = plan_posted_issue(settings, call, reference, moment)
+        if writes is None:
+            return None
+        collector = call.command.collector_number
+        assert collector is not None  # plan_posted_issue requires it
+        entries, delta = ledger.entry_rows(collector, writes.postings, posted_at=moment)
+        key = call.idempotency_key
+        outcome = writes.outcome
+        params = repo.posted_issue_params(
+            reference_version=version,
+            lock=None if key is None else idempotency.lock_number(call.client_id, key),
+            collector_number=collector,
+            delta=delta,
+            now=moment,
+            transaction=writes.transaction,
+            lines=writes.lines,
+            entries=entries,
+            key=None
+            if key is None
+            else idempotency.key_row(
+                client_id=call.client_id,
+                key=key,
+                request_fingerprint=call.fingerprint,
+                transaction_id=outcome.transaction_id,
+                status=outcome.status,
+                body=outcome.body,
+                now=moment,
+            ),
+        )
+        return outcome if await repo.apply_posted_issue(pool, params) else None
+
+
+def plan_posted_issue(
+    settings: Settings,
+    call: PartnerCall,
+    reference: dict[str, repo.SponsorEntry],
+    now: datetime,
+) -> WriteSet | None:
+    """The writes of a POST or POST/EVENT whose every line posts at once, if the cached
+    `reference` data and the request alone show that the general path would accept it so, for
+    an ACTIVE collector whose key and transaction id are new; None when in any doubt (a rule
+    fails, a line would wait, something is not cached, another endpoint)."""
+    command = call.command
+    if (
+        call.endpoint not in (Endpoint.POST, Endpoint.POST_EVENT)
+        or command.program is not None
+        or command.original_partner_id
+        or command.collector_number is None
+        or not command.lines
+    ):
+        return None
+    entry = reference.get(command.sponsor_code)
+    if entry is None or entry.sponsor is None or not entry.sponsor.active:
+        return None
+    try:
+        _check_date_window(settings, command, now)
+    except BusinessRuleError:
+        return None
+    on_date = command.moment.astimezone(clock.zone(settings.program_time_zone)).date()
+    threshold = entry.sponsor.review_threshold_miles
+    for line in command.lines:
+        offer = entry.offers.get(line.issuance_offer_code)
+        if offer is None or not _offer_usable(offer, on_date):
+            return None
+        if threshold is not None and line.miles_amount > threshold:
+            return None  # the line goes to review
+    located = {line.location_code for line in command.lines if line.location_code}
+    if located and (
+        entry.registers_any is None
+        or (entry.registers_any and not all(entry.locations.get(c) for c in located))
+    ):
+        return None
+    planned = [
+        PlannedLine(
+            i, line.issuance_offer_code, line.location_code, line.miles_amount, POSTED, None
+        )
+        for i, line in enumerate(command.lines)
+    ]
+    return build_write(settings, call, planned, CREDIT, None, now)
 
 
 def _execute_once(
@@ -334,6 +432,14 @@ def _check_date_window(settings: Settings, command: Command, now: datetime) -> N
         )
 
 
+def _offer_usable(offer: repo.OfferRow, on_date: date) -> bool:
+    return (
+        offer.active
+        and not (offer.valid_from and on_date < offer.valid_from)
+        and not (offer.valid_to and on_date > offer.valid_to)
+    )
+
+
 def _check_offers_and_locations(session: Session, settings: Settings, command: Command) -> None:
     if not command.lines:
         return
@@ -352,11 +458,7 @@ def _check_offers_and_locations(session: Session, settings: Settings, command: C
                     f"Sponsor {sponsor} has no offer {line.issuance_offer_code}.",
                 )
             )
-        elif (
-            not offer.active
-            or (offer.valid_from and on_date < offer.valid_from)
-            or (offer.valid_to and on_date > offer.valid_to)
-        ):
+        elif not _offer_usable(offer, on_date):
             errors.append(
                 FieldError(
                     "OFFER_INACTIVE",
@@ -572,16 +674,24 @@ def _record(session: Session, settings: Settings, call: PartnerCall, now: dateti
     return _write(session, settings, call, planned, NO_EFFECT, None, None, now)
 
 
-def _write(
-    session: Session,
+@dataclass(frozen=True, slots=True)
+class WriteSet:
+    """Every row an accepted call writes, built before the first of them is sent."""
+
+    outcome: Outcome
+    transaction: dict[str, object]
+    lines: list[dict[str, object]]
+    postings: list[ledger.Posting]  # the posted lines' moves, for the call's collector
+
+
+def build_write(
     settings: Settings,
     call: PartnerCall,
     planned: list[PlannedLine],
     direction: str,
-    account: ledger.CollectorAccount | None,
     original_id: str | None,
     now: datetime,
-) -> Outcome:
+) -> WriteSet:
     command = call.command
     transaction_id = str(uuid.uuid4())
     any_pending = any(p.status == PENDING for p in planned)
@@ -599,43 +709,61 @@ def _write(
     body["transactionDateTime"] = clock.program_timestamp(now, settings.program_time_zone)
     body["transactionId"] = transaction_id
 
-    repo.insert_transaction(
-        session,
-        _transaction_row(
-            call, transaction_id, original_id, transaction_status, status, None, body, now
-        ),
-    )
-    repo.insert_lines(
-        session,
-        [
-            {
-                "transaction_id": transaction_id,
-                "line_no": p.line_no,
-                "direction": direction,
-                "offer_code": p.offer_code,
-                "location_code": p.location_code,
-                "miles": p.miles,
-                "status": p.status,
-                "pending_reason": p.pending_reason,
-                "error_code": None,
-                "settled_at": now if p.status == POSTED else None,
-            }
-            for p in planned
-        ],
-    )
+    lines: list[dict[str, object]] = [
+        {
+            "transaction_id": transaction_id,
+            "line_no": p.line_no,
+            "direction": direction,
+            "offer_code": p.offer_code,
+            "location_code": p.location_code,
+            "miles": p.miles,
+            "status": p.status,
+            "pending_reason": p.pending_reason,
+            "error_code": None,
+            "settled_at": now if p.status == POSTED else None,
+        }
+        for p in planned
+    ]
     sign = 1 if direction == CREDIT else -1
     postings = [
         ledger.Posting(
-            transaction_id, p.line_no, account.number, command.sponsor_code, sign * p.miles
+            transaction_id,
+            p.line_no,
+            command.collector_number or "",
+            command.sponsor_code,
+            sign * p.miles,
         )
         for p in planned
-        if p.status == POSTED and account is not None
+        if p.status == POSTED
     ]
-    if any(p.status == POSTED for p in planned):
+    return WriteSet(
+        Outcome(status, body, transaction_id),
+        _transaction_row(
+            call, transaction_id, original_id, transaction_status, status, None, body, now
+        ),
+        lines,
+        postings,
+    )
+
+
+def _write(
+    session: Session,
+    settings: Settings,
+    call: PartnerCall,
+    planned: list[PlannedLine],
+    direction: str,
+    account: ledger.CollectorAccount | None,
+    original_id: str | None,
+    now: datetime,
+) -> Outcome:
+    writes = build_write(settings, call, planned, direction, original_id, now)
+    repo.insert_transaction(session, writes.transaction)
+    repo.insert_lines(session, writes.lines)
+    if writes.postings:
         if account is None:
             raise ledger.LedgerInvariantError("posted lines for a collector without an account")
-        ledger.post(session, account, postings, posted_at=now)
-    return Outcome(status, body, transaction_id)
+        ledger.post(session, account, writes.postings, posted_at=now)
+    return writes.outcome
 
 
 # --------------------------------------------------------------------------- lookup

@@ -4,8 +4,16 @@ from rewardmiles.ledger.service import (
     CollectorAccount,
     LedgerInvariantError,
     Posting,
+    entry_rows,
     lock_collector,
     post,
 )
 
-__all__ = ["CollectorAccount", "LedgerInvariantError", "Posting", "lock_collector", "post"]
+__all__ = [
+    "CollectorAccount",
+    "LedgerInvariantError",
+    "Posting",
+    "entry_rows",
+    "lock_collector",
+    "post",
+]

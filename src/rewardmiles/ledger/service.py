@@ -1,4 +1,6 @@
-"""`post()` is the only code that writes ledger entries or changes a collector's balance.
+"""`post()` writes ledger entries and changes a collector's balance; so does one statement of
+the issuance path's one-statement variant (`issuance.repository.apply_posted_issue`), with the
+entry rows of `entry_rows()` and the balance change it computes. Nothing else does.
 
 A posting is one balanced pair: the collector account moves by `amount_miles` (signed, positive
 for a credit) and the sponsor's issuance account by the opposite amount. The collector's row is
@@ -67,18 +69,17 @@ def lock_collector(session: Session, number: str) -> CollectorAccount | None:
     return CollectorAccount(row.number, row.status, row.balance_miles)
 
 
-def post(
-    session: Session, account: CollectorAccount, postings: Sequence[Posting], *, posted_at: datetime
-) -> CollectorAccount:
-    """Write the entry pairs of `postings` for the locked `account`; return its new state."""
-    if not postings:
-        return account
+def entry_rows(
+    account_number: str, postings: Sequence[Posting], *, posted_at: datetime
+) -> tuple[list[dict[str, object]], int]:
+    """The entry pairs of `postings` for the collector `account_number`, and the balance change
+    they make. Checked: every posting is for that collector, moves miles, and its pair sums to 0."""
     entries: list[dict[str, object]] = []
     delta = 0
     for p in postings:
-        if p.collector_number != account.number:
+        if p.collector_number != account_number:
             raise LedgerInvariantError(
-                f"posting for collector {p.collector_number} given with account {account.number}"
+                f"posting for collector {p.collector_number} given with account {account_number}"
             )
         if p.amount_miles == 0:
             raise LedgerInvariantError("a posting must move a non-zero amount")
@@ -99,7 +100,16 @@ def post(
             )
     if sum(int(e["amount_miles"]) for e in entries) != 0:  # type: ignore[call-overload]
         raise LedgerInvariantError("entries of a posting do not sum to zero")
+    return entries, delta
 
+
+def post(
+    session: Session, account: CollectorAccount, postings: Sequence[Posting], *, posted_at: datetime
+) -> CollectorAccount:
+    """Write the entry pairs of `postings` for the locked `account`; return its new state."""
+    if not postings:
+        return account
+    entries, delta = entry_rows(account.number, postings, posted_at=posted_at)
     write(session, _INSERT_ENTRIES, entries)  # with the other writes of a batched unit of work
     new_balance = (
         session.connection()

@@ -1,0 +1,358 @@
+"""The one-statement issue path (PostgreSQL): it writes exactly the rows the general unit of work
+writes for the same call, and writes nothing — leaving the call to the general path — whenever
+it cannot be sure the general path would post every line at once."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import text, update
+from sqlalchemy.exc import DBAPIError
+
+from rewardmiles.catalog import service as catalog
+from rewardmiles.collectors import service as collectors
+from rewardmiles.config import Settings
+from rewardmiles.db.engine import Database, StatementPool
+from rewardmiles.db.models import Offer
+from rewardmiles.errors import ProblemError
+from rewardmiles.idempotency import service as idempotency
+from rewardmiles.issuance import service
+from rewardmiles.issuance.schemas import (
+    FIELD_CODES,
+    FIELD_RULES,
+    PostBasketRequest,
+    PostEventRequest,
+    ReverseEventRequest,
+    basket_command,
+    event_command,
+)
+from rewardmiles.web import canonical_json, parse_json_object, validate_body
+from tests.conftest import DatabaseFactory
+
+SPONSOR = "ONESTMT"
+CLIENT = "one-statement-client"
+NOW = datetime(2026, 11, 20, 15, 30, 0, 125_000, tzinfo=UTC)
+ACTIVE, ON_HOLD, CLOSED = "70000000001", "70000000002", "70000000003"
+UNKNOWN = "70000000099"
+
+
+def seed(db: Database) -> None:
+    with db.unit_of_work() as session:
+        catalog.add_sponsor(session, SPONSOR, "One statement", NOW)
+        session.flush()
+        catalog.add_location(session, SPONSOR, "STORE1", NOW)
+        session.add(Offer(sponsor_code=SPONSOR, code="BONUS", active=True, created_at=NOW))
+        for number, status in ((ACTIVE, "ACTIVE"), (ON_HOLD, "ON_HOLD"), (CLOSED, "CLOSED")):
+            collectors.add_collector(session, number, status, NOW)
+
+
+def event(collector: str = ACTIVE, *, miles: int = 5, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "clientTransactionId": uuid.uuid4().hex,
+        "collectorNumber": collector,
+        "sponsorCode": SPONSOR,
+        "transactionDateTime": (NOW - timedelta(minutes=1)).isoformat(),
+        "issuances": [{"issuanceOfferCode": "STANDARD", "milesAmount": miles}],
+    }
+    body.update(overrides)
+    return body
+
+
+def basket(collector: str = ACTIVE) -> dict[str, Any]:
+    return {
+        "checkoutTransactionId": uuid.uuid4().hex,
+        "collectorNumber": collector,
+        "sponsorCode": SPONSOR,
+        "checkoutDateTime": (NOW - timedelta(minutes=2)).isoformat(),
+        "basketPreTaxAmount": 30.5,
+        "basketPostTaxAmount": 34.47,
+        "issuances": [
+            {"issuanceOfferCode": "STANDARD", "milesAmount": 3, "locationCode": "STORE1"},
+            {"issuanceOfferCode": "BONUS", "milesAmount": 12},
+        ],
+    }
+
+
+def partner_call(
+    body: dict[str, Any], *, key: str | None = None, endpoint: str = "post_event"
+) -> service.PartnerCall:
+    body = parse_json_object(json.dumps(body).encode())  # as the route reads it: exact decimals
+    settings = Settings()
+    context = {"miles_per_line_max": settings.miles_per_line_max}
+    kind = service.Endpoint(endpoint)
+    if kind is service.Endpoint.POST:
+        basket_request = validate_body(
+            PostBasketRequest, body, context=context, rules=FIELD_RULES, codes=FIELD_CODES
+        )
+        command = basket_command(basket_request, SPONSOR)
+    else:
+        model = PostEventRequest if kind is service.Endpoint.POST_EVENT else ReverseEventRequest
+        command = event_command(
+            validate_body(model, body, context=context, rules=FIELD_RULES, codes=FIELD_CODES)
+        )
+    canonical = canonical_json(body)
+    return service.PartnerCall(
+        endpoint=kind,
+        client_id=CLIENT,
+        command=command,
+        request_json=canonical.decode(),
+        fingerprint=hashlib.sha256(canonical).hexdigest(),
+        idempotency_key=key,
+        request_id="one-statement-test",
+    )
+
+
+class Rig:
+    """A seeded database, its settings, and both ways of running a call at the fixed `NOW`."""
+
+    def __init__(self, url: str) -> None:
+        self.db = Database.from_url(url)
+        self.settings = Settings.from_env({}, database_url=url)
+        pool = self.db.statement_pool(4)
+        assert pool is not None
+        self.pool: StatementPool = pool
+        self.registry = idempotency.InFlightRegistry()
+        self.loop = asyncio.new_event_loop()
+        seed(self.db)
+
+    def at_once(self, call: service.PartnerCall) -> service.Outcome | None:
+        return self.loop.run_until_complete(
+            service.execute_at_once(
+                self.pool, self.db, self.settings, self.registry, call, now=lambda: NOW
+            )
+        )
+
+    def general(self, call: service.PartnerCall) -> service.Outcome:
+        return service.execute(self.db, self.settings, self.registry, call, now=lambda: NOW)
+
+    def rows(self) -> dict[str, list[tuple[Any, ...]]]:
+        queries = {
+            "transactions": "SELECT * FROM transactions ORDER BY id",
+            "issuance_lines": "SELECT * FROM issuance_lines ORDER BY transaction_id, line_no",
+            "ledger_entries": "SELECT transaction_id, line_no, account_kind, account_code, "
+            "amount_miles, posted_at FROM ledger_entries ORDER BY 1, 2, 3",
+            "idempotency_keys": "SELECT * FROM idempotency_keys ORDER BY client_id, key",
+            "collectors": "SELECT * FROM collectors ORDER BY number",
+        }
+        with self.db.reader() as session:
+            return {
+                name: [tuple(row) for row in session.execute(text(sql))]
+                for name, sql in queries.items()
+            }
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.pool.close())
+        self.loop.close()
+        self.db.dispose()
+
+
+@pytest.fixture
+def postgres_only(dialect: str) -> None:
+    if dialect != "postgresql":
+        pytest.skip("the one-statement path runs on PostgreSQL only")
+
+
+@pytest.fixture
+def rig(postgres_only: None, database_factory: DatabaseFactory) -> Iterator[Rig]:
+    made = Rig(database_factory.create("postgresql"))
+    made.general(partner_call(event()))  # loads the reference cache, as a first request would
+    yield made
+    made.close()
+
+
+def test_sqlite_has_no_statement_pool(dialect: str, db: Database) -> None:
+    pool = db.statement_pool(2)
+    assert (pool is None) == (dialect == "sqlite")
+
+
+def test_writes_exactly_what_the_unit_of_work_writes(
+    postgres_only: None, database_factory: DatabaseFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast, slow = (Rig(database_factory.create("postgresql")) for _ in range(2))
+    try:
+        bodies = [
+            (event(), "k-event"),
+            (event(miles=40), None),  # no Idempotency-Key
+            (basket(), "k-basket"),
+            (event(issuances=[{"issuanceOfferCode": "BONUS", "milesAmount": 7}] * 3), "k-3"),
+        ]
+        calls = [
+            partner_call(
+                body, key=key, endpoint="post" if "checkoutTransactionId" in body else "post_event"
+            )
+            for body, key in bodies
+        ]
+        warm = partner_call(basket(), endpoint="post")  # caches both offers and the location
+        outcomes = {}
+        for rig in (fast, slow):  # transaction ids from a counter: the same on both databases
+            counter = iter(range(1, 1000))
+            monkeypatch.setattr(uuid, "uuid4", lambda c=counter: uuid.UUID(int=next(c)))
+            rig.general(warm)
+            if rig is fast:
+                results = [rig.at_once(call) for call in calls]
+                assert all(result is not None for result in results), results
+            else:
+                results = [rig.general(call) for call in calls]
+            outcomes[rig] = results
+        assert outcomes[fast] == outcomes[slow]
+        assert all(o is not None and o.status == 200 for o in outcomes[fast])
+        assert fast.rows() == slow.rows()
+    finally:
+        fast.close()
+        slow.close()
+
+
+def _counts(rig: Rig) -> dict[str, int]:
+    return {name: len(rows) for name, rows in rig.rows().items() if name != "collectors"}
+
+
+def test_a_stored_key_is_left_to_the_general_path_which_replays_it(rig: Rig) -> None:
+    call = partner_call(event(), key="k-replay")
+    first = rig.at_once(call)
+    assert first is not None
+    assert first.status == 200
+    assert not first.replayed
+    before = _counts(rig)
+    assert rig.at_once(call) is None
+    assert _counts(rig) == before
+    replay = rig.general(call)
+    assert replay.replayed
+    assert replay.transaction_id == first.transaction_id
+
+
+def test_a_duplicate_transaction_id_is_left_to_the_general_path(rig: Rig) -> None:
+    body = event()
+    first = rig.at_once(partner_call(body, key="k-dup-1"))
+    assert first is not None
+    before = _counts(rig)
+    again = partner_call(body, key="k-dup-2")
+    assert rig.at_once(again) is None  # the unique index refused it; nothing was written
+    assert _counts(rig) == before
+    replay = rig.general(again)
+    assert replay.replayed
+    assert replay.transaction_id == first.transaction_id
+    changed = partner_call(event(clientTransactionId=body["clientTransactionId"], miles=6))
+    assert rig.at_once(changed) is None
+    assert rig.general(changed).body["code"] == "DUPLICATE_TRANSACTION"
+
+
+@pytest.mark.parametrize(
+    ("collector", "status", "code"),
+    [(ON_HOLD, 202, None), (CLOSED, 400, "COLLECTOR_CLOSED"), (UNKNOWN, 202, None)],
+)
+def test_a_collector_not_active_is_left_to_the_general_path(
+    rig: Rig, collector: str, status: int, code: str | None
+) -> None:
+    call = partner_call(event(collector), key=f"k-{collector}")
+    before = _counts(rig)
+    assert rig.at_once(call) is None
+    assert _counts(rig) == before
+    outcome = rig.general(call)
+    assert outcome.status == status
+    assert outcome.body.get("code") == code
+
+
+def test_a_reference_data_change_is_seen_by_the_next_call(rig: Rig) -> None:
+    with rig.db.unit_of_work() as session:
+        session.execute(
+            update(Offer)
+            .where(Offer.sponsor_code == SPONSOR, Offer.code == "STANDARD")
+            .values(active=False)
+        )
+    call = partner_call(event(), key="k-offer-off")
+    assert rig.at_once(call) is None  # the cached version is stale: the statement refuses it
+    outcome = rig.general(call)
+    assert outcome.status == 400
+    assert outcome.body["code"] == "OFFER_INACTIVE"
+    # the general path loaded the new version: the cache now knows the offer is inactive
+    assert rig.at_once(partner_call(event(), key="k-offer-off-2")) is None
+    with rig.db.unit_of_work() as session:
+        session.execute(
+            update(Offer)
+            .where(Offer.sponsor_code == SPONSOR, Offer.code == "STANDARD")
+            .values(active=True)
+        )
+    rig.general(partner_call(event()))  # loads the newest version again
+    assert rig.at_once(partner_call(event(), key="k-offer-on")) is not None
+
+
+def test_a_key_held_by_another_transaction_is_left_to_the_general_path(rig: Rig) -> None:
+    call = partner_call(event(), key="k-held")
+    url = rig.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url) as other:
+        other.execute(
+            "SELECT pg_advisory_xact_lock(%s)", (idempotency.lock_number(CLIENT, "k-held"),)
+        )
+        before = _counts(rig)
+        assert rig.at_once(call) is None
+        assert _counts(rig) == before
+        with pytest.raises(ProblemError) as refused:
+            rig.general(call)
+        assert refused.value.code == "IDEMPOTENCY_KEY_IN_USE"
+    assert rig.at_once(call) is not None  # released: the call goes through
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "review",
+        "future",
+        "too_old",
+        "unknown_offer",
+        "unregistered_location",
+        "uncached_sponsor",
+        "reversal",
+    ],
+)
+def test_calls_the_plan_is_not_sure_of_are_left_to_the_general_path(rig: Rig, case: str) -> None:
+    body = event()
+    endpoint = "post_event"
+    if case == "review":
+        with rig.db.unit_of_work() as session:
+            catalog.set_sponsor(session, SPONSOR, review_threshold_miles=4)
+        rig.general(partner_call(event(miles=1)))  # load the new version
+    elif case == "future":
+        body = event(transactionDateTime=(NOW + timedelta(minutes=10)).isoformat())
+    elif case == "too_old":
+        body = event(transactionDateTime=(NOW - timedelta(days=400)).isoformat())
+    elif case == "unknown_offer":
+        body = event(issuances=[{"issuanceOfferCode": "NOSUCH", "milesAmount": 5}])
+    elif case == "unregistered_location":
+        body = event(
+            issuances=[{"issuanceOfferCode": "STANDARD", "milesAmount": 5, "locationCode": "X9"}]
+        )
+    elif case == "uncached_sponsor":
+        with rig.db.unit_of_work() as session:
+            catalog.add_sponsor(session, "OTHER1", "Other", NOW)
+        rig.general(partner_call(event()))  # load the new version, without OTHER1 in it
+        body = event(sponsorCode="OTHER1")
+    elif case == "reversal":
+        body = event(originalClientTransactionId="whatever")
+        endpoint = "reverse_event"
+    call = partner_call(body, key=f"k-{case}", endpoint=endpoint)
+    version, reference = service.repo.newest_reference(rig.db.engine)
+    assert version >= 0
+    assert reference
+    assert service.plan_posted_issue(rig.settings, call, reference, NOW) is None
+    before = _counts(rig)
+    assert rig.at_once(call) is None
+    assert _counts(rig) == before
+
+
+def test_a_database_that_cannot_be_reached_is_a_database_error(postgres_only: None) -> None:
+    pool = StatementPool("postgresql://postgres@127.0.0.1:1/none", 1, {"connect_timeout": 2})
+
+    async def attempt() -> None:
+        async with pool.connection():
+            pass
+
+    with pytest.raises(DBAPIError):
+        asyncio.run(attempt())
