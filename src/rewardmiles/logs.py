@@ -8,6 +8,7 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any
 
+import orjson
 import structlog
 
 _COLLECTOR_NUMBER = re.compile(r"(?<!\d)(\d{3})\d{5}(\d{3})(?!\d)")
@@ -24,9 +25,16 @@ def _mask(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableM
     return event
 
 
+def _orjson_text(event: Any, **options: Any) -> str:
+    """JSON rendering with orjson: a fraction of the standard library's time per line."""
+    return orjson.dumps(event, **options).decode()
+
+
 def configure(level: str = "info", *, json: bool = True) -> None:
     renderer: Any = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer(serializer=_orjson_text)
+        if json
+        else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
         processors=[

@@ -14,6 +14,7 @@ from datetime import date, datetime
 from typing import Any
 from weakref import WeakKeyDictionary
 
+import orjson
 import psycopg
 from sqlalchemy import Column, Engine, String, Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql
@@ -426,33 +427,33 @@ def _pg_type(column: Column[Any]) -> str:
     return str(column.type.compile(dialect=_POSTGRESQL))
 
 
-def _row_select(table: Table, prefix: str, columns: Sequence[str]) -> str:
-    return ", ".join(f"%({prefix}{name})s::{_pg_type(table.c[name])}" for name in columns)
+def _record_of(table: Table, alias: str, columns: Sequence[str]) -> str:
+    """`AS alias(column type, …)`: the column definition list that reads a JSON document's
+    fields as `table`'s columns."""
+    return f"AS {alias}({', '.join(f'{c} {_pg_type(table.c[c])}' for c in columns)})"
 
 
-def _unnest(table: Table, prefix: str, columns: Sequence[str]) -> str:
-    arrays = ", ".join(f"%({prefix}{name})s::{_pg_type(table.c[name])}[]" for name in columns)
-    return f"unnest({arrays}) AS {prefix.rstrip('_')}({', '.join(columns)})"
+def _fields(alias: str, columns: Sequence[str]) -> str:
+    return ", ".join(f"{alias}.{c}" for c in columns)
 
 
-_TRANSACTION_COLUMNS = tuple(c.name for c in Transaction.__table__.columns)
-_LINE_COLUMNS = tuple(c.name for c in IssuanceLine.__table__.columns)
-_ENTRY_COLUMNS = tuple(c.name for c in LedgerEntry.__table__.columns if c.name != "id")
-_KEY_COLUMNS = tuple(c.name for c in IdempotencyKey.__table__.columns)
 _T, _L, _E, _K = (
     Base.metadata.tables[model.__tablename__]
     for model in (Transaction, IssuanceLine, LedgerEntry, IdempotencyKey)
 )
-_LINE_VALUES = ", ".join(f"l.{c}" for c in _LINE_COLUMNS if c != "transaction_id")
-_ENTRY_VALUES = ", ".join(f"e.{c}" for c in _ENTRY_COLUMNS if c != "transaction_id")
-# Built once, at import, from the tables' column names; every value is a bound parameter.
+_TRANSACTION_COLUMNS = tuple(c.name for c in _T.columns)
+_LINE_COLUMNS = tuple(c.name for c in _L.columns if c.name != "transaction_id")
+_ENTRY_COLUMNS = tuple(c.name for c in _E.columns if c.name not in ("id", "transaction_id"))
+_KEY_COLUMNS = tuple(c.name for c in _K.columns)
+# Built once, at import, from the tables' column names; every value is a bound parameter. The
+# rows travel as JSON documents (one parameter each), read back with the columns' own types.
 APPLY_POSTED_ISSUE = f"""
 WITH ready AS (
     SELECT 1 AS one
      WHERE (%(lock)s::bigint IS NULL OR pg_try_advisory_xact_lock(%(lock)s::bigint))
        AND (SELECT version FROM reference_version WHERE id = 1) = %(version)s::bigint
        AND NOT EXISTS (SELECT 1 FROM idempotency_keys
-                        WHERE client_id = %(k_client_id)s::text AND key = %(k_key)s::text)
+                        WHERE client_id = %(client_id)s::text AND key = %(key)s::text)
 ), moved AS (
     UPDATE collectors
        SET balance_miles = balance_miles + %(delta)s::bigint, updated_at = %(now)s::timestamptz
@@ -460,33 +461,32 @@ WITH ready AS (
     RETURNING balance_miles
 ), txn AS (
     INSERT INTO transactions ({", ".join(_TRANSACTION_COLUMNS)})
-    SELECT {_row_select(_T, "t_", _TRANSACTION_COLUMNS)} FROM moved
+    SELECT {_fields("t", _TRANSACTION_COLUMNS)}
+      FROM moved, json_to_record(%(transaction)s::json) {_record_of(_T, "t", _TRANSACTION_COLUMNS)}
     RETURNING id
 ), line AS (
-    INSERT INTO issuance_lines ({", ".join(_LINE_COLUMNS)})
-    SELECT txn.id, {_LINE_VALUES}
-      FROM txn, {_unnest(_L, "l_", [c for c in _LINE_COLUMNS if c != "transaction_id"])}
+    INSERT INTO issuance_lines (transaction_id, {", ".join(_LINE_COLUMNS)})
+    SELECT txn.id, {_fields("l", _LINE_COLUMNS)}
+      FROM txn, json_to_recordset(%(lines)s::json) {_record_of(_L, "l", _LINE_COLUMNS)}
 ), entry AS (
-    INSERT INTO ledger_entries ({", ".join(_ENTRY_COLUMNS)})
-    SELECT txn.id, {_ENTRY_VALUES}
-      FROM txn, {_unnest(_E, "e_", [c for c in _ENTRY_COLUMNS if c != "transaction_id"])}
+    INSERT INTO ledger_entries (transaction_id, {", ".join(_ENTRY_COLUMNS)})
+    SELECT txn.id, {_fields("e", _ENTRY_COLUMNS)}
+      FROM txn, json_to_recordset(%(entries)s::json) {_record_of(_E, "e", _ENTRY_COLUMNS)}
 ), kept AS (
     INSERT INTO idempotency_keys ({", ".join(_KEY_COLUMNS)})
-    SELECT {_row_select(_K, "k_", _KEY_COLUMNS)} FROM txn WHERE %(k_key)s::text IS NOT NULL
+    SELECT {_fields("k", _KEY_COLUMNS)}
+      FROM txn, json_to_record(%(key_row)s::json) {_record_of(_K, "k", _KEY_COLUMNS)}
+     WHERE %(key)s::text IS NOT NULL
 )
 SELECT balance_miles FROM moved, txn
 """  # noqa: S608
 
 
-def _columns(
-    prefix: str, rows: Sequence[Mapping[str, object]], names: Sequence[str]
-) -> dict[str, list[object]]:
-    return {f"{prefix}{name}": [row[name] for row in rows] for name in names}
-
-
 def posted_issue_params(
     *,
     reference_version: int,
+    client_id: str,
+    key: str | None,
     lock: int | None,
     collector_number: str,
     delta: int,
@@ -494,21 +494,23 @@ def posted_issue_params(
     transaction: Mapping[str, object],
     lines: Sequence[Mapping[str, object]],
     entries: Sequence[Mapping[str, object]],
-    key: Mapping[str, object] | None,
+    key_row: Mapping[str, object] | None,
 ) -> dict[str, object]:
-    """The parameters of `APPLY_POSTED_ISSUE` for these rows."""
-    params: dict[str, object] = {
+    """The parameters of `APPLY_POSTED_ISSUE` for these rows (each row's own `transaction_id`
+    is ignored: the lines and entries take the transaction row's id)."""
+    return {
         "lock": lock,
         "version": reference_version,
+        "client_id": client_id,
+        "key": key,
         "delta": delta,
         "now": now,
         "collector": collector_number,
+        "transaction": orjson.dumps(transaction).decode(),
+        "lines": orjson.dumps(lines).decode(),
+        "entries": orjson.dumps(entries).decode(),
+        "key_row": None if key_row is None else orjson.dumps(key_row).decode(),
     }
-    params.update({f"t_{name}": transaction[name] for name in _TRANSACTION_COLUMNS})
-    params.update(_columns("l_", lines, _LINE_COLUMNS[1:]))
-    params.update(_columns("e_", entries, _ENTRY_COLUMNS[1:]))
-    params.update({f"k_{name}": (key or {}).get(name) for name in _KEY_COLUMNS})
-    return params
 
 
 async def apply_posted_issue(pool: StatementPool, params: Mapping[str, object]) -> bool:

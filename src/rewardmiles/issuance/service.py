@@ -181,6 +181,8 @@ async def execute_at_once(
         outcome = writes.outcome
         params = repo.posted_issue_params(
             reference_version=version,
+            client_id=call.client_id,
+            key=key,
             lock=None if key is None else idempotency.lock_number(call.client_id, key),
             collector_number=collector,
             delta=delta,
@@ -188,7 +190,7 @@ async def execute_at_once(
             transaction=writes.transaction,
             lines=writes.lines,
             entries=entries,
-            key=None
+            key_row=None
             if key is None
             else idempotency.key_row(
                 client_id=call.client_id,
