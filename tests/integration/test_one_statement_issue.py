@@ -356,3 +356,25 @@ def test_a_database_that_cannot_be_reached_is_a_database_error(postgres_only: No
 
     with pytest.raises(DBAPIError):
         asyncio.run(attempt())
+
+
+def test_a_lost_connection_is_a_database_error_and_the_next_call_gets_a_fresh_one(
+    rig: Rig,
+) -> None:
+    async def hold_two() -> list[int]:
+        async with rig.pool.connection() as first, rig.pool.connection() as second:
+            return [first.info.backend_pid, second.info.backend_pid]
+
+    pids = rig.loop.run_until_complete(hold_two())  # both idle in the pool now
+    url = rig.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url, autocommit=True) as admin:  # a restart, as the pool sees it
+        for pid in pids:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(DBAPIError) as lost:
+        rig.at_once(partner_call(event(), key="k-lost"))
+    assert lost.value.connection_invalidated or isinstance(
+        lost.value.orig, psycopg.OperationalError
+    )
+    outcome = rig.at_once(partner_call(event(), key="k-after"))  # no second stale connection
+    assert outcome is not None
+    assert outcome.status == 200

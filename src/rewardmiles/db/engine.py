@@ -283,8 +283,9 @@ class StatementPool:
     """Asynchronous PostgreSQL connections in autocommit, for single statements run on the event
     loop (each statement its own transaction: one round trip, commit included). At most `size`
     connections, opened on demand and kept; a connection left broken or inside a transaction is
-    closed, not reused. Waiting longer than the pool timeout for one, or failing to connect, is
-    a SQLAlchemy `TimeoutError`/`OperationalError`, answered 503 like the synchronous pool's."""
+    closed, not reused, and a broken one closes the idle ones too. Waiting longer than the pool
+    timeout for one, or failing to connect, is a SQLAlchemy `TimeoutError`/`OperationalError`,
+    answered 503 like the synchronous pool's."""
 
     def __init__(self, conninfo: str, size: int, connect_args: dict[str, Any]) -> None:
         self._conninfo = conninfo
@@ -308,6 +309,10 @@ class StatementPool:
             yield conn
         finally:
             if conn is not None:
+                if conn.broken:
+                    # Lost (a restart, a failover, a network cut): the idle ones, opened before
+                    # it, are most likely lost too. Open fresh ones rather than fail on each.
+                    await self.close()
                 if conn.closed or conn.broken or conn.info.transaction_status != IDLE:
                     await conn.close()
                 else:
