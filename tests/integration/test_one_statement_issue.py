@@ -34,8 +34,9 @@ from rewardmiles.issuance.schemas import (
     basket_command,
     event_command,
 )
+from rewardmiles.settlement.service import settle_pending
 from rewardmiles.web import canonical_json, parse_json_object, validate_body
-from tests.conftest import DatabaseFactory
+from tests.conftest import DatabaseFactory, assert_ledger_balanced
 
 SPONSOR = "ONESTMT"
 CLIENT = "one-statement-client"
@@ -152,6 +153,7 @@ class Rig:
         self.loop.run_until_complete(self.pool.close())
         self.loop.close()
         self.db.dispose()
+        assert_ledger_balanced(self.settings.database_url)
 
 
 @pytest.fixture
@@ -214,18 +216,37 @@ def _counts(rig: Rig) -> dict[str, int]:
     return {name: len(rows) for name, rows in rig.rows().items() if name != "collectors"}
 
 
-def test_a_stored_key_is_left_to_the_general_path_which_replays_it(rig: Rig) -> None:
-    call = partner_call(event(), key="k-replay")
-    first = rig.at_once(call)
-    assert first is not None
-    assert first.status == 200
+@pytest.mark.parametrize("collector", [ACTIVE, ON_HOLD, CLOSED])
+def test_a_stored_key_is_replayed_as_the_unit_of_work_replays_it(rig: Rig, collector: str) -> None:
+    call = partner_call(event(collector), key=f"k-replay-{collector}")
+    first = rig.at_once(call) or rig.general(call)  # 200; 202 pending; 400 rejection stored
     assert not first.replayed
     before = _counts(rig)
-    assert rig.at_once(call) is None
+    replay = rig.at_once(call)
     assert _counts(rig) == before
-    replay = rig.general(call)
+    assert replay is not None
+    assert replay == rig.general(call)  # the same answer the unit of work gives
     assert replay.replayed
-    assert replay.transaction_id == first.transaction_id
+    assert (replay.status, replay.body) == (first.status, first.body)
+    changed = partner_call(event(collector), key=f"k-replay-{collector}")
+    with pytest.raises(ProblemError) as reused:
+        rig.at_once(changed)
+    assert reused.value.code == "IDEMPOTENCY_KEY_REUSED"
+
+
+def test_a_replay_shows_the_transaction_as_it_stands_now(rig: Rig) -> None:
+    call = partner_call(event(ON_HOLD), key="k-replay-settled")
+    first = rig.general(call)
+    assert first.status == 202
+    assert first.body["issuances"][0]["status"] == "PENDING"
+    with rig.db.unit_of_work() as session:  # the hold is lifted and the line settles
+        collectors.set_status(session, ON_HOLD, "ACTIVE", NOW)
+    assert settle_pending(rig.db, rig.settings, NOW).posted == 1
+    replay = rig.at_once(call)
+    assert replay is not None
+    assert replay.status == 200
+    assert replay.body["issuances"][0]["status"] == "ISSUED"
+    assert replay == rig.general(call)
 
 
 def test_a_duplicate_transaction_id_is_left_to_the_general_path(rig: Rig) -> None:

@@ -33,6 +33,7 @@ from rewardmiles.db.models import (
     Sponsor,
     Transaction,
 )
+from rewardmiles.idempotency.service import StoredOutcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,12 +449,17 @@ _KEY_COLUMNS = tuple(c.name for c in _K.columns)
 # Built once, at import, from the tables' column names; every value is a bound parameter. The
 # rows travel as JSON documents (one parameter each), read back with the columns' own types.
 APPLY_POSTED_ISSUE = f"""
-WITH ready AS (
-    SELECT 1 AS one
-     WHERE (%(lock)s::bigint IS NULL OR pg_try_advisory_xact_lock(%(lock)s::bigint))
+WITH claim AS (
+    SELECT %(lock)s::bigint IS NULL OR pg_try_advisory_xact_lock(%(lock)s::bigint) AS locked
+), stored AS (
+    SELECT k.fingerprint, k.transaction_id, k.response_status, k.response_json
+      FROM idempotency_keys AS k
+     WHERE k.client_id = %(client_id)s::text AND k.key = %(key)s::text
+), ready AS (
+    SELECT 1 AS one FROM claim
+     WHERE claim.locked
        AND (SELECT version FROM reference_version WHERE id = 1) = %(version)s::bigint
-       AND NOT EXISTS (SELECT 1 FROM idempotency_keys
-                        WHERE client_id = %(client_id)s::text AND key = %(key)s::text)
+       AND NOT EXISTS (SELECT 1 FROM stored)
 ), moved AS (
     UPDATE collectors
        SET balance_miles = balance_miles + %(delta)s::bigint, updated_at = %(now)s::timestamptz
@@ -478,7 +484,15 @@ WITH ready AS (
       FROM txn, json_to_record(%(key_row)s::json) {_record_of(_K, "k", _KEY_COLUMNS)}
      WHERE %(key)s::text IS NOT NULL
 )
-SELECT balance_miles FROM moved, txn
+SELECT (SELECT count(*) FROM txn) AS written,
+       s.fingerprint, s.transaction_id, s.response_status, s.response_json,
+       t.response_json AS transaction_response,
+       (SELECT json_agg(json_build_array(l.direction, l.status, l.error_code)
+                        ORDER BY l.line_no)
+          FROM issuance_lines AS l WHERE l.transaction_id = s.transaction_id) AS line_states
+  FROM claim
+  LEFT JOIN stored AS s ON claim.locked
+  LEFT JOIN transactions AS t ON t.id = s.transaction_id
 """  # noqa: S608
 
 
@@ -513,14 +527,29 @@ def posted_issue_params(
     }
 
 
-async def apply_posted_issue(pool: StatementPool, params: Mapping[str, object]) -> bool:
-    """Run `APPLY_POSTED_ISSUE`: True when the issue was written and committed, False when
-    nothing was (the general path answers the call then)."""
+@dataclass(frozen=True, slots=True)
+class AppliedIssue:
+    written: bool  # the issue was written and committed
+    stored: StoredOutcome | None = None  # else: the key's stored outcome, if its lock was free
+    current: tuple[str, list[LineState]] | None = None  # and its transaction as it stands now
+
+
+async def apply_posted_issue(pool: StatementPool, params: Mapping[str, object]) -> AppliedIssue:
+    """Run `APPLY_POSTED_ISSUE`. Not written and nothing stored: the general path answers."""
     try:
         async with pool.connection() as conn:
             cursor = await conn.execute(APPLY_POSTED_ISSUE, params)
-            return await cursor.fetchone() is not None
+            row = await cursor.fetchone()
     except psycopg.errors.UniqueViolation:
-        return False  # a duplicate transaction id, or the key stored since the check
+        return AppliedIssue(False)  # a duplicate transaction id, or the key stored since the read
     except psycopg.Error as exc:
         raise DBAPIError.instance(APPLY_POSTED_ISSUE, params, exc, psycopg.Error) from exc
+    assert row is not None  # the statement always answers one row
+    written, fingerprint, transaction_id, status, response_json, current, states = row
+    if written or fingerprint is None:
+        return AppliedIssue(bool(written))
+    stored = StoredOutcome(fingerprint, transaction_id, status, orjson.loads(response_json))
+    if current is None:
+        return AppliedIssue(False, stored)
+    lines = [LineState(direction, state, error) for direction, state, error in states or ()]
+    return AppliedIssue(False, stored, (current, lines))

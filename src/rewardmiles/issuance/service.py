@@ -165,9 +165,10 @@ async def execute_at_once(
     now: Callable[[], datetime] = clock.utc_now,
 ) -> Outcome | None:
     """The one-statement path (PostgreSQL, on the event loop): the outcome when the call was
-    written, None when it was not — `execute` then runs it as a unit of work, which answers
-    every case. Only a POST or POST/EVENT whose every line posts at once qualifies
-    (`plan_posted_issue`); the statement checks the rest (`repository.APPLY_POSTED_ISSUE`)."""
+    written (or its key's stored outcome replayed), None when it was not — `execute` then runs it
+    as a unit of work, which answers every case. Only a POST or POST/EVENT whose every line
+    posts at once qualifies (`plan_posted_issue`); the statement checks the rest
+    (`repository.APPLY_POSTED_ISSUE`)."""
     with registry.hold(call.client_id, call.idempotency_key):
         moment = now()
         version, reference = repo.newest_reference(db.engine)
@@ -202,7 +203,19 @@ async def execute_at_once(
                 now=moment,
             ),
         )
-        return outcome if await repo.apply_posted_issue(pool, params) else None
+        applied = await repo.apply_posted_issue(pool, params)
+    if applied.written:
+        return outcome
+    stored = applied.stored
+    if stored is None:
+        return None
+    # The key was stored, and its lock was free: the call it answered has committed. Replay it
+    # as the unit of work would (`replay_stored`), from the state the statement read.
+    idempotency.ensure_same_request(stored, call.fingerprint)
+    if applied.current is not None and stored.transaction_id is not None:
+        response_json, lines = applied.current
+        return render_state(stored.transaction_id, response_json, lines, replayed=True)
+    return Outcome(stored.status, stored.body, stored.transaction_id, replayed=True)
 
 
 def plan_posted_issue(
@@ -306,6 +319,13 @@ def replay_stored(session: Session, stored: idempotency.StoredOutcome) -> Outcom
 def render_current(session: Session, transaction_id: str, *, replayed: bool) -> Outcome:
     """The response of an accepted transaction as it stands now (a 202 turns 200 once settled)."""
     response_json, lines = repo.get_transaction_state(session, transaction_id)
+    return render_state(transaction_id, response_json, lines, replayed=replayed)
+
+
+def render_state(
+    transaction_id: str, response_json: str, lines: list[repo.LineState], *, replayed: bool
+) -> Outcome:
+    """`render_current` from the transaction's stored response and its lines' states."""
     body = orjson.loads(response_json)
     for out_line, line in zip(body.get("issuances", ()), lines, strict=True):
         status = wire_status(line.direction, line.status)
