@@ -9,12 +9,20 @@ One run, on this machine, measures:
    installed) — the generator must not be the bottleneck;
 2. the HTTP ceiling: the service's server stack (create_app, uvicorn as `rewardmiles serve` runs
    it) answering a no-op POST (bench/noop_server.py) with the POST/EVENT request;
-3. the database ceiling: pgbench running bench/pgbench_issue.sql — the statements of one
-   POST/EVENT — on a throwaway database with the real schema (migrated by the CLI);
+3. two database ceilings, pgbench on throwaway databases with the real schema (migrated by the
+   CLI), each doing the SQL work of one POST/EVENT: bench/pgbench_issue.sql as separate
+   statements in a transaction (6 round trips: the general unit of work, which every POST/EVENT
+   ran before the one-statement path and which it still falls back to) and
+   bench/pgbench_issue_one_statement.sql as the one statement the service now sends (1 round
+   trip, autocommit; generated from the service's statement by bench/pgbench_one_statement.py);
 4. rewardmiles itself (`rewardmiles serve`, a real process): PostgreSQL with 1 and 2 API
    processes (the better one runs every scenario) and SQLite with 1 — (a) POST/EVENT with unique
    keys over many collectors, (b) over 10 hot collectors, (c) 50/50 POST/EVENT and REVERSE/EVENT
    of an acknowledged issue, (d) replays of completed keys.
+
+Each rewardmiles row is given as a ratio to both database ceilings and to the HTTP ceiling. The
+SQL the service sends for one request is captured in process on every run (bench/capture_sql.py,
+both ways to the database) and compared with the two pgbench scripts.
 
 Every rewardmiles database ends with `rewardmiles ledger verify` (the run fails loudly if it does
 not pass); durability settings are left as they are. Results: a Markdown table on stdout and in
@@ -54,12 +62,22 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script (python bench/…): make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import pyspy_summary
+from bench import pgbench_one_statement, pyspy_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 SCRATCH = ROOT / ".bench"  # ignored by git
+# The database ceilings: the SQL work of one POST/EVENT as separate statements (the general unit
+# of work) and as the service's one statement.
 PGBENCH_SCRIPT = BENCH / "pgbench_issue.sql"
+PGBENCH_ONE_STATEMENT = pgbench_one_statement.SCRIPT
+# (id prefix, script) of each ceiling; the ids of the separate-statements rows are unchanged.
+PGBENCH_SCRIPTS = {"pgbench": PGBENCH_SCRIPT, "pgbench-one": PGBENCH_ONE_STATEMENT}
+# The captured requests each script must mirror (bench/capture_sql.py names them).
+SCRIPT_MIRRORS = {
+    PGBENCH_ONE_STATEMENT: "POST/EVENT",
+    PGBENCH_SCRIPT: "POST/EVENT, one-statement path off",
+}
 VENV_BIN = Path(sys.executable).parent
 SPONSOR = "BNCH"
 COLLECTOR_BASE = 80_000_000_000
@@ -405,7 +423,7 @@ class Postgres:
 
     def _admin(self, sql: str) -> list[tuple[Any, ...]]:
         with self._psycopg.connect(self.admin_url, autocommit=True) as conn:
-            cur = conn.execute(sql)  # type: ignore[arg-type]
+            cur = conn.execute(sql)
             return list(cur.fetchall()) if cur.description else []
 
     def create(self, suffix: str, template: str | None = None) -> str:
@@ -516,9 +534,11 @@ class Measurement:
     server_rss_peak_mb: float | None = None
     cpu: dict[str, float] = field(default_factory=dict)
     background_before_pct: float | None = None
-    ratio_db: float | None = None
+    ratio_db: float | None = None  # to the separate-statements ceiling (pgbench_issue.sql)
+    ratio_db_one_statement: float | None = None  # to pgbench_issue_one_statement.sql
     ratio_http: float | None = None
     ceiling_db: str | None = None
+    ceiling_db_one_statement: str | None = None
     ceiling_http: str | None = None
     notes: list[str] = field(default_factory=list)
     detail: dict[str, Any] = field(default_factory=dict)
@@ -554,7 +574,6 @@ class Harness:
                 log("the machine stays busy: no more waiting for quiet in this run")
         else:
             self.busy_streak = 0
-        self.keep_logs: set[Path] = set()
         return busy
 
     def loadgen(
@@ -755,20 +774,13 @@ class Harness:
             self.extra["sql"] = {"error": proc.stderr[-3000:]}
             return
         self.extra["sql"] = json.loads(proc.stdout.strip().splitlines()[-1])
-        script_trips, script_statements = pgbench_script_shape(PGBENCH_SCRIPT)
-        trips, statements = service_shape(self.extra["sql"]["requests"][0])
-        self.extra["sql"]["pgbench_script"] = {
-            "round_trips": script_trips,
-            "statements": script_statements,
-        }
-        if (trips is not None and trips != script_trips) or statements != script_statements:
-            self.extra["sql"]["pgbench_mismatch"] = (
-                f"{PGBENCH_SCRIPT.name} makes {script_trips} round trips with "
-                f"{script_statements} statements; the service's POST/EVENT now makes {trips} "
-                f"with {statements}. The database ceiling no longer mirrors the service: update "
-                "the script from the statements above."
-            )
-            log(f"WARNING: {self.extra['sql']['pgbench_mismatch']}")
+        self.extra["sql"]["pgbench_scripts"], mismatches = compare_scripts(
+            self.extra["sql"]["requests"]
+        )
+        if mismatches:
+            self.extra["sql"]["pgbench_mismatches"] = mismatches
+            for mismatch in mismatches:
+                log(f"WARNING: {mismatch}")
         bad = [r["request"] for r in self.extra["sql"]["requests"] if r["status"] not in (200, 202)]
         if bad:
             log(f"WARNING: SQL capture got no success for {', '.join(bad)}")
@@ -940,21 +952,43 @@ class Harness:
                     )
 
     def pgbench(self) -> None:
+        """Both database ceilings, each on its own copy of the seeded database, their rows
+        interleaved (same collectors and concurrency one after the other) so that a change of
+        the machine's load between rows weighs on both alike."""
         if shutil.which("pgbench") is None:
             log("pgbench not found: no database ceiling")
             return
-        url = self.pg_copy("pgbench")
+        urls = {prefix: self.pg_copy(prefix.replace("-", "_")) for prefix in PGBENCH_SCRIPTS}
         runs = [
             ("many", self.args.collectors, self.args.concurrency),
             ("hot", HOT_COLLECTORS, self.args.concurrency),
         ]
         if self.args.latency_floor:
             runs.append(("many", self.args.collectors, 1))
-        for seq, (label, collectors, clients) in enumerate(runs, 1):
-            self.pgbench_once(url, label, collectors, clients, seq)
-        self.verifications.append({"database": "pgbench", "result": verify_ledger(url, "pgbench")})
+        seq = 0
+        for label, collectors, clients in runs:
+            for prefix, script in PGBENCH_SCRIPTS.items():
+                seq += 1
+                self.pgbench_once(urls[prefix], prefix, script, label, collectors, clients, seq)
+        for prefix, url in urls.items():
+            self.verifications.append(
+                {"database": prefix.replace("-", "_"), "result": verify_ledger(url, prefix)}
+            )
 
-    def pgbench_once(self, url: str, label: str, collectors: int, clients: int, seq: int) -> None:
+    def pgbench_once(
+        self,
+        url: str,
+        id_prefix: str,
+        script: Path,
+        label: str,
+        collectors: int,
+        clients: int,
+        seq: int,
+    ) -> None:
+        variables = [f"collectors={collectors}", "seq=0"]
+        if script == PGBENCH_ONE_STATEMENT:  # the statement checks the reference-data version
+            variables.append(f"version={reference_version(url)}")
+
         def command(seconds: float, run: int, log_prefix: Path | None) -> list[str]:
             cmd = [
                 "pgbench",
@@ -969,14 +1003,12 @@ class Harness:
                 "prepared",
                 "-r",
                 "-f",
-                str(PGBENCH_SCRIPT),
-                "-D",
-                f"collectors={collectors}",
+                str(script),
                 "-D",
                 f"run={run}",
-                "-D",
-                "seq=0",
             ]
+            for variable in variables:
+                cmd += ["-D", variable]
             if log_prefix is not None:
                 cmd += ["-l", f"--log-prefix={log_prefix}"]
             return [*cmd, url]
@@ -1009,9 +1041,9 @@ class Harness:
                 path.unlink()
         latencies.sort()
         m = Measurement(
-            id=f"pgbench-{label}-c{clients}",
+            id=f"{id_prefix}-{label}-c{clients}",
             kind="database",
-            title=f"database ceiling: pgbench, POST/EVENT SQL, {collectors:,} collectors",
+            title=f"DB ceiling: pgbench, {ceiling_name(script)}, {collectors:,} collectors",
             target="PostgreSQL",
             processes=None,
             concurrency=clients,
@@ -1026,6 +1058,7 @@ class Harness:
             background_before_pct=background,
             detail={
                 "command": " ".join(cmd),
+                "script": str(script.relative_to(ROOT)),
                 "latency_average_ms": parsed["latency_avg_ms"],
                 "statements_ms": parsed["statements"],
             },
@@ -1205,14 +1238,16 @@ class Harness:
         for m in self.measurements:
             if m.kind != "rewardmiles":
                 continue
-            hot = "-b-" in m.id
-            db_id = f"pgbench-{'hot' if hot else 'many'}-c{m.concurrency}"
-            if m.concurrency == 1:
-                db_id = "pgbench-many-c1"
+            hot = "-b-" in m.id and m.concurrency > 1
+            suffix = f"{'hot' if hot else 'many'}-c{m.concurrency}"
+            db_id, one_id = f"pgbench-{suffix}", f"pgbench-one-{suffix}"
             http_id = f"http-w{m.processes if m.concurrency > 1 else 1}-c{m.concurrency}"
             if db_id in by_id and by_id[db_id].rps:
                 m.ratio_db = round(m.rps / by_id[db_id].rps, 3)
                 m.ceiling_db = db_id
+            if one_id in by_id and by_id[one_id].rps:
+                m.ratio_db_one_statement = round(m.rps / by_id[one_id].rps, 3)
+                m.ceiling_db_one_statement = one_id
             if http_id in by_id and by_id[http_id].rps:
                 m.ratio_http = round(m.rps / by_id[http_id].rps, 3)
                 m.ceiling_http = http_id
@@ -1382,10 +1417,11 @@ def _num(value: float | None, digits: int = 1) -> str:
 def table(measurements: list[Measurement]) -> str:
     head = (
         "| row | measurement | target | procs | conc | req/s | p50 ms | p99 ms | max ms | non-2xx | "
-        "transport err | server RSS peak MB | CPU % srv / pg / gen / other | × DB ceiling | "
-        "× HTTP ceiling |"
+        "transport err | server RSS peak MB | CPU % srv / pg / gen / other | "
+        f"× DB ceiling ({ceiling_column(PGBENCH_SCRIPT)}) | "
+        f"× DB ceiling ({ceiling_column(PGBENCH_ONE_STATEMENT)}) | × HTTP ceiling |"
     )
-    lines = [head, "|" + "---|" * 15]
+    lines = [head, "|" + "---|" * 16]
     for m in measurements:
         cpu = m.cpu
         cpu_text = (
@@ -1395,15 +1431,16 @@ def table(measurements: list[Measurement]) -> str:
             else "–"
         )
         title = f"{m.title} [{m.tool}]" if m.tool != "loadgen" else m.title
-        db_ratio = _num(m.ratio_db, 2)
-        if m.ratio_db is not None and m.target == "SQLite":
-            db_ratio = f"({db_ratio})"
+        db_ratios = []
+        for ratio in (m.ratio_db, m.ratio_db_one_statement):
+            text = _num(ratio, 2)
+            db_ratios.append(f"({text})" if ratio is not None and m.target == "SQLite" else text)
         lines.append(
             f"| `{m.id}` | {title} | {m.target} | {m.processes or '–'} | {m.concurrency} | "
             f"{_num(m.rps, 0)} | "
             f"{_num(m.p50_ms)} | {_num(m.p99_ms)} | {_num(m.max_ms)} | {m.non_2xx} | "
-            f"{m.transport_errors} | {_num(m.server_rss_peak_mb, 0)} | {cpu_text} | {db_ratio} | "
-            f"{_num(m.ratio_http, 2)} |"
+            f"{m.transport_errors} | {_num(m.server_rss_peak_mb, 0)} | {cpu_text} | "
+            f"{db_ratios[0]} | {db_ratios[1]} | {_num(m.ratio_http, 2)} |"
         )
     return "\n".join(lines)
 
@@ -1460,9 +1497,18 @@ def render(h: Harness, machine: dict[str, Any], command: str, elapsed: float) ->
         "- CPU % is of one core over the measured window, sampled from /proc: the server's process "
         "tree, every PostgreSQL process, the generator, and **other** = the rest of the machine "
         "(other sessions' processes share these cores; a high value marks a noisy row).",
-        "- × DB ceiling: req/s over pgbench tps at the same concurrency (hot rows: the 10-collector "
-        "pgbench run; SQLite rows in parentheses, for scale only). × HTTP ceiling: over the no-op "
-        "endpoint with the same number of API processes and concurrency.",
+        "- Two database ceilings, pgbench doing the SQL work of one POST/EVENT on a copy of the "
+        f"same seeded database: `{PGBENCH_SCRIPT.relative_to(ROOT)}` as separate statements in a "
+        f"transaction ({ceiling_column(PGBENCH_SCRIPT)}: the general unit of work, which the "
+        "service falls back to) and "
+        f"`{PGBENCH_ONE_STATEMENT.relative_to(ROOT)}` as the service's one statement in "
+        f"autocommit ({ceiling_column(PGBENCH_ONE_STATEMENT)}, one round trip: the path a "
+        "POST/EVENT now takes). Their rows run one after the other at each concurrency.",
+        f"- × DB ceiling ({ceiling_column(PGBENCH_SCRIPT)}) and × DB ceiling "
+        f"({ceiling_column(PGBENCH_ONE_STATEMENT)}): req/s over that pgbench run's tps at the same "
+        "concurrency (hot rows: the 10-collector runs; SQLite rows in parentheses, for scale "
+        "only). × HTTP ceiling: over the no-op endpoint with the same number of API processes and "
+        "concurrency.",
         "",
     ]
     failing = [
@@ -1530,7 +1576,7 @@ def render(h: Harness, machine: dict[str, Any], command: str, elapsed: float) ->
     )
     if pgb and pgb.detail.get("statements_ms"):
         out += [
-            f"## pgbench per-statement latency ({pgb.id}, ms)",
+            f"## pgbench per-statement latency ({pgb.id}, {pgb.detail.get('script', '')}, ms)",
             "",
             "| ms | statement |",
             "|---|---|",
@@ -1601,24 +1647,57 @@ def generator_section(h: Harness) -> list[str]:
 
 
 def pgbench_script_shape(path: Path) -> tuple[int, int]:
-    """(round trips, SQL statements) of one transaction of a pgbench script: each statement is a
-    round trip, except that a \\startpipeline … \\endpipeline block is one."""
+    """(round trips, SQL statements) of one transaction of a pgbench script: each SQL command
+    (ended by `;`, or by `\\gset`/`\\aset`) is a round trip, except that a \\startpipeline …
+    \\endpipeline block is one; BEGIN and END (COMMIT) are round trips, not statements of the
+    work."""
     trips = statements = 0
     in_pipeline = False
-    text = "\n".join(
-        line for line in path.read_text().splitlines() if not line.lstrip().startswith("--")
-    )
-    for line in text.splitlines():
+    command: list[str] = []
+    for line in path.read_text().splitlines():
         stripped = line.strip()
+        if not stripped or stripped.startswith("--"):
+            continue
         if stripped.startswith("\\startpipeline"):
             in_pipeline = True
             trips += 1
         elif stripped.startswith("\\endpipeline"):
             in_pipeline = False
-        elif stripped.endswith(";") and not stripped.startswith("\\"):
-            statements += 1
-            trips += 0 if in_pipeline else 1
-    return trips, statements - 2  # BEGIN and END are round trips, not statements of the work
+        elif stripped.startswith("\\"):
+            continue  # \set and other meta-commands run in pgbench, not in the database
+        else:
+            command.append(stripped)
+            if stripped.endswith(";") or re.search(r"\\[ga]set\b", stripped):
+                first = command[0].split(None, 1)[0].rstrip(";").upper()
+                command = []
+                trips += 0 if in_pipeline else 1
+                if first not in ("BEGIN", "START", "END", "COMMIT"):
+                    statements += 1
+    return trips, statements
+
+
+def ceiling_column(script: Path) -> str:
+    """How a database ceiling is named in the report: by the shape of its script."""
+    trips, statements = pgbench_script_shape(script)
+    return "1 statement" if statements == 1 and trips == 1 else f"{trips} round trips"
+
+
+def ceiling_name(script: Path) -> str:
+    trips, statements = pgbench_script_shape(script)
+    if statements == 1 and trips == 1:
+        return "one statement"
+    return f"separate statements, {trips} round trips"
+
+
+def reference_version(url: str) -> int:
+    """The database's reference-data version (the one-statement script checks it)."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT version FROM reference_version WHERE id = 1").fetchone()
+    if row is None:
+        raise BenchError(f"no reference_version row in {url}")
+    return int(row[0])
 
 
 def service_shape(request: dict[str, Any]) -> tuple[int | None, int]:
@@ -1630,31 +1709,120 @@ def service_shape(request: dict[str, Any]) -> tuple[int | None, int]:
     return request.get("round_trips"), statements
 
 
+def compare_scripts(requests: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each pgbench script against the captured request it mirrors (`SCRIPT_MIRRORS`): round
+    trips and statements, and for the one-statement script the statement's text. Returns what
+    was compared and the mismatches (a ceiling that no longer does the service's work)."""
+    by_name = {r["request"]: r for r in requests}
+    compared: list[dict[str, Any]] = []
+    mismatches: list[str] = []
+    for script, mirrors in SCRIPT_MIRRORS.items():
+        script_trips, script_statements = pgbench_script_shape(script)
+        entry: dict[str, Any] = {
+            "script": str(script.relative_to(ROOT)),
+            "round_trips": script_trips,
+            "statements": script_statements,
+            "mirrors": mirrors,
+        }
+        compared.append(entry)
+        request = by_name.get(mirrors)
+        if request is None:
+            mismatches.append(f"no capture of {mirrors!r} to compare {script.name} with")
+            continue
+        trips, statements = service_shape(request)
+        entry["service_round_trips"], entry["service_statements"] = trips, statements
+        if (trips is not None and trips != script_trips) or statements != script_statements:
+            mismatches.append(
+                f"{script.name} makes {script_trips} round trip(s) with {script_statements} "
+                f"statement(s); the service's {mirrors} now makes {trips} with {statements}. "
+                "That database ceiling no longer mirrors the service: "
+                + (
+                    "see why the POST/EVENT did not take the one-statement path, or regenerate "
+                    "the script (python -m bench.pgbench_one_statement) if the path changed."
+                    if script == PGBENCH_ONE_STATEMENT
+                    else "update the script from the statements above."
+                )
+            )
+        if script == PGBENCH_ONE_STATEMENT:
+            ones = [s["sql"] for s in request["statements"] if s.get("path") == "one statement"]
+            if ones:
+                drift = pgbench_one_statement.drift(ones[0], script)
+                entry["same_statement_text"] = drift is None
+                if drift is not None:
+                    mismatches.append(drift)
+    return compared, mismatches
+
+
+def _statement_lines(request: dict[str, Any]) -> list[str]:
+    out = []
+    for i, s in enumerate(request["statements"], 1):
+        many = f"  -- executemany × {s['executemany']}" if s.get("executemany") else ""
+        path = s.get("path", "")
+        if path == "one statement":
+            name = f"{s['name']}, " if s.get("name") else ""
+            many += f"  -- {name}one statement in autocommit (full text in latest.json)"
+        out.append(f"{i}. `{s['sql'][:160]}{'…' if len(s['sql']) > 160 else ''}`{many}")
+    return out
+
+
 def sql_section(h: Harness) -> list[str]:
     sql = h.extra.get("sql")
     if not sql or "requests" not in sql:
         return []
     out = ["## SQL of one request (PostgreSQL, captured in process)", ""]
+    if sql.get("one_statement_path") is False:
+        out += ["The one-statement path was off in the captured process.", ""]
     for r in sql["requests"]:
         trips = r.get("round_trips")
+        by_path = r.get("round_trips_by_path") or {}
+        split = (
+            ": " + " + ".join(f"{n} {path}" for path, n in by_path.items())
+            if len(by_path) > 1
+            else ""
+        )
         trips_text = (
-            f"**{trips} round trips** on the wire (libpq trace; "
+            f"**{trips} round trip{'' if trips == 1 else 's'}** on the wire (libpq trace{split}; "
             f"{r.get('round_trips_if_unpipelined', '?')} without pipelining)"
             if trips is not None
             else f"{r.get('round_trips_if_unpipelined', '?')} round trips (estimated)"
         )
         warn = "" if r["status"] in (200, 202) else " — **not a success: see latest.json**"
+        paths = r.get("paths") or []
+        commit = (
+            "BEGIN and COMMIT included"
+            if "unit of work" in paths
+            else "autocommit: no BEGIN/COMMIT"
+        )
         out.append(
             f"- {r['request']}: {r['status']}{' (replayed)' if r['replayed'] else ''}{warn}, "
-            f"{r['executes']} statements, {trips_text}, BEGIN and COMMIT included"
+            f"{' then '.join(paths) or '?'}: {r['executes']} "
+            f"statement{'' if r['executes'] == 1 else 's'}, {trips_text}, {commit}"
         )
-    first = sql["requests"][0]
-    out += ["", f"{first['request']}, in order:", ""]
-    for i, s in enumerate(first["statements"], 1):
-        many = f"  -- executemany × {s['executemany']}" if s.get("executemany") else ""
-        out.append(f"{i}. `{s['sql'][:160]}{'…' if len(s['sql']) > 160 else ''}`{many}")
-    mismatch = sql.get("pgbench_mismatch")
-    if mismatch:
+    mirrored = set(SCRIPT_MIRRORS.values())
+    for r in sql["requests"]:
+        if r["request"] in mirrored:
+            out += ["", f"{r['request']}, in order:", "", *_statement_lines(r)]
+    scripts = sql.get("pgbench_scripts") or []
+    if scripts:
+        out += ["", "The database ceilings against the requests they mirror:", ""]
+        for c in scripts:
+            service = (
+                f"{c['service_round_trips']} round trip(s), {c['service_statements']} statement(s)"
+                if "service_statements" in c
+                else "not captured"
+            )
+            same = (
+                "; same statement text"
+                if c.get("same_statement_text")
+                else "; statement text differs"
+                if c.get("same_statement_text") is False
+                else ""
+            )
+            out.append(
+                f"- `{c['script']}`: {c['round_trips']} round trip(s), {c['statements']} "
+                f"statement(s); the service's {c['mirrors']}: {service}{same}"
+            )
+    for mismatch in sql.get("pgbench_mismatches") or []:
         out += ["", f"**Warning:** {mismatch}"]
     return [*out, ""]
 
