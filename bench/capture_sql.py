@@ -124,11 +124,11 @@ def capture(client_id: str, secret: str, sponsor: str, collector: str) -> dict[s
         @contextlib.contextmanager
         def general_path() -> Iterator[None]:
             """The one-statement path off for a request, as `one_statement_issue=false` has it."""
-            saved, ctx.statements = ctx.statements, None
+            saved, ctx.issue_writer = ctx.issue_writer, None
             try:
                 yield
             finally:
-                ctx.statements = saved
+                ctx.issue_writer = saved
 
         token = http.post(
             "/oauth/token",

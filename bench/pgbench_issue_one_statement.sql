@@ -18,48 +18,65 @@
 \set c random(1, :collectors)
 \set seq :seq + 1
 \set lock hash(:seq + 1000000000 * :client_id, :run)
-WITH claim AS (
-    SELECT (:lock)::bigint IS NULL OR pg_try_advisory_xact_lock((:lock)::bigint) AS locked
-), stored AS (
-    SELECT k.fingerprint, k.transaction_id, k.response_status, k.response_json
-      FROM idempotency_keys AS k
-     WHERE k.client_id = ('pgbench')::text AND k.key = ('pgb-' || :run::text || '-' || :client_id::text || '-' || :seq::text)::text
-), ready AS (
-    SELECT 1 AS one FROM claim
+WITH call AS MATERIALIZED (
+    SELECT * FROM json_to_recordset((json_build_array(json_build_object('i', 0, 'lock', :lock::bigint, 'client_id', 'pgbench', 'key', 'pgb-' || :run::text || '-' || :client_id::text || '-' || :seq::text, 'version', :version::bigint, 'collector', (80000000000 + :c)::text, 'delta', 5, 'now', now())))::json) AS c(
+        i integer, lock bigint, client_id text, key text, version bigint, collector text,
+        delta bigint, now timestamptz)
+), claim AS MATERIALIZED (
+    SELECT c.i, c.lock IS NULL OR pg_try_advisory_xact_lock(c.lock) AS locked FROM call AS c
+), stored AS MATERIALIZED (
+    SELECT c.i, k.fingerprint, k.transaction_id, k.response_status, k.response_json
+      FROM call AS c
+      JOIN idempotency_keys AS k ON k.client_id = c.client_id AND k.key = c.key
+), ready AS MATERIALIZED (
+    SELECT c.* FROM call AS c JOIN claim USING (i)
      WHERE claim.locked
-       AND (SELECT version FROM reference_version WHERE id = 1) = (:version)::bigint
-       AND NOT EXISTS (SELECT 1 FROM stored)
+       AND c.version = (SELECT version FROM reference_version WHERE id = 1)
+       AND c.i NOT IN (SELECT i FROM stored)
+), locked AS MATERIALIZED (
+    SELECT number FROM collectors
+     WHERE number IN (SELECT collector FROM ready) AND status = 'ACTIVE'
+     ORDER BY number
+       FOR UPDATE
 ), moved AS (
-    UPDATE collectors
-       SET balance_miles = balance_miles + (5)::bigint, updated_at = (now())::timestamptz
-     WHERE number = ((80000000000 + :c)::text)::text AND status = 'ACTIVE' AND EXISTS (SELECT 1 FROM ready)
-    RETURNING balance_miles
+    UPDATE collectors AS c
+       SET balance_miles = c.balance_miles + m.delta, updated_at = m.now
+      FROM (SELECT collector, sum(delta) AS delta, max(now) AS now
+              FROM ready GROUP BY collector) AS m
+     WHERE c.number = m.collector AND c.number IN (SELECT number FROM locked)
+    RETURNING c.number
+), applied AS MATERIALIZED (
+    SELECT ready.i FROM ready JOIN moved ON moved.number = ready.collector
 ), txn AS (
     INSERT INTO transactions (id, client_id, sponsor_code, endpoint, partner_transaction_id, collector_number, original_transaction_id, status, http_status, error_code, fingerprint, partner_datetime, processed_at, request_json, response_json, calculation_json)
     SELECT t.id, t.client_id, t.sponsor_code, t.endpoint, t.partner_transaction_id, t.collector_number, t.original_transaction_id, t.status, t.http_status, t.error_code, t.fingerprint, t.partner_datetime, t.processed_at, t.request_json, t.response_json, t.calculation_json
-      FROM moved, json_to_record((json_build_object('id', md5(:run::text || '-' || :client_id::text || '-' || :seq::text)::uuid::text, 'client_id', 'pgbench', 'sponsor_code', 'BNCH', 'endpoint', 'post_event', 'partner_transaction_id', 'pgb-' || :run::text || '-' || :client_id::text || '-' || :seq::text, 'collector_number', (80000000000 + :c)::text, 'original_transaction_id', NULL, 'status', 'posted', 'http_status', 200, 'error_code', NULL, 'fingerprint', md5(:run::text || :client_id::text || :seq::text) || md5(:seq::text || :client_id::text), 'partner_datetime', now(), 'processed_at', now(), 'request_json', '{"clientTransactionId":"' || 'pgb-' || :run::text || '-' || :client_id::text || '-' || :seq::text || '","collectorNumber":"' || (80000000000 + :c)::text || '","issuances":[{"issuanceOfferCode":"STANDARD","milesAmount":5}],"sponsorCode":"BNCH","transactionDateTime":"2026-11-25T22:09:40Z"}', 'response_json', '{"clientTransactionId":"' || 'pgb-' || :run::text || '-' || :client_id::text || '-' || :seq::text || '","collectorNumber":"' || (80000000000 + :c)::text || '","issuances":[{"issuanceOfferCode":"STANDARD","milesAmount":5,"status":"ISSUED"}],"sponsorCode":"BNCH","transactionDateTime":"2026-11-25T17:09:41.494-05:00","transactionId":"' || md5(:run::text || '-' || :client_id::text || '-' || :seq::text)::uuid::text || '"}', 'calculation_json', NULL))::json) AS t(id text, client_id text, sponsor_code text, endpoint text, partner_transaction_id text, collector_number text, original_transaction_id text, status text, http_status INTEGER, error_code text, fingerprint text, partner_datetime TIMESTAMP WITH TIME ZONE, processed_at TIMESTAMP WITH TIME ZONE, request_json text, response_json text, calculation_json text)
-    RETURNING id
+      FROM json_to_recordset((json_build_array(json_build_object('i', 0, 'id', md5(:run::text || '-' || :client_id::text || '-' || :seq::text)::uuid::text, 'client_id', 'pgbench', 'sponsor_code', 'BNCH', 'endpoint', 'post_event', 'partner_transaction_id', 'pgb-' || :run::text || '-' || :client_id::text || '-' || :seq::text, 'collector_number', (80000000000 + :c)::text, 'original_transaction_id', NULL, 'status', 'posted', 'http_status', 200, 'error_code', NULL, 'fingerprint', md5(:run::text || :client_id::text || :seq::text) || md5(:seq::text || :client_id::text), 'partner_datetime', now(), 'processed_at', now(), 'request_json', '{"clientTransactionId":"' || 'pgb-' || :run::text || '-' || :client_id::text || '-' || :seq::text || '","collectorNumber":"' || (80000000000 + :c)::text || '","issuances":[{"issuanceOfferCode":"STANDARD","milesAmount":5}],"sponsorCode":"BNCH","transactionDateTime":"2026-11-25T22:09:40Z"}', 'response_json', '{"clientTransactionId":"' || 'pgb-' || :run::text || '-' || :client_id::text || '-' || :seq::text || '","collectorNumber":"' || (80000000000 + :c)::text || '","issuances":[{"issuanceOfferCode":"STANDARD","milesAmount":5,"status":"ISSUED"}],"sponsorCode":"BNCH","transactionDateTime":"2026-11-25T17:09:41.494-05:00","transactionId":"' || md5(:run::text || '-' || :client_id::text || '-' || :seq::text)::uuid::text || '"}', 'calculation_json', NULL)))::json) AS t(i integer, id text, client_id text, sponsor_code text, endpoint text, partner_transaction_id text, collector_number text, original_transaction_id text, status text, http_status INTEGER, error_code text, fingerprint text, partner_datetime TIMESTAMP WITH TIME ZONE, processed_at TIMESTAMP WITH TIME ZONE, request_json text, response_json text, calculation_json text)
+     WHERE t.i IN (SELECT i FROM applied)
 ), line AS (
     INSERT INTO issuance_lines (transaction_id, line_no, direction, offer_code, location_code, miles, status, pending_reason, error_code, settled_at)
-    SELECT txn.id, l.line_no, l.direction, l.offer_code, l.location_code, l.miles, l.status, l.pending_reason, l.error_code, l.settled_at
-      FROM txn, json_to_recordset((json_build_array(json_build_object('transaction_id', md5(:run::text || '-' || :client_id::text || '-' || :seq::text)::uuid::text, 'line_no', 0, 'direction', 'credit', 'offer_code', 'STANDARD', 'location_code', NULL, 'miles', 5, 'status', 'posted', 'pending_reason', NULL, 'error_code', NULL, 'settled_at', now())))::json) AS l(line_no INTEGER, direction text, offer_code text, location_code text, miles INTEGER, status text, pending_reason text, error_code text, settled_at TIMESTAMP WITH TIME ZONE)
+    SELECT l.transaction_id, l.line_no, l.direction, l.offer_code, l.location_code, l.miles, l.status, l.pending_reason, l.error_code, l.settled_at
+      FROM json_to_recordset((json_build_array(json_build_object('i', 0, 'transaction_id', md5(:run::text || '-' || :client_id::text || '-' || :seq::text)::uuid::text, 'line_no', 0, 'direction', 'credit', 'offer_code', 'STANDARD', 'location_code', NULL, 'miles', 5, 'status', 'posted', 'pending_reason', NULL, 'error_code', NULL, 'settled_at', now())))::json) AS l(i integer, transaction_id text, line_no INTEGER, direction text, offer_code text, location_code text, miles INTEGER, status text, pending_reason text, error_code text, settled_at TIMESTAMP WITH TIME ZONE)
+     WHERE l.i IN (SELECT i FROM applied)
 ), entry AS (
     INSERT INTO ledger_entries (transaction_id, line_no, account_kind, account_code, amount_miles, posted_at)
-    SELECT txn.id, e.line_no, e.account_kind, e.account_code, e.amount_miles, e.posted_at
-      FROM txn, json_to_recordset((json_build_array(json_build_object('transaction_id', md5(:run::text || '-' || :client_id::text || '-' || :seq::text)::uuid::text, 'line_no', 0, 'account_kind', 'collector', 'account_code', (80000000000 + :c)::text, 'amount_miles', 5, 'posted_at', now()), json_build_object('transaction_id', md5(:run::text || '-' || :client_id::text || '-' || :seq::text)::uuid::text, 'line_no', 0, 'account_kind', 'sponsor', 'account_code', 'BNCH', 'amount_miles', -5, 'posted_at', now())))::json) AS e(line_no INTEGER, account_kind text, account_code text, amount_miles BIGINT, posted_at TIMESTAMP WITH TIME ZONE)
+    SELECT e.transaction_id, e.line_no, e.account_kind, e.account_code, e.amount_miles, e.posted_at
+      FROM json_to_recordset((json_build_array(json_build_object('i', 0, 'transaction_id', md5(:run::text || '-' || :client_id::text || '-' || :seq::text)::uuid::text, 'line_no', 0, 'account_kind', 'collector', 'account_code', (80000000000 + :c)::text, 'amount_miles', 5, 'posted_at', now()), json_build_object('i', 0, 'transaction_id', md5(:run::text || '-' || :client_id::text || '-' || :seq::text)::uuid::text, 'line_no', 0, 'account_kind', 'sponsor', 'account_code', 'BNCH', 'amount_miles', -5, 'posted_at', now())))::json) AS e(i integer, transaction_id text, line_no INTEGER, account_kind text, account_code text, amount_miles BIGINT, posted_at TIMESTAMP WITH TIME ZONE)
+     WHERE e.i IN (SELECT i FROM applied)
 ), kept AS (
     INSERT INTO idempotency_keys (client_id, key, fingerprint, transaction_id, response_status, response_json, created_at)
     SELECT k.client_id, k.key, k.fingerprint, k.transaction_id, k.response_status, k.response_json, k.created_at
-      FROM txn, json_to_record((json_build_object('client_id', 'pgbench', 'key', 'pgb-' || :run::text || '-' || :client_id::text || '-' || :seq::text, 'fingerprint', md5(:run::text || :client_id::text || :seq::text) || md5(:seq::text || :client_id::text), 'transaction_id', md5(:run::text || '-' || :client_id::text || '-' || :seq::text)::uuid::text, 'response_status', 200, 'response_json', '{"clientTransactionId":"' || 'pgb-' || :run::text || '-' || :client_id::text || '-' || :seq::text || '","collectorNumber":"' || (80000000000 + :c)::text || '","issuances":[{"issuanceOfferCode":"STANDARD","milesAmount":5,"status":"ISSUED"}],"sponsorCode":"BNCH","transactionDateTime":"2026-11-25T17:09:41.494-05:00","transactionId":"' || md5(:run::text || '-' || :client_id::text || '-' || :seq::text)::uuid::text || '"}', 'created_at', now()))::json) AS k(client_id text, key text, fingerprint text, transaction_id text, response_status INTEGER, response_json text, created_at TIMESTAMP WITH TIME ZONE)
-     WHERE ('pgb-' || :run::text || '-' || :client_id::text || '-' || :seq::text)::text IS NOT NULL
+      FROM json_to_recordset((json_build_array(json_build_object('i', 0, 'client_id', 'pgbench', 'key', 'pgb-' || :run::text || '-' || :client_id::text || '-' || :seq::text, 'fingerprint', md5(:run::text || :client_id::text || :seq::text) || md5(:seq::text || :client_id::text), 'transaction_id', md5(:run::text || '-' || :client_id::text || '-' || :seq::text)::uuid::text, 'response_status', 200, 'response_json', '{"clientTransactionId":"' || 'pgb-' || :run::text || '-' || :client_id::text || '-' || :seq::text || '","collectorNumber":"' || (80000000000 + :c)::text || '","issuances":[{"issuanceOfferCode":"STANDARD","milesAmount":5,"status":"ISSUED"}],"sponsorCode":"BNCH","transactionDateTime":"2026-11-25T17:09:41.494-05:00","transactionId":"' || md5(:run::text || '-' || :client_id::text || '-' || :seq::text)::uuid::text || '"}', 'created_at', now())))::json) AS k(i integer, client_id text, key text, fingerprint text, transaction_id text, response_status INTEGER, response_json text, created_at TIMESTAMP WITH TIME ZONE)
+     WHERE k.i IN (SELECT i FROM applied)
 )
-SELECT (SELECT count(*) FROM txn) AS written,
+SELECT c.i, (c.i IN (SELECT i FROM applied))::integer AS written,
        s.fingerprint, s.transaction_id, s.response_status, s.response_json,
        t.response_json AS transaction_response,
        (SELECT json_agg(json_build_array(l.direction, l.status, l.error_code)
                         ORDER BY l.line_no)
           FROM issuance_lines AS l WHERE l.transaction_id = s.transaction_id) AS line_states
-  FROM claim
-  LEFT JOIN stored AS s ON claim.locked
-  LEFT JOIN transactions AS t ON t.id = s.transaction_id \gset
+  FROM call AS c
+  JOIN claim USING (i)
+  LEFT JOIN stored AS s ON s.i = c.i AND claim.locked
+  LEFT JOIN transactions AS t ON t.id = s.transaction_id
+ ORDER BY c.i \gset
 \set wrote_one_issue 1 / :written

@@ -28,6 +28,7 @@ from rewardmiles.errors import CATALOGUE, ProblemError
 from rewardmiles.health import router as health_router
 from rewardmiles.idempotency.service import InFlightRegistry
 from rewardmiles.issuance import routes as issuance_routes
+from rewardmiles.issuance.repository import PostedIssueWriter
 from rewardmiles.issuance.schemas import (
     CalculateRequest,
     IssueRequest,
@@ -71,6 +72,7 @@ class AppContext:
     api_budget: ratelimit.Budget | None
     token_budget: ratelimit.Budget | None
     statements: StatementPool | None  # the one-statement issue path (PostgreSQL)
+    issue_writer: PostedIssueWriter | None  # its group commit
 
 
 def build_context(settings: Settings) -> AppContext:
@@ -89,6 +91,9 @@ def build_context(settings: Settings) -> AppContext:
     )
     # One worker thread per pooled connection: more threads would only queue on the pool.
     limiter = anyio.CapacityLimiter(1 if db.is_sqlite else settings.database_pool_size * 2)
+    statements = (
+        db.statement_pool(settings.database_pool_size) if settings.one_statement_issue else None
+    )
     return AppContext(
         settings,
         db,
@@ -101,7 +106,8 @@ def build_context(settings: Settings) -> AppContext:
         ratelimit.budget(
             settings.token_rate_limit_per_minute / 60, settings.token_rate_limit_burst
         ),
-        db.statement_pool(settings.database_pool_size) if settings.one_statement_issue else None,
+        statements,
+        None if statements is None else PostedIssueWriter(statements),
     )
 
 

@@ -25,6 +25,7 @@ from rewardmiles.db.models import Offer
 from rewardmiles.errors import ProblemError
 from rewardmiles.idempotency import service as idempotency
 from rewardmiles.issuance import service
+from rewardmiles.issuance.repository import PostedIssueWriter
 from rewardmiles.issuance.schemas import (
     FIELD_CODES,
     FIELD_RULES,
@@ -120,6 +121,7 @@ class Rig:
         pool = self.db.statement_pool(4)
         assert pool is not None
         self.pool: StatementPool = pool
+        self.writer = PostedIssueWriter(pool)
         self.registry = idempotency.InFlightRegistry()
         self.loop = asyncio.new_event_loop()
         seed(self.db)
@@ -127,7 +129,7 @@ class Rig:
     def at_once(self, call: service.PartnerCall) -> service.Outcome | None:
         return self.loop.run_until_complete(
             service.execute_at_once(
-                self.pool, self.db, self.settings, self.registry, call, now=lambda: NOW
+                self.writer, self.db, self.settings, self.registry, call, now=lambda: NOW
             )
         )
 
@@ -399,3 +401,121 @@ def test_a_lost_connection_is_a_database_error_and_the_next_call_gets_a_fresh_on
     outcome = rig.at_once(partner_call(event(), key="k-after"))  # no second stale connection
     assert outcome is not None
     assert outcome.status == 200
+
+
+def _together(rig: Rig, calls: list[service.PartnerCall]) -> list[service.Outcome | None]:
+    async def run() -> list[service.Outcome | None]:
+        return await asyncio.gather(
+            *(
+                service.execute_at_once(
+                    rig.writer, rig.db, rig.settings, rig.registry, call, now=lambda: NOW
+                )
+                for call in calls
+            )
+        )
+
+    return rig.loop.run_until_complete(run())
+
+
+def _count_statements(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    count = [0]
+    connection = rig.pool.connection
+
+    def counting() -> Any:
+        count[0] += 1
+        return connection()
+
+    monkeypatch.setattr(rig.pool, "connection", counting)
+    return count
+
+
+def test_calls_arriving_together_share_one_statement_and_each_gets_its_own_answer(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored_call = partner_call(event(), key="k-group-stored")
+    first = rig.at_once(stored_call)
+    assert first is not None
+    with rig.db.unit_of_work() as session:
+        collectors.add_collector(session, "70000000010", "ACTIVE", NOW)
+    calls = [partner_call(event(miles=m), key=f"k-group-{m}") for m in range(1, 9)]
+    calls += [partner_call(event("70000000010", miles=100 + m)) for m in range(4)]  # keyless
+    calls += [stored_call]  # a replay in the batch
+    calls += [partner_call(event(ON_HOLD), key="k-group-held")]  # not ACTIVE: left alone
+    before = {number: _balance(rig, number) for number in (ACTIVE, "70000000010")}
+    statements = _count_statements(rig, monkeypatch)
+
+    outcomes = _together(rig, calls)
+
+    # All 14 were waiting before the writer sent anything: one statement, one commit, for all.
+    assert statements == [1]
+    for outcome in outcomes[:12]:
+        assert outcome is not None
+        assert outcome.status == 200
+        assert not outcome.replayed
+    assert len({o.transaction_id for o in outcomes[:12] if o is not None}) == 12
+    replay = outcomes[12]
+    assert replay is not None
+    assert replay.replayed
+    assert replay.transaction_id == first.transaction_id
+    assert outcomes[13] is None  # ON_HOLD: the unit of work answers it
+    # Two calls of one batch for one collector moved its balance by their sum.
+    assert _balance(rig, ACTIVE) == before[ACTIVE] + sum(range(1, 9))
+    assert _balance(rig, "70000000010") == before["70000000010"] + sum(range(100, 104))
+    for call, outcome in zip(calls[:8], outcomes[:8], strict=True):
+        replayed = rig.general(call)  # the key was stored with the call, in the same commit
+        assert replayed.replayed
+        assert outcome is not None
+        assert replayed.transaction_id == outcome.transaction_id
+
+
+def test_a_batch_refused_on_the_unique_index_is_run_again_call_by_call(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig.at_once(partner_call(event(), key="k-unique-first"))
+    duplicate = event()
+    calls = [partner_call(event(miles=m), key=f"k-unique-{m}") for m in range(1, 4)]
+    calls += [
+        partner_call(duplicate, key="k-unique-dup-1"),
+        partner_call(duplicate, key="k-unique-dup-2"),  # the same transaction id twice
+    ]
+    statements = _count_statements(rig, monkeypatch)
+    before = _balance(rig, ACTIVE)
+
+    async def first_then_the_rest() -> list[service.Outcome | None]:
+        alone = asyncio.ensure_future(  # keeps the writer busy, so the rest form one batch
+            service.execute_at_once(
+                rig.writer,
+                rig.db,
+                rig.settings,
+                rig.registry,
+                partner_call(event(), key="k-unique-lead"),
+                now=lambda: NOW,
+            )
+        )
+        rest = await asyncio.gather(
+            *(
+                service.execute_at_once(
+                    rig.writer, rig.db, rig.settings, rig.registry, call, now=lambda: NOW
+                )
+                for call in calls
+            )
+        )
+        assert await alone is not None
+        return rest
+
+    outcomes = rig.loop.run_until_complete(first_then_the_rest())
+
+    assert statements == [1 + 1 + len(calls)]  # the lead, the refused batch, then one by one
+    assert all(o is not None for o in outcomes[:3])
+    dup_1, dup_2 = outcomes[3], outcomes[4]
+    assert (dup_1 is None) != (dup_2 is None)  # one written; the other left to the unit of work
+    left = calls[4] if dup_2 is None else calls[3]
+    assert rig.general(left).replayed  # rule 3.7: the same body again is a replay
+    assert _balance(rig, ACTIVE) == before + 5 + sum(range(1, 4)) + 5
+
+
+def _balance(rig: Rig, number: str) -> int:
+    with rig.db.reader() as session:
+        view = collectors.get_collector(session, number)
+    assert view is not None
+    return view.balance_miles

@@ -6,6 +6,7 @@ Core connection: per request, SQLAlchemy only looks up the compiled form in its 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -410,11 +411,18 @@ def collector_status(session: Session, number: str) -> str | None:
 # PostgreSQL only. An issue whose every line posts (the common case at a checkout) is written by
 # one statement in autocommit: one round trip, commit included, instead of six. The service has
 # already checked every rule that depends on reference data (against the cache of the version
-# the statement names) and on the request; the statement applies the call only if what it could
+# the statement names) and on the request; the statement applies a call only if what it could
 # not check still holds — the key's lock is free and the key unused, the reference data is still
-# that version, the collector exists and is ACTIVE — and writes nothing otherwise. A duplicate
-# partner transaction id fails the statement on its unique index, also writing nothing. Either
-# way the caller then runs the general unit of work, which answers every case.
+# that version, the collector exists and is ACTIVE — and writes nothing for it otherwise. A
+# duplicate partner transaction id fails the statement on its unique index, writing nothing.
+# The caller then runs the general unit of work, which answers every case.
+#
+# Group commit: the calls that arrive while a statement is running are written together by the
+# next one (`PostedIssueWriter`), one commit — one WAL flush — for all of them. Each call is
+# still applied or not on its own conditions, its collector's row is locked before any insert
+# (in collector-number order, so two batches cannot deadlock), two calls of one batch for one
+# collector move its balance by their sum, and every call is answered only after the commit
+# that made it durable. A batch that fails on a unique index is run again call by call.
 
 
 _POSTGRESQL = postgresql.dialect()  # type: ignore[no-untyped-call]
@@ -429,9 +437,9 @@ def _pg_type(column: Column[Any]) -> str:
 
 
 def _record_of(table: Table, alias: str, columns: Sequence[str]) -> str:
-    """`AS alias(column type, …)`: the column definition list that reads a JSON document's
-    fields as `table`'s columns."""
-    return f"AS {alias}({', '.join(f'{c} {_pg_type(table.c[c])}' for c in columns)})"
+    """`AS alias(i integer, column type, …)`: the column definition list that reads a JSON
+    document's fields as `table`'s columns (and `i`, the call the row belongs to)."""
+    return f"AS {alias}(i integer, {', '.join(f'{c} {_pg_type(table.c[c])}' for c in columns)})"
 
 
 def _fields(alias: str, columns: Sequence[str]) -> str:
@@ -443,87 +451,127 @@ _T, _L, _E, _K = (
     for model in (Transaction, IssuanceLine, LedgerEntry, IdempotencyKey)
 )
 _TRANSACTION_COLUMNS = tuple(c.name for c in _T.columns)
-_LINE_COLUMNS = tuple(c.name for c in _L.columns if c.name != "transaction_id")
-_ENTRY_COLUMNS = tuple(c.name for c in _E.columns if c.name not in ("id", "transaction_id"))
+_LINE_COLUMNS = tuple(c.name for c in _L.columns)
+_ENTRY_COLUMNS = tuple(c.name for c in _E.columns if c.name != "id")
 _KEY_COLUMNS = tuple(c.name for c in _K.columns)
+
+
+def _insert(table: Table, alias: str, columns: Sequence[str], param: str) -> str:
+    return (
+        f"INSERT INTO {table.name} ({', '.join(columns)})\n"  # noqa: S608 - names, not values
+        f"    SELECT {_fields(alias, columns)}\n"
+        f"      FROM json_to_recordset(%({param})s::json) {_record_of(table, alias, columns)}\n"
+        f"     WHERE {alias}.i IN (SELECT i FROM applied)"
+    )
+
+
 # Built once, at import, from the tables' column names; every value is a bound parameter. The
-# rows travel as JSON documents (one parameter each), read back with the columns' own types.
+# calls and their rows travel as JSON documents (one parameter each, every row tagged with its
+# call's index `i`), read back with the columns' own types.
 APPLY_POSTED_ISSUE = f"""
-WITH claim AS (
-    SELECT %(lock)s::bigint IS NULL OR pg_try_advisory_xact_lock(%(lock)s::bigint) AS locked
-), stored AS (
-    SELECT k.fingerprint, k.transaction_id, k.response_status, k.response_json
-      FROM idempotency_keys AS k
-     WHERE k.client_id = %(client_id)s::text AND k.key = %(key)s::text
-), ready AS (
-    SELECT 1 AS one FROM claim
+WITH call AS MATERIALIZED (
+    SELECT * FROM json_to_recordset(%(calls)s::json) AS c(
+        i integer, lock bigint, client_id text, key text, version bigint, collector text,
+        delta bigint, now timestamptz)
+), claim AS MATERIALIZED (
+    SELECT c.i, c.lock IS NULL OR pg_try_advisory_xact_lock(c.lock) AS locked FROM call AS c
+), stored AS MATERIALIZED (
+    SELECT c.i, k.fingerprint, k.transaction_id, k.response_status, k.response_json
+      FROM call AS c
+      JOIN idempotency_keys AS k ON k.client_id = c.client_id AND k.key = c.key
+), ready AS MATERIALIZED (
+    SELECT c.* FROM call AS c JOIN claim USING (i)
      WHERE claim.locked
-       AND (SELECT version FROM reference_version WHERE id = 1) = %(version)s::bigint
-       AND NOT EXISTS (SELECT 1 FROM stored)
+       AND c.version = (SELECT version FROM reference_version WHERE id = 1)
+       AND c.i NOT IN (SELECT i FROM stored)
+), locked AS MATERIALIZED (
+    SELECT number FROM collectors
+     WHERE number IN (SELECT collector FROM ready) AND status = 'ACTIVE'
+     ORDER BY number
+       FOR UPDATE
 ), moved AS (
-    UPDATE collectors
-       SET balance_miles = balance_miles + %(delta)s::bigint, updated_at = %(now)s::timestamptz
-     WHERE number = %(collector)s::text AND status = 'ACTIVE' AND EXISTS (SELECT 1 FROM ready)
-    RETURNING balance_miles
+    UPDATE collectors AS c
+       SET balance_miles = c.balance_miles + m.delta, updated_at = m.now
+      FROM (SELECT collector, sum(delta) AS delta, max(now) AS now
+              FROM ready GROUP BY collector) AS m
+     WHERE c.number = m.collector AND c.number IN (SELECT number FROM locked)
+    RETURNING c.number
+), applied AS MATERIALIZED (
+    SELECT ready.i FROM ready JOIN moved ON moved.number = ready.collector
 ), txn AS (
-    INSERT INTO transactions ({", ".join(_TRANSACTION_COLUMNS)})
-    SELECT {_fields("t", _TRANSACTION_COLUMNS)}
-      FROM moved, json_to_record(%(transaction)s::json) {_record_of(_T, "t", _TRANSACTION_COLUMNS)}
-    RETURNING id
+    {_insert(_T, "t", _TRANSACTION_COLUMNS, "transactions")}
 ), line AS (
-    INSERT INTO issuance_lines (transaction_id, {", ".join(_LINE_COLUMNS)})
-    SELECT txn.id, {_fields("l", _LINE_COLUMNS)}
-      FROM txn, json_to_recordset(%(lines)s::json) {_record_of(_L, "l", _LINE_COLUMNS)}
+    {_insert(_L, "l", _LINE_COLUMNS, "lines")}
 ), entry AS (
-    INSERT INTO ledger_entries (transaction_id, {", ".join(_ENTRY_COLUMNS)})
-    SELECT txn.id, {_fields("e", _ENTRY_COLUMNS)}
-      FROM txn, json_to_recordset(%(entries)s::json) {_record_of(_E, "e", _ENTRY_COLUMNS)}
+    {_insert(_E, "e", _ENTRY_COLUMNS, "entries")}
 ), kept AS (
-    INSERT INTO idempotency_keys ({", ".join(_KEY_COLUMNS)})
-    SELECT {_fields("k", _KEY_COLUMNS)}
-      FROM txn, json_to_record(%(key_row)s::json) {_record_of(_K, "k", _KEY_COLUMNS)}
-     WHERE %(key)s::text IS NOT NULL
+    {_insert(_K, "k", _KEY_COLUMNS, "keys")}
 )
-SELECT (SELECT count(*) FROM txn) AS written,
+SELECT c.i, (c.i IN (SELECT i FROM applied))::integer AS written,
        s.fingerprint, s.transaction_id, s.response_status, s.response_json,
        t.response_json AS transaction_response,
        (SELECT json_agg(json_build_array(l.direction, l.status, l.error_code)
                         ORDER BY l.line_no)
           FROM issuance_lines AS l WHERE l.transaction_id = s.transaction_id) AS line_states
-  FROM claim
-  LEFT JOIN stored AS s ON claim.locked
+  FROM call AS c
+  JOIN claim USING (i)
+  LEFT JOIN stored AS s ON s.i = c.i AND claim.locked
   LEFT JOIN transactions AS t ON t.id = s.transaction_id
+ ORDER BY c.i
 """  # noqa: S608
 
 
-def posted_issue_params(
-    *,
-    reference_version: int,
-    client_id: str,
-    key: str | None,
-    lock: int | None,
-    collector_number: str,
-    delta: int,
-    now: datetime,
-    transaction: Mapping[str, object],
-    lines: Sequence[Mapping[str, object]],
-    entries: Sequence[Mapping[str, object]],
-    key_row: Mapping[str, object] | None,
-) -> dict[str, object]:
-    """The parameters of `APPLY_POSTED_ISSUE` for these rows (each row's own `transaction_id`
-    is ignored: the lines and entries take the transaction row's id)."""
+@dataclass(frozen=True, slots=True)
+class PostedIssue:
+    """One call for `APPLY_POSTED_ISSUE`: its conditions and its rows."""
+
+    reference_version: int
+    client_id: str
+    key: str | None
+    lock: int | None
+    collector_number: str
+    delta: int
+    now: datetime
+    transaction: Mapping[str, object]
+    lines: Sequence[Mapping[str, object]]
+    entries: Sequence[Mapping[str, object]]
+    key_row: Mapping[str, object] | None
+
+
+def posted_issue_params(issues: Sequence[PostedIssue]) -> dict[str, object]:
+    """The parameters of `APPLY_POSTED_ISSUE` for these calls, in this order."""
+    calls: list[dict[str, object]] = []
+    transactions: list[dict[str, object]] = []
+    lines: list[dict[str, object]] = []
+    entries: list[dict[str, object]] = []
+    keys: list[dict[str, object]] = []
+    for i, issue in enumerate(issues):
+        calls.append(
+            {
+                "i": i,
+                "lock": issue.lock,
+                "client_id": issue.client_id,
+                "key": issue.key,
+                "version": issue.reference_version,
+                "collector": issue.collector_number,
+                "delta": issue.delta,
+                "now": issue.now,
+            }
+        )
+        transactions.append({"i": i, **issue.transaction})
+        lines.extend({"i": i, **line} for line in issue.lines)
+        entries.extend({"i": i, **entry} for entry in issue.entries)
+        if issue.key_row is not None:
+            keys.append({"i": i, **issue.key_row})
     return {
-        "lock": lock,
-        "version": reference_version,
-        "client_id": client_id,
-        "key": key,
-        "delta": delta,
-        "now": now,
-        "collector": collector_number,
-        "transaction": orjson.dumps(transaction).decode(),
-        "lines": orjson.dumps(lines).decode(),
-        "entries": orjson.dumps(entries).decode(),
-        "key_row": None if key_row is None else orjson.dumps(key_row).decode(),
+        name: orjson.dumps(value).decode()
+        for name, value in (
+            ("calls", calls),
+            ("transactions", transactions),
+            ("lines", lines),
+            ("entries", entries),
+            ("keys", keys),
+        )
     }
 
 
@@ -534,18 +582,8 @@ class AppliedIssue:
     current: tuple[str, list[LineState]] | None = None  # and its transaction as it stands now
 
 
-async def apply_posted_issue(pool: StatementPool, params: Mapping[str, object]) -> AppliedIssue:
-    """Run `APPLY_POSTED_ISSUE`. Not written and nothing stored: the general path answers."""
-    try:
-        async with pool.connection() as conn:
-            cursor = await conn.execute(APPLY_POSTED_ISSUE, params)
-            row = await cursor.fetchone()
-    except psycopg.errors.UniqueViolation:
-        return AppliedIssue(False)  # a duplicate transaction id, or the key stored since the read
-    except psycopg.Error as exc:
-        raise DBAPIError.instance(APPLY_POSTED_ISSUE, params, exc, psycopg.Error) from exc
-    assert row is not None  # the statement always answers one row
-    written, fingerprint, transaction_id, status, response_json, current, states = row
+def _applied(row: Sequence[Any]) -> AppliedIssue:
+    _i, written, fingerprint, transaction_id, status, response_json, current, states = row
     if written or fingerprint is None:
         return AppliedIssue(bool(written))
     stored = StoredOutcome(fingerprint, transaction_id, status, orjson.loads(response_json))
@@ -553,3 +591,68 @@ async def apply_posted_issue(pool: StatementPool, params: Mapping[str, object]) 
         return AppliedIssue(False, stored)
     lines = [LineState(direction, state, error) for direction, state, error in states or ()]
     return AppliedIssue(False, stored, (current, lines))
+
+
+async def apply_posted_issues(
+    pool: StatementPool, issues: Sequence[PostedIssue]
+) -> list[AppliedIssue] | None:
+    """Run `APPLY_POSTED_ISSUE` for `issues` in one statement: what became of each, in order;
+    None if the statement failed on a unique index (a duplicate transaction id, or a key stored
+    since it was read) and so wrote nothing at all."""
+    params = posted_issue_params(issues)
+    try:
+        async with pool.connection() as conn:
+            cursor = await conn.execute(APPLY_POSTED_ISSUE, params)
+            rows = await cursor.fetchall()
+    except psycopg.errors.UniqueViolation:
+        return None
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(APPLY_POSTED_ISSUE, params, exc, psycopg.Error) from exc
+    assert len(rows) == len(issues)  # the statement answers one row per call, in order
+    return [_applied(row) for row in rows]
+
+
+class PostedIssueWriter:
+    """Group commit of one-statement issues, per process. `write` joins the batch being
+    gathered; a batch goes out as soon as no statement of this writer is running, so a lone call
+    waits for nothing, and calls arriving during a statement share the next one. Each caller
+    gets its own call's outcome once the batch has committed, or the batch's database error."""
+
+    def __init__(self, pool: StatementPool, *, batch_max: int = 32) -> None:
+        self.pool = pool
+        self.batch_max = batch_max
+        self._waiting: list[tuple[PostedIssue, asyncio.Future[AppliedIssue]]] = []
+        self._running: asyncio.Task[None] | None = None
+
+    async def write(self, issue: PostedIssue) -> AppliedIssue:
+        future: asyncio.Future[AppliedIssue] = asyncio.get_running_loop().create_future()
+        self._waiting.append((issue, future))
+        if self._running is None:
+            self._running = asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                batch = self._waiting[: self.batch_max]
+                del self._waiting[: self.batch_max]
+                await self._run(batch)
+        finally:
+            self._running = None
+
+    async def _run(self, batch: list[tuple[PostedIssue, asyncio.Future[AppliedIssue]]]) -> None:
+        try:
+            outcomes = await apply_posted_issues(self.pool, [issue for issue, _ in batch])
+            if outcomes is None and len(batch) > 1:  # find the call the index refused
+                singles = [await apply_posted_issues(self.pool, [issue]) for issue, _ in batch]
+                outcomes = [o[0] if o else AppliedIssue(False) for o in singles]
+        except Exception as exc:  # every caller of the batch gets the database's error
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), outcome in zip(
+            batch, outcomes or [AppliedIssue(False)] * len(batch), strict=True
+        ):
+            if not future.done():
+                future.set_result(outcome)

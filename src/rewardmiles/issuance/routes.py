@@ -121,9 +121,9 @@ async def _handle(
         request_id=request_id_of(request),
     )
     outcome = None
-    if ctx.statements is not None:
+    if ctx.issue_writer is not None:
         outcome = await service.execute_at_once(
-            ctx.statements, ctx.db, ctx.settings, ctx.registry, call
+            ctx.issue_writer, ctx.db, ctx.settings, ctx.registry, call
         )
     if outcome is None:
         outcome = await run_sync(

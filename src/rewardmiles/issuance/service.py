@@ -26,7 +26,6 @@ from rewardmiles import clock, ledger, limits
 from rewardmiles.config import NegativeBalancePolicy, Settings, UnknownCollectorPolicy
 from rewardmiles.db.engine import (
     Database,
-    StatementPool,
     batched_writes,
     insert_ignoring_conflicts,
     queued_writes,
@@ -156,7 +155,7 @@ def execute(
 
 
 async def execute_at_once(
-    pool: StatementPool,
+    writer: repo.PostedIssueWriter,
     db: Database,
     settings: Settings,
     registry: idempotency.InFlightRegistry,
@@ -168,7 +167,7 @@ async def execute_at_once(
     written (or its key's stored outcome replayed), None when it was not — `execute` then runs it
     as a unit of work, which answers every case. Only a POST or POST/EVENT whose every line
     posts at once qualifies (`plan_posted_issue`); the statement checks the rest
-    (`repository.APPLY_POSTED_ISSUE`)."""
+    (`repository.APPLY_POSTED_ISSUE`), for this call and those sharing its commit."""
     with registry.hold(call.client_id, call.idempotency_key):
         moment = now()
         version, reference = repo.newest_reference(db.engine)
@@ -180,30 +179,31 @@ async def execute_at_once(
         entries, delta = ledger.entry_rows(collector, writes.postings, posted_at=moment)
         key = call.idempotency_key
         outcome = writes.outcome
-        params = repo.posted_issue_params(
-            reference_version=version,
-            client_id=call.client_id,
-            key=key,
-            lock=None if key is None else idempotency.lock_number(call.client_id, key),
-            collector_number=collector,
-            delta=delta,
-            now=moment,
-            transaction=writes.transaction,
-            lines=writes.lines,
-            entries=entries,
-            key_row=None
-            if key is None
-            else idempotency.key_row(
+        applied = await writer.write(
+            repo.PostedIssue(
+                reference_version=version,
                 client_id=call.client_id,
                 key=key,
-                request_fingerprint=call.fingerprint,
-                transaction_id=outcome.transaction_id,
-                status=outcome.status,
-                body=outcome.body,
+                lock=None if key is None else idempotency.lock_number(call.client_id, key),
+                collector_number=collector,
+                delta=delta,
                 now=moment,
-            ),
+                transaction=writes.transaction,
+                lines=writes.lines,
+                entries=entries,
+                key_row=None
+                if key is None
+                else idempotency.key_row(
+                    client_id=call.client_id,
+                    key=key,
+                    request_fingerprint=call.fingerprint,
+                    transaction_id=outcome.transaction_id,
+                    status=outcome.status,
+                    body=outcome.body,
+                    now=moment,
+                ),
+            )
         )
-        applied = await repo.apply_posted_issue(pool, params)
     if applied.written:
         return outcome
     stored = applied.stored
