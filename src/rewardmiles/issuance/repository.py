@@ -598,13 +598,14 @@ async def apply_posted_issues(
 ) -> list[AppliedIssue] | None:
     """Run `APPLY_POSTED_ISSUE` for `issues` in one statement: what became of each, in order;
     None if the statement failed on a unique index (a duplicate transaction id, or a key stored
-    since it was read) and so wrote nothing at all."""
+    since it was read) or was chosen as a deadlock's victim (a unit of work of another call with
+    the same transaction id), and so wrote nothing at all."""
     params = posted_issue_params(issues)
     try:
         async with pool.connection() as conn:
             cursor = await conn.execute(APPLY_POSTED_ISSUE, params)
             rows = await cursor.fetchall()
-    except psycopg.errors.UniqueViolation:
+    except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
         return None
     except psycopg.Error as exc:
         raise DBAPIError.instance(APPLY_POSTED_ISSUE, params, exc, psycopg.Error) from exc
@@ -616,7 +617,9 @@ class PostedIssueWriter:
     """Group commit of one-statement issues, per process. `write` joins the batch being
     gathered; a batch goes out as soon as no statement of this writer is running, so a lone call
     waits for nothing, and calls arriving during a statement share the next one. Each caller
-    gets its own call's outcome once the batch has committed, or the batch's database error."""
+    gets its own call's outcome once the batch has committed, or the batch's database error. A
+    batch that wrote nothing because of one of its calls (see `apply_posted_issues`) is run
+    again call by call, so that call alone is left to the unit of work."""
 
     def __init__(self, pool: StatementPool, *, batch_max: int = 32) -> None:
         self.pool = pool
