@@ -63,6 +63,7 @@ if __package__ in (None, ""):  # run as a script (python bench/…): make `bench
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import pgbench_one_statement, pyspy_summary
+from rewardmiles.db.engine import STATEMENT_POOL_OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -986,8 +987,11 @@ class Harness:
         seq: int,
     ) -> None:
         variables = [f"collectors={collectors}", "seq=0"]
+        env = None
         if script == PGBENCH_ONE_STATEMENT:  # the statement checks the reference-data version
             variables.append(f"version={reference_version(url)}")
+            # and runs with its generic plan, as on the service's statement pool
+            env = {**os.environ, "PGOPTIONS": STATEMENT_POOL_OPTIONS}
 
         def command(seconds: float, run: int, log_prefix: Path | None) -> list[str]:
             cmd = [
@@ -1015,7 +1019,11 @@ class Harness:
 
         base_run = int(self.run_id, 16) % 100_000 * 100 + seq * 10
         warm = subprocess.run(
-            command(self.args.warmup, base_run, None), capture_output=True, text=True, check=False
+            command(self.args.warmup, base_run, None),
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
         )
         if warm.returncode != 0:
             raise BenchError(f"pgbench warm-up failed:\n{warm.stdout}{warm.stderr}")
@@ -1024,7 +1032,9 @@ class Harness:
         sampler = Sampler(None)
         sampler.start()
         cmd = command(self.args.duration, base_run + 1, prefix)
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
         sampler.generator_pid = proc.pid
         started = time.monotonic()
         out, _ = proc.communicate(timeout=self.args.duration + 120)

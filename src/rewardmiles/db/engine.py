@@ -278,6 +278,8 @@ def _flush(session: Session, queue: list[tuple[Executable, Any]]) -> None:
 
 # --------------------------------------------------------------------------- statements on the loop
 
+STATEMENT_POOL_OPTIONS = "-c plan_cache_mode=force_generic_plan"
+
 
 class StatementPool:
     """Asynchronous PostgreSQL connections in autocommit, for single statements run on the event
@@ -320,12 +322,17 @@ class StatementPool:
             self._slots.release()
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        # Few statements, run many times, some of them large to plan: prepare them on first use
+        # and keep their generic plan, rather than plan them again on every execution.
+        args = dict(self._connect_args)
+        args["options"] = " ".join(filter(None, [args.get("options"), STATEMENT_POOL_OPTIONS]))
         try:
-            return await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True, **self._connect_args
+            conn = await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, prepare_threshold=0, **args
             )
         except psycopg.Error as exc:
             raise DBAPIError.instance(None, None, exc, psycopg.Error) from exc
+        return conn
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
