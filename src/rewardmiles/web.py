@@ -339,7 +339,14 @@ async def read_json_object(request: Request) -> tuple[dict[str, Any], bytes]:
             raise _too_large()
         chunks.append(chunk)
     obj = parse_json_object(b"".join(chunks))
-    return obj, canonical_json(obj)
+    try:
+        return obj, canonical_json(obj)
+    except UnicodeEncodeError as exc:  # "\ud800" parses, but names no character
+        raise ProblemError(
+            "MALFORMED_JSON",
+            "The body is not valid JSON text: it holds an unpaired surrogate escape "
+            "(\\ud800–\\udfff), which is not a Unicode character.",
+        ) from exc
 
 
 def _reject_constant(name: str) -> Any:

@@ -104,8 +104,19 @@ def test_random_bodies_never_cause_a_server_error(world: World, path: str) -> No
         '{"deviceId": "\U0001f600\u202e\x00"}'.encode(),
         b"\xff\xfe\x00",  # not UTF-8
         b'{"issuances": [' + b"{}," * 20000 + b"{}]}",
+        b'{"clientTransactionId": "\\ud800"}',  # a lone surrogate escape: no character
+        b'{"\\udfff": 1}',
     ],
-    ids=["deep-array", "deep-object", "huge-integer", "odd-unicode", "not-utf8", "many-lines"],
+    ids=[
+        "deep-array",
+        "deep-object",
+        "huge-integer",
+        "odd-unicode",
+        "not-utf8",
+        "many-lines",
+        "lone-surrogate-value",
+        "lone-surrogate-key",
+    ],
 )
 def test_pathological_bodies_are_4xx(world: World, raw: bytes) -> None:
     headers = {"Authorization": f"Bearer {world.partner.token}", "Content-Type": "application/json"}
