@@ -278,7 +278,21 @@ def _flush(session: Session, queue: list[tuple[Executable, Any]]) -> None:
 
 # --------------------------------------------------------------------------- statements on the loop
 
-STATEMENT_POOL_OPTIONS = "-c plan_cache_mode=force_generic_plan"
+# The statement pool runs few statements, many times: each is prepared on first use and keeps
+# one generic plan. That plan is made once per connection, perhaps on a new database whose
+# statistics say every table is empty; so the planner is steered to index lookups and nested
+# loops, which stay right however large the tables grow (each statement touches a few rows by
+# key), never to a scan or a hash of a whole table.
+STATEMENT_POOL_OPTIONS = " ".join(
+    f"-c {setting}"
+    for setting in (
+        "plan_cache_mode=force_generic_plan",
+        "enable_seqscan=off",
+        "enable_hashjoin=off",
+        "enable_mergejoin=off",
+        "enable_bitmapscan=off",
+    )
+)
 
 
 class StatementPool:
@@ -322,9 +336,7 @@ class StatementPool:
             self._slots.release()
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        # Few statements, run many times, some of them large to plan: prepare them on first use
-        # and keep their generic plan, rather than plan them again on every execution.
-        args = dict(self._connect_args)
+        args = dict(self._connect_args)  # prepared on first use, see STATEMENT_POOL_OPTIONS
         args["options"] = " ".join(filter(None, [args.get("options"), STATEMENT_POOL_OPTIONS]))
         try:
             conn = await psycopg.AsyncConnection.connect(
