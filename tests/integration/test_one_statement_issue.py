@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from rewardmiles.catalog import service as catalog
 from rewardmiles.collectors import service as collectors
 from rewardmiles.config import Settings
-from rewardmiles.db.engine import Database, StatementPool
+from rewardmiles.db.engine import STATEMENT_LOCK_TIMEOUT_MS, Database, StatementPool
 from rewardmiles.db.models import Offer
 from rewardmiles.errors import ProblemError
 from rewardmiles.idempotency import service as idempotency
@@ -519,3 +520,24 @@ def _balance(rig: Rig, number: str) -> int:
         view = collectors.get_collector(session, number)
     assert view is not None
     return view.balance_miles
+
+
+def test_a_collector_locked_elsewhere_delays_its_batch_by_the_lock_timeout_at_most(
+    rig: Rig,
+) -> None:
+    with rig.db.unit_of_work() as session:
+        collectors.add_collector(session, "70000000011", "ACTIVE", NOW)
+    blocked = partner_call(event("70000000011"), key="k-blocked")
+    others = [partner_call(event(miles=m), key=f"k-free-{m}") for m in range(1, 4)]
+    before = _balance(rig, ACTIVE)
+    url = rig.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url) as holder:  # a long transaction holds the collector's row
+        holder.execute("SELECT 1 FROM collectors WHERE number = '70000000011' FOR UPDATE")
+        started = time.monotonic()
+        outcomes = _together(rig, [blocked, *others])
+        elapsed = time.monotonic() - started
+    assert elapsed < 5 * STATEMENT_LOCK_TIMEOUT_MS / 1000 + 2  # not the 15 s statement timeout
+    assert outcomes[0] is None  # gave up on the lock: left to the unit of work
+    assert all(o is not None and o.status == 200 for o in outcomes[1:])
+    assert _balance(rig, ACTIVE) == before + sum(range(1, 4))
+    assert rig.general(blocked).status == 200  # the lock is free now: the unit of work posts it

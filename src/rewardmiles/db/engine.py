@@ -282,10 +282,14 @@ def _flush(session: Session, queue: list[tuple[Executable, Any]]) -> None:
 # one generic plan. That plan is made once per connection, perhaps on a new database whose
 # statistics say every table is empty; so the planner is steered to index lookups and nested
 # loops, which stay right however large the tables grow (each statement touches a few rows by
-# key), never to a scan or a hash of a whole table.
+# key), never to a scan or a hash of a whole table. A statement that waits for a row lock longer
+# than STATEMENT_LOCK_TIMEOUT_MS gives up, writing nothing (its caller then takes the unit of
+# work, which waits as long as the statement timeout allows).
+STATEMENT_LOCK_TIMEOUT_MS = 250
 STATEMENT_POOL_OPTIONS = " ".join(
     f"-c {setting}"
     for setting in (
+        f"lock_timeout={STATEMENT_LOCK_TIMEOUT_MS}",
         "plan_cache_mode=force_generic_plan",
         "enable_seqscan=off",
         "enable_hashjoin=off",

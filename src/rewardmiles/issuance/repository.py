@@ -598,14 +598,19 @@ async def apply_posted_issues(
 ) -> list[AppliedIssue] | None:
     """Run `APPLY_POSTED_ISSUE` for `issues` in one statement: what became of each, in order;
     None if the statement failed on a unique index (a duplicate transaction id, or a key stored
-    since it was read) or was chosen as a deadlock's victim (a unit of work of another call with
-    the same transaction id), and so wrote nothing at all."""
+    since it was read), was chosen as a deadlock's victim (a unit of work of another call with
+    the same transaction id) or waited for a row lock longer than `lock_timeout`, and so wrote
+    nothing at all."""
     params = posted_issue_params(issues)
     try:
         async with pool.connection() as conn:
             cursor = await conn.execute(APPLY_POSTED_ISSUE, params)
             rows = await cursor.fetchall()
-    except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
+    except (
+        psycopg.errors.UniqueViolation,
+        psycopg.errors.DeadlockDetected,
+        psycopg.errors.LockNotAvailable,
+    ):
         return None
     except psycopg.Error as exc:
         raise DBAPIError.instance(APPLY_POSTED_ISSUE, params, exc, psycopg.Error) from exc
@@ -615,23 +620,26 @@ async def apply_posted_issues(
 
 class PostedIssueWriter:
     """Group commit of one-statement issues, per process. `write` joins the batch being
-    gathered; a batch goes out as soon as no statement of this writer is running, so a lone call
-    waits for nothing, and calls arriving during a statement share the next one. Each caller
-    gets its own call's outcome once the batch has committed, or the batch's database error. A
-    batch that wrote nothing because of one of its calls (see `apply_posted_issues`) is run
-    again call by call, so that call alone is left to the unit of work."""
+    gathered; a batch goes out as soon as fewer than `in_flight_max` statements of this writer
+    are running, so a lone call waits for nothing, and calls arriving while they run share the
+    next one. Each caller gets its own call's outcome once its batch has committed, or the
+    batch's database error. A batch that wrote nothing because of one of its calls (see
+    `apply_posted_issues`) is run again call by call, so that call alone is left to the unit of
+    work; a batch that waits on a row lock longer than the pool's `lock_timeout` is one of those,
+    so a collector held elsewhere delays the calls batched with it by that much at most."""
 
-    def __init__(self, pool: StatementPool, *, batch_max: int = 32) -> None:
+    def __init__(self, pool: StatementPool, *, batch_max: int = 32, in_flight_max: int = 2) -> None:
         self.pool = pool
         self.batch_max = batch_max
+        self.in_flight_max = in_flight_max
         self._waiting: list[tuple[PostedIssue, asyncio.Future[AppliedIssue]]] = []
-        self._running: asyncio.Task[None] | None = None
+        self._drains: set[asyncio.Task[None]] = set()  # running; each sends batches in turn
 
     async def write(self, issue: PostedIssue) -> AppliedIssue:
         future: asyncio.Future[AppliedIssue] = asyncio.get_running_loop().create_future()
         self._waiting.append((issue, future))
-        if self._running is None:
-            self._running = asyncio.get_running_loop().create_task(self._drain())
+        if len(self._drains) < self.in_flight_max:
+            self._drains.add(asyncio.get_running_loop().create_task(self._drain()))
         return await future
 
     async def _drain(self) -> None:
@@ -641,7 +649,11 @@ class PostedIssueWriter:
                 del self._waiting[: self.batch_max]
                 await self._run(batch)
         finally:
-            self._running = None
+            # Left the set in the same step that found nothing waiting: a call that arrives
+            # later starts a drain of its own (a done-callback would run too late for that).
+            task = asyncio.current_task()
+            if task is not None:
+                self._drains.discard(task)
 
     async def _run(self, batch: list[tuple[PostedIssue, asyncio.Future[AppliedIssue]]]) -> None:
         try:
