@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -14,7 +15,13 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from rewardmiles.auth.keys import KeyRing, SigningKeyError, generate_key, retire_key
+from rewardmiles.auth.keys import (
+    KeyRing,
+    SigningKeyError,
+    generate_key,
+    list_keys,
+    retire_key,
+)
 from rewardmiles.auth.tokens import TokenService
 from rewardmiles.db.engine import Database
 from rewardmiles.errors import ProblemError
@@ -69,6 +76,30 @@ def test_ensure_key_is_idempotent(key_db: Database, ring: KeyRing) -> None:
     again.ensure_key(_now())
     assert again.signing_key.kid == kid
     assert [k["kid"] for k in again.jwks()["keys"]] == [kid]
+
+
+def test_processes_starting_together_on_a_new_database_share_one_first_key(
+    dialect: str, database_factory: DatabaseFactory
+) -> None:
+    url = database_factory.create(dialect)
+    databases = [Database.from_url(url) for _ in range(4)]
+    start = threading.Barrier(len(databases))
+
+    def start_process(db: Database) -> None:
+        start.wait()
+        KeyRing(db).ensure_key(datetime.now(UTC))
+
+    try:
+        threads = [threading.Thread(target=start_process, args=(db,)) for db in databases]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        with databases[0].reader() as session:
+            assert len(list_keys(session)) == 1
+    finally:
+        for db in databases:
+            db.dispose()
 
 
 def test_issued_token_verifies_to_its_principal(ring: KeyRing) -> None:
