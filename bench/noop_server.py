@@ -3,7 +3,8 @@
 `create_noop_app()` is `rewardmiles.app.create_app()` — same middleware (request id, access log,
 security headers), exception handlers, lifespan (database pool, signing keys, settlement worker)
 and settings from the environment — plus one route, `POST /checkout/bench/noop`, that reads the
-request body and answers a fixed small JSON 200. It is served by uvicorn with the options of
+request body and answers a fixed small JSON 200, dispatched like the partner calls (the direct
+lane, `web.DirectRoutes`). It is served by uvicorn with the options of
 `rewardmiles serve` (uvloop + httptools chosen by uvicorn's "auto", log level warning, no access
 log; `--workers N` through the import string, as `serve` does).
 
@@ -33,6 +34,7 @@ def create_noop_app() -> FastAPI:
         await request.body()
         return Response(NOOP_BODY, status_code=200, media_type="application/json")
 
+    app.direct_routes[NOOP_PATH] = noop  # the lane the partner calls take
     return app
 
 

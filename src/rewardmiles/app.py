@@ -43,6 +43,7 @@ from rewardmiles.reports import routes as reports_routes
 from rewardmiles.settlement.worker import Worker
 from rewardmiles.web import (
     DirectRoutes,
+    Endpoint,
     RequestContextMiddleware,
     handle_database_error,
     handle_http_exception,
@@ -112,18 +113,20 @@ def build_context(settings: Settings) -> AppContext:
 
 
 class IssuanceApp(FastAPI):
-    """FastAPI, with the partner calls of `issuance_routes.DIRECT_ROUTES` on a direct lane
-    (`web.DirectRoutes`) in front of the framework's middleware stack."""
+    """FastAPI, with the partner calls of `direct_routes` (`issuance_routes.DIRECT_ROUTES`) on a
+    direct lane (`web.DirectRoutes`) in front of the framework's middleware stack."""
+
+    direct_routes: dict[str, Endpoint]
 
     def build_middleware_stack(self) -> ASGIApp:
         return DirectRoutes(
             super().build_middleware_stack(),
-            issuance_routes.DIRECT_ROUTES,
+            self.direct_routes,
             self.exception_handlers,
         )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> IssuanceApp:
     settings = settings or Settings.from_env()
     logs.configure(settings.log_level, json=settings.log_json)
 
@@ -152,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    app.direct_routes = dict(issuance_routes.DIRECT_ROUTES)
     app.add_middleware(RequestContextMiddleware)
     app.add_exception_handler(ProblemError, handle_problem)
     app.add_exception_handler(StarletteHTTPException, handle_http_exception)
