@@ -165,7 +165,12 @@ def _traffic_through_faults(
         database_url,
         "postgresql",
         workdir,
-        env={"REWARDMILES_SECRET_HASH_COST": TEST_HASH_COST},
+        # One client sends all the traffic, as fast as the service answers: no rate limit, so
+        # every answer is about the database.
+        env={
+            "REWARDMILES_SECRET_HASH_COST": TEST_HASH_COST,
+            "REWARDMILES_RATE_LIMIT_PER_SECOND": "0",
+        },
         workers=2,
     )
     try:

@@ -176,30 +176,9 @@ def key_row(
     }
 
 
-def store(
-    session: Session,
-    *,
-    client_id: str,
-    key: str,
-    request_fingerprint: str,
-    transaction_id: str | None,
-    status: int,
-    body: dict[str, Any],
-    now: datetime,
-) -> None:
-    write(
-        session,
-        _INSERT_KEY,
-        key_row(
-            client_id=client_id,
-            key=key,
-            request_fingerprint=request_fingerprint,
-            transaction_id=transaction_id,
-            status=status,
-            body=body,
-            now=now,
-        ),
-    )
+def store(session: Session, row: dict[str, object]) -> None:
+    """Keep a call's outcome (`key_row`), with the other writes of its unit of work."""
+    write(session, _INSERT_KEY, row)
 
 
 def lock_number(client_id: str, key: str) -> int:

@@ -191,17 +191,7 @@ async def execute_at_once(
                 transaction=writes.transaction,
                 lines=writes.lines,
                 entries=entries,
-                key_row=None
-                if key is None
-                else idempotency.key_row(
-                    client_id=call.client_id,
-                    key=key,
-                    request_fingerprint=call.fingerprint,
-                    transaction_id=outcome.transaction_id,
-                    status=outcome.status,
-                    body=outcome.body,
-                    now=moment,
-                ),
+                key_row=None if key is None else _key_row(call, key, outcome, moment),
             )
         )
     if applied.written:
@@ -297,17 +287,20 @@ def _execute_rules(
         assert queued_writes(session) == 0, "a rule failed after writes were queued"
         outcome = _record_rejection(session, call, rule, now)
     if key is not None:
-        idempotency.store(
-            session,
-            client_id=call.client_id,
-            key=key,
-            request_fingerprint=call.fingerprint,
-            transaction_id=outcome.transaction_id,
-            status=outcome.status,
-            body=outcome.body,
-            now=now,
-        )
+        idempotency.store(session, _key_row(call, key, outcome, now))
     return outcome
+
+
+def _key_row(call: PartnerCall, key: str, outcome: Outcome, now: datetime) -> dict[str, object]:
+    return idempotency.key_row(
+        client_id=call.client_id,
+        key=key,
+        request_fingerprint=call.fingerprint,
+        transaction_id=outcome.transaction_id,
+        status=outcome.status,
+        body=outcome.body,
+        now=now,
+    )
 
 
 def replay_stored(session: Session, stored: idempotency.StoredOutcome) -> Outcome:
