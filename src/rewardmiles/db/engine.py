@@ -112,7 +112,8 @@ def _sqlite_engine(url: URL) -> Engine:
 
 
 class Database:
-    """Engine + session factory + the unit of work: the only place that commits."""
+    """Engine + session factory + the unit of work: the only place that commits, apart from the
+    autocommit statements of `StatementPool`."""
 
     def __init__(self, engine: Engine, *, statement_timeout_ms: int = 0) -> None:
         self.engine = engine

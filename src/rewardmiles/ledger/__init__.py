@@ -1,4 +1,4 @@
-"""The ledger: the one write path for miles, and its invariants. No web framework in here."""
+"""The ledger: how miles move (entry pairs, balances) and its invariants. No web framework here."""
 
 from rewardmiles.ledger.service import (
     CollectorAccount,
