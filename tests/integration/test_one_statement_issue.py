@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import text, update
 from sqlalchemy.exc import DBAPIError
 
+from rewardmiles.app import build_context
 from rewardmiles.catalog import service as catalog
 from rewardmiles.collectors import service as collectors
 from rewardmiles.config import Settings
@@ -541,3 +542,19 @@ def test_a_collector_locked_elsewhere_delays_its_batch_by_the_lock_timeout_at_mo
     assert all(o is not None and o.status == 200 for o in outcomes[1:])
     assert _balance(rig, ACTIVE) == before + sum(range(1, 4))
     assert rig.general(blocked).status == 200  # the lock is free now: the unit of work posts it
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_setting_turns_the_path_on_and_off(
+    dialect: str, database_factory: DatabaseFactory, enabled: bool
+) -> None:
+    url = database_factory.create(dialect)
+    ctx = build_context(
+        Settings.from_env({}, database_url=url, one_statement_issue=enabled, secret_hash_cost=10)
+    )
+    try:
+        # Off, or on SQLite: no statement pool, and every call takes the unit of work.
+        assert (ctx.issue_writer is not None) == (enabled and dialect == "postgresql")
+        assert (ctx.statements is None) == (ctx.issue_writer is None)
+    finally:
+        ctx.db.dispose()

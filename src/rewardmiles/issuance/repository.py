@@ -422,7 +422,9 @@ def collector_status(session: Session, number: str) -> str | None:
 # still applied or not on its own conditions, its collector's row is locked before any insert
 # (in collector-number order, so two batches cannot deadlock), two calls of one batch for one
 # collector move its balance by their sum, and every call is answered only after the commit
-# that made it durable. A batch that fails on a unique index is run again call by call.
+# that made it durable. A batch that writes nothing because of one call — a unique index, a
+# deadlock with a unit of work, a row lock held past the pool's lock timeout — is run again call
+# by call, so only that call goes to the unit of work.
 
 
 _POSTGRESQL = postgresql.dialect()  # type: ignore[no-untyped-call]
