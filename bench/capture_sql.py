@@ -82,7 +82,8 @@ class _RecordedConnection:
         self._on_execute = on_execute
 
     async def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
-        self._on_execute(query if isinstance(query, str) else repr(query))
+        text = query.decode() if isinstance(query, bytes) else query
+        self._on_execute(text if isinstance(text, str) else repr(query))
         return await self._conn.execute(query, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
@@ -95,9 +96,9 @@ def capture(client_id: str, secret: str, sponsor: str, collector: str) -> dict[s
     from starlette.testclient import TestClient
 
     from rewardmiles.app import create_app
-    from rewardmiles.issuance.repository import APPLY_POSTED_ISSUE
+    from rewardmiles.issuance.repository import APPLY_POSTED_ISSUE_SENT
 
-    apply_posted_issue = _compact(APPLY_POSTED_ISSUE)
+    apply_posted_issue = _compact(APPLY_POSTED_ISSUE_SENT.decode())
 
     app = create_app()
     moment = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -5,8 +5,8 @@ security headers), exception handlers, lifespan (database pool, signing keys, se
 and settings from the environment — plus one route, `POST /checkout/bench/noop`, that reads the
 request body and answers a fixed small JSON 200, dispatched like the partner calls (the direct
 lane, `web.DirectRoutes`). It is served by uvicorn with the options of
-`rewardmiles serve` (uvloop + httptools chosen by uvicorn's "auto", log level warning, no access
-log; `--workers N` through the import string, as `serve` does).
+`rewardmiles serve` (uvloop + httptools chosen by uvicorn's "auto", `cli.main.UVICORN_OPTIONS`;
+`--workers N` through the import string, as `serve` does).
 
     REWARDMILES_DATABASE_URL=... python -m bench.noop_server --port 8001 [--workers 2]
 
@@ -41,6 +41,8 @@ def create_noop_app() -> FastAPI:
 def main() -> None:
     import uvicorn
 
+    from rewardmiles.cli.main import UVICORN_OPTIONS
+
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
@@ -53,16 +55,14 @@ def main() -> None:
             host=args.host,
             port=args.port,
             workers=args.workers,
-            log_level="warning",
-            access_log=False,
+            **UVICORN_OPTIONS,
         )
     else:
         uvicorn.run(
             create_noop_app(),
             host=args.host,
             port=args.port,
-            log_level="warning",
-            access_log=False,
+            **UVICORN_OPTIONS,
         )
 
 

@@ -15,8 +15,9 @@ from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rewardmiles import __version__, clock, logs, ratelimit
 from rewardmiles.auth import routes as auth_routes
@@ -114,9 +115,27 @@ def build_context(settings: Settings) -> AppContext:
 
 class IssuanceApp(FastAPI):
     """FastAPI, with the partner calls of `direct_routes` (`issuance_routes.DIRECT_ROUTES`) on a
-    direct lane (`web.DirectRoutes`) in front of the framework's middleware stack."""
+    direct lane (`web.DirectRoutes`) in front of the framework's middleware stack.
+
+    FastAPI asks OpenTelemetry on every request whether a provider is configured (a few
+    environment lookups each time). Here it asks once, at the first HTTP request: with none
+    configured by then, requests go straight to the middleware stack, as FastAPI itself sends
+    them when the answer is no."""
 
     direct_routes: dict[str, Endpoint]
+    _telemetry_off: bool | None = None  # decided at the first HTTP request
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if self._telemetry_off is None:
+                native = getattr(self, "_native_telemetry", None)
+                self._telemetry_off = native is None or not native.enabled()
+            if self._telemetry_off:
+                if self.root_path:
+                    scope["root_path"] = self.root_path
+                await Starlette.__call__(self, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
     def build_middleware_stack(self) -> ASGIApp:
         return DirectRoutes(

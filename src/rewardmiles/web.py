@@ -11,7 +11,6 @@ import json
 import re
 import time
 import traceback
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -27,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rewardmiles import limits, logs, ratelimit
+from rewardmiles import ids, limits, logs, ratelimit
 from rewardmiles.auth.tokens import BEARER_CHALLENGE, Principal
 from rewardmiles.clock import utc_now
 from rewardmiles.errors import (
@@ -81,7 +80,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = _header(scope, REQUEST_ID_HEADER)
-        request_id = incoming if incoming and _REQUEST_ID_OK.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if incoming and _REQUEST_ID_OK.match(incoming) else ids.uuid4_hex()
         scope.setdefault("state", {})["request_id"] = request_id
         headers = scope.get("headers", ())
         if len(headers) > limits.request_headers_max or (

@@ -222,6 +222,7 @@ def test_responses_carry_security_headers_and_partner_data_is_never_cached(world
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["x-frame-options"] == "DENY"
         assert response.headers["referrer-policy"] == "no-referrer"
+        assert "server" not in response.headers  # no server software named
     assert partner_call.headers["cache-control"] == "no-store"
     assert problem.headers["cache-control"] == "no-store"
     assert "cache-control" not in health.headers

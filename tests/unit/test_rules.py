@@ -8,12 +8,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from rewardmiles import errors, limits
+from rewardmiles import errors, limits, logs
 from rewardmiles.auth import secrets
 from rewardmiles.config import NegativeBalancePolicy, Settings, UnknownCollectorPolicy
 from rewardmiles.db.engine import DatabaseUrlError, normalize_url
@@ -288,6 +289,43 @@ def test_masked_text_never_contains_the_full_number(number: str) -> None:
     masked = mask_collector_numbers(f"posted for {number} at 12:00")
     assert number not in masked
     assert f"{number[:3]}*****{number[-3:]}" in masked
+
+
+@pytest.mark.parametrize("json_lines", [True, False])
+def test_log_events_mask_collector_numbers_in_every_field(
+    json_lines: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The message, string and 11-digit integer fields, and a traceback are masked; other
+    numbers and events without a collector number are left as they are."""
+    logs.configure("info", json=json_lines)
+    log = logs.get_logger("test")
+    try:
+        try:
+            raise ValueError("collector 80085102028 not found")
+        except ValueError:
+            log.exception(
+                "posted 80085102029",
+                collector="80085102030",
+                number=80085102031,
+                short="8008510203",
+                miles=1234567,
+            )
+        line = capsys.readouterr().err
+        for number in range(80085102028, 80085102032):
+            assert str(number) not in line
+            assert f"{str(number)[:3]}*****{str(number)[-3:]}" in line
+        assert "8008510203" in line  # ten digits: not a collector number
+        if json_lines:
+            event = orjson.loads(line)
+            assert event["number"] == "800*****031"
+            assert event["miles"] == 1234567
+        log.info("request", path="/checkout/issuance/post/event", status=200)
+        plain = capsys.readouterr().err
+        assert "/checkout/issuance/post/event" in plain
+        if json_lines:
+            assert orjson.loads(plain)["status"] == 200
+    finally:
+        logs.configure("info", json=True)
 
 
 # --------------------------------------------------------------------------- client secrets

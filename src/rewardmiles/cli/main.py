@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -117,6 +117,15 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 # --------------------------------------------------------------------------- serve
 
 
+# uvicorn as `serve` runs it: the service writes its own access log (one JSON line per request),
+# and names no server software in its answers.
+UVICORN_OPTIONS: dict[str, Any] = {
+    "log_level": "warning",
+    "access_log": False,
+    "server_header": False,
+}
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -154,13 +163,10 @@ def serve(
             host=host,
             port=port,
             workers=workers,
-            log_level="warning",
-            access_log=False,
+            **UVICORN_OPTIONS,
         )
     else:
-        uvicorn.run(
-            create_app(settings), host=host, port=port, log_level="warning", access_log=False
-        )
+        uvicorn.run(create_app(settings), host=host, port=port, **UVICORN_OPTIONS)
 
 
 @app.command()

@@ -285,7 +285,10 @@ def _flush(session: Session, queue: list[tuple[Executable, Any]]) -> None:
 # loops, which stay right however large the tables grow (each statement touches a few rows by
 # key), never to a scan or a hash of a whole table. A statement that waits for a row lock longer
 # than STATEMENT_LOCK_TIMEOUT_MS gives up, writing nothing (its caller then takes the unit of
-# work, which waits as long as the statement timeout allows).
+# work, which waits as long as the statement timeout allows). JIT compilation is off: the
+# planner's estimate for the batched issue statement grows with the tables (a few hundred
+# thousand lines, never analyzed, were enough) until it passes `jit_above_cost`, and from then
+# on each run compiled ~150 functions first, 250 ms for work of a millisecond.
 STATEMENT_LOCK_TIMEOUT_MS = 250
 STATEMENT_POOL_OPTIONS = " ".join(
     f"-c {setting}"
@@ -296,6 +299,7 @@ STATEMENT_POOL_OPTIONS = " ".join(
         "enable_hashjoin=off",
         "enable_mergejoin=off",
         "enable_bitmapscan=off",
+        "jit=off",
     )
 )
 
@@ -345,7 +349,11 @@ class StatementPool:
         args["options"] = " ".join(filter(None, [args.get("options"), STATEMENT_POOL_OPTIONS]))
         try:
             conn = await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True, prepare_threshold=0, **args
+                self._conninfo,
+                autocommit=True,
+                prepare_threshold=0,
+                cursor_factory=psycopg.AsyncRawCursor,  # placeholders are PostgreSQL's: $1, $2, …
+                **args,
             )
         except psycopg.Error as exc:
             raise DBAPIError.instance(None, None, exc, psycopg.Error) from exc

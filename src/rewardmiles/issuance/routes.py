@@ -116,7 +116,8 @@ async def _handle(
         client_id=principal.client_id,
         command=to_command(body, principal),
         request_json=canonical.decode(),
-        fingerprint=idempotency.fingerprint(request.method, request.url.path, canonical),
+        # The route's path as sent (what `request.url.path` gives, without building the URL).
+        fingerprint=idempotency.fingerprint(request.method, request.scope["path"], canonical),
         idempotency_key=key,
         request_id=request_id_of(request),
     )

@@ -9,7 +9,6 @@ for posted lines, the ledger entries via `ledger.post`.
 
 from __future__ import annotations
 
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
@@ -22,7 +21,7 @@ import orjson
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from rewardmiles import clock, ledger, limits
+from rewardmiles import clock, ids, ledger, limits
 from rewardmiles.config import NegativeBalancePolicy, Settings, UnknownCollectorPolicy
 from rewardmiles.db.engine import (
     Database,
@@ -336,7 +335,7 @@ def _record_rejection(
     body = problem_from_error(rule, call.request_id)
     repo.insert_transaction(
         session,
-        _transaction_row(call, str(uuid.uuid4()), None, REJECTED, 400, rule.code, body, now),
+        _transaction_row(call, ids.uuid4_text(), None, REJECTED, 400, rule.code, body, now),
     )
     return Outcome(400, body, transaction_id=None)
 
@@ -708,7 +707,7 @@ def build_write(
     now: datetime,
 ) -> WriteSet:
     command = call.command
-    transaction_id = str(uuid.uuid4())
+    transaction_id = ids.uuid4_text()
     any_pending = any(p.status == PENDING for p in planned)
     status = 202 if any_pending else 200
     transaction_status = RECORDED if direction == NO_EFFECT else PENDING if any_pending else POSTED
