@@ -50,6 +50,20 @@ def test_same_key_on_another_endpoint_is_422_reused(world: World) -> None:
     assert world.balance(collector) == 3
 
 
+def test_a_path_the_router_also_takes_has_the_same_fingerprint(world: World) -> None:
+    """The router also matches `…/post/event%0A` (a line feed before the end); its URL path, which
+    fingerprints hash, is the endpoint's own, so the same key and body there is a replay."""
+    collector = world.collector()
+    body = world.body(collector, miles=4)
+    key = str(uuid.uuid4())
+    first = world.partner.call("/checkout/issuance/post/event%0A", body, key=key)
+    second = world.partner.post_event(body, key=key)
+    assert first.status_code == 200
+    assert second.status_code == 200
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert world.balance(collector) == 4
+
+
 def test_keys_are_scoped_per_client(world: World) -> None:
     other = world.new_partner(world.sponsor)
     collector = world.collector()

@@ -576,6 +576,38 @@ def test_a_collector_locked_elsewhere_delays_its_batch_by_the_lock_timeout_at_mo
     assert rig.general(blocked).status == 200  # the lock is free now: the unit of work posts it
 
 
+def test_a_statement_waiting_on_a_lock_does_not_hold_back_later_calls(rig: Rig) -> None:
+    """One statement in flight per process, but not behind a stalled one: a call arriving while
+    the statement in flight waits on a row lock gets a statement of its own."""
+    with rig.db.unit_of_work() as session:
+        collectors.add_collector(session, "70000000012", "ACTIVE", NOW)
+    blocked = partner_call(event("70000000012"), key="k-stalled")
+    later = partner_call(event(miles=9), key="k-later")
+    url = rig.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def run() -> tuple[service.Outcome | None, service.Outcome | None, float]:
+        def at_once(call: service.PartnerCall) -> Any:
+            return service.execute_at_once(
+                rig.writer, rig.db, rig.settings, rig.registry, call, now=lambda: NOW
+            )
+
+        first = asyncio.ensure_future(at_once(blocked))
+        await asyncio.sleep(0.08)  # its statement waits on the lock, past `stalled_after`
+        started = time.monotonic()
+        second = await at_once(later)
+        waited = time.monotonic() - started
+        return await first, second, waited
+
+    with psycopg.connect(url) as holder:  # a long transaction holds the collector's row
+        holder.execute("SELECT 1 FROM collectors WHERE number = '70000000012' FOR UPDATE")
+        first, second, waited = rig.loop.run_until_complete(run())
+    # Behind the stalled statement it would have waited out the rest of the lock timeout.
+    assert waited < STATEMENT_LOCK_TIMEOUT_MS / 1000 - 0.08 - 0.03
+    assert second is not None
+    assert second.status == 200
+    assert first is None  # gave up on the lock: left to the unit of work
+
+
 @pytest.mark.parametrize("enabled", [True, False])
 def test_the_setting_turns_the_path_on_and_off(
     dialect: str, database_factory: DatabaseFactory, enabled: bool

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -297,6 +298,7 @@ def test_log_events_mask_collector_numbers_in_every_field(
 ) -> None:
     """The message, string and 11-digit integer fields, and a traceback are masked; other
     numbers and events without a collector number are left as they are."""
+    saved = structlog.get_config()  # logs.configure binds the stream capsys replaces
     logs.configure("info", json=json_lines)
     log = logs.get_logger("test")
     try:
@@ -319,13 +321,17 @@ def test_log_events_mask_collector_numbers_in_every_field(
             event = orjson.loads(line)
             assert event["number"] == "800*****031"
             assert event["miles"] == 1234567
+        log.info("settled", collector=80085102034)  # an integer is the only field that holds one
+        only_integer = capsys.readouterr().err
+        assert "80085102034" not in only_integer
+        assert "800*****034" in only_integer
         log.info("request", path="/checkout/issuance/post/event", status=200)
         plain = capsys.readouterr().err
         assert "/checkout/issuance/post/event" in plain
         if json_lines:
             assert orjson.loads(plain)["status"] == 200
     finally:
-        logs.configure("info", json=True)
+        structlog.configure(**saved)
 
 
 # --------------------------------------------------------------------------- client secrets

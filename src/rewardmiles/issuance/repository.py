@@ -619,7 +619,9 @@ async def apply_posted_issues(
     ):
         return None
     except psycopg.Error as exc:
-        raise DBAPIError.instance(APPLY_POSTED_ISSUE, params, exc, psycopg.Error) from exc
+        raise DBAPIError.instance(
+            APPLY_POSTED_ISSUE_SENT.decode(), params, exc, psycopg.Error
+        ) from exc
     assert len(rows) == len(issues)  # the statement answers one row per call, in order
     return [_applied(row) for row in rows]
 
@@ -632,38 +634,60 @@ class PostedIssueWriter:
     batch's database error. A batch that wrote nothing because of one of its calls (see
     `apply_posted_issues`) is run again call by call, so that call alone is left to the unit of
     work; a batch that waits on a row lock longer than the pool's `lock_timeout` is one of those,
-    so a collector held elsewhere delays the calls batched with it by that much at most.
+    so a collector held elsewhere delays the calls batched with it by that much at most (and by
+    as much again for each of them, re-run one by one).
 
     One statement in flight by default: on a busy machine, fewer and larger batches leave more
-    CPU for requests (measured 1,000–1,190 calls/s against 970–990 with two, docs/benchmarks.md);
-    a second statement in flight only pays while the database has idle cores to run it."""
+    CPU for requests (measured 1,030–1,190 calls/s against 940–990 with two, docs/benchmarks.md).
+    A statement that has run longer than `stalled_after` — a batch commits in milliseconds; one
+    waiting on a row lock takes up to the lock timeout — does not hold back the calls that
+    arrive meanwhile: when every statement in flight has stalled, a new call starts another one,
+    up to `in_flight_cap` at once."""
 
-    def __init__(self, pool: StatementPool, *, batch_max: int = 32, in_flight_max: int = 1) -> None:
+    def __init__(
+        self,
+        pool: StatementPool,
+        *,
+        batch_max: int = 32,
+        in_flight_max: int = 1,
+        in_flight_cap: int = 4,
+        stalled_after: float = 0.05,
+    ) -> None:
         self.pool = pool
         self.batch_max = batch_max
         self.in_flight_max = in_flight_max
+        self.in_flight_cap = max(in_flight_cap, in_flight_max)
+        self.stalled_after = stalled_after
         self._waiting: list[tuple[PostedIssue, asyncio.Future[AppliedIssue]]] = []
-        self._drains: set[asyncio.Task[None]] = set()  # running; each sends batches in turn
+        # The drains running, each sending batches in turn, and when each started its current one.
+        self._drains: dict[asyncio.Task[None], float] = {}
 
     async def write(self, issue: PostedIssue) -> AppliedIssue:
-        future: asyncio.Future[AppliedIssue] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[AppliedIssue] = loop.create_future()
         self._waiting.append((issue, future))
-        if len(self._drains) < self.in_flight_max:
-            self._drains.add(asyncio.get_running_loop().create_task(self._drain()))
+        now = loop.time()
+        if len(self._drains) < self.in_flight_max or (
+            len(self._drains) < self.in_flight_cap
+            and all(now - since > self.stalled_after for since in self._drains.values())
+        ):
+            self._drains[loop.create_task(self._drain())] = now
         return await future
 
     async def _drain(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
         try:
             while self._waiting:
                 batch = self._waiting[: self.batch_max]
                 del self._waiting[: self.batch_max]
+                self._drains[task] = loop.time()
                 await self._run(batch)
         finally:
             # Left the set in the same step that found nothing waiting: a call that arrives
             # later starts a drain of its own (a done-callback would run too late for that).
-            task = asyncio.current_task()
-            if task is not None:
-                self._drains.discard(task)
+            self._drains.pop(task, None)
 
     async def _run(self, batch: list[tuple[PostedIssue, asyncio.Future[AppliedIssue]]]) -> None:
         try:

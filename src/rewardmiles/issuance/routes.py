@@ -116,8 +116,7 @@ async def _handle(
         client_id=principal.client_id,
         command=to_command(body, principal),
         request_json=canonical.decode(),
-        # The route's path as sent (what `request.url.path` gives, without building the URL).
-        fingerprint=idempotency.fingerprint(request.method, request.scope["path"], canonical),
+        fingerprint=idempotency.fingerprint(request.method, _url_path(request), canonical),
         idempotency_key=key,
         request_id=request_id_of(request),
     )
@@ -132,6 +131,14 @@ async def _handle(
         )
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     return json_response(outcome.status, outcome.body, headers)
+
+
+def _url_path(request: Request) -> str:
+    """`request.url.path` (what fingerprints have always hashed), without building the URL for a
+    path of the direct lane, where the two are equal. Elsewhere they may not be: the router also
+    takes `…/post/event%0A`, whose URL path drops the line feed."""
+    path: str = request.scope["path"]
+    return path if path in DIRECT_ROUTES else request.url.path
 
 
 def _event(body: EventRequestBase, principal: Principal) -> Command:
