@@ -64,8 +64,9 @@ def test_reports_of_another_sponsor_are_403_and_bad_dates_400(world: World) -> N
         forbidden = _get(world, path, date="2026-11-25", sponsorCode=other)
         assert forbidden.status_code == 403
         assert forbidden.json()["code"] == "SPONSOR_NOT_ALLOWED"
-        bad = _get(world, path, date="25/11/2026")
-        assert bad.status_code == 400
-        assert bad.json()["errors"][0]["field"] == "date"
+        for wrong in ("25/11/2026", "20261125", "2026-W48-3", "2026-11-25T00:00", "2026-02-30"):
+            bad = _get(world, path, date=wrong)
+            assert bad.status_code == 400, wrong
+            assert bad.json()["errors"][0]["field"] == "date"
         missing = _get(world, path)
         assert missing.status_code == 400

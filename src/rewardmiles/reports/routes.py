@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import threading
 from datetime import date
@@ -34,9 +35,23 @@ REPORT_DAY_MAX = date(9999, 12, 30)
 BATCH_MEDIA = {"text/csv": "csv", "application/x-ndjson": "jsonl", "application/jsonl": "jsonl"}
 
 
+# The Transaction Day of a report: `YYYY-MM-DD` exactly (RFC 3339 full-date). `date.fromisoformat`
+# alone would also take `20261126` and week dates such as `2026-W48-4`.
+ReportDay = Annotated[
+    str,
+    Query(
+        description="The Transaction Day, YYYY-MM-DD (program time zone).",
+        json_schema_extra={"format": "date", "pattern": r"^\d{4}-\d{2}-\d{2}$"},
+    ),
+]
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def _scope(principal: Principal, sponsor_code: str | None, day: str) -> tuple[str, date]:
     sponsor = sponsor_for(principal, sponsor_code)
     try:
+        if not _DAY.fullmatch(day):
+            raise ValueError(day)
         parsed = date.fromisoformat(day)
     except ValueError as exc:
         raise ProblemError(
@@ -61,7 +76,7 @@ def _scope(principal: Principal, sponsor_code: str | None, day: str) -> tuple[st
 )
 async def audit_report(
     request: Request,
-    date: str,
+    date: ReportDay,
     sponsorCode: str | None = None,  # noqa: N803
     format: Literal["json", "csv"] = "json",
     unmaskCollectors: bool = False,  # noqa: N803
@@ -91,7 +106,7 @@ async def audit_report(
 )
 async def reconciliation_file(
     request: Request,
-    date: str,
+    date: ReportDay,
     sponsorCode: str | None = None,  # noqa: N803
 ) -> Response:
     ctx = request.app.state.ctx
