@@ -18,10 +18,24 @@ from weakref import WeakKeyDictionary
 
 import orjson
 import psycopg
-from sqlalchemy import Column, Engine, String, Table, bindparam, func, insert, select, update
+from sqlalchemy import (
+    Column,
+    Engine,
+    String,
+    Table,
+    bindparam,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.selectable import CompoundSelect
 
 from rewardmiles.db.engine import StatementPool, write
 from rewardmiles.db.models import (
@@ -97,20 +111,32 @@ _FIND_ACCEPTED = select(*_ACCEPTED_COLUMNS).where(
     Transaction.status != "rejected",
 )
 _FIND_ACCEPTED_FOR_UPDATE = _FIND_ACCEPTED.with_for_update()
-_ORIGINAL_LINES = select(IssuanceLine.offer_code, IssuanceLine.status, IssuanceLine.miles).where(
-    IssuanceLine.transaction_id == bindparam("original"),
-    IssuanceLine.direction == "credit",
-    IssuanceLine.status != "rejected",
-)
+# An original's lines (offer, status, miles) and what its reversals took so far (offer, NULL,
+# miles summed), in one round trip: both read after the original's row lock was taken.
 _reversal = aliased(Transaction)
-_REVERSED_SO_FAR = (
-    select(IssuanceLine.offer_code, func.sum(IssuanceLine.miles))
+_ORIGINAL_TOTALS: CompoundSelect[str, str, str | None, int] = union_all(
+    select(
+        literal("issued").label("kind"),
+        IssuanceLine.offer_code,
+        IssuanceLine.status,
+        IssuanceLine.miles,
+    ).where(
+        IssuanceLine.transaction_id == bindparam("original"),
+        IssuanceLine.direction == "credit",
+        IssuanceLine.status != "rejected",
+    ),
+    select(
+        literal("reversed").label("kind"),
+        IssuanceLine.offer_code,
+        null().label("status"),
+        func.sum(IssuanceLine.miles),
+    )
     .join(_reversal, _reversal.id == IssuanceLine.transaction_id)
     .where(
         _reversal.original_transaction_id == bindparam("original"),
         IssuanceLine.status != "rejected",
     )
-    .group_by(IssuanceLine.offer_code)
+    .group_by(IssuanceLine.offer_code),
 )
 _INSERT_TRANSACTION = insert(Transaction)
 _INSERT_LINES = insert(IssuanceLine)
@@ -321,17 +347,18 @@ def get_accepted_by_id(session: Session, transaction_id: str) -> AcceptedTransac
 
 
 def original_totals(session: Session, original_id: str) -> OriginalTotals:
-    conn = session.connection()
     issued: dict[str, int] = defaultdict(int)
     pending: set[str] = set()
-    for offer_code, status, miles in conn.execute(_ORIGINAL_LINES, {"original": original_id}):
-        issued[offer_code] += miles
+    reversed_miles: dict[str, int] = {}
+    rows = session.connection().execute(_ORIGINAL_TOTALS, {"original": original_id})
+    for kind, offer_code, status, miles in rows:
+        if kind == "reversed":
+            reversed_miles[offer_code] = int(miles)
+            continue
+        issued[offer_code] += int(miles)  # the union's column may come back as NUMERIC
         if status == "pending":
             pending.add(offer_code)
-    reversed_rows = conn.execute(_REVERSED_SO_FAR, {"original": original_id}).all()
-    return OriginalTotals(
-        dict(issued), frozenset(pending), {code: int(m) for code, m in reversed_rows}
-    )
+    return OriginalTotals(dict(issued), frozenset(pending), reversed_miles)
 
 
 def insert_transaction(session: Session, values: dict[str, object]) -> None:
