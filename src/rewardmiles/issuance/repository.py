@@ -355,7 +355,7 @@ def original_totals(session: Session, original_id: str) -> OriginalTotals:
         if kind == "reversed":
             reversed_miles[offer_code] = int(miles)
             continue
-        issued[offer_code] += int(miles)  # the union's column may come back as NUMERIC
+        issued[offer_code] += miles
         if status == "pending":
             pending.add(offer_code)
     return OriginalTotals(dict(issued), frozenset(pending), reversed_miles)
