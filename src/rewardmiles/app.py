@@ -128,8 +128,9 @@ class IssuanceApp(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             if self._telemetry_off is None:
+                # A FastAPI without this hook keeps its own path: nothing is skipped on a guess.
                 native = getattr(self, "_native_telemetry", None)
-                self._telemetry_off = native is None or not native.enabled()
+                self._telemetry_off = native is not None and not native.enabled()
             if self._telemetry_off:
                 if self.root_path:
                     scope["root_path"] = self.root_path
