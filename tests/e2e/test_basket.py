@@ -519,13 +519,16 @@ def test_amount_written_with_an_exponent_is_read_as_the_exact_number(
         ),
     ],
 )
-def test_contributing_item_naming_no_item_of_the_basket_is_400(
-    world: World, issuances: list[dict[str, Any]], field: str
+@pytest.mark.parametrize("path", [POST, REVERSE, RECORD], ids=ENDPOINT_NAMES.get)
+def test_contributing_item_naming_no_item_of_the_basket_is_400_field_invalid_at_that_id(
+    world: World, issuances: list[dict[str, Any]], field: str, path: str
 ) -> None:
+    # The amounts add up: a reference to an item the basket does not hold is an invalid field.
     _post_expecting_400(
         world,
-        "BASKET_AMOUNTS_INCONSISTENT",
+        "FIELD_INVALID",
         field,
+        path,
         items=[item("A1", 10), item("B2", 14.97)],
         issuances=issuances,
     )

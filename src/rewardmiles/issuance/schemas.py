@@ -358,7 +358,7 @@ class BasketCore(PartnerExtras):
             for j, item_id in enumerate(line.contributing_item_ids or ()):
                 if self.items and item_id not in known:
                     raise FieldRuleError(
-                        "BASKET_AMOUNTS_INCONSISTENT",
+                        "FIELD_INVALID",
                         f"issuances[{i}].contributingItemIds[{j}]",
                         f"names no item of this basket ({item_id!r})",
                     )
