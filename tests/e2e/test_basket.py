@@ -980,6 +980,20 @@ def test_record_resent_identically_is_a_replay_and_changed_is_a_duplicate(world:
     ]
 
 
+def test_record_for_a_closed_collector_is_400_collector_closed_and_recorded(world: World) -> None:
+    # SPEC 3.8: RECORD validates like the others; a closed account is refused everywhere.
+    collector = world.collector("CLOSED")
+    body = basket(world, collector, miles=5)
+
+    response = world.partner.call(RECORD, body)
+
+    assert_problem(response, 400, "COLLECTOR_CLOSED", "collectorNumber")
+    assert stored(world.db, world.sponsor, RECORD, body["checkoutTransactionId"]) == [
+        ("rejected", 400, "COLLECTOR_CLOSED")
+    ]
+    assert ledger_entry_count(world.db, collector) == 0
+
+
 def test_record_with_an_unknown_offer_is_400_and_recorded_as_rejected(world: World) -> None:
     body = basket(world, world.collector(), issuances=[line(1), line(2, offer="NOSUCH")])
 

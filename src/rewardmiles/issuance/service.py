@@ -673,10 +673,18 @@ def _apply(
 
 
 def _record(session: Session, settings: Settings, call: PartnerCall, now: datetime) -> Outcome:
-    """RECORD: validated like the others, stored for audit, never touches a balance."""
+    """RECORD: validated like the others, stored for audit, never touches a balance. Its
+    collector (optional) is checked as the others check theirs, from a read without a lock: a
+    CLOSED account is refused; an unknown one, only where the program rejects unknown collectors
+    (nothing is enrolled or left pending by a RECORD)."""
     replay = _check_not_duplicate(session, call)
     if replay is not None:
         return replay
+    number = call.command.collector_number
+    if number is not None:
+        status = repo.collector_status(session, number)
+        account = None if status is None else ledger.CollectorAccount(number, status, 0)
+        _check_collector(settings, account, number)
     _check_date_window(settings, call.command, now)
     _check_offers_and_locations(session, settings, call.command)
     planned = [
