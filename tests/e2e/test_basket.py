@@ -17,10 +17,14 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from rewardmiles import limits
+from rewardmiles import clock, limits
+from rewardmiles.collectors import service as collectors
+from rewardmiles.config import Settings
 from rewardmiles.db.models import IdempotencyKey, Offer, Transaction
+from rewardmiles.offers import catalogue
+from rewardmiles.settlement import service as settlement
 from tests.e2e.conftest import World
 from tests.support import data
 from tests.support.partner import Partner
@@ -867,6 +871,119 @@ def test_reversal_of_a_pending_post_is_pending(world: World) -> None:
     assert response.status_code == 202, response.text
     assert response.json()["issuances"][0]["status"] == "PENDING"
     assert world.balance(collector) == 0
+
+
+def _put_out_of_use(world: World, sponsor: str, code: str, how: str) -> None:
+    """Disable the offer, or end its validity yesterday (program time zone)."""
+    with world.db.unit_of_work() as session:
+        if how == "disabled":
+            catalogue.disable_offer(session, sponsor, code)
+        else:
+            today = data.now().astimezone(clock.zone(Settings().program_time_zone)).date()
+            session.execute(
+                update(Offer)
+                .where(Offer.sponsor_code == sponsor, Offer.code == code)
+                .values(valid_to=today - timedelta(days=1))
+            )
+
+
+def _issue_bonus(partner: Partner, sponsor: str, collector: str, origin: str) -> str:
+    """Issue 10 BONUS and 5 STANDARD two days ago, by POST or POST/EVENT; the original's id."""
+    moment = data.iso(data.now() - timedelta(days=2))
+    lines = [line(10, offer="BONUS"), line(5)]
+    if origin == "post-event":
+        event = data.event_body(sponsor, collector, transactionDateTime=moment, issuances=lines)
+        assert partner.post_event(event).status_code == 200
+        return str(event["clientTransactionId"])
+    body = data.basket_body(sponsor, collector, checkoutDateTime=moment, issuances=lines)
+    response = partner.call(POST, body)
+    assert response.status_code in (200, 202), response.text
+    return str(body["checkoutTransactionId"])
+
+
+def _reverse_bonus(
+    partner: Partner, sponsor: str, collector: str, via: str, original: str | None, miles: int
+) -> httpx.Response:
+    lines = [line(miles, offer="BONUS")]
+    if via == "reverse-event":
+        event = data.event_body(sponsor, collector, issuances=lines)
+        if original is not None:
+            event["originalClientTransactionId"] = original
+        return partner.reverse_event(event)
+    body = data.basket_body(sponsor, collector, issuances=lines)
+    if original is not None:
+        body[ORIGINAL] = original
+    return partner.call(REVERSE, body)
+
+
+@pytest.mark.parametrize("how", ["disabled", "expired"])
+@pytest.mark.parametrize(
+    ("via", "origin"),
+    [("reverse", "post"), ("reverse-event", "post"), ("reverse-event", "post-event")],
+)
+def test_miles_of_an_offer_out_of_use_since_the_original_can_still_be_reversed(
+    world: World, bonus_sponsor: tuple[str, Partner], how: str, via: str, origin: str
+) -> None:
+    # Rule 3.3: a reversal is bounded by what the original issued, whatever the offer's state
+    # today; offer state applies to new credits only.
+    sponsor, partner = bonus_sponsor
+    collector = world.collector()
+    original = _issue_bonus(partner, sponsor, collector, origin)
+    _put_out_of_use(world, sponsor, "BONUS", how)
+
+    first = _reverse_bonus(partner, sponsor, collector, via, original, 4)
+    beyond = _reverse_bonus(partner, sponsor, collector, via, original, 7)
+    rest = _reverse_bonus(partner, sponsor, collector, via, original, 6)
+    new_credit = partner.call(
+        POST, data.basket_body(sponsor, collector, issuances=[line(1, "BONUS")])
+    )
+    partner.close()
+
+    assert first.status_code == 200, first.text
+    assert first.json()["issuances"][0]["status"] == "REVERSED"
+    assert_problem(beyond, 400, "REVERSAL_EXCEEDS_ORIGINAL", "issuances[0].milesAmount")
+    assert rest.status_code == 200, rest.text
+    assert_problem(new_credit, 400, "OFFER_INACTIVE", "issuances[0].issuanceOfferCode")
+    assert world.balance(collector) == 5
+
+
+@pytest.mark.parametrize("how", ["disabled", "expired"])
+@pytest.mark.parametrize("via", ["reverse", "reverse-event"])
+def test_standalone_reversal_under_an_offer_out_of_use_is_400_offer_inactive(
+    world: World, bonus_sponsor: tuple[str, Partner], how: str, via: str
+) -> None:
+    sponsor, partner = bonus_sponsor
+    collector = world.collector()
+    _issue_bonus(partner, sponsor, collector, "post")
+    _put_out_of_use(world, sponsor, "BONUS", how)
+
+    response = _reverse_bonus(partner, sponsor, collector, via, None, 4)
+    partner.close()
+
+    assert_problem(response, 400, "OFFER_INACTIVE", "issuances[0].issuanceOfferCode")
+    assert world.balance(collector) == 15
+
+
+def test_pending_reversal_under_an_offer_disabled_since_the_original_settles(
+    world: World, bonus_sponsor: tuple[str, Partner]
+) -> None:
+    sponsor, partner = bonus_sponsor
+    collector = world.collector("ON_HOLD")
+    original = _issue_bonus(partner, sponsor, collector, "post")
+    _put_out_of_use(world, sponsor, "BONUS", "disabled")
+
+    response = _reverse_bonus(partner, sponsor, collector, "reverse", original, 4)
+    assert response.status_code == 202, response.text
+    assert response.json()["issuances"][0]["status"] == "PENDING"
+    with world.db.unit_of_work() as session:
+        collectors.set_status(session, collector, "ACTIVE", data.now())
+    settlement.settle_pending(world.db, Settings(), data.now())
+    view = get(partner, f"{TRANSACTIONS}/{response.json()['transactionId']}")
+    partner.close()
+
+    assert view.status_code == 200, view.text
+    assert view.json()["issuances"][0]["status"] == "REVERSED"
+    assert world.balance(collector) == 11
 
 
 # --------------------------------------------------------------------------- 4. racing reversals

@@ -641,7 +641,8 @@ def offer_disable(
     code: Annotated[str, typer.Argument(help="Offer code.")],
     sponsor: Annotated[str, typer.Option("--sponsor", help="Sponsor code.")],
 ) -> None:
-    """Disable an offer (partners get OFFER_INACTIVE; ISSUE stops using it)."""
+    """Disable an offer (new credits get OFFER_INACTIVE; ISSUE stops using it; miles issued
+    under it can still be reversed or returned)."""
     _, db = _ready_database()
     with _operation(db) as session:
         offers.disable_offer(session, sponsor, code)

@@ -454,7 +454,14 @@ def _offer_usable(offer: repo.OfferRow, on_date: date) -> bool:
     )
 
 
-def _check_offers_and_locations(session: Session, settings: Settings, command: Command) -> None:
+def _check_offers_and_locations(
+    session: Session, settings: Settings, command: Command, *, offer_state: bool = True
+) -> None:
+    """Every line's offer exists (`OFFER_UNKNOWN`) and, with `offer_state`, is usable on the
+    transaction date (`OFFER_INACTIVE`); every location is registered, if the sponsor registers
+    any. A reversal naming its original passes `offer_state=False`: it takes back what the
+    original issued (rule 3.3, bounded per offer by `_load_original`), whatever the offer's
+    state today — offer state applies to new credits only."""
     if not command.lines:
         return
     sponsor = command.sponsor_code
@@ -472,7 +479,7 @@ def _check_offers_and_locations(session: Session, settings: Settings, command: C
                     f"Sponsor {sponsor} has no offer {line.issuance_offer_code}.",
                 )
             )
-        elif not _offer_usable(offer, on_date):
+        elif offer_state and not _offer_usable(offer, on_date):
             errors.append(
                 FieldError(
                     "OFFER_INACTIVE",
@@ -661,7 +668,8 @@ def _apply(
     _check_collector(settings, account, command.collector_number)
     _check_date_window(settings, command, now)
     if command.program is None:
-        _check_offers_and_locations(session, settings, command)
+        reverses_original = rules.direction == DEBIT and bool(command.original_partner_id)
+        _check_offers_and_locations(session, settings, command, offer_state=not reverses_original)
     else:
         call = replace(call, command=_compute(session, settings, call))
         command = call.command
