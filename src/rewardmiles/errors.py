@@ -155,6 +155,15 @@ _SPECS: tuple[ErrorSpec, ...] = (
         "The original named by the reversal was not accepted for this sponsor.",
     ),
     ErrorSpec(
+        "ORIGINAL_WRONG_FAMILY",
+        400,
+        "Original taken back by another endpoint",
+        False,
+        "The original named exists but was issued by the other family of endpoints: miles of an "
+        "ISSUE (program-calculated) go back through RETURN, those of a POST through REVERSE or "
+        "REVERSE/EVENT.",
+    ),
+    ErrorSpec(
         "ORIGINAL_COLLECTOR_MISMATCH",
         400,
         "Original belongs to another collector",

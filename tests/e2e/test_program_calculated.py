@@ -39,8 +39,17 @@ CALCULATE = "/checkout/issuance/calculate"
 ISSUE = "/checkout/issuance/issue"
 RETURN = "/checkout/issuance/return"
 POST = "/checkout/issuance/post"
+REVERSE = "/checkout/issuance/reverse"
+REVERSE_EVENT = "/checkout/issuance/reverse/event"
 TRANSACTIONS = "/checkout/issuance/transactions"
-ENDPOINT_NAMES = {CALCULATE: "calculate", ISSUE: "issue", RETURN: "return", POST: "post"}
+ENDPOINT_NAMES = {
+    CALCULATE: "calculate",
+    ISSUE: "issue",
+    RETURN: "return",
+    POST: "post",
+    REVERSE: "reverse",
+    REVERSE_EVENT: "reverse_event",
+}
 ORIGINAL = "originalCheckoutTransactionId"
 PROGRAM_ZONE = ZoneInfo(Settings().program_time_zone)
 MILES_PER_LINE_MAX = Settings().miles_per_line_max
@@ -822,7 +831,7 @@ def test_return_without_original_is_400_field_required_and_stores_nothing(shop: 
     )
 
 
-@pytest.mark.parametrize("kind", ["unknown", "post", "other-sponsor", "rejected-issue"])
+@pytest.mark.parametrize("kind", ["unknown", "other-sponsor", "rejected-issue"])
 def test_return_naming_no_accepted_issue_is_400_original_not_found(
     shop: Shop, new_shop: ShopFactory, kind: str
 ) -> None:
@@ -830,10 +839,6 @@ def test_return_naming_no_accepted_issue_is_400_original_not_found(
     collector = shop.world.collector()
     if kind == "unknown":
         original = data.txn_id("nope")
-    elif kind == "post":
-        post = data.basket_body(shop.sponsor, collector, miles=20, items=[KETTLE], amount=50.0)
-        assert shop.call(POST, post).status_code == 200
-        original = post["checkoutTransactionId"]
     elif kind == "other-sponsor":
         other = new_shop()
         other.standard_offers()
@@ -853,6 +858,46 @@ def test_return_naming_no_accepted_issue_is_400_original_not_found(
         ("rejected", 400, "ORIGINAL_NOT_FOUND")
     ]
     assert shop.world.balance(collector) == before
+
+
+@pytest.mark.parametrize("path", [REVERSE, REVERSE_EVENT, RETURN], ids=ENDPOINT_NAMES.get)
+def test_naming_an_original_of_the_other_family_is_400_original_wrong_family(
+    shop: Shop, path: str
+) -> None:
+    # Program-calculated miles go back through RETURN (with the ISSUE's stored rules), partner-
+    # calculated ones through REVERSE: the original exists, it is of the other family.
+    shop.standard_offers()
+    collector = shop.world.collector()
+    if path == RETURN:
+        post = data.basket_body(shop.sponsor, collector, miles=20, items=[KETTLE], amount=50.0)
+        assert shop.call(POST, post).status_code == 200
+        original, issued_by, use = post["checkoutTransactionId"], "POST", "REVERSE"
+        body = shop.returning(collector, original, KETTLE)
+        field = ORIGINAL
+    else:
+        issued = shop.issue(shop.basket(collector, APPLES, KETTLE))
+        original, issued_by, use = issued["checkoutTransactionId"], "ISSUE", "RETURN"
+        if path == REVERSE:
+            body = data.basket_body(shop.sponsor, collector, miles=5, **{ORIGINAL: original})
+            field = ORIGINAL
+        else:
+            body = data.event_body(
+                shop.sponsor, collector, miles=5, originalClientTransactionId=original
+            )
+            field = "originalClientTransactionId"
+    before = shop.world.balance(collector)
+
+    response = shop.call(path, body)
+
+    problem = assert_problem(response, 400, "ORIGINAL_WRONG_FAMILY", field)
+    assert f"{original} was issued by {issued_by}" in problem["detail"], problem
+    assert f"with {use}" in problem["detail"], problem
+    partner_id = body.get("checkoutTransactionId") or body["clientTransactionId"]
+    assert stored(shop.world.db, shop.sponsor, path, partner_id) == [
+        ("rejected", 400, "ORIGINAL_WRONG_FAMILY")
+    ]
+    assert shop.world.balance(collector) == before
+    assert not CATALOGUE["ORIGINAL_WRONG_FAMILY"].retryable
 
 
 def test_return_for_another_collector_is_400_original_collector_mismatch(shop: Shop) -> None:

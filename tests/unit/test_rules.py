@@ -213,6 +213,8 @@ SPEC_FAMILIES: list[tuple[str, tuple[str, ...], int]] = [
     ("duplicate transaction", ("DUPLICATE_TRANSACTION",), 400),
     ("original not found", ("ORIGINAL_NOT_FOUND",), 400),
     ("original collector mismatch", ("ORIGINAL_COLLECTOR_MISMATCH",), 400),
+    # Amended 2026-11-30: a REVERSE naming a program-calculated ISSUE (use RETURN).
+    ("original of the other family", ("ORIGINAL_WRONG_FAMILY",), 400),
     ("reversal exceeds original", ("REVERSAL_EXCEEDS_ORIGINAL",), 400),
     ("return exceeds purchase", ("RETURN", "EXCEEDS"), 400),
     ("insufficient balance", ("INSUFFICIENT_BALANCE",), 400),

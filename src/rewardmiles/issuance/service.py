@@ -67,21 +67,27 @@ class EndpointRules:
     wire_name: str
     direction: str
     reversible_origins: tuple[Endpoint, ...] = ()  # what its original may name, preferred first
+    # Originals of the other family (partner- or program-calculated) the same id may name: found,
+    # but their miles go back through another endpoint (`TAKEN_BACK_BY`).
+    other_family: tuple[Endpoint, ...] = ()
 
 
 RULES: dict[Endpoint, EndpointRules] = {
     Endpoint.POST: EndpointRules("POST", CREDIT),
     Endpoint.POST_EVENT: EndpointRules("POST/EVENT", CREDIT),
-    Endpoint.REVERSE: EndpointRules("REVERSE", DEBIT, (Endpoint.POST,)),
+    Endpoint.REVERSE: EndpointRules("REVERSE", DEBIT, (Endpoint.POST,), (Endpoint.ISSUE,)),
     # The seed: originalClientTransactionId names a POST/EVENT, or a POST's checkoutTransactionId.
     Endpoint.REVERSE_EVENT: EndpointRules(
-        "REVERSE/EVENT", DEBIT, (Endpoint.POST_EVENT, Endpoint.POST)
+        "REVERSE/EVENT", DEBIT, (Endpoint.POST_EVENT, Endpoint.POST), (Endpoint.ISSUE,)
     ),
     Endpoint.RECORD: EndpointRules("RECORD", NO_EFFECT),
     Endpoint.ISSUE: EndpointRules("ISSUE", CREDIT),
-    Endpoint.RETURN: EndpointRules("RETURN", DEBIT, (Endpoint.ISSUE,)),
+    Endpoint.RETURN: EndpointRules("RETURN", DEBIT, (Endpoint.ISSUE,), (Endpoint.POST,)),
 }
 WIRE_NAMES = {endpoint.value: rules.wire_name for endpoint, rules in RULES.items()}
+# Program-calculated miles go back through RETURN, with the rules stored with the ISSUE;
+# partner-calculated ones (no stored rules) through REVERSE or REVERSE/EVENT, with their amounts.
+TAKEN_BACK_BY = {Endpoint.ISSUE: "RETURN", Endpoint.POST: "REVERSE or REVERSE/EVENT"}
 
 INTEGRITY_RETRIES = 3
 
@@ -556,12 +562,7 @@ def _load_original(
         session, command.sponsor_code, origins, command.original_partner_id, lock=True
     )
     if original is None:
-        names = " or ".join(RULES[e].wire_name for e in rules.reversible_origins)
-        raise BusinessRuleError(
-            "ORIGINAL_NOT_FOUND",
-            f"No accepted {names} {command.original_partner_id} for sponsor {command.sponsor_code}.",
-            field=field,
-        )
+        raise _original_not_found(session, call)
     if original.collector_number != command.collector_number:
         raise BusinessRuleError(
             "ORIGINAL_COLLECTOR_MISMATCH",
@@ -587,6 +588,33 @@ def _load_original(
             )
     _reject_if_any(errors, "The reversal exceeds what the original issued.")
     return original.id, totals.pending_offers
+
+
+def _original_not_found(session: Session, call: PartnerCall) -> BusinessRuleError:
+    """The rejection of a reversal whose original is none its endpoint may name:
+    `ORIGINAL_WRONG_FAMILY` when the id names an accepted transaction of the other family (its
+    miles go back through another endpoint), else `ORIGINAL_NOT_FOUND`. Read only on the way to
+    that rejection."""
+    command = call.command
+    rules = RULES[call.endpoint]
+    named = command.original_partner_id or ""
+    other = repo.find_accepted(
+        session, command.sponsor_code, [e.value for e in rules.other_family], named
+    )
+    if other is not None:
+        issued_by = Endpoint(other.endpoint)
+        return BusinessRuleError(
+            "ORIGINAL_WRONG_FAMILY",
+            f"Transaction {named} was issued by {RULES[issued_by].wire_name}; take its miles back "
+            f"with {TAKEN_BACK_BY[issued_by]}.",
+            field=command.original_field,
+        )
+    names = " or ".join(RULES[e].wire_name for e in rules.reversible_origins)
+    return BusinessRuleError(
+        "ORIGINAL_NOT_FOUND",
+        f"No accepted {names} {named} for sponsor {command.sponsor_code}.",
+        field=command.original_field,
+    )
 
 
 def _check_balance(
@@ -922,11 +950,7 @@ def _compute_return(session: Session, call: PartnerCall) -> Command:
         lock=True,
     )
     if original is None:
-        raise BusinessRuleError(
-            "ORIGINAL_NOT_FOUND",
-            f"No accepted ISSUE {command.original_partner_id} for sponsor {command.sponsor_code}.",
-            field=command.original_field,
-        )
+        raise _original_not_found(session, call)
     if original.collector_number != command.collector_number:
         raise BusinessRuleError(
             "ORIGINAL_COLLECTOR_MISMATCH",
