@@ -174,6 +174,9 @@ def create_app(settings: Settings | None = None) -> IssuanceApp:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # A path is matched exactly: `/x/` for `/x` is a 404 problem, never a redirect (a 307
+        # with an empty body, which a partner's client would replay or report as a failure).
+        redirect_slashes=False,
     )
     app.direct_routes = dict(issuance_routes.DIRECT_ROUTES)
     app.add_middleware(RequestContextMiddleware)
