@@ -72,7 +72,8 @@ class AppContext:
     limiter: anyio.CapacityLimiter
     rate_limiter: ratelimit.RateLimiter
     api_budget: ratelimit.Budget | None
-    token_budget: ratelimit.Budget | None
+    token_budget: ratelimit.Budget | None  # sign-ins with the right secret, per client_id
+    token_failure_budget: ratelimit.Budget | None  # failed ones, per client_id and per address
     statements: StatementPool | None  # the one-statement issue path (PostgreSQL)
     issue_writer: PostedIssueWriter | None  # its group commit
 
@@ -107,6 +108,10 @@ def build_context(settings: Settings) -> AppContext:
         ratelimit.budget(settings.rate_limit_per_second, settings.rate_limit_burst),
         ratelimit.budget(
             settings.token_rate_limit_per_minute / 60, settings.token_rate_limit_burst
+        ),
+        ratelimit.budget(
+            settings.token_failure_rate_limit_per_minute / 60,
+            settings.token_failure_rate_limit_burst,
         ),
         statements,
         None if statements is None else PostedIssueWriter(statements),

@@ -442,15 +442,22 @@ async def authorize(request: Request) -> Principal:
     return principal
 
 
-async def enforce_rate_limit(request: Request, budget: ratelimit.Budget, key: str) -> None:
-    decision = await request.app.state.ctx.rate_limiter.hit(budget, key)
+async def enforce_rate_limit(
+    request: Request, budget: ratelimit.Budget, key: str, *, charge: bool = True
+) -> None:
+    """429 when the budget of `key` is spent; spends one request of it unless `charge` is off."""
+    limiter = request.app.state.ctx.rate_limiter
+    decision = await (limiter.hit(budget, key) if charge else limiter.peek(budget, key))
     if not decision.allowed:
-        seconds = decision.retry_after_seconds
-        raise ProblemError(
-            "RATE_LIMITED",
-            f"Too many requests from this client; retry after {seconds} s.",
-            headers={"Retry-After": str(seconds)},
+        raise rate_limited(
+            decision.retry_after_seconds, "Too many requests from this client; retry after {} s."
         )
+
+
+def rate_limited(seconds: int, detail: str) -> ProblemError:
+    return ProblemError(
+        "RATE_LIMITED", detail.format(seconds), headers={"Retry-After": str(seconds)}
+    )
 
 
 def sponsor_for(principal: Principal, sent: str | None) -> str:
