@@ -72,7 +72,8 @@ class AppContext:
     limiter: anyio.CapacityLimiter
     rate_limiter: ratelimit.RateLimiter
     api_budget: ratelimit.Budget | None
-    token_budget: ratelimit.Budget | None
+    token_budget: ratelimit.Budget | None  # sign-ins with the right secret, per client_id
+    token_failure_budget: ratelimit.Budget | None  # failed ones, per client_id and per address
     statements: StatementPool | None  # the one-statement issue path (PostgreSQL)
     issue_writer: PostedIssueWriter | None  # its group commit
 
@@ -107,6 +108,10 @@ def build_context(settings: Settings) -> AppContext:
         ratelimit.budget(settings.rate_limit_per_second, settings.rate_limit_burst),
         ratelimit.budget(
             settings.token_rate_limit_per_minute / 60, settings.token_rate_limit_burst
+        ),
+        ratelimit.budget(
+            settings.token_failure_rate_limit_per_minute / 60,
+            settings.token_failure_rate_limit_burst,
         ),
         statements,
         None if statements is None else PostedIssueWriter(statements),
@@ -174,6 +179,9 @@ def create_app(settings: Settings | None = None) -> IssuanceApp:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # A path is matched exactly: `/x/` for `/x` is a 404 problem, never a redirect (a 307
+        # with an empty body, which a partner's client would replay or report as a failure).
+        redirect_slashes=False,
     )
     app.direct_routes = dict(issuance_routes.DIRECT_ROUTES)
     app.add_middleware(RequestContextMiddleware)

@@ -63,9 +63,18 @@ class Settings(BaseModel):
     )
     rate_limit_burst: int = Field(default=400, ge=1, le=1_000_000)
     token_rate_limit_per_minute: float = Field(
-        default=60.0, ge=0, description="Token requests per client_id per minute; 0 = off"
+        default=60.0,
+        ge=0,
+        description="Successful token requests (right secret) per client_id per minute; 0 = off",
     )
     token_rate_limit_burst: int = Field(default=20, ge=1, le=10_000)
+    token_failure_rate_limit_per_minute: float = Field(
+        default=10.0,
+        ge=0,
+        description="Failed token requests (wrong secret, unknown client) per minute, counted "
+        "per client_id and per source address; over it a wrong secret gets 429; 0 = off",
+    )
+    token_failure_rate_limit_burst: int = Field(default=10, ge=1, le=10_000)
     redis_url: str | None = Field(
         default=None, description="Share rate-limit budgets across API processes via Redis"
     )

@@ -3,7 +3,8 @@
 Each client may send `rate` requests per second on average and a burst of `burst` at once. The
 state of a client is its *theoretical arrival time* (TAT): a request at `now` is allowed when
 `TAT - now <= (burst - 1) / rate`, and then moves TAT on by `1 / rate`. A refused request learns
-exactly when the next one would pass, which becomes `Retry-After`.
+exactly when the next one would pass, which becomes `Retry-After`. `peek` asks the same question
+without spending anything (a budget charged only by some outcomes, consulted before the work).
 
 Two backends share the arithmetic:
 - `MemoryRateLimiter`: per process (with `--workers N` each process allows the full rate);
@@ -40,6 +41,8 @@ ALLOWED = Decision(True)
 class RateLimiter(Protocol):
     async def hit(self, budget: Budget, key: str) -> Decision: ...
 
+    async def peek(self, budget: Budget, key: str) -> Decision: ...
+
     async def close(self) -> None: ...
 
 
@@ -73,11 +76,16 @@ class MemoryRateLimiter:
     async def hit(self, budget: Budget, key: str) -> Decision:
         return self.hit_now(budget, key)
 
-    def hit_now(self, budget: Budget, key: str) -> Decision:
+    async def peek(self, budget: Budget, key: str) -> Decision:
+        return self.hit_now(budget, key, charge=False)
+
+    def hit_now(self, budget: Budget, key: str, *, charge: bool = True) -> Decision:
         now = self._clock()
         tat = max(self._tat.get(key, now), now)
         if tat - now > budget.tolerance:
             return Decision(False, _retry_after(tat - budget.tolerance - now))
+        if not charge:
+            return ALLOWED
         self._tat[key] = tat + budget.interval
         self._hits += 1
         if self._hits % _SWEEP_EVERY == 0:
@@ -88,7 +96,8 @@ class MemoryRateLimiter:
         return None
 
 
-# KEYS[1] = bucket key; ARGV = interval, tolerance (seconds, as strings).
+# KEYS[1] = bucket key; ARGV = interval, tolerance (seconds, as strings), charge ('1' or '0': a
+# peek answers the same without spending).
 # Returns {1, 0} when allowed, {0, wait_ms} when refused. Uses Redis TIME so every API process
 # agrees on "now" whatever its own clock says.
 _GCRA_LUA = """
@@ -101,6 +110,7 @@ if tat < now then tat = now end
 if tat - now > tolerance then
   return {0, math.ceil((tat - tolerance - now) * 1000)}
 end
+if ARGV[3] == '0' then return {1, 0} end
 local new_tat = tat + interval
 redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX',
            math.ceil((new_tat - now) * 1000) + 1000)
@@ -120,10 +130,16 @@ class RedisRateLimiter:
         self._last_warning = 0.0
 
     async def hit(self, budget: Budget, key: str) -> Decision:
+        return await self._run(budget, key, "1")
+
+    async def peek(self, budget: Budget, key: str) -> Decision:
+        return await self._run(budget, key, "0")
+
+    async def _run(self, budget: Budget, key: str, charge: str) -> Decision:
         try:
             allowed, wait_ms = await self._script(
                 keys=[f"{self.prefix}:rl:{key}"],
-                args=[repr(budget.interval), repr(budget.tolerance)],
+                args=[repr(budget.interval), repr(budget.tolerance), charge],
             )
         except Exception as exc:  # any Redis failure: fail open, loudly
             now = time.monotonic()

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -40,6 +41,9 @@ from rewardmiles.errors import (
 
 JSON = "application/json"
 PROBLEM_JSON = "application/problem+json"
+# The access-log status of a request whose client went away before its answer (nginx's code): no
+# answer is sent, and it is no server error.
+CLIENT_CLOSED_REQUEST = 499
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 SECURITY_HEADERS = (
@@ -70,7 +74,11 @@ def problem_response(error: ProblemError, request_id: str) -> Response:
 
 
 class RequestContextMiddleware:
-    """Request id in and out, one access-log line per request, and the last-resort 500."""
+    """Request id in and out, one access-log line per request, and the last-resort 500.
+
+    A client that closes the connection before its body has arrived (`ClientDisconnect` while
+    the body is read) is logged as status 499 and answered with nothing: there is no one left to
+    answer, and it is not a failure of the service."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -118,6 +126,8 @@ class RequestContextMiddleware:
 
         try:
             await app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            status_holder["status"] = CLIENT_CLOSED_REQUEST
         except Exception as exc:
             log.error(
                 "request_failed",
@@ -432,15 +442,22 @@ async def authorize(request: Request) -> Principal:
     return principal
 
 
-async def enforce_rate_limit(request: Request, budget: ratelimit.Budget, key: str) -> None:
-    decision = await request.app.state.ctx.rate_limiter.hit(budget, key)
+async def enforce_rate_limit(
+    request: Request, budget: ratelimit.Budget, key: str, *, charge: bool = True
+) -> None:
+    """429 when the budget of `key` is spent; spends one request of it unless `charge` is off."""
+    limiter = request.app.state.ctx.rate_limiter
+    decision = await (limiter.hit(budget, key) if charge else limiter.peek(budget, key))
     if not decision.allowed:
-        seconds = decision.retry_after_seconds
-        raise ProblemError(
-            "RATE_LIMITED",
-            f"Too many requests from this client; retry after {seconds} s.",
-            headers={"Retry-After": str(seconds)},
+        raise rate_limited(
+            decision.retry_after_seconds, "Too many requests from this client; retry after {} s."
         )
+
+
+def rate_limited(seconds: int, detail: str) -> ProblemError:
+    return ProblemError(
+        "RATE_LIMITED", detail.format(seconds), headers={"Retry-After": str(seconds)}
+    )
 
 
 def sponsor_for(principal: Principal, sent: str | None) -> str:

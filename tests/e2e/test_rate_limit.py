@@ -1,5 +1,7 @@
-"""Per-client rate limiting over HTTP: 429 problem with Retry-After, per client, on the token
-endpoint before the secret check, and one budget across API processes when Redis is configured."""
+"""Per-client rate limiting over HTTP: 429 problem with Retry-After, per client; on the token
+endpoint a budget of sign-ins per client_id and a separate one of failed sign-ins per client_id
+and per address (wrong guesses are slowed, the client's correct secret always passes); and one
+budget across API processes when Redis is configured."""
 
 from __future__ import annotations
 
@@ -23,13 +25,6 @@ def _lookup(base_url: str, token: str) -> httpx.Response:
     # A fresh connection per call, so a multi-process server spreads the calls over its processes.
     return httpx.get(
         base_url + LOOKUP.format(uuid.uuid4()), headers={"Authorization": f"Bearer {token}"}
-    )
-
-
-def _token_call(base_url: str, client_id: str, secret: str) -> httpx.Response:
-    return httpx.post(
-        f"{base_url}/oauth/token",
-        data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
     )
 
 
@@ -62,32 +57,93 @@ def test_a_client_over_its_budget_gets_429_with_retry_after_and_others_are_untou
     assert _lookup(server.base_url, noisy).status_code == 404  # obeying Retry-After is enough
 
 
-def test_token_requests_are_limited_per_client_id_before_the_secret_is_checked(
-    dialect: str, server_factory: ServerFactory
-) -> None:
-    server = server_factory(
-        dialect,
-        env={
-            "REWARDMILES_TOKEN_RATE_LIMIT_PER_MINUTE": "1",
-            "REWARDMILES_TOKEN_RATE_LIMIT_BURST": "3",
+def _guess(base_url: str, client_id: str, address: str) -> httpx.Response:
+    """A wrong secret for `client_id`, from `address` (uvicorn takes X-Forwarded-For from a proxy
+    on the loopback, as the test client is)."""
+    return httpx.post(
+        f"{base_url}/oauth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": "guess-" + uuid.uuid4().hex,
         },
+        headers={"X-Forwarded-For": address},
     )
+
+
+def _sign_in(base_url: str, client_id: str, secret: str, address: str) -> httpx.Response:
+    return httpx.post(
+        f"{base_url}/oauth/token",
+        data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
+        headers={"X-Forwarded-For": address},
+    )
+
+
+TOKEN_LIMITS = {
+    "REWARDMILES_TOKEN_RATE_LIMIT_PER_MINUTE": "1",
+    "REWARDMILES_TOKEN_RATE_LIMIT_BURST": "3",
+    "REWARDMILES_TOKEN_FAILURE_RATE_LIMIT_PER_MINUTE": "1",
+    "REWARDMILES_TOKEN_FAILURE_RATE_LIMIT_BURST": "3",
+}
+
+
+def _token_server(
+    dialect: str, server_factory: ServerFactory, backend: str
+) -> tuple[str, list[tuple[str, str]]]:
+    env = dict(TOKEN_LIMITS)
+    if backend == "redis":
+        env["REWARDMILES_REDIS_URL"] = TEST_REDIS_URL
+        env["REWARDMILES_REDIS_KEY_PREFIX"] = f"rm-test-{uuid.uuid4().hex}"
+    server = server_factory(dialect, env=env)
     db = Database.from_url(server.database_url)
     try:
         sponsor = data.new_sponsor(db)
-        client_id, secret = data.new_client(db, [sponsor])
-        other_id, other_secret = data.new_client(db, [sponsor])
+        clients = [data.new_client(db, [sponsor]) for _ in range(2)]
     finally:
         db.dispose()
+    return server.base_url, clients
 
-    # Wrong guesses spend the budget too: that is what stops secret guessing.
-    assert _token_call(server.base_url, client_id, "guess-1").status_code == 401
-    assert _token_call(server.base_url, client_id, "guess-2").status_code == 401
-    assert _token_call(server.base_url, client_id, secret).status_code == 200
-    refused = _token_call(server.base_url, client_id, secret)
-    assert_problem(refused, 429, "RATE_LIMITED")
-    assert int(refused.headers["retry-after"]) >= 1
-    assert _token_call(server.base_url, other_id, other_secret).status_code == 200
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_guessing_a_clients_secret_is_slowed_but_never_locks_the_client_out(
+    dialect: str, server_factory: ServerFactory, backend: str
+) -> None:
+    base_url, [(client_id, secret), (other_id, other_secret)] = _token_server(
+        dialect, server_factory, backend
+    )
+    # Guesses from six addresses: the client_id's failure budget (3) is spent whatever the source.
+    guesses = [_guess(base_url, client_id, f"10.0.0.{n}") for n in range(1, 7)]
+    assert [r.status_code for r in guesses] == [401, 401, 401, 429, 429, 429]
+    assert_problem(guesses[0], 401, "INVALID_CLIENT")
+    refused = assert_problem(guesses[3], 429, "RATE_LIMITED")
+    assert "failed" in refused["detail"]
+    assert int(guesses[3].headers["retry-after"]) >= 1
+
+    # The client's correct secret still passes, from a guesser's address too: wrong guesses spent
+    # the failure budget, not its sign-ins.
+    assert _sign_in(base_url, client_id, secret, "10.0.0.1").status_code == 200
+    assert _sign_in(base_url, client_id, secret, "192.0.2.7").status_code == 200
+    assert _guess(base_url, client_id, "10.0.0.9").status_code == 429  # still slowed
+    assert _sign_in(base_url, client_id, secret, "192.0.2.7").status_code == 200
+    # Sign-ins keep their own budget (3 at once) ...
+    assert_problem(_sign_in(base_url, client_id, secret, "192.0.2.7"), 429, "RATE_LIMITED")
+    # ... and another client_id is untouched by either.
+    assert _sign_in(base_url, other_id, other_secret, "192.0.2.8").status_code == 200
+    assert _guess(base_url, other_id, "192.0.2.9").status_code == 401
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_guessing_from_one_address_is_slowed_whatever_the_client_id(
+    dialect: str, server_factory: ServerFactory, backend: str
+) -> None:
+    base_url, [(client_id, secret), (other_id, _)] = _token_server(dialect, server_factory, backend)
+    # Each guess names another client_id (known or not): the address's failure budget is spent.
+    names = [f"rmc_unknown{n}" for n in range(3)] + [other_id, client_id, "rmc_unknown9"]
+    statuses = [_guess(base_url, name, "10.1.0.1").status_code for name in names]
+    assert statuses == [401, 401, 401, 429, 429, 429]
+    assert _guess(base_url, "rmc_unknown0", "10.1.0.2").status_code == 401  # another address
+    # A correct secret from the guessing address still passes.
+    assert _sign_in(base_url, client_id, secret, "10.1.0.1").status_code == 200
 
 
 def test_with_redis_the_budget_is_shared_by_every_api_process(

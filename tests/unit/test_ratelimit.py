@@ -88,3 +88,40 @@ def test_an_unreachable_redis_lets_requests_through() -> None:
             await limiter.close()
 
     assert asyncio.run(scenario())
+
+
+def test_a_peek_answers_like_a_hit_but_spends_nothing() -> None:
+    clock = FakeClock()
+    limiter = MemoryRateLimiter(clock)
+    rule = Budget(rate=0.1, burst=2)
+    assert all(limiter.hit_now(rule, "k", charge=False).allowed for _ in range(5))
+    assert [limiter.hit_now(rule, "k").allowed for _ in range(3)] == [True, True, False]
+    refused = limiter.hit_now(rule, "k", charge=False)
+    assert (refused.allowed, refused.retry_after_seconds) == (False, 10)
+    clock.now += 10
+    assert limiter.hit_now(rule, "k", charge=False).allowed
+    assert limiter.hit_now(rule, "k").allowed
+    assert not limiter.hit_now(rule, "k").allowed
+
+
+def test_redis_backend_peeks_the_same_way() -> None:
+    prefix = f"rm-unit-{uuid.uuid4().hex}"
+
+    async def scenario() -> list[bool]:
+        limiter = RedisRateLimiter(TEST_REDIS_URL, prefix)
+        try:
+            rule = Budget(rate=0.01, burst=2)
+            peeks = [await limiter.peek(rule, "client") for _ in range(5)]
+            hits = [await limiter.hit(rule, "client") for _ in range(3)]
+            refused = await limiter.peek(rule, "client")
+            assert refused.retry_after_seconds >= 99
+            return [d.allowed for d in [*peeks, *hits, refused]]
+        finally:
+            await limiter.close()
+
+    try:
+        assert asyncio.run(scenario()) == [True] * 5 + [True, True, False, False]
+    finally:
+        client = redis.Redis.from_url(TEST_REDIS_URL)
+        client.delete(*client.keys(f"{prefix}:*"))
+        client.close()

@@ -16,7 +16,13 @@ from rewardmiles import clock
 from rewardmiles.auth import service
 from rewardmiles.auth.tokens import IssuedToken
 from rewardmiles.errors import ProblemError
-from rewardmiles.web import enforce_rate_limit, json_response, problem_responses, run_sync
+from rewardmiles.web import (
+    enforce_rate_limit,
+    json_response,
+    problem_responses,
+    rate_limited,
+    run_sync,
+)
 
 router = APIRouter(tags=["auth"])
 
@@ -123,8 +129,11 @@ async def token(request: Request) -> Response:
         )
     ctx = request.app.state.ctx
     request.scope["state"]["client_id"] = client_id
-    if ctx.token_budget is not None:  # before the deliberately slow secret check
-        await enforce_rate_limit(request, ctx.token_budget, "token:" + client_id)
+    sign_ins = "token:" + client_id
+    if ctx.token_budget is not None:
+        # Only the right secret spends this budget, so only its holder can exhaust it: when it
+        # is spent, refuse before the deliberately slow secret check.
+        await enforce_rate_limit(request, ctx.token_budget, sign_ins, charge=False)
 
     def authenticate_and_issue() -> IssuedToken | None:
         with ctx.db.reader() as session:
@@ -134,14 +143,19 @@ async def token(request: Request) -> Response:
         )
         return None if sponsors is None else ctx.tokens.issue(client_id, sponsors, clock.utc_now())
 
+    # The secret is checked first, at the same cost whatever the outcome: a right one always
+    # passes (a guesser cannot lock its client out), a wrong one is charged to the failure budgets.
     issued = await run_sync(ctx.limiter, authenticate_and_issue)
     if issued is None:
+        await _charge_failure(request, client_id)
         raise _oauth_error(
             "INVALID_CLIENT",
             "invalid_client",
             "Unknown client or wrong secret.",
             basic=basic is not None,
         )
+    if ctx.token_budget is not None:
+        await enforce_rate_limit(request, ctx.token_budget, sign_ins)
     body: dict[str, Any] = {
         "access_token": issued.access_token,
         "token_type": "Bearer",
@@ -151,6 +165,26 @@ async def token(request: Request) -> Response:
     return json_response(
         200, body, {"Pragma": "no-cache"}
     )  # Cache-Control: no-store is added for /oauth
+
+
+async def _charge_failure(request: Request, client_id: str) -> None:
+    """A failed sign-in spends the failure budget of its `client_id` and of its source address;
+    once either is spent, wrong secrets get 429 (with `Retry-After`) instead of 401."""
+    ctx = request.app.state.ctx
+    budget = ctx.token_failure_budget
+    if budget is None:
+        return
+    address = request.client.host if request.client else "unknown"
+    refused = [
+        decision
+        for key in ("token-fail:client:" + client_id, "token-fail:addr:" + address)
+        if not (decision := await ctx.rate_limiter.hit(budget, key)).allowed
+    ]
+    if refused:
+        raise rate_limited(
+            max(d.retry_after_seconds for d in refused),
+            "Too many failed sign-ins for this client_id or from this address; retry after {} s.",
+        )
 
 
 @router.get("/.well-known/jwks.json", summary="Public keys that verify bearer tokens")
