@@ -142,8 +142,10 @@ def test_guessing_from_one_address_is_slowed_whatever_the_client_id(
     statuses = [_guess(base_url, name, "10.1.0.1").status_code for name in names]
     assert statuses == [401, 401, 401, 429, 429, 429]
     assert _guess(base_url, "rmc_unknown0", "10.1.0.2").status_code == 401  # another address
-    # A correct secret from the guessing address still passes.
-    assert _sign_in(base_url, client_id, secret, "10.1.0.1").status_code == 200
+    # The guessing address tests no more secrets, not even a right one, until it recovers ...
+    assert_problem(_sign_in(base_url, client_id, secret, "10.1.0.1"), 429, "RATE_LIMITED")
+    # ... while the client signs in from its own address.
+    assert _sign_in(base_url, client_id, secret, "10.1.0.3").status_code == 200
 
 
 def test_with_redis_the_budget_is_shared_by_every_api_process(

@@ -134,6 +134,13 @@ async def token(request: Request) -> Response:
         # Only the right secret spends this budget, so only its holder can exhaust it: when it
         # is spent, refuse before the deliberately slow secret check.
         await enforce_rate_limit(request, ctx.token_budget, sign_ins, charge=False)
+    if ctx.token_failure_budget is not None:
+        # An address that spent its failure budget tests no more secrets, right or wrong, until
+        # it recovers: that is what slows a guesser. A client_id's failure budget never refuses
+        # before the check (anyone could spend it), so the client's own addresses still pass.
+        await enforce_rate_limit(
+            request, ctx.token_failure_budget, _failure_key_of_address(request), charge=False
+        )
 
     def authenticate_and_issue() -> IssuedToken | None:
         with ctx.db.reader() as session:
@@ -174,10 +181,9 @@ async def _charge_failure(request: Request, client_id: str) -> None:
     budget = ctx.token_failure_budget
     if budget is None:
         return
-    address = request.client.host if request.client else "unknown"
     refused = [
         decision
-        for key in ("token-fail:client:" + client_id, "token-fail:addr:" + address)
+        for key in ("token-fail:client:" + client_id, _failure_key_of_address(request))
         if not (decision := await ctx.rate_limiter.hit(budget, key)).allowed
     ]
     if refused:
@@ -185,6 +191,10 @@ async def _charge_failure(request: Request, client_id: str) -> None:
             max(d.retry_after_seconds for d in refused),
             "Too many failed sign-ins for this client_id or from this address; retry after {} s.",
         )
+
+
+def _failure_key_of_address(request: Request) -> str:
+    return "token-fail:addr:" + (request.client.host if request.client else "unknown")
 
 
 @router.get("/.well-known/jwks.json", summary="Public keys that verify bearer tokens")
