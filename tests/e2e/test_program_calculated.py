@@ -7,9 +7,11 @@ through the catalogue service (the code the CLI runs).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -17,20 +19,28 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+import psycopg
 import pytest
+from sqlalchemy import update
 
 from rewardmiles import clock
 from rewardmiles.config import Settings
-from rewardmiles.db.models import Sponsor
-from rewardmiles.errors import CATALOGUE
+from rewardmiles.db.engine import Database
+from rewardmiles.db.models import IdempotencyKey, Sponsor
+from rewardmiles.errors import CATALOGUE, ProblemError
+from rewardmiles.idempotency import service as idempotency
+from rewardmiles.issuance import service
+from rewardmiles.issuance.schemas import CalculateRequest, program_command
 from rewardmiles.offers import catalogue
 from rewardmiles.settlement import service as settlement
+from rewardmiles.web import canonical_json, parse_json_object
 from tests.e2e.conftest import World
 from tests.support import data
 from tests.support.partner import Partner
 from tests.support.problems import (
     assert_nothing_stored,
     assert_problem,
+    idempotency_key_count,
     ledger_entry_count,
     stored,
 )
@@ -212,6 +222,31 @@ def program_date(body: dict[str, Any]) -> date:
     return datetime.fromisoformat(body["checkoutDateTime"]).astimezone(PROGRAM_ZONE).date()
 
 
+@contextmanager
+def advisory_lock(db: Database, lock: int) -> Iterator[None]:
+    """Hold a PostgreSQL transaction-scoped advisory lock from outside the server."""
+    url = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url) as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+        yield
+
+
+def calculate_call(shop: Shop, body: dict[str, Any], *, key: str | None) -> service.PartnerCall:
+    """The `PartnerCall` the CALCULATE route builds for `body` from the shop's partner."""
+    obj = parse_json_object(json.dumps(body).encode())
+    request = CalculateRequest.model_validate(obj)
+    canonical = canonical_json(obj)
+    return service.PartnerCall(
+        endpoint=service.Endpoint.CALCULATE,
+        client_id=shop.partner.client_id,
+        command=program_command(request, shop.sponsor),
+        request_json=canonical.decode(),
+        fingerprint=idempotency.fingerprint("POST", CALCULATE, canonical),
+        idempotency_key=key,
+        request_id="in-process",
+    )
+
+
 # The basket every scenario starts from: 3 apples (produce) and a kettle, with the coupon.
 EXPECTED_LINES = [
     {
@@ -240,16 +275,15 @@ EXPECTED_LINES = [
 # --------------------------------------------------------------------------- 1. CALCULATE
 
 
-def test_calculate_previews_the_offers_and_stores_nothing(shop: Shop) -> None:
+def test_calculate_previews_the_offers(shop: Shop) -> None:
     shop.standard_offers()
     collector = shop.world.collector()
     body = shop.basket(collector, APPLES, KETTLE, coupon=["SPRING25"])
-    key = str(uuid.uuid4())
 
-    response = shop.call(CALCULATE, body, key=key)
-    again = shop.call(CALCULATE, body, key=key)
+    response = shop.call(CALCULATE, body)
 
     assert response.status_code == 200, response.text
+    assert "Idempotent-Replayed" not in response.headers
     out = response.json()
     assert out["issuances"] == EXPECTED_LINES
     assert out["totalMiles"] == 45
@@ -261,14 +295,235 @@ def test_calculate_previews_the_offers_and_stores_nothing(shop: Shop) -> None:
     assert out["coupon"] == ["SPRING25"]
     assert out["basketPreTaxAmount"] == 57.5
     assert [i["id"] for i in out["items"]] == ["apples", "kettle"]
-    # A preview has no effect to protect: the key is not stored, a second call is not a replay.
+    assert shop.world.balance(collector) == 0
+    assert ledger_entry_count(shop.world.db, collector) == 0
+    assert stored(shop.world.db, shop.sponsor, CALCULATE, body["checkoutTransactionId"]) == []
+
+
+def test_calculate_without_a_key_stores_nothing_and_is_never_a_replay(shop: Shop) -> None:
+    shop.standard_offers()
+    collector = shop.world.collector()
+    body = shop.basket(collector, APPLES, KETTLE, coupon=["SPRING25"])
+    keys_before = idempotency_key_count(shop.world.db, shop.partner.client_id)
+
+    first = shop.call(CALCULATE, body, key=None)
+    shop.disable("PRODUCE")
+    again = shop.call(CALCULATE, body, key=None)
+
+    assert first.status_code == 200, first.text
+    assert first.json()["issuances"] == EXPECTED_LINES
+    # No key: a pure preview of the offers as they are now, never a replay.
     assert again.status_code == 200, again.text
     assert "Idempotent-Replayed" not in again.headers
-    assert again.json()["issuances"] == EXPECTED_LINES
+    assert again.json()["totalMiles"] == 30
+    assert idempotency_key_count(shop.world.db, shop.partner.client_id) == keys_before
+    assert_nothing_stored(
+        shop.world.db, shop.partner.client_id, collector, body["checkoutTransactionId"]
+    )
+
+
+def test_calculate_with_the_same_key_replays_the_stored_preview(shop: Shop) -> None:
+    """SPEC §4: a retried preview shows the same miles even if the offers changed in between."""
+    shop.standard_offers()
+    collector = shop.world.collector()
+    body = shop.basket(collector, APPLES, KETTLE, coupon=["SPRING25"])
+    key = str(uuid.uuid4())
+
+    first = shop.call(CALCULATE, body, key=key)
+    shop.disable("PRODUCE")
+    shop.offer("BASE", {"type": "base", "miles": 2, "perDollars": 10}, replace=True)
+    replay = shop.call(CALCULATE, body, key=key)
+    fresh = shop.call(CALCULATE, body, key=str(uuid.uuid4()))
+
+    assert first.status_code == 200, first.text
+    assert "Idempotent-Replayed" not in first.headers
+    assert first.json()["issuances"] == EXPECTED_LINES
+    assert replay.status_code == 200, replay.text
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.headers["content-type"] == "application/json"
+    assert replay.json() == first.json()
+    # The catalogue did change: a new key previews the offers as they are now.
+    assert fresh.status_code == 200, fresh.text
+    assert "Idempotent-Replayed" not in fresh.headers
+    assert lines(fresh.json()) == [
+        ("BASE", 10, ["apples", "kettle"], None),
+        ("SPRING", 25, ["apples", "kettle"], None),
+    ]
     assert shop.world.balance(collector) == 0
+    assert stored(shop.world.db, shop.sponsor, CALCULATE, body["checkoutTransactionId"]) == []
+    assert stored(shop.world.db, shop.sponsor, ISSUE, body["checkoutTransactionId"]) == []
+
+
+def test_calculate_with_the_same_key_and_another_body_is_422_reused(shop: Shop) -> None:
+    shop.standard_offers()
+    collector = shop.world.collector()
+    key = str(uuid.uuid4())
+    first = shop.call(CALCULATE, shop.basket(collector, APPLES, KETTLE), key=key)
+
+    reused = shop.call(CALCULATE, shop.basket(collector, KETTLE), key=key)
+    on_issue = shop.call(ISSUE, shop.basket(collector, KETTLE), key=key)
+
+    assert first.status_code == 200, first.text
+    assert_problem(reused, 422, "IDEMPOTENCY_KEY_REUSED", "Idempotency-Key")
+    assert_problem(on_issue, 422, "IDEMPOTENCY_KEY_REUSED", "Idempotency-Key")
+    assert shop.world.balance(collector) == 0
+
+
+def test_calculate_key_is_scoped_per_client(shop: Shop) -> None:
+    shop.standard_offers()
+    collector = shop.world.collector()
+    body = shop.basket(collector, APPLES, KETTLE)
+    key = str(uuid.uuid4())
+    other = shop.world.new_partner(shop.sponsor)
+    try:
+        first = shop.call(CALCULATE, body, key=key)
+        theirs = other.call(CALCULATE, shop.basket(collector, KETTLE), key=key)
+        theirs_again = other.call(CALCULATE, body, key=key)
+    finally:
+        other.close()
+
+    assert first.status_code == 200, first.text
+    assert theirs.status_code == 200, theirs.text
+    assert "Idempotent-Replayed" not in theirs.headers
+    assert theirs.json()["totalMiles"] == 5
+    assert_problem(theirs_again, 422, "IDEMPOTENCY_KEY_REUSED")
+
+
+def test_calculate_rule_rejection_is_stored_under_the_key_and_replayed(shop: Shop) -> None:
+    """As for the write endpoints, a business rule's 400 is the answer kept under the key; unlike
+    ISSUE, CALCULATE records no transaction for it."""
+    shop.offer("BASE", BASE)
+    collector = shop.world.collector()
+    old = data.iso(data.now() - timedelta(days=31))
+    body = shop.basket(collector, KETTLE, checkoutDateTime=old)
+    key = str(uuid.uuid4())
+
+    first = shop.call(CALCULATE, body, key=key)
+    again = shop.call(CALCULATE, body, key=key)
+
+    problem = assert_problem(first, 400, "DATE_OUT_OF_RANGE", "checkoutDateTime")
+    assert again.status_code == 400, again.text
+    assert again.headers["content-type"] == "application/problem+json"
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == problem
+    assert stored(shop.world.db, shop.sponsor, CALCULATE, body["checkoutTransactionId"]) == []
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"basketPreTaxAmount": 1.0, "basketPostTaxAmount": 1.0},  # items do not add up
+        {"items": "kettle"},  # not an array
+        {"sponsorCode": 5},  # not a string
+    ],
+    ids=["inconsistent", "shape", "type"],
+)
+def test_calculate_refused_before_processing_stores_nothing_under_the_key(
+    shop: Shop, broken: dict[str, Any]
+) -> None:
+    shop.standard_offers()
+    collector = shop.world.collector()
+    body = shop.basket(collector, APPLES, KETTLE)
+    key = str(uuid.uuid4())
+
+    refused = shop.call(CALCULATE, {**body, **broken}, key=key)
+    assert refused.status_code == 400, refused.text
     assert_nothing_stored(
         shop.world.db, shop.partner.client_id, collector, body["checkoutTransactionId"], key
     )
+
+    corrected = shop.call(CALCULATE, body, key=key)
+    again = shop.call(CALCULATE, body, key=key)
+
+    assert corrected.status_code == 200, corrected.text
+    assert "Idempotent-Replayed" not in corrected.headers
+    assert corrected.json()["totalMiles"] == 20
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == corrected.json()
+
+
+def test_calculate_with_a_key_another_process_is_running_is_409_in_use(shop: Shop) -> None:
+    """PostgreSQL: the key's advisory lock, taken here as another API process running the key
+    would, makes the call 409 at once; released, the call runs, and its retry replays."""
+    db = shop.world.db
+    if db.is_sqlite:
+        pytest.skip("SQLite runs one call at a time: a second call for a key waits and replays")
+    shop.standard_offers()
+    body = shop.basket(shop.world.collector(), APPLES, KETTLE)
+    key = str(uuid.uuid4())
+
+    with advisory_lock(db, idempotency.lock_number(shop.partner.client_id, key)):
+        refused = shop.call(CALCULATE, body, key=key)
+    first = shop.call(CALCULATE, body, key=key)
+    retry = shop.call(CALCULATE, body, key=key)
+
+    assert_problem(refused, 409, "IDEMPOTENCY_KEY_IN_USE")
+    assert refused.headers["Retry-After"] == "1"
+    assert first.status_code == 200, first.text
+    assert "Idempotent-Replayed" not in first.headers
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.json() == first.json()
+
+
+def test_calculate_with_a_key_this_process_is_running_is_409_in_use(shop: Shop) -> None:
+    """In one process, the registry of running keys refuses a second call for the key (the
+    server's CALCULATE runs `service.calculate`, as here)."""
+    shop.standard_offers()
+    body = shop.basket(shop.world.collector(), APPLES, KETTLE)
+    registry = idempotency.InFlightRegistry()
+    call = calculate_call(shop, body, key="k-running")
+
+    with registry.hold(call.client_id, "k-running"), pytest.raises(ProblemError) as refused:
+        service.calculate(shop.world.db, Settings(), registry, call)
+    outcome = service.calculate(shop.world.db, Settings(), registry, call)
+
+    assert refused.value.code == "IDEMPOTENCY_KEY_IN_USE"
+    assert refused.value.headers == {"Retry-After": "1"}
+    assert outcome.status == 200
+    assert not outcome.replayed
+
+
+def test_calculate_calls_with_one_key_at_once_compute_once(shop: Shop) -> None:
+    shop.standard_offers()
+    body = shop.basket(shop.world.collector(), APPLES, KETTLE)
+    key = str(uuid.uuid4())
+    calls = 8
+
+    with ThreadPoolExecutor(max_workers=calls) as pool:
+        responses = list(pool.map(lambda _: shop.call(CALCULATE, body, key=key), range(calls)))
+
+    assert {r.status_code for r in responses} <= {200, 409}, [r.text for r in responses]
+    answered = [r for r in responses if r.status_code == 200]
+    assert sum(1 for r in answered if "Idempotent-Replayed" not in r.headers) == 1
+    assert {r.content for r in answered} == {answered[0].content}
+    for conflict in (r for r in responses if r.status_code == 409):
+        assert_problem(conflict, 409, "IDEMPOTENCY_KEY_IN_USE")
+        assert conflict.headers["Retry-After"] == "1"
+
+
+def test_calculate_keys_are_purged_after_the_retention_window(shop: Shop) -> None:
+    shop.standard_offers()
+    collector = shop.world.collector()
+    key = str(uuid.uuid4())
+    first = shop.call(CALCULATE, shop.basket(collector, APPLES, KETTLE), key=key)
+    assert first.status_code == 200, first.text
+    retention = Settings().idempotency_retention_days
+    db = shop.world.db
+    with db.unit_of_work() as session:
+        session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.client_id == shop.partner.client_id, IdempotencyKey.key == key)
+            .values(created_at=clock.utc_now() - timedelta(days=retention + 1))
+        )
+
+    with db.unit_of_work() as session:
+        purged = idempotency.purge_expired(session, clock.utc_now(), retention)
+    later = shop.call(CALCULATE, shop.basket(collector, KETTLE), key=key)
+
+    assert purged >= 1
+    assert later.status_code == 200, later.text
+    assert "Idempotent-Replayed" not in later.headers
+    assert later.json()["totalMiles"] == 5
 
 
 def test_calculate_does_not_need_a_known_collector(shop: Shop) -> None:

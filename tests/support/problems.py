@@ -51,6 +51,17 @@ def ledger_entry_count(db: Database, collector: str) -> int:
         )
 
 
+def idempotency_key_count(db: Database, client_id: str) -> int:
+    with db.reader() as session:
+        return int(
+            session.execute(
+                select(func.count())
+                .select_from(IdempotencyKey)
+                .where(IdempotencyKey.client_id == client_id)
+            ).scalar_one()
+        )
+
+
 def stored(db: Database, sponsor: str, path: str, partner_id: str) -> list[tuple[Any, ...]]:
     """(status, http_status, error_code) of every transaction row with this id at `path`."""
     with db.reader() as session:

@@ -298,7 +298,8 @@ class IssuanceClient(_Base):
     def calculate(
         self, request: ProgramBasketRequest, *, idempotency_key: str | None = None
     ) -> IssuanceResult:
-        """CALCULATE: what ISSUE would issue now; nothing is stored."""
+        """CALCULATE: what ISSUE would issue now; no miles move. The answer is stored under the
+        idempotency key, so a retry replays the same preview."""
         return self._issue(self._write("/calculate", request, idempotency_key))
 
     def issue(

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
-from rewardmiles import clock
 from rewardmiles.auth.tokens import Principal
 from rewardmiles.errors import ProblemError
 from rewardmiles.idempotency import service as idempotency
@@ -121,7 +120,11 @@ async def _handle(
         request_id=request_id_of(request),
     )
     outcome = None
-    if ctx.issue_writer is not None:
+    if endpoint is service.Endpoint.CALCULATE:
+        outcome = await run_sync(
+            ctx.limiter, service.calculate, ctx.db, ctx.settings, ctx.registry, call
+        )
+    elif ctx.issue_writer is not None:
         outcome = await service.execute_at_once(
             ctx.issue_writer, ctx.db, ctx.settings, ctx.registry, call
         )
@@ -212,24 +215,18 @@ def _program(body: ProgramBasketBase, principal: Principal) -> Command:
 
 @router.post(
     "/calculate",
-    summary="CALCULATE: the miles ISSUE would issue for this basket now (nothing is stored)",
-    description="The Idempotency-Key header is accepted and validated; a preview has no effect to "
-    "protect, so nothing is stored under it.",
+    summary="CALCULATE: the miles ISSUE would issue for this basket now (no miles move)",
+    description="A preview: no transaction is recorded and no balance moves. With an "
+    "Idempotency-Key, the answer (the preview, or a business rule's 400) is stored under the key "
+    "like any other endpoint's: a retry with the same key and body replays it with "
+    "`Idempotent-Replayed: true` and the same miles even if the offers changed in between. "
+    "Without a key, nothing is stored and every call previews the offers as they are now.",
     response_model=ProgramResponse,
-    responses=problem_responses(400, 401, 403, 413, 415, 500),
+    responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 500),
     openapi_extra=_request_body(CalculateRequest),
 )
 async def calculate(request: Request) -> Response:
-    ctx = request.app.state.ctx
-    principal = await authorize(request)
-    idempotency.parse_key(request.headers.get("idempotency-key"))
-    obj, _ = await read_json_object(request)
-    body = validate_body(CalculateRequest, obj, context={}, rules=FIELD_RULES, codes=FIELD_CODES)
-    command = _program(body, principal)
-    result = await run_sync(
-        ctx.limiter, service.calculate, ctx.db, ctx.settings, command, clock.utc_now()
-    )
-    return json_response(200, result)
+    return await _handle(request, service.Endpoint.CALCULATE, CalculateRequest, _program)
 
 
 @router.post(

@@ -403,7 +403,7 @@ class ProgramBasketBase(BasketCore):
 
 
 class CalculateRequest(ProgramBasketBase):
-    """CALCULATE: what ISSUE would issue now; nothing is stored."""
+    """CALCULATE: what ISSUE would issue now; no transaction is recorded, no miles move."""
 
 
 class IssueRequest(ProgramBasketBase):

@@ -1,5 +1,6 @@
-"""Use cases of the partner-calculated endpoints (SPEC §3 and §4): POST, POST/EVENT, REVERSE,
-REVERSE/EVENT, RECORD, and the transaction lookup.
+"""Use cases of the partner endpoints (SPEC §3 and §4): POST, POST/EVENT, REVERSE,
+REVERSE/EVENT, RECORD, the program-calculated CALCULATE, ISSUE and RETURN, and the transaction
+lookup.
 
 Every endpoint runs the same path on the family-neutral `Command` view of its request. Services
 take a session (the unit of work) and never commit. A use case first loads and checks everything
@@ -45,6 +46,7 @@ class Endpoint(StrEnum):
     RECORD = "record"
     ISSUE = "issue"
     RETURN = "return"
+    CALCULATE = "calculate"  # a preview: never a transaction, only (with a key) a stored answer
 
 
 class CollectorStatus(StrEnum):
@@ -83,6 +85,7 @@ RULES: dict[Endpoint, EndpointRules] = {
     Endpoint.RECORD: EndpointRules("RECORD", NO_EFFECT),
     Endpoint.ISSUE: EndpointRules("ISSUE", CREDIT),
     Endpoint.RETURN: EndpointRules("RETURN", DEBIT, (Endpoint.ISSUE,), (Endpoint.POST,)),
+    Endpoint.CALCULATE: EndpointRules("CALCULATE", NO_EFFECT),
 }
 WIRE_NAMES = {endpoint.value: rules.wire_name for endpoint, rules in RULES.items()}
 # Program-calculated miles go back through RETURN, with the rules stored with the ISSUE;
@@ -142,7 +145,25 @@ def execute(
     *,
     now: Callable[[], datetime] = clock.utc_now,
 ) -> Outcome:
-    """Run one partner write call: idempotency, rules, effects, all in one unit of work.
+    """Run one partner write call: idempotency, rules, effects, all in one unit of work. The
+    first attempt leaves rule 3.7's duplicate check to the unique index."""
+    return _run_keyed(
+        db,
+        registry,
+        call,
+        lambda session, attempt: _execute_once(
+            session, settings, call, now(), optimistic=attempt == 1
+        ),
+    )
+
+
+def _run_keyed(
+    db: Database,
+    registry: idempotency.InFlightRegistry,
+    call: PartnerCall,
+    once: Callable[[Session, int], Outcome],
+) -> Outcome:
+    """`once(session, attempt)` in a unit of work, with the call's key held in this process.
 
     A unique-constraint race (two processes accepting the same key or transaction id at once)
     rolls the loser back; its retry then finds the winner's result and replays it.
@@ -151,8 +172,7 @@ def execute(
         for attempt in range(1, INTEGRITY_RETRIES + 1):
             try:
                 with db.unit_of_work() as session:
-                    # The first attempt leaves rule 3.7's duplicate check to the unique index.
-                    return _execute_once(session, settings, call, now(), optimistic=attempt == 1)
+                    return once(session, attempt)
             except IntegrityError:
                 if attempt == INTEGRITY_RETRIES:
                     raise
@@ -265,6 +285,19 @@ def plan_posted_issue(
 def _execute_once(
     session: Session, settings: Settings, call: PartnerCall, now: datetime, *, optimistic: bool
 ) -> Outcome:
+    replay = _claim(session, call)
+    if replay is not None:
+        return replay
+    # The inserts (transaction, lines, ledger entries, key) go to the database together at the
+    # end; nothing below reads them back. The balance update runs in place (RETURNING).
+    with batched_writes(session):
+        return _execute_rules(session, settings, call, now, optimistic=optimistic)
+
+
+def _claim(session: Session, call: PartnerCall) -> Outcome | None:
+    """The first statement of a call's unit of work: with a key, take it (409 while another
+    process runs it) and return the replay of its stored outcome (422 for another request), if
+    any; then use the reference-data cache of the version read."""
     key = call.idempotency_key
     if key is not None:
         claimed = idempotency.claim(session, call.client_id, key)
@@ -275,10 +308,7 @@ def _execute_once(
     else:
         version = idempotency.reference_version(session)
     repo.use_reference_cache(session, version)
-    # The inserts (transaction, lines, ledger entries, key) go to the database together at the
-    # end; nothing below reads them back. The balance update runs in place (RETURNING).
-    with batched_writes(session):
-        return _execute_rules(session, settings, call, now, optimistic=optimistic)
+    return None
 
 
 def _execute_rules(
@@ -1013,20 +1043,63 @@ def _compute_return(session: Session, call: PartnerCall) -> Command:
     return _with_lines(command, capped, issued["locationCode"], {"returned": dict(returned_now)})
 
 
-def calculate(db: Database, settings: Settings, command: Command, now: datetime) -> dict[str, Any]:
-    """CALCULATE: what ISSUE would issue now. Reads only; a failed rule is a 400, not recorded."""
-    with db.reader() as session:
-        _check_sponsor(session, command.sponsor_code)
-        if command.collector_number is not None:  # what ISSUE would refuse, CALCULATE refuses
-            status = repo.collector_status(session, command.collector_number)
-            account = (
-                None
-                if status is None
-                else ledger.CollectorAccount(command.collector_number, status, 0)
-            )
-            _check_collector(settings, account, command.collector_number)
-        _check_date_window(settings, command, now)
-        offers = _program_offers(session, settings, command)
+def calculate(
+    db: Database,
+    settings: Settings,
+    registry: idempotency.InFlightRegistry,
+    call: PartnerCall,
+    *,
+    now: Callable[[], datetime] = clock.utc_now,
+) -> Outcome:
+    """CALCULATE: what ISSUE would issue now; no transaction is ever recorded.
+
+    Without a key, a pure preview on a read-only session (a failed rule raises: a 400 that
+    leaves nothing behind). With a key, the answer — the preview, or a failed rule's 400 — is
+    stored under it like a write endpoint's (SPEC §4), and a retry replays it even if the offers
+    changed in between.
+    """
+    key = call.idempotency_key
+    if key is None:
+        moment = now()
+        with db.reader() as session:
+            offers = _preview_offers(session, settings, call.command, moment)
+        return Outcome(200, _preview(settings, call.command, offers, moment))
+
+    def once(session: Session, _attempt: int) -> Outcome:
+        replay = _claim(session, call)
+        if replay is not None:
+            return replay
+        moment = now()
+        try:
+            offers = _preview_offers(session, settings, call.command, moment)
+            outcome = Outcome(200, _preview(settings, call.command, offers, moment))
+        except BusinessRuleError as rule:
+            outcome = Outcome(400, problem_from_error(rule, call.request_id))
+        idempotency.store(session, _key_row(call, key, outcome, moment))
+        return outcome
+
+    return _run_keyed(db, registry, call, once)
+
+
+def _preview_offers(
+    session: Session, settings: Settings, command: Command, now: datetime
+) -> list[engine.Offer]:
+    """CALCULATE's reads: what ISSUE would refuse, it refuses; then the applicable offers."""
+    _check_sponsor(session, command.sponsor_code)
+    if command.collector_number is not None:
+        status = repo.collector_status(session, command.collector_number)
+        account = (
+            None if status is None else ledger.CollectorAccount(command.collector_number, status, 0)
+        )
+        _check_collector(settings, account, command.collector_number)
+    _check_date_window(settings, command, now)
+    return _program_offers(session, settings, command)
+
+
+def _preview(
+    settings: Settings, command: Command, offers: list[engine.Offer], now: datetime
+) -> dict[str, Any]:
+    """CALCULATE's response body: ISSUE's computation with `offers`."""
     assert command.program is not None
     computed = engine.calculate(offers, command.program.basket)
     _check_line_maximum(settings, computed)
