@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from rewardmiles import ledger
 from rewardmiles.auth import service as auth
 from rewardmiles.cli.main import app
+from rewardmiles.config import Settings
 from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import (
@@ -28,10 +29,13 @@ from rewardmiles.db.models import (
     PartnerClient,
     Sponsor,
     Transaction,
+    WebhookDelivery,
 )
+from rewardmiles.issuance import service as issuance
 from rewardmiles.ledger.verify import verify
 from tests.conftest import PG_ADMIN_URL, DatabaseFactory
 from tests.support import data
+from tests.support.issue import call
 
 HASH_COST = "10"
 Cli = Callable[..., Result]
@@ -564,3 +568,71 @@ def test_ledger_verify_fails_on_a_broken_ledger(
     stderr = _failed(result)
     assert f"collector {number}: balance 77 but entries sum to 0" in stderr
     assert "ledger OK" not in result.stdout
+
+
+# --------------------------------------------------------------------------- pending review
+
+
+def _review_line(cli_db: Database) -> tuple[str, str, str]:
+    """(sponsor, transaction id, line id) of a line held for an operator's review."""
+    sponsor = data.new_sponsor(cli_db, review_threshold_miles=100)
+    number = data.new_collector(cli_db)
+    outcome = call(cli_db, Settings(), data.event_body(sponsor, number, miles=500))
+    assert outcome.status == 202, outcome.body
+    transaction_id = str(outcome.transaction_id)
+    return sponsor, transaction_id, f"{transaction_id}:0"
+
+
+def _rejected_code(cli_db: Database, sponsor: str, transaction_id: str) -> object:
+    with cli_db.reader() as session:
+        view = issuance.lookup(session, transaction_id, (sponsor,))
+    assert view is not None
+    (line,) = view["issuances"]
+    assert line["status"] == "REJECTED", line
+    return line.get("errorCode")
+
+
+def test_pending_reject_without_a_reason_is_review_rejected(cli: Cli, cli_db: Database) -> None:
+    sponsor, transaction_id, line = _review_line(cli_db)
+    _ok(cli("webhook", "add", "http://127.0.0.1:9/hook", "--sponsor", sponsor))
+
+    out = _flat(_ok(cli("pending", "reject", line)).stdout)
+
+    assert f"line {line} rejected (REVIEW_REJECTED)" in out
+    assert _rejected_code(cli_db, sponsor, transaction_id) == "REVIEW_REJECTED"
+    with cli_db.reader() as session:
+        payloads = session.scalars(
+            select(WebhookDelivery.payload_json).where(
+                WebhookDelivery.transaction_id == transaction_id
+            )
+        ).all()
+    assert len(payloads) == 1
+    event = json.loads(payloads[0])
+    assert event["data"]["issuances"][0]["errorCode"] == "REVIEW_REJECTED"
+
+
+def test_pending_reject_takes_another_catalogue_code(cli: Cli, cli_db: Database) -> None:
+    sponsor, transaction_id, line = _review_line(cli_db)
+    _ok(cli("pending", "reject", line, "--reason", "OFFER_INACTIVE"))
+    assert _rejected_code(cli_db, sponsor, transaction_id) == "OFFER_INACTIVE"
+
+
+def test_pending_reject_refuses_a_code_not_in_the_catalogue(cli: Cli, cli_db: Database) -> None:
+    _, transaction_id, line = _review_line(cli_db)
+    stderr = _failed(cli("pending", "reject", line, "--reason", "NOT_A_CODE"), 2)
+    assert "NOT_A_CODE" in stderr
+    assert "not an error code of the catalogue" in stderr
+    assert "REVIEW_REJECTED" in stderr  # the message names the default
+    with cli_db.reader() as session:
+        status = session.scalar(
+            select(IssuanceLine.status).where(IssuanceLine.transaction_id == transaction_id)
+        )
+    assert status == "pending"
+
+
+def test_pending_reject_help_suggests_review_rejected() -> None:
+    result = CliRunner().invoke(app, ["pending", "reject", "--help"])
+    assert result.exit_code == 0
+    text = _flat(result.stdout)
+    assert "REVIEW_REJECTED" in text
+    assert "OFFER_INACTIVE" not in text

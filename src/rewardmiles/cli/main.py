@@ -497,12 +497,28 @@ def pending_approve(line_id: Annotated[str, typer.Argument(help="TRANSACTION_ID:
     out.print(f"line {line_id} approved")
 
 
+REVIEW_REJECTED = "REVIEW_REJECTED"
+
+
 @pending_app.command("reject")
 def pending_reject(
     line_id: Annotated[str, typer.Argument(help="TRANSACTION_ID:LINE_NO")],
-    reason: Annotated[str, typer.Option("--reason", help="An error code of the catalogue.")],
+    reason: Annotated[
+        str,
+        typer.Option(
+            "--reason",
+            metavar="CODE",
+            help="An error code of the catalogue (GET /problems lists them).",
+        ),
+    ] = REVIEW_REJECTED,
 ) -> None:
-    """Reject a line held for review, with a catalogue error code as the reason."""
+    """Reject a line held for review; the partner sees the reason as the line's errorCode."""
+    if reason not in CATALOGUE:
+        raise _fail(
+            f"--reason {reason!r} is not an error code of the catalogue "
+            f"(leave it out for {REVIEW_REJECTED}: refused by an operator)",
+            2,
+        )
     _, db = _ready_database()
     with _operation(db) as session:
         settlement.reject(session, line_id, reason, clock.utc_now(), known_codes=list(CATALOGUE))
@@ -830,7 +846,7 @@ EXAMPLES: dict[tuple[str, str], str] = {
     ("keys", "retire"): "rewardmiles keys retire rm-20261125-9e0de4d3",
     ("pending", "list"): "rewardmiles pending list --sponsor KENY --json",
     ("pending", "approve"): "rewardmiles pending approve 2da4ebf6-8bf5-4516-b41b-bb18ca196740:0",
-    ("pending", "reject"): "rewardmiles pending reject 2da4ebf6-…:0 --reason OFFER_INACTIVE",
+    ("pending", "reject"): "rewardmiles pending reject 2da4ebf6-8bf5-4516-b41b-bb18ca196740:0",
     ("webhook", "add"): "rewardmiles webhook add https://partner.example/hooks --sponsor KENY",
     ("webhook", "list"): "rewardmiles webhook list --sponsor KENY",
     ("webhook", "remove"): "rewardmiles webhook remove 6c0d…",
