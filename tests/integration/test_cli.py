@@ -15,7 +15,7 @@ from click.testing import Result
 from sqlalchemy import func, insert, select
 from typer.testing import CliRunner
 
-from rewardmiles import ledger
+from rewardmiles import clock, ledger
 from rewardmiles.auth import service as auth
 from rewardmiles.cli.main import app
 from rewardmiles.config import Settings
@@ -636,3 +636,70 @@ def test_pending_reject_help_suggests_review_rejected() -> None:
     text = _flat(result.stdout)
     assert "REVIEW_REJECTED" in text
     assert "OFFER_INACTIVE" not in text
+
+
+# --------------------------------------------------------------------------- reports
+
+
+TORONTO = "America/Toronto"
+
+
+def test_report_audit_defaults_to_the_current_transaction_day(cli: Cli, cli_db: Database) -> None:
+    sponsor = data.new_sponsor(cli_db)
+    number = data.new_collector(cli_db)
+    body = data.event_body(sponsor, number, transactionDateTime=data.iso(data.now()))
+    assert call(cli_db, Settings(), body).status == 200
+
+    result = _ok(cli("report", "audit", "--sponsor", sponsor, "--format", "json"))
+
+    report = json.loads(result.stdout)
+    assert (
+        report["transactionDay"] == clock.transaction_day_of(clock.utc_now(), TORONTO).isoformat()
+    )
+    assert report["timeZone"] == TORONTO
+    assert [t["partnerTransactionId"] for t in report["transactions"]] == [
+        body["clientTransactionId"]
+    ]
+    assert "no transactions" not in result.stderr
+
+
+def test_report_reconcile_defaults_to_the_current_transaction_day(
+    cli: Cli, cli_db: Database
+) -> None:
+    sponsor = data.new_sponsor(cli_db)
+    number = data.new_collector(cli_db)
+    body = data.event_body(sponsor, number, transactionDateTime=data.iso(data.now()))
+    assert call(cli_db, Settings(), body).status == 200
+
+    result = _ok(cli("report", "reconcile", "--sponsor", sponsor))
+
+    today = clock.transaction_day_of(clock.utc_now(), TORONTO).isoformat()
+    assert f"H2%%{sponsor}%%{today}%%{TORONTO}%%" in result.stdout
+    assert body["clientTransactionId"] in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "what"), [("audit", "transactions"), ("reconcile", "ledger postings")]
+)
+def test_a_report_of_an_empty_day_says_so_on_stderr(
+    cli: Cli, cli_db: Database, command: str, what: str
+) -> None:
+    sponsor = data.new_sponsor(cli_db)
+    result = _ok(cli("report", command, "--sponsor", sponsor, "--date", "2026-11-30"))
+    assert f"no {what} on Transaction Day 2026-11-30 ({TORONTO})" in _flat(result.stderr)
+
+
+def test_a_report_of_an_unknown_sponsor_fails(cli: Cli) -> None:
+    stderr = _failed(cli("report", "audit", "--sponsor", "NOSUCH", "--date", "2026-11-30"))
+    assert "sponsor NOSUCH does not exist" in stderr
+
+
+@pytest.mark.parametrize(
+    "command", [("report", "audit"), ("report", "reconcile"), ("offer", "add")]
+)
+def test_every_date_option_names_the_program_time_zone(command: tuple[str, str]) -> None:
+    result = CliRunner().invoke(app, [*command, "--help"])
+    assert result.exit_code == 0
+    text = _flat(result.stdout)
+    assert "program time zone" in text
+    assert "REWARDMILES_PROGRAM_TIME_ZONE" in text

@@ -79,6 +79,11 @@ class Status(StrEnum):
     CLOSED = "CLOSED"
 
 
+# Every date an operator gives is a day in the program time zone; --help says so.
+PROGRAM_DAY = "in the program time zone (REWARDMILES_PROGRAM_TIME_ZONE, default America/Toronto)"
+DAY_HELP = f"Transaction Day, YYYY-MM-DD, {PROGRAM_DAY}. Default: the current one."
+
+
 def _settings() -> Settings:
     return Settings.from_env()
 
@@ -600,8 +605,14 @@ def offer_add(
         typer.Option(help='Rule as JSON, e.g. \'{"type": "base", "miles": 1, "perDollars": 20}\'.'),
     ] = None,
     description: Annotated[str, typer.Option(help="Shown to partners as offerDescription.")] = "",
-    valid_from: Annotated[str | None, typer.Option(help="First valid day, YYYY-MM-DD.")] = None,
-    valid_to: Annotated[str | None, typer.Option(help="Last valid day, YYYY-MM-DD.")] = None,
+    valid_from: Annotated[
+        str | None,
+        typer.Option(metavar="YYYY-MM-DD", help=f"First valid day, {PROGRAM_DAY}."),
+    ] = None,
+    valid_to: Annotated[
+        str | None,
+        typer.Option(metavar="YYYY-MM-DD", help=f"Last valid day (inclusive), {PROGRAM_DAY}."),
+    ] = None,
     location: Annotated[
         list[str] | None, typer.Option("--location", help="Applies only here (repeatable).")
     ] = None,
@@ -688,11 +699,23 @@ class ReportFormat(StrEnum):
     JSON = "json"
 
 
-def _day(text: str) -> date:
+def _day(text: str | None, settings: Settings) -> date:
+    """The Transaction Day named by --date, or the current one in the program time zone."""
+    if text is None:
+        return clock.transaction_day_of(clock.utc_now(), settings.program_time_zone)
     try:
         return date.fromisoformat(text)
     except ValueError as exc:
         raise _fail(f"--date {text!r} must be YYYY-MM-DD", 2) from exc
+
+
+def _require_sponsor(session: Session, code: str) -> None:
+    if session.get(Sponsor, code) is None:
+        raise _fail(f"sponsor {code} does not exist")
+
+
+def _note_empty_day(what: str, day: date, settings: Settings) -> None:
+    err.print(f"no {what} on Transaction Day {day.isoformat()} ({settings.program_time_zone})")
 
 
 def _emit(text: str, output: Path | None) -> None:
@@ -706,7 +729,7 @@ def _emit(text: str, output: Path | None) -> None:
 @report_app.command("audit")
 def report_audit(
     sponsor: Annotated[str, typer.Option("--sponsor", help="Sponsor code.")],
-    day: Annotated[str, typer.Option("--date", help="Transaction Day, YYYY-MM-DD.")],
+    day: Annotated[str | None, typer.Option("--date", metavar="YYYY-MM-DD", help=DAY_HELP)] = None,
     fmt: Annotated[ReportFormat, typer.Option("--format", help="csv or json.")] = ReportFormat.CSV,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="File (default: stdout).")
@@ -715,8 +738,12 @@ def report_audit(
 ) -> None:
     """Every request of the sponsor's Transaction Day (program time zone)."""
     settings, db = _ready_database()
+    transaction_day = _day(day, settings)
     with db.reader() as session:
-        report = audit.audit_report(session, sponsor, _day(day), settings.program_time_zone)
+        _require_sponsor(session, sponsor)
+        report = audit.audit_report(session, sponsor, transaction_day, settings.program_time_zone)
+    if not report.transactions:
+        _note_empty_day("transactions", transaction_day, settings)
     if fmt is ReportFormat.JSON:
         _emit(json.dumps(report.as_json(), indent=2) + "\n", output)
     else:
@@ -726,17 +753,21 @@ def report_audit(
 @report_app.command("reconcile")
 def report_reconcile(
     sponsor: Annotated[str, typer.Option("--sponsor", help="Sponsor code.")],
-    day: Annotated[str, typer.Option("--date", help="Transaction Day, YYYY-MM-DD.")],
+    day: Annotated[str | None, typer.Option("--date", metavar="YYYY-MM-DD", help=DAY_HELP)] = None,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="File (default: stdout).")
     ] = None,
 ) -> None:
     """The reconciliation file of the sponsor's Transaction Day (docs/reconciliation.md)."""
     settings, db = _ready_database()
+    transaction_day = _day(day, settings)
     with db.reader() as session:
+        _require_sponsor(session, sponsor)
         recon = reconciliation.build(
-            session, sponsor, _day(day), settings.program_time_zone, clock.utc_now()
+            session, sponsor, transaction_day, settings.program_time_zone, clock.utc_now()
         )
+    if not recon.details:
+        _note_empty_day("ledger postings", transaction_day, settings)
     _emit(reconciliation.render(recon), output)
 
 
