@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import uuid
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 
 from rewardmiles import clock, ledger
 from rewardmiles.auth import service as auth
-from rewardmiles.cli.main import app
+from rewardmiles.cli.main import UVICORN_OPTIONS, app
 from rewardmiles.config import Settings
 from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database
@@ -703,3 +704,64 @@ def test_every_date_option_names_the_program_time_zone(command: tuple[str, str])
     text = _flat(result.stdout)
     assert "program time zone" in text
     assert "REWARDMILES_PROGRAM_TIME_ZONE" in text
+
+
+# --------------------------------------------------------------------------- serve
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """`serve` up to the point where uvicorn would take over; records uvicorn.run's arguments."""
+    import uvicorn
+
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append(kwargs))
+    return calls
+
+
+def test_serve_says_where_it_listens_what_database_and_whether_the_worker_runs(
+    empty_url: str, served: list[dict[str, object]]
+) -> None:
+    url = empty_url.replace("postgres@", "postgres:s3cret-pw@")  # trust auth ignores it
+    result = _ok(_runner(url)("serve", "--port", "8123"))
+
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert "http://127.0.0.1:8123" in line
+    assert "s3cret-pw" not in line
+    if "sqlite" in url:
+        assert url in line
+    else:
+        assert url.replace("s3cret-pw", "***") in line
+    assert "settlement worker on" in line
+    assert served == [{"host": "127.0.0.1", "port": 8123, **UVICORN_OPTIONS}]
+
+
+def test_serve_without_the_worker_says_so(
+    empty_url: str, served: list[dict[str, object]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REWARDMILES_EMBEDDED_WORKER", raising=False)
+    try:
+        line = _flat(_ok(_runner(empty_url)("serve", "--no-worker")).stderr)
+    finally:
+        os.environ.pop("REWARDMILES_EMBEDDED_WORKER", None)  # `serve --no-worker` sets it
+    assert "http://127.0.0.1:8000" in line
+    assert "settlement worker off" in line
+
+
+def test_demo_banner_shows_the_statuses_the_database_holds(
+    empty_url: str, served: list[dict[str, object]]
+) -> None:
+    cli = _runner(empty_url)
+    first = _flat(_ok(cli("serve", "--demo")).stderr)
+    assert "80085102051 ON_HOLD" in first
+    _ok(cli("collector", "set-status", "80085102051", "ACTIVE"))
+    _ok(cli("collector", "set-status", "80085102069", "ACTIVE"))
+
+    again = _flat(_ok(cli("serve", "--demo")).stderr)
+
+    assert "80085102051 ACTIVE" in again
+    assert "80085102069 ACTIVE" in again
+    assert "ON_HOLD" not in again
+    assert "CLOSED" not in again

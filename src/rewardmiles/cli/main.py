@@ -19,6 +19,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 from rich.text import Text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from rewardmiles import clock, demo, logs
@@ -156,6 +157,7 @@ def serve(
     if workers > 1 and db.is_sqlite:
         db.dispose()
         raise _fail("--workers > 1 needs PostgreSQL (SQLite has a single writer)", 2)
+    err.print(_serving_line(settings, host, port, workers))
     if demo_data:
         with db.unit_of_work() as session:
             data = demo.seed(session, clock.utc_now(), secret_hash_cost=settings.secret_hash_cost)
@@ -198,6 +200,19 @@ def worker(
         return
     runner.run_forever()
     db.dispose()
+
+
+def _serving_line(settings: Settings, host: str, port: int, workers: int) -> str:
+    """One line for the person who started `serve`: where, on what, with or without a worker."""
+    database = make_url(settings.database_url).render_as_string(hide_password=True)
+    processes = f" ({workers} API processes)" if workers > 1 else ""
+    if not settings.embedded_worker:
+        worker = "settlement worker off (run `rewardmiles worker`)"
+    else:
+        worker = "settlement worker on" + (" in each API process" if workers > 1 else "")
+    return (
+        f"rewardmiles listening on http://{host}:{port}{processes}; database {database}; {worker}"
+    )
 
 
 def _print_demo(data: demo.DemoData, host: str, port: int) -> None:
