@@ -26,6 +26,7 @@ from rewardmiles import clock, demo, logs
 from rewardmiles.auth import keys as signing_keys
 from rewardmiles.auth import service as auth
 from rewardmiles.catalog import service as catalog
+from rewardmiles.cli import readable
 from rewardmiles.collectors import service as collectors
 from rewardmiles.config import ENV_PREFIX, Settings
 from rewardmiles.db import migrate
@@ -39,7 +40,7 @@ from rewardmiles.settlement import service as settlement
 from rewardmiles.settlement.worker import Worker
 from rewardmiles.webhooks import service as webhooks
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, cls=readable.Group)
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 sponsor_app = typer.Typer(no_args_is_help=True, help="Sponsors (partner businesses).")
 partner_app = typer.Typer(no_args_is_help=True, help="Partner API clients (credentials).")
@@ -67,7 +68,7 @@ SUBCOMMANDS = (
     (batch_app, "batch"),
 )
 for sub, name in SUBCOMMANDS:
-    app.add_typer(sub, name=name)
+    app.add_typer(sub, name=name, cls=readable.Group)
 
 # Operator-supplied values are printed as they are: no Rich markup, no highlighting.
 out = Console(markup=False, highlight=False, soft_wrap=True)
@@ -915,6 +916,7 @@ def _add_examples() -> None:
     groups = [("", app), *((name, sub) for sub, name in SUBCOMMANDS)]
     for group, typer_app in groups:
         for info in typer_app.registered_commands:
+            info.cls = readable.Command
             name = info.name or (info.callback.__name__.replace("_", "-") if info.callback else "")
             for key in ((group, name), (group, name.split("-", 1)[-1])):
                 if key in EXAMPLES:
