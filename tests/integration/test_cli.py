@@ -765,3 +765,14 @@ def test_demo_banner_shows_the_statuses_the_database_holds(
     assert "80085102069 ACTIVE" in again
     assert "ON_HOLD" not in again
     assert "CLOSED" not in again
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://rm:s3cret-pw@127.0.0.1:1/rm", "sqlite:////no/such/dir/rewardmiles.db"]
+)
+def test_an_unreachable_database_is_one_clear_line(url: str) -> None:
+    result = _runner(url)("serve")
+    stderr = _failed(result, 2)
+    assert "cannot open the database" in stderr
+    assert "s3cret-pw" not in stderr
+    assert "Traceback" not in stderr

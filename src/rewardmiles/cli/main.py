@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 from rich.text import Text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from rewardmiles import clock, demo, logs
@@ -101,8 +102,14 @@ def _ready_database() -> tuple[Settings, Database]:
     """Open the database, migrating it first when it is behind (every command needs the schema)."""
     settings = _settings()
     db = _database(settings)
-    if not migrate.is_current(db.engine):
-        migrate.upgrade(db.engine)
+    try:
+        if not migrate.is_current(db.engine):
+            migrate.upgrade(db.engine)
+    except OperationalError as exc:
+        db.dispose()
+        database = make_url(settings.database_url).render_as_string(hide_password=True)
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise _fail(f"cannot open the database {database}: {reason}", 2) from exc
     return settings, db
 
 
