@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rewardmiles import __version__, clock, logs, ratelimit
+from rewardmiles.apidocs import add_api_docs
 from rewardmiles.auth import routes as auth_routes
 from rewardmiles.auth.keys import KeyRing
 from rewardmiles.auth.tokens import TokenService
@@ -182,6 +183,8 @@ def create_app(settings: Settings | None = None) -> IssuanceApp:
         # A path is matched exactly: `/x/` for `/x` is a 404 problem, never a redirect (a 307
         # with an empty body, which a partner's client would replay or report as a failure).
         redirect_slashes=False,
+        docs_url=None,  # apidocs: the docs pages with their assets served here, not from a CDN
+        redoc_url=None,
     )
     app.direct_routes = dict(issuance_routes.DIRECT_ROUTES)
     app.add_middleware(RequestContextMiddleware)
@@ -196,6 +199,7 @@ def create_app(settings: Settings | None = None) -> IssuanceApp:
     app.include_router(reports_routes.batch_router)
     app.include_router(health_router)
     _add_problem_routes(app)
+    add_api_docs(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

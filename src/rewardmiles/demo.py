@@ -57,7 +57,8 @@ class DemoData:
 
 
 def seed(session: Session, now: datetime, *, secret_hash_cost: int) -> DemoData:
-    """Idempotent: running it again leaves existing demo rows as they are."""
+    """Idempotent: running it again leaves existing demo rows as they are, and reports them as
+    they are (a collector's status may have changed since)."""
     if session.get(Sponsor, SPONSOR) is None:
         catalog.add_sponsor(session, SPONSOR, "Kenny's Demo Market", now)
         session.flush()
@@ -78,4 +79,11 @@ def seed(session: Session, now: datetime, *, secret_hash_cost: int) -> DemoData:
             client_id=CLIENT_ID,
             client_secret=CLIENT_SECRET,
         )
-    return DemoData(CLIENT_ID, CLIENT_SECRET, SPONSOR, dict(COLLECTORS))
+    # What the database holds now: an operator may have changed a status since the first seed.
+    session.flush()
+    statuses = {}
+    for number in COLLECTORS:
+        view = collectors.get_collector(session, number)
+        assert view is not None
+        statuses[number] = view.status
+    return DemoData(CLIENT_ID, CLIENT_SECRET, SPONSOR, statuses)

@@ -192,6 +192,13 @@ _SPECS: tuple[ErrorSpec, ...] = (
         False,
         "A pending line could not settle within the pending window.",
     ),
+    ErrorSpec(
+        "REVIEW_REJECTED",
+        400,
+        "Rejected at review",
+        False,
+        "A line held for review was refused by an operator (`rewardmiles pending reject`).",
+    ),
     # -- protocol --
     ErrorSpec(
         "TOKEN_MISSING", 401, "Bearer token missing", False, "No `Authorization: Bearer` header."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import uuid
@@ -15,9 +16,10 @@ from click.testing import Result
 from sqlalchemy import func, insert, select
 from typer.testing import CliRunner
 
-from rewardmiles import ledger
+from rewardmiles import clock, ledger
 from rewardmiles.auth import service as auth
-from rewardmiles.cli.main import app
+from rewardmiles.cli.main import UVICORN_OPTIONS, app
+from rewardmiles.config import Settings
 from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import (
@@ -28,10 +30,13 @@ from rewardmiles.db.models import (
     PartnerClient,
     Sponsor,
     Transaction,
+    WebhookDelivery,
 )
+from rewardmiles.issuance import service as issuance
 from rewardmiles.ledger.verify import verify
 from tests.conftest import PG_ADMIN_URL, DatabaseFactory
 from tests.support import data
+from tests.support.issue import call
 
 HASH_COST = "10"
 Cli = Callable[..., Result]
@@ -564,3 +569,210 @@ def test_ledger_verify_fails_on_a_broken_ledger(
     stderr = _failed(result)
     assert f"collector {number}: balance 77 but entries sum to 0" in stderr
     assert "ledger OK" not in result.stdout
+
+
+# --------------------------------------------------------------------------- pending review
+
+
+def _review_line(cli_db: Database) -> tuple[str, str, str]:
+    """(sponsor, transaction id, line id) of a line held for an operator's review."""
+    sponsor = data.new_sponsor(cli_db, review_threshold_miles=100)
+    number = data.new_collector(cli_db)
+    outcome = call(cli_db, Settings(), data.event_body(sponsor, number, miles=500))
+    assert outcome.status == 202, outcome.body
+    transaction_id = str(outcome.transaction_id)
+    return sponsor, transaction_id, f"{transaction_id}:0"
+
+
+def _rejected_code(cli_db: Database, sponsor: str, transaction_id: str) -> object:
+    with cli_db.reader() as session:
+        view = issuance.lookup(session, transaction_id, (sponsor,))
+    assert view is not None
+    (line,) = view["issuances"]
+    assert line["status"] == "REJECTED", line
+    return line.get("errorCode")
+
+
+def test_pending_reject_without_a_reason_is_review_rejected(cli: Cli, cli_db: Database) -> None:
+    sponsor, transaction_id, line = _review_line(cli_db)
+    _ok(cli("webhook", "add", "http://127.0.0.1:9/hook", "--sponsor", sponsor))
+
+    out = _flat(_ok(cli("pending", "reject", line)).stdout)
+
+    assert f"line {line} rejected (REVIEW_REJECTED)" in out
+    assert _rejected_code(cli_db, sponsor, transaction_id) == "REVIEW_REJECTED"
+    with cli_db.reader() as session:
+        payloads = session.scalars(
+            select(WebhookDelivery.payload_json).where(
+                WebhookDelivery.transaction_id == transaction_id
+            )
+        ).all()
+    assert len(payloads) == 1
+    event = json.loads(payloads[0])
+    assert event["data"]["issuances"][0]["errorCode"] == "REVIEW_REJECTED"
+
+
+def test_pending_reject_takes_another_catalogue_code(cli: Cli, cli_db: Database) -> None:
+    sponsor, transaction_id, line = _review_line(cli_db)
+    _ok(cli("pending", "reject", line, "--reason", "OFFER_INACTIVE"))
+    assert _rejected_code(cli_db, sponsor, transaction_id) == "OFFER_INACTIVE"
+
+
+def test_pending_reject_refuses_a_code_not_in_the_catalogue(cli: Cli, cli_db: Database) -> None:
+    _, transaction_id, line = _review_line(cli_db)
+    stderr = _failed(cli("pending", "reject", line, "--reason", "NOT_A_CODE"), 2)
+    assert "NOT_A_CODE" in stderr
+    assert "not an error code of the catalogue" in stderr
+    assert "REVIEW_REJECTED" in stderr  # the message names the default
+    with cli_db.reader() as session:
+        status = session.scalar(
+            select(IssuanceLine.status).where(IssuanceLine.transaction_id == transaction_id)
+        )
+    assert status == "pending"
+
+
+def test_pending_reject_help_suggests_review_rejected() -> None:
+    result = CliRunner().invoke(app, ["pending", "reject", "--help"])
+    assert result.exit_code == 0
+    text = _flat(result.stdout)
+    assert "REVIEW_REJECTED" in text
+    assert "OFFER_INACTIVE" not in text
+
+
+# --------------------------------------------------------------------------- reports
+
+
+TORONTO = "America/Toronto"
+
+
+def test_report_audit_defaults_to_the_current_transaction_day(cli: Cli, cli_db: Database) -> None:
+    sponsor = data.new_sponsor(cli_db)
+    number = data.new_collector(cli_db)
+    body = data.event_body(sponsor, number, transactionDateTime=data.iso(data.now()))
+    assert call(cli_db, Settings(), body).status == 200
+
+    result = _ok(cli("report", "audit", "--sponsor", sponsor, "--format", "json"))
+
+    report = json.loads(result.stdout)
+    assert (
+        report["transactionDay"] == clock.transaction_day_of(clock.utc_now(), TORONTO).isoformat()
+    )
+    assert report["timeZone"] == TORONTO
+    assert [t["partnerTransactionId"] for t in report["transactions"]] == [
+        body["clientTransactionId"]
+    ]
+    assert "no transactions" not in result.stderr
+
+
+def test_report_reconcile_defaults_to_the_current_transaction_day(
+    cli: Cli, cli_db: Database
+) -> None:
+    sponsor = data.new_sponsor(cli_db)
+    number = data.new_collector(cli_db)
+    body = data.event_body(sponsor, number, transactionDateTime=data.iso(data.now()))
+    assert call(cli_db, Settings(), body).status == 200
+
+    result = _ok(cli("report", "reconcile", "--sponsor", sponsor))
+
+    today = clock.transaction_day_of(clock.utc_now(), TORONTO).isoformat()
+    assert f"H2%%{sponsor}%%{today}%%{TORONTO}%%" in result.stdout
+    assert body["clientTransactionId"] in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "what"), [("audit", "transactions"), ("reconcile", "ledger postings")]
+)
+def test_a_report_of_an_empty_day_says_so_on_stderr(
+    cli: Cli, cli_db: Database, command: str, what: str
+) -> None:
+    sponsor = data.new_sponsor(cli_db)
+    result = _ok(cli("report", command, "--sponsor", sponsor, "--date", "2026-11-30"))
+    assert f"no {what} on Transaction Day 2026-11-30 ({TORONTO})" in _flat(result.stderr)
+
+
+def test_a_report_of_an_unknown_sponsor_fails(cli: Cli) -> None:
+    stderr = _failed(cli("report", "audit", "--sponsor", "NOSUCH", "--date", "2026-11-30"))
+    assert "sponsor NOSUCH does not exist" in stderr
+
+
+@pytest.mark.parametrize(
+    "command", [("report", "audit"), ("report", "reconcile"), ("offer", "add")]
+)
+def test_every_date_option_names_the_program_time_zone(command: tuple[str, str]) -> None:
+    result = CliRunner().invoke(app, [*command, "--help"])
+    assert result.exit_code == 0
+    text = _flat(result.stdout)
+    assert "program time zone" in text
+    assert "REWARDMILES_PROGRAM_TIME_ZONE" in text
+
+
+# --------------------------------------------------------------------------- serve
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """`serve` up to the point where uvicorn would take over; records uvicorn.run's arguments."""
+    import uvicorn
+
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append(kwargs))
+    return calls
+
+
+def test_serve_says_where_it_listens_what_database_and_whether_the_worker_runs(
+    empty_url: str, served: list[dict[str, object]]
+) -> None:
+    url = empty_url.replace("postgres@", "postgres:s3cret-pw@")  # trust auth ignores it
+    result = _ok(_runner(url)("serve", "--port", "8123"))
+
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert "http://127.0.0.1:8123" in line
+    assert "s3cret-pw" not in line
+    if "sqlite" in url:
+        assert url in line
+    else:
+        assert url.replace("s3cret-pw", "***") in line
+    assert "settlement worker on" in line
+    assert served == [{"host": "127.0.0.1", "port": 8123, **UVICORN_OPTIONS}]
+
+
+def test_serve_without_the_worker_says_so(
+    empty_url: str, served: list[dict[str, object]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REWARDMILES_EMBEDDED_WORKER", raising=False)
+    try:
+        line = _flat(_ok(_runner(empty_url)("serve", "--no-worker")).stderr)
+    finally:
+        os.environ.pop("REWARDMILES_EMBEDDED_WORKER", None)  # `serve --no-worker` sets it
+    assert "http://127.0.0.1:8000" in line
+    assert "settlement worker off" in line
+
+
+def test_demo_banner_shows_the_statuses_the_database_holds(
+    empty_url: str, served: list[dict[str, object]]
+) -> None:
+    cli = _runner(empty_url)
+    first = _flat(_ok(cli("serve", "--demo")).stderr)
+    assert "80085102051 ON_HOLD" in first
+    _ok(cli("collector", "set-status", "80085102051", "ACTIVE"))
+    _ok(cli("collector", "set-status", "80085102069", "ACTIVE"))
+
+    again = _flat(_ok(cli("serve", "--demo")).stderr)
+
+    assert "80085102051 ACTIVE" in again
+    assert "80085102069 ACTIVE" in again
+    assert "ON_HOLD" not in again
+    assert "CLOSED" not in again
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://rm:s3cret-pw@127.0.0.1:1/rm", "sqlite:////no/such/dir/rewardmiles.db"]
+)
+def test_an_unreachable_database_is_one_clear_line(url: str) -> None:
+    result = _runner(url)("serve")
+    stderr = _failed(result, 2)
+    assert "cannot open the database" in stderr
+    assert "s3cret-pw" not in stderr
+    assert "Traceback" not in stderr

@@ -19,12 +19,15 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 from rich.text import Text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from rewardmiles import clock, demo, logs
 from rewardmiles.auth import keys as signing_keys
 from rewardmiles.auth import service as auth
 from rewardmiles.catalog import service as catalog
+from rewardmiles.cli import readable
 from rewardmiles.collectors import service as collectors
 from rewardmiles.config import ENV_PREFIX, Settings
 from rewardmiles.db import migrate
@@ -38,7 +41,7 @@ from rewardmiles.settlement import service as settlement
 from rewardmiles.settlement.worker import Worker
 from rewardmiles.webhooks import service as webhooks
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, cls=readable.Group)
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 sponsor_app = typer.Typer(no_args_is_help=True, help="Sponsors (partner businesses).")
 partner_app = typer.Typer(no_args_is_help=True, help="Partner API clients (credentials).")
@@ -66,7 +69,7 @@ SUBCOMMANDS = (
     (batch_app, "batch"),
 )
 for sub, name in SUBCOMMANDS:
-    app.add_typer(sub, name=name)
+    app.add_typer(sub, name=name, cls=readable.Group)
 
 # Operator-supplied values are printed as they are: no Rich markup, no highlighting.
 out = Console(markup=False, highlight=False, soft_wrap=True)
@@ -77,6 +80,11 @@ class Status(StrEnum):
     ACTIVE = "ACTIVE"
     ON_HOLD = "ON_HOLD"
     CLOSED = "CLOSED"
+
+
+# Every date an operator gives is a day in the program time zone; --help says so.
+PROGRAM_DAY = "in the program time zone (REWARDMILES_PROGRAM_TIME_ZONE, default America/Toronto)"
+DAY_HELP = f"Transaction Day, YYYY-MM-DD, {PROGRAM_DAY}. Default: the current one."
 
 
 def _settings() -> Settings:
@@ -94,8 +102,14 @@ def _ready_database() -> tuple[Settings, Database]:
     """Open the database, migrating it first when it is behind (every command needs the schema)."""
     settings = _settings()
     db = _database(settings)
-    if not migrate.is_current(db.engine):
-        migrate.upgrade(db.engine)
+    try:
+        if not migrate.is_current(db.engine):
+            migrate.upgrade(db.engine)
+    except OperationalError as exc:
+        db.dispose()
+        database = make_url(settings.database_url).render_as_string(hide_password=True)
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise _fail(f"cannot open the database {database}: {reason}", 2) from exc
     return settings, db
 
 
@@ -151,6 +165,7 @@ def serve(
     if workers > 1 and db.is_sqlite:
         db.dispose()
         raise _fail("--workers > 1 needs PostgreSQL (SQLite has a single writer)", 2)
+    err.print(_serving_line(settings, host, port, workers))
     if demo_data:
         with db.unit_of_work() as session:
             data = demo.seed(session, clock.utc_now(), secret_hash_cost=settings.secret_hash_cost)
@@ -193,6 +208,19 @@ def worker(
         return
     runner.run_forever()
     db.dispose()
+
+
+def _serving_line(settings: Settings, host: str, port: int, workers: int) -> str:
+    """One line for the person who started `serve`: where, on what, with or without a worker."""
+    database = make_url(settings.database_url).render_as_string(hide_password=True)
+    processes = f" ({workers} API processes)" if workers > 1 else ""
+    if not settings.embedded_worker:
+        worker = "settlement worker off (run `rewardmiles worker`)"
+    else:
+        worker = "settlement worker on" + (" in each API process" if workers > 1 else "")
+    return (
+        f"rewardmiles listening on http://{host}:{port}{processes}; database {database}; {worker}"
+    )
 
 
 def _print_demo(data: demo.DemoData, host: str, port: int) -> None:
@@ -497,12 +525,28 @@ def pending_approve(line_id: Annotated[str, typer.Argument(help="TRANSACTION_ID:
     out.print(f"line {line_id} approved")
 
 
+REVIEW_REJECTED = "REVIEW_REJECTED"
+
+
 @pending_app.command("reject")
 def pending_reject(
     line_id: Annotated[str, typer.Argument(help="TRANSACTION_ID:LINE_NO")],
-    reason: Annotated[str, typer.Option("--reason", help="An error code of the catalogue.")],
+    reason: Annotated[
+        str,
+        typer.Option(
+            "--reason",
+            metavar="CODE",
+            help="An error code of the catalogue (GET /problems lists them).",
+        ),
+    ] = REVIEW_REJECTED,
 ) -> None:
-    """Reject a line held for review, with a catalogue error code as the reason."""
+    """Reject a line held for review; the partner sees the reason as the line's errorCode."""
+    if reason not in CATALOGUE:
+        raise _fail(
+            f"--reason {reason!r} is not an error code of the catalogue "
+            f"(leave it out for {REVIEW_REJECTED}: refused by an operator)",
+            2,
+        )
     _, db = _ready_database()
     with _operation(db) as session:
         settlement.reject(session, line_id, reason, clock.utc_now(), known_codes=list(CATALOGUE))
@@ -584,8 +628,14 @@ def offer_add(
         typer.Option(help='Rule as JSON, e.g. \'{"type": "base", "miles": 1, "perDollars": 20}\'.'),
     ] = None,
     description: Annotated[str, typer.Option(help="Shown to partners as offerDescription.")] = "",
-    valid_from: Annotated[str | None, typer.Option(help="First valid day, YYYY-MM-DD.")] = None,
-    valid_to: Annotated[str | None, typer.Option(help="Last valid day, YYYY-MM-DD.")] = None,
+    valid_from: Annotated[
+        str | None,
+        typer.Option(metavar="YYYY-MM-DD", help=f"First valid day, {PROGRAM_DAY}."),
+    ] = None,
+    valid_to: Annotated[
+        str | None,
+        typer.Option(metavar="YYYY-MM-DD", help=f"Last valid day (inclusive), {PROGRAM_DAY}."),
+    ] = None,
     location: Annotated[
         list[str] | None, typer.Option("--location", help="Applies only here (repeatable).")
     ] = None,
@@ -673,11 +723,23 @@ class ReportFormat(StrEnum):
     JSON = "json"
 
 
-def _day(text: str) -> date:
+def _day(text: str | None, settings: Settings) -> date:
+    """The Transaction Day named by --date, or the current one in the program time zone."""
+    if text is None:
+        return clock.transaction_day_of(clock.utc_now(), settings.program_time_zone)
     try:
         return date.fromisoformat(text)
     except ValueError as exc:
         raise _fail(f"--date {text!r} must be YYYY-MM-DD", 2) from exc
+
+
+def _require_sponsor(session: Session, code: str) -> None:
+    if session.get(Sponsor, code) is None:
+        raise _fail(f"sponsor {code} does not exist")
+
+
+def _note_empty_day(what: str, day: date, settings: Settings) -> None:
+    err.print(f"no {what} on Transaction Day {day.isoformat()} ({settings.program_time_zone})")
 
 
 def _emit(text: str, output: Path | None) -> None:
@@ -691,7 +753,7 @@ def _emit(text: str, output: Path | None) -> None:
 @report_app.command("audit")
 def report_audit(
     sponsor: Annotated[str, typer.Option("--sponsor", help="Sponsor code.")],
-    day: Annotated[str, typer.Option("--date", help="Transaction Day, YYYY-MM-DD.")],
+    day: Annotated[str | None, typer.Option("--date", metavar="YYYY-MM-DD", help=DAY_HELP)] = None,
     fmt: Annotated[ReportFormat, typer.Option("--format", help="csv or json.")] = ReportFormat.CSV,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="File (default: stdout).")
@@ -700,8 +762,12 @@ def report_audit(
 ) -> None:
     """Every request of the sponsor's Transaction Day (program time zone)."""
     settings, db = _ready_database()
+    transaction_day = _day(day, settings)
     with db.reader() as session:
-        report = audit.audit_report(session, sponsor, _day(day), settings.program_time_zone)
+        _require_sponsor(session, sponsor)
+        report = audit.audit_report(session, sponsor, transaction_day, settings.program_time_zone)
+    if not report.transactions:
+        _note_empty_day("transactions", transaction_day, settings)
     if fmt is ReportFormat.JSON:
         _emit(json.dumps(report.as_json(), indent=2) + "\n", output)
     else:
@@ -711,17 +777,21 @@ def report_audit(
 @report_app.command("reconcile")
 def report_reconcile(
     sponsor: Annotated[str, typer.Option("--sponsor", help="Sponsor code.")],
-    day: Annotated[str, typer.Option("--date", help="Transaction Day, YYYY-MM-DD.")],
+    day: Annotated[str | None, typer.Option("--date", metavar="YYYY-MM-DD", help=DAY_HELP)] = None,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="File (default: stdout).")
     ] = None,
 ) -> None:
     """The reconciliation file of the sponsor's Transaction Day (docs/reconciliation.md)."""
     settings, db = _ready_database()
+    transaction_day = _day(day, settings)
     with db.reader() as session:
+        _require_sponsor(session, sponsor)
         recon = reconciliation.build(
-            session, sponsor, _day(day), settings.program_time_zone, clock.utc_now()
+            session, sponsor, transaction_day, settings.program_time_zone, clock.utc_now()
         )
+    if not recon.details:
+        _note_empty_day("ledger postings", transaction_day, settings)
     _emit(reconciliation.render(recon), output)
 
 
@@ -831,7 +901,7 @@ EXAMPLES: dict[tuple[str, str], str] = {
     ("keys", "retire"): "rewardmiles keys retire rm-20261125-9e0de4d3",
     ("pending", "list"): "rewardmiles pending list --sponsor KENY --json",
     ("pending", "approve"): "rewardmiles pending approve 2da4ebf6-8bf5-4516-b41b-bb18ca196740:0",
-    ("pending", "reject"): "rewardmiles pending reject 2da4ebf6-…:0 --reason OFFER_INACTIVE",
+    ("pending", "reject"): "rewardmiles pending reject 2da4ebf6-8bf5-4516-b41b-bb18ca196740:0",
     ("webhook", "add"): "rewardmiles webhook add https://partner.example/hooks --sponsor KENY",
     ("webhook", "list"): "rewardmiles webhook list --sponsor KENY",
     ("webhook", "remove"): "rewardmiles webhook remove 6c0d…",
@@ -854,6 +924,7 @@ def _add_examples() -> None:
     groups = [("", app), *((name, sub) for sub, name in SUBCOMMANDS)]
     for group, typer_app in groups:
         for info in typer_app.registered_commands:
+            info.cls = readable.Command
             name = info.name or (info.callback.__name__.replace("_", "-") if info.callback else "")
             for key in ((group, name), (group, name.split("-", 1)[-1])):
                 if key in EXAMPLES:
