@@ -2,9 +2,43 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
+
+# A partner's date-time (SPEC §6, amended 2026-11-30): RFC 3339 exactly, with an uppercase `T`,
+# seconds, an optional fraction of 1–9 digits, and `Z` or `±hh:mm` from -12:00 to +14:00. The
+# same text is the `pattern` of the OpenAPI schema (an ECMA regex too); whether the day exists in
+# its month is left to `datetime`.
+RFC3339_PATTERN = (
+    r"^[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?"
+    r"(?:Z|[+](?:0[0-9]|1[0-3]):[0-5][0-9]|[+]14:00|-(?:0[0-9]|1[01]):[0-5][0-9]|-12:00)$"
+)
+RFC3339_CHARS_MAX = 35  # 2026-11-30T04:10:41.123456789+14:00
+_RFC3339 = re.compile(RFC3339_PATTERN)
+
+
+def parse_partner_datetime(value: object) -> datetime:
+    """A partner's date-time (`transactionDateTime`, `checkoutDateTime`, a log record's
+    `transactionDateTime`) by `RFC3339_PATTERN`, as an aware datetime. Nothing else passes: no
+    space or lowercase `t`/`z`, no hour-only or second offsets, no basic or week formats, no
+    missing seconds. A fraction beyond microseconds is truncated (what `datetime` can hold).
+    ValueError otherwise, and for an instant outside years 1–9999 in UTC."""
+    if not isinstance(value, str) or len(value) > RFC3339_CHARS_MAX:
+        raise ValueError("must be an RFC 3339 date-time string")
+    if _RFC3339.fullmatch(value) is None:
+        raise ValueError("must be an RFC 3339 date-time")
+    # The shape is RFC 3339's, a subset of what `fromisoformat` reads the same way; it checks the
+    # calendar (February 30th, year 0) and truncates a fraction beyond 6 digits.
+    moment = datetime.fromisoformat(value)
+    if value.startswith(("0001", "9999")):
+        try:
+            moment.astimezone(UTC)
+        except OverflowError as exc:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+            raise ValueError("must lie within years 1–9999 in UTC") from exc
+    return moment
 
 
 def utc_now() -> datetime:

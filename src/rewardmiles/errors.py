@@ -34,7 +34,8 @@ _SPECS: tuple[ErrorSpec, ...] = (
         400,
         "Body is not valid JSON",
         False,
-        "The body could not be parsed as a JSON object.",
+        "The body could not be parsed as a JSON object, or an object in it names the same member "
+        "twice (at any depth; `field` gives its path).",
     ),
     ErrorSpec(
         "FIELD_REQUIRED",
@@ -48,14 +49,16 @@ _SPECS: tuple[ErrorSpec, ...] = (
         400,
         "Field invalid",
         False,
-        "A field has the wrong type, length, format or range.",
+        "A field has the wrong type, length, format or range (a date-time that is not RFC 3339 "
+        "exactly, with seconds and Z or ±hh:mm from -12:00 to +14:00, included).",
     ),
     ErrorSpec(
         "FIELD_UNKNOWN",
         400,
         "Unknown field",
         False,
-        "The body carries a field this endpoint does not define.",
+        "The body carries a field this endpoint does not define (whatever its value, null "
+        "included).",
     ),
     ErrorSpec(
         "COLLECTOR_NUMBER_INVALID",

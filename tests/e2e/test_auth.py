@@ -50,6 +50,28 @@ def test_token_with_http_basic_credentials(world: World) -> None:
     assert response.status_code == 200
 
 
+def test_token_with_a_json_body_and_a_duplicated_member_is_400_malformed_json(
+    world: World,
+) -> None:
+    client_id, secret = data.new_client(world.db, [world.sponsor])
+    fields = f'"grant_type": "client_credentials", "client_id": "{client_id}"'
+    headers = {"Content-Type": "application/json"}
+    good = _token_request(
+        world, content=f'{{{fields}, "client_secret": "{secret}"}}', headers=headers
+    )
+    assert good.status_code == 200, good.text
+
+    twice = _token_request(
+        world,
+        content=f'{{{fields}, "client_secret": "wrong", "client_secret": "{secret}"}}',
+        headers=headers,
+    )
+
+    assert twice.status_code == 400, twice.text
+    assert twice.json()["code"] == "MALFORMED_JSON"
+    assert '"client_secret"' in twice.json()["detail"]
+
+
 def test_wrong_secret_is_401_invalid_client(world: World) -> None:
     client_id, _ = data.new_client(world.db, [world.sponsor])
     response = _token_request(

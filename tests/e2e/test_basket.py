@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import httpx
@@ -602,6 +602,97 @@ def test_five_hundred_items_are_accepted(world: World) -> None:
     items = [item(f"I{i}", 0.01) for i in range(limits.items_per_basket_max)]
     out = _post_expecting_200(world, items=items, basketPreTaxAmount=5, basketPostTaxAmount=5)
     assert len(out["items"]) == limits.items_per_basket_max
+
+
+@pytest.mark.parametrize("path", [POST, RECORD])
+def test_empty_optional_fields_are_left_out_of_the_response_its_replay_and_the_lookup(
+    world: World, path: str
+) -> None:
+    """SPEC §2.5 (amended): an optional field that is absent or empty is not echoed, at any
+    level (basket, item, line)."""
+    collector = world.collector()
+    body = basket(
+        world,
+        collector,
+        miles=3,
+        deviceId="",
+        coupon=[],
+        context={},
+        items=[item("A1", 24.97, name="", departmentId="", categoryId="")],
+        issuances=[line(3, offerDescription="", contributingItemIds=[])],
+    )
+    first = world.partner.call(path, body, key=None)
+    again = world.partner.call(path, body, key=None)  # rule 3.7: the stored result again
+
+    assert first.status_code == 200, first.text
+    assert again.status_code == 200, again.text
+    echoed = first.json()
+    lookup = get(world.partner, f"{TRANSACTIONS}/{echoed['transactionId']}")
+    assert lookup.status_code == 200, lookup.text
+    for answer in (echoed, again.json(), lookup.json()):
+        assert not {"deviceId", "coupon", "context"} & set(answer), answer
+        assert answer["items"] == [{"finalAmount": 24.97, "id": "A1", "quantity": 1}]
+        out_line = answer["issuances"][0]
+        assert not {"offerDescription", "contributingItemIds"} & set(out_line), out_line
+    assert again.json() == echoed
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        pytest.param({"basketTotal": None}, "basketTotal", id="basket"),
+        pytest.param({"issuances": [line(8, bonus=None)]}, "issuances[0].bonus", id="line"),
+        pytest.param({"items": [item("A", 24.97, colour=None)]}, "items[0].colour", id="item"),
+    ],
+)
+def test_unknown_field_sent_as_null_is_400_field_unknown(
+    world: World, overrides: dict[str, Any], field: str
+) -> None:
+    _post_expecting_400(world, "FIELD_UNKNOWN", field, **overrides)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("{:%Y-%m-%d %H:%M:%S}Z", id="space-separator"),
+        pytest.param("{:%Y-%m-%dt%H:%M:%S}Z", id="lowercase-t"),
+        pytest.param("{:%Y-%m-%dT%H:%M}Z", id="no-seconds"),
+        pytest.param("{:%Y%m%dT%H%M%S}Z", id="basic-format"),
+        pytest.param("{:%Y-%m-%dT%H:%M:%S}+00", id="hour-only-offset"),
+    ],
+)
+@pytest.mark.parametrize("path", [POST, RECORD])
+def test_checkout_date_time_not_in_rfc3339_is_400_field_invalid(
+    world: World, path: str, value: str
+) -> None:
+    moment = (data.now() - timedelta(seconds=5)).astimezone(UTC)
+    _post_expecting_400(
+        world, "FIELD_INVALID", "checkoutDateTime", path, checkoutDateTime=value.format(moment)
+    )
+
+
+def test_checkout_date_time_with_nine_fraction_digits_is_accepted(world: World) -> None:
+    moment = (data.now() - timedelta(seconds=5)).astimezone(UTC).replace(microsecond=0)
+    out = _post_expecting_200(world, checkoutDateTime=f"{moment:%Y-%m-%dT%H:%M:%S}.123456789Z")
+    # Echoed as read: a date-time holds microseconds.
+    assert out["checkoutDateTime"] == f"{moment:%Y-%m-%dT%H:%M:%S}.123456Z"
+
+
+def test_duplicated_member_name_in_an_item_is_400_malformed_json_and_stores_nothing(
+    world: World,
+) -> None:
+    collector = world.collector()
+    body = basket(world, collector, items=[item("A", 20), item("B", 4.97)])
+    content = json.dumps(body).replace('"id": "B"', '"id": "B", "id": "A"').encode()
+    key = str(uuid.uuid4())
+
+    response = raw_post(world, POST, content, key=key)
+
+    problem = assert_problem(response, 400, "MALFORMED_JSON", "items[1].id")
+    assert '"id"' in problem["detail"]
+    assert_nothing_stored(
+        world.db, world.partner.client_id, collector, body["checkoutTransactionId"], key
+    )
 
 
 REQUIRED: dict[str, tuple[str, ...]] = {

@@ -10,10 +10,11 @@ Two families, as rule 3.1 splits them:
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -111,6 +112,40 @@ def assert_recorded_rejection(
             )
         ).all()
     assert [tuple(r) for r in rows] == [("rejected", 400, code)]
+
+
+def loose_date_times(moment: datetime) -> dict[str, str]:
+    """`moment` written in ways ISO-8601 allows, or lenient parsers take, but RFC 3339 does not
+    (or the amended SPEC narrows away: lowercase `z`, offsets beyond −12:00…+14:00)."""
+    utc = moment.astimezone(UTC)
+    plus_one = moment.astimezone(timezone(timedelta(hours=1)))
+    plus_fifteen = moment.astimezone(timezone(timedelta(hours=15)))
+    return {
+        "space-separator": utc.strftime("%Y-%m-%d %H:%M:%SZ"),
+        "lowercase-t": utc.strftime("%Y-%m-%dt%H:%M:%SZ"),
+        "lowercase-z": utc.strftime("%Y-%m-%dT%H:%M:%Sz"),
+        "hour-only-offset": plus_one.strftime("%Y-%m-%dT%H:%M:%S+01"),
+        "offset-with-seconds": plus_one.strftime("%Y-%m-%dT%H:%M:%S+01:00:00"),
+        "offset-plus-15": plus_fifteen.strftime("%Y-%m-%dT%H:%M:%S+15:00"),
+        "basic-format": utc.strftime("%Y%m%dT%H%M%SZ"),
+        "week-date": utc.strftime("%G-W%V-%uT%H:%M:%SZ"),
+        "no-seconds": utc.strftime("%Y-%m-%dT%H:%MZ"),
+        "ten-digit-fraction": utc.strftime("%Y-%m-%dT%H:%M:%S.1234567890Z"),
+    }
+
+
+def rfc3339_in(offset: timedelta, fraction: str = "") -> Mutation:
+    """Sets `transactionDateTime` to a few seconds ago at `offset`, with `fraction` digits."""
+
+    def mutate(body: dict[str, Any]) -> None:
+        moment = (data.now() - timedelta(seconds=5)).astimezone(timezone(offset))
+        text = moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "")
+        sign = "-" if offset < timedelta(0) else "+"
+        minutes = abs(int(offset.total_seconds())) // 60
+        text += "Z" if offset == timedelta(0) else f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+        body["transactionDateTime"] = text
+
+    return mutate
 
 
 def program_date(body: dict[str, Any]) -> date:
@@ -211,6 +246,12 @@ def _rules() -> list[Rule]:
         invalid(f"{dt}-naive", setting(dt, value=naive), dt),
         invalid(f"{dt}-number", setting(dt, value=1636491885), dt),
     ]
+    # SPEC §6 (amended): RFC 3339 exactly. Each of these names a recent instant that a looser
+    # ISO-8601 reading would take.
+    rules += [
+        invalid(f"{dt}-{rule_id}", setting(dt, value=value), dt)
+        for rule_id, value in loose_date_times(data.now() - timedelta(seconds=5)).items()
+    ]
     rules += [
         invalid("issuances-empty", setting("issuances", value=[]), "issuances"),
         invalid(
@@ -297,6 +338,31 @@ def _rules() -> list[Rule]:
             setting("basketTotal", value=1),
             "FIELD_UNKNOWN",
             "basketTotal",
+        ),
+        Rule(
+            "unknown-top-level-field-null",
+            setting("basketTotal", value=None),
+            "FIELD_UNKNOWN",
+            "basketTotal",
+        ),
+        Rule(
+            "unknown-line-field-null",
+            with_lines(line(), line(bonus=None)),
+            "FIELD_UNKNOWN",
+            "issuances[1].bonus",
+        ),
+        Rule(
+            "contributingItemIds-null-on-event-line",
+            with_lines(line(contributingItemIds=None)),
+            "FIELD_UNKNOWN",
+            "issuances[0].contributingItemIds",
+        ),
+        Rule(
+            "originalClientTransactionId-null-on-post-event",
+            setting("originalClientTransactionId", value=None),
+            "FIELD_UNKNOWN",
+            "originalClientTransactionId",
+            endpoints=(POST_EVENT,),
         ),
         Rule(
             "unknown-line-field",
@@ -393,6 +459,12 @@ def _limit_params() -> list[Any]:
             setting("clientTransactionId", value="!~" * 32),
         ),
         case("transactionDateTime-with-program-offset", _program_zone_time),
+        case("transactionDateTime-no-fraction", rfc3339_in(timedelta(0))),
+        case("transactionDateTime-1-digit-fraction", rfc3339_in(timedelta(0), "5")),
+        case("transactionDateTime-9-digit-fraction", rfc3339_in(timedelta(0), "123456789")),
+        case("transactionDateTime-offset-plus-14", rfc3339_in(timedelta(hours=14), "25")),
+        case("transactionDateTime-offset-minus-12", rfc3339_in(timedelta(hours=-12))),
+        case("transactionDateTime-offset-plus-05-45", rfc3339_in(timedelta(hours=5, minutes=45))),
         case("issuances-50-lines", setting("issuances", value=[line(1) for _ in range(50)])),
         case("locationCode-10-chars", with_lines(line(locationCode="0037000000"))),
         case("offerDescription-255-chars", with_lines(line(offerDescription="d" * 255))),
@@ -538,6 +610,129 @@ def test_valid_body_inside_a_json_array_is_malformed_json_and_stores_nothing(wor
     assert_nothing_stored(
         world.db, world.partner.client_id, collector, str(body["clientTransactionId"]), key
     )
+
+
+@pytest.mark.parametrize(
+    ("template", "field"),
+    [
+        pytest.param(
+            '{"clientTransactionId": "%(id)s", "collectorNumber": "%(collector)s", '
+            '"collectorNumber": "%(collector)s", %(rest)s}',
+            "collectorNumber",
+            id="top-level-same-value",
+        ),
+        pytest.param(
+            '{"clientTransactionId": "%(id)s", "collectorNumber": "%(collector)s", %(rest)s, '
+            '"issuances": [{"issuanceOfferCode": "STANDARD", "milesAmount": 1}]}',
+            "issuances",
+            id="top-level-array-sent-twice",
+        ),
+        pytest.param(
+            '{"clientTransactionId": "%(id)s", "collectorNumber": "%(collector)s", '
+            '"sponsorCode": "%(sponsor)s", "transactionDateTime": "%(moment)s", "issuances": ['
+            '{"issuanceOfferCode": "STANDARD", "milesAmount": 1}, '
+            '{"issuanceOfferCode": "STANDARD", "milesAmount": 1, "milesAmount": 90000}]}',
+            "issuances[1].milesAmount",
+            id="line-level",
+        ),
+        pytest.param(
+            '{"clientTransactionId": "%(id)s", "collectorNumber": "%(collector)s", %(rest)s, '
+            '"context": {"lane": "1", "lane": "2"}}',
+            "context.lane",
+            id="inside-context",
+        ),
+    ],
+)
+@pytest.mark.parametrize("path", [POST_EVENT, REVERSE_EVENT], ids=ENDPOINT_NAMES.get)
+def test_duplicated_member_name_is_400_malformed_json_naming_it_and_stores_nothing(
+    world: World, path: str, template: str, field: str
+) -> None:
+    """SPEC §6 (amended): one value must never be logged while another is posted."""
+    collector = world.collector()
+    body = world.body(collector)
+    rest = (
+        f'"sponsorCode": "{world.sponsor}", "transactionDateTime": '
+        f'"{body["transactionDateTime"]}", "issuances": [{{"issuanceOfferCode": "STANDARD", '
+        '"milesAmount": 1}]'
+    )
+    content = template % {
+        "id": body["clientTransactionId"],
+        "collector": collector,
+        "sponsor": world.sponsor,
+        "moment": body["transactionDateTime"],
+        "rest": rest,
+    }
+    key = str(uuid.uuid4())
+
+    response = raw_post(world, content.encode(), path=path, headers={"Idempotency-Key": key})
+
+    problem = assert_problem(response, 400, "MALFORMED_JSON", field)
+    name = field.rsplit(".", 1)[-1].split("[")[0]
+    assert f'"{name}"' in problem["detail"]
+    assert_nothing_stored(
+        world.db, world.partner.client_id, collector, str(body["clientTransactionId"]), key
+    )
+    assert world.balance(collector) == 0
+
+
+@pytest.mark.parametrize("path", [POST_EVENT, REVERSE_EVENT], ids=ENDPOINT_NAMES.get)
+def test_empty_optional_fields_are_left_out_of_the_response_its_replay_and_the_lookup(
+    world: World, path: str
+) -> None:
+    """SPEC §2.5 (amended): an optional field that is absent or empty is not echoed."""
+    collector = world.collector()
+    body = world.body(collector, deviceId="", coupon=[], context={})
+    body["issuances"] = [line(3, offerDescription=""), line(2, offerDescription="Bonus")]
+    key = str(uuid.uuid4())
+
+    first = call(world.partner, path, body, key=key)
+    replay = call(world.partner, path, body, key=key)
+
+    assert first.status_code == 200, first.text
+    assert replay.headers.get("idempotent-replayed") == "true"
+    echoed = first.json()
+    lookup = world.partner.http.get(
+        f"/checkout/issuance/transactions/{echoed['transactionId']}",
+        headers={"Authorization": f"Bearer {world.partner.token}"},
+    )
+    assert lookup.status_code == 200, lookup.text
+    for answer in (echoed, replay.json(), lookup.json()):
+        assert not {"deviceId", "coupon", "context"} & set(answer), answer
+        assert "offerDescription" not in answer["issuances"][0], answer
+        assert answer["issuances"][1]["offerDescription"] == "Bonus"
+    assert replay.json() == echoed
+
+
+def test_response_stored_with_empty_optionals_renders_without_them(world: World) -> None:
+    """A transaction stored before empty optionals were left out answers its replay and its
+    lookup as one stored now."""
+    collector = world.collector()
+    body = world.body(collector)
+    key = str(uuid.uuid4())
+    first = world.partner.post_event(body, key=key)
+    assert first.status_code == 200, first.text
+    transaction_id = first.json()["transactionId"]
+    old = dict(first.json(), deviceId="", coupon=[])
+    old["issuances"] = [dict(old["issuances"][0], offerDescription="")]
+    with world.db.unit_of_work() as session:
+        session.execute(
+            update(Transaction)
+            .where(Transaction.id == transaction_id)
+            .values(response_json=json.dumps(old))
+        )
+
+    replay = world.partner.post_event(body, key=key)
+    lookup = world.partner.http.get(
+        f"/checkout/issuance/transactions/{transaction_id}",
+        headers={"Authorization": f"Bearer {world.partner.token}"},
+    )
+
+    assert replay.json() == first.json()
+    assert lookup.status_code == 200, lookup.text
+    assert {k: v for k, v in lookup.json().items() if k != "transactionType"} == {
+        **first.json(),
+        "issuances": [dict(first.json()["issuances"][0], milesReversed=0)],
+    }
 
 
 @pytest.mark.parametrize(

@@ -526,6 +526,36 @@ def test_calculate_keys_are_purged_after_the_retention_window(shop: Shop) -> Non
     assert later.json()["totalMiles"] == 5
 
 
+def test_empty_optional_fields_are_left_out_of_calculate_issue_replay_and_lookup(
+    shop: Shop,
+) -> None:
+    """SPEC §2.5 (amended): empty optionals are not echoed, the computed lines' included."""
+    shop.offer("BASE", BASE, description="")
+    collector = shop.world.collector()
+    body = shop.basket(
+        collector,
+        item("kettle", 50.00, name="", departmentId="", categoryId=""),
+        deviceId="",
+        coupon=[],
+        context={},
+    )
+    key = str(uuid.uuid4())
+
+    preview = shop.call(CALCULATE, body)
+    issued = shop.call(ISSUE, body, key=key)
+    replay = shop.call(ISSUE, body, key=key)
+
+    assert issued.status_code == 200, issued.text
+    lookup = get(shop.partner, f"{TRANSACTIONS}/{issued.json()['transactionId']}")
+    for answer in (preview, issued, replay, lookup):
+        assert answer.status_code == 200, answer.text
+        out = answer.json()
+        assert not {"deviceId", "coupon", "context"} & set(out), out
+        assert out["items"] == [{"finalAmount": 50.0, "id": "kettle", "quantity": 1}]
+        assert "offerDescription" not in out["issuances"][0], out
+    assert replay.json() == issued.json()
+
+
 def test_calculate_does_not_need_a_known_collector(shop: Shop) -> None:
     shop.standard_offers()
     body = shop.basket(data.unknown_collector(), KETTLE)

@@ -170,3 +170,51 @@ def test_basket_records_need_amounts_to_be_issued(own_db: Database) -> None:
     view = _run(own_db, sponsor, log, issue_missing=True)
     assert view["counts"] == {"issue_rejected": 1, "issued": 1}
     assert data.balance(own_db, collector) == 6
+
+
+def test_log_date_times_follow_the_api_rule(own_db: Database) -> None:
+    """The same RFC 3339 rule as the API's (SPEC §6, amended): a looser form is an invalid
+    record at FIELD_INVALID; nine fraction digits are fine."""
+    settings = Settings()
+    sponsor = data.new_sponsor(own_db)
+    bodies, collector = _day_of_records(own_db, settings, sponsor, 1)
+    moment = clock.utc_now() - timedelta(minutes=1)
+    loose = [
+        moment.strftime("%Y-%m-%d %H:%M:%SZ"),
+        moment.strftime("%Y-%m-%dt%H:%M:%SZ"),
+        moment.strftime("%Y-%m-%dT%H:%MZ"),
+        moment.strftime("%Y%m%dT%H%M%SZ"),
+        moment.strftime("%Y-%m-%dT%H:%M:%S+00"),
+        moment.strftime("%G-W%V-%uT%H:%M:%SZ"),
+    ]
+    matched = bodies[0]["transactionDateTime"].replace("Z", "456789Z")  # .mmm → 9 digits
+    log = HEADER + "".join(
+        f"POST/EVENT,x{i}-{collector},{collector},{when},10\n" for i, when in enumerate(loose)
+    )
+    log += f"POST/EVENT,{bodies[0]['clientTransactionId']},{collector},{matched},10\n"
+
+    view = _run(own_db, sponsor, log)
+
+    assert view["counts"] == {"invalid": len(loose), "matched": 1}
+    invalid = [r for r in view["records"] if r["outcome"] == "invalid"]
+    assert {r["errorCode"] for r in invalid} == {"FIELD_INVALID"}
+    assert all("transactionDateTime" in r["detail"] for r in invalid)
+
+
+def test_log_json_line_with_a_duplicated_member_is_malformed_json(own_db: Database) -> None:
+    settings = Settings()
+    sponsor = data.new_sponsor(own_db)
+    bodies, collector = _day_of_records(own_db, settings, sponsor, 1)
+    record = (
+        f'{{"transactionType": "POST/EVENT", "partnerTransactionId": '
+        f'"{bodies[0]["clientTransactionId"]}", "collectorNumber": "{collector}", '
+        f'"transactionDateTime": "{bodies[0]["transactionDateTime"]}", "milesAmount": 10'
+    )
+    text = record + ', "milesAmount": 99}\n' + record + "}\n"
+
+    view = _run(own_db, sponsor, text, "jsonl")
+
+    assert view["counts"] == {"invalid": 1, "matched": 1}
+    (invalid,) = [r for r in view["records"] if r["outcome"] == "invalid"]
+    assert (invalid["lineNo"], invalid["errorCode"]) == (1, "MALFORMED_JSON")
+    assert '"milesAmount"' in invalid["detail"]

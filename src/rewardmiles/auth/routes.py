@@ -7,7 +7,6 @@ import binascii
 from typing import Any
 from urllib.parse import parse_qsl
 
-import orjson
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from starlette.responses import Response
@@ -19,6 +18,7 @@ from rewardmiles.errors import ProblemError
 from rewardmiles.web import (
     enforce_rate_limit,
     json_response,
+    parse_json_object,
     problem_responses,
     rate_limited,
     run_sync,
@@ -54,12 +54,8 @@ async def _token_fields(request: Request) -> dict[str, str]:
     if media == FORM:
         return dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
     if media == "application/json":
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise ProblemError("MALFORMED_JSON", "The body is not valid JSON.") from exc
-        if not isinstance(obj, dict):
-            raise ProblemError("MALFORMED_JSON", "The body must be a JSON object.")
+        # The partner bodies' rules (a member named twice is refused, whatever its depth).
+        obj = parse_json_object(raw)
         return {k: v for k, v in obj.items() if isinstance(v, str)}
     raise ProblemError(
         "UNSUPPORTED_MEDIA_TYPE", f"Send the token request as {FORM} (or application/json)."

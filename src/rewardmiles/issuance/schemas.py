@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
 from typing import Annotated, Any, Literal
@@ -28,28 +28,16 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from rewardmiles import limits
+from rewardmiles import clock, limits
 from rewardmiles.errors import FieldRuleError
 from rewardmiles.offers import engine
 
 PRINTABLE_NO_SPACE = r"^[!-~]+$"
-ISO_DATETIME_CHARS_MAX = 40
-
-
-def _aware_iso8601(value: object) -> datetime:
-    if not isinstance(value, str) or len(value) > ISO_DATETIME_CHARS_MAX:
-        raise ValueError("must be an ISO-8601 date-time string")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise ValueError("must be an ISO-8601 date-time") from exc
-    if parsed.tzinfo is None:
-        raise ValueError("must carry a UTC offset or Z")
-    try:
-        parsed.astimezone(UTC)
-    except OverflowError as exc:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
-        raise ValueError("must lie within years 1–9999 in UTC") from exc
-    return parsed
+DATETIME_RULE = (
+    "must be an RFC 3339 date-time: YYYY-MM-DDThh:mm:ss, an optional fraction of 1–9 digits, "
+    "then Z or ±hh:mm from -12:00 to +14:00 (e.g. 2021-11-11T12:54:31.780-05:00), within "
+    "years 1–9999 in UTC"
+)
 
 
 PartnerTransactionId = Annotated[
@@ -75,8 +63,17 @@ LocationCode = Annotated[
 ]
 IsoDateTime = Annotated[
     datetime,
-    PlainValidator(_aware_iso8601),
-    WithJsonSchema({"type": "string", "format": "date-time", "maxLength": ISO_DATETIME_CHARS_MAX}),
+    PlainValidator(clock.parse_partner_datetime),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "pattern": clock.RFC3339_PATTERN,
+            "maxLength": clock.RFC3339_CHARS_MAX,
+            "description": "RFC 3339: uppercase T, seconds, an optional fraction of 1–9 digits, "
+            "Z or ±hh:mm from -12:00 to +14:00.",
+        }
+    ),
 ]
 Coupon = Annotated[str, StringConstraints(strict=True, max_length=limits.coupon_chars_max)]
 ContextKey = Annotated[
@@ -92,7 +89,7 @@ FIELD_RULES: dict[str, str] = {
     "originalClientTransactionId": "must be 1–64 printable ASCII characters without spaces",
     "collectorNumber": "must be a string of exactly 11 digits",
     "sponsorCode": "must be 2–10 uppercase letters or digits",
-    "transactionDateTime": "must be an ISO-8601 date-time with a UTC offset or Z, within years 1–9999 in UTC",
+    "transactionDateTime": DATETIME_RULE,
     "issuances": f"must be an array of 1–{limits.issuance_lines_per_request_max} issuance lines",
     "issuanceOfferCode": "must be 1–8 uppercase letters or digits",
     "locationCode": "must be 1–10 printable ASCII characters without spaces",
@@ -248,7 +245,7 @@ FIELD_RULES.update(
     {
         "checkoutTransactionId": "must be 1–64 printable ASCII characters without spaces",
         "originalCheckoutTransactionId": "must be 1–64 printable ASCII characters without spaces",
-        "checkoutDateTime": "must be an ISO-8601 date-time with a UTC offset or Z, within years 1–9999 in UTC",
+        "checkoutDateTime": DATETIME_RULE,
         "contributingItemIds": f"must be an array of item ids (at most {limits.item_id_chars_max} "
         "characters each)",
         "items": f"must be an array of 1–{limits.items_per_basket_max} items",
@@ -515,15 +512,29 @@ def _wire_datetime(moment: datetime) -> str:
     return text.removesuffix("+00:00") + "Z" if text.endswith("+00:00") else text
 
 
+_EMPTY: tuple[object, ...] = (None, "", [], {})
+
+
 def _wire_value(value: Any) -> Any:
     if isinstance(value, Decimal):
         return float(value)  # ≤ 2 decimals and ≤ 1e6: the shortest float repr is the same number
     if isinstance(value, datetime):
         return _wire_datetime(value)
     if isinstance(value, dict):
-        return {k: _wire_value(v) for k, v in sorted(value.items()) if v not in (None, [], {})}
+        # SPEC §2.5: an optional field that is absent or empty is left out (every required
+        # string of the wire has a minimum length of 1, so only optionals can be "").
+        return {k: _wire_value(v) for k, v in sorted(value.items()) if v not in _EMPTY}
     if isinstance(value, list):
         return [_wire_value(v) for v in value]
+    return value
+
+
+def without_empty(value: Any) -> Any:
+    """`value` without the empty optionals `_wire_value` leaves out, key order kept."""
+    if isinstance(value, dict):
+        return {k: without_empty(v) for k, v in value.items() if v not in _EMPTY}
+    if isinstance(value, list):
+        return [without_empty(v) for v in value]
     return value
 
 

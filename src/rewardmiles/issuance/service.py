@@ -34,7 +34,7 @@ from rewardmiles.db.models import Collector
 from rewardmiles.errors import BusinessRuleError, FieldError, problem_from_error
 from rewardmiles.idempotency import service as idempotency
 from rewardmiles.issuance import repository as repo
-from rewardmiles.issuance.schemas import Command, computed_lines
+from rewardmiles.issuance.schemas import Command, computed_lines, without_empty
 from rewardmiles.offers import catalogue, engine
 
 
@@ -354,7 +354,9 @@ def render_state(
     transaction_id: str, response_json: str, lines: list[repo.LineState], *, replayed: bool
 ) -> Outcome:
     """`render_current` from the transaction's stored response and its lines' states."""
-    body = orjson.loads(response_json)
+    # A response stored before empty optionals were left out (SPEC §2.5, amended) renders as
+    # one stored now.
+    body = without_empty(orjson.loads(response_json))
     for out_line, line in zip(body.get("issuances", ()), lines, strict=True):
         status = wire_status(line.direction, line.status)
         if status is not None:

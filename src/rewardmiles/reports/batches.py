@@ -39,6 +39,7 @@ from rewardmiles.errors import OperatorError
 from rewardmiles.idempotency.service import InFlightRegistry, fingerprint
 from rewardmiles.issuance import service as issuance
 from rewardmiles.issuance.schemas import (
+    DATETIME_RULE,
     FIELD_CODES,
     FIELD_RULES,
     PostBasketRequest,
@@ -48,7 +49,7 @@ from rewardmiles.issuance.schemas import (
     basket_command,
     event_command,
 )
-from rewardmiles.web import canonical_json
+from rewardmiles.web import DuplicateMemberError, canonical_json, loads_partner_json
 
 CHUNK_RECORDS = 1000
 DETAIL_CHARS_MAX = 500
@@ -108,8 +109,11 @@ def _records(stream: IO[str], kind: str) -> Iterator[tuple[int, dict[str, Any] |
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
-        except ValueError as exc:
+            value = loads_partner_json(line)  # the API's rules: no member named twice
+        except DuplicateMemberError as exc:
+            yield line_no, None, str(exc)
+            continue
+        except (ValueError, RecursionError) as exc:
             yield line_no, None, f"not JSON: {exc}"
             continue
         yield (
@@ -138,13 +142,9 @@ def _parse(line_no: int, fields: dict[str, Any]) -> LogRecord:
     if miles < 1:
         raise _InvalidRecordError("MILES_AMOUNT_INVALID", "milesAmount must be at least 1")
     try:
-        moment = datetime.fromisoformat(str(fields["transactionDateTime"]).strip())
+        moment = clock.parse_partner_datetime(str(fields["transactionDateTime"]).strip())
     except ValueError as exc:
-        raise _InvalidRecordError("FIELD_INVALID", "transactionDateTime must be ISO-8601") from exc
-    if moment.tzinfo is None:
-        raise _InvalidRecordError(
-            "FIELD_INVALID", "transactionDateTime must carry a UTC offset or Z"
-        )
+        raise _InvalidRecordError("FIELD_INVALID", f"transactionDateTime {DATETIME_RULE}") from exc
     partner_id = str(fields["partnerTransactionId"]).strip()
     if not (1 <= len(partner_id) <= 64 and all("!" <= c <= "~" for c in partner_id)):
         raise _InvalidRecordError(
