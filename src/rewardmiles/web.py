@@ -228,6 +228,11 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     if code is None:
         code = "INTERNAL_ERROR" if exc.status_code >= 500 else "FIELD_INVALID"
     detail = exc.detail if isinstance(exc.detail, str) else CATALOGUE[code].title
+    if exc.status_code == 404 and detail == "Not Found":  # the router's own: say what to check
+        detail = (
+            f"No resource at {request.url.path}. Paths are matched exactly (no trailing slash, "
+            "nothing redirects); /openapi.json lists them."
+        )
     body = problem(code, detail, request_id_of(request))
     body["status"] = exc.status_code
     return json_response(exc.status_code, body, exc.headers)

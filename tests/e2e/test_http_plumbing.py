@@ -50,7 +50,8 @@ def test_a_post_to_a_path_with_a_trailing_slash_is_a_404_problem_not_a_redirect(
         follow_redirects=False,
     )
     assert "location" not in response.headers
-    assert_problem(response, 404, "NOT_FOUND")
+    problem = assert_problem(response, 404, "NOT_FOUND")
+    assert "no trailing slash" in problem["detail"]
 
 
 @pytest.mark.parametrize("path", SLASHED_GETS)

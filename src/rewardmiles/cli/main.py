@@ -691,8 +691,10 @@ def offer_disable(
     code: Annotated[str, typer.Argument(help="Offer code.")],
     sponsor: Annotated[str, typer.Option("--sponsor", help="Sponsor code.")],
 ) -> None:
-    """Disable an offer (new credits get OFFER_INACTIVE; ISSUE stops using it; miles issued
-    under it can still be reversed or returned)."""
+    """Disable an offer: new credits get OFFER_INACTIVE; its miles can still be taken back.
+
+    ISSUE stops using it; miles issued under it can still be reversed or returned, bounded by what
+    each original issued."""
     _, db = _ready_database()
     with _operation(db) as session:
         offers.disable_offer(session, sponsor, code)
