@@ -25,6 +25,7 @@ from rewardmiles.auth import routes as auth_routes
 from rewardmiles.auth.keys import KeyRing
 from rewardmiles.auth.tokens import TokenService
 from rewardmiles.config import Settings
+from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database, StatementPool
 from rewardmiles.errors import CATALOGUE, ProblemError
 from rewardmiles.health import router as health_router
@@ -77,6 +78,7 @@ class AppContext:
     token_failure_budget: ratelimit.Budget | None  # failed ones, per client_id and per address
     statements: StatementPool | None  # the one-statement issue path (PostgreSQL)
     issue_writer: PostedIssueWriter | None  # its group commit
+    migration_head: str | None  # read once at start: what /readyz compares the database with
 
 
 def build_context(settings: Settings) -> AppContext:
@@ -116,6 +118,7 @@ def build_context(settings: Settings) -> AppContext:
         ),
         statements,
         None if statements is None else PostedIssueWriter(statements),
+        migrate.head_revision(),
     )
 
 
