@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from rewardmiles import clock
+from rewardmiles import clock, limits
 from rewardmiles.auth import service
 from rewardmiles.auth.tokens import IssuedToken
 from rewardmiles.errors import ProblemError
@@ -21,6 +21,7 @@ from rewardmiles.web import (
     parse_json_object,
     problem_responses,
     rate_limited,
+    read_body,
     run_sync,
 )
 
@@ -28,7 +29,6 @@ router = APIRouter(tags=["auth"])
 
 CLIENT_CREDENTIALS = "client_credentials"
 FORM = "application/x-www-form-urlencoded"
-TOKEN_BODY_BYTES_MAX = 8192
 
 
 class TokenResponse(BaseModel):
@@ -47,9 +47,11 @@ def _oauth_error(code: str, oauth_code: str, detail: str, *, basic: bool = False
 
 
 async def _token_fields(request: Request) -> dict[str, str]:
-    raw = await request.body()
-    if len(raw) > TOKEN_BODY_BYTES_MAX:
-        raise ProblemError("PAYLOAD_TOO_LARGE", "The token request is too large.")
+    raw = await read_body(
+        request,
+        limits.token_body_bytes_max,
+        f"The token request exceeds {limits.token_body_bytes_max} bytes.",
+    )
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media == FORM:
         return dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
