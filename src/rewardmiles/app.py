@@ -78,7 +78,7 @@ class AppContext:
     token_failure_budget: ratelimit.Budget | None  # failed ones, per client_id and per address
     statements: StatementPool | None  # the one-statement issue path (PostgreSQL)
     issue_writer: PostedIssueWriter | None  # its group commit
-    # CPU-heavy work of one request (large bodies): never the database's threads.
+    # CPU-heavy work of one request (secret hashes, large bodies): never the database's threads.
     cpu_limiter: anyio.CapacityLimiter
     migration_head: str | None  # read once at start: what /readyz compares the database with
 

@@ -41,8 +41,8 @@ class Settings(BaseModel):
         default=2,
         ge=1,
         le=64,
-        description="Worker threads for CPU-heavy work of one request (large bodies), apart "
-        "from the database's threads",
+        description="Worker threads for CPU-heavy work of one request (secret hashes, large "
+        "bodies), apart from the database's threads",
     )
     one_statement_issue: bool = Field(
         default=True,

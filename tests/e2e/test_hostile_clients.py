@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import socket
+import statistics
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,12 @@ from typing import Any
 import httpx
 
 from rewardmiles import limits
+from rewardmiles.auth import service as auth
+from rewardmiles.db.engine import Database
+from tests.conftest import ServerFactory
 from tests.e2e.conftest import World
-from tests.support.partner import POST_EVENT
+from tests.support import data
+from tests.support.partner import POST_EVENT, Partner
 from tests.support.problems import assert_problem
 from tests.support.server import Server
 
@@ -184,3 +190,75 @@ def test_a_streamed_token_request_is_cut_off_at_8_kib_and_memory_stays_flat(
     grown_mib = (_rss_kib(pid) - before) / 1024
     assert grown_mib < 16, f"the server grew {grown_mib:.0f} MiB for a refused token request"
     assert httpx.get(world.server.base_url + "/healthz").status_code == 200
+
+
+# --------------------------------------------------------------- sign-in floods
+
+
+def _p50_of_post_event(partner: Partner, sponsor: str, collector: str, seconds: float) -> float:
+    latencies: list[float] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        response = partner.post_event(data.event_body(sponsor, collector))
+        latencies.append(time.perf_counter() - started)
+        assert response.status_code == 200, response.text
+    return statistics.median(latencies)
+
+
+def test_a_flood_of_token_requests_does_not_starve_issuance(
+    dialect: str, server_factory: ServerFactory
+) -> None:
+    # The production hash cost: every failed check costs what it would cost in service.
+    server = server_factory(dialect, env={"REWARDMILES_SECRET_HASH_COST": "14"})
+    db = Database.from_url(server.database_url)
+    try:
+        sponsor = data.new_sponsor(db)
+        victim_id, _ = data.new_client(db, [sponsor])
+        with db.unit_of_work() as session:
+            auth.create_client(session, [sponsor], data.now(), secret_hash_cost=14)
+        collector = data.new_collector(db)
+        partner = Partner(server.base_url, *data.new_client(db, [sponsor]))
+    finally:
+        db.dispose()
+
+    _p50_of_post_event(partner, sponsor, collector, 0.5)  # warm up
+    idle = _p50_of_post_event(partner, sponsor, collector, 1.5)
+
+    stop = threading.Event()
+    outcomes: list[int] = []
+
+    def flood(worker: int) -> None:
+        with httpx.Client(base_url=server.base_url, timeout=30) as http:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                client_id = victim_id if n % 2 else "rmc_" + uuid.uuid4().hex[:24]
+                response = http.post(
+                    "/oauth/token",
+                    data={
+                        "grant_type": "client_credentials",
+                        "client_id": client_id,
+                        "client_secret": "guess-" + uuid.uuid4().hex,
+                    },
+                    headers={"X-Forwarded-For": f"10.{worker}.{n // 250 % 250}.{n % 250 + 1}"},
+                )
+                outcomes.append(response.status_code)
+
+    attackers = [threading.Thread(target=flood, args=(w,)) for w in range(8)]
+    for thread in attackers:
+        thread.start()
+    try:
+        time.sleep(0.5)
+        attacked = _p50_of_post_event(partner, sponsor, collector, 3.0)
+    finally:
+        stop.set()
+        for thread in attackers:
+            thread.join(timeout=30)
+    partner.close()
+
+    assert set(outcomes) <= {401, 429}, set(outcomes)
+    assert outcomes.count(401) >= 10, "the flood did not reach the secret check"
+    assert attacked < max(10 * idle, 0.05), (
+        f"POST/EVENT p50 {attacked * 1000:.1f} ms under the flood, {idle * 1000:.1f} ms idle"
+    )

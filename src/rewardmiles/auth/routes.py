@@ -140,18 +140,21 @@ async def token(request: Request) -> Response:
             request, ctx.token_failure_budget, _failure_key_of_address(request), charge=False
         )
 
-    def authenticate_and_issue() -> IssuedToken | None:
+    def load_client() -> service.StoredClient | None:
         with ctx.db.reader() as session:
-            stored = service.load_client(session, client_id)
-        sponsors = service.check_secret(
-            stored, secret, secret_hash_cost=ctx.settings.secret_hash_cost
-        )
-        return None if sponsors is None else ctx.tokens.issue(client_id, sponsors, clock.utc_now())
+            return service.load_client(session, client_id)
 
-    # The secret is checked first, at the same cost whatever the outcome: a right one always
-    # passes (a guesser cannot lock its client out), a wrong one is charged to the failure budgets.
-    issued = await run_sync(ctx.limiter, authenticate_and_issue)
-    if issued is None:
+    def check_secret(stored: service.StoredClient | None) -> list[str] | None:
+        return service.check_secret(stored, secret, secret_hash_cost=ctx.settings.secret_hash_cost)
+
+    # The client is read in a database thread; the deliberately slow hash runs in a CPU thread
+    # (`cpu_limiter`), so sign-ins never hold the database's threads (on SQLite its only one).
+    # The secret is checked at the same cost whatever the outcome (an unknown client_id is
+    # checked against a dummy hash of the configured cost): a right one always passes (a guesser
+    # cannot lock its client out), a wrong one is charged to the failure budgets.
+    stored = await run_sync(ctx.limiter, load_client)
+    sponsors = await run_sync(ctx.cpu_limiter, check_secret, stored)
+    if sponsors is None:
         await _charge_failure(request, client_id)
         raise _oauth_error(
             "INVALID_CLIENT",
@@ -161,6 +164,10 @@ async def token(request: Request) -> Response:
         )
     if ctx.token_budget is not None:
         await enforce_rate_limit(request, ctx.token_budget, sign_ins)
+    # Signing may refresh the signing keys from the database: a database thread.
+    issued: IssuedToken = await run_sync(
+        ctx.limiter, ctx.tokens.issue, client_id, sponsors, clock.utc_now()
+    )
     body: dict[str, Any] = {
         "access_token": issued.access_token,
         "token_type": "Bearer",
