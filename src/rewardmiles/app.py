@@ -19,12 +19,13 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from rewardmiles import __version__, clock, logs, ratelimit
+from rewardmiles import __version__, clock, limits, logs, ratelimit
 from rewardmiles.apidocs import add_api_docs
 from rewardmiles.auth import routes as auth_routes
 from rewardmiles.auth.keys import KeyRing
 from rewardmiles.auth.tokens import TokenService
 from rewardmiles.config import Settings
+from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database, StatementPool
 from rewardmiles.errors import CATALOGUE, ProblemError
 from rewardmiles.health import router as health_router
@@ -77,6 +78,9 @@ class AppContext:
     token_failure_budget: ratelimit.Budget | None  # failed ones, per client_id and per address
     statements: StatementPool | None  # the one-statement issue path (PostgreSQL)
     issue_writer: PostedIssueWriter | None  # its group commit
+    # CPU-heavy work of one request (secret hashes, large bodies): never the database's threads.
+    cpu_limiter: anyio.CapacityLimiter
+    migration_head: str | None  # read once at start: what /readyz compares the database with
 
 
 def build_context(settings: Settings) -> AppContext:
@@ -116,6 +120,8 @@ def build_context(settings: Settings) -> AppContext:
         ),
         statements,
         None if statements is None else PostedIssueWriter(statements),
+        anyio.CapacityLimiter(settings.cpu_threads),
+        migrate.head_revision(),
     )
 
 
@@ -243,6 +249,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "code": {"type": "string", "enum": sorted(CATALOGUE)},
         "errors": {
             "type": "array",
+            "maxItems": limits.problem_errors_max,
             "items": {
                 "type": "object",
                 "required": ["code", "message"],
@@ -252,6 +259,12 @@ PROBLEM_SCHEMA: dict[str, Any] = {
                     "message": {"type": "string"},
                 },
             },
+        },
+        "errorsOmitted": {
+            "type": "integer",
+            "minimum": 1,
+            "description": f"Present when more than {limits.problem_errors_max} errors were "
+            "found: how many more there are beyond those listed in `errors`.",
         },
         "requestId": {"type": "string"},
     },

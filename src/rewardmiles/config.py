@@ -37,6 +37,13 @@ class Settings(BaseModel):
     database_statement_timeout_ms: int = Field(
         default=15_000, ge=0, description="PostgreSQL statement_timeout of API requests; 0 = none"
     )
+    cpu_threads: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Worker threads for CPU-heavy work of one request (secret hashes, large "
+        "bodies), apart from the database's threads",
+    )
     one_statement_issue: bool = Field(
         default=True,
         description="PostgreSQL: write an issue whose every line posts in one statement "

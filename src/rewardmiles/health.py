@@ -25,7 +25,8 @@ async def healthz() -> Response:
 async def readyz(request: Request) -> Response:
     ctx = request.app.state.ctx
     try:
-        current = await run_sync(ctx.limiter, migrate.is_current, ctx.db.engine)
+        # The head was read at start: a call costs one small query, not a read of every script.
+        current = await run_sync(ctx.limiter, migrate.is_current, ctx.db.engine, ctx.migration_head)
     except Exception:
         return json_response(
             503,

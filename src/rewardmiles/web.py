@@ -11,7 +11,7 @@ import json
 import re
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -268,7 +268,7 @@ async def handle_database_error(request: Request, exc: Exception) -> Response:
 
 async def handle_request_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    errors = [_field_error(err, skip_prefix=1) for err in exc.errors()]
+    errors = _distinct_field_errors(_field_error(err, skip_prefix=1) for err in exc.errors())
     return problem_response(_validation_problem(errors), request_id_of(request))
 
 
@@ -323,36 +323,108 @@ def _field_error(
     return FieldError(code, field, message)
 
 
+def _distinct_field_errors(field_errors: Iterable[FieldError]) -> list[FieldError]:
+    """Each (code, field) once, in the order met: one pass, a set of what was seen."""
+    seen: set[tuple[str, str | None]] = set()
+    distinct: list[FieldError] = []
+    for error in field_errors:
+        key = (error.code, error.field)
+        if key not in seen:
+            seen.add(key)
+            distinct.append(error)
+    return distinct
+
+
 def _validation_problem(errors: list[FieldError]) -> ProblemError:
+    """The problem of a body with `errors`: the first `limits.problem_errors_max` are listed, the
+    rest counted (`errorsOmitted`, and in `detail`)."""
     codes = {e.code for e in errors}
     code = errors[0].code if len(codes) == 1 else "VALIDATION_FAILED"
     noun = "field is" if len(errors) == 1 else "fields are"
-    return ProblemError(code, f"{len(errors)} {noun} invalid.", errors=errors)
+    detail = f"{len(errors)} {noun} invalid."
+    listed = limits.problem_errors_max
+    if len(errors) <= listed:
+        return ProblemError(code, detail, errors=errors)
+    omitted = len(errors) - listed
+    return ProblemError(
+        code,
+        f"{detail[:-1]}; the first {listed} are listed, {omitted} more are omitted.",
+        errors=errors[:listed],
+        extra={"errorsOmitted": omitted},
+    )
 
 
-async def read_json_object(request: Request) -> tuple[dict[str, Any], bytes]:
-    """Read the body (≤ limit), require JSON, return (object, canonical bytes)."""
+async def read_body(request: Request, max_bytes: int, too_large: str) -> bytes:
+    """The body, at most `max_bytes` of it: 413 `PAYLOAD_TOO_LARGE` (detail `too_large`) at once
+    for a larger declared Content-Length, and as soon as a streamed body passes the limit;
+    nothing past the limit is read or kept."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise ProblemError("PAYLOAD_TOO_LARGE", too_large)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise ProblemError("PAYLOAD_TOO_LARGE", too_large)
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _require_json(request: Request) -> None:
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";", 1)[0].strip().lower()
     if media != JSON and not (media.startswith("application/") and media.endswith("+json")):
         raise ProblemError(
             "UNSUPPORTED_MEDIA_TYPE", "Send the body as Content-Type: application/json."
         )
-    declared = request.headers.get("content-length")
-    if (
-        declared is not None
-        and declared.isdigit()
-        and int(declared) > limits.request_body_bytes_max
-    ):
-        raise _too_large()
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limits.request_body_bytes_max:
-            raise _too_large()
-        chunks.append(chunk)
-    obj = parse_json_object(b"".join(chunks))
+
+
+_BODY_TOO_LARGE = f"The body exceeds {limits.request_body_bytes_max} bytes."
+
+
+async def read_validated_body(
+    request: Request,
+    model: type[M],
+    *,
+    context: Mapping[str, Any],
+    rules: Mapping[str, str],
+    codes: Mapping[str, str],
+) -> tuple[M, bytes]:
+    """Read a partner body (≤ limit, JSON), validate it as `model`: (model, canonical bytes).
+
+    A body up to `limits.inline_body_bytes_max` is parsed and validated right here (a few tens
+    of microseconds); a larger one, whose parse and validation may take far longer, in a worker
+    thread of the CPU limiter, so the event loop keeps serving everyone else meanwhile."""
+    _require_json(request)
+    raw = await read_body(request, limits.request_body_bytes_max, _BODY_TOO_LARGE)
+    if len(raw) <= limits.inline_body_bytes_max:
+        return _parse_and_validate(raw, model, context, rules, codes)
+    return await anyio.to_thread.run_sync(
+        _parse_and_validate,
+        raw,
+        model,
+        context,
+        rules,
+        codes,
+        limiter=request.app.state.ctx.cpu_limiter,
+    )
+
+
+def _parse_and_validate(
+    raw: bytes,
+    model: type[M],
+    context: Mapping[str, Any],
+    rules: Mapping[str, str],
+    codes: Mapping[str, str],
+) -> tuple[M, bytes]:
+    obj, canonical = json_object_of(raw)
+    return validate_body(model, obj, context=context, rules=rules, codes=codes), canonical
+
+
+def json_object_of(raw: bytes) -> tuple[dict[str, Any], bytes]:
+    """`parse_json_object`, with the object's canonical bytes."""
+    obj = parse_json_object(raw)
     try:
         return obj, canonical_json(obj)
     except UnicodeEncodeError as exc:  # "\ud800" parses, but names no character
@@ -471,12 +543,6 @@ def canonical_json(obj: Any) -> bytes:
     ).encode()
 
 
-def _too_large() -> ProblemError:
-    return ProblemError(
-        "PAYLOAD_TOO_LARGE", f"The body exceeds {limits.request_body_bytes_max} bytes."
-    )
-
-
 def validate_body(
     model: type[M],
     obj: dict[str, Any],
@@ -488,11 +554,9 @@ def validate_body(
     try:
         return model.model_validate(obj, context=dict(context))
     except ValidationError as exc:
-        errors: list[FieldError] = []
-        for err in exc.errors():
-            field_error = _field_error(err, rules=rules, codes=codes)
-            if all((e.code, e.field) != (field_error.code, field_error.field) for e in errors):
-                errors.append(field_error)
+        errors = _distinct_field_errors(
+            _field_error(err, rules=rules, codes=codes) for err in exc.errors(include_url=False)
+        )
         raise _validation_problem(errors) from None
 
 

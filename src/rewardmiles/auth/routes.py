@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from rewardmiles import clock
+from rewardmiles import clock, limits
 from rewardmiles.auth import service
 from rewardmiles.auth.tokens import IssuedToken
 from rewardmiles.errors import ProblemError
@@ -21,6 +21,7 @@ from rewardmiles.web import (
     parse_json_object,
     problem_responses,
     rate_limited,
+    read_body,
     run_sync,
 )
 
@@ -28,7 +29,6 @@ router = APIRouter(tags=["auth"])
 
 CLIENT_CREDENTIALS = "client_credentials"
 FORM = "application/x-www-form-urlencoded"
-TOKEN_BODY_BYTES_MAX = 8192
 
 
 class TokenResponse(BaseModel):
@@ -47,9 +47,11 @@ def _oauth_error(code: str, oauth_code: str, detail: str, *, basic: bool = False
 
 
 async def _token_fields(request: Request) -> dict[str, str]:
-    raw = await request.body()
-    if len(raw) > TOKEN_BODY_BYTES_MAX:
-        raise ProblemError("PAYLOAD_TOO_LARGE", "The token request is too large.")
+    raw = await read_body(
+        request,
+        limits.token_body_bytes_max,
+        f"The token request exceeds {limits.token_body_bytes_max} bytes.",
+    )
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media == FORM:
         return dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
@@ -138,18 +140,21 @@ async def token(request: Request) -> Response:
             request, ctx.token_failure_budget, _failure_key_of_address(request), charge=False
         )
 
-    def authenticate_and_issue() -> IssuedToken | None:
+    def load_client() -> service.StoredClient | None:
         with ctx.db.reader() as session:
-            stored = service.load_client(session, client_id)
-        sponsors = service.check_secret(
-            stored, secret, secret_hash_cost=ctx.settings.secret_hash_cost
-        )
-        return None if sponsors is None else ctx.tokens.issue(client_id, sponsors, clock.utc_now())
+            return service.load_client(session, client_id)
 
-    # The secret is checked first, at the same cost whatever the outcome: a right one always
-    # passes (a guesser cannot lock its client out), a wrong one is charged to the failure budgets.
-    issued = await run_sync(ctx.limiter, authenticate_and_issue)
-    if issued is None:
+    def check_secret(stored: service.StoredClient | None) -> list[str] | None:
+        return service.check_secret(stored, secret, secret_hash_cost=ctx.settings.secret_hash_cost)
+
+    # The client is read in a database thread; the deliberately slow hash runs in a CPU thread
+    # (`cpu_limiter`), so sign-ins never hold the database's threads (on SQLite its only one).
+    # The secret is checked at the same cost whatever the outcome (an unknown client_id is
+    # checked against a dummy hash of the configured cost): a right one always passes (a guesser
+    # cannot lock its client out), a wrong one is charged to the failure budgets.
+    stored = await run_sync(ctx.limiter, load_client)
+    sponsors = await run_sync(ctx.cpu_limiter, check_secret, stored)
+    if sponsors is None:
         await _charge_failure(request, client_id)
         raise _oauth_error(
             "INVALID_CLIENT",
@@ -159,6 +164,10 @@ async def token(request: Request) -> Response:
         )
     if ctx.token_budget is not None:
         await enforce_rate_limit(request, ctx.token_budget, sign_ins)
+    # Signing may refresh the signing keys from the database: a database thread.
+    issued: IssuedToken = await run_sync(
+        ctx.limiter, ctx.tokens.issue, client_id, sponsors, clock.utc_now()
+    )
     body: dict[str, Any] = {
         "access_token": issued.access_token,
         "token_type": "Bearer",

@@ -28,8 +28,10 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def is_current(engine: Engine) -> bool:
-    return current_revision(engine) == head_revision()
+def is_current(engine: Engine, head: str | None = None) -> bool:
+    """The database is at the migration head (`head`, when the caller read it already: reading
+    it means reading every migration script)."""
+    return current_revision(engine) == (head if head is not None else head_revision())
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

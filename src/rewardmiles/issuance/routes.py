@@ -44,12 +44,11 @@ from rewardmiles.web import (
     authorize,
     json_response,
     problem_responses,
-    read_json_object,
+    read_validated_body,
     request_id_of,
     require_sponsor,
     run_sync,
     sponsor_for,
-    validate_body,
 )
 
 router = APIRouter(prefix="/checkout/issuance", tags=["issuance"])
@@ -102,10 +101,9 @@ async def _handle(
     ctx = request.app.state.ctx
     principal = await authorize(request)
     key = idempotency.parse_key(request.headers.get("idempotency-key")) if idempotent else None
-    obj, canonical = await read_json_object(request)
-    body = validate_body(
+    body, canonical = await read_validated_body(
+        request,
         model,
-        obj,
         context={"miles_per_line_max": ctx.settings.miles_per_line_max},
         rules=FIELD_RULES,
         codes=FIELD_CODES,
