@@ -42,6 +42,7 @@ from rewardmiles.issuance.schemas import (
     ReverseEventRequest,
 )
 from rewardmiles.reports import routes as reports_routes
+from rewardmiles.reports.jobs import BatchJobs
 from rewardmiles.settlement.worker import Worker
 from rewardmiles.web import (
     DirectRoutes,
@@ -77,6 +78,7 @@ class AppContext:
     token_failure_budget: ratelimit.Budget | None  # failed ones, per client_id and per address
     statements: StatementPool | None  # the one-statement issue path (PostgreSQL)
     issue_writer: PostedIssueWriter | None  # its group commit
+    batch_jobs: BatchJobs  # partner-log uploads: a few at once, a few waiting
 
 
 def build_context(settings: Settings) -> AppContext:
@@ -116,6 +118,7 @@ def build_context(settings: Settings) -> AppContext:
         ),
         statements,
         None if statements is None else PostedIssueWriter(statements),
+        BatchJobs(settings.batch_workers, settings.batch_queue_max),
     )
 
 
@@ -170,6 +173,7 @@ def create_app(settings: Settings | None = None) -> IssuanceApp:
             yield
         finally:
             await anyio.to_thread.run_sync(worker.stop)
+            ctx.batch_jobs.close()
             await ctx.rate_limiter.close()
             if ctx.statements is not None:
                 await ctx.statements.close()
