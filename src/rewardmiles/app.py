@@ -43,6 +43,7 @@ from rewardmiles.issuance.schemas import (
     ReverseEventRequest,
 )
 from rewardmiles.reports import routes as reports_routes
+from rewardmiles.reports.jobs import BatchJobs
 from rewardmiles.settlement.worker import Worker
 from rewardmiles.web import (
     DirectRoutes,
@@ -81,6 +82,7 @@ class AppContext:
     # CPU-heavy work of one request (secret hashes, large bodies): never the database's threads.
     cpu_limiter: anyio.CapacityLimiter
     migration_head: str | None  # read once at start: what /readyz compares the database with
+    batch_jobs: BatchJobs  # partner-log uploads: a few at once, a few waiting
 
 
 def build_context(settings: Settings) -> AppContext:
@@ -122,6 +124,7 @@ def build_context(settings: Settings) -> AppContext:
         None if statements is None else PostedIssueWriter(statements),
         anyio.CapacityLimiter(settings.cpu_threads),
         migrate.head_revision(),
+        BatchJobs(settings.batch_workers, settings.batch_queue_max),
     )
 
 
@@ -176,6 +179,7 @@ def create_app(settings: Settings | None = None) -> IssuanceApp:
             yield
         finally:
             await anyio.to_thread.run_sync(worker.stop)
+            ctx.batch_jobs.close()
             await ctx.rate_limiter.close()
             if ctx.statements is not None:
                 await ctx.statements.close()

@@ -86,7 +86,24 @@ class Settings(BaseModel):
         default=None, description="Share rate-limit budgets across API processes via Redis"
     )
     redis_key_prefix: str = Field(default="rewardmiles", min_length=1, max_length=64)
-    batch_upload_bytes_max: int = Field(default=2 * 1024**3, ge=1024)
+    batch_upload_bytes_max: int = Field(
+        default=256 * 1024**2, ge=1024, description="Largest partner log upload (413 above)"
+    )
+    batch_line_bytes_max: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024**2,
+        description="Longest line (CSV record) of a partner log; a longer one is a refused record",
+    )
+    batch_workers: int = Field(
+        default=2, ge=1, le=32, description="Partner logs matched at once per API process"
+    )
+    batch_queue_max: int = Field(
+        default=4,
+        ge=0,
+        le=1000,
+        description="Partner logs waiting (or still uploading) beyond those running; more: 503",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
 

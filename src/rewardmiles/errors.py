@@ -261,7 +261,9 @@ _SPECS: tuple[ErrorSpec, ...] = (
         413,
         "Payload too large",
         False,
-        "The body exceeds the request size limit (1 MiB).",
+        "The body exceeds the request size limit (1 MiB; a partner log: "
+        "`REWARDMILES_BATCH_UPLOAD_BYTES_MAX`, 256 MiB). In a partner log's results: a line "
+        "longer than `REWARDMILES_BATCH_LINE_BYTES_MAX` (64 KiB), refused on its own.",
     ),
     ErrorSpec(
         "HEADERS_TOO_LARGE",
@@ -306,6 +308,14 @@ _SPECS: tuple[ErrorSpec, ...] = (
         True,
         "The database is unreachable, timed out or not migrated; retry after `Retry-After` "
         "seconds with the same Idempotency-Key.",
+    ),
+    ErrorSpec(
+        "BATCH_QUEUE_FULL",
+        503,
+        "Too many partner logs",
+        True,
+        "Every place for partner-log uploads is taken (those being matched and those waiting); "
+        "nothing was read or stored. Retry the upload after `Retry-After` seconds.",
     ),
 )
 

@@ -40,3 +40,4 @@ item_number_max: Final = 1_000_000
 item_id_chars_max: Final = 64
 item_text_chars_max: Final = 255
 basket_amount_max: Final = 1_000_000
+batch_queue_retry_after_seconds: Final = 30  # Retry-After of 503 BATCH_QUEUE_FULL

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import uuid
+
 import httpx
 
 from rewardmiles import clock
@@ -38,10 +43,54 @@ def test_audit_report_lists_the_days_requests_of_the_partners_sponsor(world: Wor
     assert by_id[rejected_body["clientTransactionId"]]["errorCode"] == "COLLECTOR_CLOSED"
 
     csv_text = _get(world, AUDIT, date=today, format="csv").text
-    assert collector not in csv_text
     assert accepted["transactionId"] in csv_text
-    unmasked = _get(world, AUDIT, date=today, format="csv", unmaskCollectors="true")
-    assert collector in unmasked.text
+
+
+def test_the_partner_sees_its_own_collector_numbers_in_full_in_both_formats(
+    world: World,
+) -> None:
+    collector = world.collector()
+    assert world.partner.post_event(world.body(collector, miles=2)).status_code == 200
+    today = clock.transaction_day_of(clock.utc_now(), "America/Toronto").isoformat()
+    masked = f"{collector[:3]}*****{collector[-3:]}"
+    for fmt in ("json", "csv"):
+        text = _get(world, AUDIT, date=today, format=fmt).text
+        assert collector in text, fmt
+        assert masked not in text, fmt
+    # The former switch is gone from the contract: asking for masking changes nothing either.
+    assert "unmaskCollectors" not in json.dumps(world.partner.http.get("/openapi.json").json())
+
+
+FORMULAS = ('=HYPERLINK("http://x.test","y")', "-2+3", "@SUM(A1)", "+SUM(1)", "\t=1")
+
+
+def test_audit_csv_neutralises_partner_text_that_a_spreadsheet_would_run(world: World) -> None:
+    collector = world.collector()
+    sent = []
+    for tid in FORMULAS[:4]:
+        body = world.body(collector, clientTransactionId=tid + uuid.uuid4().hex[:8], miles=5)
+        assert world.partner.post_event(body).status_code == 200, tid
+        sent.append(body)
+    rejected = world.body(world.collector("CLOSED"), clientTransactionId="@" + uuid.uuid4().hex)
+    rejected["issuances"][0]["locationCode"] = "=1+2"  # type: ignore[index]
+    assert world.partner.post_event(rejected).status_code == 400
+    sent.append(rejected)
+    today = clock.transaction_day_of(clock.utc_now(), "America/Toronto").isoformat()
+
+    csv_text = _get(world, AUDIT, date=today, format="csv").text
+    header, *rows = list(csv.reader(io.StringIO(csv_text.split("\n", 1)[1])))
+    by_id = {row[header.index("partnerTransactionId")]: row for row in rows}
+    for body in sent:
+        row = by_id["'" + str(body["clientTransactionId"])]
+        assert row[header.index("milesAmount")] in ("5", "8")  # numbers stay numbers
+    rejected_row = by_id["'" + str(rejected["clientTransactionId"])]
+    assert rejected_row[header.index("locationCode")] == "'=1+2"
+
+    report = _get(world, AUDIT, date=today).json()
+    ids = {t["partnerTransactionId"] for t in report["transactions"]}
+    assert {str(b["clientTransactionId"]) for b in sent} <= ids  # JSON exact
+    by_json = {t["partnerTransactionId"]: t for t in report["transactions"]}
+    assert by_json[rejected["clientTransactionId"]]["issuances"][0]["locationCode"] == "=1+2"
 
 
 def test_reconciliation_file_over_http_parses_and_includes_the_days_postings(world: World) -> None:

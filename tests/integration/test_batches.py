@@ -218,3 +218,87 @@ def test_log_json_line_with_a_duplicated_member_is_malformed_json(own_db: Databa
     (invalid,) = [r for r in view["records"] if r["outcome"] == "invalid"]
     assert (invalid["lineNo"], invalid["errorCode"]) == (1, "MALFORMED_JSON")
     assert '"milesAmount"' in invalid["detail"]
+
+
+def _run_bytes(db: Database, sponsor: str, raw: bytes, kind: str, settings: Settings) -> dict:
+    batch_id = batches.start_batch(db, sponsor, "test", False, clock.utc_now())
+    batches.run_batch(db, settings, batch_id, io.BytesIO(raw), kind, client_id="test")
+    with db.reader() as session:
+        view = batches.batch_view(session, batch_id, limit=10_000)
+    assert view is not None
+    assert view["status"] == "done", view
+    return view
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_a_line_over_the_limit_is_refused_by_number_and_reading_goes_on(
+    own_db: Database, kind: str
+) -> None:
+    settings = Settings(batch_line_bytes_max=1024)
+    sponsor = data.new_sponsor(own_db)
+    collector = data.new_collector(own_db)
+    when = "2026-11-30T04:10:41Z"
+
+    def record(tid: str) -> str:
+        if kind == "csv":
+            return f"POST/EVENT,{tid},{collector},{when},5"
+        return json.dumps(
+            {
+                "transactionType": "POST/EVENT",
+                "partnerTransactionId": tid,
+                "collectorNumber": collector,
+                "transactionDateTime": when,
+                "milesAmount": 5,
+            }
+        )
+
+    lines = [record("a"), "x" * 5000, record("b"), "y" * 1025]  # the last one without a newline
+    if kind == "csv":
+        lines.insert(0, HEADER.strip())
+    raw = "\n".join(lines).encode()
+    view = _run_bytes(own_db, sponsor, raw, kind, settings)
+
+    first = 2 if kind == "csv" else 1
+    invalid = {r["lineNo"]: r for r in view["records"] if r["outcome"] == "invalid"}
+    assert sorted(invalid) == [first + 1, first + 3]
+    assert {r["errorCode"] for r in invalid.values()} == {"PAYLOAD_TOO_LARGE"}
+    assert "longer than 1024 bytes" in invalid[first + 1]["detail"]
+    missing = {r["lineNo"]: r["partnerTransactionId"] for r in view["records"]}
+    assert (missing[first], missing[first + 2]) == ("a", "b")
+
+
+def test_a_csv_record_may_not_grow_past_the_limit_over_quoted_line_breaks(
+    own_db: Database,
+) -> None:
+    settings = Settings(batch_line_bytes_max=1024)
+    sponsor = data.new_sponsor(own_db)
+    collector = data.new_collector(own_db)
+    endless = 'POST/EVENT,"' + "z\n" * 2000  # an open quote: each line is short, the record not
+    good = f"POST/EVENT,after,{collector},2026-11-30T04:10:41Z,5\n"
+    view = _run_bytes(own_db, sponsor, (HEADER + endless + good).encode(), "csv", settings)
+    codes = [r["errorCode"] for r in view["records"] if r["outcome"] == "invalid"]
+    assert codes[0] == "PAYLOAD_TOO_LARGE"
+    assert [r["partnerTransactionId"] for r in view["records"] if r["outcome"] != "invalid"] == [
+        "after"
+    ]
+
+
+def test_a_line_that_is_not_utf8_is_refused_and_reading_goes_on(own_db: Database) -> None:
+    sponsor = data.new_sponsor(own_db)
+    collector = data.new_collector(own_db)
+    raw = (
+        HEADER.encode()
+        + b"POST/EVENT,caf\xe9,1,2,3\n"
+        + f"POST/EVENT,after,{collector},2026-11-30T04:10:41Z,5\n".encode()
+    )
+    view = _run_bytes(own_db, sponsor, raw, "csv", Settings())
+    by_line = {r["lineNo"]: r for r in view["records"]}
+    assert by_line[2]["outcome"] == "invalid"
+    assert by_line[2]["errorCode"] == "FIELD_INVALID"
+    assert "UTF-8" in by_line[2]["detail"]
+    assert by_line[3]["partnerTransactionId"] == "after"
+
+
+def test_the_default_upload_limit_is_in_line_with_real_logs() -> None:
+    assert Settings().batch_upload_bytes_max == 256 * 1024 * 1024
+    assert Settings().batch_line_bytes_max == 64 * 1024

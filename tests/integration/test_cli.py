@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
@@ -776,3 +778,86 @@ def test_an_unreachable_database_is_one_clear_line(url: str) -> None:
     assert "cannot open the database" in stderr
     assert "s3cret-pw" not in stderr
     assert "Traceback" not in stderr
+
+
+# --------------------------------------------------------------------------- hostile content
+
+
+def test_batch_import_refuses_a_line_over_the_limit_by_number_and_goes_on(
+    cli: Cli, cli_db: Database, tmp_path: Path
+) -> None:
+    sponsor = data.new_sponsor(cli_db)
+    collector = data.new_collector(cli_db)
+    row = f"POST/EVENT,{{}},{collector},2026-11-30T04:10:41Z,5\n"
+    log = tmp_path / "partner-log.csv"
+    log.write_text(
+        "transactionType,partnerTransactionId,collectorNumber,transactionDateTime,milesAmount\n"
+        + row.format("first")
+        + "POST/EVENT,"
+        + "x" * (2 * 1024 * 1024)
+        + "\n"
+        + row.format("third")
+    )
+    result = _ok(cli("batch", "import", str(log), "--sponsor", sponsor, "--json"))
+    view = json.loads(result.stdout)
+    by_line = {r["lineNo"]: r for r in view["records"]}
+    assert by_line[3]["outcome"] == "invalid"
+    assert by_line[3]["errorCode"] == "PAYLOAD_TOO_LARGE"
+    assert (by_line[2]["partnerTransactionId"], by_line[4]["partnerTransactionId"]) == (
+        "first",
+        "third",
+    )
+
+
+FORMULAS = ('=HYPERLINK("http://x.test","y")', "-2+3", "@SUM(A1)", "+1", "=1+2")
+
+
+def _formula_day(cli_db: Database) -> tuple[str, str, list[dict[str, object]]]:
+    """A sponsor's day of requests whose partner-controlled text starts like a formula."""
+    sponsor = data.new_sponsor(cli_db)
+    number = data.new_collector(cli_db)
+    bodies = [
+        data.event_body(sponsor, number, clientTransactionId=tid, miles=5) for tid in FORMULAS[:3]
+    ]
+    for body in bodies:
+        assert call(cli_db, Settings(), body).status == 200
+    rejected = data.event_body(
+        sponsor, data.new_collector(cli_db, "CLOSED"), clientTransactionId="@cmd", miles=5
+    )
+    rejected["issuances"][0]["locationCode"] = "=1+2"  # type: ignore[index]
+    assert call(cli_db, Settings(), rejected).status == 400
+    return sponsor, number, [*bodies, rejected]
+
+
+def test_report_audit_csv_neutralises_formula_cells_and_json_stays_exact(
+    cli: Cli, cli_db: Database
+) -> None:
+    sponsor, _, bodies = _formula_day(cli_db)
+    csv_text = _ok(cli("report", "audit", "--sponsor", sponsor)).stdout
+    rows = list(csv.reader(io.StringIO(csv_text.split("\n", 1)[1])))
+    header, rows = rows[0], rows[1:]
+    ids = {row[header.index("partnerTransactionId")] for row in rows}
+    assert ids == {"'" + b["clientTransactionId"] for b in bodies}  # type: ignore[operator]
+    assert {row[header.index("locationCode")] for row in rows} >= {"'=1+2"}
+    assert {row[header.index("milesAmount")] for row in rows} == {"5"}
+
+    report = json.loads(
+        _ok(cli("report", "audit", "--sponsor", sponsor, "--format", "json")).stdout
+    )
+    assert {t["partnerTransactionId"] for t in report["transactions"]} == {
+        b["clientTransactionId"] for b in bodies
+    }
+    assert "=1+2" in {t["issuances"][0]["locationCode"] for t in report["transactions"]}
+
+
+def test_report_audit_masks_collectors_in_both_formats_unless_unmasked(
+    cli: Cli, cli_db: Database
+) -> None:
+    sponsor, number, _ = _formula_day(cli_db)
+    masked = f"{number[:3]}*****{number[-3:]}"
+    for fmt in ("csv", "json"):
+        plain = _ok(cli("report", "audit", "--sponsor", sponsor, "--format", fmt)).stdout
+        assert number not in plain, fmt
+        assert masked in plain, fmt
+        full = _ok(cli("report", "audit", "--sponsor", sponsor, "--format", fmt, "--unmask"))
+        assert number in full.stdout, fmt

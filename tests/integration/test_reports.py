@@ -178,7 +178,7 @@ def test_partner_ids_with_percent_signs_round_trip(own_db: Database) -> None:
     assert reconciliation.parse(text).details[0].partner_transaction_id == "a%%b%c%25"
 
 
-def test_audit_csv_masks_collectors_unless_asked(own_db: Database) -> None:
+def test_audit_masks_collectors_in_both_formats_when_asked(own_db: Database) -> None:
     settings = Settings()
     sponsor = data.new_sponsor(own_db)
     collector = data.new_collector(own_db)
@@ -188,11 +188,39 @@ def test_audit_csv_masks_collectors_unless_asked(own_db: Database) -> None:
         report = audit.audit_report(
             session, sponsor, clock.transaction_day_of(now, TORONTO), TORONTO
         )
-    masked = report.as_csv()
+    stars = f"{collector[:3]}*****{collector[-3:]}"
+    masked = report.as_csv(mask_collectors=True)
     assert collector not in masked
-    assert f"{collector[:3]}*****{collector[-3:]}" in masked
-    assert collector in report.as_csv(unmask=True)
+    assert stars in masked
     assert masked.startswith(f"# audit report; sponsor {sponsor}; transaction day")
+    assert collector in report.as_csv()
+    assert report.as_json(mask_collectors=True)["transactions"][0]["collectorNumber"] == stars
+    assert report.as_json()["transactions"][0]["collectorNumber"] == collector
+    assert report.transactions[0]["collectorNumber"] == collector  # masking copies
+
+
+@pytest.mark.parametrize(
+    ("cell", "written"),
+    [
+        ('=HYPERLINK("http://x.test","y")', '\'=HYPERLINK("http://x.test","y")'),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("+SUM(A1)", "'+SUM(A1)"),
+        ("\t=1", "'\t=1"),
+        ("\r=1", "'\r=1"),
+        ("-5", "-5"),
+        ("+3", "+3"),
+        ("12.50", "12.50"),
+        ("-", "'-"),
+        ("evt-1=2", "evt-1=2"),
+        (-5, -5),
+        (None, None),
+    ],
+)
+def test_spreadsheet_safe_neutralises_formula_text_and_keeps_numbers(
+    cell: object, written: object
+) -> None:
+    assert audit.spreadsheet_safe(cell) == written
 
 
 GOOD = (

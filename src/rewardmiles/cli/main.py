@@ -760,7 +760,9 @@ def report_audit(
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="File (default: stdout).")
     ] = None,
-    unmask: Annotated[bool, typer.Option(help="Show full collector numbers in CSV.")] = False,
+    unmask: Annotated[
+        bool, typer.Option(help="Show full collector numbers (masked by default, both formats).")
+    ] = False,
 ) -> None:
     """Every request of the sponsor's Transaction Day (program time zone)."""
     settings, db = _ready_database()
@@ -771,9 +773,9 @@ def report_audit(
     if not report.transactions:
         _note_empty_day("transactions", transaction_day, settings)
     if fmt is ReportFormat.JSON:
-        _emit(json.dumps(report.as_json(), indent=2) + "\n", output)
+        _emit(json.dumps(report.as_json(mask_collectors=not unmask), indent=2) + "\n", output)
     else:
-        _emit(report.as_csv(unmask=unmask), output)
+        _emit(report.as_csv(mask_collectors=not unmask), output)
 
 
 @report_app.command("reconcile")
@@ -836,7 +838,7 @@ def batch_import(
             db,
             settings,
             batch_id,
-            batches.text_stream(raw),
+            raw,
             kind,
             client_id="operator-batch",
             on_chunk=on_chunk,

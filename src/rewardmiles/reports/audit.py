@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -46,15 +47,22 @@ class AuditReport:
     time_zone: str
     transactions: list[dict[str, Any]]
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self, *, mask_collectors: bool = False) -> dict[str, Any]:
+        transactions = self.transactions
+        if mask_collectors:
+            transactions = [
+                {**t, "collectorNumber": _masked(t["collectorNumber"])} for t in transactions
+            ]
         return {
             "sponsorCode": self.sponsor_code,
             "transactionDay": self.day.isoformat(),
             "timeZone": self.time_zone,
-            "transactions": self.transactions,
+            "transactions": transactions,
         }
 
-    def as_csv(self, *, unmask: bool = False) -> str:
+    def as_csv(self, *, mask_collectors: bool = False) -> str:
+        """One row per line; every cell a spreadsheet would run as a formula is neutralised
+        (`spreadsheet_safe`)."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         buffer.write(
@@ -64,8 +72,8 @@ class AuditReport:
         writer.writerow(CSV_COLUMNS)
         for txn in self.transactions:
             collector = txn["collectorNumber"] or ""
-            if not unmask:
-                collector = mask_collector_numbers(collector)
+            if mask_collectors:
+                collector = _masked(collector)
             head = [
                 txn["processedAt"],
                 txn["transactionId"],
@@ -78,10 +86,9 @@ class AuditReport:
             ]
             for line in txn["issuances"] or [None]:
                 if line is None:
-                    writer.writerow([*head, "", "", "", "", "", ""])
-                    continue
-                writer.writerow(
-                    [
+                    row = [*head, "", "", "", "", "", ""]
+                else:
+                    row = [
                         *head,
                         line["lineNo"],
                         line["issuanceOfferCode"],
@@ -90,8 +97,31 @@ class AuditReport:
                         line["status"] or "",
                         line.get("errorCode") or "",
                     ]
-                )
+                writer.writerow([spreadsheet_safe(cell) for cell in row])
         return buffer.getvalue()
+
+
+# A cell starting with one of these is run as a formula by spreadsheets (OWASP, CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
+
+
+def spreadsheet_safe(cell: object) -> object:
+    """`cell` for a CSV meant for spreadsheets: text starting with `=`, `+`, `-`, `@`, a tab or
+    a carriage return gets a leading `'`, so it shows as text instead of running; a plain number
+    (`-5`, `+3`, `12.50`) is left as it is, being a number to the spreadsheet too. Anything else
+    is unchanged. Every CSV the service writes passes its cells through here."""
+    if (
+        isinstance(cell, str)
+        and cell.startswith(FORMULA_STARTS)
+        and not _PLAIN_NUMBER.fullmatch(cell)
+    ):
+        return "'" + cell
+    return cell
+
+
+def _masked(number: str | None) -> str | None:
+    return None if number is None else mask_collector_numbers(number)
 
 
 def audit_report(session: Session, sponsor_code: str, day: date, zone_name: str) -> AuditReport:

@@ -7,16 +7,17 @@ A log is CSV (with a header row) or JSON lines, one record per partner transacti
     [, issuanceOfferCode, locationCode, originalPartnerTransactionId,
        basketPreTaxAmount, basketPostTaxAmount]
 
-It is read as a stream, in chunks: memory does not grow with the file. Each chunk costs one query
-to find the real-time transactions it names. Bad records are reported with their line number and
-a catalogue code and never stop the rest of the file. Issuing a missing record uses the record's
+It is read as a stream, in chunks: memory does not grow with the file. A line (or a CSV record
+over quoted line breaks) longer than `Settings.batch_line_bytes_max` is never held whole: it is one
+refused record (`PAYLOAD_TOO_LARGE`) and reading goes on with the next line. Each chunk costs one
+query to find the real-time transactions it names. Bad records are reported with their line number
+and a catalogue code and never stop the rest of the file. Issuing a missing record uses the record's
 own partner id, so importing the same file again finds it and issues nothing twice.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import secrets
 import uuid
@@ -98,29 +99,124 @@ class LogRecord:
     raw: dict[str, str]
 
 
-def _records(stream: IO[str], kind: str) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-    """(line number, fields or None, parse error) per record."""
+class _RecordTooLongError(ValueError):
+    """A physical line, or a CSV record over quoted line breaks, longer than the limit."""
+
+
+class _UndecodableLineError(ValueError):
+    pass
+
+
+class _Lines:
+    """The physical lines of a log, each read with a bounded `readline`: a line longer than
+    `limit` (bytes of a binary stream, characters of a text one) is read through to its newline
+    in pieces of `limit` and dropped, so it never sits in memory whole. It surfaces as
+    `_RecordTooLongError` from `__next__`; iteration then goes on with the next line. For CSV,
+    `record_chars` bounds a record that spans lines through quoted line breaks the same way."""
+
+    def __init__(self, stream: IO[bytes] | IO[str], limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+        self.line_no = 0
+        self.record_chars = 0
+        self._first = True
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        piece: bytes | str = self._stream.readline(self._limit + 1)
+        if not piece:
+            raise StopIteration
+        self.line_no += 1
+        newline: bytes | str = b"\n" if isinstance(piece, bytes) else "\n"
+        if len(piece) > self._limit:
+            while piece and not piece.endswith(newline):  # type: ignore[arg-type]
+                piece = self._stream.readline(self._limit)
+            raise _RecordTooLongError(f"line longer than {self._limit} bytes")
+        if isinstance(piece, bytes):
+            try:
+                text = piece.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _UndecodableLineError(f"not UTF-8 text (byte {exc.start + 1})") from None
+        else:
+            text = piece
+        if self._first:
+            self._first = False
+            text = text.removeprefix("\ufeff")
+        self.record_chars += len(text)
+        if self.record_chars > self._limit:
+            raise _RecordTooLongError(
+                f"record longer than {self._limit} bytes (quoted line breaks included)"
+            )
+        return text
+
+
+Item = tuple[int, dict[str, Any] | None, str | None, str | None]
+
+
+def _records(stream: IO[bytes] | IO[str], kind: str, line_bytes_max: int) -> Iterator[Item]:
+    """(line number, fields or None, error code, error detail) per record."""
+    lines = _Lines(stream, line_bytes_max)
     if kind == "csv":
-        reader = csv.DictReader(stream)
-        for row in reader:
-            yield reader.line_num, {k: v for k, v in row.items() if k is not None}, None
+        yield from _csv_records(lines)
         return
-    for line_no, line in enumerate(stream, start=1):
+    while True:
+        try:
+            line = next(lines)
+        except StopIteration:
+            return
+        except _RecordTooLongError as exc:
+            yield lines.line_no, None, "PAYLOAD_TOO_LARGE", str(exc)
+            continue
+        except _UndecodableLineError as exc:
+            yield lines.line_no, None, "FIELD_INVALID", str(exc)
+            continue
+        lines.record_chars = 0
         if not line.strip():
             continue
         try:
             value = loads_partner_json(line)  # the API's rules: no member named twice
         except DuplicateMemberError as exc:
-            yield line_no, None, str(exc)
+            yield lines.line_no, None, "MALFORMED_JSON", str(exc)
             continue
         except (ValueError, RecursionError) as exc:
-            yield line_no, None, f"not JSON: {exc}"
+            yield lines.line_no, None, "MALFORMED_JSON", f"not JSON: {exc}"
             continue
-        yield (
-            (line_no, value, None)
-            if isinstance(value, dict)
-            else (line_no, None, "not a JSON object")
-        )
+        if isinstance(value, dict):
+            yield lines.line_no, value, None, None
+        else:
+            yield lines.line_no, None, "MALFORMED_JSON", "not a JSON object"
+
+
+def _csv_records(lines: _Lines) -> Iterator[Item]:
+    """CSV with a header row: as `csv.DictReader` (extra values dropped, missing ones None), but
+    a record that is too long or not UTF-8 is one refused record, and reading goes on."""
+    reader = csv.reader(lines)
+    header: list[str] | None = None
+    while True:
+        lines.record_chars = 0
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except _RecordTooLongError as exc:
+            yield lines.line_no, None, "PAYLOAD_TOO_LARGE", str(exc)
+            continue
+        except _UndecodableLineError as exc:
+            yield lines.line_no, None, "FIELD_INVALID", str(exc)
+            continue
+        except csv.Error as exc:
+            yield lines.line_no, None, "FIELD_INVALID", f"not CSV: {exc}"
+            continue
+        if not row:
+            continue
+        if header is None:
+            header = row
+            continue
+        fields: dict[str, Any] = dict.fromkeys(header)
+        fields.update(zip(header, row, strict=False))
+        yield lines.line_no, fields, None, None
 
 
 def _parse(line_no: int, fields: dict[str, Any]) -> LogRecord:
@@ -185,7 +281,7 @@ def run_batch(
     db: Database,
     settings: Settings,
     batch_id: str,
-    stream: IO[str],
+    stream: IO[bytes] | IO[str],
     kind: str,
     *,
     client_id: str,
@@ -199,9 +295,9 @@ def run_batch(
         sponsor_code, issue_missing = batch.sponsor_code, batch.issue_missing
     report = BatchReport(batch_id)
     days: set[date] = set()
-    chunk: list[tuple[int, dict[str, Any] | None, str | None]] = []
+    chunk: list[Item] = []
     try:
-        for item in _records(stream, kind):
+        for item in _records(stream, kind, settings.batch_line_bytes_max):
             chunk.append(item)
             if len(chunk) >= CHUNK_RECORDS:
                 _process_chunk(
@@ -247,18 +343,18 @@ def _process_chunk(
     issue_missing: bool,
     client_id: str,
     report: BatchReport,
-    chunk: list[tuple[int, dict[str, Any] | None, str | None]],
+    chunk: list[Item],
     days: set[date],
 ) -> None:
     if not chunk:
         return
     rows: list[dict[str, Any]] = []
     parsed: list[LogRecord] = []
-    for line_no, fields, error in chunk:
+    for line_no, fields, code, error in chunk:
         report.records += 1
         try:
             if fields is None:
-                raise _InvalidRecordError("MALFORMED_JSON", error or "unreadable record")
+                raise _InvalidRecordError(code or "FIELD_INVALID", error or "unreadable record")
             record = _parse(line_no, fields)
         except _InvalidRecordError as exc:
             rows.append(_row(report, line_no, INVALID, error_code=exc.code, detail=str(exc)))
@@ -607,7 +703,3 @@ def detect_kind(name: str, first_bytes: bytes) -> str:
     if name.endswith(".csv"):
         return "csv"
     return "jsonl" if first_bytes.lstrip().startswith(b"{") else "csv"
-
-
-def text_stream(raw: IO[bytes]) -> IO[str]:
-    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")

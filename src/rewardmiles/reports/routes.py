@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-import threading
 from datetime import date
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from rewardmiles import clock, logs
+from rewardmiles import clock, limits, logs
 from rewardmiles.auth.tokens import Principal
 from rewardmiles.errors import ProblemError
 from rewardmiles.reports import audit, batches, reconciliation
@@ -79,8 +79,10 @@ async def audit_report(
     date: ReportDay,
     sponsorCode: str | None = None,  # noqa: N803
     format: Literal["json", "csv"] = "json",
-    unmaskCollectors: bool = False,  # noqa: N803
 ) -> Response:
+    """Collector numbers are in full in both formats: the partner sent them for its own sponsor
+    and reconciles against them (the reconciliation file and batch results carry them too). CSV
+    cells that a spreadsheet would run as formulas are neutralised; the JSON is exact."""
     ctx = request.app.state.ctx
     sponsor, day = _scope(await authorize(request), sponsorCode, date)
 
@@ -90,9 +92,7 @@ async def audit_report(
 
     report = await run_sync(ctx.limiter, build)
     if format == "csv":
-        return Response(
-            report.as_csv(unmask=unmaskCollectors), media_type="text/csv; charset=utf-8"
-        )
+        return Response(report.as_csv(), media_type="text/csv; charset=utf-8")
     return json_response(200, report.as_json())
 
 
@@ -132,12 +132,16 @@ async def reconciliation_file(
     status_code=202,
     summary="Upload a partner transaction log (CSV or JSON lines) to match against real-time records",
     description="The body is streamed to disk and matched in the background; poll "
-    "`GET /checkout/issuance/batches/{batchId}`. With `issueMissing=true`, records never seen in "
+    "`GET /checkout/issuance/batches/{batchId}`. A log may be at most "
+    "`REWARDMILES_BATCH_UPLOAD_BYTES_MAX` (256 MiB; 413, before the body is read when "
+    "`Content-Length` says so) with lines of at most `REWARDMILES_BATCH_LINE_BYTES_MAX` (64 KiB; "
+    "a longer line is one refused record). A few logs are matched at once and a few wait; when "
+    "every place is taken the upload gets 503 `BATCH_QUEUE_FULL` with `Retry-After`. With `issueMissing=true`, records never seen in "
     "real time are issued through the normal write path (importing the same log again issues "
     "nothing twice).",
     responses={
         202: {"description": "Accepted: `{batchId, status}` and a Location header."},
-        **problem_responses(400, 401, 403, 413, 415),
+        **problem_responses(400, 401, 403, 413, 415, 503),
     },
     openapi_extra={
         "requestBody": {
@@ -158,31 +162,45 @@ async def upload_batch(
     kind = BATCH_MEDIA.get(media)
     if kind is None:
         raise ProblemError("UNSUPPORTED_MEDIA_TYPE", f"Send the log as {' or '.join(BATCH_MEDIA)}.")
+    size_max = ctx.settings.batch_upload_bytes_max
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > size_max:  # refused before a byte of it is read
+        raise _too_large(size_max)
+    jobs = ctx.batch_jobs
+    if not jobs.reserve():
+        seconds = limits.batch_queue_retry_after_seconds
+        raise ProblemError(
+            "BATCH_QUEUE_FULL",
+            f"Every place for partner logs is taken ({jobs.workers} running, {jobs.queue_max} "
+            f"waiting); retry after {seconds} s.",
+            headers={"Retry-After": str(seconds)},
+        )
     spool = tempfile.NamedTemporaryFile(prefix="rm-batch-", suffix=f".{kind}", delete=False)  # noqa: SIM115
-    size = 0
+    submitted = False
     try:
+        size = 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > ctx.settings.batch_upload_bytes_max:
-                raise ProblemError(
-                    "PAYLOAD_TOO_LARGE",
-                    f"A log may be at most {ctx.settings.batch_upload_bytes_max} bytes.",
-                )
+            if size > size_max:
+                raise _too_large(size_max)
             spool.write(chunk)
         spool.close()
-    except BaseException:
-        spool.close()
-        os.unlink(spool.name)
-        raise
-    batch_id = await run_sync(
-        ctx.limiter, batches.start_batch, ctx.db, sponsor, "upload", issueMissing, clock.utc_now()
-    )
-    threading.Thread(
-        target=_run_upload,
-        args=(ctx, batch_id, spool.name, kind, principal.client_id),
-        name=f"batch-{batch_id}",
-        daemon=True,
-    ).start()
+        batch_id = await run_sync(
+            ctx.limiter,
+            batches.start_batch,
+            ctx.db,
+            sponsor,
+            "upload",
+            issueMissing,
+            clock.utc_now(),
+        )
+        jobs.submit(partial(_run_upload, ctx, batch_id, spool.name, kind, principal.client_id))
+        submitted = True
+    finally:
+        if not submitted:  # the upload failed: its file and its place go
+            spool.close()
+            os.unlink(spool.name)
+            jobs.release()
     return json_response(
         202,
         {"batchId": batch_id, "status": "processing"},
@@ -190,12 +208,14 @@ async def upload_batch(
     )
 
 
+def _too_large(size_max: int) -> ProblemError:
+    return ProblemError("PAYLOAD_TOO_LARGE", f"A log may be at most {size_max} bytes.")
+
+
 def _run_upload(ctx: Any, batch_id: str, path: str, kind: str, client_id: str) -> None:
     try:
         with open(path, "rb") as raw:
-            batches.run_batch(
-                ctx.db, ctx.settings, batch_id, batches.text_stream(raw), kind, client_id=client_id
-            )
+            batches.run_batch(ctx.db, ctx.settings, batch_id, raw, kind, client_id=client_id)
     except Exception as exc:  # recorded on the batch as failed; the log has the trace
         log.error("batch_failed", batch_id=batch_id, error=type(exc).__name__, detail=str(exc))
     finally:
