@@ -270,3 +270,42 @@ def test_a_flooding_receiver_costs_little_memory_and_time(
         assert outcome in delivery.last_error
     assert took < 3
     assert sent[0] < 64 * 1024 * 1024  # what the receiver got out before it was hung up on
+
+
+def test_an_unexpected_error_is_a_failed_attempt_not_an_endless_re_lease(
+    url_db: tuple[str, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, db = url_db
+    sponsor = data.new_sponsor(db)
+    outcome = call(db, Settings(), data.event_body(sponsor, data.new_collector(db)))
+    now = clock.utc_now()
+    with db.unit_of_work() as session:
+        hook_id, _ = webhooks.add_webhook(
+            session, sponsor, "http://127.0.0.1:9/h", now, allow_private_targets=True
+        )
+        session.flush()
+        delivery_id = str(uuid.uuid4())
+        session.execute(
+            insert(WebhookDelivery).values(
+                id=delivery_id,
+                webhook_id=hook_id,
+                event_type=webhooks.SETTLED_EVENT,
+                transaction_id=str(outcome.transaction_id),
+                payload_json="{}",
+                status="pending",
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+
+    def broken(url: str, *, allow_private: bool) -> targets.Pinned:
+        raise UnicodeEncodeError("ascii", "ü", 0, 1, "not ascii")
+
+    monkeypatch.setattr(targets, "pin", broken)
+    Dispatcher(db, Settings(database_url=url, webhook_allow_private_targets=True)).run_once()
+    with db.reader() as session:
+        (delivery,) = [d for d in webhooks.list_deliveries(session) if d.id == delivery_id]
+    assert delivery.attempts == 1
+    assert delivery.last_error is not None
+    assert "UnicodeEncodeError" in delivery.last_error

@@ -154,3 +154,11 @@ def test_redact_hides_credentials() -> None:
         "https://***@hooks.partner.example:8443/h?q=1"
     )
     assert targets.redact("https://hooks.partner.example/h") == "https://hooks.partner.example/h"
+
+
+def test_an_internationalised_name_goes_on_the_wire_in_idna(dns: dict[str, list[str]]) -> None:
+    dns["bücher.example"] = [PUBLIC]
+    pinned = targets.pin("https://bücher.example/h", allow_private=False)
+    assert pinned.url == f"https://{PUBLIC}/h"
+    assert pinned.headers == {"Host": "xn--bcher-kva.example"}
+    assert pinned.extensions == {"sni_hostname": "xn--bcher-kva.example"}

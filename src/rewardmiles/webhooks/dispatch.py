@@ -177,6 +177,8 @@ class Dispatcher:
                 error = await self._post(client, due)
         except TimeoutError:
             error = f"cut at the delivery deadline ({deadline:g} s)"
+        except Exception as exc:  # a failed attempt like any other, never an endless re-lease
+            error = f"{type(exc).__name__}: {exc}"
         if error is not None:
             log.info("webhook_attempt_failed", delivery=due.id, error=error)
         try:

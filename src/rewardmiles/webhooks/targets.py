@@ -158,8 +158,18 @@ def pin(url: str, *, allow_private: bool) -> Pinned:
     address = _checked(host, port)[0]
     shown = f"[{address}]" if address.version == 6 else str(address)
     netloc = shown if parts.port is None else f"{shown}:{parts.port}"
-    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
-    return Pinned(parts._replace(netloc=netloc).geturl(), {"Host": parts.netloc}, extensions)
+    name = _ascii(host)
+    host_header = name if parts.port is None else f"{name}:{parts.port}"
+    extensions = {"sni_hostname": name} if parts.scheme == "https" else {}
+    return Pinned(parts._replace(netloc=netloc).geturl(), {"Host": host_header}, extensions)
+
+
+def _ascii(host: str) -> str:
+    """An internationalised name as it goes on the wire (IDNA)."""
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise TargetError(f"{host} is not a valid host name") from None
 
 
 def redact(url: str) -> str:
