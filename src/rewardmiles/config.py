@@ -57,7 +57,24 @@ class Settings(BaseModel):
     pending_window_days: int = Field(default=30, ge=1)
     embedded_worker: bool = True
     worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
-    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    webhook_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=60, description="Webhook delivery: connect timeout, and per read"
+    )
+    webhook_deadline_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Webhook delivery: the whole of it (resolve, connect, send, answer); past it "
+        "the attempt is cut and retried later",
+    )
+    webhook_concurrency: int = Field(
+        default=8, ge=1, le=64, description="Webhook deliveries in flight at once, per worker"
+    )
+    webhook_allow_private_targets: bool = Field(
+        default=False,
+        description="Allow webhook targets on loopback, private, link-local and other internal "
+        "addresses (tests, demos); off = public addresses only",
+    )
     webhook_attempts_max: int = Field(default=8, ge=1, le=50)
     webhook_retry_base_seconds: float = Field(default=5.0, gt=0, le=3600)
     idempotency_retention_days: int = Field(default=30, ge=1)

@@ -38,7 +38,9 @@ class Flow:
 
     def hook(self, sponsor: str, url: str) -> str:
         with self.db.unit_of_work() as session:
-            _, secret = webhooks.add_webhook(session, sponsor, url, clock.utc_now())
+            _, secret = webhooks.add_webhook(
+                session, sponsor, url, clock.utc_now(), allow_private_targets=True
+            )
         return secret
 
 
@@ -50,6 +52,7 @@ def flow(dialect: str, server_factory: ServerFactory) -> Iterator[Flow]:
             "REWARDMILES_WORKER_POLL_SECONDS": "0.2",
             "REWARDMILES_WEBHOOK_RETRY_BASE_SECONDS": "0.2",
             "REWARDMILES_WEBHOOK_ATTEMPTS_MAX": str(ATTEMPTS_MAX),
+            "REWARDMILES_WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",  # receivers are on 127.0.0.1
         },
     )
     db = Database.from_url(server.database_url)

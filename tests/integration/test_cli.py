@@ -36,6 +36,7 @@ from rewardmiles.db.models import (
 )
 from rewardmiles.issuance import service as issuance
 from rewardmiles.ledger.verify import verify
+from rewardmiles.webhooks import service as webhooks
 from tests.conftest import PG_ADMIN_URL, DatabaseFactory
 from tests.support import data
 from tests.support.issue import call
@@ -597,7 +598,10 @@ def _rejected_code(cli_db: Database, sponsor: str, transaction_id: str) -> objec
 
 def test_pending_reject_without_a_reason_is_review_rejected(cli: Cli, cli_db: Database) -> None:
     sponsor, transaction_id, line = _review_line(cli_db)
-    _ok(cli("webhook", "add", "http://127.0.0.1:9/hook", "--sponsor", sponsor))
+    with cli_db.unit_of_work() as session:
+        webhooks.add_webhook(
+            session, sponsor, "http://127.0.0.1:9/hook", clock.utc_now(), allow_private_targets=True
+        )
 
     out = _flat(_ok(cli("pending", "reject", line)).stdout)
 

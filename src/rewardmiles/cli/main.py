@@ -555,13 +555,25 @@ def pending_reject(
 
 @webhook_app.command("add")
 def webhook_add(
-    url: Annotated[str, typer.Argument(help="HTTPS URL (http only for loopback addresses).")],
+    url: Annotated[
+        str,
+        typer.Argument(
+            help="HTTPS URL on a public address, without credentials (internal addresses need "
+            "REWARDMILES_WEBHOOK_ALLOW_PRIVATE_TARGETS=true; http only for loopback ones)."
+        ),
+    ],
     sponsor: Annotated[str, typer.Option("--sponsor", help="Sponsor code.")],
 ) -> None:
     """Register an endpoint; its signing secret is printed once."""
-    _, db = _ready_database()
+    settings, db = _ready_database()
     with _operation(db) as session:
-        webhook_id, secret = webhooks.add_webhook(session, sponsor, url, clock.utc_now())
+        webhook_id, secret = webhooks.add_webhook(
+            session,
+            sponsor,
+            url,
+            clock.utc_now(),
+            allow_private_targets=settings.webhook_allow_private_targets,
+        )
     out.print(f"webhook {webhook_id} for sponsor {sponsor}: {url}")
     out.print(f"signing secret {secret}")
     out.print("The secret is shown only now; verify Rewardmiles-Signature with it.")

@@ -1,4 +1,7 @@
-"""The settlement loop: `rewardmiles worker`, or a thread inside `rewardmiles serve`."""
+"""The settlement loop: `rewardmiles worker`, or a thread inside `rewardmiles serve`.
+
+Webhook events are delivered beside it, by the dispatcher's own thread (`webhooks.dispatch`), so a
+slow receiver never holds up settlement."""
 
 from __future__ import annotations
 
@@ -7,14 +10,12 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-import httpx
-
 from rewardmiles import clock, logs
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.idempotency import service as idempotency
 from rewardmiles.settlement.service import SettleReport, count_pending, settle_pending
-from rewardmiles.webhooks import service as webhooks
+from rewardmiles.webhooks.dispatch import Dispatcher
 
 log = logs.get_logger("rewardmiles.settlement")
 
@@ -37,11 +38,11 @@ class Worker:
         self._poll_seconds = poll_seconds
         self._now = now
         self._stop = threading.Event()
-        self._http = httpx.Client(follow_redirects=False)
+        self.dispatcher = Dispatcher(db, settings, poll_seconds=poll_seconds, now=now)
         self._thread: threading.Thread | None = None
 
-    def run_once(self) -> SettleReport:
-        """Settle what can be settled, then deliver the webhook events that are due."""
+    def settle_once(self) -> SettleReport:
+        """Settle what can be settled; the dispatcher is told of the events this wrote."""
         report = settle_pending(self._db, self._settings, self._now())
         if report.settled:
             log.info(
@@ -50,7 +51,13 @@ class Worker:
                 rejected=dict(report.rejected),
                 still_pending=report.still_pending,
             )
-        delivered, failed = webhooks.deliver_due(self._db, self._settings, self._now(), self._http)
+            self.dispatcher.wake()
+        return report
+
+    def run_once(self) -> SettleReport:
+        """Settle what can be settled, then deliver the webhook events that are due."""
+        report = self.settle_once()
+        delivered, failed = self.dispatcher.run_once()
         if delivered or failed:
             log.info("webhooks", delivered=delivered, failed_attempts=failed)
         report.webhooks_delivered = delivered
@@ -63,9 +70,10 @@ class Worker:
         last_depth_log = 0.0
         last_purge = 0.0
         log.info("worker_started", poll_seconds=self._poll_seconds)
+        self.dispatcher.start_thread()
         while not self._stop.is_set():
             try:
-                report = self.run_once()
+                report = self.settle_once()
                 failures = 0
             except Exception as exc:  # keep settling after a database outage
                 failures += 1
@@ -82,9 +90,9 @@ class Worker:
                 last_depth_log = time.monotonic()
                 with self._db.reader() as session:
                     log.info("pending_queue", depth=count_pending(session))
-            if not (report.settled or report.webhooks_delivered or report.webhook_failures):
+            if not report.settled:
                 self._stop.wait(self._poll_seconds)
-        self._http.close()
+        self.dispatcher.stop()
 
     def purge_idempotency_keys(self) -> int:
         """Drop keys older than the retention window (SPEC §4); their transactions stay."""

@@ -1,11 +1,12 @@
 """Webhook endpoints, the outbox of settlement events, and their delivery.
 
 Events are written to `webhook_deliveries` in the unit of work that settles the transaction, so an
-event exists exactly when its settlement committed. The worker delivers due rows: it leases a row
-(pushes `next_attempt_at` past the request timeout) in one short transaction, posts outside any
-transaction, then records the result. A crash mid-delivery leaves the lease to expire and another
-pass delivers again: at least once. Failures back off exponentially up to a bounded attempt count,
-after which the delivery stays visible as `failed`.
+event exists exactly when its settlement committed. The dispatcher (`webhooks.dispatch`, its own
+thread beside the settlement loop) delivers due rows: it leases a row (pushes `next_attempt_at`
+past the delivery deadline) in one short transaction, posts outside any transaction, then records
+the result. A crash mid-delivery leaves the lease to expire and another pass delivers again: at
+least once. Failures back off exponentially up to a bounded attempt count, after which the
+delivery stays visible as `failed`. Targets are checked by `webhooks.targets`.
 
 Signature: header `Rewardmiles-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 """
@@ -14,15 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import secrets
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 
-import httpx
 import orjson
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
@@ -32,6 +30,7 @@ from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Sponsor, Webhook, WebhookDelivery
 from rewardmiles.errors import OperatorError
 from rewardmiles.issuance import service as issuance
+from rewardmiles.webhooks import targets
 
 SETTLED_EVENT = "transaction.settled"
 SIGNATURE_HEADER = "Rewardmiles-Signature"
@@ -84,30 +83,20 @@ def verify_signature(
     return hmac.compare_digest(sign(secret, timestamp, body), header)
 
 
-def _check_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise WebhookError(f"{url!r} is not an http(s) URL")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise WebhookError(
-            "webhook URLs must use https (http is allowed for loopback addresses only)"
-        )
+def add_webhook(
+    session: Session,
+    sponsor_code: str,
+    url: str,
+    now: datetime,
+    *,
+    allow_private_targets: bool = False,
+) -> tuple[str, str]:
+    """(webhook id, signing secret). The secret is shown once, at creation.
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def add_webhook(session: Session, sponsor_code: str, url: str, now: datetime) -> tuple[str, str]:
-    """(webhook id, signing secret). The secret is shown once, at creation."""
+    Internal targets and URLs with credentials are refused (`targets.check_url`)."""
+    targets.check_url(url, allow_private=allow_private_targets)  # before the first statement
     if session.get(Sponsor, sponsor_code) is None:
         raise WebhookError(f"sponsor {sponsor_code} does not exist")
-    _check_url(url)
     webhook_id = str(uuid.uuid4())
     secret = "whsec_" + secrets.token_urlsafe(32)
     session.add(
@@ -128,7 +117,14 @@ def list_webhooks(session: Session, sponsor_code: str | None = None) -> list[Web
     if sponsor_code:
         stmt = stmt.where(Webhook.sponsor_code == sponsor_code)
     return [
-        WebhookView(**row._mapping) for row in session.execute(stmt.order_by(Webhook.created_at))
+        WebhookView(
+            id=row.id,
+            sponsor_code=row.sponsor_code,
+            url=targets.redact(row.url),  # credentials of URLs added before they were refused
+            active=row.active,
+            created_at=row.created_at,
+        )
+        for row in session.execute(stmt.order_by(Webhook.created_at))
     ]
 
 
@@ -208,7 +204,8 @@ class _Due:
     attempts: int
 
 
-def _lease_due(db: Database, now: datetime, lease: timedelta) -> list[_Due]:
+def lease_due(db: Database, now: datetime, lease: timedelta, limit: int) -> list[_Due]:
+    """Claim up to `limit` due deliveries (rows locked by another claimer are skipped)."""
     with db.unit_of_work() as session:
         rows = session.execute(
             select(
@@ -221,7 +218,7 @@ def _lease_due(db: Database, now: datetime, lease: timedelta) -> list[_Due]:
             .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
             .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
             .order_by(WebhookDelivery.next_attempt_at)
-            .limit(DELIVERIES_PER_PASS_MAX)
+            .limit(min(limit, DELIVERIES_PER_PASS_MAX))
             .with_for_update(of=WebhookDelivery, skip_locked=True)
         ).all()
         due = [_Due(**row._mapping) for row in rows]
@@ -234,57 +231,48 @@ def _lease_due(db: Database, now: datetime, lease: timedelta) -> list[_Due]:
     return due
 
 
-def deliver_due(
-    db: Database, settings: Settings, now: datetime, client: httpx.Client
-) -> tuple[int, int]:
-    """Deliver what is due; return (delivered, failed attempts)."""
-    lease = timedelta(seconds=settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS)
-    delivered = failed = 0
-    for due in _lease_due(db, now, lease):
-        body = due.payload_json.encode()
-        error = _post(client, due, body, settings.webhook_timeout_seconds)
-        attempts = due.attempts + 1
-        with db.unit_of_work() as session:
-            if error is None:
-                values: dict[str, object] = {
-                    "status": "delivered",
-                    "attempts": attempts,
-                    "delivered_at": now,
-                    "last_error": None,
-                }
-                delivered += 1
-            else:
-                failed += 1
-                give_up = attempts >= settings.webhook_attempts_max
-                delay = min(
-                    RETRY_DELAY_SECONDS_MAX,
-                    settings.webhook_retry_base_seconds * 2 ** (attempts - 1),
-                )
-                values = {
-                    "status": "failed" if give_up else "pending",
-                    "attempts": attempts,
-                    "next_attempt_at": now + timedelta(seconds=delay),
-                    "last_error": error[:ERROR_CHARS_MAX],
-                }
-            session.execute(
-                update(WebhookDelivery)
-                .where(WebhookDelivery.id == due.id, WebhookDelivery.status == "pending")
-                .values(**values)
-            )
-    return delivered, failed
+def lease_for(settings: Settings) -> timedelta:
+    """How long a claimed delivery is left alone: past its deadline, with a margin."""
+    return timedelta(seconds=settings.webhook_deadline_seconds + LEASE_MARGIN_SECONDS)
 
 
-def _post(client: httpx.Client, due: _Due, body: bytes, timeout: float) -> str | None:
-    headers = {
+def record_attempt(
+    db: Database, settings: Settings, due: _Due, error: str | None, now: datetime
+) -> bool:
+    """Record one delivery attempt (error None: delivered); True when it was delivered."""
+    attempts = due.attempts + 1
+    if error is None:
+        values: dict[str, object] = {
+            "status": "delivered",
+            "attempts": attempts,
+            "delivered_at": now,
+            "last_error": None,
+        }
+    else:
+        give_up = attempts >= settings.webhook_attempts_max
+        delay = min(
+            RETRY_DELAY_SECONDS_MAX,
+            settings.webhook_retry_base_seconds * 2 ** (attempts - 1),
+        )
+        values = {
+            "status": "failed" if give_up else "pending",
+            "attempts": attempts,
+            "next_attempt_at": now + timedelta(seconds=delay),
+            "last_error": error[:ERROR_CHARS_MAX],
+        }
+    with db.unit_of_work() as session:
+        session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == due.id, WebhookDelivery.status == "pending")
+            .values(**values)
+        )
+    return error is None
+
+
+def signed_headers(due: _Due, body: bytes) -> dict[str, str]:
+    return {
         "Content-Type": "application/json",
         SIGNATURE_HEADER: sign(due.secret, int(time.time()), body),
         "Rewardmiles-Event-Id": due.id,
         "Rewardmiles-Event-Type": SETTLED_EVENT,
     }
-    try:
-        response = client.post(due.url, content=body, headers=headers, timeout=timeout)
-    except httpx.HTTPError as exc:
-        return f"{type(exc).__name__}: {exc}"
-    if 200 <= response.status_code < 300:
-        return None
-    return f"HTTP {response.status_code}"
