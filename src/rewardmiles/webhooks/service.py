@@ -8,6 +8,7 @@ pass delivers again: at least once. Failures back off exponentially up to a boun
 after which the delivery stays visible as `failed`.
 
 Signature: header `Rewardmiles-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+The secret is stored encrypted under the key-encryption key (`rewardmiles.secretbox`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import ipaddress
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -27,6 +29,7 @@ import orjson
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
+from rewardmiles import secretbox
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Sponsor, Webhook, WebhookDelivery
@@ -103,8 +106,11 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def add_webhook(session: Session, sponsor_code: str, url: str, now: datetime) -> tuple[str, str]:
-    """(webhook id, signing secret). The secret is shown once, at creation."""
+def add_webhook(
+    session: Session, sponsor_code: str, url: str, now: datetime, box: secretbox.SecretBox
+) -> tuple[str, str]:
+    """(webhook id, signing secret). The secret is shown once, at creation, and stored
+    encrypted."""
     if session.get(Sponsor, sponsor_code) is None:
         raise WebhookError(f"sponsor {sponsor_code} does not exist")
     _check_url(url)
@@ -115,7 +121,7 @@ def add_webhook(session: Session, sponsor_code: str, url: str, now: datetime) ->
             id=webhook_id,
             sponsor_code=sponsor_code,
             url=url,
-            secret=secret,
+            secret=box.seal(secret, secretbox.WEBHOOK_CONTEXT),
             active=True,
             created_at=now,
         )
@@ -240,7 +246,7 @@ def deliver_due(
     """Deliver what is due; return (delivered, failed attempts)."""
     lease = timedelta(seconds=settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS)
     delivered = failed = 0
-    for due in _lease_due(db, now, lease):
+    for due in _opened(_lease_due(db, now, lease), settings):
         body = due.payload_json.encode()
         error = _post(client, due, body, settings.webhook_timeout_seconds)
         attempts = due.attempts + 1
@@ -272,6 +278,14 @@ def deliver_due(
                 .values(**values)
             )
     return delivered, failed
+
+
+def _opened(leased: Iterable[_Due], settings: Settings) -> Iterator[_Due]:
+    """The leased deliveries with their webhook's secret decrypted."""
+    box = None
+    for due in leased:
+        box = box or secretbox.for_settings(settings)
+        yield replace(due, secret=box.open(due.secret, secretbox.WEBHOOK_CONTEXT))
 
 
 def _post(client: httpx.Client, due: _Due, body: bytes, timeout: float) -> str | None:
