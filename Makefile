@@ -15,7 +15,7 @@ $(BIN)/.installed: requirements-dev.lock pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rewardmiles needs Python >= 3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e . -e ./client
 	@touch $@
 
@@ -46,9 +46,11 @@ typecheck: install ## mypy --strict on the service and the partner SDK
 openapi: install ## Regenerate the committed openapi.json from the app
 	$(BIN)/rewardmiles openapi -o openapi.json
 
-lock: ## Re-resolve requirements*.lock from pyproject.toml (needs uv)
-	uv pip compile pyproject.toml --python-version 3.11 -o requirements.lock
-	uv pip compile pyproject.toml --python-version 3.11 --extra dev -o requirements-dev.lock
+LOCK := uv pip compile pyproject.toml --python-version 3.11 --generate-hashes --custom-compile-command "make lock"
+
+lock: ## Re-resolve requirements*.lock with hashes, keeping their pins (needs uv; UPGRADE=1 upgrades)
+	$(LOCK) $(if $(UPGRADE),--upgrade) -o requirements.lock
+	$(LOCK) $(if $(UPGRADE),--upgrade) --extra dev -o requirements-dev.lock
 
 bench: install ## Benchmark: pgbench and HTTP ceilings vs rewardmiles (bench/results/latest.md)
 	$(BIN)/python -m bench.run

@@ -86,9 +86,12 @@ HOT_COLLECTORS = 10
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 # One partner client sends all the load; the default per-client budget (200 req/s) would answer
 # 429 to most of it. The limiter still runs on every request, it just never refuses.
+# PostgreSQL is production mode: the stored secrets need a key-encryption key (a fixed one, for
+# the benchmark's throwaway databases only).
 SERVER_ENV = {
     "REWARDMILES_RATE_LIMIT_PER_SECOND": "1000000",
     "REWARDMILES_RATE_LIMIT_BURST": "1000000",
+    "REWARDMILES_SECRET_KEY": "YmVuY2htYXJrLW9ubHkta2V5LW5vdC1hLXNlY3JldC0=",
 }
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BACKEND = re.compile(r"\(\d+\)|\[local\]")

@@ -18,6 +18,7 @@ import pytest
 from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database
 from rewardmiles.ledger.verify import verify
+from rewardmiles.secretbox import SecretBox, parse_key
 from tests.support.server import Server, start_server
 
 DIALECTS = [
@@ -29,6 +30,13 @@ PG_ADMIN_URL = os.environ.get(
     "REWARDMILES_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 TEST_HASH_COST = "10"
+# The suite's key-encryption key: every server, CLI run and in-process service of the tests reads
+# and writes the stored secrets with it (PostgreSQL is production mode and needs one).
+TEST_SECRET_KEY = "c3VpdGUta2V5LWZvci10aGUtdGVzdC1maXh0dXJlcy0="
+for _name in ("ENV", "SECRET_KEY_FILE", "SECRET_KEY_PREVIOUS"):
+    os.environ.pop("REWARDMILES_" + _name, None)
+os.environ["REWARDMILES_SECRET_KEY"] = TEST_SECRET_KEY
+TEST_BOX = SecretBox(parse_key(TEST_SECRET_KEY, "TEST_SECRET_KEY"))  # for tests that read/write
 TEST_REDIS_URL = os.environ.get("REWARDMILES_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 

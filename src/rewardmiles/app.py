@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from rewardmiles import __version__, clock, limits, logs, ratelimit
+from rewardmiles import __version__, clock, limits, logs, ratelimit, secretbox
 from rewardmiles.apidocs import add_api_docs
 from rewardmiles.auth import routes as auth_routes
 from rewardmiles.auth.keys import KeyRing
@@ -91,7 +91,10 @@ def build_context(settings: Settings) -> AppContext:
         pool_size=settings.database_pool_size,
         statement_timeout_ms=settings.database_statement_timeout_ms,
     )
-    keys = KeyRing(db)
+    # A missing or wrong key-encryption key stops the start here, not a request later.
+    box = secretbox.for_settings(settings)
+    secretbox.check_and_seal(db, box)
+    keys = KeyRing(db, box)
     keys.ensure_key(clock.utc_now())
     tokens = TokenService(
         keys,

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 ENV_PREFIX = "REWARDMILES_"
 DEFAULT_SQLITE_FILE = "rewardmiles.db"
@@ -30,6 +30,22 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    env: Literal["development", "production"] = Field(
+        default="development",
+        description="production: refuse to start without a key-encryption key (a PostgreSQL "
+        "database is production mode whatever this says)",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Key-encryption key of the stored secrets: 32 random bytes, base64",
+    )
+    secret_key_file: Path | None = Field(
+        default=None, description="A file holding the key-encryption key (instead of SECRET_KEY)"
+    )
+    secret_key_previous: SecretStr | None = Field(
+        default=None,
+        description="Earlier key-encryption keys, comma-separated: read only, while rotating",
+    )
     database_url: str = Field(
         default_factory=lambda: f"sqlite:///{Path.cwd() / DEFAULT_SQLITE_FILE}"
     )

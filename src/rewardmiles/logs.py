@@ -1,4 +1,5 @@
-"""Structured JSON logs. Collector numbers are masked in every field of a log event."""
+"""Structured JSON logs. Collector numbers are masked in every field of a log event; in the
+console format, control characters are escaped (`\\x1b` as that text, never the raw byte)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,33 @@ def _mask(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableM
     return event
 
 
+# C0 controls, DEL and C1 controls: the bytes a terminal acts on (ESC starts a sequence that can
+# rewrite the screen or the window title; C1 0x9b is a one-byte CSI on some terminals).
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_CONTROL_ESCAPES.update({ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"})
+# A formatted traceback keeps its line breaks (the console renderer prints it below the line).
+_TRACEBACK_ESCAPES = {c: e for c, e in _CONTROL_ESCAPES.items() if c != ord("\n")}
+
+
+def escape_control_characters(text: str, *, keep_newlines: bool = False) -> str:
+    """`text` with every control character as its escape text (`\\x1b`, `\\n`, ...)."""
+    if _CONTROL_CHARS.search(text) is None:
+        return text
+    return text.translate(_TRACEBACK_ESCAPES if keep_newlines else _CONTROL_ESCAPES)
+
+
+def _escape_controls(
+    _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Console format only (JSON escapes them already): a path or header from an unauthenticated
+    request must not drive the operator's terminal."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = escape_control_characters(value, keep_newlines=key == "exception")
+    return event
+
+
 def _orjson_text(event: Any, **options: Any) -> str:
     """JSON rendering with orjson: a fraction of the standard library's time per line."""
     return orjson.dumps(event, **options).decode()
@@ -77,6 +105,7 @@ def configure(level: str = "info", *, json: bool = True) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             _mask,
+            *(() if json else (_escape_controls,)),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 
 from rewardmiles.db.models import SigningKey
+from rewardmiles.secretbox import signing_key_context
+from tests.conftest import TEST_BOX
 from tests.e2e.conftest import World
 from tests.support import data
 
@@ -68,7 +70,8 @@ def _signing_key(world: World) -> tuple[str, Ed25519PrivateKey]:
             )
         ).first()
     assert row is not None
-    key = serialization.load_pem_private_key(row.private_key_pem.encode(), password=None)
+    pem = TEST_BOX.open(row.private_key_pem, signing_key_context(row.kid))
+    key = serialization.load_pem_private_key(pem.encode(), password=None)
     assert isinstance(key, Ed25519PrivateKey)
     return row.kid, key
 

@@ -70,7 +70,7 @@ from rewardmiles.auth import keys as signing_keys
 from rewardmiles.collectors import service as collectors
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Collector, IssuanceLine, LedgerEntry, Transaction
-from tests.conftest import TEST_HASH_COST, DatabaseFactory
+from tests.conftest import TEST_BOX, TEST_HASH_COST, DatabaseFactory
 from tests.support import chaos, data
 
 PROFILE = chaos.profile_from_env()
@@ -111,7 +111,7 @@ def _seed(db: Database, profile: chaos.Profile, rng: random.Random) -> Seeded:
     sponsor = data.new_sponsor(db)
     client_id, secret = data.new_client(db, [sponsor])
     with db.unit_of_work() as session:  # before the APIs start, so none has to pick one
-        signing_keys.generate_key(session, data.now())
+        signing_keys.generate_key(session, data.now(), TEST_BOX)
     active = [data.new_collector(db, "ACTIVE") for _ in range(profile.active_collectors)]
     late = [
         (data.new_collector(db, "ON_HOLD"), "on_hold")

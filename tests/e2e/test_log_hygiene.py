@@ -5,6 +5,7 @@ a batch of bad requests."""
 from __future__ import annotations
 
 import base64
+import time
 import uuid
 
 import httpx
@@ -83,3 +84,24 @@ def test_logs_hold_no_secret_no_token_and_no_full_collector_number(
         assert secret_text not in log
     for number in (active, unknown):
         assert number not in log
+
+
+def test_console_log_escapes_control_characters_from_the_request(
+    dialect: str, server_factory: ServerFactory
+) -> None:
+    """The console format (REWARDMILES_LOG_JSON=false) must not pass ESC, BEL, CR or a newline
+    from an unauthenticated request to the operator's terminal: they appear as `\\x1b` text."""
+    server = server_factory(
+        dialect, env={"REWARDMILES_LOG_JSON": "false", "REWARDMILES_LOG_LEVEL": "info"}
+    )
+    # No space, quote or line break: the console renderer would quote (repr) such a value.
+    hostile = "/%1b%5b2J%1b%5d0%3bowned%07fake%7f%c2%9b%08"
+    response = httpx.get(f"{server.base_url}{hostile}")
+    assert response.status_code == 404
+    deadline = time.monotonic() + 10  # the access log line is written just after the answer
+    while "fake" not in (log := server.log()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    line = next(line for line in log.splitlines() if "fake" in line)
+    for raw in ("\x1b", "\x07", "\x7f", "\x9b", "\x08"):
+        assert raw not in log
+    assert "path=/\\x1b[2J\\x1b]0;owned\\x07fake\\x7f\\x9b\\x08 " in line

@@ -16,7 +16,7 @@ from rewardmiles import clock
 from rewardmiles.collectors import service as collectors
 from rewardmiles.db.engine import Database
 from rewardmiles.webhooks import service as webhooks
-from tests.conftest import ServerFactory
+from tests.conftest import TEST_BOX, ServerFactory
 from tests.support import data
 from tests.support.partner import Partner
 from tests.support.receiver import receiver
@@ -39,7 +39,7 @@ class Flow:
     def hook(self, sponsor: str, url: str) -> str:
         with self.db.unit_of_work() as session:
             _, secret = webhooks.add_webhook(
-                session, sponsor, url, clock.utc_now(), allow_private_targets=True
+                session, sponsor, url, clock.utc_now(), TEST_BOX, allow_private_targets=True
             )
         return secret
 

@@ -12,7 +12,7 @@ from rewardmiles import clock
 from rewardmiles.collectors import service as collectors
 from rewardmiles.db.engine import Database
 from rewardmiles.webhooks import service as webhooks
-from tests.conftest import ServerFactory
+from tests.conftest import TEST_BOX, ServerFactory
 from tests.support import data
 from tests.support.partner import Partner
 from tests.support.receiver import dripping_receiver, receiver
@@ -62,8 +62,12 @@ def test_a_dripping_receiver_delays_neither_settlement_nor_other_webhooks(
     with dripping_receiver(interval=1.0) as slow, receiver() as fast:
         with db.unit_of_work() as session:
             now = clock.utc_now()
-            webhooks.add_webhook(session, slow_sponsor, slow.url, now, allow_private_targets=True)
-            webhooks.add_webhook(session, fast_sponsor, fast.url, now, allow_private_targets=True)
+            webhooks.add_webhook(
+                session, slow_sponsor, slow.url, now, TEST_BOX, allow_private_targets=True
+            )
+            webhooks.add_webhook(
+                session, fast_sponsor, fast.url, now, TEST_BOX, allow_private_targets=True
+            )
         body = data.event_body(slow_sponsor, slow_collector, miles=3)
         slow_txn = partner.post_event(body).json()["transactionId"]
         assert (

@@ -12,12 +12,18 @@ import pytest
 
 from rewardmiles.app import create_app
 from rewardmiles.config import Settings
+from tests.conftest import TEST_SECRET_KEY
 
 
 @pytest.fixture(scope="module")
 def get(database_url: str) -> Callable[..., list[httpx.Response]]:
     """GET a path of the app (lifespan run, as serving would); returns the httpx response."""
-    settings = Settings(database_url=database_url, embedded_worker=False, log_level="warning")
+    settings = Settings(
+        database_url=database_url,
+        embedded_worker=False,
+        log_level="warning",
+        secret_key=TEST_SECRET_KEY,
+    )
     app = create_app(settings)
 
     def fetch(*paths: str) -> list[httpx.Response]:

@@ -37,7 +37,7 @@ from rewardmiles.db.models import (
 from rewardmiles.issuance import service as issuance
 from rewardmiles.ledger.verify import verify
 from rewardmiles.webhooks import service as webhooks
-from tests.conftest import PG_ADMIN_URL, DatabaseFactory
+from tests.conftest import PG_ADMIN_URL, TEST_BOX, DatabaseFactory
 from tests.support import data
 from tests.support.issue import call
 
@@ -600,7 +600,12 @@ def test_pending_reject_without_a_reason_is_review_rejected(cli: Cli, cli_db: Da
     sponsor, transaction_id, line = _review_line(cli_db)
     with cli_db.unit_of_work() as session:
         webhooks.add_webhook(
-            session, sponsor, "http://127.0.0.1:9/hook", clock.utc_now(), allow_private_targets=True
+            session,
+            sponsor,
+            "http://127.0.0.1:9/hook",
+            clock.utc_now(),
+            TEST_BOX,
+            allow_private_targets=True,
         )
 
     out = _flat(_ok(cli("pending", "reject", line)).stdout)

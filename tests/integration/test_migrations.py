@@ -102,3 +102,40 @@ def test_head_is_a_single_revision() -> None:
     head = migrate.head_revision()
     assert head is not None
     assert ScriptDirectory.from_config(migrate._config()).get_heads() == [head]
+
+
+def test_webhook_secrets_widen_for_encryption_with_deliveries_in_place(empty_db: Database) -> None:
+    """0006 widens `webhooks.secret` for encrypted values (123 characters) on a database that
+    already has webhooks and deliveries pointing at them (SQLite rebuilds the table)."""
+    migrate.upgrade(empty_db.engine, "0005")
+    now = "2026-11-30 12:00:00+00:00"
+    with empty_db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO sponsors (code, name, active, created_at) "
+                "VALUES ('MIGR', 'Migration', true, :now)"
+            ),
+            {"now": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO webhooks (id, sponsor_code, url, secret, active, created_at) "
+                "VALUES ('w1', 'MIGR', 'https://example.invalid/', :secret, true, :now)"
+            ),
+            {"secret": "whsec_" + "s" * 43, "now": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO webhook_deliveries (id, webhook_id, event_type, transaction_id, "
+                "payload_json, status, attempts, next_attempt_at, created_at) VALUES "
+                "('d1', 'w1', 'transaction.settled', 't1', '{}', 'pending', 0, :now, :now)"
+            ),
+            {"now": now},
+        )
+    migrate.upgrade(empty_db.engine)
+    sealed = "rmenc1:0123456789ab:" + "x" * 103
+    with empty_db.engine.begin() as conn:
+        conn.execute(text("UPDATE webhooks SET secret = :s WHERE id = 'w1'"), {"s": sealed})
+        assert conn.execute(text("SELECT count(*) FROM webhook_deliveries")).scalar_one() == 1
+        assert conn.execute(text("SELECT secret FROM webhooks")).scalar_one() == sealed
+    assert _schema_diff(empty_db) == []

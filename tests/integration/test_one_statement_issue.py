@@ -44,7 +44,7 @@ from rewardmiles.issuance.schemas import (
 )
 from rewardmiles.settlement.service import settle_pending
 from rewardmiles.web import canonical_json, parse_json_object, validate_body
-from tests.conftest import DatabaseFactory, assert_ledger_balanced
+from tests.conftest import TEST_SECRET_KEY, DatabaseFactory, assert_ledger_balanced
 
 SPONSOR = "ONESTMT"
 CLIENT = "one-statement-client"
@@ -614,7 +614,13 @@ def test_the_setting_turns_the_path_on_and_off(
 ) -> None:
     url = database_factory.create(dialect)
     ctx = build_context(
-        Settings.from_env({}, database_url=url, one_statement_issue=enabled, secret_hash_cost=10)
+        Settings.from_env(
+            {},
+            database_url=url,
+            one_statement_issue=enabled,
+            secret_hash_cost=10,
+            secret_key=TEST_SECRET_KEY,
+        )
     )
     try:
         # Off, or on SQLite: no statement pool, and every call takes the unit of work.

@@ -25,7 +25,7 @@ from rewardmiles.auth.keys import (
 from rewardmiles.auth.tokens import TokenService
 from rewardmiles.db.engine import Database
 from rewardmiles.errors import ProblemError
-from tests.conftest import DatabaseFactory
+from tests.conftest import TEST_BOX, DatabaseFactory
 
 ISSUER = "rewardmiles"
 AUDIENCE = "rewardmiles-issuance"
@@ -41,7 +41,7 @@ def key_db(dialect: str, database_factory: DatabaseFactory) -> Iterator[Database
 
 @pytest.fixture(scope="module")
 def ring(key_db: Database) -> KeyRing:
-    keys = KeyRing(key_db)
+    keys = KeyRing(key_db, TEST_BOX)
     keys.ensure_key(datetime.now(UTC))
     return keys
 
@@ -72,7 +72,7 @@ def _unb64(text: str) -> bytes:
 
 def test_ensure_key_is_idempotent(key_db: Database, ring: KeyRing) -> None:
     kid = ring.signing_key.kid
-    again = KeyRing(key_db)
+    again = KeyRing(key_db, TEST_BOX)
     again.ensure_key(_now())
     assert again.signing_key.kid == kid
     assert [k["kid"] for k in again.jwks()["keys"]] == [kid]
@@ -87,7 +87,7 @@ def test_processes_starting_together_on_a_new_database_share_one_first_key(
 
     def start_process(db: Database) -> None:
         start.wait()
-        KeyRing(db).ensure_key(datetime.now(UTC))
+        KeyRing(db, TEST_BOX).ensure_key(datetime.now(UTC))
 
     try:
         threads = [threading.Thread(target=start_process, args=(db,)) for db in databases]
@@ -222,14 +222,14 @@ def test_key_added_by_another_process_is_picked_up_and_retired_keys_stop_verifyi
 ) -> None:
     db = Database.from_url(database_factory.create(dialect))
     try:
-        verifier_ring = KeyRing(db)
+        verifier_ring = KeyRing(db, TEST_BOX)
         verifier_ring.ensure_key(_now())
         old_kid = verifier_ring.signing_key.kid
 
         # "Another process" rotates: a newer key signs from now on.
         with db.unit_of_work() as session:
-            new_kid = generate_key(session, _now() + timedelta(seconds=1))
-        signer_ring = KeyRing(db)
+            new_kid = generate_key(session, _now() + timedelta(seconds=1), TEST_BOX)
+        signer_ring = KeyRing(db, TEST_BOX)
         signer_ring.reload()
         assert signer_ring.signing_key.kid == new_kid
         token = _service(signer_ring).issue("c", ["KENY"], _now()).access_token

@@ -24,7 +24,7 @@ from rewardmiles.db.models import Webhook, WebhookDelivery
 from rewardmiles.webhooks import service as webhooks
 from rewardmiles.webhooks import targets
 from rewardmiles.webhooks.dispatch import Dispatcher
-from tests.conftest import DatabaseFactory
+from tests.conftest import TEST_BOX, DatabaseFactory
 from tests.support import data
 from tests.support.issue import call
 
@@ -156,7 +156,7 @@ def test_delivery_to_a_name_now_resolving_to_a_forbidden_address_is_refused(
     dns["rebind.partner.example"] = [PUBLIC]  # what `webhook add` saw
     now = clock.utc_now()
     with db.unit_of_work() as session:
-        hook_id, _ = webhooks.add_webhook(session, sponsor, target, now)
+        hook_id, _ = webhooks.add_webhook(session, sponsor, target, now, TEST_BOX)
         session.flush()
         delivery_id = str(uuid.uuid4())
         session.execute(
@@ -239,7 +239,12 @@ def test_a_flooding_receiver_costs_little_memory_and_time(
     now = clock.utc_now()
     with db.unit_of_work() as session:
         hook_id, _ = webhooks.add_webhook(
-            session, sponsor, f"http://127.0.0.1:{port}/h", now, allow_private_targets=True
+            session,
+            sponsor,
+            f"http://127.0.0.1:{port}/h",
+            now,
+            TEST_BOX,
+            allow_private_targets=True,
         )
         session.flush()
         delivery_id = str(uuid.uuid4())
@@ -281,7 +286,7 @@ def test_an_unexpected_error_is_a_failed_attempt_not_an_endless_re_lease(
     now = clock.utc_now()
     with db.unit_of_work() as session:
         hook_id, _ = webhooks.add_webhook(
-            session, sponsor, "http://127.0.0.1:9/h", now, allow_private_targets=True
+            session, sponsor, "http://127.0.0.1:9/h", now, TEST_BOX, allow_private_targets=True
         )
         session.flush()
         delivery_id = str(uuid.uuid4())

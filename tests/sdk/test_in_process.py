@@ -9,6 +9,7 @@ from rewardmiles_client import AsyncIssuanceClient, EventRequest, Line
 
 from rewardmiles.app import create_app
 from rewardmiles.config import Settings
+from tests.conftest import TEST_SECRET_KEY
 from tests.e2e.conftest import World
 from tests.support import data
 
@@ -21,6 +22,7 @@ def test_async_client_against_the_app_in_process(world: World) -> None:
         secret_hash_cost=10,
         embedded_worker=False,
         log_level="warning",
+        secret_key=TEST_SECRET_KEY,
     )
     app = create_app(settings)
 

@@ -5,6 +5,8 @@ key after its next refresh (at most `REFRESH_SECONDS`). Older keys stay publishe
 keep verifying until `rewardmiles keys retire KID` (wait one token lifetime after rotating). A
 process that meets an unknown `kid` reloads at once, so a token signed by another process with a
 key it has not loaded yet still verifies.
+
+Private keys are stored encrypted under the key-encryption key (`rewardmiles.secretbox`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sqlalchemy.orm import Session
 from rewardmiles.db.engine import Database, lock_id
 from rewardmiles.db.models import SigningKey
 from rewardmiles.errors import OperatorError
+from rewardmiles.secretbox import SecretBox, signing_key_context
 
 ALGORITHM = "EdDSA"
 RELOAD_INTERVAL_SECONDS_MIN = 5.0
@@ -41,13 +44,14 @@ class LoadedKey:
     created_at: datetime
 
 
-def generate_key(session: Session, now: datetime) -> str:
+def generate_key(session: Session, now: datetime, box: SecretBox) -> str:
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
     kid = "rm-" + now.strftime("%Y%m%d") + "-" + secrets.token_hex(4)
-    session.add(SigningKey(kid=kid, private_key_pem=pem, created_at=now, retired_at=None))
+    sealed = box.seal(pem, signing_key_context(kid))
+    session.add(SigningKey(kid=kid, private_key_pem=sealed, created_at=now, retired_at=None))
     return kid
 
 
@@ -85,8 +89,9 @@ def retire_key(session: Session, kid: str, now: datetime) -> None:
 
 
 class KeyRing:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, box: SecretBox) -> None:
         self._db = db
+        self._box = box
         self._lock = threading.Lock()
         self._keys: dict[str, LoadedKey] = {}
         self._signing: LoadedKey | None = None
@@ -111,7 +116,7 @@ class KeyRing:
                     ).first()
                     is None
                 ):
-                    generate_key(session, now)
+                    generate_key(session, now, self._box)
             self.reload()
 
     def reload(self) -> None:
@@ -123,9 +128,8 @@ class KeyRing:
             ).all()
         keys: dict[str, LoadedKey] = {}
         for row in rows:
-            private = serialization.load_pem_private_key(
-                row.private_key_pem.encode(), password=None
-            )
+            pem = self._box.open(row.private_key_pem, signing_key_context(row.kid))
+            private = serialization.load_pem_private_key(pem.encode(), password=None)
             if not isinstance(private, Ed25519PrivateKey):
                 continue
             keys[row.kid] = LoadedKey(row.kid, private, private.public_key(), row.created_at)

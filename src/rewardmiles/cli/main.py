@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from rewardmiles import clock, demo, logs
+from rewardmiles import clock, demo, logs, secretbox
 from rewardmiles.auth import keys as signing_keys
 from rewardmiles.auth import service as auth
 from rewardmiles.catalog import service as catalog
@@ -54,6 +54,9 @@ webhook_app = typer.Typer(no_args_is_help=True, help="Sponsor webhooks for settl
 offer_app = typer.Typer(no_args_is_help=True, help="Offers (program-calculated rules).")
 report_app = typer.Typer(no_args_is_help=True, help="Reports per sponsor and Transaction Day.")
 batch_app = typer.Typer(no_args_is_help=True, help="Partner transaction logs (reconciliation).")
+secrets_app = typer.Typer(
+    no_args_is_help=True, help="The key-encryption key of stored secrets (signing keys, webhooks)."
+)
 SUBCOMMANDS = (
     (db_app, "db"),
     (sponsor_app, "sponsor"),
@@ -67,6 +70,7 @@ SUBCOMMANDS = (
     (offer_app, "offer"),
     (report_app, "report"),
     (batch_app, "batch"),
+    (secrets_app, "secrets"),
 )
 for sub, name in SUBCOMMANDS:
     app.add_typer(sub, name=name, cls=readable.Group)
@@ -111,6 +115,19 @@ def _ready_database() -> tuple[Settings, Database]:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
         raise _fail(f"cannot open the database {database}: {reason}", 2) from exc
     return settings, db
+
+
+def _secret_box(settings: Settings, db: Database, *, check: bool = False) -> secretbox.SecretBox:
+    """The key-encryption key; with `check`, every stored secret is decrypted first (and clear
+    ones from older versions encrypted), so a wrong key stops here with one line, exit status 2."""
+    try:
+        box = secretbox.for_settings(settings)
+        if check:
+            secretbox.check_and_seal(db, box)
+    except secretbox.SecretKeyError as exc:
+        db.dispose()
+        raise _fail(str(exc), 2) from exc
+    return box
 
 
 @contextmanager
@@ -165,7 +182,14 @@ def serve(
     if workers > 1 and db.is_sqlite:
         db.dispose()
         raise _fail("--workers > 1 needs PostgreSQL (SQLite has a single writer)", 2)
+    _secret_box(settings, db, check=True)
     err.print(_serving_line(settings, host, port, workers))
+    key_file = secretbox.development_key_file(settings.database_url)
+    if not (settings.secret_key or settings.secret_key_file) and key_file is not None:
+        err.print(
+            f"development mode: stored secrets are encrypted with the key in {key_file}; "
+            "set REWARDMILES_SECRET_KEY (or _FILE) for production"
+        )
     if demo_data:
         with db.unit_of_work() as session:
             data = demo.seed(session, clock.utc_now(), secret_hash_cost=settings.secret_hash_cost)
@@ -193,6 +217,7 @@ def worker(
     for sig in (signal.SIGINT, signal.SIGTERM):  # before anything slow, so no signal is missed
         signal.signal(sig, lambda number, _frame: stop_requested.append(number))
     settings, db = _ready_database()
+    _secret_box(settings, db, check=True)
     logs.configure(settings.log_level, json=settings.log_json)
     runner = Worker(db, settings, poll_seconds=settings.worker_poll_seconds)
     if once:
@@ -454,9 +479,10 @@ def ledger_verify() -> None:
 @keys_app.command("rotate")
 def keys_rotate() -> None:
     """Add a signing key; every API process signs with it within a minute."""
-    _, db = _ready_database()
+    settings, db = _ready_database()
+    box = _secret_box(settings, db)
     with db.unit_of_work() as session:
-        kid = signing_keys.generate_key(session, clock.utc_now())
+        kid = signing_keys.generate_key(session, clock.utc_now(), box)
     out.print(f"new signing key {kid}; retire older keys after one token lifetime")
 
 
@@ -566,17 +592,45 @@ def webhook_add(
 ) -> None:
     """Register an endpoint; its signing secret is printed once."""
     settings, db = _ready_database()
+    box = _secret_box(settings, db)
     with _operation(db) as session:
         webhook_id, secret = webhooks.add_webhook(
             session,
             sponsor,
             url,
             clock.utc_now(),
+            box,
             allow_private_targets=settings.webhook_allow_private_targets,
         )
     out.print(f"webhook {webhook_id} for sponsor {sponsor}: {url}")
     out.print(f"signing secret {secret}")
     out.print("The secret is shown only now; verify Rewardmiles-Signature with it.")
+
+
+@secrets_app.command("generate-key")
+def secrets_generate_key() -> None:
+    """Print a new key-encryption key (32 random bytes, base64) for REWARDMILES_SECRET_KEY."""
+    out.print(secretbox.generate_key())
+
+
+@secrets_app.command("rekey")
+def secrets_rekey() -> None:
+    """Re-encrypt every stored secret under REWARDMILES_SECRET_KEY (reading older ones with
+    REWARDMILES_SECRET_KEY_PREVIOUS); afterwards the previous keys can be dropped."""
+    settings, db = _ready_database()
+    box = _secret_box(settings, db)
+    try:
+        report = secretbox.check_and_seal(db, box, rekey=True)
+    except secretbox.SecretKeyError as exc:
+        raise _fail(str(exc), 2) from exc
+    finally:
+        db.dispose()
+    keys = "key" if report.signing_keys == 1 else "keys"
+    hooks = "secret" if report.webhook_secrets == 1 else "secrets"
+    out.print(
+        f"re-encrypted {report.signing_keys} signing {keys}, {report.webhook_secrets} webhook "
+        f"{hooks} under key id {box.key_id}; every stored secret is now under it"
+    )
 
 
 @webhook_app.command("list")
@@ -915,6 +969,9 @@ EXAMPLES: dict[tuple[str, str], str] = {
     ("keys", "rotate"): "rewardmiles keys rotate",
     ("keys", "list"): "rewardmiles keys list",
     ("keys", "retire"): "rewardmiles keys retire rm-20261125-9e0de4d3",
+    ("secrets", "generate-key"): "rewardmiles secrets generate-key > /etc/rewardmiles/kek",
+    ("secrets", "rekey"): "REWARDMILES_SECRET_KEY=NEW REWARDMILES_SECRET_KEY_PREVIOUS=OLD "
+    "rewardmiles secrets rekey",
     ("pending", "list"): "rewardmiles pending list --sponsor KENY --json",
     ("pending", "approve"): "rewardmiles pending approve 2da4ebf6-8bf5-4516-b41b-bb18ca196740:0",
     ("pending", "reject"): "rewardmiles pending reject 2da4ebf6-8bf5-4516-b41b-bb18ca196740:0",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
@@ -85,7 +86,23 @@ def _pg_connect_args(statement_timeout_ms: int) -> dict[str, Any]:
     return connect_args
 
 
+SQLITE_FILE_MODE = 0o600
+
+
+def _create_private_file(database: str | None) -> None:
+    """Create a new SQLite database file readable by its owner only; SQLite gives the -wal and
+    -shm files it makes beside it the same mode. An existing file is left as it is."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, SQLITE_FILE_MODE)
+    except (FileExistsError, FileNotFoundError):
+        return  # an existing database, or a missing folder (SQLite's own error names it)
+    os.close(fd)
+
+
 def _sqlite_engine(url: URL) -> Engine:
+    _create_private_file(url.database)
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},

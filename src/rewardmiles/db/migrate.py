@@ -35,10 +35,25 @@ def is_current(engine: Engine, head: str | None = None) -> bool:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    """On SQLite, foreign keys are off while migrating (SQLite's own procedure for altering a
+    table: a batch migration rebuilds it, and dropping the old table would otherwise fail for the
+    rows that reference it), and checked before the migration commits."""
     cfg = _config()
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection if conn.dialect.name == "sqlite" else None
+        if raw is not None:
+            raw.execute("PRAGMA foreign_keys=OFF")  # outside a transaction, or it is ignored
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+                if raw is not None:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first()
+                    if broken is not None:
+                        raise RuntimeError(f"migration left a broken foreign key: {broken}")
+        finally:
+            if raw is not None:
+                raw.execute("PRAGMA foreign_keys=ON")
 
 
 def autogenerate(engine: Engine, message: str) -> None:

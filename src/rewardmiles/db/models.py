@@ -236,13 +236,13 @@ class SigningKey(Base):
 
 class Webhook(Base):
     """A sponsor's endpoint for settlement events. The secret signs deliveries (HMAC-SHA256), so it
-    is kept in clear, unlike client secrets."""
+    is kept encrypted (`rewardmiles.secretbox`) rather than hashed like client secrets."""
 
     __tablename__ = "webhooks"
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     sponsor_code: Mapped[str] = mapped_column(ForeignKey("sponsors.code"))
     url: Mapped[str] = mapped_column(String(2000))
-    secret: Mapped[str] = mapped_column(String(100))
+    secret: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import httpx
 
-from rewardmiles import clock, logs
+from rewardmiles import clock, logs, secretbox
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.webhooks import service, targets
@@ -54,6 +54,16 @@ class Dispatcher:
         # The dispatcher's database work (claims, records) runs on one thread of its own: one
         # connection, however many deliveries are in flight.
         self._db_thread: ThreadPoolExecutor | None = None
+        self._box: secretbox.SecretBox | None = None  # opened on the first claim
+
+    def _claim(self, count: int) -> list[service.DueDelivery]:
+        """Lease up to `count` due deliveries, their secrets decrypted (on the database thread)."""
+        due = service.lease_due(self._db, self._now(), self._lease, count)
+        if not due:
+            return due
+        if self._box is None:
+            self._box = secretbox.from_settings(self._settings)
+        return service.opened(due, self._box)
 
     # ----------------------------------------------------------------------- control
 
@@ -109,9 +119,7 @@ class Dispatcher:
         delivered = failed = 0
         async with self._client() as client:
             while delivered + failed < service.DELIVERIES_PER_PASS_MAX:
-                due = await self._in_db_thread(
-                    service.lease_due, self._db, self._now(), self._lease, self._slots
-                )
+                due = await self._in_db_thread(self._claim, self._slots)
                 outcomes = await asyncio.gather(*(self._deliver(client, d) for d in due))
                 delivered += sum(1 for ok in outcomes if ok)
                 failed += sum(1 for ok in outcomes if not ok)
@@ -131,9 +139,7 @@ class Dispatcher:
                 free = self._slots - len(in_flight)
                 if free > 0:
                     try:
-                        due = await self._in_db_thread(
-                            service.lease_due, self._db, self._now(), self._lease, free
-                        )
+                        due = await self._in_db_thread(self._claim, free)
                         failures = 0
                     except Exception as exc:  # keep going through a database outage
                         failures += 1
@@ -170,7 +176,7 @@ class Dispatcher:
 
     # ----------------------------------------------------------------------- one delivery
 
-    async def _deliver(self, client: httpx.AsyncClient, due: service._Due) -> bool:
+    async def _deliver(self, client: httpx.AsyncClient, due: service.DueDelivery) -> bool:
         deadline = self._settings.webhook_deadline_seconds
         try:
             async with asyncio.timeout(deadline):
@@ -189,7 +195,7 @@ class Dispatcher:
             log.error("webhook_record_failed", delivery=due.id, error=type(exc).__name__)
         return error is None
 
-    async def _post(self, client: httpx.AsyncClient, due: service._Due) -> str | None:
+    async def _post(self, client: httpx.AsyncClient, due: service.DueDelivery) -> str | None:
         allow_private = self._settings.webhook_allow_private_targets
         try:
             pinned = await asyncio.to_thread(targets.pin, due.url, allow_private=allow_private)

@@ -9,6 +9,7 @@ least once. Failures back off exponentially up to a bounded attempt count, after
 delivery stays visible as `failed`. Targets are checked by `webhooks.targets`.
 
 Signature: header `Rewardmiles-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+The secret is stored encrypted under the key-encryption key (`rewardmiles.secretbox`).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import hmac
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import orjson
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
+from rewardmiles import secretbox
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Sponsor, Webhook, WebhookDelivery
@@ -88,12 +90,12 @@ def add_webhook(
     sponsor_code: str,
     url: str,
     now: datetime,
+    box: secretbox.SecretBox,
     *,
     allow_private_targets: bool = False,
 ) -> tuple[str, str]:
-    """(webhook id, signing secret). The secret is shown once, at creation.
-
-    Internal targets and URLs with credentials are refused (`targets.check_url`)."""
+    """(webhook id, signing secret). The secret is shown once, at creation, and stored
+    encrypted. Internal targets and URLs with credentials are refused (`targets.check_url`)."""
     targets.check_url(url, allow_private=allow_private_targets)  # before the first statement
     if session.get(Sponsor, sponsor_code) is None:
         raise WebhookError(f"sponsor {sponsor_code} does not exist")
@@ -104,7 +106,7 @@ def add_webhook(
             id=webhook_id,
             sponsor_code=sponsor_code,
             url=url,
-            secret=secret,
+            secret=box.seal(secret, secretbox.WEBHOOK_CONTEXT),
             active=True,
             created_at=now,
         )
@@ -196,7 +198,7 @@ def enqueue_settled(session: Session, transaction_id: str, sponsor_code: str, no
 
 
 @dataclass(frozen=True, slots=True)
-class _Due:
+class DueDelivery:
     id: str
     url: str
     secret: str
@@ -204,7 +206,7 @@ class _Due:
     attempts: int
 
 
-def lease_due(db: Database, now: datetime, lease: timedelta, limit: int) -> list[_Due]:
+def lease_due(db: Database, now: datetime, lease: timedelta, limit: int) -> list[DueDelivery]:
     """Claim up to `limit` due deliveries (rows locked by another claimer are skipped)."""
     with db.unit_of_work() as session:
         rows = session.execute(
@@ -221,7 +223,7 @@ def lease_due(db: Database, now: datetime, lease: timedelta, limit: int) -> list
             .limit(min(limit, DELIVERIES_PER_PASS_MAX))
             .with_for_update(of=WebhookDelivery, skip_locked=True)
         ).all()
-        due = [_Due(**row._mapping) for row in rows]
+        due = [DueDelivery(**row._mapping) for row in rows]
         if due:
             session.execute(
                 update(WebhookDelivery)
@@ -237,7 +239,7 @@ def lease_for(settings: Settings) -> timedelta:
 
 
 def record_attempt(
-    db: Database, settings: Settings, due: _Due, error: str | None, now: datetime
+    db: Database, settings: Settings, due: DueDelivery, error: str | None, now: datetime
 ) -> bool:
     """Record one delivery attempt (error None: delivered); True when it was delivered."""
     attempts = due.attempts + 1
@@ -269,7 +271,13 @@ def record_attempt(
     return error is None
 
 
-def signed_headers(due: _Due, body: bytes) -> dict[str, str]:
+def opened(leased: list[DueDelivery], box: secretbox.SecretBox) -> list[DueDelivery]:
+    """The leased deliveries with their webhook's secret decrypted."""
+    return [replace(due, secret=box.open(due.secret, secretbox.WEBHOOK_CONTEXT)) for due in leased]
+
+
+def signed_headers(due: DueDelivery, body: bytes) -> dict[str, str]:
+    """`due` as `opened` gives it: with the secret in clear."""
     return {
         "Content-Type": "application/json",
         SIGNATURE_HEADER: sign(due.secret, int(time.time()), body),
