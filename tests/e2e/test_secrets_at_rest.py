@@ -35,11 +35,14 @@ KEY_A = "ZWxldmVuLWtleS1hLWZvci10ZXN0cy0tLS0tLS0tLS0="  # 32 bytes, base64
 KEY_B = "dHdlbHZlLWtleS1iLWZvci10ZXN0cy0tLS0tLS0tLS0="
 START_SECONDS = 60
 
+# The test receivers listen on the loopback, which webhook targets may not be by default.
+LOOPBACK_HOOKS = {"REWARDMILES_WEBHOOK_ALLOW_PRIVATE_TARGETS": "true"}
+
 
 def _cli(database_url: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "rewardmiles", *args],
-        env={**os.environ, "REWARDMILES_DATABASE_URL": database_url, **env},
+        env={**os.environ, "REWARDMILES_DATABASE_URL": database_url, **LOOPBACK_HOOKS, **env},
         capture_output=True,
         text=True,
         timeout=START_SECONDS,
@@ -71,7 +74,9 @@ def _until(condition: Callable[[], bool], what: str) -> None:
 def test_signing_keys_and_webhook_secrets_are_encrypted_and_still_work(
     dialect: str, server_factory: ServerFactory
 ) -> None:
-    server = server_factory(dialect, env={"REWARDMILES_WORKER_POLL_SECONDS": "0.2"})
+    server = server_factory(
+        dialect, env={"REWARDMILES_WORKER_POLL_SECONDS": "0.2", **LOOPBACK_HOOKS}
+    )
     db = Database.from_url(server.database_url)
     try:
         sponsor = data.new_sponsor(db)
@@ -181,7 +186,11 @@ def test_rekey_then_the_old_key_can_be_dropped(
             server = server_factory(
                 dialect,
                 database_url=url,
-                env={"REWARDMILES_SECRET_KEY": KEY_B, "REWARDMILES_WORKER_POLL_SECONDS": "0.2"},
+                env={
+                    "REWARDMILES_SECRET_KEY": KEY_B,
+                    "REWARDMILES_WORKER_POLL_SECONDS": "0.2",
+                    **LOOPBACK_HOOKS,
+                },
             )
             partner = Partner(server.base_url, client_id, client_secret)
             number = data.unknown_collector()
@@ -275,7 +284,7 @@ def test_the_demo_keeps_its_key_next_to_the_database(tmp_path: Path) -> None:
         port = free_port()
         process = subprocess.Popen(
             [sys.executable, "-m", "rewardmiles", "serve", "--demo", "--port", str(port)],
-            env={**os.environ, "REWARDMILES_DATABASE_URL": url, **env},
+            env={**os.environ, "REWARDMILES_DATABASE_URL": url, **LOOPBACK_HOOKS, **env},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

@@ -15,6 +15,7 @@ from rewardmiles import limits, web
 from rewardmiles.app import create_app
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
+from tests.conftest import TEST_SECRET_KEY
 from tests.support import data
 from tests.support.partner import POST_EVENT
 
@@ -31,6 +32,7 @@ def test_large_bodies_are_validated_in_a_cpu_thread_and_small_ones_inline(
             secret_hash_cost=10,
             embedded_worker=False,
             log_level="warning",
+            secret_key=TEST_SECRET_KEY,
         )
     )
     where: list[str] = []

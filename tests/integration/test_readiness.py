@@ -14,14 +14,21 @@ from rewardmiles.app import create_app
 from rewardmiles.config import Settings
 from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database
-from tests.conftest import DatabaseFactory
+from tests.conftest import TEST_SECRET_KEY, DatabaseFactory
 
 
 def test_readyz_does_not_read_the_migration_scripts_per_call_and_still_sees_a_stale_database(
     dialect: str, database_factory: DatabaseFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = database_factory.create(dialect)
-    app = create_app(Settings(database_url=url, embedded_worker=False, log_level="warning"))
+    app = create_app(
+        Settings(
+            database_url=url,
+            embedded_worker=False,
+            log_level="warning",
+            secret_key=TEST_SECRET_KEY,
+        )
+    )
     reads = []
     original = ScriptDirectory.from_config
 

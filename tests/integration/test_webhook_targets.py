@@ -24,7 +24,7 @@ from rewardmiles.db.models import Webhook, WebhookDelivery
 from rewardmiles.webhooks import service as webhooks
 from rewardmiles.webhooks import targets
 from rewardmiles.webhooks.dispatch import Dispatcher
-from tests.conftest import TEST_BOX, DatabaseFactory
+from tests.conftest import TEST_BOX, TEST_SECRET_KEY, DatabaseFactory
 from tests.support import data
 from tests.support.issue import call
 
@@ -174,7 +174,7 @@ def test_delivery_to_a_name_now_resolving_to_a_forbidden_address_is_refused(
         )
     dns["rebind.partner.example"] = ["127.0.0.1"]  # what the name says at delivery time
 
-    settings = Settings(database_url=url)
+    settings = Settings(database_url=url, secret_key=TEST_SECRET_KEY)
     delivered, failed = Dispatcher(db, settings).run_once()
 
     assert (delivered, failed) == (0, 1)
@@ -261,7 +261,9 @@ def test_a_flooding_receiver_costs_little_memory_and_time(
                 created_at=now,
             )
         )
-    settings = Settings(database_url=url, webhook_allow_private_targets=True)
+    settings = Settings(
+        database_url=url, secret_key=TEST_SECRET_KEY, webhook_allow_private_targets=True
+    )
     started = time.monotonic()
     Dispatcher(db, settings).run_once()
     took = time.monotonic() - started
@@ -308,7 +310,10 @@ def test_an_unexpected_error_is_a_failed_attempt_not_an_endless_re_lease(
         raise UnicodeEncodeError("ascii", "ü", 0, 1, "not ascii")
 
     monkeypatch.setattr(targets, "pin", broken)
-    Dispatcher(db, Settings(database_url=url, webhook_allow_private_targets=True)).run_once()
+    Dispatcher(
+        db,
+        Settings(database_url=url, secret_key=TEST_SECRET_KEY, webhook_allow_private_targets=True),
+    ).run_once()
     with db.reader() as session:
         (delivery,) = [d for d in webhooks.list_deliveries(session) if d.id == delivery_id]
     assert delivery.attempts == 1
