@@ -36,6 +36,7 @@ from rewardmiles.errors import problem
 from rewardmiles.web import PROBLEM_JSON, SECURITY_HEADERS
 
 log = logs.get_logger("rewardmiles.http")
+_HEAD_BYTES_MAX = limits.request_head_bytes_max
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +136,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.timeout_keep_alive = self.limits.keep_alive_seconds  # type: ignore[assignment]
         self._reading_head = True  # the next bytes are (part of) a request head
         self._head_room = self.limits.head_bytes_max  # bytes the current head may still take
-        self._head_started_at: float | None = None  # loop time of the head's first byte
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._received_any = False
+        self._head_timer: asyncio.TimerHandle | None = None  # the current head's deadline
+        self._head_begun = False  # a byte of the current head has been parsed
         self._closing = False  # answered with a refusal: input is dropped until closed
         self._linger: asyncio.TimerHandle | None = None
 
@@ -161,9 +161,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             transport.close()
             return
         super().connection_made(transport)
-        self._head_started_at = self.loop.time()  # the first head is due from the opening
-        self._head_timer = self.loop.call_at(
-            self._head_started_at + self.limits.head_timeout_seconds, self._head_timed_out
+        # The first head is due from the opening.
+        self._head_timer = self.loop.call_later(
+            self.limits.head_timeout_seconds, self._head_timed_out
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -179,19 +179,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return  # answered already; dropped until the connection closes
-        self._received_any = True
         while data and self._reading_head:
             # Feed no more of a head than it may still take; what is left of the head's room
             # after a feed that did not complete it is gone.
-            if self._head_started_at is None:
-                self._head_started_at = self.loop.time()
             room = self._head_room
             if len(data) <= room:
                 piece, data = data, b""
             else:
                 piece, data = data[:room], data[room:]
             self._head_room = room - len(piece)
-            super().data_received(piece)
+            HttpToolsProtocol.data_received(self, piece)
             if self._closing or self.transport.is_closing():
                 return
             if self._reading_head and self._head_room <= 0:
@@ -201,31 +198,35 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                     f"The request line and headers exceed {limits.request_head_bytes_max} bytes.",
                 )
                 return
-        if self._reading_head:
-            if self._head_timer is None and self._head_started_at is not None:
-                self._head_timer = self.loop.call_at(
-                    self._head_started_at + self.limits.head_timeout_seconds,
-                    self._head_timed_out,
-                )
-        elif data:
+        if data:
             # The body (its size is the application's limit) and, at most, the beginning of a
             # pipelined head within this same read.
-            super().data_received(data)
+            HttpToolsProtocol.data_received(self, data)
+        if self._head_begun and self._head_timer is None:
+            # A head began in this read and did not end in it (the usual request, whose head
+            # arrives in one read, needs no timer): it is due from now.
+            self._head_timer = self.loop.call_later(
+                self.limits.head_timeout_seconds, self._head_timed_out
+            )
 
     # -- parser callbacks
 
+    def on_message_begin(self) -> None:
+        self._head_begun = True
+        HttpToolsProtocol.on_message_begin(self)
+
     def on_headers_complete(self) -> None:
         self._reading_head = False
-        self._head_room = self.limits.head_bytes_max
-        self._head_started_at = None
+        self._head_begun = False
+        self._head_room = _HEAD_BYTES_MAX
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
-        super().on_headers_complete()
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
         self._reading_head = True
-        super().on_message_complete()
+        HttpToolsProtocol.on_message_complete(self)
 
     # -- refusals
 
@@ -233,7 +234,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer = None
         if self.transport.is_closing() or self._closing:
             return
-        if not self._received_any:
+        if not self._head_begun:
             self.transport.close()  # nothing asked, nothing answered
         elif self.cycle is not None and not self.cycle.response_complete:
             # A pipelined head stalls behind a response being written: that response is the
