@@ -137,6 +137,27 @@ class Settings(BaseModel):
         le=1000,
         description="Partner logs waiting (or still uploading) beyond those running; more: 503",
     )
+    http_head_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="A request head (request line and headers) must arrive within this many "
+        "seconds of its first byte (of the connection's opening for the first one); past it the "
+        "connection is closed (408 if part of a head arrived)",
+    )
+    http_keep_alive_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="An idle connection between two requests is closed after this many seconds",
+    )
+    http_connections_max: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="Connections one API process holds at once; the ones beyond get 503 and are "
+        "closed",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
 

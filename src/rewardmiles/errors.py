@@ -250,6 +250,15 @@ _SPECS: tuple[ErrorSpec, ...] = (
         "The path exists but not for this HTTP method.",
     ),
     ErrorSpec(
+        "REQUEST_TIMEOUT",
+        408,
+        "Request timeout",
+        True,
+        "The request line and headers did not arrive within `REWARDMILES_HTTP_HEAD_TIMEOUT_SECONDS` "
+        "(10 s by default) of their first byte; the connection is closed. Nothing was read or "
+        "stored: send the request again, whole.",
+    ),
+    ErrorSpec(
         "IDEMPOTENCY_KEY_IN_USE",
         409,
         "Idempotency key in use",
@@ -270,7 +279,9 @@ _SPECS: tuple[ErrorSpec, ...] = (
         431,
         "Request headers too large",
         False,
-        "More than 100 headers, or more than 16 KiB of header names and values.",
+        "More than 100 headers, more than 16 KiB of header names and values, or a request "
+        "line and headers over 32 KiB as sent (refused while they arrive; the connection is "
+        "then closed).",
     ),
     ErrorSpec(
         "UNSUPPORTED_MEDIA_TYPE",
@@ -306,8 +317,9 @@ _SPECS: tuple[ErrorSpec, ...] = (
         503,
         "Service unavailable",
         True,
-        "The database is unreachable, timed out or not migrated; retry after `Retry-After` "
-        "seconds with the same Idempotency-Key.",
+        "The database is unreachable, timed out or not migrated, or the API process holds as "
+        "many connections as it takes; retry after `Retry-After` seconds with the same "
+        "Idempotency-Key.",
     ),
     ErrorSpec(
         "BATCH_QUEUE_FULL",

@@ -16,6 +16,12 @@ inline_body_bytes_max: Final = 16_384
 problem_errors_max: Final = 50  # entries of a problem's `errors[]`; the rest are counted
 request_header_bytes_max: Final = 16_384  # names and values of all headers together
 request_headers_max: Final = 100
+# The request line and every header as sent (CRLFs included), enforced by the connection layer
+# while the head is read (`http_server`): a head that has not ended within it is refused (431).
+request_head_bytes_max: Final = 32_768
+# After a 431 or 408 the answer is sent, then the end of output; what the client still sends is
+# read and dropped for this long (so that it can read the answer), then the connection is closed.
+refused_connection_linger_seconds: Final = 1.0
 partner_transaction_id_chars_max: Final = 64
 issuance_lines_per_request_max: Final = 50
 coupons_per_request_max: Final = 50
