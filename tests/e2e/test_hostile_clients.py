@@ -210,7 +210,11 @@ def test_a_flood_of_token_requests_does_not_starve_issuance(
     dialect: str, server_factory: ServerFactory
 ) -> None:
     # The production hash cost: every failed check costs what it would cost in service.
-    server = server_factory(dialect, env={"REWARDMILES_SECRET_HASH_COST": "14"})
+    # No partner budget: the issuing client's own calls, back to back, must not meet a 429.
+    server = server_factory(
+        dialect,
+        env={"REWARDMILES_SECRET_HASH_COST": "14", "REWARDMILES_RATE_LIMIT_PER_SECOND": "0"},
+    )
     db = Database.from_url(server.database_url)
     try:
         sponsor = data.new_sponsor(db)
