@@ -15,9 +15,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from rewardmiles.config import ENV_PREFIX, Settings
 from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database
-from rewardmiles.ledger.verify import verify
+from rewardmiles.ledger.verify import verify_database
 from rewardmiles.secretbox import SecretBox, parse_key
 from tests.support.server import Server, start_server
 
@@ -88,6 +89,8 @@ class DatabaseFactory:
 def database_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseFactory]:
     factory = DatabaseFactory(tmp_path_factory.mktemp("databases"))
     yield factory
+    while _CHECKERS:
+        _CHECKERS.popitem()[1].dispose()
     factory.drop_all()
 
 
@@ -96,14 +99,56 @@ def dialect(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def assert_ledger_balanced(url: str) -> None:
-    db = Database.from_url(url)
-    try:
-        with db.reader() as session:
-            report = verify(session)
-    finally:
-        db.dispose()
-    assert report.ok, "ledger broken after the tests:\n" + "\n".join(report.problems)
+_REPORTED_PROBLEMS: dict[str, set[str]] = {}
+_CHECKERS: dict[str, Database] = {}
+
+
+def assert_ledger_balanced(url: str, settings: Settings | None = None) -> None:
+    """`ledger verify` on the database at `url`, under `settings`' policies (default: the
+    defaults), in one snapshot: a server still writing to it cannot make it look broken."""
+    db = _CHECKERS.get(url)
+    if db is None:  # one small pool per database, kept: the check runs after every test
+        db = _CHECKERS[url] = Database.from_url(url, pool_size=1)
+    report = verify_database(db, settings)
+    # A problem is reported once, on the first check that sees it: the tests after the one that
+    # broke the books pass unless they break them further.
+    reported = _REPORTED_PROBLEMS.setdefault(url, set())
+    new = [problem for problem in report.problems if problem not in reported]
+    reported.update(report.problems)
+    assert not new, "ledger broken:\n" + "\n".join(new)
+
+
+def server_settings(server: Server) -> Settings:
+    """The policies `server` runs with (what its environment sets; the rest as defaults)."""
+    return Settings.from_env(
+        {k: v for k, v in server.env.items() if k.startswith(ENV_PREFIX)},
+        database_url=server.database_url,
+    )
+
+
+@pytest.fixture(autouse=True)
+def _ledger_checked_after_each_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After every test that can write to the shared database (or starts servers of its own),
+    verify those books, so a test that breaks them errors at its own teardown instead of the
+    session's end naming no one."""
+    shared = (
+        str(request.getfixturevalue("database_url"))
+        if "database_url" in request.fixturenames
+        else None
+    )
+    factory = (
+        request.getfixturevalue("server_factory")
+        if "server_factory" in request.fixturenames
+        else None
+    )
+    started_before = len(factory.started) if factory is not None else 0
+    yield
+    if shared is not None:
+        assert_ledger_balanced(shared)
+    if factory is not None:
+        for server in factory.started[started_before:]:
+            if server.database_url != shared:
+                assert_ledger_balanced(server.database_url, server_settings(server))
 
 
 @pytest.fixture(scope="session")
@@ -149,11 +194,12 @@ def server_factory(
         started.append(server)
         return server
 
+    start.started = started  # type: ignore[attr-defined]  # read by the per-test check
     yield start
     for server in started:
         server.stop()
     for server in started:
-        assert_ledger_balanced(server.database_url)
+        assert_ledger_balanced(server.database_url, server_settings(server))
 
 
 @pytest.fixture(scope="session")

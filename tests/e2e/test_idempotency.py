@@ -9,6 +9,7 @@ from sqlalchemy import update
 
 from rewardmiles import ledger
 from rewardmiles.db.models import IssuanceLine
+from rewardmiles.issuance import repository as issuance_repo
 from tests.e2e.conftest import World
 
 
@@ -137,6 +138,7 @@ def test_replay_of_202_reflects_the_settled_state(world: World) -> None:
             .where(IssuanceLine.transaction_id == transaction_id)
             .values(status="rejected", error_code="PENDING_EXPIRED")
         )
+        issuance_repo.refresh_transaction_status(session, transaction_id)
 
     replay = world.partner.post_event(body, key=key)
     assert replay.status_code == 200
@@ -169,6 +171,7 @@ def test_replay_of_202_turns_200_once_the_line_posts(world: World) -> None:
             .where(IssuanceLine.transaction_id == transaction_id)
             .values(status="posted")
         )
+        issuance_repo.refresh_transaction_status(session, transaction_id)
 
     replay = world.partner.post_event(body, key=key)
     assert replay.status_code == 200

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from click.testing import Result
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from typer.testing import CliRunner
 
 from rewardmiles import clock, ledger
@@ -571,6 +571,43 @@ def test_ledger_verify_fails_on_a_broken_ledger(
     result = _runner(url)("ledger", "verify")
     stderr = _failed(result)
     assert f"collector {number}: balance 77 but entries sum to 0" in stderr
+    assert "ledger OK" not in result.stdout
+
+
+def test_ledger_verify_reports_decisions_the_books_contradict(
+    dialect: str, database_factory: DatabaseFactory
+) -> None:
+    """A balance below zero under the `reject` policy, and a transaction `pending` whose every
+    line has settled: both balanced in the ledger, both reported."""
+    url = database_factory.create(dialect)
+    database = Database.from_url(url)
+    try:
+        number = data.new_collector(database)
+        sponsor = data.new_sponsor(database)
+        body = data.event_body(sponsor, number, miles=3)
+        assert call(database, Settings(), body, reverse=True).status == 200  # ALLOW: -3, then +1
+        transaction = call(database, Settings(), data.event_body(sponsor, number, miles=1))
+        with database.unit_of_work() as session:
+            session.execute(
+                update(Transaction)
+                .where(Transaction.id == transaction.transaction_id)
+                .values(status="pending")
+            )
+    finally:
+        database.dispose()
+    env = {
+        "REWARDMILES_DATABASE_URL": url,
+        "REWARDMILES_NEGATIVE_BALANCE_POLICY": "reject",
+    }
+    result = CliRunner().invoke(app, ["ledger", "verify"], env=env)
+    stderr = _failed(result)
+    assert (
+        f"collector {number}: balance -2 is below zero, which the negative-balance policy "
+        "'reject' forbids"
+    ) in stderr
+    assert (
+        f"transaction {transaction.transaction_id}: status pending but no line of it is" in stderr
+    )
     assert "ledger OK" not in result.stdout
 
 

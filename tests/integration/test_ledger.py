@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import func, insert, select, update
 
 from rewardmiles import ledger
+from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Collector, IssuanceLine, LedgerEntry, Transaction
 from rewardmiles.ledger.verify import VerifyReport, verify
@@ -45,7 +46,7 @@ def _insert_transaction(
             partner_transaction_id=data.txn_id(),
             collector_number=collector,
             original_transaction_id=original,
-            status="posted",
+            status="pending" if any(status == "pending" for _, _, status in lines) else "posted",
             http_status=200,
             error_code=None,
             fingerprint="0" * 64,
@@ -375,6 +376,41 @@ def _tamper_entries_of_unknown_collector(db: Database, books: Books) -> list[str
     return [r"1 collector entries name no collector"]
 
 
+def _with_status(db: Database, books: Books, lines: list[Line], status: str) -> str:
+    """A transaction whose status was overwritten by hand after its lines were written."""
+    with db.unit_of_work() as session:
+        txn = _insert_transaction(session, books.sponsor, books.bob, lines)
+        session.execute(update(Transaction).where(Transaction.id == txn).values(status=status))
+    return txn
+
+
+def _tamper_posted_transaction_with_a_pending_line(db: Database, books: Books) -> list[str]:
+    txn = _with_status(db, books, [("credit", 4, "pending")], "posted")
+    return [rf"transaction {txn}: status posted but its line #1 is pending"]
+
+
+def _tamper_pending_transaction_without_a_pending_line(db: Database, books: Books) -> list[str]:
+    txn = _with_status(db, books, [("credit", 4, "rejected")], "pending")
+    return [rf"transaction {txn}: status pending but no line of it is"]
+
+
+def _tamper_rejected_transaction_with_lines(db: Database, books: Books) -> list[str]:
+    txn = _with_status(db, books, [("credit", 4, "rejected")], "rejected")
+    return [rf"transaction {txn}: status rejected but its line #1 is rejected"]
+
+
+def _tamper_recorded_transaction_with_a_rejected_line(db: Database, books: Books) -> list[str]:
+    txn = _with_status(db, books, [("credit", 4, "rejected")], "recorded")
+    return [rf"transaction {txn}: status recorded but its line #1 is rejected"]
+
+
+def _tamper_unknown_transaction_status(db: Database, books: Books) -> list[str]:
+    with db.unit_of_work() as session:
+        txn = _insert_transaction(session, books.sponsor, books.bob, [("credit", 4, "rejected")])
+        session.execute(update(Transaction).where(Transaction.id == txn).values(status="done"))
+    return [rf"transaction {txn}: unknown status 'done'"]
+
+
 @pytest.mark.parametrize(
     "tamper",
     [
@@ -383,6 +419,11 @@ def _tamper_entries_of_unknown_collector(db: Database, books: Books) -> list[str
         _tamper_reversal_beyond_original,
         _tamper_posted_line_without_entries,
         _tamper_entries_of_unknown_collector,
+        _tamper_posted_transaction_with_a_pending_line,
+        _tamper_pending_transaction_without_a_pending_line,
+        _tamper_rejected_transaction_with_lines,
+        _tamper_recorded_transaction_with_a_rejected_line,
+        _tamper_unknown_transaction_status,
     ],
     ids=lambda f: f.__name__.removeprefix("_tamper_"),
 )
@@ -448,3 +489,16 @@ def test_verify_reports_a_balanced_pair_that_does_not_match_its_line(
     txn_id = tamper(own_db, books)  # type: ignore[operator]
     report = _verify(own_db)
     assert any(txn_id in problem for problem in report.problems), report.problems
+
+
+def test_verify_reports_a_balance_below_zero_only_under_the_reject_policy(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    _book(own_db, books.sponsor, books.alice, [("debit", 10, "posted")])  # 9 left: -1
+    reject = Settings.from_env({}, negative_balance_policy="reject")
+    with own_db.reader() as session:
+        allowed, refused = verify(session, Settings()), verify(session, reject)
+    assert allowed.ok, allowed.problems
+    assert refused.problems == [
+        f"collector {books.alice}: balance -1 is below zero, which the negative-balance policy "
+        "'reject' forbids"
+    ]

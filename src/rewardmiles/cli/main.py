@@ -34,7 +34,7 @@ from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database, DatabaseUrlError
 from rewardmiles.db.models import Sponsor
 from rewardmiles.errors import CATALOGUE, OperatorError
-from rewardmiles.ledger.verify import verify
+from rewardmiles.ledger.verify import verify_database
 from rewardmiles.offers import catalogue as offers
 from rewardmiles.reports import audit, batches, reconciliation
 from rewardmiles.settlement import service as settlement
@@ -466,9 +466,8 @@ def collector_import(
 @ledger_app.command("verify")
 def ledger_verify() -> None:
     """Check the ledger's invariants over the whole database (exit 1 when broken)."""
-    _, db = _ready_database()
-    with db.reader() as session:
-        report = verify(session)
+    settings, db = _ready_database()
+    report = verify_database(db, settings)
     out.print(
         f"entries {report.entries:,}; collectors {report.collectors:,}; entries sum {report.total_miles}"
     )

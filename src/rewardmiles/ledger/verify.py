@@ -7,10 +7,19 @@ from dataclasses import dataclass, field
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
+from rewardmiles.config import NegativeBalancePolicy, Settings
+from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Collector, IssuanceLine, LedgerEntry, Transaction
 from rewardmiles.ledger.service import COLLECTOR_ACCOUNT, SPONSOR_ACCOUNT
 
 PROBLEMS_SHOWN_MAX = 20
+
+# What a transaction's status says of its lines (issuance/service.py writes them so; settlement
+# keeps them so, `refresh_transaction_status`): an accepted transaction (`posted`, `pending`) has
+# lines `posted`, `pending` or `rejected`, and is `pending` exactly while one of them is; a
+# `recorded` one (RECORD) has only `recorded` lines; a `rejected` one wrote no line at all.
+TRANSACTION_STATUSES = ("posted", "pending", "rejected", "recorded")
+LINE_STATUSES = ("posted", "pending", "rejected", "recorded")
 
 
 @dataclass
@@ -25,7 +34,18 @@ class VerifyReport:
         return not self.problems
 
 
-def verify(session: Session) -> VerifyReport:
+def verify_database(db: Database, settings: Settings | None = None) -> VerifyReport:
+    """`verify` in one snapshot of the database (PostgreSQL: repeatable read), so the books can
+    be checked while the service writes to them."""
+    with db.reader() as session:
+        if db.dialect == "postgresql":  # SQLite's reader holds the only writer's lock
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        return verify(session, settings)
+
+
+def verify(session: Session, settings: Settings | None = None) -> VerifyReport:
+    """Every invariant the books can state. `settings` (default: the defaults) says what the
+    program's policies forbid: with the negative-balance policy `reject`, a balance below zero."""
     report = VerifyReport()
     report.entries, report.total_miles = session.execute(
         select(func.count(), func.coalesce(func.sum(LedgerEntry.amount_miles), 0))
@@ -102,7 +122,66 @@ def verify(session: Session) -> VerifyReport:
         )
 
     report.problems += _reversals_beyond_originals(session)
+    report.problems += _statuses_disagreeing_with_lines(session)
+    policy = settings.negative_balance_policy if settings else NegativeBalancePolicy.ALLOW
+    if policy is NegativeBalancePolicy.REJECT:
+        below_zero = session.execute(
+            select(Collector.number, Collector.balance_miles)
+            .where(Collector.balance_miles < 0)
+            .order_by(Collector.number)
+            .limit(PROBLEMS_SHOWN_MAX)
+        ).all()
+        report.problems += [
+            f"collector {n}: balance {b} is below zero, which the negative-balance policy "
+            "'reject' forbids"
+            for n, b in below_zero
+        ]
     return report
+
+
+def _statuses_disagreeing_with_lines(session: Session) -> list[str]:
+    """Each transaction's status against its lines' (`TRANSACTION_STATUSES`); the lines are
+    read once, joined to their transaction by its primary key."""
+    wrong_lines = session.execute(
+        select(Transaction.id, Transaction.status, IssuanceLine.line_no, IssuanceLine.status)
+        .join(Transaction, Transaction.id == IssuanceLine.transaction_id)
+        .where(
+            or_(
+                IssuanceLine.status.not_in(LINE_STATUSES),
+                Transaction.status == "rejected",
+                (Transaction.status == "recorded") != (IssuanceLine.status == "recorded"),
+                and_(IssuanceLine.status == "pending", Transaction.status != "pending"),
+            )
+        )
+        .order_by(Transaction.id, IssuanceLine.line_no)
+        .limit(PROBLEMS_SHOWN_MAX)
+    ).all()
+    problems = [
+        f"transaction {t}: status {ts} but its line #{n} is {ls}" for t, ts, n, ls in wrong_lines
+    ]
+    pending_line = (
+        select(IssuanceLine.line_no)
+        .where(IssuanceLine.transaction_id == Transaction.id, IssuanceLine.status == "pending")
+        .exists()
+    )
+    odd = session.execute(
+        select(Transaction.id, Transaction.status)
+        .where(
+            or_(
+                Transaction.status.not_in(TRANSACTION_STATUSES),
+                and_(Transaction.status == "pending", ~pending_line),
+            )
+        )
+        .order_by(Transaction.id)
+        .limit(PROBLEMS_SHOWN_MAX)
+    ).all()
+    problems += [
+        f"transaction {t}: status pending but no line of it is"
+        if s == "pending"
+        else f"transaction {t}: unknown status {s!r}"
+        for t, s in odd
+    ]
+    return problems
 
 
 def _pairs_disagreeing_with_lines(session: Session) -> list[str]:

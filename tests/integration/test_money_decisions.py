@@ -1,0 +1,356 @@
+"""Decisions about money that leave the books consistent either way, so only a test of the
+decision itself can catch a wrong one: the negative-balance policy, the bounds of a reversal that
+waits for its original, the in-flight key, and the Transaction Day at a Toronto evening.
+
+In-process, on a database of this module's own, every clock injected: nothing here depends on
+the hour the suite runs at.
+"""
+
+from __future__ import annotations
+
+import io
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from rewardmiles.collectors import service as collectors
+from rewardmiles.config import Settings
+from rewardmiles.db.engine import Database
+from rewardmiles.db.models import IssuanceLine, Offer, Transaction
+from rewardmiles.errors import CATALOGUE, ProblemError
+from rewardmiles.idempotency.service import InFlightRegistry
+from rewardmiles.issuance import service
+from rewardmiles.issuance.schemas import PostEventRequest, ReverseEventRequest, event_command
+from rewardmiles.ledger.verify import verify
+from rewardmiles.reports import batches
+from rewardmiles.settlement import service as settlement
+from rewardmiles.web import canonical_json
+from tests.conftest import DatabaseFactory
+from tests.integration import test_one_statement_issue as one_statement
+from tests.support import data
+
+# 02:00 UTC on 21 November is 21:00 on 20 November in Toronto (EST, UTC-5): the same instant
+# falls on two different days depending on the zone it is read in.
+TORONTO_EVENING = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
+TORONTO_DAY = date(2026, 11, 20)
+NOW = TORONTO_EVENING + timedelta(minutes=1)
+
+ALLOW = Settings.from_env({})
+REJECT = Settings.from_env({}, negative_balance_policy="reject")
+
+
+@pytest.fixture(scope="module")
+def own_db(dialect: str, database_factory: DatabaseFactory) -> Iterator[Database]:
+    database = Database.from_url(database_factory.create(dialect))
+    yield database
+    with database.reader() as session:
+        report = verify(session, REJECT)  # no test of this module takes a balance below zero
+    database.dispose()
+    assert report.ok, report.problems
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _body(
+    sponsor: str,
+    collector: str,
+    lines: list[tuple[str, int]],
+    *,
+    at: datetime = TORONTO_EVENING,
+    original: str | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "clientTransactionId": data.txn_id(),
+        "collectorNumber": collector,
+        "sponsorCode": sponsor,
+        "transactionDateTime": _iso(at),
+        "issuances": [{"issuanceOfferCode": code, "milesAmount": miles} for code, miles in lines],
+    }
+    if original is not None:
+        body["originalClientTransactionId"] = original
+    return body
+
+
+def _call(
+    db: Database,
+    settings: Settings,
+    body: dict[str, Any],
+    *,
+    reverse: bool = False,
+    now: datetime = NOW,
+    key: str | None = None,
+    registry: InFlightRegistry | None = None,
+) -> service.Outcome:
+    model = ReverseEventRequest if reverse else PostEventRequest
+    request = model.model_validate(
+        body, context={"miles_per_line_max": settings.miles_per_line_max}
+    )
+    canonical = canonical_json(body)
+    partner_call = service.PartnerCall(
+        endpoint=service.Endpoint.REVERSE_EVENT if reverse else service.Endpoint.POST_EVENT,
+        client_id="money-decisions",
+        command=event_command(request),
+        request_json=canonical.decode(),
+        fingerprint=secrets.token_hex(16),
+        idempotency_key=key,
+        request_id="test",
+    )
+    return service.execute(
+        db, settings, registry or InFlightRegistry(), partner_call, now=lambda: now
+    )
+
+
+def _set_status(db: Database, number: str, status: str) -> None:
+    with db.unit_of_work() as session:
+        collectors.set_status(session, number, status, NOW)
+
+
+def _settle(db: Database, settings: Settings) -> settlement.SettleReport:
+    return settlement.settle_pending(db, settings, NOW)
+
+
+def _line(db: Database, transaction_id: str | None, line_no: int = 0) -> tuple[str, str | None]:
+    with db.reader() as session:
+        row = session.execute(
+            select(IssuanceLine.status, IssuanceLine.error_code).where(
+                IssuanceLine.transaction_id == transaction_id, IssuanceLine.line_no == line_no
+            )
+        ).one()
+    return row.status, row.error_code
+
+
+# --------------------------------------------------------------------------- negative balance
+
+
+@pytest.mark.parametrize(("miles", "accepted"), [(5, True), (6, False)])
+def test_reject_policy_refuses_a_reversal_below_zero_and_allows_one_to_zero(
+    own_db: Database, miles: int, accepted: bool
+) -> None:
+    sponsor = data.new_sponsor(own_db)
+    number = data.new_collector(own_db)
+    assert _call(own_db, REJECT, _body(sponsor, number, [("STANDARD", 5)])).status == 200
+
+    outcome = _call(own_db, REJECT, _body(sponsor, number, [("STANDARD", miles)]), reverse=True)
+
+    if accepted:
+        assert outcome.status == 200
+        assert outcome.body["issuances"][0]["status"] == "REVERSED"
+        assert data.balance(own_db, number) == 0
+    else:
+        assert outcome.status == 400
+        assert outcome.body["code"] == "INSUFFICIENT_BALANCE"
+        assert data.balance(own_db, number) == 5
+
+
+@pytest.mark.parametrize(
+    ("miles", "expected"), [(5, ("posted", None)), (6, ("rejected", "INSUFFICIENT_BALANCE"))]
+)
+def test_reject_policy_at_settlement_rejects_a_waiting_debit_that_would_go_below_zero(
+    own_db: Database, miles: int, expected: tuple[str, str | None]
+) -> None:
+    sponsor = data.new_sponsor(own_db)
+    number = data.new_collector(own_db)
+    assert _call(own_db, REJECT, _body(sponsor, number, [("STANDARD", 5)])).status == 200
+    _set_status(own_db, number, "ON_HOLD")
+    waiting = _call(own_db, REJECT, _body(sponsor, number, [("STANDARD", miles)]), reverse=True)
+    assert waiting.status == 202  # nothing is posted while the hold lasts: no balance to check
+
+    _set_status(own_db, number, "ACTIVE")
+    _settle(own_db, REJECT)
+
+    assert _line(own_db, waiting.transaction_id) == expected
+    assert data.balance(own_db, number) == (0 if expected[0] == "posted" else 5)
+
+
+# --------------------------------------------------------------------------- reversal bounds
+
+
+def test_a_full_reversal_waiting_on_a_pending_original_posts_once_the_original_does(
+    own_db: Database,
+) -> None:
+    sponsor = data.new_sponsor(own_db)
+    number = data.unknown_collector()
+    original = _body(sponsor, number, [("STANDARD", 10)])
+    original_id = _call(own_db, ALLOW, original).transaction_id
+    reversal = _body(sponsor, number, [("STANDARD", 10)], original=original["clientTransactionId"])
+    reversal_id = _call(own_db, ALLOW, reversal, reverse=True).transaction_id
+    assert _line(own_db, reversal_id) == ("pending", None)
+
+    with own_db.unit_of_work() as session:
+        collectors.add_collector(session, number, "ACTIVE", NOW)
+    passes = [_settle(own_db, ALLOW) for _ in range(2)]  # the reversal may come first: it waits
+
+    assert sum(p.posted for p in passes) == 2
+    assert not any(p.rejected for p in passes)
+    assert _line(own_db, original_id) == ("posted", None)
+    assert _line(own_db, reversal_id) == ("posted", None)
+    assert data.balance(own_db, number) == 0
+
+
+def test_a_reversal_the_original_no_longer_covers_after_a_line_is_rejected_is_rejected(
+    own_db: Database,
+) -> None:
+    """The original issues 5 + 200 (the 200 waits for review); a reversal of 6 is within 205
+    and waits for it. Once the 200 is rejected, 6 is one mile more than the 5 issued."""
+    sponsor = data.new_sponsor(own_db, review_threshold_miles=100)
+    number = data.new_collector(own_db)
+    original = _body(sponsor, number, [("STANDARD", 5), ("STANDARD", 200)])
+    original_id = _call(own_db, ALLOW, original).transaction_id
+    assert original_id is not None
+    assert data.balance(own_db, number) == 5
+    reversal = _body(sponsor, number, [("STANDARD", 6)], original=original["clientTransactionId"])
+    waiting = _call(own_db, ALLOW, reversal, reverse=True)
+    assert waiting.status == 202
+
+    with own_db.unit_of_work() as session:
+        settlement.reject(
+            session,
+            settlement.line_id(original_id, 1),
+            "OFFER_INACTIVE",
+            NOW,
+            known_codes=list(CATALOGUE),
+        )
+    _settle(own_db, ALLOW)
+
+    assert _line(own_db, waiting.transaction_id) == ("rejected", "REVERSAL_EXCEEDS_ORIGINAL")
+    assert data.balance(own_db, number) == 5
+
+
+# --------------------------------------------------------------------------- in-flight key
+
+
+def test_a_key_held_in_flight_in_this_process_gets_409_and_writes_nothing(
+    own_db: Database,
+) -> None:
+    sponsor = data.new_sponsor(own_db)
+    number = data.new_collector(own_db)
+    body = _body(sponsor, number, [("STANDARD", 7)])
+    registry = InFlightRegistry()
+    key = secrets.token_hex(8)
+
+    # The first call with this key is still running when the second arrives.
+    with registry.hold("money-decisions", key), pytest.raises(ProblemError) as conflict:
+        _call(own_db, ALLOW, body, key=key, registry=registry)
+    assert conflict.value.code == "IDEMPOTENCY_KEY_IN_USE"
+    assert conflict.value.status == 409
+    assert conflict.value.headers == {"Retry-After": "1"}
+    with own_db.reader() as session:
+        written = session.execute(
+            select(func.count()).where(
+                Transaction.partner_transaction_id == body["clientTransactionId"]
+            )
+        ).scalar_one()
+    assert written == 0
+    assert data.balance(own_db, number) == 0
+
+    # Once the first call has finished, the key is free again.
+    assert _call(own_db, ALLOW, body, key=key, registry=registry).status == 200
+    assert data.balance(own_db, number) == 7
+
+
+# --------------------------------------------------------------------------- Toronto evening
+
+
+def _offer(db: Database, sponsor: str, code: str, **validity: date) -> None:
+    with db.unit_of_work() as session:
+        session.add(Offer(sponsor_code=sponsor, code=code, active=True, created_at=NOW, **validity))
+
+
+def test_offer_validity_is_judged_on_the_toronto_date_of_the_transaction(
+    own_db: Database,
+) -> None:
+    """At 21:00 in Toronto on the 20th (02:00 UTC on the 21st) an offer that ends on the 20th
+    still applies, and one that starts on the 21st does not yet."""
+    sponsor = data.new_sponsor(own_db)
+    number = data.new_collector(own_db)
+    _offer(own_db, sponsor, "ENDS20", valid_to=TORONTO_DAY)
+    _offer(own_db, sponsor, "FROM21", valid_from=TORONTO_DAY + timedelta(days=1))
+
+    ending = _call(own_db, ALLOW, _body(sponsor, number, [("ENDS20", 4)]))
+    starting = _call(own_db, ALLOW, _body(sponsor, number, [("FROM21", 3)]))
+
+    assert ending.status == 200, ending.body
+    assert ending.body["issuances"][0]["status"] == "ISSUED"
+    assert starting.status == 400
+    assert starting.body["code"] == "OFFER_INACTIVE"
+    assert starting.body["errors"][0]["field"] == "issuances[0].issuanceOfferCode"
+    assert data.balance(own_db, number) == 4
+
+
+def test_a_batch_matches_a_toronto_evening_record_against_that_toronto_day(
+    own_db: Database,
+) -> None:
+    """A log record at 21:00 Toronto on the 20th (02:00 UTC on the 21st) makes the 20th, Toronto
+    time, the day whose real-time transactions the log must account for: one at 10:00 Toronto
+    on the 20th is missing from the log; one on the 21st, Toronto time, is not the log's."""
+    sponsor = data.new_sponsor(own_db)
+    number = data.new_collector(own_db)
+    logged = _body(sponsor, number, [("STANDARD", 10)])
+    same_day = _body(sponsor, number, [("STANDARD", 11)], at=datetime(2026, 11, 20, 15, tzinfo=UTC))
+    next_day = _body(sponsor, number, [("STANDARD", 12)], at=datetime(2026, 11, 21, 12, tzinfo=UTC))
+    for body in (logged, same_day, next_day):
+        at = datetime.fromisoformat(body["transactionDateTime"])
+        assert _call(own_db, ALLOW, body, now=at + timedelta(minutes=1)).status == 200
+
+    log = (
+        "transactionType,partnerTransactionId,collectorNumber,transactionDateTime,milesAmount\n"
+        f"POST/EVENT,{logged['clientTransactionId']},{number},{_iso(TORONTO_EVENING)},10\n"
+    )
+    batch_id = batches.start_batch(own_db, sponsor, "test", False, NOW)
+    batches.run_batch(own_db, ALLOW, batch_id, io.StringIO(log), "csv", client_id="test")
+    with own_db.reader() as session:
+        view = batches.batch_view(session, batch_id, limit=100)
+    assert view is not None
+
+    assert view["counts"] == {"matched": 1, "missing_in_log": 1}
+    assert [(r["outcome"], r["partnerTransactionId"]) for r in view["records"]] == [
+        ("missing_in_log", same_day["clientTransactionId"])
+    ]
+
+
+def test_the_one_statement_path_judges_offer_validity_on_the_toronto_date(
+    dialect: str, database_factory: DatabaseFactory
+) -> None:
+    """PostgreSQL's one-statement path decides from cached offers whether every line posts at
+    once: the same Toronto date as the unit of work, or it writes what the rules refuse."""
+    if dialect != "postgresql":
+        pytest.skip("the one-statement path runs on PostgreSQL only")
+    rig = one_statement.Rig(database_factory.create("postgresql"))
+    try:
+        _offer(rig.db, one_statement.SPONSOR, "ENDS20", valid_to=TORONTO_DAY)
+        _offer(rig.db, one_statement.SPONSOR, "FROM21", valid_from=TORONTO_DAY + timedelta(days=1))
+
+        def event(offer: str) -> service.PartnerCall:
+            return one_statement.partner_call(
+                one_statement.event(
+                    transactionDateTime=_iso(TORONTO_EVENING),
+                    issuances=[{"issuanceOfferCode": offer, "milesAmount": 2}],
+                )
+            )
+
+        def at_once(call: service.PartnerCall) -> service.Outcome | None:
+            return rig.loop.run_until_complete(
+                service.execute_at_once(
+                    rig.writer, rig.db, rig.settings, rig.registry, call, now=lambda: NOW
+                )
+            )
+
+        def general(call: service.PartnerCall) -> service.Outcome:
+            return service.execute(rig.db, rig.settings, rig.registry, call, now=lambda: NOW)
+
+        for offer in ("ENDS20", "FROM21"):  # the first call of each loads its offer's cache
+            general(event(offer))
+        ending = at_once(event("ENDS20"))
+        assert ending is not None  # written at once
+        assert ending.status == 200
+        starting = event("FROM21")
+        assert at_once(starting) is None  # left to the unit of work, which refuses it
+        assert general(starting).body["code"] == "OFFER_INACTIVE"
+    finally:
+        rig.close()
