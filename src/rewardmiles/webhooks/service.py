@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,6 +26,7 @@ import orjson
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
+from rewardmiles import clock
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Sponsor, Webhook, WebhookDelivery
@@ -277,7 +277,7 @@ def deliver_due(
 def _post(client: httpx.Client, due: _Due, body: bytes, timeout: float) -> str | None:
     headers = {
         "Content-Type": "application/json",
-        SIGNATURE_HEADER: sign(due.secret, int(time.time()), body),
+        SIGNATURE_HEADER: sign(due.secret, int(clock.utc_now().timestamp()), body),
         "Rewardmiles-Event-Id": due.id,
         "Rewardmiles-Event-Type": SETTLED_EVENT,
     }
