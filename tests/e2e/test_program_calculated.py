@@ -770,7 +770,8 @@ def test_issue_for_a_closed_collector_is_400_and_recorded_as_rejected(shop: Shop
 
 def test_issue_uses_only_offers_valid_on_the_checkout_date(shop: Shop) -> None:
     collector = shop.world.collector()
-    body = shop.basket(collector, KETTLE)
+    # A Toronto evening: the UTC date is already the next day.
+    body = shop.basket(collector, KETTLE, checkoutDateTime=data.iso(data.toronto_evening()))
     today = program_date(body)
     one_day = timedelta(days=1)
     shop.offer("BASE", BASE)
