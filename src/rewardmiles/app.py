@@ -85,6 +85,15 @@ class AppContext:
     batch_jobs: BatchJobs  # partner-log uploads: a few at once, a few waiting
 
 
+def apply_test_clock(settings: Settings) -> None:
+    """REWARDMILES_TEST_CLOCK (a test setting) stands the clock still; say so loudly."""
+    clock.freeze_for_tests(settings.frozen_clock)
+    if settings.frozen_clock is not None:
+        logs.get_logger("rewardmiles").warning(
+            "clock_frozen_for_tests", at=settings.frozen_clock.isoformat()
+        )
+
+
 def build_context(settings: Settings) -> AppContext:
     db = Database.from_url(
         settings.database_url,
@@ -167,6 +176,7 @@ class IssuanceApp(FastAPI):
 def create_app(settings: Settings | None = None) -> IssuanceApp:
     settings = settings or Settings.from_env()
     logs.configure(settings.log_level, json=settings.log_json)
+    apply_test_clock(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

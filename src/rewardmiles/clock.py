@@ -41,8 +41,22 @@ def parse_partner_datetime(value: object) -> datetime:
     return moment
 
 
+# A test setting (REWARDMILES_TEST_CLOCK, see config.py): the instant the clock stands at, or None
+# for the real time. Set once per process, before any request, by `freeze_for_tests`.
+_frozen: datetime | None = None
+
+
 def utc_now() -> datetime:
-    return datetime.now(UTC)
+    """The one clock: every "now" of the service comes from here."""
+    return datetime.now(UTC) if _frozen is None else _frozen
+
+
+def freeze_for_tests(moment: datetime | None) -> None:
+    """Stand the clock still at `moment` (None: the real time again). Only the test setting
+    `REWARDMILES_TEST_CLOCK` leads here, so that a test can run the whole service at a pinned
+    instant, e.g. 23:59:59 America/Toronto."""
+    global _frozen
+    _frozen = None if moment is None else moment.astimezone(UTC)
 
 
 @lru_cache(maxsize=8)

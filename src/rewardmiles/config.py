@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
@@ -10,7 +11,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from rewardmiles import clock
+
 ENV_PREFIX = "REWARDMILES_"
+# The value of REWARDMILES_TEST_CLOCK starts with this, so that it cannot be set by accident.
+TEST_CLOCK_PREFIX = "frozen-for-tests:"
 DEFAULT_SQLITE_FILE = "rewardmiles.db"
 
 
@@ -160,6 +165,11 @@ class Settings(BaseModel):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
+    test_clock: str | None = Field(
+        default=None,
+        description="TEST SETTING, never in production: `frozen-for-tests:<RFC 3339 instant>` "
+        "stands the service's clock still at that instant",
+    )
 
     @field_validator("program_time_zone")
     @classmethod
@@ -169,6 +179,25 @@ class Settings(BaseModel):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
         return value
+
+    @field_validator("test_clock")
+    @classmethod
+    def _test_clock(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(TEST_CLOCK_PREFIX):
+            raise ValueError(
+                f"is a test setting; its value is {TEST_CLOCK_PREFIX}<RFC 3339 instant>"
+            )
+        clock.parse_partner_datetime(value.removeprefix(TEST_CLOCK_PREFIX))
+        return value
+
+    @property
+    def frozen_clock(self) -> datetime | None:
+        """The instant REWARDMILES_TEST_CLOCK pins the clock at (tests only), or None."""
+        if self.test_clock is None:
+            return None
+        return clock.parse_partner_datetime(self.test_clock.removeprefix(TEST_CLOCK_PREFIX))
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:

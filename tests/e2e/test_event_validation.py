@@ -148,6 +148,10 @@ def rfc3339_in(offset: timedelta, fraction: str = "") -> Mutation:
     return mutate
 
 
+# A Toronto evening of the last day: its Transaction Day is the day before its UTC date.
+EVENING = data.iso(data.toronto_evening())
+
+
 def program_date(body: dict[str, Any]) -> date:
     return datetime.fromisoformat(body["transactionDateTime"]).astimezone(PROGRAM_ZONE).date()
 
@@ -961,7 +965,8 @@ def test_inactive_offer_is_400_offer_inactive_and_recorded(
     sponsor = data.new_sponsor(world.db)
     partner = world.new_partner(sponsor)
     collector = world.collector()
-    body = data.event_body(sponsor, collector)
+    # Dated on a Toronto evening, when the UTC date is already the next day.
+    body = data.event_body(sponsor, collector, transactionDateTime=EVENING)
     with world.db.unit_of_work() as session:
         session.execute(
             update(Offer)
@@ -993,7 +998,7 @@ def test_offer_validity_bounds_are_inclusive(
     sponsor = data.new_sponsor(world.db)
     partner = world.new_partner(sponsor)
     collector = world.collector()
-    body = data.event_body(sponsor, collector, miles=6)
+    body = data.event_body(sponsor, collector, miles=6, transactionDateTime=EVENING)
     with world.db.unit_of_work() as session:
         session.execute(
             update(Offer)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
-from sqlalchemy import update
-
-from rewardmiles import ledger
-from rewardmiles.db.models import IssuanceLine
-from rewardmiles.issuance import repository as issuance_repo
+from rewardmiles import clock
+from rewardmiles.collectors import service as collectors
+from rewardmiles.config import Settings
+from rewardmiles.settlement import service as settlement
 from tests.e2e.conftest import World
 
 
@@ -48,6 +46,7 @@ def test_same_key_on_another_endpoint_is_422_reused(world: World) -> None:
     assert world.partner.post_event(body, key=key).status_code == 200
     response = world.partner.reverse_event(body, key=key)
     assert response.status_code == 422
+    assert response.json()["code"] == "IDEMPOTENCY_KEY_REUSED"
     assert world.balance(collector) == 3
 
 
@@ -92,15 +91,19 @@ def test_business_rejection_is_replayed_for_same_key(world: World) -> None:
     first = world.partner.post_event(body, key=key)
     second = world.partner.post_event(body, key=key)
     assert first.status_code == second.status_code == 400
+    assert first.json()["code"] == "COLLECTOR_CLOSED"
     assert second.headers["Idempotent-Replayed"] == "true"
     assert second.json() == first.json()
+    assert world.balance(collector) == 0
 
 
 def test_malformed_request_stores_no_key(world: World) -> None:
     collector = world.collector()
     key = str(uuid.uuid4())
     bad = world.body(collector, miles=0)
-    assert world.partner.post_event(bad, key=key).status_code == 400
+    refused = world.partner.post_event(bad, key=key)
+    assert refused.status_code == 400
+    assert refused.json()["errors"][0]["field"] == "issuances[0].milesAmount"
     good = world.partner.post_event(world.body(collector, miles=6), key=key)
     assert good.status_code == 200
     assert world.balance(collector) == 6
@@ -123,6 +126,13 @@ def test_identical_resend_without_key_is_a_replay(world: World) -> None:
     assert world.balance(collector) == 9
 
 
+def _settle(world: World) -> None:
+    """One pass of the settlement the worker runs, with the server's settings. The server's own
+    embedded worker may have got there first: either way the line is settled afterwards."""
+    settings = Settings.from_env(world.server.env, database_url=world.server.database_url)
+    settlement.settle_pending(world.db, settings, clock.utc_now())
+
+
 def test_replay_of_202_reflects_the_settled_state(world: World) -> None:
     collector = world.collector("ON_HOLD")
     body = world.body(collector, miles=5)
@@ -131,21 +141,19 @@ def test_replay_of_202_reflects_the_settled_state(world: World) -> None:
     assert first.status_code == 202
     transaction_id = first.json()["transactionId"]
 
-    # Settle the line as the settlement worker would mark a rejection (no ledger effect).
+    # The collector is closed meanwhile: settlement rejects the line (no ledger effect).
     with world.db.unit_of_work() as session:
-        session.execute(
-            update(IssuanceLine)
-            .where(IssuanceLine.transaction_id == transaction_id)
-            .values(status="rejected", error_code="PENDING_EXPIRED")
-        )
-        issuance_repo.refresh_transaction_status(session, transaction_id)
+        collectors.set_status(session, collector, "CLOSED", clock.utc_now())
+    _settle(world)
 
     replay = world.partner.post_event(body, key=key)
     assert replay.status_code == 200
     assert replay.headers["Idempotent-Replayed"] == "true"
     line = replay.json()["issuances"][0]
     assert line["status"] == "REJECTED"
-    assert line["errorCode"] == "PENDING_EXPIRED"
+    assert line["errorCode"] == "COLLECTOR_CLOSED"
+    assert replay.json()["transactionId"] == transaction_id
+    assert world.balance(collector) == 0
 
 
 def test_replay_of_202_turns_200_once_the_line_posts(world: World) -> None:
@@ -156,22 +164,10 @@ def test_replay_of_202_turns_200_once_the_line_posts(world: World) -> None:
     assert first.status_code == 202
     transaction_id = first.json()["transactionId"]
 
-    # Post the line through the ledger, as settlement does once the hold is lifted.
+    # The hold is lifted: settlement posts the line.
     with world.db.unit_of_work() as session:
-        account = ledger.lock_collector(session, collector)
-        assert account is not None
-        ledger.post(
-            session,
-            account,
-            [ledger.Posting(transaction_id, 0, collector, world.sponsor, 6)],
-            posted_at=datetime.now(UTC),
-        )
-        session.execute(
-            update(IssuanceLine)
-            .where(IssuanceLine.transaction_id == transaction_id)
-            .values(status="posted")
-        )
-        issuance_repo.refresh_transaction_status(session, transaction_id)
+        collectors.set_status(session, collector, "ACTIVE", clock.utc_now())
+    _settle(world)
 
     replay = world.partner.post_event(body, key=key)
     assert replay.status_code == 200

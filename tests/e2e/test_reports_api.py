@@ -27,9 +27,12 @@ def _get(world: World, path: str, **params: str) -> httpx.Response:
 def test_audit_report_lists_the_days_requests_of_the_partners_sponsor(world: World) -> None:
     collector = world.collector()
     accepted = world.partner.post_event(world.body(collector, miles=6)).json()
+    today = data.processed_day(accepted)  # the accepted one's own Transaction Day
     rejected_body = world.body(world.collector("CLOSED"))
-    assert world.partner.post_event(rejected_body).status_code == 400
-    today = clock.transaction_day_of(clock.utc_now(), "America/Toronto").isoformat()
+    before = clock.transaction_day_of(clock.utc_now(), "America/Toronto").isoformat()
+    rejected = world.partner.post_event(rejected_body)
+    after = clock.transaction_day_of(clock.utc_now(), "America/Toronto").isoformat()
+    assert rejected.json()["code"] == "COLLECTOR_CLOSED"
 
     response = _get(world, AUDIT, date=today)
     assert response.status_code == 200
@@ -40,7 +43,14 @@ def test_audit_report_lists_the_days_requests_of_the_partners_sponsor(world: Wor
     by_id = {t["partnerTransactionId"]: t for t in report["transactions"]}
     assert by_id[accepted["clientTransactionId"]]["transactionId"] == accepted["transactionId"]
     assert by_id[accepted["clientTransactionId"]]["issuances"][0]["status"] == "ISSUED"
-    assert by_id[rejected_body["clientTransactionId"]]["errorCode"] == "COLLECTOR_CLOSED"
+    # The rejection was processed on `before` or on `after` (they differ only across midnight).
+    rejections = [
+        t
+        for day in sorted({before, after})
+        for t in _get(world, AUDIT, date=day).json()["transactions"]
+        if t["partnerTransactionId"] == rejected_body["clientTransactionId"]
+    ]
+    assert [t["errorCode"] for t in rejections] == ["COLLECTOR_CLOSED"]
 
     csv_text = _get(world, AUDIT, date=today, format="csv").text
     assert accepted["transactionId"] in csv_text
@@ -96,12 +106,13 @@ def test_audit_csv_neutralises_partner_text_that_a_spreadsheet_would_run(world: 
 def test_reconciliation_file_over_http_parses_and_includes_the_days_postings(world: World) -> None:
     collector = world.collector()
     accepted = world.partner.post_event(world.body(collector, miles=13)).json()
-    today = clock.transaction_day_of(clock.utc_now(), "America/Toronto").isoformat()
+    today = data.processed_day(accepted)
     response = _get(world, RECON, date=today)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     parsed = reconciliation.parse(response.text)
     assert parsed.sponsor_code == world.sponsor
+    assert parsed.day.isoformat() == today
     assert any(
         d.transaction_id == accepted["transactionId"] and d.miles == 13 for d in parsed.details
     )

@@ -10,7 +10,9 @@ import re
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -21,7 +23,7 @@ from typer.testing import CliRunner
 from rewardmiles import clock, ledger
 from rewardmiles.auth import service as auth
 from rewardmiles.cli.main import UVICORN_OPTIONS, app
-from rewardmiles.config import Settings
+from rewardmiles.config import TEST_CLOCK_PREFIX, Settings
 from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import (
@@ -691,20 +693,48 @@ def test_pending_reject_help_suggests_review_rejected() -> None:
 
 
 TORONTO = "America/Toronto"
+# The CLI's own clock pinned (REWARDMILES_TEST_CLOCK) at each side of midnight in Toronto: the
+# current Transaction Day is the pinned one, whatever the hour the suite runs.
+PINNED_CLOCKS = ["2026-12-15T23:59:59-05:00", "2026-12-16T00:00:01-05:00", "2026-12-16T02:00:00Z"]
 
 
-def test_report_audit_defaults_to_the_current_transaction_day(cli: Cli, cli_db: Database) -> None:
+@pytest.fixture(params=PINNED_CLOCKS)
+def pinned_cli(request: pytest.FixtureRequest, cli_url: str) -> Iterator[tuple[Cli, datetime]]:
+    runner = CliRunner()
+    env = {
+        "REWARDMILES_DATABASE_URL": cli_url,
+        "REWARDMILES_SECRET_HASH_COST": HASH_COST,
+        "REWARDMILES_TEST_CLOCK": TEST_CLOCK_PREFIX + request.param,
+    }
+
+    def invoke(*args: str) -> Result:
+        return runner.invoke(app, list(args), env=env)
+
+    try:
+        yield invoke, datetime.fromisoformat(request.param).astimezone(UTC)
+    finally:
+        clock.freeze_for_tests(None)  # the CLI ran in this process: give it the real time back
+
+
+def _posted_at(db: Database, sponsor: str, moment: datetime) -> dict[str, Any]:
+    number = data.new_collector(db)
+    body = data.event_body(sponsor, number, transactionDateTime=data.iso(moment))
+    assert call(db, Settings(), body, now=moment).status == 200
+    return body
+
+
+def test_report_audit_defaults_to_the_current_transaction_day(
+    pinned_cli: tuple[Cli, datetime], cli_db: Database
+) -> None:
+    cli, moment = pinned_cli
     sponsor = data.new_sponsor(cli_db)
-    number = data.new_collector(cli_db)
-    body = data.event_body(sponsor, number, transactionDateTime=data.iso(data.now()))
-    assert call(cli_db, Settings(), body).status == 200
+    body = _posted_at(cli_db, sponsor, moment)
+    _posted_at(cli_db, sponsor, moment - timedelta(days=1))  # yesterday's is not reported
 
     result = _ok(cli("report", "audit", "--sponsor", sponsor, "--format", "json"))
 
     report = json.loads(result.stdout)
-    assert (
-        report["transactionDay"] == clock.transaction_day_of(clock.utc_now(), TORONTO).isoformat()
-    )
+    assert report["transactionDay"] == clock.transaction_day_of(moment, TORONTO).isoformat()
     assert report["timeZone"] == TORONTO
     assert [t["partnerTransactionId"] for t in report["transactions"]] == [
         body["clientTransactionId"]
@@ -713,18 +743,19 @@ def test_report_audit_defaults_to_the_current_transaction_day(cli: Cli, cli_db: 
 
 
 def test_report_reconcile_defaults_to_the_current_transaction_day(
-    cli: Cli, cli_db: Database
+    pinned_cli: tuple[Cli, datetime], cli_db: Database
 ) -> None:
+    cli, moment = pinned_cli
     sponsor = data.new_sponsor(cli_db)
-    number = data.new_collector(cli_db)
-    body = data.event_body(sponsor, number, transactionDateTime=data.iso(data.now()))
-    assert call(cli_db, Settings(), body).status == 200
+    body = _posted_at(cli_db, sponsor, moment)
+    earlier = _posted_at(cli_db, sponsor, moment - timedelta(days=1))
 
     result = _ok(cli("report", "reconcile", "--sponsor", sponsor))
 
-    today = clock.transaction_day_of(clock.utc_now(), TORONTO).isoformat()
+    today = clock.transaction_day_of(moment, TORONTO).isoformat()
     assert f"H2%%{sponsor}%%{today}%%{TORONTO}%%" in result.stdout
     assert body["clientTransactionId"] in result.stdout
+    assert earlier["clientTransactionId"] not in result.stdout
 
 
 @pytest.mark.parametrize(

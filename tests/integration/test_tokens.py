@@ -124,6 +124,19 @@ def test_token_verifies_until_just_before_expiry(ring: KeyRing) -> None:
     assert _service(ring).verify(token, now + timedelta(seconds=LIFETIME - 1)).client_id == "c"
 
 
+def test_token_times_are_checked_against_the_given_clock_not_the_wall_clock(
+    ring: KeyRing,
+) -> None:
+    """A service whose clock stands a year ahead (REWARDMILES_TEST_CLOCK) accepts its own tokens;
+    a token issued after the instant it is checked at is not yet valid."""
+    later = _now() + timedelta(days=365)
+    token = _service(ring).issue("c", ["KENY"], later).access_token
+    assert _service(ring).verify(token, later).client_id == "c"
+    assert _code(lambda: _service(ring).verify(token, later - timedelta(seconds=1))) == (
+        "TOKEN_INVALID"
+    )
+
+
 def test_expired_token_is_token_expired(ring: KeyRing) -> None:
     issued_at = _now() - timedelta(seconds=LIFETIME + 60)
     token = _service(ring).issue("c", ["KENY"], issued_at).access_token

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import update
 
@@ -23,6 +24,31 @@ def now() -> datetime:
 
 def iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+PROGRAM_ZONE = ZoneInfo("America/Toronto")  # the default REWARDMILES_PROGRAM_TIME_ZONE
+
+
+def toronto_evening(before: datetime | None = None) -> datetime:
+    """The latest 22:30 America/Toronto before `before` (default: now), in UTC: a moment whose
+    UTC date is the day after its Transaction Day, at any hour the suite runs. A transaction
+    dated then catches a date taken in UTC instead of the program time zone."""
+    local = (before or now()).astimezone(PROGRAM_ZONE)
+    evening = datetime.combine(local.date(), time(22, 30), tzinfo=PROGRAM_ZONE)
+    if evening >= local:
+        evening = datetime.combine(
+            local.date() - timedelta(days=1), time(22, 30), tzinfo=PROGRAM_ZONE
+        )
+    moment = evening.astimezone(UTC)
+    assert moment.date() != evening.date()
+    return moment
+
+
+def processed_day(response_body: dict[str, Any]) -> str:
+    """The Transaction Day of a posted transaction, from its own processed time (the response's
+    `transactionDateTime`, in the program time zone): never "today" taken after the fact."""
+    moment = datetime.fromisoformat(str(response_body["transactionDateTime"]))
+    return moment.astimezone(PROGRAM_ZONE).date().isoformat()
 
 
 def new_sponsor(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -413,6 +414,19 @@ def test_settings_defaults_when_nothing_is_set(
     assert settings.unknown_collector_policy is UnknownCollectorPolicy.PENDING
     assert settings.miles_per_line_max == 100_000
     assert settings.program_time_zone == "America/Toronto"
+
+
+def test_the_test_clock_is_refused_without_its_marker_and_frozen_with_it() -> None:
+    assert Settings.from_env({}).frozen_clock is None
+    for value in ("2026-12-15T23:59:59-05:00", "frozen:2026-12-15T23:59:59-05:00", "yes"):
+        with pytest.raises(ValidationError, match="test setting"):
+            Settings.from_env({"REWARDMILES_TEST_CLOCK": value})
+    with pytest.raises(ValidationError, match="RFC 3339"):
+        Settings.from_env({"REWARDMILES_TEST_CLOCK": "frozen-for-tests:2026-12-15 23:59:59"})
+    settings = Settings.from_env(
+        {"REWARDMILES_TEST_CLOCK": "frozen-for-tests:2026-12-15T23:59:59-05:00"}
+    )
+    assert settings.frozen_clock == datetime(2026, 12, 16, 4, 59, 59, tzinfo=UTC)
 
 
 def test_settings_overrides_beat_the_environment() -> None:

@@ -72,7 +72,7 @@ class TokenService:
             raise ProblemError(
                 "TOKEN_EXPIRED", "The bearer token has expired.", headers=BEARER_CHALLENGE
             )
-        principal = self._verify_signature(token)
+        principal = self._verify_signature(token, now_s)
         if principal.expires_at <= now_s:
             raise ProblemError(
                 "TOKEN_EXPIRED", "The bearer token has expired.", headers=BEARER_CHALLENGE
@@ -85,7 +85,7 @@ class TokenService:
             self._verified[token] = principal
         return principal
 
-    def _verify_signature(self, token: str) -> Principal:
+    def _verify_signature(self, token: str, now_s: int) -> Principal:
         invalid = ProblemError(
             "TOKEN_INVALID", "The bearer token is not valid.", headers=BEARER_CHALLENGE
         )
@@ -104,10 +104,20 @@ class TokenService:
                 algorithms=[ALGORITHM],
                 audience=self._audience,
                 issuer=self._issuer,
-                options={"require": ["exp", "iat", "sub", "aud", "iss"], "verify_exp": False},
+                # Times are checked against `now` (the service's one clock), not PyJWT's own.
+                options={
+                    "require": ["exp", "iat", "sub", "aud", "iss"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                },
             )
         except jwt.PyJWTError as exc:
             raise invalid from exc
+        for claim in ("iat", "nbf"):  # not yet valid
+            value = claims.get(claim, 0)
+            if not isinstance(value, int) or value > now_s:
+                raise invalid
         sponsors = claims.get("sponsors")
         if not isinstance(sponsors, list) or not all(isinstance(s, str) for s in sponsors):
             raise invalid

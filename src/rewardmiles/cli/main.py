@@ -92,7 +92,9 @@ DAY_HELP = f"Transaction Day, YYYY-MM-DD, {PROGRAM_DAY}. Default: the current on
 
 
 def _settings() -> Settings:
-    return Settings.from_env()
+    settings = Settings.from_env()
+    clock.freeze_for_tests(settings.frozen_clock)  # a test setting (REWARDMILES_TEST_CLOCK)
+    return settings
 
 
 def _database(settings: Settings) -> Database:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -26,7 +25,7 @@ import orjson
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from rewardmiles import secretbox
+from rewardmiles import clock, secretbox
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Sponsor, Webhook, WebhookDelivery
@@ -280,7 +279,7 @@ def signed_headers(due: DueDelivery, body: bytes) -> dict[str, str]:
     """`due` as `opened` gives it: with the secret in clear."""
     return {
         "Content-Type": "application/json",
-        SIGNATURE_HEADER: sign(due.secret, int(time.time()), body),
+        SIGNATURE_HEADER: sign(due.secret, int(clock.utc_now().timestamp()), body),
         "Rewardmiles-Event-Id": due.id,
         "Rewardmiles-Event-Type": SETTLED_EVENT,
     }
