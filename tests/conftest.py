@@ -103,13 +103,21 @@ _REPORTED_PROBLEMS: dict[str, set[str]] = {}
 _CHECKERS: dict[str, Database] = {}
 
 
-def assert_ledger_balanced(url: str, settings: Settings | None = None) -> None:
+def assert_ledger_balanced(
+    url: str, settings: Settings | None = None, *, keep_pool: bool = False
+) -> None:
     """`ledger verify` on the database at `url`, under `settings`' policies (default: the
-    defaults), in one snapshot: a server still writing to it cannot make it look broken."""
-    db = _CHECKERS.get(url)
-    if db is None:  # one small pool per database, kept: the check runs after every test
-        db = _CHECKERS[url] = Database.from_url(url, pool_size=1)
-    report = verify_database(db, settings)
+    defaults), in one snapshot: a server still writing to it cannot make it look broken. With
+    `keep_pool` (the session's shared databases, checked after every test) its one connection is
+    kept for the next check; a server's own database is checked with a connection closed after."""
+    db = _CHECKERS.get(url) or Database.from_url(url, pool_size=1)
+    try:
+        report = verify_database(db, settings)
+    finally:
+        if keep_pool:
+            _CHECKERS[url] = db
+        elif url not in _CHECKERS:
+            db.dispose()
     # A problem is reported once, on the first check that sees it: the tests after the one that
     # broke the books pass unless they break them further.
     reported = _REPORTED_PROBLEMS.setdefault(url, set())
@@ -144,7 +152,7 @@ def _ledger_checked_after_each_test(request: pytest.FixtureRequest) -> Iterator[
     started_before = len(factory.started) if factory is not None else 0
     yield
     if shared is not None:
-        assert_ledger_balanced(shared)
+        assert_ledger_balanced(shared, keep_pool=True)
     if factory is not None:
         for server in factory.started[started_before:]:
             if server.database_url != shared:
