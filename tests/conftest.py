@@ -154,7 +154,11 @@ def _ledger_checked_after_each_test(request: pytest.FixtureRequest) -> Iterator[
     if shared is not None:
         assert_ledger_balanced(shared, keep_pool=True)
     if factory is not None:
+        # Servers the test started itself end with it (module fixtures' servers were started
+        # before this check was set up, and live on): each holds database connections, and
+        # PostgreSQL has a hundred for the whole suite.
         for server in factory.started[started_before:]:
+            server.stop()
             if server.database_url != shared:
                 assert_ledger_balanced(server.database_url, server_settings(server))
 

@@ -1060,8 +1060,10 @@ def test_pending_reversal_under_an_offer_disabled_since_the_original_settles(
     world: World, bonus_sponsor: tuple[str, Partner]
 ) -> None:
     sponsor, partner = bonus_sponsor
-    collector = world.collector("ON_HOLD")
-    original = _issue_bonus(partner, sponsor, collector, "post")
+    collector = world.collector()
+    original = _issue_bonus(partner, sponsor, collector, "post")  # posted: 15 miles
+    with world.db.unit_of_work() as session:  # the reversal, then, waits on the hold
+        collectors.set_status(session, collector, "ON_HOLD", data.now())
     _put_out_of_use(world, sponsor, "BONUS", "disabled")
 
     response = _reverse_bonus(partner, sponsor, collector, "reverse", original, 4)
