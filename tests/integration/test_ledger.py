@@ -18,7 +18,7 @@ from rewardmiles import ledger
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Collector, IssuanceLine, LedgerEntry, Transaction
-from rewardmiles.ledger.verify import VerifyReport, verify
+from rewardmiles.ledger.verify import PROBLEMS_SHOWN_MAX, VerifyReport, verify
 from tests.conftest import DatabaseFactory
 from tests.support import data
 
@@ -501,4 +501,95 @@ def test_verify_reports_a_balance_below_zero_only_under_the_reject_policy(own_db
     assert refused.problems == [
         f"collector {books.alice}: balance -1 is below zero, which the negative-balance policy "
         "'reject' forbids"
+    ]
+
+
+# Shapes of broken books that a looser check would let through (each one found by mutation
+# testing, docs/testing.md): the pair check's three conditions one at a time, an unknown account
+# kind, and the negative-balance check's boundary and its bounded, ordered report.
+
+
+def _set_entry(db: Database, txn: str, line_no: int, kind: str, **values: object) -> None:
+    with db.unit_of_work() as session:
+        session.execute(
+            update(LedgerEntry)
+            .where(
+                LedgerEntry.transaction_id == txn,
+                LedgerEntry.line_no == line_no,
+                LedgerEntry.account_kind == kind,
+            )
+            .values(**values)
+        )
+
+
+def _pair_problems(report: VerifyReport) -> list[str]:
+    return [p for p in report.problems if "entries are not one balanced pair" in p]
+
+
+def test_verify_reports_a_two_entry_pair_that_does_not_sum_to_zero(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    _set_entry(own_db, books.original, 1, "sponsor", amount_miles=-9)
+    assert _pair_problems(_verify(own_db)) == [
+        f"line {books.original}#1: entries are not one balanced pair (sum 1)"
+    ]
+
+
+def test_verify_reports_a_pair_of_zeros(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    _set_entry(own_db, books.original, 1, "sponsor", amount_miles=0)
+    _set_entry(own_db, books.original, 1, "collector", amount_miles=0)
+    assert _pair_problems(_verify(own_db)) == [
+        f"line {books.original}#1: entries are not one balanced pair (sum 0)"
+    ]
+
+
+def test_verify_reports_three_entries_summing_to_zero(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    _set_entry(own_db, books.original, 1, "sponsor", amount_miles=-6)
+    with own_db.unit_of_work() as session:
+        session.execute(
+            insert(LedgerEntry).values(
+                transaction_id=books.original,
+                line_no=1,
+                account_kind="sponsor",
+                account_code=books.sponsor,
+                amount_miles=-4,
+                posted_at=data.now(),
+            )
+        )
+    assert _pair_problems(_verify(own_db)) == [
+        f"line {books.original}#1: entries are not one balanced pair (sum 0)"
+    ]
+
+
+def test_verify_reports_entries_to_an_unknown_account_kind(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    _set_entry(own_db, books.original, 1, "sponsor", account_kind="partner")
+    assert "1 entries post to an unknown account kind" in _verify(own_db).problems
+
+
+def _verify_rejecting(db: Database) -> VerifyReport:
+    with db.reader() as session:
+        return verify(session, Settings.from_env({}, negative_balance_policy="reject"))
+
+
+def test_verify_under_reject_accepts_a_balance_of_exactly_zero(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    _book(own_db, books.sponsor, books.alice, [("debit", 9, "posted")], original=books.original)
+    assert data.balance(own_db, books.alice) == 0
+    assert _verify_rejecting(own_db).problems == []
+
+
+def test_verify_under_reject_lists_the_first_collectors_below_zero_in_order(
+    own_db: Database,
+) -> None:
+    sponsor = data.new_sponsor(own_db)
+    numbers = [data.new_collector(own_db) for _ in range(PROBLEMS_SHOWN_MAX + 1)]
+    for number in numbers:
+        _book(own_db, sponsor, number, [("debit", 1, "posted")])
+    report = _verify_rejecting(own_db)
+    assert report.problems == [
+        f"collector {n}: balance -1 is below zero, which the negative-balance policy 'reject' "
+        "forbids"
+        for n in sorted(numbers)[:PROBLEMS_SHOWN_MAX]
     ]
