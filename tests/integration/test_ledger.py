@@ -565,7 +565,92 @@ def test_verify_reports_three_entries_summing_to_zero(own_db: Database) -> None:
 def test_verify_reports_entries_to_an_unknown_account_kind(own_db: Database) -> None:
     books = _clean_books(own_db)
     _set_entry(own_db, books.original, 1, "sponsor", account_kind="partner")
-    assert "1 entries post to an unknown account kind" in _verify(own_db).problems
+    assert _verify(own_db).problems == [
+        f"line {books.original}#1: not one collector entry and one sponsor entry",
+        "1 entries post to an unknown account kind",
+    ]
+
+
+def test_verify_reports_a_line_without_its_collector_entry(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    _set_entry(own_db, books.original, 1, "collector", account_kind="partner")
+    with own_db.unit_of_work() as session:  # the balance follows the entries it still has
+        session.execute(
+            update(Collector)
+            .where(Collector.number == books.alice)
+            .values(balance_miles=Collector.balance_miles - 10)
+        )
+    assert _verify(own_db).problems == [
+        f"line {books.original}#1: not one collector entry and one sponsor entry",
+        "1 entries post to an unknown account kind",
+    ]
+
+
+def test_verify_reports_a_line_with_two_collector_entries(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    with own_db.unit_of_work() as session:
+        session.execute(
+            insert(LedgerEntry).values(
+                transaction_id=books.original,
+                line_no=1,
+                account_kind="collector",
+                account_code=books.alice,
+                amount_miles=0,
+                posted_at=data.now(),
+            )
+        )
+    assert _verify(own_db).problems == [
+        f"line {books.original}#1: entries are not one balanced pair (sum 0)",
+        f"line {books.original}#1: collector entry does not match the line's account, miles or "
+        "direction",
+        f"line {books.original}#1: not one collector entry and one sponsor entry",
+    ]
+
+
+def _move_miles(db: Database, source: str, target: str, miles: int) -> None:
+    with db.unit_of_work() as session:
+        for number, delta in ((source, -miles), (target, miles)):
+            session.execute(
+                update(Collector)
+                .where(Collector.number == number)
+                .values(balance_miles=Collector.balance_miles + delta)
+            )
+
+
+def test_verify_reports_a_collector_entry_on_another_collector(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    _set_entry(own_db, books.original, 1, "collector", account_code=books.bob)
+    _move_miles(own_db, books.alice, books.bob, 10)
+    assert _verify(own_db).problems == [
+        f"line {books.original}#1: collector entry does not match the line's account, miles or "
+        "direction"
+    ]
+
+
+def test_verify_reports_a_sponsor_entry_on_another_sponsor(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    _set_entry(own_db, books.original, 1, "sponsor", account_code=data.new_sponsor(own_db))
+    assert _verify(own_db).problems == [
+        f"line {books.original}#1: sponsor entry does not match the line's account, miles or "
+        "direction"
+    ]
+
+
+def test_verify_reports_a_debit_pair_of_the_wrong_size(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    reversal = _book(own_db, books.sponsor, books.bob, [("debit", 3, "posted")])
+    _set_entry(own_db, reversal, 1, "collector", amount_miles=-4)
+    _set_entry(own_db, reversal, 1, "sponsor", amount_miles=4)
+    with own_db.unit_of_work() as session:
+        session.execute(
+            update(Collector)
+            .where(Collector.number == books.bob)
+            .values(balance_miles=Collector.balance_miles - 1)
+        )
+    assert _verify(own_db).problems == [
+        f"line {reversal}#1: collector entry does not match the line's account, miles or direction",
+        f"line {reversal}#1: sponsor entry does not match the line's account, miles or direction",
+    ]
 
 
 def _verify_rejecting(db: Database) -> VerifyReport:
