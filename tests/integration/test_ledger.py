@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from rewardmiles import ledger
 from rewardmiles.config import Settings
@@ -355,7 +355,10 @@ def _tamper_reversal_beyond_original(db: Database, books: Books) -> list[str]:
 def _tamper_posted_line_without_entries(db: Database, books: Books) -> list[str]:
     with db.unit_of_work() as session:
         _insert_transaction(session, books.sponsor, books.bob, [("credit", 4, "posted")])
-    return [r"1 lines disagree with the ledger"]
+    return [
+        r"1 lines disagree with the ledger \(posted without entries, or entries without a posted "
+        r"line\)"
+    ]
 
 
 def _tamper_entries_of_unknown_collector(db: Database, books: Books) -> list[str]:
@@ -647,7 +650,8 @@ def test_verify_reports_a_debit_pair_of_the_wrong_size(own_db: Database) -> None
             .where(Collector.number == books.bob)
             .values(balance_miles=Collector.balance_miles - 1)
         )
-    assert _verify(own_db).problems == [
+    # (the two sides come in no set order)
+    assert sorted(_verify(own_db).problems) == [
         f"line {reversal}#1: collector entry does not match the line's account, miles or direction",
         f"line {reversal}#1: sponsor entry does not match the line's account, miles or direction",
     ]
@@ -678,3 +682,120 @@ def test_verify_under_reject_lists_the_first_collectors_below_zero_in_order(
         "forbids"
         for n in sorted(numbers)[:PROBLEMS_SHOWN_MAX]
     ]
+
+
+def test_verify_reports_a_line_of_unknown_status(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    with own_db.unit_of_work() as session:
+        txn = _insert_transaction(session, books.sponsor, books.bob, [("credit", 4, "rejected")])
+        session.execute(
+            update(IssuanceLine).where(IssuanceLine.transaction_id == txn).values(status="lost")
+        )
+    assert _verify(own_db).problems == [f"transaction {txn}: status posted but its line #1 is lost"]
+
+
+def test_verify_accepts_a_recorded_transaction_of_recorded_lines(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    _with_status(own_db, books, [("credit", 4, "recorded"), ("credit", 1, "recorded")], "recorded")
+    assert _verify(own_db).problems == []
+
+
+def test_verify_lists_the_first_wrong_lines_in_transaction_and_line_order(
+    own_db: Database,
+) -> None:
+    """More problems than a report shows: the first ones by transaction id and line number,
+    whatever order the rows were written in (here the reverse)."""
+    books = _clean_books(own_db)
+    ids = [f"{n:08x}-0000-4000-8000-000000000000" for n in range(PROBLEMS_SHOWN_MAX + 1)]
+    with own_db.unit_of_work() as session:
+        for txn in reversed(ids):
+            _insert_transaction(
+                session,
+                books.sponsor,
+                books.bob,
+                [("credit", 4, "rejected"), ("credit", 5, "rejected")],
+                txn_id=txn,
+            )
+        session.execute(
+            update(Transaction).where(Transaction.id.in_(ids)).values(status="rejected")
+        )
+        # the first transaction's lines, renumbered so that line 2 was written before line 1
+        for old, new in ((2, 3), (1, 2), (3, 1)):
+            session.execute(
+                update(IssuanceLine)
+                .where(IssuanceLine.transaction_id == ids[0], IssuanceLine.line_no == old)
+                .values(line_no=new)
+            )
+    expected = [
+        f"transaction {txn}: status rejected but its line #{n} is rejected"
+        for txn in ids
+        for n in (1, 2)
+    ]
+    assert _verify(own_db).problems == expected[:PROBLEMS_SHOWN_MAX]
+
+
+def test_verify_lists_the_first_odd_transactions_in_order(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    ids = [f"{n:08x}-0000-4000-8000-000000000000" for n in range(PROBLEMS_SHOWN_MAX + 1)]
+    with own_db.unit_of_work() as session:
+        for txn in reversed(ids):
+            _insert_transaction(
+                session, books.sponsor, books.bob, [("credit", 4, "rejected")], txn_id=txn
+            )
+        session.execute(update(Transaction).where(Transaction.id.in_(ids)).values(status="pending"))
+    assert _verify(own_db).problems == [
+        f"transaction {txn}: status pending but no line of it is"
+        for txn in ids[:PROBLEMS_SHOWN_MAX]
+    ]
+
+
+def test_verify_bounds_reversals_per_original_and_offer(own_db: Database) -> None:
+    """Reversals are summed per original and per offer code: two originals of the same offer, or
+    two offers of the same original, each reversed within bounds, are within bounds."""
+    books = _clean_books(own_db)
+    bonus = _book(
+        own_db, books.sponsor, books.alice, [("debit", 5, "posted")], original=books.original
+    )
+    other = _book(own_db, books.sponsor, books.bob, [("credit", 10, "posted")])
+    _book(own_db, books.sponsor, books.bob, [("debit", 8, "posted")], original=other)
+    with own_db.unit_of_work() as session:
+        for txn, line_no in ((books.original, 2), (bonus, 1)):
+            session.execute(
+                update(IssuanceLine)
+                .where(IssuanceLine.transaction_id == txn, IssuanceLine.line_no == line_no)
+                .values(offer_code="BONUS")
+            )
+    assert _verify(own_db).problems == []
+
+
+def _problems_like(report: VerifyReport, text: str) -> list[str]:
+    return [p for p in report.problems if text in p]
+
+
+def test_verify_shows_at_most_the_maximum_of_each_kind_of_problem(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    many = PROBLEMS_SHOWN_MAX + 1
+    unpaired = _book(own_db, books.sponsor, books.alice, [("credit", 1, "posted")] * many)
+    moved = _book(own_db, books.sponsor, books.alice, [("credit", 1, "posted")] * many)
+    with own_db.unit_of_work() as session:
+        session.execute(
+            delete(LedgerEntry).where(
+                LedgerEntry.transaction_id == unpaired, LedgerEntry.account_kind == "sponsor"
+            )
+        )
+        session.execute(
+            update(LedgerEntry)
+            .where(LedgerEntry.transaction_id == moved, LedgerEntry.account_kind == "collector")
+            .values(account_code=books.bob)
+        )
+    numbers = [data.new_collector(own_db) for _ in range(many)]
+    with own_db.unit_of_work() as session:
+        session.execute(
+            update(Collector).where(Collector.number.in_(numbers)).values(balance_miles=3)
+        )
+    report = _verify(own_db)
+    shown = PROBLEMS_SHOWN_MAX
+    assert len(_problems_like(report, "entries are not one balanced pair")) == shown
+    assert len(_problems_like(report, "not one collector entry and one sponsor entry")) == shown
+    assert len(_problems_like(report, "entry does not match the line's account")) == shown
+    assert len(_problems_like(report, "but entries sum to")) == shown
