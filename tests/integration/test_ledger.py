@@ -226,8 +226,13 @@ def test_invalid_posting_raises_and_the_unit_of_work_commits_nothing(
                 posted_at=data.now(),
             )
 
-    with pytest.raises(ledger.LedgerInvariantError):
+    with pytest.raises(ledger.LedgerInvariantError) as raised:
         attempt()
+    assert str(raised.value) == (
+        f"posting for collector {other} given with account {collector}"
+        if bad.other_collector
+        else "a posting must move a non-zero amount"
+    )
     assert _count(db, Transaction, txn_id) == 0
     assert _count(db, IssuanceLine, txn_id) == 0
     assert _count(db, LedgerEntry, txn_id) == 0
@@ -255,8 +260,11 @@ def test_stale_account_raises_and_the_unit_of_work_commits_nothing(db: Database)
                 posted_at=data.now(),
             )
 
-    with pytest.raises(ledger.LedgerInvariantError, match="changed without its lock"):
+    with pytest.raises(ledger.LedgerInvariantError) as raised:
         attempt()
+    assert str(raised.value) == (
+        f"balance of collector {collector} changed without its lock (expected 4, found 13)"
+    )
     assert _count(db, Transaction, txn_id) == 0
     assert _count(db, LedgerEntry, txn_id) == 0
     assert data.balance(db, collector) == 9
@@ -799,3 +807,49 @@ def test_verify_shows_at_most_the_maximum_of_each_kind_of_problem(own_db: Databa
     assert len(_problems_like(report, "not one collector entry and one sponsor entry")) == shown
     assert len(_problems_like(report, "entry does not match the line's account")) == shown
     assert len(_problems_like(report, "but entries sum to")) == shown
+
+
+def test_verify_counts_only_accepted_credits_as_issued(own_db: Database) -> None:
+    """What an original issued is its credit lines not rejected: a rejected line and a debit line
+    of the original do not make room for a reversal."""
+    books = _clean_books(own_db)
+    original = _book(
+        own_db,
+        books.sponsor,
+        books.bob,
+        [("credit", 10, "posted"), ("credit", 7, "rejected"), ("debit", 3, "posted")],
+    )
+    _book(own_db, books.sponsor, books.bob, [("debit", 11, "posted")], original=original)
+    assert _verify(own_db).problems == [
+        f"original {original} offer STANDARD: 11 miles reversed but only 10 issued"
+    ]
+
+
+def test_verify_reports_a_reversal_of_an_offer_the_original_never_issued(
+    own_db: Database,
+) -> None:
+    books = _clean_books(own_db)
+    reversal = _book(
+        own_db, books.sponsor, books.alice, [("debit", 1, "posted")], original=books.original
+    )
+    with own_db.unit_of_work() as session:
+        session.execute(
+            update(IssuanceLine)
+            .where(IssuanceLine.transaction_id == reversal)
+            .values(offer_code="BONUS")
+        )
+    assert _verify(own_db).problems == [
+        f"original {books.original} offer BONUS: 1 miles reversed but only 0 issued"
+    ]
+
+
+def test_verify_shows_at_most_the_maximum_of_reversals_beyond_originals(
+    own_db: Database,
+) -> None:
+    books = _clean_books(own_db)
+    for _ in range(PROBLEMS_SHOWN_MAX + 1):
+        original = _book(own_db, books.sponsor, books.bob, [("credit", 1, "posted")])
+        _book(own_db, books.sponsor, books.bob, [("debit", 2, "posted")], original=original)
+    problems = _verify(own_db).problems
+    assert len(problems) == PROBLEMS_SHOWN_MAX, problems
+    assert all("2 miles reversed but only 1 issued" in p for p in problems)
