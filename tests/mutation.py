@@ -19,8 +19,11 @@ docs/testing.md records.
 from __future__ import annotations
 
 import argparse
+import ast
+import fnmatch
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -70,15 +73,47 @@ MODULES = {
 WORKERS = 2
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
+
+
 def changed_modules(since: str) -> list[str]:
-    files = subprocess.run(
-        ["git", "diff", "--name-only", since, "--", "src"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()
+    files = _git("diff", "--name-only", since, "--", "src").split()
     return [name for name, module in MODULES.items() if any(module.owns(f) for f in files)]
+
+
+def changed_function_patterns(since: str, module: Module) -> list[str]:
+    """mutmut globs for the functions of `module` whose lines changed since `since` (the whole
+    module when a change lies outside any function: a constant, an import)."""
+    patterns: list[str] = []
+    for file in _git("diff", "--name-only", since, "--", module.path).split():
+        if not file.endswith(".py") or not (ROOT / file).exists():
+            continue
+        lines: set[int] = set()
+        for hunk in re.finditer(
+            r"^@@ -\S+ \+(\d+)(?:,(\d+))? @@", _git("diff", "-U0", since, "--", file), re.M
+        ):
+            start, count = int(hunk[1]), int(hunk[2] or 1)
+            lines.update(range(start, start + max(count, 1)))
+        dotted = file.removeprefix("src/").removesuffix(".py").replace("/", ".")
+        dotted = dotted.removesuffix(".__init__")
+        spans: list[tuple[int, int, str]] = []
+        for node in ast.parse((ROOT / file).read_text()).body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                spans.append((node.lineno, node.end_lineno or node.lineno, f"x_{node.name}"))
+            elif isinstance(node, ast.ClassDef):
+                for item in node.body:
+                    if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
+                        mangled = f"x\u01c1{node.name}\u01c1{item.name}"
+                        spans.append((item.lineno, item.end_lineno or item.lineno, mangled))
+        first = min((s for s, _, _ in spans), default=1)
+        touched = {name for s, e, name in spans if any(s <= n <= e for n in lines)}
+        if any(n >= first and not any(s <= n <= e for s, e, _ in spans) for n in lines):
+            return [module.pattern]  # a change between functions: the whole module
+        patterns += [f"{dotted}.{name}__mutmut_*" for name in sorted(touched)]
+    return patterns
 
 
 def _prepare(databases: str) -> None:
@@ -164,7 +199,15 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "REWARDMILES_TEST_DATABASES": args.databases}
     started = time.monotonic()
     _prepare(args.databases)
-    finished = run_mutmut([MODULES[n].pattern for n in names], env, args.max_seconds)
+    patterns = [MODULES[n].pattern for n in names]
+    if args.changed_since:  # only the functions the change touched
+        patterns = [
+            p for n in names for p in changed_function_patterns(args.changed_since, MODULES[n])
+        ]
+        if not patterns:
+            print(f"no function of a money module changed since {args.changed_since}")
+            return 0
+    finished = run_mutmut(patterns, env, args.max_seconds)
     results = verdicts()
 
     surviving: list[str] = []
@@ -174,7 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         module = MODULES[name]
         prefix = module.pattern.removesuffix("*")
-        mine = {k: v for k, v in results.items() if k.startswith(prefix)}
+        mine = {
+            k: v
+            for k, v in results.items()
+            if k.startswith(prefix) and any(fnmatch.fnmatchcase(k, p) for p in patterns)
+        }
         if args.e2e and module.e2e:
             for mutant, status in sorted(mine.items()):
                 if status in ("survived", "no tests"):
