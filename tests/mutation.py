@@ -71,6 +71,7 @@ MODULES = {
     ),
 }
 WORKERS = 2
+E2E_SECONDS_MAX = 300.0  # one mutant against its module's e2e files
 
 
 def _git(*args: str) -> str:
@@ -99,19 +100,27 @@ def changed_function_patterns(since: str, module: Module) -> list[str]:
             lines.update(range(start, start + max(count, 1)))
         dotted = file.removeprefix("src/").removesuffix(".py").replace("/", ".")
         dotted = dotted.removesuffix(".__init__")
+        text = (ROOT / file).read_text()
+        source_lines = text.splitlines()
         spans: list[tuple[int, int, str]] = []
-        for node in ast.parse((ROOT / file).read_text()).body:
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        for node in ast.parse(text).body:
+            if isinstance(node, ast.Import | ast.ImportFrom):  # nothing for mutmut to mutate
+                lines -= set(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 spans.append((node.lineno, node.end_lineno or node.lineno, f"x_{node.name}"))
             elif isinstance(node, ast.ClassDef):
                 for item in node.body:
                     if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
                         mangled = f"x\u01c1{node.name}\u01c1{item.name}"
                         spans.append((item.lineno, item.end_lineno or item.lineno, mangled))
-        first = min((s for s, _, _ in spans), default=1)
+        lines = {  # blank and comment lines change nothing either
+            n
+            for n in lines
+            if n <= len(source_lines) and source_lines[n - 1].strip()[:1] not in ("", "#")
+        }
         touched = {name for s, e, name in spans if any(s <= n <= e for n in lines)}
-        if any(n >= first and not any(s <= n <= e for s, e, _ in spans) for n in lines):
-            return [module.pattern]  # a change between functions: the whole module
+        if any(not any(s <= n <= e for s, e, _ in spans) for n in lines):
+            return [module.pattern]  # a change outside the functions: the whole module
         patterns += [f"{dotted}.{name}__mutmut_*" for name in sorted(touched)]
     return patterns
 
@@ -155,9 +164,10 @@ def verdicts() -> dict[str, str]:
     return found
 
 
-def kill_with_e2e(name: str, module: Module, env: dict[str, str], max_seconds: float) -> bool:
-    """True if the module's e2e tests fail with mutant `name` active (in-process and in the
-    server processes, which import the mutated copy)."""
+def kill_with_e2e(name: str, module: Module, env: dict[str, str], max_seconds: float) -> str:
+    """ "killed (e2e)" if the module's e2e tests fail with mutant `name` active (in-process and in
+    the server processes, which import the mutated copy), "survived" if they pass, "timeout
+    (e2e)" if they take longer than `max_seconds`."""
     mutant_env = {**env, "MUTANT_UNDER_TEST": name, "PYTHONPATH": str(MUTANTS / "src")}
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *module.e2e]
     try:
@@ -170,8 +180,8 @@ def kill_with_e2e(name: str, module: Module, env: dict[str, str], max_seconds: f
             check=False,
         )
     except subprocess.TimeoutExpired:
-        return True  # mutmut counts a timeout as a kill too
-    return result.returncode != 0
+        return "timeout (e2e)"
+    return "killed (e2e)" if result.returncode != 0 else "survived"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,13 +235,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.e2e and module.e2e:
             for mutant, status in sorted(mine.items()):
                 if status in ("survived", "no tests"):
-                    budget = 300.0
+                    budget = E2E_SECONDS_MAX
                     if args.max_seconds is not None:
-                        budget = args.max_seconds - (time.monotonic() - started)
+                        budget = min(budget, args.max_seconds - (time.monotonic() - started))
                         if budget <= 0:
                             break
-                    if kill_with_e2e(mutant, module, env, budget):
-                        mine[mutant] = "killed (e2e)"
+                    mine[mutant] = kill_with_e2e(mutant, module, env, budget)
         counts = {
             s: sum(1 for v in mine.values() if v.startswith(s))
             for s in ("killed", "survived", "no tests")
