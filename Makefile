@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-sqlite lint format typecheck openapi lock verify bench bench-quick reliability clean
+.PHONY: help install run test test-sqlite lint format typecheck openapi lock verify bench bench-quick reliability mutation clean
 
 help: ## List the tasks
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -63,8 +63,11 @@ reliability: install ## Long crash profile (25+ SIGKILLs) and a real PostgreSQL 
 	  REWARDMILES_CRASH_REPORT=$${REWARDMILES_CRASH_REPORT:-crash-report.json} \
 	  $(BIN)/python -m pytest -s -p no:cacheprovider tests/e2e/test_crash.py tests/e2e/test_database_faults.py
 
+mutation: install ## Mutation testing of the money modules (MODULES="ledger clock", DATABASES, E2E=1); docs/testing.md
+	$(BIN)/python -m tests.mutation $(MODULES) --databases $(or $(DATABASES),sqlite) $(if $(E2E),--e2e)
+
 verify: install ## Check the ledger invariants (REWARDMILES_DATABASE_URL)
 	$(BIN)/rewardmiles ledger verify
 
 clean: ## Remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache mutants

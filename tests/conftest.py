@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+import rewardmiles
 from rewardmiles.config import ENV_PREFIX, Settings
 from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database
@@ -39,6 +40,13 @@ for _name in ("ENV", "SECRET_KEY_FILE", "SECRET_KEY_PREVIOUS"):
 os.environ["REWARDMILES_SECRET_KEY"] = TEST_SECRET_KEY
 TEST_BOX = SecretBox(parse_key(TEST_SECRET_KEY, "TEST_SECRET_KEY"))  # for tests that read/write
 TEST_REDIS_URL = os.environ.get("REWARDMILES_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+# Server processes and CLI runs started by the tests import the rewardmiles the tests import: under
+# mutation testing (docs/testing.md) that is the mutated copy in mutants/src, not the installed one.
+_SOURCE_ROOT = str(Path(rewardmiles.__file__).resolve().parent.parent)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_SOURCE_ROOT, os.environ.get("PYTHONPATH", "")) if p
+)
 
 
 def _pg_admin() -> psycopg.Connection:

@@ -12,13 +12,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from rewardmiles import ledger
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Collector, IssuanceLine, LedgerEntry, Transaction
-from rewardmiles.ledger.verify import VerifyReport, verify
+from rewardmiles.ledger.verify import PROBLEMS_SHOWN_MAX, VerifyReport, verify
 from tests.conftest import DatabaseFactory
 from tests.support import data
 
@@ -226,8 +226,13 @@ def test_invalid_posting_raises_and_the_unit_of_work_commits_nothing(
                 posted_at=data.now(),
             )
 
-    with pytest.raises(ledger.LedgerInvariantError):
+    with pytest.raises(ledger.LedgerInvariantError) as raised:
         attempt()
+    assert str(raised.value) == (
+        f"posting for collector {other} given with account {collector}"
+        if bad.other_collector
+        else "a posting must move a non-zero amount"
+    )
     assert _count(db, Transaction, txn_id) == 0
     assert _count(db, IssuanceLine, txn_id) == 0
     assert _count(db, LedgerEntry, txn_id) == 0
@@ -255,8 +260,11 @@ def test_stale_account_raises_and_the_unit_of_work_commits_nothing(db: Database)
                 posted_at=data.now(),
             )
 
-    with pytest.raises(ledger.LedgerInvariantError, match="changed without its lock"):
+    with pytest.raises(ledger.LedgerInvariantError) as raised:
         attempt()
+    assert str(raised.value) == (
+        f"balance of collector {collector} changed without its lock (expected 4, found 13)"
+    )
     assert _count(db, Transaction, txn_id) == 0
     assert _count(db, LedgerEntry, txn_id) == 0
     assert data.balance(db, collector) == 9
@@ -355,7 +363,10 @@ def _tamper_reversal_beyond_original(db: Database, books: Books) -> list[str]:
 def _tamper_posted_line_without_entries(db: Database, books: Books) -> list[str]:
     with db.unit_of_work() as session:
         _insert_transaction(session, books.sponsor, books.bob, [("credit", 4, "posted")])
-    return [r"1 lines disagree with the ledger"]
+    return [
+        r"1 lines disagree with the ledger \(posted without entries, or entries without a posted "
+        r"line\)"
+    ]
 
 
 def _tamper_entries_of_unknown_collector(db: Database, books: Books) -> list[str]:
@@ -502,3 +513,343 @@ def test_verify_reports_a_balance_below_zero_only_under_the_reject_policy(own_db
         f"collector {books.alice}: balance -1 is below zero, which the negative-balance policy "
         "'reject' forbids"
     ]
+
+
+# Shapes of broken books that a looser check would let through (each one found by mutation
+# testing, docs/testing.md): the pair check's three conditions one at a time, an unknown account
+# kind, and the negative-balance check's boundary and its bounded, ordered report.
+
+
+def _set_entry(db: Database, txn: str, line_no: int, kind: str, **values: object) -> None:
+    with db.unit_of_work() as session:
+        session.execute(
+            update(LedgerEntry)
+            .where(
+                LedgerEntry.transaction_id == txn,
+                LedgerEntry.line_no == line_no,
+                LedgerEntry.account_kind == kind,
+            )
+            .values(**values)
+        )
+
+
+def _pair_problems(report: VerifyReport) -> list[str]:
+    return [p for p in report.problems if "entries are not one balanced pair" in p]
+
+
+def test_verify_reports_a_two_entry_pair_that_does_not_sum_to_zero(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    _set_entry(own_db, books.original, 1, "sponsor", amount_miles=-9)
+    assert _pair_problems(_verify(own_db)) == [
+        f"line {books.original}#1: entries are not one balanced pair (sum 1)"
+    ]
+
+
+def test_verify_reports_a_pair_of_zeros(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    _set_entry(own_db, books.original, 1, "sponsor", amount_miles=0)
+    _set_entry(own_db, books.original, 1, "collector", amount_miles=0)
+    assert _pair_problems(_verify(own_db)) == [
+        f"line {books.original}#1: entries are not one balanced pair (sum 0)"
+    ]
+
+
+def test_verify_reports_three_entries_summing_to_zero(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    _set_entry(own_db, books.original, 1, "sponsor", amount_miles=-6)
+    with own_db.unit_of_work() as session:
+        session.execute(
+            insert(LedgerEntry).values(
+                transaction_id=books.original,
+                line_no=1,
+                account_kind="sponsor",
+                account_code=books.sponsor,
+                amount_miles=-4,
+                posted_at=data.now(),
+            )
+        )
+    assert _pair_problems(_verify(own_db)) == [
+        f"line {books.original}#1: entries are not one balanced pair (sum 0)"
+    ]
+
+
+def test_verify_reports_entries_to_an_unknown_account_kind(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    _set_entry(own_db, books.original, 1, "sponsor", account_kind="partner")
+    assert _verify(own_db).problems == [
+        f"line {books.original}#1: not one collector entry and one sponsor entry",
+        "1 entries post to an unknown account kind",
+    ]
+
+
+def test_verify_reports_a_line_without_its_collector_entry(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    _set_entry(own_db, books.original, 1, "collector", account_kind="partner")
+    with own_db.unit_of_work() as session:  # the balance follows the entries it still has
+        session.execute(
+            update(Collector)
+            .where(Collector.number == books.alice)
+            .values(balance_miles=Collector.balance_miles - 10)
+        )
+    assert _verify(own_db).problems == [
+        f"line {books.original}#1: not one collector entry and one sponsor entry",
+        "1 entries post to an unknown account kind",
+    ]
+
+
+def test_verify_reports_a_line_with_two_collector_entries(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    with own_db.unit_of_work() as session:
+        session.execute(
+            insert(LedgerEntry).values(
+                transaction_id=books.original,
+                line_no=1,
+                account_kind="collector",
+                account_code=books.alice,
+                amount_miles=0,
+                posted_at=data.now(),
+            )
+        )
+    assert _verify(own_db).problems == [
+        f"line {books.original}#1: entries are not one balanced pair (sum 0)",
+        f"line {books.original}#1: collector entry does not match the line's account, miles or "
+        "direction",
+        f"line {books.original}#1: not one collector entry and one sponsor entry",
+    ]
+
+
+def _move_miles(db: Database, source: str, target: str, miles: int) -> None:
+    with db.unit_of_work() as session:
+        for number, delta in ((source, -miles), (target, miles)):
+            session.execute(
+                update(Collector)
+                .where(Collector.number == number)
+                .values(balance_miles=Collector.balance_miles + delta)
+            )
+
+
+def test_verify_reports_a_collector_entry_on_another_collector(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    _set_entry(own_db, books.original, 1, "collector", account_code=books.bob)
+    _move_miles(own_db, books.alice, books.bob, 10)
+    assert _verify(own_db).problems == [
+        f"line {books.original}#1: collector entry does not match the line's account, miles or "
+        "direction"
+    ]
+
+
+def test_verify_reports_a_sponsor_entry_on_another_sponsor(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    _set_entry(own_db, books.original, 1, "sponsor", account_code=data.new_sponsor(own_db))
+    assert _verify(own_db).problems == [
+        f"line {books.original}#1: sponsor entry does not match the line's account, miles or "
+        "direction"
+    ]
+
+
+def test_verify_reports_a_debit_pair_of_the_wrong_size(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    reversal = _book(own_db, books.sponsor, books.bob, [("debit", 3, "posted")])
+    _set_entry(own_db, reversal, 1, "collector", amount_miles=-4)
+    _set_entry(own_db, reversal, 1, "sponsor", amount_miles=4)
+    with own_db.unit_of_work() as session:
+        session.execute(
+            update(Collector)
+            .where(Collector.number == books.bob)
+            .values(balance_miles=Collector.balance_miles - 1)
+        )
+    # (the two sides come in no set order)
+    assert sorted(_verify(own_db).problems) == [
+        f"line {reversal}#1: collector entry does not match the line's account, miles or direction",
+        f"line {reversal}#1: sponsor entry does not match the line's account, miles or direction",
+    ]
+
+
+def _verify_rejecting(db: Database) -> VerifyReport:
+    with db.reader() as session:
+        return verify(session, Settings.from_env({}, negative_balance_policy="reject"))
+
+
+def test_verify_under_reject_accepts_a_balance_of_exactly_zero(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    _book(own_db, books.sponsor, books.alice, [("debit", 9, "posted")], original=books.original)
+    assert data.balance(own_db, books.alice) == 0
+    assert _verify_rejecting(own_db).problems == []
+
+
+def test_verify_under_reject_lists_the_first_collectors_below_zero_in_order(
+    own_db: Database,
+) -> None:
+    sponsor = data.new_sponsor(own_db)
+    numbers = [data.new_collector(own_db) for _ in range(PROBLEMS_SHOWN_MAX + 1)]
+    for number in numbers:
+        _book(own_db, sponsor, number, [("debit", 1, "posted")])
+    report = _verify_rejecting(own_db)
+    assert report.problems == [
+        f"collector {n}: balance -1 is below zero, which the negative-balance policy 'reject' "
+        "forbids"
+        for n in sorted(numbers)[:PROBLEMS_SHOWN_MAX]
+    ]
+
+
+def test_verify_reports_a_line_of_unknown_status(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    with own_db.unit_of_work() as session:
+        txn = _insert_transaction(session, books.sponsor, books.bob, [("credit", 4, "rejected")])
+        session.execute(
+            update(IssuanceLine).where(IssuanceLine.transaction_id == txn).values(status="lost")
+        )
+    assert _verify(own_db).problems == [f"transaction {txn}: status posted but its line #1 is lost"]
+
+
+def test_verify_accepts_a_recorded_transaction_of_recorded_lines(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    _with_status(own_db, books, [("credit", 4, "recorded"), ("credit", 1, "recorded")], "recorded")
+    assert _verify(own_db).problems == []
+
+
+def test_verify_lists_the_first_wrong_lines_in_transaction_and_line_order(
+    own_db: Database,
+) -> None:
+    """More problems than a report shows: the first ones by transaction id and line number,
+    whatever order the rows were written in (here the reverse)."""
+    books = _clean_books(own_db)
+    ids = [f"{n:08x}-0000-4000-8000-000000000000" for n in range(PROBLEMS_SHOWN_MAX + 1)]
+    with own_db.unit_of_work() as session:
+        for txn in reversed(ids):
+            _insert_transaction(
+                session,
+                books.sponsor,
+                books.bob,
+                [("credit", 4, "rejected"), ("credit", 5, "rejected")],
+                txn_id=txn,
+            )
+        session.execute(
+            update(Transaction).where(Transaction.id.in_(ids)).values(status="rejected")
+        )
+        # the first transaction's lines, renumbered so that line 2 was written before line 1
+        for old, new in ((2, 3), (1, 2), (3, 1)):
+            session.execute(
+                update(IssuanceLine)
+                .where(IssuanceLine.transaction_id == ids[0], IssuanceLine.line_no == old)
+                .values(line_no=new)
+            )
+    expected = [
+        f"transaction {txn}: status rejected but its line #{n} is rejected"
+        for txn in ids
+        for n in (1, 2)
+    ]
+    assert _verify(own_db).problems == expected[:PROBLEMS_SHOWN_MAX]
+
+
+def test_verify_lists_the_first_odd_transactions_in_order(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    ids = [f"{n:08x}-0000-4000-8000-000000000000" for n in range(PROBLEMS_SHOWN_MAX + 1)]
+    with own_db.unit_of_work() as session:
+        for txn in reversed(ids):
+            _insert_transaction(
+                session, books.sponsor, books.bob, [("credit", 4, "rejected")], txn_id=txn
+            )
+        session.execute(update(Transaction).where(Transaction.id.in_(ids)).values(status="pending"))
+    assert _verify(own_db).problems == [
+        f"transaction {txn}: status pending but no line of it is"
+        for txn in ids[:PROBLEMS_SHOWN_MAX]
+    ]
+
+
+def test_verify_bounds_reversals_per_original_and_offer(own_db: Database) -> None:
+    """Reversals are summed per original and per offer code: two originals of the same offer, or
+    two offers of the same original, each reversed within bounds, are within bounds."""
+    books = _clean_books(own_db)
+    bonus = _book(
+        own_db, books.sponsor, books.alice, [("debit", 5, "posted")], original=books.original
+    )
+    other = _book(own_db, books.sponsor, books.bob, [("credit", 10, "posted")])
+    _book(own_db, books.sponsor, books.bob, [("debit", 8, "posted")], original=other)
+    with own_db.unit_of_work() as session:
+        for txn, line_no in ((books.original, 2), (bonus, 1)):
+            session.execute(
+                update(IssuanceLine)
+                .where(IssuanceLine.transaction_id == txn, IssuanceLine.line_no == line_no)
+                .values(offer_code="BONUS")
+            )
+    assert _verify(own_db).problems == []
+
+
+def _problems_like(report: VerifyReport, text: str) -> list[str]:
+    return [p for p in report.problems if text in p]
+
+
+def test_verify_shows_at_most_the_maximum_of_each_kind_of_problem(own_db: Database) -> None:
+    books = _clean_books(own_db)
+    many = PROBLEMS_SHOWN_MAX + 1
+    unpaired = _book(own_db, books.sponsor, books.alice, [("credit", 1, "posted")] * many)
+    moved = _book(own_db, books.sponsor, books.alice, [("credit", 1, "posted")] * many)
+    with own_db.unit_of_work() as session:
+        session.execute(
+            delete(LedgerEntry).where(
+                LedgerEntry.transaction_id == unpaired, LedgerEntry.account_kind == "sponsor"
+            )
+        )
+        session.execute(
+            update(LedgerEntry)
+            .where(LedgerEntry.transaction_id == moved, LedgerEntry.account_kind == "collector")
+            .values(account_code=books.bob)
+        )
+    numbers = [data.new_collector(own_db) for _ in range(many)]
+    with own_db.unit_of_work() as session:
+        session.execute(
+            update(Collector).where(Collector.number.in_(numbers)).values(balance_miles=3)
+        )
+    report = _verify(own_db)
+    shown = PROBLEMS_SHOWN_MAX
+    assert len(_problems_like(report, "entries are not one balanced pair")) == shown
+    assert len(_problems_like(report, "not one collector entry and one sponsor entry")) == shown
+    assert len(_problems_like(report, "entry does not match the line's account")) == shown
+    assert len(_problems_like(report, "but entries sum to")) == shown
+
+
+def test_verify_counts_only_accepted_credits_as_issued(own_db: Database) -> None:
+    """What an original issued is its credit lines not rejected: a rejected line and a debit line
+    of the original do not make room for a reversal."""
+    books = _clean_books(own_db)
+    original = _book(
+        own_db,
+        books.sponsor,
+        books.bob,
+        [("credit", 10, "posted"), ("credit", 7, "rejected"), ("debit", 3, "posted")],
+    )
+    _book(own_db, books.sponsor, books.bob, [("debit", 11, "posted")], original=original)
+    assert _verify(own_db).problems == [
+        f"original {original} offer STANDARD: 11 miles reversed but only 10 issued"
+    ]
+
+
+def test_verify_reports_a_reversal_of_an_offer_the_original_never_issued(
+    own_db: Database,
+) -> None:
+    books = _clean_books(own_db)
+    reversal = _book(
+        own_db, books.sponsor, books.alice, [("debit", 1, "posted")], original=books.original
+    )
+    with own_db.unit_of_work() as session:
+        session.execute(
+            update(IssuanceLine)
+            .where(IssuanceLine.transaction_id == reversal)
+            .values(offer_code="BONUS")
+        )
+    assert _verify(own_db).problems == [
+        f"original {books.original} offer BONUS: 1 miles reversed but only 0 issued"
+    ]
+
+
+def test_verify_shows_at_most_the_maximum_of_reversals_beyond_originals(
+    own_db: Database,
+) -> None:
+    books = _clean_books(own_db)
+    for _ in range(PROBLEMS_SHOWN_MAX + 1):
+        original = _book(own_db, books.sponsor, books.bob, [("credit", 1, "posted")])
+        _book(own_db, books.sponsor, books.bob, [("debit", 2, "posted")], original=original)
+    problems = _verify(own_db).problems
+    assert len(problems) == PROBLEMS_SHOWN_MAX, problems
+    assert all("2 miles reversed but only 1 issued" in p for p in problems)

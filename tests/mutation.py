@@ -1,0 +1,264 @@
+"""Mutation testing of the money modules (docs/testing.md).
+
+    python -m tests.mutation                          # every money module (what `make mutation` runs)
+    python -m tests.mutation ledger clock             # some of them
+    python -m tests.mutation --changed-since origin/main --max-seconds 240   # CI's bounded sample
+    python -m tests.mutation clock --e2e              # survivors also against the module's e2e tests
+
+mutmut (configured in pyproject.toml [tool.mutmut]) copies src/ and tests/ into mutants/ and runs
+each mutant against the in-process tests (tests/unit, tests/integration) that reach the mutated
+function. Tests that go through a server process reach the mutated code too (tests/conftest.py puts
+the mutated copy first on the servers' PYTHONPATH), but mutmut cannot see which functions a server
+process calls, so it never picks them: `--e2e` runs each mutant that survived the in-process tests
+against the e2e files listed for its module below, and counts it killed if they fail.
+
+Two workers at most (the machine is shared). The figures printed at the end are what
+docs/testing.md records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import fnmatch
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MUTANTS = ROOT / "mutants"
+MUTMUT = [sys.executable, "-m", "mutmut"]
+
+
+@dataclass(frozen=True)
+class Module:
+    path: str  # a file, or a folder ending in "/"
+    e2e: tuple[str, ...] = ()  # the e2e files that exercise it through a server
+
+    @property
+    def pattern(self) -> str:
+        """mutmut's glob for the module's mutant names."""
+        dotted = self.path.removeprefix("src/").removesuffix(".py").removesuffix("/")
+        return dotted.replace("/", ".") + ".*"
+
+    def owns(self, file: str) -> bool:
+        return file.startswith(self.path) if self.path.endswith("/") else file == self.path
+
+
+MODULES = {
+    "ledger": Module("src/rewardmiles/ledger/"),
+    "clock": Module("src/rewardmiles/clock.py", ("tests/e2e/test_pinned_clock.py",)),
+    "settlement": Module(
+        "src/rewardmiles/settlement/service.py", ("tests/e2e/test_settlement_flow.py",)
+    ),
+    "idempotency": Module(
+        "src/rewardmiles/idempotency/",
+        ("tests/e2e/test_idempotency.py", "tests/e2e/test_concurrency.py"),
+    ),
+    "offers": Module(
+        "src/rewardmiles/offers/engine.py",
+        ("tests/e2e/test_basket.py", "tests/e2e/test_program_calculated.py"),
+    ),
+    "issuance": Module(
+        "src/rewardmiles/issuance/service.py",
+        ("tests/e2e/test_event_outcomes.py", "tests/e2e/test_basket.py"),
+    ),
+}
+WORKERS = 2
+E2E_SECONDS_MAX = 300.0  # one mutant against its module's e2e files
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def changed_modules(since: str) -> list[str]:
+    files = _git("diff", "--name-only", since, "--", "src").split()
+    return [name for name, module in MODULES.items() if any(module.owns(f) for f in files)]
+
+
+def changed_function_patterns(since: str, module: Module) -> list[str]:
+    """mutmut globs for the functions of `module` whose lines changed since `since` (the whole
+    module when a change lies outside any function: a constant, an import)."""
+    patterns: list[str] = []
+    for file in _git("diff", "--name-only", since, "--", module.path).split():
+        if not file.endswith(".py") or not (ROOT / file).exists():
+            continue
+        lines: set[int] = set()
+        for hunk in re.finditer(
+            r"^@@ -\S+ \+(\d+)(?:,(\d+))? @@", _git("diff", "-U0", since, "--", file), re.M
+        ):
+            start, count = int(hunk[1]), int(hunk[2] or 1)
+            lines.update(range(start, start + max(count, 1)))
+        dotted = file.removeprefix("src/").removesuffix(".py").replace("/", ".")
+        dotted = dotted.removesuffix(".__init__")
+        text = (ROOT / file).read_text()
+        source_lines = text.splitlines()
+        spans: list[tuple[int, int, str]] = []
+        for node in ast.parse(text).body:
+            if isinstance(node, ast.Import | ast.ImportFrom):  # nothing for mutmut to mutate
+                lines -= set(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                spans.append((node.lineno, node.end_lineno or node.lineno, f"x_{node.name}"))
+            elif isinstance(node, ast.ClassDef):
+                for item in node.body:
+                    if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
+                        mangled = f"x\u01c1{node.name}\u01c1{item.name}"
+                        spans.append((item.lineno, item.end_lineno or item.lineno, mangled))
+        lines = {  # blank and comment lines change nothing either
+            n
+            for n in lines
+            if n <= len(source_lines) and source_lines[n - 1].strip()[:1] not in ("", "#")
+        }
+        touched = {name for s, e, name in spans if any(s <= n <= e for n in lines)}
+        if any(not any(s <= n <= e for s, e, _ in spans) for n in lines):
+            return [module.pattern]  # a change outside the functions: the whole module
+        patterns += [f"{dotted}.{name}__mutmut_*" for name in sorted(touched)]
+    return patterns
+
+
+def _prepare(databases: str) -> None:
+    """mutmut keeps which tests reach which function in mutants/; that depends on the dialects the
+    tests ran on, so another choice of dialects starts from a fresh copy."""
+    marker = MUTANTS / ".databases"
+    if MUTANTS.exists() and (not marker.exists() or marker.read_text() != databases):
+        subprocess.run(["rm", "-rf", str(MUTANTS)], check=True)
+    MUTANTS.mkdir(exist_ok=True)
+    marker.write_text(databases)
+
+
+def run_mutmut(patterns: list[str], env: dict[str, str], max_seconds: float | None) -> bool:
+    """`mutmut run` over `patterns`; True if it finished, False if stopped at the deadline (the
+    mutants it had checked keep their verdicts, the others stay "not checked")."""
+    command = [*MUTMUT, "run", "--max-children", str(WORKERS), *patterns]
+    with subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True) as process:
+        try:
+            process.wait(timeout=max_seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            return False
+    return True
+
+
+def verdicts() -> dict[str, str]:
+    """Every generated mutant's status as mutmut recorded it in mutants/**/*.meta."""
+    from mutmut.stats import status_by_exit_code
+
+    found: dict[str, str] = {}
+    for meta in (MUTANTS / "src").rglob("*.py.meta"):
+        for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+            found[name] = status_by_exit_code[code]
+    return found
+
+
+def kill_with_e2e(name: str, module: Module, env: dict[str, str], max_seconds: float) -> str:
+    """ "killed (e2e)" if the module's e2e tests fail with mutant `name` active (in-process and in
+    the server processes, which import the mutated copy), "survived" if they pass, "timeout
+    (e2e)" if they take longer than `max_seconds`."""
+    mutant_env = {**env, "MUTANT_UNDER_TEST": name, "PYTHONPATH": str(MUTANTS / "src")}
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *module.e2e]
+    try:
+        result = subprocess.run(
+            command,
+            cwd=MUTANTS,
+            env=mutant_env,
+            capture_output=True,
+            timeout=max_seconds,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return "timeout (e2e)"
+    return "killed (e2e)" if result.returncode != 0 else "survived"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.mutation", description=__doc__)
+    parser.add_argument("modules", nargs="*", help=f"of {', '.join(MODULES)} (default: all)")
+    parser.add_argument("--changed-since", metavar="REV", help="only modules changed since REV")
+    parser.add_argument("--max-seconds", type=float, help="stop mutmut at this deadline")
+    parser.add_argument("--e2e", action="store_true", help="survivors against the e2e files too")
+    parser.add_argument(
+        "--databases",
+        default=os.environ.get("REWARDMILES_TEST_DATABASES", "sqlite"),
+        help="REWARDMILES_TEST_DATABASES for the runs (default sqlite)",
+    )
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.modules) - set(MODULES))
+    if unknown:
+        parser.error(f"unknown module(s) {', '.join(unknown)}; known: {', '.join(MODULES)}")
+    names = list(args.modules) or list(MODULES)
+    if args.changed_since:
+        changed = changed_modules(args.changed_since)
+        names = [n for n in names if n in changed]
+        if not names:
+            print(f"no money module changed since {args.changed_since}")
+            return 0
+    env = {**os.environ, "REWARDMILES_TEST_DATABASES": args.databases}
+    started = time.monotonic()
+    _prepare(args.databases)
+    patterns = [MODULES[n].pattern for n in names]
+    if args.changed_since:  # only the functions the change touched
+        patterns = [
+            p for n in names for p in changed_function_patterns(args.changed_since, MODULES[n])
+        ]
+        if not patterns:
+            print(f"no function of a money module changed since {args.changed_since}")
+            return 0
+    finished = run_mutmut(patterns, env, args.max_seconds)
+    results = verdicts()
+
+    surviving: list[str] = []
+    print(
+        f"\n{'module':<12} {'mutants':>7} {'killed':>7} {'survived':>8} {'no tests':>8} {'other':>6}"
+    )
+    for name in names:
+        module = MODULES[name]
+        prefix = module.pattern.removesuffix("*")
+        mine = {
+            k: v
+            for k, v in results.items()
+            if k.startswith(prefix) and any(fnmatch.fnmatchcase(k, p) for p in patterns)
+        }
+        if args.e2e and module.e2e:
+            for mutant, status in sorted(mine.items()):
+                if status in ("survived", "no tests"):
+                    budget = E2E_SECONDS_MAX
+                    if args.max_seconds is not None:
+                        budget = min(budget, args.max_seconds - (time.monotonic() - started))
+                        if budget <= 0:
+                            break
+                    mine[mutant] = kill_with_e2e(mutant, module, env, budget)
+        counts = {
+            s: sum(1 for v in mine.values() if v.startswith(s))
+            for s in ("killed", "survived", "no tests")
+        }
+        other = len(mine) - sum(counts.values())
+        print(
+            f"{name:<12} {len(mine):>7} {counts['killed']:>7} {counts['survived']:>8} "
+            f"{counts['no tests']:>8} {other:>6}"
+        )
+        surviving += [k for k, v in mine.items() if v in ("survived", "no tests")]
+    print(
+        f"\n{time.monotonic() - started:.0f} s on {args.databases}"
+        + ("" if finished else " (stopped at the deadline: some mutants not checked)")
+    )
+    for mutant in sorted(surviving):
+        print(f"  survived: {mutant}   (python -m mutmut show {mutant})")
+    return 1 if surviving else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
