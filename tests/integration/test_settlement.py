@@ -194,6 +194,37 @@ def test_review_line_rejected_by_the_operator(own_db: Database, settings: Settin
     assert data.balance(own_db, number) == 0
 
 
+def test_approving_or_rejecting_a_line_touches_no_other_transactions_line(
+    own_db: Database, settings: Settings
+) -> None:
+    sponsor = data.new_sponsor(own_db, review_threshold_miles=100)
+    number = data.new_collector(own_db)
+    first, second = (
+        str(call(own_db, settings, data.event_body(sponsor, number, miles=500)).transaction_id)
+        for _ in range(2)
+    )  # two transactions, each with a line 0 held for review
+
+    with own_db.unit_of_work() as session:
+        settlement.approve(session, settlement.line_id(first, 0))
+    assert _line(own_db, first) == ("pending", "approved", None)
+    assert _line(own_db, second) == ("pending", "review", None)
+
+    with own_db.unit_of_work() as session:
+        settlement.reject(
+            session,
+            settlement.line_id(second, 0),
+            "REVIEW_REJECTED",
+            clock.utc_now(),
+            known_codes=list(CATALOGUE),
+        )
+    assert _line(own_db, second) == ("rejected", None, "REVIEW_REJECTED")
+    assert _line(own_db, first) == ("pending", "approved", None)
+
+    _settle(own_db, settings)
+    assert _line(own_db, first)[0] == "posted"
+    assert data.balance(own_db, number) == 500
+
+
 def test_review_comes_before_the_hold(own_db: Database, settings: Settings) -> None:
     sponsor = data.new_sponsor(own_db, review_threshold_miles=100)
     number = data.new_collector(own_db, "ON_HOLD")
