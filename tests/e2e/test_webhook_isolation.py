@@ -17,11 +17,13 @@ from tests.support import data
 from tests.support.partner import Partner
 from tests.support.receiver import dripping_receiver, receiver
 
-DEADLINE_SECONDS = 2.0
+DEADLINE_SECONDS = 5.0
 RETRY_BASE_SECONDS = 1.0
 # What "delays nothing" means here: the worker polls every 0.2 s; the rest is slack for a
-# machine shared with other work.
+# machine shared with other work. Shorter than the deadline: deliveries made one at a time would
+# reach B only once A's is cut.
 PROMPT_SECONDS = 3.0
+assert PROMPT_SECONDS < DEADLINE_SECONDS
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +87,7 @@ def test_a_dripping_receiver_delays_neither_settlement_nor_other_webhooks(
             collectors.set_status(session, fast_collector, "ACTIVE", clock.utc_now())
         settled = _until(lambda: data.balance(db, fast_collector) == 5, "B's line", PROMPT_SECONDS)
         notified = _until(lambda: fast.answered_ok == 1, "B's webhook", PROMPT_SECONDS)
-        if time.monotonic() - first_call < DEADLINE_SECONDS - 0.3:  # not on a very slow machine
-            assert slow.in_flight == 1, "B was served while A's delivery was still in flight"
+        assert slow.in_flight == 1, "B was served while A's delivery was still in flight"
 
         def cut() -> bool:
             with db.reader() as session:
