@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -83,6 +83,9 @@ class AppContext:
     cpu_limiter: anyio.CapacityLimiter
     migration_head: str | None  # read once at start: what /readyz compares the database with
     batch_jobs: BatchJobs  # partner-log uploads: a few at once, a few waiting
+    # Secret checks of one source address run one at a time, each judged by the failure budget
+    # the ones before it left (a burst of guesses sent together is no bigger than one sent in turn).
+    secret_checks: ratelimit.OneAtATime = field(default_factory=ratelimit.OneAtATime)
 
 
 def apply_test_clock(settings: Settings) -> None:

@@ -117,7 +117,8 @@ class Settings(BaseModel):
         default=10.0,
         ge=0,
         description="Failed token requests (wrong secret, unknown client) per minute, counted "
-        "per client_id and per source address; over it a wrong secret gets 429; 0 = off",
+        "per client_id and per source address; over a client_id's, a wrong secret gets 429; "
+        "over an address's, every secret from it gets 429 unchecked; 0 = off",
     )
     token_failure_rate_limit_burst: int = Field(default=10, ge=1, le=10_000)
     redis_url: str | None = Field(

@@ -36,7 +36,6 @@ from rewardmiles.errors import problem
 from rewardmiles.web import PROBLEM_JSON, SECURITY_HEADERS
 
 log = logs.get_logger("rewardmiles.http")
-_HEAD_BYTES_MAX = limits.request_head_bytes_max
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +194,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._refuse_head(
                     431,
                     "HEADERS_TOO_LARGE",
-                    f"The request line and headers exceed {limits.request_head_bytes_max} bytes.",
+                    f"The request line and headers exceed {self.limits.head_bytes_max} bytes.",
                 )
                 return
         if data:
@@ -218,7 +217,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._reading_head = False
         self._head_begun = False
-        self._head_room = _HEAD_BYTES_MAX
+        self._head_room = self.limits.head_bytes_max
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None

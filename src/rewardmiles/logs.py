@@ -15,9 +15,10 @@ import structlog
 _COLLECTOR_NUMBER = re.compile(r"(?<!\d)(\d{3})\d{5}(\d{3})(?!\d)")
 _ELEVEN_DIGITS = (10**10, 10**11)
 _MAY_HOLD_ONE = re.compile(r"\d{11}")  # needed for a match; searched three times as fast
-# A request id the service made (32 hex digits, `ids.uuid4_hex`) names no collector, and one in
-# twenty holds eleven digits in a row: masked, it could not be searched for. Ids a client sends
-# (`X-Request-Id`) are masked like any other text.
+# A request id of the form the service makes (32 lowercase hex digits, `ids.uuid4_hex`) names no
+# collector, and one in twenty holds eleven digits in a row: masked, it could not be searched for.
+# It is left as it is whoever made it; an `X-Request-Id` of any other form is masked like any
+# other text.
 _SERVER_REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 
 

@@ -15,8 +15,11 @@ Two backends share the arithmetic:
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -162,3 +165,27 @@ def build(redis_url: str | None, prefix: str) -> RateLimiter:
 def budget(rate_per_second: float, burst: int) -> Budget | None:
     """None when limiting is off (a rate of 0)."""
     return Budget(rate_per_second, burst) if rate_per_second > 0 else None
+
+
+class OneAtATime:
+    """One holder per key at a time, in this process (the others wait their turn, in order):
+    what a budget read before slow work needs, so that calls arriving together are judged one
+    after another and not all against the same unspent budget. Keys with no holder cost
+    nothing."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)

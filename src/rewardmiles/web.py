@@ -596,15 +596,19 @@ async def authorize(request: Request) -> Principal:
 
 
 async def enforce_rate_limit(
-    request: Request, budget: ratelimit.Budget, key: str, *, charge: bool = True
+    request: Request,
+    budget: ratelimit.Budget,
+    key: str,
+    *,
+    charge: bool = True,
+    detail: str = "Too many requests from this client; retry after {} s.",
 ) -> None:
-    """429 when the budget of `key` is spent; spends one request of it unless `charge` is off."""
+    """429 when the budget of `key` is spent (`detail` with the seconds to wait); spends one
+    request of it unless `charge` is off."""
     limiter = request.app.state.ctx.rate_limiter
     decision = await (limiter.hit(budget, key) if charge else limiter.peek(budget, key))
     if not decision.allowed:
-        raise rate_limited(
-            decision.retry_after_seconds, "Too many requests from this client; retry after {} s."
-        )
+        raise rate_limited(decision.retry_after_seconds, detail)
 
 
 def rate_limited(seconds: int, detail: str) -> ProblemError:

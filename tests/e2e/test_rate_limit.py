@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -146,6 +147,31 @@ def test_guessing_from_one_address_is_slowed_whatever_the_client_id(
     assert_problem(_sign_in(base_url, client_id, secret, "10.1.0.1"), 429, "RATE_LIMITED")
     # ... while the client signs in from its own address.
     assert _sign_in(base_url, client_id, secret, "10.1.0.3").status_code == 200
+
+
+def test_guesses_sent_together_from_one_address_are_judged_one_after_another(
+    dialect: str, server_factory: ServerFactory
+) -> None:
+    """Twelve wrong secrets at once from one address: no more of them are checked than its
+    failure budget (3) allows, as if they had been sent in turn — not all twelve against a budget
+    none of them had spent yet."""
+    env = {**TOKEN_LIMITS, "REWARDMILES_SECRET_HASH_COST": "14"}  # checks long enough to overlap
+    server = server_factory(dialect, env=env)
+    db = Database.from_url(server.database_url)
+    try:
+        client_id, _ = data.new_client(db, [data.new_sponsor(db)])
+    finally:
+        db.dispose()
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(
+            pool.map(lambda _: _guess(server.base_url, client_id, "10.2.0.1"), range(12))
+        )
+
+    statuses = sorted(r.status_code for r in answers)
+    assert statuses == [401] * 3 + [429] * 9, statuses
+    for refused in (r for r in answers if r.status_code == 429):
+        assert "no secret is checked" in assert_problem(refused, 429, "RATE_LIMITED")["detail"]
 
 
 def test_with_redis_the_budget_is_shared_by_every_api_process(

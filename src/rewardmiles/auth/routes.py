@@ -132,13 +132,6 @@ async def token(request: Request) -> Response:
         # Only the right secret spends this budget, so only its holder can exhaust it: when it
         # is spent, refuse before the deliberately slow secret check.
         await enforce_rate_limit(request, ctx.token_budget, sign_ins, charge=False)
-    if ctx.token_failure_budget is not None:
-        # An address that spent its failure budget tests no more secrets, right or wrong, until
-        # it recovers: that is what slows a guesser. A client_id's failure budget never refuses
-        # before the check (anyone could spend it), so the client's own addresses still pass.
-        await enforce_rate_limit(
-            request, ctx.token_failure_budget, _failure_key_of_address(request), charge=False
-        )
 
     def load_client() -> service.StoredClient | None:
         with ctx.db.reader() as session:
@@ -152,10 +145,27 @@ async def token(request: Request) -> Response:
     # The secret is checked at the same cost whatever the outcome (an unknown client_id is
     # checked against a dummy hash of the configured cost): a right one always passes (a guesser
     # cannot lock its client out), a wrong one is charged to the failure budgets.
-    stored = await run_sync(ctx.limiter, load_client)
-    sponsors = await run_sync(ctx.cpu_limiter, check_secret, stored)
+    address = _failure_key_of_address(request)
+    async with ctx.secret_checks.hold(address):
+        if ctx.token_failure_budget is not None:
+            # An address that spent its failure budget tests no more secrets, right or wrong,
+            # until it recovers: that is what slows a guesser. Its checks run one at a time, so
+            # guesses sent together are judged like guesses sent in turn. A client_id's failure
+            # budget never refuses before the check (anyone could spend it), so the client's own
+            # addresses still pass.
+            await enforce_rate_limit(
+                request,
+                ctx.token_failure_budget,
+                address,
+                charge=False,
+                detail="Too many failed sign-ins from this address: no secret is checked from "
+                "it for {} s.",
+            )
+        stored = await run_sync(ctx.limiter, load_client)
+        sponsors = await run_sync(ctx.cpu_limiter, check_secret, stored)
+        if sponsors is None:
+            await _charge_failure(request, client_id)
     if sponsors is None:
-        await _charge_failure(request, client_id)
         raise _oauth_error(
             "INVALID_CLIENT",
             "invalid_client",
