@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from collections.abc import Iterator
@@ -37,7 +38,7 @@ def _run(
     db: Database, sponsor: str, text: str, kind: str = "csv", *, issue_missing: bool = False
 ) -> dict:
     batch_id = batches.start_batch(db, sponsor, "test", issue_missing, clock.utc_now())
-    batches.run_batch(db, Settings(), batch_id, io.StringIO(text), kind, client_id="test")
+    batches.run_batch(db, Settings(), batch_id, io.BytesIO(text.encode()), kind, client_id="test")
     with db.reader() as session:
         view = batches.batch_view(session, batch_id, limit=10_000)
     assert view is not None
@@ -283,13 +284,17 @@ def test_a_csv_record_may_not_grow_past_the_limit_over_quoted_line_breaks(
     ]
 
 
-def test_a_line_that_is_not_utf8_is_refused_and_reading_goes_on(own_db: Database) -> None:
+@pytest.mark.parametrize("ending", ["\n", "\r", "\r\n"])
+def test_a_line_that_is_not_utf8_is_refused_and_reading_goes_on(
+    own_db: Database, ending: str
+) -> None:
     sponsor = data.new_sponsor(own_db)
     collector = data.new_collector(own_db)
     raw = (
-        HEADER.encode()
-        + b"POST/EVENT,caf\xe9,1,2,3\n"
-        + f"POST/EVENT,after,{collector},2026-11-30T04:10:41Z,5\n".encode()
+        (HEADER.strip() + ending).encode()
+        + b"POST/EVENT,caf\xe9,1,2,3"
+        + ending.encode()
+        + f"POST/EVENT,after,{collector},2026-11-30T04:10:41Z,5{ending}".encode()
     )
     view = _run_bytes(own_db, sponsor, raw, "csv", Settings())
     by_line = {r["lineNo"]: r for r in view["records"]}
@@ -297,6 +302,114 @@ def test_a_line_that_is_not_utf8_is_refused_and_reading_goes_on(own_db: Database
     assert by_line[2]["errorCode"] == "FIELD_INVALID"
     assert "UTF-8" in by_line[2]["detail"]
     assert by_line[3]["partnerTransactionId"] == "after"
+
+
+def _log(kind: str, records: list[dict[str, object]], ending: str) -> str:
+    """`records` as a CSV (header row first) or JSON-lines log whose lines end with `ending`;
+    a CSV field with a line break in it is quoted, the break written as `ending` too."""
+    if kind == "jsonl":
+        return "".join(json.dumps(r) + ending for r in records)
+    names = list(records[0])
+    out = io.StringIO()
+    csv.writer(out, lineterminator=ending).writerow(names)
+    for r in records:
+        row = [str(r.get(n, "")).replace("\n", ending) for n in names]
+        csv.writer(out, lineterminator=ending).writerow(row)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_logs_with_cr_or_crlf_line_endings_match_like_one_with_lf(
+    own_db: Database, kind: str
+) -> None:
+    """Old Mac spreadsheets save CSV with CR line endings, Windows ones with CR LF: each line is
+    a record with its own line number, as with LF."""
+    settings = Settings()
+    sponsor = data.new_sponsor(own_db)
+    bodies, collector = _day_of_records(own_db, settings, sponsor, 4)
+    records: list[dict[str, object]] = [
+        {
+            "transactionType": "POST/EVENT",
+            "partnerTransactionId": b["clientTransactionId"],
+            "collectorNumber": collector,
+            "transactionDateTime": b["transactionDateTime"],
+            "milesAmount": 10,
+            "locationCode": "",
+        }
+        for b in bodies[:3]
+    ]
+    records[1]["milesAmount"] = 11  # amount mismatch
+    records[2]["locationCode"] = "store\n12"  # a quoted line break (CSV): two physical lines
+    records.append({**records[0], "partnerTransactionId": "log-only", "milesAmount": 3})
+    records.append({**records[0], "collectorNumber": "1234"})  # invalid
+    # bodies[3] is not in the log: missing in log
+
+    def shape(ending: str) -> list[tuple[object, ...]]:
+        view = _run(own_db, sponsor, _log(kind, records, ending), kind)
+        assert view["counts"] == {
+            "matched": 2,
+            "amount_mismatch": 1,
+            "missing_in_program": 1,
+            "invalid": 1,
+            "missing_in_log": 1,
+        }, ending
+        return [
+            (r["lineNo"], r["outcome"], r["errorCode"], r["partnerTransactionId"], r["logMiles"])
+            for r in view["records"]
+        ]
+
+    expected = shape("\n")
+    assert {(n, o) for n, o, *_ in expected} == (
+        {(3, "amount_mismatch"), (6, "missing_in_program"), (7, "invalid")}
+        if kind == "csv"
+        else {(2, "amount_mismatch"), (4, "missing_in_program"), (5, "invalid")}
+    ) | {(None, "missing_in_log")}
+    assert shape("\r") == expected
+    assert shape("\r\n") == expected
+
+
+@pytest.mark.parametrize("ending", ["\r", "\r\n"])
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_a_long_line_with_cr_endings_is_refused_alone_by_its_number(
+    own_db: Database, kind: str, ending: str
+) -> None:
+    """Over the limit in pieces: a CR LF split between two pieces is still one line ending; the
+    limit counts bytes, so 600 two-byte characters are over 1024."""
+    settings = Settings(batch_line_bytes_max=1024)
+    sponsor = data.new_sponsor(own_db)
+    collector = data.new_collector(own_db)
+    good = [
+        {
+            "transactionType": "POST/EVENT",
+            "partnerTransactionId": tid,
+            "collectorNumber": collector,
+            "transactionDateTime": "2026-11-30T04:10:41Z",
+            "milesAmount": 5,
+        }
+        for tid in "abcd"
+    ]
+    lines = _log(kind, good, ending).split(ending)[:-1]
+    first = len(lines) - len(good) + 1  # line number of "a"
+    for at, long in zip(
+        (first, first + 2, first + 4), ("x" * 5000, "x" * 2048, "é" * 600), strict=True
+    ):
+        lines.insert(at, long)
+    view = _run_bytes(own_db, sponsor, (ending.join(lines) + ending).encode(), kind, settings)
+
+    by_line = {r["lineNo"]: r for r in view["records"]}
+    assert {n: r["errorCode"] for n, r in by_line.items() if r["outcome"] == "invalid"} == {
+        first + 1: "PAYLOAD_TOO_LARGE",
+        first + 3: "PAYLOAD_TOO_LARGE",
+        first + 5: "PAYLOAD_TOO_LARGE",
+    }
+    assert {
+        n: r["partnerTransactionId"] for n, r in by_line.items() if r["outcome"] != "invalid"
+    } == {
+        first: "a",
+        first + 2: "b",
+        first + 4: "c",
+        first + 6: "d",
+    }
 
 
 def test_the_default_upload_limit_is_in_line_with_real_logs() -> None:

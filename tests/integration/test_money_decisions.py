@@ -303,7 +303,7 @@ def test_a_batch_matches_a_toronto_evening_record_against_that_toronto_day(
         f"POST/EVENT,{logged['clientTransactionId']},{number},{_iso(TORONTO_EVENING)},10\n"
     )
     batch_id = batches.start_batch(own_db, sponsor, "test", False, NOW)
-    batches.run_batch(own_db, ALLOW, batch_id, io.StringIO(log), "csv", client_id="test")
+    batches.run_batch(own_db, ALLOW, batch_id, io.BytesIO(log.encode()), "csv", client_id="test")
     with own_db.reader() as session:
         view = batches.batch_view(session, batch_id, limit=100)
     assert view is not None

@@ -7,9 +7,10 @@ A log is CSV (with a header row) or JSON lines, one record per partner transacti
     [, issuanceOfferCode, locationCode, originalPartnerTransactionId,
        basketPreTaxAmount, basketPostTaxAmount]
 
-It is read as a stream, in chunks: memory does not grow with the file. A line (or a CSV record
-over quoted line breaks) longer than `Settings.batch_line_bytes_max` is never held whole: it is one
-refused record (`PAYLOAD_TOO_LARGE`) and reading goes on with the next line. Each chunk costs one
+It is read as a stream, in chunks: memory does not grow with the file. Lines end with LF, CR LF
+or a lone CR. A line (or a CSV record over quoted line breaks) longer than
+`Settings.batch_line_bytes_max` is never held whole: it is one refused record
+(`PAYLOAD_TOO_LARGE`) and reading goes on with the next line. Each chunk costs one
 query to find the real-time transactions it names. Bad records are reported with their line number
 and a catalogue code and never stop the rest of the file. Issuing a missing record uses the record's
 own partner id, so importing the same file again finds it and issues nothing twice.
@@ -18,6 +19,7 @@ own partner id, so importing the same file again finds it and issues nothing twi
 from __future__ import annotations
 
 import csv
+import io
 import json
 import secrets
 import uuid
@@ -26,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import IO, Any
+from typing import IO, Any, BinaryIO, ClassVar, cast
 
 from pydantic import ValidationError
 from sqlalchemy import and_, func, insert, or_, select, tuple_, update
@@ -99,80 +101,107 @@ class LogRecord:
     raw: dict[str, str]
 
 
-class _RecordTooLongError(ValueError):
+class _RefusedLineError(ValueError):
+    """A line (or CSV record) refused whole, under the catalogue `code`; reading goes on."""
+
+    code: ClassVar[str]
+
+
+class _RecordTooLongError(_RefusedLineError):
     """A physical line, or a CSV record over quoted line breaks, longer than the limit."""
 
+    code = "PAYLOAD_TOO_LARGE"
 
-class _UndecodableLineError(ValueError):
-    pass
+
+class _UndecodableLineError(_RefusedLineError):
+    code = "FIELD_INVALID"
 
 
 class _Lines:
-    """The physical lines of a log, each read with a bounded `readline`: a line longer than
-    `limit` (bytes of a binary stream, characters of a text one) is read through to its newline
-    in pieces of `limit` and dropped, so it never sits in memory whole. It surfaces as
-    `_RecordTooLongError` from `__next__`; iteration then goes on with the next line. For CSV,
-    `record_chars` bounds a record that spans lines through quoted line breaks the same way."""
+    """The physical lines of a log, ended by LF, CR LF or a lone CR (old Mac spreadsheets), each
+    read with a bounded `readline`: a line longer than `limit` characters is read through to its
+    line ending in pieces of `limit` and dropped, so it never sits in memory whole (one of at most
+    `limit` characters but more bytes, UTF-8 encoded, is refused too). It surfaces as
+    `_RecordTooLongError` from `__next__`; iteration then goes on with the next line.
+    Bytes that are not UTF-8 make their line an `_UndecodableLineError`, and reading goes on too.
+    For CSV, `record_bytes` bounds a record that spans lines through quoted line breaks the same
+    way. Lines keep their line ending (as `open(newline="")` does, which the csv module needs)."""
 
-    def __init__(self, stream: IO[bytes] | IO[str], limit: int) -> None:
-        self._stream = stream
+    def __init__(self, stream: IO[bytes], limit: int) -> None:
+        self._text = io.TextIOWrapper(
+            cast(BinaryIO, stream), encoding="utf-8", errors="surrogateescape", newline=""
+        )
         self._limit = limit
         self.line_no = 0
-        self.record_chars = 0
+        self.record_bytes = 0
         self._first = True
+        self._cr_pending = False  # the last piece dropped ended with CR: an LF next is its own
 
     def __iter__(self) -> _Lines:
         return self
 
     def __next__(self) -> str:
-        piece: bytes | str = self._stream.readline(self._limit + 1)
-        if not piece:
+        text = self._text.readline(self._limit + 1)
+        if self._cr_pending:
+            self._cr_pending = False
+            if text == "\n":  # CR LF split between two pieces of a dropped line
+                text = self._text.readline(self._limit + 1)
+        if not text:
             raise StopIteration
         self.line_no += 1
-        newline: bytes | str = b"\n" if isinstance(piece, bytes) else "\n"
-        if len(piece) > self._limit:
-            while piece and not piece.endswith(newline):  # type: ignore[arg-type]
-                piece = self._stream.readline(self._limit)
+        if len(text) > self._limit:
+            piece = text
+            while piece and not piece.endswith(("\n", "\r")):
+                piece = self._text.readline(self._limit)
+            self._cr_pending = piece.endswith("\r")
             raise _RecordTooLongError(f"line longer than {self._limit} bytes")
-        if isinstance(piece, bytes):
+        size = len(text)
+        if not text.isascii():
             try:
-                text = piece.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise _UndecodableLineError(f"not UTF-8 text (byte {exc.start + 1})") from None
-        else:
-            text = piece
+                size = len(text.encode("utf-8"))
+            except UnicodeEncodeError as exc:  # a byte that was not UTF-8, kept as a surrogate
+                at = len(text[: exc.start].encode("utf-8", "surrogateescape")) + 1
+                raise _UndecodableLineError(f"not UTF-8 text (byte {at})") from None
+            if size > self._limit:
+                raise _RecordTooLongError(f"line longer than {self._limit} bytes")
         if self._first:
             self._first = False
             text = text.removeprefix("\ufeff")
-        self.record_chars += len(text)
-        if self.record_chars > self._limit:
+        self.record_bytes += size
+        if self.record_bytes > self._limit:
             raise _RecordTooLongError(
                 f"record longer than {self._limit} bytes (quoted line breaks included)"
             )
         return text
 
+    def release(self) -> None:
+        """Give the binary stream back open (the wrapper would close it when collected)."""
+        if not self._text.closed:
+            self._text.detach()
+
 
 Item = tuple[int, dict[str, Any] | None, str | None, str | None]
 
 
-def _records(stream: IO[bytes] | IO[str], kind: str, line_bytes_max: int) -> Iterator[Item]:
+def _records(stream: IO[bytes], kind: str, line_bytes_max: int) -> Iterator[Item]:
     """(line number, fields or None, error code, error detail) per record."""
     lines = _Lines(stream, line_bytes_max)
-    if kind == "csv":
-        yield from _csv_records(lines)
-        return
+    try:
+        yield from _csv_records(lines) if kind == "csv" else _json_records(lines)
+    finally:
+        lines.release()
+
+
+def _json_records(lines: _Lines) -> Iterator[Item]:
     while True:
         try:
             line = next(lines)
         except StopIteration:
             return
-        except _RecordTooLongError as exc:
-            yield lines.line_no, None, "PAYLOAD_TOO_LARGE", str(exc)
+        except _RefusedLineError as exc:
+            yield lines.line_no, None, exc.code, str(exc)
             continue
-        except _UndecodableLineError as exc:
-            yield lines.line_no, None, "FIELD_INVALID", str(exc)
-            continue
-        lines.record_chars = 0
+        lines.record_bytes = 0
         if not line.strip():
             continue
         try:
@@ -195,16 +224,13 @@ def _csv_records(lines: _Lines) -> Iterator[Item]:
     reader = csv.reader(lines)
     header: list[str] | None = None
     while True:
-        lines.record_chars = 0
+        lines.record_bytes = 0
         try:
             row = next(reader)
         except StopIteration:
             return
-        except _RecordTooLongError as exc:
-            yield lines.line_no, None, "PAYLOAD_TOO_LARGE", str(exc)
-            continue
-        except _UndecodableLineError as exc:
-            yield lines.line_no, None, "FIELD_INVALID", str(exc)
+        except _RefusedLineError as exc:
+            yield lines.line_no, None, exc.code, str(exc)
             continue
         except csv.Error as exc:
             yield lines.line_no, None, "FIELD_INVALID", f"not CSV: {exc}"
@@ -281,7 +307,7 @@ def run_batch(
     db: Database,
     settings: Settings,
     batch_id: str,
-    stream: IO[bytes] | IO[str],
+    stream: IO[bytes],
     kind: str,
     *,
     client_id: str,
