@@ -485,7 +485,7 @@ def ledger_verify() -> None:
 def keys_rotate() -> None:
     """Add a signing key; every API process signs with it within a minute."""
     settings, db = _ready_database()
-    box = _secret_box(settings, db)
+    box = _secret_box(settings, db, check=True)  # a key no server has would break every refresh
     with db.unit_of_work() as session:
         kid = signing_keys.generate_key(session, clock.utc_now(), box)
     out.print(f"new signing key {kid}; retire older keys after one token lifetime")
@@ -597,7 +597,7 @@ def webhook_add(
 ) -> None:
     """Register an endpoint; its signing secret is printed once."""
     settings, db = _ready_database()
-    box = _secret_box(settings, db)
+    box = _secret_box(settings, db, check=True)  # the secret must be under the servers' key
     with _operation(db) as session:
         webhook_id, secret = webhooks.add_webhook(
             session,
