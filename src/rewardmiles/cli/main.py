@@ -133,13 +133,14 @@ def _secret_box(settings: Settings, db: Database, *, check: bool = False) -> sec
 
 
 @contextmanager
-def _operation(db: Database) -> Iterator[Session]:
-    """One operator action in one unit of work; a refusal exits with its message."""
+def _operation(db: Database, *, usage: tuple[type[OperatorError], ...] = ()) -> Iterator[Session]:
+    """One operator action in one unit of work; a refusal exits with its message (status 1, or 2
+    for the `usage` errors: a bad option value)."""
     try:
         with db.unit_of_work() as session:
             yield session
     except OperatorError as exc:
-        raise _fail(str(exc)) from exc
+        raise _fail(str(exc), 2 if isinstance(exc, usage) else 1) from exc
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -556,9 +557,6 @@ def pending_approve(line_id: Annotated[str, typer.Argument(help="TRANSACTION_ID:
     out.print(f"line {line_id} approved")
 
 
-REVIEW_REJECTED = "REVIEW_REJECTED"
-
-
 @pending_app.command("reject")
 def pending_reject(
     line_id: Annotated[str, typer.Argument(help="TRANSACTION_ID:LINE_NO")],
@@ -569,17 +567,11 @@ def pending_reject(
             metavar="CODE",
             help="An error code of the catalogue (GET /problems lists them).",
         ),
-    ] = REVIEW_REJECTED,
+    ] = settlement.REVIEW_REJECTED,
 ) -> None:
     """Reject a line held for review; the partner sees the reason as the line's errorCode."""
-    if reason not in CATALOGUE:
-        raise _fail(
-            f"--reason {reason!r} is not an error code of the catalogue "
-            f"(leave it out for {REVIEW_REJECTED}: refused by an operator)",
-            2,
-        )
     _, db = _ready_database()
-    with _operation(db) as session:
+    with _operation(db, usage=(settlement.UnknownReasonError,)) as session:
         settlement.reject(session, line_id, reason, clock.utc_now(), known_codes=list(CATALOGUE))
     out.print(f"line {line_id} rejected ({reason})")
 
