@@ -876,8 +876,7 @@ def batch_import(
     """Match a partner's transaction log against the real-time records; report discrepancies."""
     settings, db = _ready_database()
     with db.reader() as session:
-        if session.get(Sponsor, sponsor) is None:
-            raise _fail(f"sponsor {sponsor} does not exist")
+        _require_sponsor(session, sponsor)
     batch_id = batches.start_batch(db, sponsor, file.name, issue_missing, clock.utc_now())
     size = file.stat().st_size
     with (
