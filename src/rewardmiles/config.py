@@ -172,6 +172,15 @@ class Settings(BaseModel):
         "stands the service's clock still at that instant",
     )
 
+    @field_validator("secret_key_file", mode="before")
+    @classmethod
+    def _blank_key_file_is_unset(cls, value: object) -> object:
+        # An empty REWARDMILES_SECRET_KEY_FILE is no file (as an empty SECRET_KEY is no key),
+        # never Path(".").
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
     @field_validator("program_time_zone")
     @classmethod
     def _known_time_zone(cls, value: str) -> str:

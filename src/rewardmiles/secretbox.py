@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from rewardmiles.codec import b64url, unb64url
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database, normalize_url
 from rewardmiles.db.models import SigningKey, Webhook
@@ -63,7 +64,7 @@ def generate_key() -> str:
 def parse_key(text: str, name: str) -> bytes:
     value = text.strip().replace("+", "-").replace("/", "_")
     try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        raw = unb64url(value)
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != KEY_BYTES:
@@ -103,7 +104,7 @@ class SecretBox:
     def seal(self, clear: str, context: str) -> str:
         nonce = secrets.token_bytes(NONCE_BYTES)
         sealed = self._current.encrypt(nonce, clear.encode(), context.encode())
-        data = base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
+        data = b64url(nonce + sealed)
         return f"{PREFIX}:{self.key_id}:{data}"
 
     def open(self, stored: str, context: str, *, what: str | None = None) -> str:
@@ -121,7 +122,7 @@ class SecretBox:
                 "REWARDMILES_SECRET_KEY_PREVIOUS: set the key it was stored with"
             )
         try:
-            raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+            raw = unb64url(data)
             return aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], context.encode()).decode()
         except (InvalidTag, ValueError, binascii.Error) as exc:
             raise SecretKeyError(

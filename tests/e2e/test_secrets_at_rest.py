@@ -306,3 +306,43 @@ def test_the_demo_keeps_its_key_next_to_the_database(tmp_path: Path) -> None:
     key_file = tmp_path / "demo.db.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_commands_that_store_a_secret_refuse_a_key_the_stored_secrets_are_not_under(
+    dialect: str, database_factory: object
+) -> None:
+    """`keys rotate` and `webhook add` run with another key (or, on SQLite, none: development
+    mode makes one beside the database) would store a secret no server can read, and every
+    server's next key refresh would fail: they stop first, with one line, exit status 2."""
+    url = database_factory.create(dialect)  # type: ignore[attr-defined]
+    db = Database.from_url(url)
+    try:
+        sponsor = data.new_sponsor(db)
+        first = _cli(url, "keys", "rotate", env={"REWARDMILES_SECRET_KEY": KEY_A})
+        assert first.returncode == 0, first.stderr
+        before = _stored(db)
+        wrong_keys = [{"REWARDMILES_SECRET_KEY": KEY_B}]
+        if dialect == "sqlite":
+            wrong_keys.append({"REWARDMILES_SECRET_KEY": ""})
+        for env in wrong_keys:
+            for args in (
+                ("keys", "rotate"),
+                ("webhook", "add", "http://127.0.0.1:9/hook", "--sponsor", sponsor),
+            ):
+                result = _cli(url, *args, env=env)
+                output = result.stdout + result.stderr
+                assert result.returncode == 2, (args, env, output)
+                assert "Traceback" not in output
+                assert re.search(r"encrypted under key id [0-9a-f]{12}", output), output
+                assert "REWARDMILES_SECRET_KEY" in output
+                assert len(output.strip().splitlines()) == 1, output
+                assert _stored(db) == before, args
+        # With the key the stored secrets are under, both work.
+        for args in (
+            ("keys", "rotate"),
+            ("webhook", "add", "http://127.0.0.1:9/hook", "--sponsor", sponsor),
+        ):
+            result = _cli(url, *args, env={"REWARDMILES_SECRET_KEY": KEY_A})
+            assert result.returncode == 0, result.stderr
+    finally:
+        db.dispose()

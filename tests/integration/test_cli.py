@@ -27,6 +27,7 @@ from rewardmiles.config import TEST_CLOCK_PREFIX, Settings
 from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import (
+    Batch,
     Collector,
     IssuanceLine,
     Location,
@@ -884,6 +885,19 @@ def test_batch_import_refuses_a_line_over_the_limit_by_number_and_goes_on(
         "first",
         "third",
     )
+
+
+def test_batch_import_for_an_unknown_sponsor_fails_and_records_nothing(
+    cli: Cli, cli_db: Database, tmp_path: Path
+) -> None:
+    log = tmp_path / "partner-log.csv"
+    log.write_text("transactionType,partnerTransactionId,collectorNumber,transactionDateTime\n")
+    with cli_db.reader() as session:
+        batches_before = session.scalar(select(func.count()).select_from(Batch))
+    stderr = _failed(cli("batch", "import", str(log), "--sponsor", "NOSUCH"))
+    assert "sponsor NOSUCH does not exist" in stderr
+    with cli_db.reader() as session:
+        assert session.scalar(select(func.count()).select_from(Batch)) == batches_before
 
 
 FORMULAS = ('=HYPERLINK("http://x.test","y")', "-2+3", "@SUM(A1)", "+1", "=1+2")

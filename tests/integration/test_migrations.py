@@ -139,3 +139,46 @@ def test_webhook_secrets_widen_for_encryption_with_deliveries_in_place(empty_db:
         assert conn.execute(text("SELECT count(*) FROM webhook_deliveries")).scalar_one() == 1
         assert conn.execute(text("SELECT secret FROM webhooks")).scalar_one() == sealed
     assert _schema_diff(empty_db) == []
+
+
+def test_downgrade_below_0006_refuses_while_webhook_secrets_are_encrypted(
+    empty_db: Database,
+) -> None:
+    """The previous version reads no encrypted secret, and its 100-character column cannot hold
+    one (123 characters): 0006's downgrade refuses with a message saying so, changing nothing;
+    with the secrets in clear it goes through."""
+    migrate.upgrade(empty_db.engine)
+    now = "2026-11-30 12:00:00+00:00"
+    sealed = "rmenc1:0123456789ab:" + "x" * 103
+    with empty_db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO sponsors (code, name, active, created_at) "
+                "VALUES ('MIGR', 'Migration', true, :now)"
+            ),
+            {"now": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO webhooks (id, sponsor_code, url, secret, active, created_at) "
+                "VALUES ('w1', 'MIGR', 'https://example.invalid/', :secret, true, :now)"
+            ),
+            {"secret": sealed, "now": now},
+        )
+    cfg = migrate._config()
+    with empty_db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        with pytest.raises(RuntimeError) as refused:
+            command.downgrade(cfg, "0005")
+    message = str(refused.value)
+    assert "1 webhook secret" in message
+    assert "encrypted" in message
+    assert "backup" in message
+    assert migrate.current_revision(empty_db.engine) == migrate.head_revision()
+    with empty_db.engine.begin() as conn:
+        assert conn.execute(text("SELECT secret FROM webhooks")).scalar_one() == sealed
+        conn.execute(text("UPDATE webhooks SET secret = :s"), {"s": "whsec_" + "s" * 43})
+    with empty_db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0005")
+    assert migrate.current_revision(empty_db.engine) == "0005"

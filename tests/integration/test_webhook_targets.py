@@ -16,7 +16,7 @@ from click.testing import Result
 from sqlalchemy import insert
 from typer.testing import CliRunner
 
-from rewardmiles import clock
+from rewardmiles import clock, secretbox
 from rewardmiles.cli.main import app
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
@@ -27,6 +27,7 @@ from rewardmiles.webhooks.dispatch import Dispatcher
 from tests.conftest import TEST_BOX, TEST_SECRET_KEY, DatabaseFactory
 from tests.support import data
 from tests.support.issue import call
+from tests.support.receiver import receiver
 
 PUBLIC = "93.184.216.34"
 
@@ -319,3 +320,55 @@ def test_an_unexpected_error_is_a_failed_attempt_not_an_endless_re_lease(
     assert delivery.attempts == 1
     assert delivery.last_error is not None
     assert "UnicodeEncodeError" in delivery.last_error
+
+
+OTHER_KEY = "dHdlbHZlLWtleS1iLWZvci10ZXN0cy0tLS0tLS0tLS0="  # 32 bytes, not the suite's key
+
+
+def test_a_secret_that_does_not_decrypt_fails_its_own_delivery_only(
+    url_db: tuple[str, Database],
+) -> None:
+    """A webhook whose secret was sealed under another key: its delivery is a failed attempt
+    saying so, and the other due deliveries of the same pass go out."""
+    url, db = url_db
+    other_box = secretbox.SecretBox(secretbox.parse_key(OTHER_KEY, "OTHER_KEY"))
+    with receiver() as hook:
+        now = clock.utc_now()
+        ids: dict[str, str] = {}
+        for name, box in (("bad", other_box), ("good", TEST_BOX)):
+            sponsor = data.new_sponsor(db)
+            outcome = call(db, Settings(), data.event_body(sponsor, data.new_collector(db)))
+            with db.unit_of_work() as session:
+                hook_id, _ = webhooks.add_webhook(
+                    session, sponsor, hook.url, now, box, allow_private_targets=True
+                )
+                session.flush()
+                ids[name] = str(uuid.uuid4())
+                session.execute(
+                    insert(WebhookDelivery).values(
+                        id=ids[name],
+                        webhook_id=hook_id,
+                        event_type=webhooks.SETTLED_EVENT,
+                        transaction_id=str(outcome.transaction_id),
+                        payload_json="{}",
+                        status="pending",
+                        attempts=0,
+                        next_attempt_at=now,
+                        created_at=now,
+                    )
+                )
+        settings = Settings(
+            database_url=url, secret_key=TEST_SECRET_KEY, webhook_allow_private_targets=True
+        )
+        Dispatcher(db, settings).run_once()
+        assert hook.answered_ok == 1
+        assert len(hook.received) == 1
+    with db.reader() as session:
+        deliveries = {d.id: d for d in webhooks.list_deliveries(session) if d.id in ids.values()}
+    good, bad = deliveries[ids["good"]], deliveries[ids["bad"]]
+    assert good.status == "delivered"
+    assert bad.status == "pending"
+    assert bad.attempts == 1
+    assert bad.last_error is not None
+    assert "secret does not decrypt under the configured key" in bad.last_error
+    assert "REWARDMILES_SECRET_KEY" in bad.last_error

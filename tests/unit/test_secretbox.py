@@ -91,3 +91,19 @@ def test_key_file_setting(tmp_path: Path) -> None:
         secretbox.from_settings(Settings(secret_key_file=tmp_path / "missing"))
     with pytest.raises(SecretKeyError, match="not both"):
         secretbox.from_settings(Settings(secret_key=secretbox.generate_key(), secret_key_file=path))
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t"])
+def test_an_empty_key_file_setting_counts_as_unset(tmp_path: Path, blank: str) -> None:
+    """`REWARDMILES_SECRET_KEY_FILE=` (as an empty SECRET_KEY) is no file, not Path(".")."""
+    settings = Settings.from_env({"REWARDMILES_SECRET_KEY_FILE": blank})
+    assert settings.secret_key_file is None
+    key = secretbox.generate_key()
+    env = {"REWARDMILES_SECRET_KEY": key, "REWARDMILES_SECRET_KEY_FILE": blank}
+    box = secretbox.from_settings(Settings.from_env(env, database_url="sqlite://"))
+    assert box.key_id == secretbox.key_id(parse_key(key, "k"))
+    dev = Settings.from_env(
+        {"REWARDMILES_SECRET_KEY_FILE": blank}, database_url=f"sqlite:///{tmp_path / 'd.db'}"
+    )
+    secretbox.from_settings(dev)  # development mode: the key file beside the database
+    assert (tmp_path / "d.db.key").exists()

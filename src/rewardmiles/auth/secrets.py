@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
 from functools import lru_cache
+
+from rewardmiles.codec import b64url, unb64url
 
 SCHEME = "scrypt"
 _R = 8
@@ -22,21 +23,13 @@ def new_client_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def hash_secret(secret: str, *, cost: int) -> str:
     salt = secrets.token_bytes(16)
     n = 2**cost
     digest = hashlib.scrypt(
         secret.encode(), salt=salt, n=n, r=_R, p=_P, dklen=_DKLEN, maxmem=256 * n * _R
     )
-    return f"{SCHEME}${cost}${_b64(salt)}${_b64(digest)}"
+    return f"{SCHEME}${cost}${b64url(salt)}${b64url(digest)}"
 
 
 def verify_secret(secret: str, stored: str) -> bool:
@@ -48,10 +41,10 @@ def verify_secret(secret: str, stored: str) -> bool:
     if scheme != SCHEME:
         return False
     n = 2**cost
-    expected = _unb64(digest_text)
+    expected = unb64url(digest_text)
     actual = hashlib.scrypt(
         secret.encode(),
-        salt=_unb64(salt_text),
+        salt=unb64url(salt_text),
         n=n,
         r=_R,
         p=_P,

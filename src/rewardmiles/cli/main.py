@@ -133,13 +133,14 @@ def _secret_box(settings: Settings, db: Database, *, check: bool = False) -> sec
 
 
 @contextmanager
-def _operation(db: Database) -> Iterator[Session]:
-    """One operator action in one unit of work; a refusal exits with its message."""
+def _operation(db: Database, *, usage: tuple[type[OperatorError], ...] = ()) -> Iterator[Session]:
+    """One operator action in one unit of work; a refusal exits with its message (status 1, or 2
+    for the `usage` errors: a bad option value)."""
     try:
         with db.unit_of_work() as session:
             yield session
     except OperatorError as exc:
-        raise _fail(str(exc)) from exc
+        raise _fail(str(exc), 2 if isinstance(exc, usage) else 1) from exc
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -485,7 +486,7 @@ def ledger_verify() -> None:
 def keys_rotate() -> None:
     """Add a signing key; every API process signs with it within a minute."""
     settings, db = _ready_database()
-    box = _secret_box(settings, db)
+    box = _secret_box(settings, db, check=True)  # a key no server has would break every refresh
     with db.unit_of_work() as session:
         kid = signing_keys.generate_key(session, clock.utc_now(), box)
     out.print(f"new signing key {kid}; retire older keys after one token lifetime")
@@ -556,9 +557,6 @@ def pending_approve(line_id: Annotated[str, typer.Argument(help="TRANSACTION_ID:
     out.print(f"line {line_id} approved")
 
 
-REVIEW_REJECTED = "REVIEW_REJECTED"
-
-
 @pending_app.command("reject")
 def pending_reject(
     line_id: Annotated[str, typer.Argument(help="TRANSACTION_ID:LINE_NO")],
@@ -569,17 +567,11 @@ def pending_reject(
             metavar="CODE",
             help="An error code of the catalogue (GET /problems lists them).",
         ),
-    ] = REVIEW_REJECTED,
+    ] = settlement.REVIEW_REJECTED,
 ) -> None:
     """Reject a line held for review; the partner sees the reason as the line's errorCode."""
-    if reason not in CATALOGUE:
-        raise _fail(
-            f"--reason {reason!r} is not an error code of the catalogue "
-            f"(leave it out for {REVIEW_REJECTED}: refused by an operator)",
-            2,
-        )
     _, db = _ready_database()
-    with _operation(db) as session:
+    with _operation(db, usage=(settlement.UnknownReasonError,)) as session:
         settlement.reject(session, line_id, reason, clock.utc_now(), known_codes=list(CATALOGUE))
     out.print(f"line {line_id} rejected ({reason})")
 
@@ -597,7 +589,7 @@ def webhook_add(
 ) -> None:
     """Register an endpoint; its signing secret is printed once."""
     settings, db = _ready_database()
-    box = _secret_box(settings, db)
+    box = _secret_box(settings, db, check=True)  # the secret must be under the servers' key
     with _operation(db) as session:
         webhook_id, secret = webhooks.add_webhook(
             session,
@@ -884,8 +876,7 @@ def batch_import(
     """Match a partner's transaction log against the real-time records; report discrepancies."""
     settings, db = _ready_database()
     with db.reader() as session:
-        if session.get(Sponsor, sponsor) is None:
-            raise _fail(f"sponsor {sponsor} does not exist")
+        _require_sponsor(session, sponsor)
     batch_id = batches.start_batch(db, sponsor, file.name, issue_missing, clock.utc_now())
     size = file.stat().st_size
     with (

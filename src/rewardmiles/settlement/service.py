@@ -313,6 +313,14 @@ class ReviewError(OperatorError):
     pass
 
 
+class UnknownReasonError(ReviewError):
+    """A rejection's reason that is not an error code of the catalogue."""
+
+
+# The reason of a rejection when the operator names none.
+REVIEW_REJECTED = "REVIEW_REJECTED"
+
+
 def line_id(transaction_id: str, line_no: int) -> str:
     return f"{transaction_id}:{line_no}"
 
@@ -389,7 +397,10 @@ def reject(
     session: Session, text: str, code: str, now: datetime, *, known_codes: Sequence[str]
 ) -> None:
     if code not in known_codes:
-        raise ReviewError(f"reason {code!r} is not an error code of the catalogue")
+        raise UnknownReasonError(
+            f"reason {code!r} is not an error code of the catalogue (leave it out for "
+            f"{REVIEW_REJECTED}: refused by an operator)"
+        )
     transaction_id, line_no = _review_line(session, text)
     session.execute(
         update(IssuanceLine)

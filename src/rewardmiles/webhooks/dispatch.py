@@ -54,15 +54,16 @@ class Dispatcher:
         # The dispatcher's database work (claims, records) runs on one thread of its own: one
         # connection, however many deliveries are in flight.
         self._db_thread: ThreadPoolExecutor | None = None
-        self._box: secretbox.SecretBox | None = None  # opened on the first claim
+        self._box: secretbox.SecretBox | None = None  # built at the first delivery
 
     def _claim(self, count: int) -> list[service.DueDelivery]:
-        """Lease up to `count` due deliveries, their secrets decrypted (on the database thread)."""
-        due = service.lease_due(self._db, self._now(), self._lease, count)
-        if not due:
-            return due
+        """Lease up to `count` due deliveries (on the database thread); their secrets are still
+        sealed: each is opened by its own delivery, so one that does not open fails alone."""
+        return service.lease_due(self._db, self._now(), self._lease, count)
+
+    def _opened(self, due: service.DueDelivery) -> service.DueDelivery:
         if self._box is None:
-            self._box = secretbox.from_settings(self._settings)
+            self._box = secretbox.for_settings(self._settings)
         return service.opened(due, self._box)
 
     # ----------------------------------------------------------------------- control
@@ -196,6 +197,10 @@ class Dispatcher:
         return error is None
 
     async def _post(self, client: httpx.AsyncClient, due: service.DueDelivery) -> str | None:
+        try:
+            due = self._opened(due)
+        except secretbox.SecretKeyError as exc:  # a failed attempt of this delivery only
+            return f"the webhook's secret does not decrypt under the configured key: {exc}"
         allow_private = self._settings.webhook_allow_private_targets
         try:
             pinned = await asyncio.to_thread(targets.pin, due.url, allow_private=allow_private)

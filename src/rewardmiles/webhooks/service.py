@@ -270,9 +270,11 @@ def record_attempt(
     return error is None
 
 
-def opened(leased: list[DueDelivery], box: secretbox.SecretBox) -> list[DueDelivery]:
-    """The leased deliveries with their webhook's secret decrypted."""
-    return [replace(due, secret=box.open(due.secret, secretbox.WEBHOOK_CONTEXT)) for due in leased]
+def opened(due: DueDelivery, box: secretbox.SecretBox) -> DueDelivery:
+    """The leased delivery with its webhook's secret decrypted (`secretbox.SecretKeyError` when
+    it does not decrypt under the box's keys)."""
+    what = "the webhook's secret"
+    return replace(due, secret=box.open(due.secret, secretbox.WEBHOOK_CONTEXT, what=what))
 
 
 def signed_headers(due: DueDelivery, body: bytes) -> dict[str, str]:

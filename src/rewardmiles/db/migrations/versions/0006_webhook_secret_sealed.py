@@ -1,7 +1,9 @@
 """webhooks.secret holds an encrypted value (`rmenc1:KEYID:...`, 123 characters): 255 wide
 
 Nothing is encrypted here (a migration has no key): values stored in clear stay readable and are
-encrypted by the first start or `rewardmiles secrets rekey`.
+encrypted by the first start or `rewardmiles secrets rekey`. The downgrade refuses while any
+webhook secret is stored encrypted (the previous version cannot read it, and 123 characters do
+not fit its 100-character column).
 
 Revision ID: 0006
 Revises: 0005
@@ -30,6 +32,22 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # The previous version reads no encrypted secret, and a sealed one (123 characters) does not
+    # fit its 100-character column (PostgreSQL would refuse with a bare "value too long"; SQLite
+    # would keep it, and the previous version would sign with the ciphertext).
+    sealed = (
+        op.get_bind()
+        .execute(sa.text("SELECT count(*) FROM webhooks WHERE secret LIKE 'rmenc1:%'"))
+        .scalar_one()
+    )
+    if sealed:
+        secrets = "secret is" if sealed == 1 else "secrets are"
+        raise RuntimeError(
+            f"cannot downgrade below 0006: {sealed} webhook {secrets} stored encrypted "
+            "(rmenc1:...), which the previous version cannot read (nor encrypted signing keys) "
+            "and its 100-character webhooks.secret cannot hold. Restore the backup taken before "
+            "the upgrade instead"
+        )
     with op.batch_alter_table("webhooks", schema=None) as batch_op:
         batch_op.alter_column(
             "secret",
