@@ -107,6 +107,20 @@ def dialect(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test marked `postgres_only` is skipped where its dialect is SQLite (before any of its
+    fixtures is set up: no server or database is made for it)."""
+    skip = pytest.mark.skip(reason="postgres_only: the scenario needs PostgreSQL")
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if (
+            item.get_closest_marker("postgres_only") is not None
+            and callspec is not None
+            and callspec.params.get("dialect") == "sqlite"
+        ):
+            item.add_marker(skip)
+
+
 _REPORTED_PROBLEMS: dict[str, set[str]] = {}
 _CHECKERS: dict[str, Database] = {}
 

@@ -19,3 +19,5 @@ def test_readme_says_how_to_serve_on_another_port() -> None:
 def test_readme_says_how_to_start_from_a_fresh_demo_database() -> None:
     assert "rm -f rewardmiles.db rewardmiles.db-wal rewardmiles.db-shm" in README
     assert "fresh demo database" in README
+    # The development key is written beside the database (docs/operations.md): it goes too.
+    assert "rm -f rewardmiles.db rewardmiles.db-wal rewardmiles.db-shm rewardmiles.db.key" in README

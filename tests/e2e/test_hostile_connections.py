@@ -315,8 +315,10 @@ def test_connections_beyond_the_cap_are_refused_and_logged_once(
     assert httpx.get(server.base_url + "/healthz", timeout=2).status_code == 200
     holders = [_connect(server) for _ in range(4)]
     try:
-        time.sleep(0.3)  # the server has taken the four
-        refused = 0
+        # The server has taken the four once a fifth connection is refused (a probe that sends
+        # nothing and reads: it gets the whole answer, then the close).
+        refused = _until_refused(server)
+        answered = 0
         for _ in range(6):
             with _connect(server) as sock:
                 try:
@@ -330,7 +332,10 @@ def test_connections_beyond_the_cap_are_refused_and_logged_once(
             if answer is not None:
                 assert answer.problem()["code"] == "SERVICE_UNAVAILABLE"
                 assert answer.headers.get("retry-after") == "1"
+                answered += 1
             refused += 1
+        # A server that closed over-cap connections without a word would pass the loop above.
+        assert answered >= 1, "no connection beyond the cap was answered 503"
     finally:
         for sock in holders:
             sock.close()
@@ -371,6 +376,24 @@ def test_api_processes_of_workers_mode_enforce_the_same_limits(
         answer = _parse(attacker.received)
         assert answer is not None, attacker.received[:200]
         assert answer.status == 431
+
+
+def _until_refused(server: Server, timeout: float = 5) -> int:
+    """Open probe connections (sending nothing) until one is answered 503 and closed; a probe the
+    server holds instead (it has not taken all the connections before it yet) is closed and tried
+    again. The number of probes refused: one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with _connect(server) as probe:
+            received, closed = _read_until_closed(probe, 0.5)
+        if closed:
+            answer = _parse(received)
+            assert answer is not None, received
+            assert answer.status == 503, received
+            assert answer.problem()["code"] == "SERVICE_UNAVAILABLE"
+            assert answer.headers.get("retry-after") == "1"
+            return 1
+        assert time.monotonic() < deadline, "no connection beyond the cap was refused in time"
 
 
 def _events(server: Server, name: str) -> list[dict[str, Any]]:

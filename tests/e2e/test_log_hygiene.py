@@ -105,3 +105,18 @@ def test_console_log_escapes_control_characters_from_the_request(
     for raw in ("\x1b", "\x07", "\x7f", "\x9b", "\x08"):
         assert raw not in log
     assert "path=/\\x1b[2J\\x1b]0;owned\\x07fake\\x7f\\x9b\\x08 " in line
+
+    # CR and LF in the path (percent-encoded on the wire, decoded before it is logged): a forged
+    # line of its own would pass for one the server wrote.
+    forged = "/crlf%0d%0a2026-11-30T00:00:00Z%20[info]%20forged%0d"
+    assert httpx.get(f"{server.base_url}{forged}").status_code == 404
+    deadline = time.monotonic() + 10
+    while "forged" not in (log := server.log()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # One line holds the forged text: the server's access line, from its start to its end.
+    (line,) = [line for line in log.splitlines() if "forged" in line]
+    assert "\r" not in log
+    assert " request " in line
+    assert line.endswith("status=404")
+    # The escape's backslash is doubled: the renderer quotes (repr) a value with a space.
+    assert r"path='/crlf\\r\\n2026-11-30T00:00:00Z [info] forged\\r' " in line

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import DBAPIError
 
 from rewardmiles import ledger
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Collector, IssuanceLine, LedgerEntry, Transaction
-from rewardmiles.ledger.verify import PROBLEMS_SHOWN_MAX, VerifyReport, verify
+from rewardmiles.ledger.verify import PROBLEMS_SHOWN_MAX, VerifyReport, verify, verify_database
 from tests.conftest import DatabaseFactory
 from tests.support import data
 
@@ -323,6 +324,27 @@ def test_verify_is_ok_on_an_empty_ledger(own_db: Database) -> None:
     report = _verify(own_db)
     assert report.ok
     assert (report.entries, report.collectors, report.total_miles) == (0, 0, 0)
+
+
+def test_verify_database_reads_one_read_only_snapshot(own_db: Database, dialect: str) -> None:
+    """`ledger verify` runs in `Database.snapshot_reader()`: on PostgreSQL a repeatable-read,
+    read-only transaction (a row committed while it reads is not seen, a write is refused); on
+    SQLite the reader holds the only writer's lock, so nothing commits while it reads."""
+    count = select(func.count()).select_from(Collector)
+    data.new_collector(own_db)
+    with own_db.snapshot_reader() as session:
+        before = session.execute(count).scalar_one()
+        if dialect == "postgresql":
+            data.new_collector(own_db)  # committed by another connection, mid-snapshot
+            assert session.execute(count).scalar_one() == before
+            with pytest.raises(DBAPIError, match="read-only transaction"):
+                session.execute(delete(Collector))
+        else:
+            assert session.execute(count).scalar_one() == before
+    with own_db.reader() as session:
+        after = session.execute(count).scalar_one()
+    assert after == before + (1 if dialect == "postgresql" else 0)
+    assert verify_database(own_db).ok
 
 
 def _tamper_unbalanced_entry(db: Database, books: Books) -> list[str]:

@@ -8,6 +8,7 @@ the hour the suite runs at.
 
 from __future__ import annotations
 
+import functools
 import io
 import secrets
 from collections.abc import Iterator
@@ -24,14 +25,13 @@ from rewardmiles.db.models import IssuanceLine, Offer, Transaction
 from rewardmiles.errors import CATALOGUE, ProblemError
 from rewardmiles.idempotency.service import InFlightRegistry
 from rewardmiles.issuance import service
-from rewardmiles.issuance.schemas import PostEventRequest, ReverseEventRequest, event_command
 from rewardmiles.ledger.verify import verify
 from rewardmiles.reports import batches
 from rewardmiles.settlement import service as settlement
-from rewardmiles.web import canonical_json
 from tests.conftest import DatabaseFactory
 from tests.integration import test_one_statement_issue as one_statement
 from tests.support import data
+from tests.support.issue import call
 
 # 02:00 UTC on 21 November is 21:00 on 20 November in Toronto (EST, UTC-5): the same instant
 # falls on two different days depending on the zone it is read in.
@@ -77,33 +77,8 @@ def _body(
     return body
 
 
-def _call(
-    db: Database,
-    settings: Settings,
-    body: dict[str, Any],
-    *,
-    reverse: bool = False,
-    now: datetime = NOW,
-    key: str | None = None,
-    registry: InFlightRegistry | None = None,
-) -> service.Outcome:
-    model = ReverseEventRequest if reverse else PostEventRequest
-    request = model.model_validate(
-        body, context={"miles_per_line_max": settings.miles_per_line_max}
-    )
-    canonical = canonical_json(body)
-    partner_call = service.PartnerCall(
-        endpoint=service.Endpoint.REVERSE_EVENT if reverse else service.Endpoint.POST_EVENT,
-        client_id="money-decisions",
-        command=event_command(request),
-        request_json=canonical.decode(),
-        fingerprint=secrets.token_hex(16),
-        idempotency_key=key,
-        request_id="test",
-    )
-    return service.execute(
-        db, settings, registry or InFlightRegistry(), partner_call, now=lambda: now
-    )
+# Every call of this module at NOW unless it says otherwise, as one partner client.
+_call = functools.partial(call, now=NOW, client_id="money-decisions")
 
 
 def _set_status(db: Database, number: str, status: str) -> None:
@@ -236,7 +211,7 @@ def test_a_key_held_in_flight_in_this_process_gets_409_and_writes_nothing(
 
     # The first call with this key is still running when the second arrives.
     with registry.hold("money-decisions", key), pytest.raises(ProblemError) as conflict:
-        _call(own_db, ALLOW, body, key=key, registry=registry)
+        _call(own_db, ALLOW, body, idempotency_key=key, registry=registry)
     assert conflict.value.code == "IDEMPOTENCY_KEY_IN_USE"
     assert conflict.value.status == 409
     assert conflict.value.headers == {"Retry-After": "1"}
@@ -250,7 +225,7 @@ def test_a_key_held_in_flight_in_this_process_gets_409_and_writes_nothing(
     assert data.balance(own_db, number) == 0
 
     # Once the first call has finished, the key is free again.
-    assert _call(own_db, ALLOW, body, key=key, registry=registry).status == 200
+    assert _call(own_db, ALLOW, body, idempotency_key=key, registry=registry).status == 200
     assert data.balance(own_db, number) == 7
 
 

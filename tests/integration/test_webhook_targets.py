@@ -10,10 +10,12 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 
 import pytest
 from click.testing import Result
 from sqlalchemy import insert
+from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from rewardmiles import clock, secretbox
@@ -141,6 +143,25 @@ def test_webhook_list_never_prints_credentials(url_db: tuple[str, Database]) -> 
     assert "https://***@hooks.partner.example/h" in listed.stdout
 
 
+def _queue_delivery(session: Session, hook_id: str, transaction_id: str, now: datetime) -> str:
+    """A pending settled-event delivery to `hook_id`, due `now`; its id."""
+    delivery_id = str(uuid.uuid4())
+    session.execute(
+        insert(WebhookDelivery).values(
+            id=delivery_id,
+            webhook_id=hook_id,
+            event_type=webhooks.SETTLED_EVENT,
+            transaction_id=transaction_id,
+            payload_json="{}",
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+    )
+    return delivery_id
+
+
 def test_delivery_to_a_name_now_resolving_to_a_forbidden_address_is_refused(
     url_db: tuple[str, Database], dns: dict[str, list[str]]
 ) -> None:
@@ -159,20 +180,7 @@ def test_delivery_to_a_name_now_resolving_to_a_forbidden_address_is_refused(
     with db.unit_of_work() as session:
         hook_id, _ = webhooks.add_webhook(session, sponsor, target, now, TEST_BOX)
         session.flush()
-        delivery_id = str(uuid.uuid4())
-        session.execute(
-            insert(WebhookDelivery).values(
-                id=delivery_id,
-                webhook_id=hook_id,
-                event_type=webhooks.SETTLED_EVENT,
-                transaction_id=str(outcome.transaction_id),
-                payload_json="{}",
-                status="pending",
-                attempts=0,
-                next_attempt_at=now,
-                created_at=now,
-            )
-        )
+        delivery_id = _queue_delivery(session, hook_id, str(outcome.transaction_id), now)
     dns["rebind.partner.example"] = ["127.0.0.1"]  # what the name says at delivery time
 
     settings = Settings(database_url=url, secret_key=TEST_SECRET_KEY)
@@ -248,20 +256,7 @@ def test_a_flooding_receiver_costs_little_memory_and_time(
             allow_private_targets=True,
         )
         session.flush()
-        delivery_id = str(uuid.uuid4())
-        session.execute(
-            insert(WebhookDelivery).values(
-                id=delivery_id,
-                webhook_id=hook_id,
-                event_type=webhooks.SETTLED_EVENT,
-                transaction_id=str(outcome_txn.transaction_id),
-                payload_json="{}",
-                status="pending",
-                attempts=0,
-                next_attempt_at=now,
-                created_at=now,
-            )
-        )
+        delivery_id = _queue_delivery(session, hook_id, str(outcome_txn.transaction_id), now)
     settings = Settings(
         database_url=url, secret_key=TEST_SECRET_KEY, webhook_allow_private_targets=True
     )
@@ -292,20 +287,7 @@ def test_an_unexpected_error_is_a_failed_attempt_not_an_endless_re_lease(
             session, sponsor, "http://127.0.0.1:9/h", now, TEST_BOX, allow_private_targets=True
         )
         session.flush()
-        delivery_id = str(uuid.uuid4())
-        session.execute(
-            insert(WebhookDelivery).values(
-                id=delivery_id,
-                webhook_id=hook_id,
-                event_type=webhooks.SETTLED_EVENT,
-                transaction_id=str(outcome.transaction_id),
-                payload_json="{}",
-                status="pending",
-                attempts=0,
-                next_attempt_at=now,
-                created_at=now,
-            )
-        )
+        delivery_id = _queue_delivery(session, hook_id, str(outcome.transaction_id), now)
 
     def broken(url: str, *, allow_private: bool) -> targets.Pinned:
         raise UnicodeEncodeError("ascii", "ü", 0, 1, "not ascii")

@@ -24,7 +24,13 @@ def call(
     *,
     reverse: bool = False,
     now: datetime | None = None,
+    idempotency_key: str | None = None,
+    registry: InFlightRegistry | None = None,
+    client_id: str = "in-process",
 ) -> service.Outcome:
+    """`body` as a POST/EVENT (or, with `reverse`, a REVERSE/EVENT) call of `client_id`, at `now`
+    (default: the real clock), under `idempotency_key` if given, in flight in `registry` (default:
+    one shared by the calls that name none)."""
     model = ReverseEventRequest if reverse else PostEventRequest
     request = model.model_validate(
         body, context={"miles_per_line_max": settings.miles_per_line_max}
@@ -32,13 +38,17 @@ def call(
     canonical = canonical_json(body)
     outcome_call = service.PartnerCall(
         endpoint=service.Endpoint.REVERSE_EVENT if reverse else service.Endpoint.POST_EVENT,
-        client_id="in-process",
+        client_id=client_id,
         command=event_command(request),
         request_json=canonical.decode(),
         fingerprint=secrets.token_hex(16),
-        idempotency_key=None,
+        idempotency_key=idempotency_key,
         request_id="test",
     )
     return service.execute(
-        db, settings, _REGISTRY, outcome_call, now=(lambda: now) if now else clock.utc_now
+        db,
+        settings,
+        registry or _REGISTRY,
+        outcome_call,
+        now=(lambda: now) if now else clock.utc_now,
     )

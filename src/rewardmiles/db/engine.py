@@ -179,6 +179,21 @@ class Database:
             finally:
                 session.rollback()
 
+    @contextmanager
+    def snapshot_reader(self) -> Iterator[Session]:
+        """A read-only transaction that sees one snapshot of the whole database, however long it
+        reads while others write: PostgreSQL runs it at REPEATABLE READ, read only; SQLite's
+        reader holds the only writer's lock already, so nothing commits while it reads."""
+        with self.reader() as session:
+            if not self.is_sqlite:
+                session.connection(
+                    execution_options={
+                        "isolation_level": "REPEATABLE READ",
+                        "postgresql_readonly": True,
+                    }
+                )
+            yield session
+
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(select(1))

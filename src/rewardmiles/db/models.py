@@ -128,6 +128,16 @@ class Collector(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+# The statuses of a transaction and of an issuance line: the same four words. An accepted
+# transaction is `posted` or `pending` (lines `posted`, `pending` or `rejected`), a RECORD one
+# `recorded` (lines `recorded`), a refused one `rejected` (no line).
+POSTED = "posted"
+PENDING = "pending"
+REJECTED = "rejected"
+RECORDED = "recorded"
+STATUSES = (POSTED, PENDING, REJECTED, RECORDED)
+
+
 class Transaction(Base):
     """One partner request that reached the business rules: accepted (posted/pending) or rejected."""
 

@@ -30,7 +30,7 @@ from rewardmiles.db.engine import (
     insert_ignoring_conflicts,
     queued_writes,
 )
-from rewardmiles.db.models import Collector
+from rewardmiles.db.models import PENDING, POSTED, RECORDED, REJECTED, Collector
 from rewardmiles.errors import BusinessRuleError, FieldError, problem_from_error
 from rewardmiles.idempotency import service as idempotency
 from rewardmiles.issuance import repository as repo
@@ -58,10 +58,6 @@ class CollectorStatus(StrEnum):
 CREDIT = "credit"
 DEBIT = "debit"
 NO_EFFECT = "none"
-POSTED = "posted"
-PENDING = "pending"
-REJECTED = "rejected"
-RECORDED = "recorded"
 
 
 @dataclass(frozen=True, slots=True)

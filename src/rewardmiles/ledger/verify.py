@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, aliased
 
 from rewardmiles.config import NegativeBalancePolicy, Settings
 from rewardmiles.db.engine import Database
-from rewardmiles.db.models import Collector, IssuanceLine, LedgerEntry, Transaction
+from rewardmiles.db.models import STATUSES, Collector, IssuanceLine, LedgerEntry, Transaction
 from rewardmiles.ledger.service import COLLECTOR_ACCOUNT, SPONSOR_ACCOUNT
 
 PROBLEMS_SHOWN_MAX = 20
@@ -17,9 +17,8 @@ PROBLEMS_SHOWN_MAX = 20
 # What a transaction's status says of its lines (issuance/service.py writes them so; settlement
 # keeps them so, `refresh_transaction_status`): an accepted transaction (`posted`, `pending`) has
 # lines `posted`, `pending` or `rejected`, and is `pending` exactly while one of them is; a
-# `recorded` one (RECORD) has only `recorded` lines; a `rejected` one wrote no line at all.
-TRANSACTION_STATUSES = ("posted", "pending", "rejected", "recorded")
-LINE_STATUSES = ("posted", "pending", "rejected", "recorded")
+# `recorded` one (RECORD) has only `recorded` lines; a `rejected` one wrote no line at all. The
+# four words, for both: `db.models.STATUSES`.
 
 
 @dataclass
@@ -35,11 +34,9 @@ class VerifyReport:
 
 
 def verify_database(db: Database, settings: Settings | None = None) -> VerifyReport:
-    """`verify` in one snapshot of the database (PostgreSQL: repeatable read), so the books can
+    """`verify` in one snapshot of the database (`Database.snapshot_reader`), so the books can
     be checked while the service writes to them."""
-    with db.reader() as session:
-        if db.dialect == "postgresql":  # SQLite's reader holds the only writer's lock
-            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    with db.snapshot_reader() as session:
         return verify(session, settings)
 
 
@@ -140,14 +137,14 @@ def verify(session: Session, settings: Settings | None = None) -> VerifyReport:
 
 
 def _statuses_disagreeing_with_lines(session: Session) -> list[str]:
-    """Each transaction's status against its lines' (`TRANSACTION_STATUSES`); the lines are
+    """Each transaction's status against its lines' (`db.models.STATUSES`); the lines are
     read once, joined to their transaction by its primary key."""
     wrong_lines = session.execute(
         select(Transaction.id, Transaction.status, IssuanceLine.line_no, IssuanceLine.status)
         .join(Transaction, Transaction.id == IssuanceLine.transaction_id)
         .where(
             or_(
-                IssuanceLine.status.not_in(LINE_STATUSES),
+                IssuanceLine.status.not_in(STATUSES),
                 Transaction.status == "rejected",
                 (Transaction.status == "recorded") != (IssuanceLine.status == "recorded"),
                 and_(IssuanceLine.status == "pending", Transaction.status != "pending"),
@@ -168,7 +165,7 @@ def _statuses_disagreeing_with_lines(session: Session) -> list[str]:
         select(Transaction.id, Transaction.status)
         .where(
             or_(
-                Transaction.status.not_in(TRANSACTION_STATUSES),
+                Transaction.status.not_in(STATUSES),
                 and_(Transaction.status == "pending", ~pending_line),
             )
         )

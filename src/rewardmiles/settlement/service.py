@@ -21,14 +21,11 @@ from sqlalchemy.orm import Session, aliased
 from rewardmiles import ledger
 from rewardmiles.config import NegativeBalancePolicy, Settings
 from rewardmiles.db.engine import Database
-from rewardmiles.db.models import Collector, IssuanceLine, Transaction
+from rewardmiles.db.models import PENDING, POSTED, REJECTED, Collector, IssuanceLine, Transaction
 from rewardmiles.errors import OperatorError
 from rewardmiles.issuance import repository as issuance_repo
 from rewardmiles.webhooks import service as webhooks
 
-PENDING = "pending"
-POSTED = "posted"
-REJECTED = "rejected"
 CREDIT = "credit"
 
 REVIEW = "review"
