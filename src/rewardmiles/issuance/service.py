@@ -85,8 +85,9 @@ RULES: dict[Endpoint, EndpointRules] = {
     Endpoint.RECORD: EndpointRules("RECORD", NO_EFFECT),
     Endpoint.ISSUE: EndpointRules("ISSUE", CREDIT),
     Endpoint.RETURN: EndpointRules("RETURN", DEBIT, (Endpoint.ISSUE,), (Endpoint.POST,)),
-    Endpoint.CALCULATE: EndpointRules("CALCULATE", NO_EFFECT),
 }
+# The endpoints that record a transaction, each run by `execute`. CALCULATE is not one of them:
+# it records nothing and is run by `calculate` alone.
 WIRE_NAMES = {endpoint.value: rules.wire_name for endpoint, rules in RULES.items()}
 # Program-calculated miles go back through RETURN, with the rules stored with the ISSUE;
 # partner-calculated ones (no stored rules) through REVERSE or REVERSE/EVENT, with their amounts.
@@ -146,7 +147,10 @@ def execute(
     now: Callable[[], datetime] = clock.utc_now,
 ) -> Outcome:
     """Run one partner write call: idempotency, rules, effects, all in one unit of work. The
-    first attempt leaves rule 3.7's duplicate check to the unique index."""
+    first attempt leaves rule 3.7's duplicate check to the unique index. A call of an endpoint
+    that records no transaction (CALCULATE: `calculate`) is refused before anything is read."""
+    if call.endpoint not in RULES:
+        raise ValueError(f"{call.endpoint.name} records no transaction: `execute` does not run it")
     return _run_keyed(
         db,
         registry,
