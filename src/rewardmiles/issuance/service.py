@@ -457,10 +457,9 @@ def _lock_or_enroll(
     return account
 
 
-def _check_collector(
-    settings: Settings, account: ledger.CollectorAccount | None, number: str
-) -> None:
-    if account is None:
+def _check_collector(settings: Settings, status: str | None, number: str) -> None:
+    """The collector's status (None: not enrolled) against the program's policies."""
+    if status is None:
         if settings.unknown_collector_policy is UnknownCollectorPolicy.REJECT:
             raise BusinessRuleError(
                 "COLLECTOR_NOT_FOUND",
@@ -468,10 +467,16 @@ def _check_collector(
                 field="collectorNumber",
             )
         return
-    if account.status == CollectorStatus.CLOSED:
+    if status == CollectorStatus.CLOSED:
         raise BusinessRuleError(
             "COLLECTOR_CLOSED", "The collector's account is closed.", field="collectorNumber"
         )
+
+
+def _check_collector_unlocked(session: Session, settings: Settings, number: str) -> None:
+    """`_check_collector` from a read without a lock, for the calls that move no miles (RECORD,
+    CALCULATE): nothing is enrolled or left pending by them."""
+    _check_collector(settings, repo.collector_status(session, number), number)
 
 
 def _check_date_window(settings: Settings, command: Command, now: datetime) -> None:
@@ -729,7 +734,7 @@ def _apply(
     command = call.command
     rules = RULES[call.endpoint]
     assert command.collector_number is not None
-    _check_collector(settings, account, command.collector_number)
+    _check_collector(settings, account.status if account else None, command.collector_number)
     _check_date_window(settings, command, now)
     if command.program is None:
         reverses_original = rules.direction == DEBIT and bool(command.original_partner_id)
@@ -754,9 +759,7 @@ def _record(session: Session, settings: Settings, call: PartnerCall, now: dateti
         return replay
     number = call.command.collector_number
     if number is not None:
-        status = repo.collector_status(session, number)
-        account = None if status is None else ledger.CollectorAccount(number, status, 0)
-        _check_collector(settings, account, number)
+        _check_collector_unlocked(session, settings, number)
     _check_date_window(settings, call.command, now)
     _check_offers_and_locations(session, settings, call.command)
     planned = [
@@ -1093,11 +1096,7 @@ def _preview_offers(
     """CALCULATE's reads: what ISSUE would refuse, it refuses; then the applicable offers."""
     _check_sponsor(session, command.sponsor_code)
     if command.collector_number is not None:
-        status = repo.collector_status(session, command.collector_number)
-        account = (
-            None if status is None else ledger.CollectorAccount(command.collector_number, status, 0)
-        )
-        _check_collector(settings, account, command.collector_number)
+        _check_collector_unlocked(session, settings, command.collector_number)
     _check_date_window(settings, command, now)
     return _program_offers(session, settings, command)
 
