@@ -597,19 +597,7 @@ def _load_original(
     command = call.command
     if not command.original_partner_id:
         return None, frozenset()
-    field = command.original_field
-    origins = [endpoint.value for endpoint in rules.reversible_origins]
-    original = repo.find_accepted(
-        session, command.sponsor_code, origins, command.original_partner_id, lock=True
-    )
-    if original is None:
-        raise _original_not_found(session, call)
-    if original.collector_number != command.collector_number:
-        raise BusinessRuleError(
-            "ORIGINAL_COLLECTOR_MISMATCH",
-            "The original transaction was for a different collector.",
-            field=field,
-        )
+    original = _locked_original(session, call, rules)
     totals = repo.original_totals(session, original.id)
     requested: dict[str, int] = defaultdict(int)
     errors: list[FieldError] = []
@@ -629,6 +617,30 @@ def _load_original(
             )
     _reject_if_any(errors, "The reversal exceeds what the original issued.")
     return original.id, totals.pending_offers
+
+
+def _locked_original(
+    session: Session, call: PartnerCall, rules: EndpointRules
+) -> repo.AcceptedTransaction:
+    """The accepted original the reversal names, of its endpoint's own family, under its row
+    lock; rejected when there is none (`_original_not_found`) or it was for another collector."""
+    command = call.command
+    original = repo.find_accepted(
+        session,
+        command.sponsor_code,
+        [endpoint.value for endpoint in rules.reversible_origins],
+        command.original_partner_id or "",
+        lock=True,
+    )
+    if original is None:
+        raise _original_not_found(session, call)
+    if original.collector_number != command.collector_number:
+        raise BusinessRuleError(
+            "ORIGINAL_COLLECTOR_MISMATCH",
+            "The original transaction was for a different collector.",
+            field=command.original_field,
+        )
+    return original
 
 
 def _original_not_found(session: Session, call: PartnerCall) -> BusinessRuleError:
@@ -981,21 +993,7 @@ def _check_line_maximum(settings: Settings, computed: list[engine.Computed]) -> 
 def _compute_return(session: Session, call: PartnerCall) -> Command:
     command = call.command
     assert command.program is not None
-    original = repo.find_accepted(
-        session,
-        command.sponsor_code,
-        (Endpoint.ISSUE.value,),
-        command.original_partner_id or "",
-        lock=True,
-    )
-    if original is None:
-        raise _original_not_found(session, call)
-    if original.collector_number != command.collector_number:
-        raise BusinessRuleError(
-            "ORIGINAL_COLLECTOR_MISMATCH",
-            "The original transaction was for a different collector.",
-            field=command.original_field,
-        )
+    original = _locked_original(session, call, RULES[Endpoint.RETURN])
     issued = orjson.loads(repo.get_calculation(session, original.id) or "null")
     bought = {item["id"]: int(item["quantity"]) for item in issued["items"]}
     returned_before: dict[str, int] = defaultdict(int)
