@@ -483,6 +483,24 @@ def test_calculate_with_a_key_this_process_is_running_is_409_in_use(shop: Shop) 
     assert not outcome.replayed
 
 
+@pytest.mark.parametrize("key", [None, "k-execute"])
+def test_execute_refuses_a_calculate_call_and_records_nothing(shop: Shop, key: str | None) -> None:
+    """CALCULATE is `service.calculate`'s alone: the write path refuses it before its unit of
+    work, so a preview can never be stored as a transaction (nor its key taken)."""
+    shop.standard_offers()
+    collector = shop.world.collector()
+    body = shop.basket(collector, APPLES, KETTLE)
+    call = calculate_call(shop, body, key=key)
+
+    with pytest.raises(ValueError, match="CALCULATE"):
+        service.execute(shop.world.db, Settings(), idempotency.InFlightRegistry(), call)
+
+    assert stored(shop.world.db, shop.sponsor, CALCULATE, body["checkoutTransactionId"]) == []
+    assert_nothing_stored(
+        shop.world.db, shop.partner.client_id, collector, body["checkoutTransactionId"], key
+    )
+
+
 def test_calculate_calls_with_one_key_at_once_compute_once(shop: Shop) -> None:
     shop.standard_offers()
     body = shop.basket(shop.world.collector(), APPLES, KETTLE)

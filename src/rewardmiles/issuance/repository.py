@@ -426,7 +426,7 @@ def calculations_of_reversals(session: Session, original_id: str) -> list[str]:
 
 
 def collector_status(session: Session, number: str) -> str | None:
-    """Read without a lock: for previews only."""
+    """Read without a lock: for the calls that move no miles (RECORD, CALCULATE)."""
     return (
         session.connection()
         .execute(select(Collector.status).where(Collector.number == number))

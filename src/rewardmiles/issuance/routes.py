@@ -97,7 +97,10 @@ async def _handle(
     to_command: Callable[[M, Principal], Command],
     *,
     idempotent: bool = True,
+    run: Callable[..., service.Outcome] = service.execute,
 ) -> Response:
+    """Authenticate, parse, then `run` the call: `service.execute` (after the one-statement path,
+    where the server has one) for the endpoints that record a transaction."""
     ctx = request.app.state.ctx
     principal = await authorize(request)
     key = idempotency.parse_key(request.headers.get("idempotency-key")) if idempotent else None
@@ -118,18 +121,12 @@ async def _handle(
         request_id=request_id_of(request),
     )
     outcome = None
-    if endpoint is service.Endpoint.CALCULATE:
-        outcome = await run_sync(
-            ctx.limiter, service.calculate, ctx.db, ctx.settings, ctx.registry, call
-        )
-    elif ctx.issue_writer is not None:
+    if run is service.execute and ctx.issue_writer is not None:
         outcome = await service.execute_at_once(
             ctx.issue_writer, ctx.db, ctx.settings, ctx.registry, call
         )
     if outcome is None:
-        outcome = await run_sync(
-            ctx.limiter, service.execute, ctx.db, ctx.settings, ctx.registry, call
-        )
+        outcome = await run_sync(ctx.limiter, run, ctx.db, ctx.settings, ctx.registry, call)
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     return json_response(outcome.status, outcome.body, headers)
 
@@ -224,7 +221,9 @@ def _program(body: ProgramBasketBase, principal: Principal) -> Command:
     openapi_extra=_request_body(CalculateRequest),
 )
 async def calculate(request: Request) -> Response:
-    return await _handle(request, service.Endpoint.CALCULATE, CalculateRequest, _program)
+    return await _handle(
+        request, service.Endpoint.CALCULATE, CalculateRequest, _program, run=service.calculate
+    )
 
 
 @router.post(

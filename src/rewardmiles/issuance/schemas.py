@@ -33,11 +33,14 @@ from rewardmiles.errors import FieldRuleError
 from rewardmiles.offers import engine
 
 PRINTABLE_NO_SPACE = r"^[!-~]+$"
-DATETIME_RULE = (
-    "must be an RFC 3339 date-time: YYYY-MM-DDThh:mm:ss, an optional fraction of 1–9 digits, "
+# The partner date-time format, stated once: in the schema's description and in the rule an
+# error message quotes.
+DATETIME_FORMAT = (
+    "RFC 3339 date-time: YYYY-MM-DDThh:mm:ss, an optional fraction of 1–9 digits, "
     "then Z or ±hh:mm from -12:00 to +14:00 (e.g. 2021-11-11T12:54:31.780-05:00), within "
     "years 1–9999 in UTC"
 )
+DATETIME_RULE = f"must be an {DATETIME_FORMAT}"
 
 
 PartnerTransactionId = Annotated[
@@ -70,8 +73,7 @@ IsoDateTime = Annotated[
             "format": "date-time",
             "pattern": clock.RFC3339_PATTERN,
             "maxLength": clock.RFC3339_CHARS_MAX,
-            "description": "RFC 3339: uppercase T, seconds, an optional fraction of 1–9 digits, "
-            "Z or ±hh:mm from -12:00 to +14:00.",
+            "description": f"An {DATETIME_FORMAT}.",
         }
     ),
 ]

@@ -81,8 +81,9 @@ RULES: dict[Endpoint, EndpointRules] = {
     Endpoint.RECORD: EndpointRules("RECORD", NO_EFFECT),
     Endpoint.ISSUE: EndpointRules("ISSUE", CREDIT),
     Endpoint.RETURN: EndpointRules("RETURN", DEBIT, (Endpoint.ISSUE,), (Endpoint.POST,)),
-    Endpoint.CALCULATE: EndpointRules("CALCULATE", NO_EFFECT),
 }
+# The endpoints that record a transaction, each run by `execute`. CALCULATE is not one of them:
+# it records nothing and is run by `calculate` alone.
 WIRE_NAMES = {endpoint.value: rules.wire_name for endpoint, rules in RULES.items()}
 # Program-calculated miles go back through RETURN, with the rules stored with the ISSUE;
 # partner-calculated ones (no stored rules) through REVERSE or REVERSE/EVENT, with their amounts.
@@ -142,7 +143,10 @@ def execute(
     now: Callable[[], datetime] = clock.utc_now,
 ) -> Outcome:
     """Run one partner write call: idempotency, rules, effects, all in one unit of work. The
-    first attempt leaves rule 3.7's duplicate check to the unique index."""
+    first attempt leaves rule 3.7's duplicate check to the unique index. A call of an endpoint
+    that records no transaction (CALCULATE: `calculate`) is refused before anything is read."""
+    if call.endpoint not in RULES:
+        raise ValueError(f"{call.endpoint.name} records no transaction: `execute` does not run it")
     return _run_keyed(
         db,
         registry,
@@ -449,10 +453,9 @@ def _lock_or_enroll(
     return account
 
 
-def _check_collector(
-    settings: Settings, account: ledger.CollectorAccount | None, number: str
-) -> None:
-    if account is None:
+def _check_collector(settings: Settings, status: str | None, number: str) -> None:
+    """The collector's status (None: not enrolled) against the program's policies."""
+    if status is None:
         if settings.unknown_collector_policy is UnknownCollectorPolicy.REJECT:
             raise BusinessRuleError(
                 "COLLECTOR_NOT_FOUND",
@@ -460,10 +463,16 @@ def _check_collector(
                 field="collectorNumber",
             )
         return
-    if account.status == CollectorStatus.CLOSED:
+    if status == CollectorStatus.CLOSED:
         raise BusinessRuleError(
             "COLLECTOR_CLOSED", "The collector's account is closed.", field="collectorNumber"
         )
+
+
+def _check_collector_unlocked(session: Session, settings: Settings, number: str) -> None:
+    """`_check_collector` from a read without a lock, for the calls that move no miles (RECORD,
+    CALCULATE): nothing is enrolled or left pending by them."""
+    _check_collector(settings, repo.collector_status(session, number), number)
 
 
 def _check_date_window(settings: Settings, command: Command, now: datetime) -> None:
@@ -584,19 +593,7 @@ def _load_original(
     command = call.command
     if not command.original_partner_id:
         return None, frozenset()
-    field = command.original_field
-    origins = [endpoint.value for endpoint in rules.reversible_origins]
-    original = repo.find_accepted(
-        session, command.sponsor_code, origins, command.original_partner_id, lock=True
-    )
-    if original is None:
-        raise _original_not_found(session, call)
-    if original.collector_number != command.collector_number:
-        raise BusinessRuleError(
-            "ORIGINAL_COLLECTOR_MISMATCH",
-            "The original transaction was for a different collector.",
-            field=field,
-        )
+    original = _locked_original(session, call, rules)
     totals = repo.original_totals(session, original.id)
     requested: dict[str, int] = defaultdict(int)
     errors: list[FieldError] = []
@@ -616,6 +613,30 @@ def _load_original(
             )
     _reject_if_any(errors, "The reversal exceeds what the original issued.")
     return original.id, totals.pending_offers
+
+
+def _locked_original(
+    session: Session, call: PartnerCall, rules: EndpointRules
+) -> repo.AcceptedTransaction:
+    """The accepted original the reversal names, of its endpoint's own family, under its row
+    lock; rejected when there is none (`_original_not_found`) or it was for another collector."""
+    command = call.command
+    original = repo.find_accepted(
+        session,
+        command.sponsor_code,
+        [endpoint.value for endpoint in rules.reversible_origins],
+        command.original_partner_id or "",
+        lock=True,
+    )
+    if original is None:
+        raise _original_not_found(session, call)
+    if original.collector_number != command.collector_number:
+        raise BusinessRuleError(
+            "ORIGINAL_COLLECTOR_MISMATCH",
+            "The original transaction was for a different collector.",
+            field=command.original_field,
+        )
+    return original
 
 
 def _original_not_found(session: Session, call: PartnerCall) -> BusinessRuleError:
@@ -721,7 +742,7 @@ def _apply(
     command = call.command
     rules = RULES[call.endpoint]
     assert command.collector_number is not None
-    _check_collector(settings, account, command.collector_number)
+    _check_collector(settings, account.status if account else None, command.collector_number)
     _check_date_window(settings, command, now)
     if command.program is None:
         reverses_original = rules.direction == DEBIT and bool(command.original_partner_id)
@@ -746,9 +767,7 @@ def _record(session: Session, settings: Settings, call: PartnerCall, now: dateti
         return replay
     number = call.command.collector_number
     if number is not None:
-        status = repo.collector_status(session, number)
-        account = None if status is None else ledger.CollectorAccount(number, status, 0)
-        _check_collector(settings, account, number)
+        _check_collector_unlocked(session, settings, number)
     _check_date_window(settings, call.command, now)
     _check_offers_and_locations(session, settings, call.command)
     planned = [
@@ -970,21 +989,7 @@ def _check_line_maximum(settings: Settings, computed: list[engine.Computed]) -> 
 def _compute_return(session: Session, call: PartnerCall) -> Command:
     command = call.command
     assert command.program is not None
-    original = repo.find_accepted(
-        session,
-        command.sponsor_code,
-        (Endpoint.ISSUE.value,),
-        command.original_partner_id or "",
-        lock=True,
-    )
-    if original is None:
-        raise _original_not_found(session, call)
-    if original.collector_number != command.collector_number:
-        raise BusinessRuleError(
-            "ORIGINAL_COLLECTOR_MISMATCH",
-            "The original transaction was for a different collector.",
-            field=command.original_field,
-        )
+    original = _locked_original(session, call, RULES[Endpoint.RETURN])
     issued = orjson.loads(repo.get_calculation(session, original.id) or "null")
     bought = {item["id"]: int(item["quantity"]) for item in issued["items"]}
     returned_before: dict[str, int] = defaultdict(int)
@@ -1085,11 +1090,7 @@ def _preview_offers(
     """CALCULATE's reads: what ISSUE would refuse, it refuses; then the applicable offers."""
     _check_sponsor(session, command.sponsor_code)
     if command.collector_number is not None:
-        status = repo.collector_status(session, command.collector_number)
-        account = (
-            None if status is None else ledger.CollectorAccount(command.collector_number, status, 0)
-        )
-        _check_collector(settings, account, command.collector_number)
+        _check_collector_unlocked(session, settings, command.collector_number)
     _check_date_window(settings, command, now)
     return _program_offers(session, settings, command)
 
