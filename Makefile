@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-sqlite lint format typecheck openapi lock verify bench bench-quick reliability mutation clean
+.PHONY: help install run test test-sqlite lint format typecheck openapi lock verify bench bench-quick reliability mutation mutation-sample clean
 
 help: ## List the tasks
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ reliability: install ## Long crash profile (25+ SIGKILLs) and a real PostgreSQL 
 
 mutation: install ## Mutation testing of the money modules (MODULES="ledger clock", DATABASES, E2E=1); docs/testing.md
 	$(BIN)/python -m tests.mutation $(MODULES) --databases $(or $(DATABASES),sqlite) $(if $(E2E),--e2e)
+
+mutation-sample: install ## CI's bounded sample: mutants of the money functions changed in the last 24 h of commits
+	$(BIN)/python -m tests.mutation --changed-within-hours 24 --gated-only --max-seconds 420
 
 verify: install ## Check the ledger invariants (REWARDMILES_DATABASE_URL)
 	$(BIN)/rewardmiles ledger verify

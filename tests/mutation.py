@@ -40,6 +40,10 @@ MUTMUT = [sys.executable, "-m", "mutmut"]
 class Module:
     path: str  # a file, or a folder ending in "/"
     e2e: tuple[str, ...] = ()  # the e2e files that exercise it through a server
+    # At 0 unexplained survivors in the last full run: a survivor here is a regression, and
+    # fails even the CI sample. A module still being brought there only reports its survivors
+    # in the sample (docs/testing.md lists what remains).
+    gated: bool = True
 
     @property
     def pattern(self) -> str:
@@ -68,16 +72,123 @@ MODULES = {
     "issuance": Module(
         "src/rewardmiles/issuance/service.py",
         ("tests/e2e/test_event_outcomes.py", "tests/e2e/test_basket.py"),
+        gated=False,
     ),
 }
 WORKERS = 2
 E2E_SECONDS_MAX = 300.0  # one mutant against its module's e2e files
 
 
+@dataclass(frozen=True)
+class Explained:
+    """A mutant no test can kill because it changes nothing observable. `line` is the mutated
+    line as `mutmut show` prints it (without the leading "+"): mutant numbers shift when their
+    function changes, so a name whose mutant no longer makes this edit counts as a survivor
+    until the entry is brought up to date. docs/testing.md gives the longer story of each."""
+
+    line: str
+    reason: str
+
+
+_JOIN_ON_INFERRED = (
+    "a join's ON clause dropped: SQLAlchemy infers the same condition from the foreign keys"
+)
+_LINE_ORDER = (
+    "a transaction's wrong lines are read through the primary key (transaction_id, line_no) "
+    "in line order on both dialects; the ORDER BY makes that order a promise"
+)
+_SUM_GUARD = "unreachable: entry_rows writes each pair as +m and -m, so the sum is zero"
+
+EXPLAINED: dict[str, Explained] = {
+    "rewardmiles.ledger.verify.x_verify__mutmut_120": Explained(
+        "None,",
+        _JOIN_ON_INFERRED,
+    ),
+    "rewardmiles.ledger.verify.x_verify__mutmut_122": Explained(
+        ")",
+        _JOIN_ON_INFERRED,
+    ),
+    "rewardmiles.ledger.verify.x__statuses_disagreeing_with_lines__mutmut_10": Explained(
+        ".join(Transaction, None)",
+        _JOIN_ON_INFERRED,
+    ),
+    "rewardmiles.ledger.verify.x__statuses_disagreeing_with_lines__mutmut_12": Explained(
+        ".join(Transaction, )",
+        _JOIN_ON_INFERRED,
+    ),
+    "rewardmiles.ledger.verify.x__pairs_disagreeing_with_lines__mutmut_15": Explained(
+        ".join(Transaction, None)",
+        _JOIN_ON_INFERRED,
+    ),
+    "rewardmiles.ledger.verify.x__pairs_disagreeing_with_lines__mutmut_17": Explained(
+        ".join(Transaction, )",
+        _JOIN_ON_INFERRED,
+    ),
+    "rewardmiles.ledger.verify.x__pairs_disagreeing_with_lines__mutmut_19": Explained(
+        "None,",
+        _JOIN_ON_INFERRED,
+    ),
+    "rewardmiles.ledger.verify.x__pairs_disagreeing_with_lines__mutmut_21": Explained(
+        ")",
+        _JOIN_ON_INFERRED,
+    ),
+    "rewardmiles.ledger.verify.x__reversals_beyond_originals__mutmut_13": Explained(
+        ".join(rev_txn, None)",
+        _JOIN_ON_INFERRED,
+    ),
+    "rewardmiles.ledger.verify.x__reversals_beyond_originals__mutmut_15": Explained(
+        ".join(rev_txn, )",
+        _JOIN_ON_INFERRED,
+    ),
+    "rewardmiles.ledger.verify.x__statuses_disagreeing_with_lines__mutmut_5": Explained(
+        ".order_by(Transaction.id, None)",
+        _LINE_ORDER,
+    ),
+    "rewardmiles.ledger.verify.x__statuses_disagreeing_with_lines__mutmut_7": Explained(
+        ".order_by(Transaction.id, )",
+        _LINE_ORDER,
+    ),
+    "rewardmiles.ledger.verify.x__statuses_disagreeing_with_lines__mutmut_57": Explained(
+        "select(None)",
+        "EXISTS ignores its select list",
+    ),
+    "rewardmiles.ledger.service.x_entry_rows__mutmut_33": Explained(
+        "raise LedgerInvariantError(None)",
+        _SUM_GUARD,
+    ),
+    "rewardmiles.ledger.service.x_entry_rows__mutmut_34": Explained(
+        'raise LedgerInvariantError("XXentries of a posting do not sum to zeroXX")',
+        _SUM_GUARD,
+    ),
+    "rewardmiles.ledger.service.x_entry_rows__mutmut_35": Explained(
+        'raise LedgerInvariantError("ENTRIES OF A POSTING DO NOT SUM TO ZERO")',
+        _SUM_GUARD,
+    ),
+    "rewardmiles.offers.engine.x__spend__mutmut_4": Explained(
+        "return sum((item.final_amount for item in items), )",
+        "the sum starts at int 0 instead of Fraction(0): a sum of Fractions is the same Fraction, and an empty one (int 0) floors, divides and compares the same",
+    ),
+    "rewardmiles.offers.engine.x_withdrawal__mutmut_43": Explained(
+        ") or tuple(None)",
+        "unreachable fallback: miles are taken only when a returned unit changed what an offer counts, and every rule names every item it counts (base: eligible items that spent something; item and coupon: all matching or present items), so a returned item is always among the contributing ones",
+    ),
+}
+
+
 def _git(*args: str) -> str:
     return subprocess.run(
         ["git", *args], cwd=ROOT, check=True, capture_output=True, text=True
     ).stdout
+
+
+def base_of_window(hours: float) -> str | None:
+    """The newest commit on HEAD's first-parent line older than `hours`: diffing against it
+    covers every commit of the window. None when every commit is younger (a young or shallow
+    clone): then there is no base to compare with."""
+    found = _git(
+        "rev-list", "-1", "--first-parent", f"--before={hours * 3600:.0f} seconds ago", "HEAD"
+    )
+    return found.strip() or None
 
 
 def changed_modules(since: str) -> list[str]:
@@ -164,6 +275,30 @@ def verdicts() -> dict[str, str]:
     return found
 
 
+def mutated_line(name: str) -> str:
+    """The lines mutant `name` adds, as `mutmut show` prints them, stripped and joined."""
+    shown = subprocess.run(
+        [*MUTMUT, "show", name], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout
+    return "\n".join(
+        line[1:].strip()
+        for line in shown.splitlines()
+        if line.startswith("+") and not line.startswith("+++")
+    )
+
+
+def explain(name: str) -> str:
+    """ "explained" if `name` is listed in EXPLAINED and still makes the listed edit, otherwise
+    "survived" (with a note when the listed edit is out of date)."""
+    listed = EXPLAINED.get(name)
+    if listed is None:
+        return "survived"
+    if mutated_line(name) != listed.line:
+        print(f"  {name}: listed in EXPLAINED, but the mutant no longer makes that edit")
+        return "survived"
+    return "explained"
+
+
 def kill_with_e2e(name: str, module: Module, env: dict[str, str], max_seconds: float) -> str:
     """ "killed (e2e)" if the module's e2e tests fail with mutant `name` active (in-process and in
     the server processes, which import the mutated copy), "survived" if they pass, "timeout
@@ -187,7 +322,19 @@ def kill_with_e2e(name: str, module: Module, env: dict[str, str], max_seconds: f
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.mutation", description=__doc__)
     parser.add_argument("modules", nargs="*", help=f"of {', '.join(MODULES)} (default: all)")
-    parser.add_argument("--changed-since", metavar="REV", help="only modules changed since REV")
+    since = parser.add_mutually_exclusive_group()
+    since.add_argument("--changed-since", metavar="REV", help="only functions changed since REV")
+    since.add_argument(
+        "--changed-within-hours",
+        type=float,
+        metavar="H",
+        help="only functions changed by the commits of the last H hours (CI's sample)",
+    )
+    parser.add_argument(
+        "--gated-only",
+        action="store_true",
+        help="fail only on survivors of gated modules; report the others (CI's sample)",
+    )
     parser.add_argument("--max-seconds", type=float, help="stop mutmut at this deadline")
     parser.add_argument("--e2e", action="store_true", help="survivors against the e2e files too")
     parser.add_argument(
@@ -200,6 +347,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown module(s) {', '.join(unknown)}; known: {', '.join(MODULES)}")
     names = list(args.modules) or list(MODULES)
+    if args.changed_within_hours is not None:
+        args.changed_since = base_of_window(args.changed_within_hours)
+        if args.changed_since is None:
+            print(f"no commit is older than {args.changed_within_hours:g} hours: nothing to sample")
+            return 0
     if args.changed_since:
         changed = changed_modules(args.changed_since)
         names = [n for n in names if n in changed]
@@ -221,8 +373,10 @@ def main(argv: list[str] | None = None) -> int:
     results = verdicts()
 
     surviving: list[str] = []
+    reported: list[str] = []  # survivors of modules not yet gated, under --gated-only
     print(
-        f"\n{'module':<12} {'mutants':>7} {'killed':>7} {'survived':>8} {'no tests':>8} {'other':>6}"
+        f"\n{'module':<12} {'mutants':>7} {'killed':>7} {'explained':>9} {'survived':>8} "
+        f"{'no tests':>8} {'other':>6}"
     )
     for name in names:
         module = MODULES[name]
@@ -232,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
             for k, v in results.items()
             if k.startswith(prefix) and any(fnmatch.fnmatchcase(k, p) for p in patterns)
         }
+        for mutant, status in mine.items():
+            if status in ("survived", "no tests") and mutant in EXPLAINED:
+                mine[mutant] = explain(mutant)
         if args.e2e and module.e2e:
             for mutant, status in sorted(mine.items()):
                 if status in ("survived", "no tests"):
@@ -243,20 +400,28 @@ def main(argv: list[str] | None = None) -> int:
                     mine[mutant] = kill_with_e2e(mutant, module, env, budget)
         counts = {
             s: sum(1 for v in mine.values() if v.startswith(s))
-            for s in ("killed", "survived", "no tests")
+            for s in ("killed", "explained", "survived", "no tests")
         }
         other = len(mine) - sum(counts.values())
         print(
-            f"{name:<12} {len(mine):>7} {counts['killed']:>7} {counts['survived']:>8} "
-            f"{counts['no tests']:>8} {other:>6}"
+            f"{name:<12} {len(mine):>7} {counts['killed']:>7} {counts['explained']:>9} "
+            f"{counts['survived']:>8} {counts['no tests']:>8} {other:>6}"
         )
-        surviving += [k for k, v in mine.items() if v in ("survived", "no tests")]
+        left = [k for k, v in mine.items() if v in ("survived", "no tests")]
+        if args.gated_only and not module.gated:
+            reported += left
+        else:
+            surviving += left
     print(
         f"\n{time.monotonic() - started:.0f} s on {args.databases}"
         + ("" if finished else " (stopped at the deadline: some mutants not checked)")
     )
     for mutant in sorted(surviving):
         print(f"  survived: {mutant}   (python -m mutmut show {mutant})")
+    if reported:
+        print(f"\n{len(reported)} survivor(s) in modules not gated yet (docs/testing.md):")
+        for mutant in sorted(reported):
+            print(f"  known gap: {mutant}")
     return 1 if surviving else 0
 
 

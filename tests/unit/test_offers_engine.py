@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from decimal import Decimal
+from fractions import Fraction
 from itertools import pairwise
 from typing import Any
 
@@ -251,6 +252,19 @@ def test_remaining_shrinks_amounts_pro_rata_and_refuses_over_returns() -> None:
         engine.remaining(b, {"apples": 4})
 
 
+def test_remaining_of_a_basket_with_an_item_all_returned_keeps_it_at_nothing() -> None:
+    """A fully returned item stays in the basket with quantity 0 and amount 0, and the basket
+    can be taken further (a later return of the other items)."""
+    b = basket(APPLES, KETTLE)
+    all_apples = engine.remaining(b, {"apples": 3})
+    assert all_apples.items[0] == Item("apples", 0, Fraction(0), "produce", None)
+    again = engine.remaining(all_apples, {"kettle": 1})
+    assert [(i.id, i.quantity, i.final_amount) for i in again.items] == [
+        ("apples", 0, Fraction(0)),
+        ("kettle", 0, Fraction(0)),
+    ]
+
+
 # --------------------------------------------------------------------------- withdrawal
 
 
@@ -287,6 +301,15 @@ def test_withdrawal_of_an_item_no_offer_counted_is_empty() -> None:
     assert engine.withdrawal(offers, basket(APPLES, KETTLE), {}, {"kettle": 1}) == []
 
 
+def test_withdrawal_names_only_the_returned_items_that_counted() -> None:
+    """Returning a counted item together with an excluded one: the line names the counted one."""
+    rule = {**BASE_10, "excludeItems": ["gift-card"]}
+    offers = [offer("STANDARD", rule)]
+    b = basket(KETTLE, item("gift-card", "25.00"))
+    (taken,) = engine.withdrawal(offers, b, {}, {"kettle": 1, "gift-card": 1})
+    assert (taken.miles, taken.contributing_item_ids) == (5, ("kettle",))
+
+
 def test_withdrawal_keeps_the_offers_id_and_description() -> None:
     offers = [offer("STANDARD", BASE_10, offer_id="77", description="base")]
     (taken,) = engine.withdrawal(offers, basket(KETTLE), {}, {"kettle": 1})
@@ -304,7 +327,19 @@ def test_withdrawal_refuses_a_rule_that_earns_more_after_a_return(
         return (100 - left, items or ("x",))
 
     monkeypatch.setattr(engine, "offer_miles", perverse)
-    with pytest.raises(engine.EngineInvariantError):
+    with pytest.raises(engine.EngineInvariantError, match=r"^offer BAD earns more after a return$"):
+        engine.withdrawal([offer("BAD", BASE_10)], basket(item("x", "10.00", 2)), {}, {"x": 1})
+
+
+def test_withdrawal_refuses_a_rule_that_earns_only_after_a_return(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def perverse(o: Offer, b: Basket) -> tuple[int, tuple[str, ...]]:
+        left = sum(i.quantity for i in b.items)
+        return (10, ("x",)) if left < 2 else (0, ())
+
+    monkeypatch.setattr(engine, "offer_miles", perverse)
+    with pytest.raises(engine.EngineInvariantError, match=r"^offer BAD earns only after a return$"):
         engine.withdrawal([offer("BAD", BASE_10)], basket(item("x", "10.00", 2)), {}, {"x": 1})
 
 
