@@ -21,14 +21,15 @@ from sqlalchemy import func, select
 from rewardmiles.collectors import service as collectors
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
-from rewardmiles.db.models import IssuanceLine, Offer, Transaction
+from rewardmiles.db.models import IssuanceLine, Offer, Transaction, WebhookDelivery
 from rewardmiles.errors import CATALOGUE, ProblemError
 from rewardmiles.idempotency.service import InFlightRegistry
 from rewardmiles.issuance import service
 from rewardmiles.ledger.verify import verify
 from rewardmiles.reports import batches
 from rewardmiles.settlement import service as settlement
-from tests.conftest import DatabaseFactory
+from rewardmiles.webhooks import service as webhooks
+from tests.conftest import TEST_BOX, DatabaseFactory
 from tests.integration import test_one_statement_issue as one_statement
 from tests.support import data
 from tests.support.issue import call
@@ -41,6 +42,7 @@ NOW = TORONTO_EVENING + timedelta(minutes=1)
 
 ALLOW = Settings.from_env({})
 REJECT = Settings.from_env({}, negative_balance_policy="reject")
+WINDOW = timedelta(days=ALLOW.pending_window_days)
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +51,18 @@ def own_db(dialect: str, database_factory: DatabaseFactory) -> Iterator[Database
     yield database
     with database.reader() as session:
         report = verify(session, REJECT)  # no test of this module takes a balance below zero
+    database.dispose()
+    assert report.ok, report.problems
+
+
+@pytest.fixture
+def fresh_db(dialect: str, database_factory: DatabaseFactory) -> Iterator[Database]:
+    """A database of the test's own: a settle pass reports on every collector of its database,
+    so a test that counts the report's outcomes needs one that holds its lines alone."""
+    database = Database.from_url(database_factory.create(dialect))
+    yield database
+    with database.reader() as session:
+        report = verify(session, REJECT)
     database.dispose()
     assert report.ok, report.problems
 
@@ -195,6 +209,234 @@ def test_a_reversal_the_original_no_longer_covers_after_a_line_is_rejected_is_re
 
     assert _line(own_db, waiting.transaction_id) == ("rejected", "REVERSAL_EXCEEDS_ORIGINAL")
     assert data.balance(own_db, number) == 5
+
+
+# --------------------------------------------------------------------------- settlement passes
+
+
+def _state(
+    db: Database, transaction_id: str | None, line_no: int = 0
+) -> tuple[str, str | None, str | None]:
+    """(status, pending reason, error code) of a line."""
+    with db.reader() as session:
+        row = session.execute(
+            select(IssuanceLine.status, IssuanceLine.pending_reason, IssuanceLine.error_code).where(
+                IssuanceLine.transaction_id == transaction_id, IssuanceLine.line_no == line_no
+            )
+        ).one()
+    return row.status, row.pending_reason, row.error_code
+
+
+def _settled_at(db: Database, transaction_id: str | None, line_no: int = 0) -> datetime | None:
+    with db.reader() as session:
+        return session.execute(
+            select(IssuanceLine.settled_at).where(
+                IssuanceLine.transaction_id == transaction_id, IssuanceLine.line_no == line_no
+            )
+        ).scalar_one()
+
+
+def _counts(report: settlement.SettleReport) -> tuple[int, dict[str, int], int]:
+    """(posted, rejected by error code, still pending) of a settle pass."""
+    return report.posted, dict(report.rejected), report.still_pending
+
+
+def _count_pending(db: Database) -> int:
+    with db.reader() as session:
+        return settlement.count_pending(session)
+
+
+def test_a_collector_on_hold_keeps_its_lines_waiting_under_that_reason_until_they_expire(
+    fresh_db: Database,
+) -> None:
+    """A collector on hold is only looked at for its expired lines: those are rejected, and its
+    other lines wait under `collector_on_hold`, an approved one included (never one still under
+    review, nor another transaction's). Once the hold is lifted, the approved line posts."""
+    db = fresh_db
+    sponsor = data.new_sponsor(db, review_threshold_miles=100)
+    number = data.new_collector(db, "ON_HOLD")
+    long_ago = NOW - WINDOW - timedelta(days=1)
+    old = _call(
+        db, ALLOW, _body(sponsor, number, [("STANDARD", 5)], at=long_ago), now=long_ago
+    ).transaction_id
+    held = _call(db, ALLOW, _body(sponsor, number, [("STANDARD", 500), ("STANDARD", 600)]))
+    other = _call(db, ALLOW, _body(sponsor, number, [("STANDARD", 700)])).transaction_id
+    assert _state(db, old) == ("pending", "collector_on_hold", None)
+    with db.unit_of_work() as session:
+        settlement.approve(session, settlement.line_id(str(held.transaction_id), 0))
+    assert _state(db, held.transaction_id, 0) == ("pending", "approved", None)
+    assert _state(db, held.transaction_id, 1) == ("pending", "review", None)
+
+    report = _settle(db, ALLOW)
+
+    assert _counts(report) == (0, {"PENDING_EXPIRED": 1}, 3)
+    assert _state(db, old) == ("rejected", None, "PENDING_EXPIRED")
+    assert _state(db, held.transaction_id, 0) == ("pending", "collector_on_hold", None)
+    assert _state(db, held.transaction_id, 1) == ("pending", "review", None)
+    assert _state(db, other) == ("pending", "review", None)
+    assert data.balance(db, number) == 0
+
+    _set_status(db, number, "ACTIVE")
+    report = _settle(db, ALLOW)
+
+    assert _counts(report) == (1, {}, 2)
+    assert _state(db, held.transaction_id, 0) == ("posted", None, None)
+    assert _state(db, held.transaction_id, 1) == ("pending", "review", None)
+    assert _state(db, other) == ("pending", "review", None)
+    assert data.balance(db, number) == 500
+
+
+def test_a_line_expires_only_once_it_has_waited_longer_than_the_pending_window(
+    fresh_db: Database,
+) -> None:
+    db = fresh_db
+    sponsor = data.new_sponsor(db, review_threshold_miles=100)
+    number = data.new_collector(db)
+    start = NOW - WINDOW
+    waiting = _call(
+        db,
+        ALLOW,
+        _body(sponsor, number, [("STANDARD", 500)], at=start - timedelta(minutes=1)),
+        now=start,
+    ).transaction_id
+    approved = _call(db, ALLOW, _body(sponsor, number, [("STANDARD", 400)])).transaction_id
+    with db.unit_of_work() as session:  # the collector has a line to settle: the pass looks at it
+        settlement.approve(session, settlement.line_id(str(approved), 0))
+
+    report = _settle(db, ALLOW)  # `waiting` has waited exactly the window
+
+    assert _counts(report) == (1, {}, 1)
+    assert _state(db, waiting) == ("pending", "review", None)
+
+    report = settlement.settle_pending(db, ALLOW, NOW + timedelta(seconds=1))
+
+    assert _counts(report) == (0, {"PENDING_EXPIRED": 1}, 0)
+    assert _state(db, waiting) == ("rejected", None, "PENDING_EXPIRED")
+    assert data.balance(db, number) == 400
+
+
+def test_one_pass_settles_every_collector_and_its_report_counts_each_outcome(
+    fresh_db: Database,
+) -> None:
+    """Collector A (unknown, then enrolled): two lines under review, one that posts, two
+    reversals of the lines under review, which now wait for their originals. Collector B (on
+    hold, then closed): two lines rejected, one under review. The pass settles what it can of
+    both, records when, queues the sponsor's webhook events, and counts each outcome once."""
+    db = fresh_db
+    sponsor = data.new_sponsor(db, review_threshold_miles=100)
+    with db.unit_of_work() as session:
+        hook_id, _ = webhooks.add_webhook(
+            session,
+            sponsor,
+            "http://127.0.0.1:9/settled",
+            NOW,
+            TEST_BOX,
+            allow_private_targets=True,
+        )
+    a = data.unknown_collector()
+    b = data.new_collector(db, "ON_HOLD")
+    minute = 0
+
+    def issue(number: str, miles: int, original: dict[str, Any] | None = None) -> dict[str, Any]:
+        nonlocal minute
+        minute += 1
+        at = NOW - timedelta(minutes=30 - minute)  # in this order, oldest first
+        body = _body(
+            sponsor,
+            number,
+            [("STANDARD", miles)],
+            at=at - timedelta(seconds=1),
+            original=original["clientTransactionId"] if original else None,
+        )
+        outcome = _call(db, ALLOW, body, now=at, reverse=original is not None)
+        assert outcome.status == 202, outcome.body
+        body["id"] = outcome.transaction_id
+        return body
+
+    a1, a2, a3 = issue(a, 500), issue(a, 300), issue(a, 5)
+    r1, r2 = issue(a, 1, original=a1), issue(a, 1, original=a2)
+    b1, b2, b3 = issue(b, 5), issue(b, 6), issue(b, 400)
+    assert _state(db, r1["id"]) == ("pending", "collector_unknown", None)
+    with db.unit_of_work() as session:
+        collectors.add_collector(session, a, "ACTIVE", NOW)
+    _set_status(db, b, "CLOSED")
+    assert _count_pending(db) == 8
+
+    report = _settle(db, ALLOW)
+
+    assert _counts(report) == (1, {"COLLECTOR_CLOSED": 2}, 5)
+    assert report.settled == 3
+    assert [_state(db, line["id"]) for line in (a1, a2, a3, r1, r2)] == [
+        ("pending", "review", None),
+        ("pending", "review", None),
+        ("posted", None, None),
+        ("pending", "original_pending", None),
+        ("pending", "original_pending", None),
+    ]
+    assert [_state(db, line["id"]) for line in (b1, b2, b3)] == [
+        ("rejected", None, "COLLECTOR_CLOSED"),
+        ("rejected", None, "COLLECTOR_CLOSED"),
+        ("pending", "review", None),
+    ]
+    assert [_settled_at(db, line["id"]) for line in (a3, b1, b2)] == [NOW] * 3
+    assert _count_pending(db) == 5
+    assert (data.balance(db, a), data.balance(db, b)) == (5, 0)
+    with db.reader() as session:
+        events = session.execute(
+            select(
+                WebhookDelivery.transaction_id,
+                WebhookDelivery.created_at,
+                WebhookDelivery.next_attempt_at,
+            ).where(WebhookDelivery.webhook_id == hook_id)
+        ).all()
+    assert sorted(events) == sorted((line["id"], NOW, NOW) for line in (a3, b1, b2))
+
+
+def test_a_new_pending_reason_does_not_count_towards_a_transactions_batch(
+    fresh_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three lines settled per transaction: a reversal that only gets a new reason on the way
+    (its original is under review) is not one of them, and no transaction settles a fourth."""
+    monkeypatch.setattr(settlement, "SETTLED_PER_TRANSACTION_MAX", 3)
+    db = fresh_db
+    sponsor = data.new_sponsor(db, review_threshold_miles=100)
+    number = data.unknown_collector()
+
+    def issue(minute: int, miles: int, original: str | None = None) -> tuple[str, str | None]:
+        at = NOW - timedelta(minutes=10 - minute)  # in this order, oldest first
+        body = _body(
+            sponsor, number, [("STANDARD", miles)], at=at - timedelta(seconds=1), original=original
+        )
+        outcome = _call(db, ALLOW, body, now=at, reverse=original is not None)
+        assert outcome.status == 202, outcome.body
+        return body["clientTransactionId"], outcome.transaction_id
+
+    original, original_id = issue(0, 500)  # under review
+    issue(1, 3)
+    issue(2, 3)
+    _, reversal_id = issue(3, 1, original=original)
+    issue(4, 3)
+    issue(5, 3)
+    with db.unit_of_work() as session:
+        collectors.add_collector(session, number, "ACTIVE", NOW)
+
+    transactions = 0
+    real_unit_of_work = db.unit_of_work
+
+    def counting_unit_of_work():  # type: ignore[no-untyped-def]
+        nonlocal transactions
+        transactions += 1
+        return real_unit_of_work()
+
+    monkeypatch.setattr(db, "unit_of_work", counting_unit_of_work)
+    report = _settle(db, ALLOW)
+    monkeypatch.undo()
+
+    assert _counts(report) == (4, {}, 2)  # the original (review) and its reversal wait
+    assert transactions == 2  # posted 3 | posted 1
+    assert _state(db, original_id) == ("pending", "review", None)
+    assert _state(db, reversal_id) == ("pending", "original_pending", None)
+    assert data.balance(db, number) == 12
 
 
 # --------------------------------------------------------------------------- in-flight key

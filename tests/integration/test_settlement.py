@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -185,11 +187,15 @@ def test_review_line_rejected_by_the_operator(own_db: Database, settings: Settin
     line = settlement.line_id(transaction_id, 0)
     with pytest.raises(ReviewError), own_db.unit_of_work() as session:
         settlement.reject(session, line, "NOT_A_CODE", clock.utc_now(), known_codes=list(CATALOGUE))
+    rejected_at = clock.utc_now()
     with own_db.unit_of_work() as session:
-        settlement.reject(
-            session, line, "OFFER_INACTIVE", clock.utc_now(), known_codes=list(CATALOGUE)
-        )
+        settlement.reject(session, line, "OFFER_INACTIVE", rejected_at, known_codes=list(CATALOGUE))
     assert _line(own_db, transaction_id) == ("rejected", None, "OFFER_INACTIVE")
+    with own_db.reader() as session:
+        settled_at = session.execute(
+            select(IssuanceLine.settled_at).where(IssuanceLine.transaction_id == transaction_id)
+        ).scalar_one()
+    assert settled_at == rejected_at
     assert _transaction_status(own_db, transaction_id) == "posted"
     assert data.balance(own_db, number) == 0
 
@@ -223,6 +229,47 @@ def test_approving_or_rejecting_a_line_touches_no_other_transactions_line(
     _settle(own_db, settings)
     assert _line(own_db, first)[0] == "posted"
     assert data.balance(own_db, number) == 500
+
+
+def test_review_refuses_a_line_not_under_review_and_a_malformed_line_id(
+    own_db: Database, settings: Settings
+) -> None:
+    sponsor = data.new_sponsor(own_db, review_threshold_miles=100)
+    number = data.new_collector(own_db)
+    body = data.event_body(
+        sponsor,
+        number,
+        issuances=[
+            {"issuanceOfferCode": "STANDARD", "milesAmount": 5},
+            {"issuanceOfferCode": "STANDARD", "milesAmount": 500},
+        ],
+    )
+    transaction_id = str(call(own_db, settings, body).transaction_id)
+    assert _line(own_db, transaction_id, 0) == ("posted", None, None)
+    assert _line(own_db, transaction_id, 1) == ("pending", "review", None)
+
+    def refused(text: str, message: str) -> None:
+        with pytest.raises(ReviewError, match=message), own_db.unit_of_work() as session:
+            settlement.approve(session, text)
+        with pytest.raises(ReviewError, match=message), own_db.unit_of_work() as session:
+            settlement.reject(
+                session, text, "REVIEW_REJECTED", clock.utc_now(), known_codes=list(CATALOGUE)
+            )
+
+    # line 0 posted at once, line 2 does not exist: neither is pending review
+    for text in (settlement.line_id(transaction_id, 0), settlement.line_id(transaction_id, 2)):
+        refused(text, f"^line {re.escape(text)} is not pending review$")
+    for text in (
+        transaction_id,
+        f"{transaction_id}:",
+        f"{transaction_id}:x",
+        f"{transaction_id}:-1",
+    ):
+        refused(text, f"^line id {re.escape(repr(text))} must look like TRANSACTION_ID:LINE_NO$")
+
+    assert _line(own_db, transaction_id, 0) == ("posted", None, None)
+    assert _line(own_db, transaction_id, 1) == ("pending", "review", None)
+    assert data.balance(own_db, number) == 5
 
 
 def test_review_comes_before_the_hold(own_db: Database, settings: Settings) -> None:
@@ -259,15 +306,16 @@ def test_reversal_of_a_pending_original_settles_after_it(
     assert data.balance(own_db, number) == 6
 
 
+@pytest.mark.parametrize("miles", [50, 1])  # 1: nothing of the offer is left issued, not 1 mile
 def test_reversal_waiting_on_an_original_that_is_rejected_is_rejected(
-    own_db: Database, settings: Settings
+    own_db: Database, settings: Settings, miles: int
 ) -> None:
     sponsor = data.new_sponsor(own_db, review_threshold_miles=100)
     number = data.new_collector(own_db)
     original = data.event_body(sponsor, number, miles=500)
     original_id = str(call(own_db, settings, original).transaction_id)
     reversal = data.event_body(
-        sponsor, number, miles=50, originalClientTransactionId=original["clientTransactionId"]
+        sponsor, number, miles=miles, originalClientTransactionId=original["clientTransactionId"]
     )
     reversal_id = str(call(own_db, settings, reversal, reverse=True).transaction_id)
     assert _line(own_db, reversal_id) == ("pending", "original_pending", None)
@@ -289,6 +337,46 @@ def test_reversal_waiting_on_an_original_that_is_rejected_is_rejected(
 def _pending(db: Database, sponsor: str) -> list[settlement.PendingView]:
     with db.reader() as session:
         return settlement.list_pending(session, sponsor)
+
+
+def _two_line_body(sponsor: str, number: str, at: datetime) -> dict[str, Any]:
+    return data.event_body(
+        sponsor,
+        number,
+        transactionDateTime=data.iso(at - timedelta(seconds=1)),
+        issuances=[
+            {"issuanceOfferCode": "STANDARD", "milesAmount": 1},
+            {"issuanceOfferCode": "STANDARD", "milesAmount": 2},
+        ],
+    )
+
+
+def test_pending_lines_are_listed_oldest_first_then_by_line_id(
+    own_db: Database, settings: Settings
+) -> None:
+    """Transactions processed out of the order of their ids, two of them at the same moment:
+    listed by processed time, then transaction id, then line number; `limit` takes the first."""
+    sponsor = data.new_sponsor(own_db)
+    number = data.unknown_collector()
+    base = clock.utc_now() - timedelta(hours=1)
+    issued = []
+    for minutes in (5, 3, 0, 4, 1, 2, 2):
+        at = base + timedelta(minutes=minutes)
+        outcome = call(own_db, settings, _two_line_body(sponsor, number, at), now=at)
+        assert outcome.status == 202
+        issued.append((at, str(outcome.transaction_id)))
+    expected = [(transaction_id, n) for _, transaction_id in sorted(issued) for n in (0, 1)]
+
+    listed = _pending(own_db, sponsor)
+
+    assert [(v.transaction_id, v.line_no) for v in listed] == expected
+    assert [v.line_id for v in listed] == [f"{t}:{n}" for t, n in expected]
+    assert [(v.miles, v.reason, v.collector_number) for v in listed] == [
+        (1 + n, "collector_unknown", number) for _, n in expected
+    ]
+    with own_db.reader() as session:
+        first = settlement.list_pending(session, sponsor, limit=3)
+    assert [(v.transaction_id, v.line_no) for v in first] == expected[:3]
 
 
 def test_worker_purges_idempotency_keys_past_the_retention_window(
@@ -357,3 +445,21 @@ def test_a_large_backlog_settles_in_short_transactions(
     assert transactions == 3  # 10 + 10 + 4
     assert data.balance(own_db, number) == 72
     assert _line(own_db, str(held.transaction_id)) == ("pending", "review", None)
+
+
+def test_at_most_a_thousand_pending_lines_are_listed_unless_asked(
+    own_db: Database, settings: Settings
+) -> None:
+    sponsor = data.new_sponsor(own_db)
+    number = data.unknown_collector()
+    lines = [{"issuanceOfferCode": "STANDARD", "milesAmount": 1}] * 48
+    for _ in range(21):  # 1,008 lines
+        body = data.event_body(sponsor, number, issuances=lines)
+        assert call(own_db, settings, body).status == 202
+
+    listed = _pending(own_db, sponsor)
+
+    with own_db.reader() as session:
+        everything = settlement.list_pending(session, sponsor, limit=2000)
+    assert len(everything) == 1008
+    assert listed == everything[:1000]

@@ -247,10 +247,9 @@ def _decide(
         totals = issuance_repo.original_totals(session, line.original_transaction_id)
         if line.offer_code in totals.pending_offers:
             return (PENDING, ORIGINAL_PENDING) if line.pending_reason != ORIGINAL_PENDING else None
-        # An original line rejected meanwhile lowers what may be reversed.
-        if totals.reversed_miles.get(line.offer_code, 0) > totals.issued_miles.get(
-            line.offer_code, 0
-        ):
+        # An original line rejected meanwhile lowers what may be reversed. This line is one of
+        # the reversed miles (pending, not rejected): its offer is always among them.
+        if totals.reversed_miles[line.offer_code] > totals.issued_miles.get(line.offer_code, 0):
             return REJECTED, "REVERSAL_EXCEEDS_ORIGINAL"
     if (
         line.direction != CREDIT
