@@ -457,6 +457,9 @@ def test_a_key_held_in_flight_in_this_process_gets_409_and_writes_nothing(
     assert conflict.value.code == "IDEMPOTENCY_KEY_IN_USE"
     assert conflict.value.status == 409
     assert conflict.value.headers == {"Retry-After": "1"}
+    assert conflict.value.detail == (
+        "A request with this Idempotency-Key is still executing; retry shortly."
+    )
     with own_db.reader() as session:
         written = session.execute(
             select(func.count()).where(

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import secrets
 from datetime import datetime
 from typing import Any
 
 from rewardmiles import clock
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
-from rewardmiles.idempotency.service import InFlightRegistry
+from rewardmiles.idempotency.service import InFlightRegistry, fingerprint
 from rewardmiles.issuance import service
 from rewardmiles.issuance.schemas import PostEventRequest, ReverseEventRequest, event_command
 from rewardmiles.web import canonical_json
 
 _REGISTRY = InFlightRegistry()
+# The route paths whose fingerprint a call carries, as the HTTP route computes it: the same body
+# sent again under a key is the same request (replayed), another body is another (refused).
+_PATHS = {False: "/checkout/issuance/post/event", True: "/checkout/issuance/reverse/event"}
 
 
 def call(
@@ -41,7 +43,7 @@ def call(
         client_id=client_id,
         command=event_command(request),
         request_json=canonical.decode(),
-        fingerprint=secrets.token_hex(16),
+        fingerprint=fingerprint("POST", _PATHS[reverse], canonical),
         idempotency_key=idempotency_key,
         request_id="test",
     )

@@ -98,8 +98,10 @@ def test_invalid_key_is_400_idempotency_key_invalid(raw: str) -> None:
     error = _key_error(raw)
     assert error.code == "IDEMPOTENCY_KEY_INVALID"
     assert error.status == 400
-    assert [(e.code, e.field) for e in error.errors] == [
-        ("IDEMPOTENCY_KEY_INVALID", "Idempotency-Key")
+    message = "Idempotency-Key must be 1–255 printable ASCII characters."
+    assert error.detail == message
+    assert [(e.code, e.field, e.message) for e in error.errors] == [
+        ("IDEMPOTENCY_KEY_INVALID", "Idempotency-Key", message)
     ]
 
 

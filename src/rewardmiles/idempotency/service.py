@@ -187,9 +187,10 @@ def lock_number(client_id: str, key: str) -> int:
 
 
 def purge_expired(session: Session, now: datetime, retention_days: int) -> int:
-    result = session.execute(
+    """Drop the keys stored more than `retention_days` before `now`; the number dropped."""
+    result = session.connection().execute(
         delete(IdempotencyKey).where(
             IdempotencyKey.created_at < now - timedelta(days=retention_days)
         )
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    return result.rowcount
