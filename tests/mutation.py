@@ -397,7 +397,7 @@ def kill_with_e2e(name: str, module: Module, env: dict[str, str], max_seconds: f
     return "killed (e2e)" if result.returncode != 0 else "survived"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tests.mutation", description=__doc__)
     parser.add_argument("modules", nargs="*", help=f"of {', '.join(MODULES)} (default: all)")
     since = parser.add_mutually_exclusive_group()
@@ -420,33 +420,77 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("REWARDMILES_TEST_DATABASES", "sqlite"),
         help="REWARDMILES_TEST_DATABASES for the runs (default sqlite)",
     )
+    return parser
+
+
+def _selection(args: argparse.Namespace, names: list[str]) -> tuple[list[str], list[str], str]:
+    """(modules, mutmut patterns, why) for the run: every mutant of `names`, or only those of
+    the functions changed since a revision; no patterns (and why) when there is nothing to run."""
+    if args.changed_within_hours is not None:
+        args.changed_since = base_of_window(args.changed_within_hours)
+        if args.changed_since is None:
+            return [], [], f"no commit is older than {args.changed_within_hours:g} hours"
+    if not args.changed_since:
+        return names, [MODULES[n].pattern for n in names], ""
+    changed = changed_modules(args.changed_since)
+    names = [n for n in names if n in changed]
+    patterns = [p for n in names for p in changed_function_patterns(args.changed_since, MODULES[n])]
+    return names, patterns, f"no function of a money module changed since {args.changed_since}"
+
+
+def _judge(
+    name: str,
+    results: dict[str, str],
+    patterns: list[str],
+    args: argparse.Namespace,
+    deadline: float | None,
+) -> list[str]:
+    """Print module `name`'s row of figures and return its mutants left alive (after the
+    explained ones, and after the e2e files when asked for, within `deadline`)."""
+    module = MODULES[name]
+    prefix = module.pattern.removesuffix("*")
+    mine = {
+        k: v
+        for k, v in results.items()
+        if k.startswith(prefix) and any(fnmatch.fnmatchcase(k, p) for p in patterns)
+    }
+    for mutant, status in mine.items():
+        if status in ("survived", "no tests") and mutant in EXPLAINED:
+            mine[mutant] = explain(mutant, args.databases)
+    if args.e2e and module.e2e:
+        env = {**os.environ, "REWARDMILES_TEST_DATABASES": args.databases}
+        for mutant, status in sorted(mine.items()):
+            budget = E2E_SECONDS_MAX if deadline is None else deadline - time.monotonic()
+            if budget <= 0:
+                break
+            if status in ("survived", "no tests"):
+                mine[mutant] = kill_with_e2e(mutant, module, env, min(budget, E2E_SECONDS_MAX))
+    counts = {
+        s: sum(1 for v in mine.values() if v.startswith(s))
+        for s in ("killed", "explained", "survived", "no tests")
+    }
+    other = len(mine) - sum(counts.values())
+    print(
+        f"{name:<12} {len(mine):>7} {counts['killed']:>7} {counts['explained']:>9} "
+        f"{counts['survived']:>8} {counts['no tests']:>8} {other:>6}"
+    )
+    return [k for k, v in mine.items() if v in ("survived", "no tests")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     unknown = sorted(set(args.modules) - set(MODULES))
     if unknown:
         parser.error(f"unknown module(s) {', '.join(unknown)}; known: {', '.join(MODULES)}")
-    names = list(args.modules) or list(MODULES)
-    if args.changed_within_hours is not None:
-        args.changed_since = base_of_window(args.changed_within_hours)
-        if args.changed_since is None:
-            print(f"no commit is older than {args.changed_within_hours:g} hours: nothing to sample")
-            return 0
-    if args.changed_since:
-        changed = changed_modules(args.changed_since)
-        names = [n for n in names if n in changed]
-        if not names:
-            print(f"no money module changed since {args.changed_since}")
-            return 0
-    env = {**os.environ, "REWARDMILES_TEST_DATABASES": args.databases}
+    names, patterns, why = _selection(args, list(args.modules) or list(MODULES))
+    if not patterns:
+        print(f"{why}: nothing to sample")
+        return 0
     started = time.monotonic()
+    deadline = None if args.max_seconds is None else started + args.max_seconds
     _prepare(args.databases)
-    patterns = [MODULES[n].pattern for n in names]
-    if args.changed_since:  # only the functions the change touched
-        patterns = [
-            p for n in names for p in changed_function_patterns(args.changed_since, MODULES[n])
-        ]
-        if not patterns:
-            print(f"no function of a money module changed since {args.changed_since}")
-            return 0
+    env = {**os.environ, "REWARDMILES_TEST_DATABASES": args.databases}
     finished = run_mutmut(patterns, env, args.max_seconds)
     results = verdicts()
 
@@ -457,36 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{'no tests':>8} {'other':>6}"
     )
     for name in names:
-        module = MODULES[name]
-        prefix = module.pattern.removesuffix("*")
-        mine = {
-            k: v
-            for k, v in results.items()
-            if k.startswith(prefix) and any(fnmatch.fnmatchcase(k, p) for p in patterns)
-        }
-        for mutant, status in mine.items():
-            if status in ("survived", "no tests") and mutant in EXPLAINED:
-                mine[mutant] = explain(mutant, args.databases)
-        if args.e2e and module.e2e:
-            for mutant, status in sorted(mine.items()):
-                if status in ("survived", "no tests"):
-                    budget = E2E_SECONDS_MAX
-                    if args.max_seconds is not None:
-                        budget = min(budget, args.max_seconds - (time.monotonic() - started))
-                        if budget <= 0:
-                            break
-                    mine[mutant] = kill_with_e2e(mutant, module, env, budget)
-        counts = {
-            s: sum(1 for v in mine.values() if v.startswith(s))
-            for s in ("killed", "explained", "survived", "no tests")
-        }
-        other = len(mine) - sum(counts.values())
-        print(
-            f"{name:<12} {len(mine):>7} {counts['killed']:>7} {counts['explained']:>9} "
-            f"{counts['survived']:>8} {counts['no tests']:>8} {other:>6}"
-        )
-        left = [k for k, v in mine.items() if v in ("survived", "no tests")]
-        if args.gated_only and not module.gated:
+        left = _judge(name, results, patterns, args, deadline)
+        if args.gated_only and not MODULES[name].gated:
             reported += left
         else:
             surviving += left
