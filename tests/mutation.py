@@ -249,6 +249,18 @@ EXPLAINED: dict[str, Explained] = {
         "lock_id(namespace, None), one lock for all of a client's keys; PostgreSQL only, as _1. Killed on PostgreSQL.",
         dialects=("sqlite",),
     ),
+    "rewardmiles.issuance.service.x__compute_return__mutmut_137": Explained(
+        "left = totals.issued_miles.get(c.offer_code, 0) - totals.reversed_miles.get(None, 0)",
+        "An ISSUE has one line per offer code, so issued_miles[code] is either the whole amount the offer computed (line posted or pending) or 0 (line rejected). Whole: the earlier non-rejected returns of the ISSUE took back at most what the basket lost by their returned quantities (withdrawals telescope; their lines refused later only lower reversed_miles; a rejected RETURN has no lines and its quantities are not counted), so issued - reversed >= what the basket left before this return earns >= c.miles > 0, and min(c.miles, left) is c.miles with left = issued - reversed as with the mutant's left = issued. Zero: left is -reversed <= 0 in the code and 0 in the mutant, and the line is dropped either way (min(...) > 0 fails). Killing it would need reversed_miles > 0 with issued_miles whole and below the telescoped sum, which no sequence of ISSUE/RETURN/settlement produces.",
+    ),
+    "rewardmiles.issuance.service.x__compute_return__mutmut_152": Explained(
+        "capped.append(replace(c, ))",
+        "The line is kept only when min(c.miles, left) > 0, i.e. left > 0, which (see _137) happens only when the offer's ISSUE line was not rejected, and then left = issued - reversed >= c.miles: min(c.miles, left) == c.miles, so replace(c) keeps the same miles. The min is the documented guard (a return takes back at most what each offer still has issued and not yet returned); it binds in no reachable state, and test_a_return_waiting_on_an_issue_line_rejected_meanwhile_takes_nothing_more covers the one case the cap decides (issued 0, reversed > 0: nothing taken).",
+    ),
+    "rewardmiles.issuance.service.x__preview__mutmut_15": Explained(
+        "body = _with_lines(command, computed, command.program.location_code, None).echo",
+        "_preview reads only .echo of the Command _with_lines returns; the calculation argument only sets Command.calculation, which is stored with a written transaction (calculation_json), and CALCULATE writes none: the body is the same with {} or None.",
+    ),
 }
 
 

@@ -1,22 +1,115 @@
-"""Partner write calls run in-process through the same service the HTTP routes call."""
+"""Partner calls run in-process through the same service the HTTP routes call.
+
+`partner_call` runs a body as any partner endpoint does after authentication: parsed and
+validated as the route's model (a malformed body raises the route's `ProblemError`), turned into
+the route's `Command`, then run by `service.execute` (or, for CALCULATE, `service.calculate`).
+`call` is its POST/EVENT and REVERSE/EVENT shorthand.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from rewardmiles import clock
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
-from rewardmiles.idempotency.service import InFlightRegistry, fingerprint
+from rewardmiles.idempotency import service as idempotency
+from rewardmiles.idempotency.service import InFlightRegistry
 from rewardmiles.issuance import service
-from rewardmiles.issuance.schemas import PostEventRequest, ReverseEventRequest, event_command
-from rewardmiles.web import canonical_json
+from rewardmiles.issuance.schemas import (
+    FIELD_CODES,
+    FIELD_RULES,
+    CalculateRequest,
+    Command,
+    IssueRequest,
+    PostBasketRequest,
+    PostEventRequest,
+    RecordRequest,
+    ReturnRequest,
+    ReverseBasketRequest,
+    ReverseEventRequest,
+    WireModel,
+    basket_command,
+    event_command,
+    program_command,
+)
+from rewardmiles.web import json_object_of, validate_body
 
 _REGISTRY = InFlightRegistry()
-# The route paths whose fingerprint a call carries, as the HTTP route computes it: the same body
-# sent again under a key is the same request (replayed), another body is another (refused).
-_PATHS = {False: "/checkout/issuance/post/event", True: "/checkout/issuance/reverse/event"}
+Endpoint = service.Endpoint
+
+
+def _event(request: Any) -> Command:
+    return event_command(request)
+
+
+def _basket(request: Any) -> Command:
+    return basket_command(request, request.sponsor_code)
+
+
+def _program(request: Any) -> Command:
+    return program_command(request, request.sponsor_code)
+
+
+# Each endpoint's path (what the route fingerprints), model and command, as routes.py has them.
+ROUTES: dict[Endpoint, tuple[str, type[WireModel], Callable[[Any], Command]]] = {
+    Endpoint.POST: ("/checkout/issuance/post", PostBasketRequest, _basket),
+    Endpoint.POST_EVENT: ("/checkout/issuance/post/event", PostEventRequest, _event),
+    Endpoint.REVERSE: ("/checkout/issuance/reverse", ReverseBasketRequest, _basket),
+    Endpoint.REVERSE_EVENT: ("/checkout/issuance/reverse/event", ReverseEventRequest, _event),
+    Endpoint.RECORD: ("/checkout/issuance/record", RecordRequest, _basket),
+    Endpoint.CALCULATE: ("/checkout/issuance/calculate", CalculateRequest, _program),
+    Endpoint.ISSUE: ("/checkout/issuance/issue", IssueRequest, _program),
+    Endpoint.RETURN: ("/checkout/issuance/return", ReturnRequest, _program),
+}
+
+
+def partner_call(
+    db: Database,
+    settings: Settings,
+    endpoint: Endpoint,
+    body: dict[str, Any],
+    *,
+    now: datetime | None = None,
+    idempotency_key: str | None = None,
+    registry: InFlightRegistry | None = None,
+    client_id: str = "in-process",
+    fingerprint: str | None = None,
+    request_id: str = "test",
+) -> service.Outcome:
+    """`body` (with its `sponsorCode`) as a call of `endpoint` by `client_id`, at `now` (default:
+    the real clock), under `idempotency_key` if given, in flight in `registry` (default: one
+    shared by the calls that name none). Its fingerprint is the route's (the same body resent is
+    the same request) unless `fingerprint` is given."""
+    path, model, to_command = ROUTES[endpoint]
+    obj, canonical = json_object_of(json.dumps(body).encode())
+    request = validate_body(
+        model,
+        obj,
+        context={"miles_per_line_max": settings.miles_per_line_max},
+        rules=FIELD_RULES,
+        codes=FIELD_CODES,
+    )
+    partner = service.PartnerCall(
+        endpoint=endpoint,
+        client_id=client_id,
+        command=to_command(request),
+        request_json=canonical.decode(),
+        fingerprint=fingerprint or idempotency.fingerprint("POST", path, canonical),
+        idempotency_key=idempotency_key,
+        request_id=request_id,
+    )
+    run = service.calculate if endpoint is Endpoint.CALCULATE else service.execute
+    return run(
+        db,
+        settings,
+        registry or _REGISTRY,
+        partner,
+        now=(lambda: now) if now else clock.utc_now,
+    )
 
 
 def call(
@@ -32,25 +125,15 @@ def call(
 ) -> service.Outcome:
     """`body` as a POST/EVENT (or, with `reverse`, a REVERSE/EVENT) call of `client_id`, at `now`
     (default: the real clock), under `idempotency_key` if given, in flight in `registry` (default:
-    one shared by the calls that name none)."""
-    model = ReverseEventRequest if reverse else PostEventRequest
-    request = model.model_validate(
-        body, context={"miles_per_line_max": settings.miles_per_line_max}
-    )
-    canonical = canonical_json(body)
-    outcome_call = service.PartnerCall(
-        endpoint=service.Endpoint.REVERSE_EVENT if reverse else service.Endpoint.POST_EVENT,
-        client_id=client_id,
-        command=event_command(request),
-        request_json=canonical.decode(),
-        fingerprint=fingerprint("POST", _PATHS[reverse], canonical),
-        idempotency_key=idempotency_key,
-        request_id="test",
-    )
-    return service.execute(
+    one shared by the calls that name none). Its fingerprint is the
+    route's: the same body sent again under the same key is a replay."""
+    return partner_call(
         db,
         settings,
-        registry or _REGISTRY,
-        outcome_call,
-        now=(lambda: now) if now else clock.utc_now,
+        Endpoint.REVERSE_EVENT if reverse else Endpoint.POST_EVENT,
+        body,
+        now=now,
+        idempotency_key=idempotency_key,
+        registry=registry,
+        client_id=client_id,
     )

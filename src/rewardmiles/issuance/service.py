@@ -990,16 +990,18 @@ def _compute_return(session: Session, call: PartnerCall) -> Command:
     command = call.command
     assert command.program is not None
     original = _locked_original(session, call, RULES[Endpoint.RETURN])
-    issued = orjson.loads(repo.get_calculation(session, original.id) or "null")
+    calculation = repo.get_calculation(session, original.id)
+    assert calculation is not None  # every ISSUE stores what it computed its lines from
+    issued = orjson.loads(calculation)
     bought = {item["id"]: int(item["quantity"]) for item in issued["items"]}
     returned_before: dict[str, int] = defaultdict(int)
     for earlier in repo.calculations_of_reversals(session, original.id):
         for item_id, quantity in orjson.loads(earlier)["returned"].items():
             returned_before[item_id] += quantity
-    returned_now: dict[str, int] = defaultdict(int)
+    items = command.program.basket.items
+    returned_now = {item.id: item.quantity for item in items}  # ids are unique in a basket
     errors: list[FieldError] = []
-    for i, item in enumerate(command.program.basket.items):
-        returned_now[item.id] += item.quantity
+    for i, item in enumerate(items):
         already = returned_before.get(item.id, 0)
         if item.id not in bought:
             errors.append(
