@@ -528,18 +528,24 @@ def test_execute_refuses_an_endpoint_that_records_no_transaction(own_db: Databas
 # --------------------------------------------------------------------------- rules
 
 
-def test_an_unknown_sponsor_is_refused(own_db: Database) -> None:
+@pytest.mark.parametrize(
+    ("known", "expected"),
+    [(False, ("SPONSOR_UNKNOWN", "is unknown.")), (True, ("SPONSOR_INACTIVE", "is not active."))],
+    ids=["unknown", "inactive"],
+)
+def test_a_sponsor_unknown_or_not_active_is_refused(
+    own_db: Database, known: bool, expected: tuple[str, str]
+) -> None:
     number = data.new_collector(own_db)
-    sponsor = "S" + secrets.token_hex(4).upper()
+    sponsor = (
+        data.new_sponsor(own_db, active=False) if known else "S" + secrets.token_hex(4).upper()
+    )
 
     out = _call(own_db, ALLOW, Endpoint.POST_EVENT, _event(sponsor, number, [("STANDARD", 3)]))
 
-    _problem(
-        out,
-        "SPONSOR_UNKNOWN",
-        f"Sponsor {sponsor} is unknown.",
-        [("SPONSOR_UNKNOWN", "sponsorCode")],
-    )
+    code, ending = expected
+    _problem(out, code, f"Sponsor {sponsor} {ending}", [(code, "sponsorCode")])
+    assert data.balance(own_db, number) == 0
 
 
 def test_a_reversal_below_zero_names_the_miles_and_the_issuances(own_db: Database) -> None:
