@@ -261,6 +261,135 @@ EXPLAINED: dict[str, Explained] = {
         "body = _with_lines(command, computed, command.program.location_code, None).echo",
         "_preview reads only .echo of the Command _with_lines returns; the calculation argument only sets Command.calculation, which is stored with a written transaction (calculation_json), and CALCULATE writes none: the body is the same with {} or None.",
     ),
+    "rewardmiles.issuance.service.x__execute_once__mutmut_12": Explained(
+        "return _execute_rules(session, settings, call, now, optimistic=None)",
+        "optimistic is then always false: the rule-3.7 duplicate check runs before the rules instead of after a rule failure or the unique index's violation; _process answers the same either way (a duplicate is replayed or refused DUPLICATE_TRANSACTION, a failed rule of a new id is recorded) - only the number of statements differs",
+    ),
+    "rewardmiles.issuance.service.x__execute_rules__mutmut_7": Explained(
+        "outcome = _process(session, settings, call, now, optimistic=None)",
+        "optimistic is then always false: the rule-3.7 duplicate check runs before the rules instead of after a rule failure or the unique index's violation; _process answers the same either way (a duplicate is replayed or refused DUPLICATE_TRANSACTION, a failed rule of a new id is recorded) - only the number of statements differs",
+    ),
+    "rewardmiles.issuance.service.x__run_keyed__mutmut_13": Explained(
+        "return once(session, None)",
+        "optimistic is then always false: the rule-3.7 duplicate check runs before the rules instead of after a rule failure or the unique index's violation; _process answers the same either way (a duplicate is replayed or refused DUPLICATE_TRANSACTION, a failed rule of a new id is recorded) - only the number of statements differs; calculate's `once` ignores the attempt",
+    ),
+    "rewardmiles.issuance.service.x_execute__mutmut_16": Explained(
+        "session, settings, call, now(), optimistic=None",
+        "optimistic is then always false: the rule-3.7 duplicate check runs before the rules instead of after a rule failure or the unique index's violation; _process answers the same either way (a duplicate is replayed or refused DUPLICATE_TRANSACTION, a failed rule of a new id is recorded) - only the number of statements differs",
+    ),
+    "rewardmiles.issuance.service.x__execute_rules__mutmut_16": Explained(
+        'assert queued_writes(session) == 0, "XXa rule failed after writes were queuedXX"',
+        "message of an assertion that never fails (every rule is checked before the first write is queued); no test can reach it without a broken rule order",
+    ),
+    "rewardmiles.issuance.service.x__execute_rules__mutmut_17": Explained(
+        'assert queued_writes(session) == 0, "A RULE FAILED AFTER WRITES WERE QUEUED"',
+        "message of an assertion that never fails (every rule is checked before the first write is queued)",
+    ),
+    "rewardmiles.issuance.service.x_replay_stored__mutmut_4": Explained(
+        "if stored.transaction_id is not None and stored.status in (201, 202):",
+        "a stored 200 is then answered from the key's stored body instead of re-rendered: a 200's lines are all posted (final) and the key keeps the same body the transaction row keeps, so render_current gives the identical body (differs only for a response stored by a version before empty optionals were left out)",
+    ),
+    "rewardmiles.issuance.service.x_replay_stored__mutmut_15": Explained(
+        "return Outcome(stored.status, stored.body, None, replayed=True)",
+        "this branch only answers outcomes without a transaction (400s, keyed CALCULATE 200): every accepted outcome is 200/202 with a transaction id and takes the first branch, so stored.transaction_id is None here",
+    ),
+    "rewardmiles.issuance.service.x_replay_stored__mutmut_19": Explained(
+        "return Outcome(stored.status, stored.body, replayed=True)",
+        "as _15: transaction_id defaults to None, and stored.transaction_id is None in this branch",
+    ),
+    "rewardmiles.issuance.service.x_render_state__mutmut_6": Explained(
+        'for out_line, line in zip(body.get("issuances", ()), lines, strict=None):',
+        "strict only guards an invariant: the response's issuances and the transaction's lines are written from the same planned list (build_write), so zip never sees two lengths",
+    ),
+    "rewardmiles.issuance.service.x_render_state__mutmut_9": Explained(
+        'for out_line, line in zip(body.get("issuances", ()), lines, ):',
+        "as _6: zip without strict over two sequences of equal length",
+    ),
+    "rewardmiles.issuance.service.x_render_state__mutmut_16": Explained(
+        'for out_line, line in zip(body.get("issuances", ()), lines, strict=False):',
+        "as _6: zip(strict=False) over two sequences of equal length",
+    ),
+    "rewardmiles.issuance.service.x_render_state__mutmut_26": Explained(
+        "if line.status == REJECTED or line.error_code:",
+        "every rejected line has an error code (settlement's rejections, operator reject: code required) and no other line ever has one (build_write writes None, only rejections set it), so `status == REJECTED or error_code` selects the same lines as `and`",
+    ),
+    "rewardmiles.issuance.service.x__record_rejection__mutmut_15": Explained(
+        "_transaction_row(call, ids.uuid4_text(), None, REJECTED, 400, rule.code, None, now),",
+        "the response_json of a rejected transaction row is never read: lookups, replays (find_accepted, get_accepted_by_id) and reports take accepted rows only (status != 'rejected'); the audit report shows a rejection's request_json, http_status and error_code",
+    ),
+    "rewardmiles.issuance.service.x__record_rejection__mutmut_30": Explained(
+        "return Outcome(400, body, )",
+        "transaction_id defaults to None in Outcome",
+    ),
+    "rewardmiles.issuance.service.x__locked_original__mutmut_14": Explained(
+        'command.original_partner_id or "XXXX",',
+        "_locked_original is reached only with a non-empty original id (_load_original returns first without one; RETURN's originalCheckoutTransactionId is required, min length 1), so the `or` default is never taken",
+    ),
+    "rewardmiles.issuance.service.x__original_not_found__mutmut_5": Explained(
+        'named = command.original_partner_id or "XXXX"',
+        "as _locked_original_14: called only for a non-empty original id",
+    ),
+    "rewardmiles.issuance.service.x__lookup_view__mutmut_4": Explained(
+        "outcome = render_current(session, found.id, replayed=None)",
+        "lookup keeps only the rendered body; Outcome.replayed is never read there",
+    ),
+    "rewardmiles.issuance.service.x__lookup_view__mutmut_8": Explained(
+        "outcome = render_current(session, found.id, replayed=True)",
+        "lookup keeps only the rendered body; Outcome.replayed is never read there",
+    ),
+    "rewardmiles.issuance.service.x__run_keyed__mutmut_11": Explained(
+        "for attempt in range(1, INTEGRITY_RETRIES + 2):",
+        "range(1, 5): attempt 3 (INTEGRITY_RETRIES) re-raises, so a 4th attempt never runs",
+    ),
+    "rewardmiles.issuance.service.x__run_keyed__mutmut_17": Explained(
+        "raise AssertionError(None)",
+        "message of `unreachable`: the loop returns or re-raises at its last attempt",
+    ),
+    "rewardmiles.issuance.service.x__run_keyed__mutmut_18": Explained(
+        'raise AssertionError("XXunreachableXX")',
+        "message of `unreachable`: the loop returns or re-raises at its last attempt",
+    ),
+    "rewardmiles.issuance.service.x__run_keyed__mutmut_19": Explained(
+        'raise AssertionError("UNREACHABLE")',
+        "message of `unreachable`: the loop returns or re-raises at its last attempt",
+    ),
+    "rewardmiles.issuance.service.x__run_keyed__mutmut_7": Explained(
+        "for attempt in range(INTEGRITY_RETRIES + 1):",
+        "range(0, 4): attempt 0 is not optimistic (equivalent as _execute_once_12) and the race retry still ends with a non-optimistic attempt before attempt 3 re-raises; same answers",
+    ),
+    "rewardmiles.issuance.service.x__run_keyed__mutmut_9": Explained(
+        "for attempt in range(2, INTEGRITY_RETRIES + 1):",
+        "range(2, 4): both attempts not optimistic; a lost unique-index race is retried once, non-optimistically, which finds the winner as attempt 2 does in the original",
+    ),
+    "rewardmiles.issuance.service.x_execute__mutmut_23": Explained(
+        "session, settings, call, now(), optimistic=attempt == 2",
+        "attempt == 2: attempt 1 not optimistic (equivalent as _execute_once_12); after a lost race attempt 2 is optimistic and fails on the index again, attempt 3 is not and replays the winner: same answer, one more attempt",
+    ),
+    "rewardmiles.issuance.service.x__locked_original__mutmut_7": Explained(
+        "lock=None,",
+        "SQLAlchemy's SQLite dialect renders no FOR UPDATE, so the statement is the same. On PostgreSQL killed by test_racing_reversals_of_an_unknown_collectors_original_never_exceed_it (postgres_only)",
+        dialects=("sqlite",),
+    ),
+    "rewardmiles.issuance.service.x__locked_original__mutmut_12": Explained(
+        ")",
+        "as _7 (lock left to its default False): same SQL on SQLite; killed on PostgreSQL by the racing-reversals test",
+        dialects=("sqlite",),
+    ),
+    "rewardmiles.issuance.service.x__locked_original__mutmut_15": Explained(
+        "lock=False,",
+        "as _7 (lock=False): same SQL on SQLite; killed on PostgreSQL by the racing-reversals test",
+        dialects=("sqlite",),
+    ),
+    "rewardmiles.issuance.service.x__run_keyed__mutmut_8": Explained(
+        "for attempt in range(1, ):",
+        "range(1) runs one non-optimistic attempt 0, which answers every call without a concurrent writer, and SQLite's units of work are serialised, so no unique-index race happens. On PostgreSQL killed by test_racing_resends_of_an_unknown_collectors_event_are_one_transaction (the loser's IntegrityError ends the loop: AssertionError unreachable)",
+        dialects=("sqlite",),
+    ),
+    "rewardmiles.issuance.service.x_execute__mutmut_22": Explained(
+        "session, settings, call, now(), optimistic=attempt != 1",
+        "attempt 1 not optimistic answers every call without a concurrent writer. On PostgreSQL killed by test_racing_resends_of_an_unknown_collectors_event_are_one_transaction (checked: the losers' retries stay optimistic and raise UniqueViolation)",
+        dialects=("sqlite",),
+    ),
 }
 
 

@@ -19,6 +19,7 @@ from rewardmiles.db.engine import Database
 from rewardmiles.idempotency import service as idempotency
 from rewardmiles.idempotency.service import InFlightRegistry
 from rewardmiles.issuance import service
+from rewardmiles.issuance.routes import BASKET_ENDPOINTS, EVENT_ENDPOINTS
 from rewardmiles.issuance.schemas import (
     FIELD_CODES,
     FIELD_RULES,
@@ -67,6 +68,57 @@ ROUTES: dict[Endpoint, tuple[str, type[WireModel], Callable[[Any], Command]]] = 
 }
 
 
+def build_call(
+    settings: Settings,
+    endpoint: Endpoint,
+    body: dict[str, Any],
+    *,
+    client_id: str = "in-process",
+    idempotency_key: str | None = None,
+    fingerprint: str | None = None,
+    request_id: str = "test",
+) -> service.PartnerCall:
+    """The `PartnerCall` the route of `endpoint` builds for `body` (with its `sponsorCode`):
+    parsed and validated as the route does (a malformed body raises the route's
+    `ProblemError`), fingerprinted as the route does (the same body resent is the same request)
+    unless `fingerprint` is given; RECORD, like its route, takes no `Idempotency-Key`."""
+    path, model, to_command = ROUTES[endpoint]
+    obj, canonical = json_object_of(json.dumps(body).encode())
+    request = validate_body(
+        model,
+        obj,
+        context={"miles_per_line_max": settings.miles_per_line_max},
+        rules=FIELD_RULES,
+        codes=FIELD_CODES,
+    )
+    return service.PartnerCall(
+        endpoint=endpoint,
+        client_id=client_id,
+        command=to_command(request),
+        request_json=canonical.decode(),
+        fingerprint=fingerprint or idempotency.fingerprint("POST", path, canonical),
+        idempotency_key=idempotency_key if endpoint is not Endpoint.RECORD else None,
+        request_id=request_id,
+    )
+
+
+def run(
+    db: Database,
+    settings: Settings,
+    partner: service.PartnerCall,
+    *,
+    now: datetime | None = None,
+    registry: InFlightRegistry | None = None,
+) -> service.Outcome:
+    """`partner` run as its route runs it (`calculate` for CALCULATE, `execute` otherwise), at
+    `now` (default: the real clock), in flight in `registry` (default: one shared by the calls
+    that name none)."""
+    runner = service.calculate if partner.endpoint is Endpoint.CALCULATE else service.execute
+    return runner(
+        db, settings, registry or _REGISTRY, partner, now=(lambda: now) if now else clock.utc_now
+    )
+
+
 def partner_call(
     db: Database,
     settings: Settings,
@@ -80,36 +132,17 @@ def partner_call(
     fingerprint: str | None = None,
     request_id: str = "test",
 ) -> service.Outcome:
-    """`body` (with its `sponsorCode`) as a call of `endpoint` by `client_id`, at `now` (default:
-    the real clock), under `idempotency_key` if given, in flight in `registry` (default: one
-    shared by the calls that name none). Its fingerprint is the route's (the same body resent is
-    the same request) unless `fingerprint` is given."""
-    path, model, to_command = ROUTES[endpoint]
-    obj, canonical = json_object_of(json.dumps(body).encode())
-    request = validate_body(
-        model,
-        obj,
-        context={"miles_per_line_max": settings.miles_per_line_max},
-        rules=FIELD_RULES,
-        codes=FIELD_CODES,
-    )
-    partner = service.PartnerCall(
-        endpoint=endpoint,
+    """`body` as a call of `endpoint` by `client_id` (`build_call`), run at `now` (`run`)."""
+    made = build_call(
+        settings,
+        endpoint,
+        body,
         client_id=client_id,
-        command=to_command(request),
-        request_json=canonical.decode(),
-        fingerprint=fingerprint or idempotency.fingerprint("POST", path, canonical),
         idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
         request_id=request_id,
     )
-    run = service.calculate if endpoint is Endpoint.CALCULATE else service.execute
-    return run(
-        db,
-        settings,
-        registry or _REGISTRY,
-        partner,
-        now=(lambda: now) if now else clock.utc_now,
-    )
+    return run(db, settings, made, now=now, registry=registry)
 
 
 def call(
@@ -137,3 +170,28 @@ def call(
         registry=registry,
         client_id=client_id,
     )
+
+
+# --------------------------------------------------------------------------- lookups
+
+
+def lookup(db: Database, transaction_id: str, sponsor_codes: list[str]) -> dict[str, Any] | None:
+    """GET /transactions/{transactionId} of a client acting for `sponsor_codes`."""
+    with db.reader() as session:
+        return service.lookup(session, transaction_id, sponsor_codes)
+
+
+def lookup_by_partner_id(
+    db: Database,
+    sponsor_code: str,
+    *,
+    client_transaction_id: str | None = None,
+    checkout_transaction_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """GET /transactions?clientTransactionId=… (event endpoints) or ?checkoutTransactionId=…
+    (basket endpoints): exactly one of them."""
+    assert (client_transaction_id is None) != (checkout_transaction_id is None)
+    endpoints = EVENT_ENDPOINTS if client_transaction_id is not None else BASKET_ENDPOINTS
+    partner_id = client_transaction_id or checkout_transaction_id or ""
+    with db.reader() as session:
+        return service.lookup_by_partner_id(session, sponsor_code, partner_id, endpoints)
