@@ -464,13 +464,19 @@ def _prepare(databases: str) -> None:
     marker.write_text(databases)
 
 
+class MutmutError(RuntimeError):
+    """mutmut stopped before judging any mutant (its clean run of the tests failed, or it
+    found no test): a run that checked nothing must not pass for one that found nothing."""
+
+
 def run_mutmut(patterns: list[str], env: dict[str, str], max_seconds: float | None) -> bool:
     """`mutmut run` over `patterns`; True if it finished, False if stopped at the deadline (the
-    mutants it had checked keep their verdicts, the others stay "not checked")."""
+    mutants it had checked keep their verdicts, the others stay "not checked"). Raises
+    MutmutError when mutmut itself fails."""
     command = [*MUTMUT, "run", "--max-children", str(WORKERS), *patterns]
     with subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True) as process:
         try:
-            process.wait(timeout=max_seconds)
+            code = process.wait(timeout=max_seconds)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGINT)
             try:
@@ -479,6 +485,8 @@ def run_mutmut(patterns: list[str], env: dict[str, str], max_seconds: float | No
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
             return False
+    if code != 0:
+        raise MutmutError(f"mutmut run exited with {code} (its output is above)")
     return True
 
 
@@ -632,7 +640,11 @@ def main(argv: list[str] | None = None) -> int:
     deadline = None if args.max_seconds is None else started + args.max_seconds
     _prepare(args.databases)
     env = {**os.environ, "REWARDMILES_TEST_DATABASES": args.databases}
-    finished = run_mutmut(patterns, env, args.max_seconds)
+    try:
+        finished = run_mutmut(patterns, env, args.max_seconds)
+    except MutmutError as failure:
+        print(f"\n{failure}: no mutant was judged")
+        return 2
     results = verdicts()
 
     surviving: list[str] = []
