@@ -39,7 +39,7 @@ format: install ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix src tests bench client examples
 	$(BIN)/ruff format src tests bench client examples
 
-typecheck: install ## mypy --strict on the service and the partner SDK
+typecheck: install ## mypy --strict on the service, its tests and benchmarks, and the partner SDK
 	$(BIN)/mypy
 	$(BIN)/mypy --strict client/src/rewardmiles_client
 

@@ -159,7 +159,7 @@ class Connection(asyncio.Protocol):
     async def request(self, data: bytes, timeout: float) -> tuple[int, bytes, bytes]:
         if self.lost or self.transport is None:
             raise ConnectionError("connection closed")
-        waiter = self.loop.create_future()
+        waiter: asyncio.Future[tuple[int, bytes, bytes]] = self.loop.create_future()
         self.waiter = waiter
         self.transport.write(data)
         timer = self.loop.call_later(timeout, _expire, waiter)

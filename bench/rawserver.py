@@ -52,9 +52,14 @@ class Responder(asyncio.Protocol):
 async def serve(host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(Responder, host, port, backlog=1024)
-    stop = loop.create_future()
+    stop: asyncio.Future[None] = loop.create_future()
+
+    def request_stop() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, request_stop)
     async with server:
         await stop
 

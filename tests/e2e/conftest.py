@@ -26,8 +26,8 @@ class World:
     def balance(self, number: str) -> int:
         return data.balance(self.db, number)
 
-    def body(self, collector: str, **overrides: object) -> dict[str, object]:
-        return data.event_body(self.sponsor, collector, **overrides)  # type: ignore[arg-type]
+    def body(self, collector: str, *, miles: int = 8, **overrides: object) -> dict[str, object]:
+        return data.event_body(self.sponsor, collector, miles=miles, **overrides)
 
     def new_partner(self, *sponsors: str) -> Partner:
         client_id, secret = data.new_client(self.db, list(sponsors))

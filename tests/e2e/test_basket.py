@@ -893,7 +893,7 @@ def test_reverse_can_only_name_a_post(world: World, kind: str) -> None:
     if kind == "post-event":
         event = world.body(collector, miles=10)
         assert world.partner.post_event(event).status_code == 200
-        named = event["clientTransactionId"]
+        named = data.text_field(event, "clientTransactionId")
     else:
         post_basket(world, collector, miles=10)
         other = basket(world, collector, miles=1)
@@ -1398,7 +1398,7 @@ def test_lookup_by_checkout_id_lists_every_basket_transaction_with_that_id(world
 def test_lookup_by_client_id_lists_the_event_transactions(world: World) -> None:
     collector = world.collector()
     event = world.body(collector, miles=9)
-    client_id = event["clientTransactionId"]
+    client_id = data.text_field(event, "clientTransactionId")
     assert world.partner.post_event(event).status_code == 200
     reversal = world.body(
         collector, miles=2, clientTransactionId=client_id, originalClientTransactionId=client_id

@@ -361,8 +361,8 @@ def _check(
         if line.status != "posted":
             findings.unposted_lines.append(f"{line.transaction_id}:{line.line_no} is {line.status}")
         elif got != [("collector", signed), ("sponsor", -signed)]:
-            target = findings.duplicated if len(got) > 2 else findings.unposted_lines
-            target.append(
+            bucket = findings.duplicated if len(got) > 2 else findings.unposted_lines
+            bucket.append(
                 f"{line.transaction_id}:{line.line_no} entries {got}, expected one pair of {signed}"
             )
         if line.settled_at is not None and line.settled_at > line.processed_at:

@@ -488,7 +488,9 @@ def test_value_at_the_limit_is_accepted(world: World, mutate: Mutation) -> None:
     collector = world.collector()
     body = world.body(collector)
     mutate(body)
-    expected = sum(int(item["milesAmount"]) for item in body["issuances"])
+    issuances = body["issuances"]
+    assert isinstance(issuances, list)
+    expected = sum(int(item["milesAmount"]) for item in issuances)
 
     response = world.partner.post_event(body)
 
@@ -925,7 +927,7 @@ def test_unknown_offer_is_400_at_its_line_and_recorded(world: World, path: str) 
 
     assert_problem(response, 400, "OFFER_UNKNOWN", "issuances[1].issuanceOfferCode")
     assert_recorded_rejection(
-        world, world.sponsor, path, body["clientTransactionId"], "OFFER_UNKNOWN"
+        world, world.sponsor, path, data.text_field(body, "clientTransactionId"), "OFFER_UNKNOWN"
     )
     assert world.balance(collector) == 0
     assert ledger_entry_count(world.db, collector) == 0
@@ -1070,7 +1072,11 @@ def test_date_outside_the_window_is_400_date_out_of_range_and_recorded(
 
     assert_problem(response, 400, "DATE_OUT_OF_RANGE", "transactionDateTime")
     assert_recorded_rejection(
-        world, world.sponsor, path, body["clientTransactionId"], "DATE_OUT_OF_RANGE"
+        world,
+        world.sponsor,
+        path,
+        data.text_field(body, "clientTransactionId"),
+        "DATE_OUT_OF_RANGE",
     )
     assert world.balance(collector) == 0
     assert ledger_entry_count(world.db, collector) == 0
@@ -1113,7 +1119,11 @@ def test_same_id_with_another_body_is_400_duplicate_and_identical_resend_is_a_re
     assert resent.json() == first.json()
     assert_problem(duplicate, 400, "DUPLICATE_TRANSACTION", "clientTransactionId")
     assert_recorded_rejection(
-        world, world.sponsor, POST_EVENT, body["clientTransactionId"], "DUPLICATE_TRANSACTION"
+        world,
+        world.sponsor,
+        POST_EVENT,
+        data.text_field(body, "clientTransactionId"),
+        "DUPLICATE_TRANSACTION",
     )
     assert world.balance(collector) == 10
     assert ledger_entry_count(world.db, collector) == 1
@@ -1188,7 +1198,9 @@ def test_reversal_of_a_rejected_original_is_400_original_not_found(world: World)
     original = world.body(collector, issuances=[line(5, offer="NOSUCH")])
     assert world.partner.post_event(original).json()["code"] == "OFFER_UNKNOWN"
 
-    body, response = _reverse(world, collector, original["clientTransactionId"], line(5))
+    body, response = _reverse(
+        world, collector, data.text_field(original, "clientTransactionId"), line(5)
+    )
 
     assert_problem(response, 400, "ORIGINAL_NOT_FOUND", "originalClientTransactionId")
     assert_recorded_rejection(

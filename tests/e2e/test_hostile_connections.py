@@ -245,17 +245,17 @@ def test_slowloris_connections_are_closed_while_others_are_served(guarded: Serve
                     position += 1
                     next_byte += 1
                 for key, _ in selector.select(timeout=0.05):
-                    sock = key.fileobj
-                    assert isinstance(sock, socket.socket)
+                    ready = key.fileobj
+                    assert isinstance(ready, socket.socket)
                     try:
-                        data = sock.recv(65_536)
+                        data = ready.recv(65_536)
                     except BlockingIOError:
                         continue
                     except ConnectionResetError:
                         data = b""
                     if not data:
                         closed_after[key.data] = time.monotonic() - started
-                        selector.unregister(sock)
+                        selector.unregister(ready)
                 began = time.monotonic()
                 assert other.get(guarded.base_url + "/healthz").status_code == 200
                 latencies.append(time.monotonic() - began)

@@ -137,7 +137,10 @@ def test_oversized_or_too_many_headers_get_431_before_any_work(world: World) -> 
     many = httpx.post(url, json=body, headers={**auth, **{f"X-H{i}": "v" for i in range(120)}})
     assert_problem(many, 431, "HEADERS_TOO_LARGE")
     assert_nothing_stored(
-        world.db, world.partner.client_id, body["collectorNumber"], body["clientTransactionId"]
+        world.db,
+        world.partner.client_id,
+        data.text_field(body, "collectorNumber"),
+        data.text_field(body, "clientTransactionId"),
     )
     fine = httpx.post(url, json=body, headers={**auth, "X-Padding": "a" * 8_000})
     assert fine.status_code == 200, fine.text

@@ -7,6 +7,7 @@ import io
 import json
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -36,7 +37,7 @@ def own_db(dialect: str, database_factory: DatabaseFactory) -> Iterator[Database
 
 def _run(
     db: Database, sponsor: str, text: str, kind: str = "csv", *, issue_missing: bool = False
-) -> dict:
+) -> dict[str, Any]:
     batch_id = batches.start_batch(db, sponsor, "test", issue_missing, clock.utc_now())
     batches.run_batch(db, Settings(), batch_id, io.BytesIO(text.encode()), kind, client_id="test")
     with db.reader() as session:
@@ -46,7 +47,7 @@ def _run(
     return view
 
 
-def _outcomes(view: dict) -> dict[str, set[object]]:
+def _outcomes(view: dict[str, Any]) -> dict[str, set[object]]:
     out: dict[str, set[object]] = {}
     for record in view["records"]:
         out.setdefault(record["outcome"], set()).add(
@@ -57,7 +58,7 @@ def _outcomes(view: dict) -> dict[str, set[object]]:
 
 def _day_of_records(
     db: Database, settings: Settings, sponsor: str, count: int
-) -> tuple[list[dict], str]:
+) -> tuple[list[dict[str, Any]], str]:
     """Real-time traffic of one sponsor: `count` POST/EVENTs of 10 miles for one collector."""
     collector = data.new_collector(db)
     bodies = [data.event_body(sponsor, collector, miles=10) for _ in range(count)]
@@ -221,7 +222,9 @@ def test_log_json_line_with_a_duplicated_member_is_malformed_json(own_db: Databa
     assert '"milesAmount"' in invalid["detail"]
 
 
-def _run_bytes(db: Database, sponsor: str, raw: bytes, kind: str, settings: Settings) -> dict:
+def _run_bytes(
+    db: Database, sponsor: str, raw: bytes, kind: str, settings: Settings
+) -> dict[str, Any]:
     batch_id = batches.start_batch(db, sponsor, "test", False, clock.utc_now())
     batches.run_batch(db, settings, batch_id, io.BytesIO(raw), kind, client_id="test")
     with db.reader() as session:

@@ -16,9 +16,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from click.testing import Result
 from sqlalchemy import func, insert, select, update
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from rewardmiles import clock, ledger
 from rewardmiles.auth import service as auth
@@ -116,7 +115,9 @@ def _collector(cli_db: Database, number: str) -> tuple[str, int] | None:
 
 def _show(cli: Cli, number: str) -> dict[str, object]:
     result = _ok(cli("collector", "show", number, "--json"))
-    return json.loads(result.stdout)  # type: ignore[no-any-return]
+    shown = json.loads(result.stdout)
+    assert isinstance(shown, dict), shown
+    return shown
 
 
 @pytest.fixture
@@ -421,7 +422,8 @@ SUMMARY = re.compile(
 def _summary(result: Result) -> tuple[int, int, int, int]:
     match = SUMMARY.search(_flat(result.stdout))
     assert match, result.stdout
-    return tuple(int(g.replace(",", "")) for g in match.groups())  # type: ignore[return-value]
+    read, enrolled, unchanged, invalid = (int(g.replace(",", "")) for g in match.groups())
+    return read, enrolled, unchanged, invalid
 
 
 def _csv(tmp_path: Path, text: str, *, encoding: str = "utf-8") -> str:
@@ -915,7 +917,7 @@ def _formula_day(cli_db: Database) -> tuple[str, str, list[dict[str, object]]]:
     rejected = data.event_body(
         sponsor, data.new_collector(cli_db, "CLOSED"), clientTransactionId="@cmd", miles=5
     )
-    rejected["issuances"][0]["locationCode"] = "=1+2"  # type: ignore[index]
+    rejected["issuances"][0]["locationCode"] = "=1+2"
     assert call(cli_db, Settings(), rejected).status == 400
     return sponsor, number, [*bodies, rejected]
 
@@ -928,7 +930,7 @@ def test_report_audit_csv_neutralises_formula_cells_and_json_stays_exact(
     rows = list(csv.reader(io.StringIO(csv_text.split("\n", 1)[1])))
     header, rows = rows[0], rows[1:]
     ids = {row[header.index("partnerTransactionId")] for row in rows}
-    assert ids == {"'" + b["clientTransactionId"] for b in bodies}  # type: ignore[operator]
+    assert ids == {"'" + data.text_field(b, "clientTransactionId") for b in bodies}
     assert {row[header.index("locationCode")] for row in rows} >= {"'=1+2"}
     assert {row[header.index("milesAmount")] for row in rows} == {"5"}
 

@@ -68,7 +68,8 @@ def test_schema_diff_is_not_blind(empty_db: Database) -> None:
     with empty_db.engine.begin() as conn:
         conn.execute(text("DROP INDEX ix_ledger_entries_account"))
     diff = _schema_diff(empty_db)
-    assert [(op[0], op[1].name) for op in diff] == [("add_index", "ix_ledger_entries_account")]
+    described = [(op[0], op[1].name) if isinstance(op, tuple) else op for op in diff]
+    assert described == [("add_index", "ix_ledger_entries_account")]
 
 
 def test_is_current_false_on_an_empty_database_and_true_after_upgrade(empty_db: Database) -> None:

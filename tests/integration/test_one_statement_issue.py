@@ -31,6 +31,7 @@ from rewardmiles.issuance import service
 from rewardmiles.issuance.repository import (
     APPLY_POSTED_ISSUE_SENT,
     PostedIssueWriter,
+    newest_reference,
     posted_issue_params,
 )
 from rewardmiles.issuance.schemas import (
@@ -395,7 +396,7 @@ def test_calls_the_plan_is_not_sure_of_are_left_to_the_general_path(rig: Rig, ca
         body = event(originalClientTransactionId="whatever")
         endpoint = "reverse_event"
     call = partner_call(body, key=f"k-{case}", endpoint=endpoint)
-    version, reference = service.repo.newest_reference(rig.db.engine)
+    version, reference = newest_reference(rig.db.engine)
     assert version >= 0
     assert reference
     assert service.plan_posted_issue(rig.settings, call, reference, NOW) is None

@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
-from click.testing import Result
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from rewardmiles import clock, secretbox
 from rewardmiles.cli.main import app

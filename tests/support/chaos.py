@@ -19,11 +19,11 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict, Unpack
 
 import httpx
 
@@ -360,6 +360,36 @@ class Issued:
     reversed: int = 0
 
 
+class OpDetails(TypedDict, total=False):
+    """What a kind of logical call adds to its record (the records file's `op` lines)."""
+
+    collector: str
+    miles: int
+    original: str  # the reversed POST/EVENT's clientTransactionId
+    target: str  # the replayed op
+
+
+class OpRecord(OpDetails):
+    """One logical call as a client records it, and as a replay finds it again."""
+
+    type: Literal["op"]
+    op: str
+    client: int
+    kind: str
+    path: str
+    key: str
+    partner_id: str
+    outcome: str
+    attempts: int
+    reasons: dict[str, int]
+    status: int | None
+    code: str | None
+    transaction_id: str | None
+    replayed: bool
+    line_statuses: list[str]
+    elapsed: float
+
+
 def run_client(plan: ClientPlan, stop: Any, sent: Any) -> None:
     """Entry point of a client process: drive traffic until `stop` is set, then write the last
     record. `sent` is a shared counter of HTTP requests (the test's stop condition)."""
@@ -391,15 +421,15 @@ class Driver:
         self.requests = 0
         self.issued: list[Issued] = []
         self.reversible: list[Issued] = []
-        self.history: list[dict[str, Any]] = []  # definitive calls, as replay targets
-        self.by_op: dict[str, dict[str, Any]] = {}
+        self.history: list[OpRecord] = []  # definitive calls, as replay targets
+        self.by_op: dict[str, OpRecord] = {}
         self.bodies: dict[str, bytes] = {}
         self.anomalies = 0
         self.records = Path(plan.records_path).open("a", encoding="utf-8")  # noqa: SIM115
 
     # -- plumbing
 
-    def _write(self, record: dict[str, Any]) -> None:
+    def _write(self, record: Mapping[str, object]) -> None:
         self.records.write(json.dumps(record, sort_keys=True) + "\n")
         self.records.flush()
 
@@ -585,7 +615,14 @@ class Driver:
             kind = "issue"
         if kind == "replay_same_key" and not self.history:
             kind = "issue"
-        return getattr(self, f"_do_{kind}")()
+        actions: dict[str, Callable[[], bool]] = {
+            "issue": self._do_issue,
+            "reverse": self._do_reverse,
+            "over_reverse": self._do_over_reverse,
+            "replay_same_key": self._do_replay_same_key,
+            "replay_new_key": self._do_replay_new_key,
+        }
+        return actions[kind]()
 
     def _do_issue(self) -> bool:
         collector = self.rng.choice(self.plan.collectors)
@@ -664,14 +701,14 @@ class Driver:
         body: bytes,
         *,
         key: str | None = None,
-        **fields: Any,
-    ) -> dict[str, Any]:
+        **fields: Unpack[OpDetails],
+    ) -> OpRecord:
         op = self._new_op()
         key = key or str(uuid.uuid4())
         result = self.call(
             path, body, key, lose_first=self.rng.random() < LOST_RESPONSE_PROBABILITY
         )
-        record = {
+        record: OpRecord = {
             "type": "op",
             "op": op,
             "client": self.plan.index,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -111,6 +112,14 @@ def event_body(sponsor: str, collector: str, *, miles: int = 8, **overrides: Any
     }
     body.update(overrides)
     return body
+
+
+def text_field(body: Mapping[str, object], key: str) -> str:
+    """A body's text value (an id the helpers generated), checked to be one: bodies are built
+    untyped so that tests can put anything in them."""
+    value = body[key]
+    assert isinstance(value, str), f"{key}: {value!r} is not a string"
+    return value
 
 
 def basket_body(

@@ -9,14 +9,19 @@ import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING, TypeGuard
 
 import requests
-import schemathesis
 
 from rewardmiles.db.engine import Database
 from tests.support import data
 from tests.support.partner import Partner
 from tests.support.server import Server
+
+if TYPE_CHECKING:
+    # schemathesis's name for a case of an OpenAPI operation; it exists for type checkers only.
+    from schemathesis.core.jsonschema.types import JsonValue
+    from schemathesis.specs.openapi.schemas import OpenApiCase
 
 TOKEN = "POST /oauth/token"
 PUBLIC = {
@@ -54,13 +59,13 @@ BATCH_LOG = (
 )
 
 
-def _number(value: object) -> bool:
+def _number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _amount(value: object) -> float:
+def _amount(value: float) -> float:
     """A generated amount brought into 0..1,000 dollars, so a basket's total stays valid."""
-    return round(min(abs(value), 1000.0), 2)  # type: ignore[call-overload, no-any-return]
+    return round(min(abs(value), 1000.0), 2)
 
 
 INTEGERS = ("quantity", "number", "milesAmount")
@@ -86,28 +91,33 @@ def _distinct_item_ids(items: object) -> None:
             seen.add(item["id"])
 
 
-def _balance_basket(body: dict[str, object]) -> None:
+def _balance_basket(body: dict[str, JsonValue]) -> None:
     """Make a basket add up: small amounts, items to the pre-tax amount, pre-tax plus taxes to
     the post-tax amount (each within the 1,000,000 dollars a field may hold)."""
     for name in ("basketPreTaxAmount", *TAXES):
-        if _number(body.get(name)):
-            body[name] = _amount(body[name])
+        value = body.get(name)
+        if _number(value):
+            body[name] = _amount(value)
     items = body.get("items")
-    if isinstance(items, list) and items and all(isinstance(item, dict) for item in items):
-        for item in items:
-            if _number(item.get("finalAmount")):
-                item["finalAmount"] = _amount(item["finalAmount"])
-        amounts = [item.get("finalAmount") for item in items]
-        if all(_number(amount) for amount in amounts):
-            body["basketPreTaxAmount"] = round(sum(amounts), 2)
+    if isinstance(items, list) and items:
+        objects = [item for item in items if isinstance(item, dict)]
+        if len(objects) == len(items):  # every item is an object
+            for item in objects:
+                final = item.get("finalAmount")
+                if _number(final):
+                    item["finalAmount"] = _amount(final)
+            amounts = [item.get("finalAmount") for item in objects]
+            numbers = [amount for amount in amounts if _number(amount)]
+            if len(numbers) == len(amounts):
+                body["basketPreTaxAmount"] = round(sum(numbers), 2)
     pre = body.get("basketPreTaxAmount")
     if _number(pre) and "basketPostTaxAmount" in body:
         taxes = [body.get(name) for name in TAXES]
-        total = pre + sum(tax for tax in taxes if _number(tax))  # type: ignore[operator]
+        total = pre + sum(tax for tax in taxes if _number(tax))
         body["basketPostTaxAmount"] = round(total, 2)
 
 
-def _steer(case: schemathesis.Case) -> bool:
+def _steer(case: OpenApiCase) -> bool:
     """A stable choice from the generated values, so a seeded run steers the same cases."""
     seen = json.dumps(
         [case.path_parameters, case.query, case.body, dict(case.headers or {})],
@@ -160,7 +170,7 @@ class FuzzTarget:
             self._tokens[label] = response.json()["access_token"]
         return self._tokens[label]
 
-    def prepare(self, case: schemathesis.Case) -> dict[str, str]:
+    def prepare(self, case: OpenApiCase) -> dict[str, str]:
         """Steer the case when its turn comes; the headers to send with it."""
         label = case.operation.label
         if _steer(case):
@@ -172,7 +182,7 @@ class FuzzTarget:
             return {}
         return {"Authorization": f"Bearer {self.token_for(label)}"}
 
-    def _steer_token(self, case: schemathesis.Case) -> None:
+    def _steer_token(self, case: OpenApiCase) -> None:
         if not isinstance(case.body, dict) or self.token_steers >= TOKEN_STEERS_MAX:
             return
         self.token_steers += 1
@@ -181,7 +191,7 @@ class FuzzTarget:
             {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
         )
 
-    def _steer_call(self, case: schemathesis.Case) -> None:
+    def _steer_call(self, case: OpenApiCase) -> None:
         moment = data.iso(data.now() - timedelta(seconds=5))
         if isinstance(case.body, dict):
             body = case.body
@@ -274,7 +284,7 @@ class FuzzTally:
         default_factory=lambda: defaultdict(Counter)
     )
 
-    def sent(self, dialect: str, case: schemathesis.Case, status: int | None) -> None:
+    def sent(self, dialect: str, case: OpenApiCase, status: int | None) -> None:
         meta = case.meta
         kind = f"{meta.phase.name.value}/{meta.generation.mode.value}" if meta else "explicit"
         self.cases[dialect][(case.operation.label, kind)] += 1

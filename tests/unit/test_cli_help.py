@@ -37,7 +37,7 @@ def _help(*words: str) -> str:
 
 
 def _every_help() -> list[tuple[tuple[str, ...], str]]:
-    pages = [((), _help())]
+    pages: list[tuple[tuple[str, ...], str]] = [((), _help())]
     for group, typer_app in [("", app), *((name, sub) for sub, name in SUBCOMMANDS)]:
         if group:
             pages.append(((group,), _help(group)))

@@ -39,7 +39,7 @@ def item(
     department: str | None = None,
     category: str | None = None,
 ) -> Item:
-    return Item(item_id, quantity, Decimal(amount), department, category)
+    return Item(item_id, quantity, Fraction(Decimal(amount)), department, category)
 
 
 def basket(*items: Item, coupons: tuple[str, ...] = ()) -> Basket:
@@ -448,7 +448,13 @@ item_ids = st.lists(st.sampled_from(ITEM_IDS), min_size=1, max_size=6, unique=Tr
 @st.composite
 def items_st(draw: st.DrawFn) -> tuple[Item, ...]:
     return tuple(
-        Item(item_id, draw(quantities), draw(cents), draw(maybe_department), draw(maybe_category))
+        Item(
+            item_id,
+            draw(quantities),
+            Fraction(draw(cents)),
+            draw(maybe_department),
+            draw(maybe_category),
+        )
         for item_id in draw(item_ids)
     )
 
