@@ -1,7 +1,10 @@
 """HTTP plumbing shared by every router: request ids, problem+json, JSON bodies, bearer auth.
 
-Routes stay thin: they call `read_partner_body`, hand the result to one service function (run in
-the worker thread pool, since storage is synchronous) and return `outcome_response`.
+Routes stay thin: they `authorize`, read the body with `read_validated_body` (limits, strict
+JSON, the route's model), hand the result to one service function (run with `run_sync` in the
+worker thread pool, since storage is synchronous) and answer with `json_response`; errors become
+problem+json in the `handle_*` exception handlers. `DirectRoutes` is the fast lane that skips
+FastAPI's router for the partner write paths.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Operator actions on collectors. Balances are never written here: only `ledger.post` does."""
+"""Operator actions on collectors. Balances are never written here: a new account opens at 0,
+and only the ledger's postings move it (`ledger.post`, and the one-statement issue path in
+`issuance/repository.py`, which writes the same rows)."""
 
 from __future__ import annotations
 
