@@ -719,9 +719,9 @@ def _process(
     assert command.collector_number is not None  # every moving endpoint requires it
     account = _lock_or_enroll(session, settings, command.collector_number, now)
     if not optimistic:
-        return _check_not_duplicate(session, call) or _apply(
-            session, settings, call, sponsor, account, now
-        )
+        replay = _check_not_duplicate(session, call)
+        if replay is not None:
+            return replay
     try:
         return _apply(session, settings, call, sponsor, account, now)
     except BusinessRuleError:
@@ -865,8 +865,7 @@ def _write(
     repo.insert_transaction(session, writes.transaction)
     repo.insert_lines(session, writes.lines)
     if writes.postings:
-        if account is None:
-            raise ledger.LedgerInvariantError("posted lines for a collector without an account")
+        assert account is not None  # `_plan_lines` posts no line of a collector not enrolled
         ledger.post(session, account, writes.postings, posted_at=now)
     return writes.outcome
 
