@@ -390,6 +390,39 @@ EXPLAINED: dict[str, Explained] = {
         "attempt 1 not optimistic answers every call without a concurrent writer. On PostgreSQL killed by test_racing_resends_of_an_unknown_collectors_event_are_one_transaction (checked: the losers' retries stay optimistic and raise UniqueViolation)",
         dialects=("sqlite",),
     ),
+    "rewardmiles.issuance.service.x__lock_or_enroll__mutmut_17": Explained(
+        "",
+        "Collector.balance_miles is mapped_column(BigInteger, default=0): the Core insert of Collector.__table__ applies the column default when the value is omitted, so the enrolled account opens at 0 either way (test_a_collector_enrolled_by_a_line_under_review_opens_at_zero sees balance 0 and kills balance_miles=1 and =None).",
+    ),
+    "rewardmiles.issuance.service.x__process__mutmut_26": Explained(
+        "if optimistic:",
+        "The flag only orders rule 3.7's read against _apply: both orders give the same answer (replay, DUPLICATE_TRANSACTION or the rule's refusal). Under the mutant the first attempt reads first (as a retry does) and answers any duplicate there; a second attempt only follows an IntegrityError, i.e. an accepted row inserted by another unit of work between that read and the insert. On SQLite (the mutation dialect) units of work run one at a time (BEGIN IMMEDIATE), so that cannot happen; on PostgreSQL it is a race window no test can open deterministically.",
+        dialects=("sqlite",),
+    ),
+    "rewardmiles.issuance.service.x_build_write__mutmut_31": Explained(
+        'for out_line, p in zip(body["issuances"], planned, strict=None):',
+        "body[\"issuances\"] and planned always have the same length: for partner lines both come one per request line (command.echo's issuances are the request's, _plan_lines/_record plan one line each), for ISSUE/RETURN _with_lines sets the echoed issuances and command.lines from the same computed list; strict only guards that invariant, and a non-strict zip of equal lengths is the same.",
+    ),
+    "rewardmiles.issuance.service.x_build_write__mutmut_34": Explained(
+        'for out_line, p in zip(body["issuances"], planned, ):',
+        "Same as build_write__mutmut_31: the two sequences are always of equal length, so zip without strict pairs the same items.",
+    ),
+    "rewardmiles.issuance.service.x_build_write__mutmut_37": Explained(
+        'for out_line, p in zip(body["issuances"], planned, strict=False):',
+        "Same as build_write__mutmut_31: the two sequences are always of equal length, so a non-strict zip pairs the same items.",
+    ),
+    "rewardmiles.issuance.service.x_build_write__mutmut_81": Explained(
+        '"XXerror_codeXX": None,',
+        "A new line has no error code: the key the mutant misspells is simply not an issuance_lines column, so the insert (Core insert(IssuanceLine) executemany, or json_to_recordset in the one-statement path) leaves error_code out and the nullable column without default is NULL, as with the explicit None; the unknown key is ignored.",
+    ),
+    "rewardmiles.issuance.service.x_build_write__mutmut_82": Explained(
+        '"ERROR_CODE": None,',
+        "Same as build_write__mutmut_81: error_code is NULL whether given as None or left out.",
+    ),
+    "rewardmiles.issuance.service.x_build_write__mutmut_107": Explained(
+        'command.collector_number or "XXXX",',
+        "Postings are built for POSTED lines only, and a line posts only for an enrolled collector of a crediting/debiting endpoint, whose collectorNumber is required: the fallback (there for the type of RECORD's optional collector) is never evaluated with a missing number, since RECORD lines are RECORDED and unknown collectors' lines PENDING.",
+    ),
 }
 
 

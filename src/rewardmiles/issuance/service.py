@@ -865,7 +865,8 @@ def _write(
     repo.insert_transaction(session, writes.transaction)
     repo.insert_lines(session, writes.lines)
     if writes.postings:
-        assert account is not None  # `_plan_lines` posts no line of a collector not enrolled
+        if account is None:  # `_plan_lines` posts no line of a collector not enrolled
+            raise ledger.LedgerInvariantError("posted lines for a collector without an account")
         ledger.post(session, account, writes.postings, posted_at=now)
     return writes.outcome
 
