@@ -24,7 +24,7 @@ from rewardmiles.catalog import service as catalog
 from rewardmiles.collectors import service as collectors
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import STATEMENT_LOCK_TIMEOUT_MS, Database, StatementPool
-from rewardmiles.db.models import Offer
+from rewardmiles.db.models import POSTED, Offer
 from rewardmiles.errors import ProblemError
 from rewardmiles.idempotency import service as idempotency
 from rewardmiles.issuance import service
@@ -46,12 +46,14 @@ from rewardmiles.issuance.schemas import (
 from rewardmiles.settlement.service import settle_pending
 from rewardmiles.web import canonical_json, parse_json_object, validate_body
 from tests.conftest import TEST_SECRET_KEY, DatabaseFactory, assert_ledger_balanced
+from tests.support.issue import build_call
 
 SPONSOR = "ONESTMT"
 CLIENT = "one-statement-client"
 NOW = datetime(2026, 11, 20, 15, 30, 0, 125_000, tzinfo=UTC)
 ACTIVE, ON_HOLD, CLOSED = "70000000001", "70000000002", "70000000003"
 UNKNOWN = "70000000099"
+Endpoint = service.Endpoint
 
 
 def seed(db: Database) -> None:
@@ -358,6 +360,23 @@ def test_a_key_held_by_another_transaction_is_left_to_the_general_path(rig: Rig)
     assert rig.at_once(call) is not None  # released: the call goes through
 
 
+def test_a_keyless_call_waits_for_no_key_in_flight(rig: Rig) -> None:
+    """A call without an Idempotency-Key takes no key lock: another transaction holding a key of
+    the same client — even one spelled "None" — does not send it to the general path."""
+    url = rig.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url) as other:
+        other.execute(
+            "SELECT pg_advisory_xact_lock(%s)", (idempotency.lock_number(CLIENT, "None"),)
+        )
+        before = _balance(rig, ACTIVE)
+        assert rig.at_once(partner_call(event(), key="None")) is None  # the control: held
+        keyless = rig.at_once(partner_call(event(miles=7)))
+        assert keyless is not None
+        assert keyless.status == 200
+        assert keyless.body["issuances"][0]["status"] == "ISSUED"
+        assert _balance(rig, ACTIVE) == before + 7
+
+
 @pytest.mark.parametrize(
     "case",
     [
@@ -403,6 +422,110 @@ def test_calls_the_plan_is_not_sure_of_are_left_to_the_general_path(rig: Rig, ca
     before = _counts(rig)
     assert rig.at_once(call) is None
     assert _counts(rig) == before
+
+
+class Planner:
+    """A seeded database of either dialect, its reference cache loaded by the unit of work, and
+    `plan_posted_issue` asked about calls at the fixed `NOW` (no statement pool needed)."""
+
+    def __init__(self, url: str) -> None:
+        self.db = Database.from_url(url)
+        self.settings = Settings.from_env({}, database_url=url)
+        self.registry = idempotency.InFlightRegistry()
+        seed(self.db)
+        # A POST caches both offers and the location; a POST/EVENT the sponsor's STANDARD.
+        assert self.general(self.call(Endpoint.POST, basket())).status == 200
+        assert self.general(self.call(Endpoint.POST_EVENT, event())).status == 200
+
+    def call(self, endpoint: Endpoint, body: dict[str, Any]) -> service.PartnerCall:
+        return build_call(self.settings, endpoint, body, client_id=CLIENT)
+
+    def general(self, call: service.PartnerCall) -> service.Outcome:
+        return service.execute(self.db, self.settings, self.registry, call, now=lambda: NOW)
+
+    def plan(self, call: service.PartnerCall) -> service.WriteSet | None:
+        _version, reference = newest_reference(self.db.engine)
+        return service.plan_posted_issue(self.settings, call, reference, NOW)
+
+    def close(self) -> None:
+        self.db.dispose()
+        assert_ledger_balanced(self.settings.database_url)
+
+
+@pytest.fixture
+def planner(dialect: str, database_factory: DatabaseFactory) -> Iterator[Planner]:
+    made = Planner(database_factory.create(dialect))
+    yield made
+    made.close()
+
+
+def _standalone(endpoint: Endpoint) -> dict[str, Any]:
+    return basket() if endpoint in (Endpoint.POST, Endpoint.REVERSE, Endpoint.RECORD) else event()
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "posting"),
+    [
+        (Endpoint.REVERSE_EVENT, Endpoint.POST_EVENT),  # a standalone correction: no original
+        (Endpoint.REVERSE, Endpoint.POST),  # the same, basket-shaped
+        (Endpoint.RECORD, Endpoint.POST),  # stored for audit: no miles move
+    ],
+)
+def test_only_a_post_or_post_event_is_planned(
+    planner: Planner, endpoint: Endpoint, posting: Endpoint
+) -> None:
+    """The body that a POST or POST/EVENT would post at once, sent to another endpoint without
+    an original, is never planned as a posted issue (a credit)."""
+    body = _standalone(endpoint)
+    plan = planner.plan(planner.call(posting, body))
+    assert plan is not None  # the control: as a posting, every line posts at once
+    assert plan.outcome.status == 200
+    assert [(line["direction"], line["status"]) for line in plan.lines] == [
+        (service.CREDIT, POSTED)
+    ] * len(body["issuances"])
+    assert planner.plan(planner.call(endpoint, body)) is None
+
+
+@pytest.mark.parametrize("case", ["inactive", "unknown"])
+def test_a_sponsor_the_cache_knows_to_refuse_is_not_planned(planner: Planner, case: str) -> None:
+    body = event()
+    if case == "inactive":
+        with planner.db.unit_of_work() as session:
+            catalog.set_sponsor(session, SPONSOR, active=False)
+    else:
+        body = event(sponsorCode="NOSUCH")
+    call = planner.call(Endpoint.POST_EVENT, body)
+    refused = planner.general(call)  # reads the sponsor into the cache: the newest version
+    assert refused.status == 400
+    assert refused.body["code"] == f"SPONSOR_{case.upper()}"
+    _version, reference = newest_reference(planner.db.engine)
+    cached = reference[body["sponsorCode"]]
+    assert (cached.sponsor is None) == (case == "unknown")
+    assert cached.sponsor is None or not cached.sponsor.active
+    again = planner.call(Endpoint.POST_EVENT, event(sponsorCode=body["sponsorCode"]))
+    assert planner.plan(again) is None
+    assert planner.general(again).body["code"] == f"SPONSOR_{case.upper()}"
+
+
+def test_a_line_of_exactly_the_review_threshold_is_planned_one_mile_more_is_not(
+    planner: Planner,
+) -> None:
+    with planner.db.unit_of_work() as session:
+        catalog.set_sponsor(session, SPONSOR, review_threshold_miles=5)
+    assert planner.general(planner.call(Endpoint.POST_EVENT, event(miles=1))).status == 200
+    at = planner.call(Endpoint.POST_EVENT, event(miles=5))
+    plan = planner.plan(at)
+    assert plan is not None
+    assert plan.outcome.status == 200
+    assert [line["status"] for line in plan.lines] == [POSTED]
+    posted = planner.general(at)  # the unit of work agrees: the line posts at once
+    assert posted.status == 200
+    assert posted.body["issuances"][0]["status"] == "ISSUED"
+    over = planner.call(Endpoint.POST_EVENT, event(miles=6))
+    assert planner.plan(over) is None
+    held = planner.general(over)  # it goes to review
+    assert held.status == 202
+    assert held.body["issuances"][0]["status"] == "PENDING"
 
 
 def test_a_database_that_cannot_be_reached_is_a_database_error(postgres_only: None) -> None:
