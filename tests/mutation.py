@@ -75,7 +75,6 @@ MODULES = {
     "issuance": Module(
         "src/rewardmiles/issuance/service.py",
         ("tests/e2e/test_event_outcomes.py", "tests/e2e/test_basket.py"),
-        gated=False,
         postgres_only=("execute_at_once", "plan_posted_issue"),
     ),
 }
