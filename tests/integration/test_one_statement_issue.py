@@ -377,6 +377,21 @@ def test_a_keyless_call_waits_for_no_key_in_flight(rig: Rig) -> None:
         assert _balance(rig, ACTIVE) == before + 7
 
 
+def test_a_key_in_flight_in_this_process_is_refused_on_the_one_statement_path(rig: Rig) -> None:
+    """The in-process registry holds (client, key): the same client's key already running here
+    is 409 before any statement runs, and nothing is written; released, the call goes through."""
+    call = partner_call(event(), key="in-flight")
+    before = _counts(rig)
+    with rig.registry.hold(CLIENT, "in-flight"):
+        with pytest.raises(ProblemError) as refused:
+            rig.at_once(call)
+        assert refused.value.code == "IDEMPOTENCY_KEY_IN_USE"
+        assert _counts(rig) == before
+    done = rig.at_once(call)
+    assert done is not None
+    assert done.status == 200
+
+
 @pytest.mark.parametrize(
     "case",
     [
