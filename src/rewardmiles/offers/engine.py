@@ -26,10 +26,6 @@ class Item:
     department_id: str | None = None
     category_id: str | None = None
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.final_amount, Fraction):  # a Decimal or int from the wire
-            object.__setattr__(self, "final_amount", Fraction(self.final_amount))
-
 
 @dataclass(frozen=True, slots=True)
 class Basket:
