@@ -115,7 +115,7 @@ def build_context(settings: Settings) -> AppContext:
         lifetime_seconds=settings.token_lifetime_seconds,
     )
     # One worker thread per pooled connection: more threads would only queue on the pool.
-    limiter = anyio.CapacityLimiter(1 if db.is_sqlite else settings.database_pool_size * 2)
+    limiter = anyio.CapacityLimiter(1 if db.single_writer else settings.database_pool_size * 2)
     statements = (
         db.statement_pool(settings.database_pool_size) if settings.one_statement_issue else None
     )

@@ -156,7 +156,6 @@ RULES: dict[str, Rule] = {
 _QUERIES_TO_REPOSITORY = "its queries move into a repository"
 _UOW_TO_BOUNDARY = "the unit of work moves to the boundary that calls it"
 _DIALECT_TO_DB = "the dialect-specific code moves into db/"
-_ASK_CAPABILITY = "asks db/ for the capability it needs (one writer at a time), not the dialect"
 _BATCH_TO_LEDGER = "the batched statement moves into ledger/ (post_batched)"
 
 # (rule, module): what moves it. Counted per module, not per line, so that editing a module
@@ -178,9 +177,6 @@ DRIFT: dict[tuple[str, str], str] = {
     ("service-opens-unit-of-work", "ledger/verify.py"): _UOW_TO_BOUNDARY,
     ("service-opens-unit-of-work", "settlement/service.py"): _UOW_TO_BOUNDARY,
     ("service-opens-unit-of-work", "webhooks/service.py"): _UOW_TO_BOUNDARY,
-    ("dialect-outside-db", "app.py"): _ASK_CAPABILITY,
-    ("dialect-outside-db", "cli/main.py"): _ASK_CAPABILITY,
-    ("dialect-outside-db", "auth/keys.py"): _ASK_CAPABILITY,
     ("dialect-outside-db", "idempotency/service.py"): _DIALECT_TO_DB,
     ("dialect-outside-db", "issuance/repository.py"): _DIALECT_TO_DB,
     ("ledger-write-outside-ledger", "issuance/repository.py"): _BATCH_TO_LEDGER,

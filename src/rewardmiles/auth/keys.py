@@ -22,10 +22,10 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from jwt.algorithms import OKPAlgorithm
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rewardmiles.db.engine import Database, lock_id
+from rewardmiles.db.engine import Database
 from rewardmiles.db.models import SigningKey
 from rewardmiles.errors import OperatorError
 from rewardmiles.secretbox import SecretBox, signing_key_context
@@ -103,13 +103,9 @@ class KeyRing:
         self.reload()
         if self._signing is None:
             with self._db.unit_of_work() as session:
-                if not self._db.is_sqlite:
-                    # API processes starting together on a new database: one creates the key,
-                    # the others wait here and find it (SQLite's writer lock does the same).
-                    session.execute(
-                        text("SELECT pg_advisory_xact_lock(:lock)"),
-                        {"lock": lock_id("signing-keys", "first")},
-                    )
+                # API processes starting together on a new database: one creates the key, the
+                # others wait here and find it.
+                self._db.serialize(session, "signing-keys", "first")
                 if (
                     session.scalars(
                         select(SigningKey.kid).where(SigningKey.retired_at.is_(None))

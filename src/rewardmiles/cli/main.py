@@ -186,7 +186,7 @@ def serve(
         # The API processes of --workers N read their settings from the environment.
         os.environ[ENV_PREFIX + "EMBEDDED_WORKER"] = "false"
     settings, db = _ready_database()
-    if workers > 1 and db.is_sqlite:
+    if workers > 1 and db.single_writer:
         db.dispose()
         raise _fail("--workers > 1 needs PostgreSQL (SQLite has a single writer)", 2)
     _secret_box(settings, db, check=True)

@@ -13,7 +13,7 @@ from typing import Any, cast
 import psycopg
 from psycopg import sql as pgsql
 from psycopg.pq import TransactionStatus
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
@@ -137,6 +137,8 @@ class Database:
         self.statement_timeout_ms = statement_timeout_ms
         self.dialect = engine.dialect.name
         self.is_sqlite = self.dialect == "sqlite"
+        # One writer at a time (SQLite): callers size their concurrency by this, not by dialect.
+        self.single_writer = self.is_sqlite
         self._sessions = sessionmaker(engine, expire_on_commit=False, autoflush=False)
         # SQLite has one writer; queue threads here instead of spinning in busy_timeout.
         self._sqlite_writer = threading.Lock() if self.is_sqlite else None
@@ -193,6 +195,15 @@ class Database:
                     }
                 )
             yield session
+
+    def serialize(self, session: Session, namespace: str, key: str) -> None:
+        """Hold (namespace, key) until `session`'s transaction ends, so that units of work doing
+        the same thing run one after the other: a transaction-scoped advisory lock on
+        PostgreSQL; nothing on SQLite, whose single writer already runs them one at a time."""
+        if not self.single_writer:
+            session.execute(
+                text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": lock_id(namespace, key)}
+            )
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
