@@ -83,16 +83,10 @@ def _lines(spec: list[tuple[str, int]]) -> list[dict[str, Any]]:
 def _event(
     sponsor: str, collector: str, spec: list[tuple[str, int]], *, original: str | None = None
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "clientTransactionId": data.txn_id(),
-        "collectorNumber": collector,
-        "sponsorCode": sponsor,
-        "transactionDateTime": data.iso(AT),
-        "issuances": _lines(spec),
-    }
-    if original is not None:
-        body["originalClientTransactionId"] = original
-    return body
+    extra: dict[str, Any] = {} if original is None else {"originalClientTransactionId": original}
+    return data.event_body(
+        sponsor, collector, transactionDateTime=data.iso(AT), issuances=_lines(spec), **extra
+    )
 
 
 def _basket(

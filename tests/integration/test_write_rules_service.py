@@ -88,16 +88,10 @@ def event(
     original: str | None = None,
 ) -> dict[str, Any]:
     """A POST/EVENT (with `original`, a REVERSE/EVENT) body dated `at`."""
-    body: dict[str, Any] = {
-        "clientTransactionId": data.txn_id(),
-        "collectorNumber": collector,
-        "sponsorCode": sponsor,
-        "transactionDateTime": data.iso(at),
-        "issuances": _issuances(lines),
-    }
-    if original is not None:
-        body["originalClientTransactionId"] = original
-    return body
+    extra: dict[str, Any] = {} if original is None else {"originalClientTransactionId": original}
+    return data.event_body(
+        sponsor, collector, transactionDateTime=data.iso(at), issuances=_issuances(lines), **extra
+    )
 
 
 def basket(
