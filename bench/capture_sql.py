@@ -96,9 +96,9 @@ def capture(client_id: str, secret: str, sponsor: str, collector: str) -> dict[s
     from starlette.testclient import TestClient
 
     from rewardmiles.app import create_app
-    from rewardmiles.issuance.repository import APPLY_POSTED_ISSUE_SENT
+    from rewardmiles.ledger.batched import POST_BATCH_SENT
 
-    apply_posted_issue = _compact(APPLY_POSTED_ISSUE_SENT.decode())
+    post_batch = _compact(POST_BATCH_SENT.decode())
 
     app = create_app()
     moment = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -187,8 +187,8 @@ def capture(client_id: str, secret: str, sponsor: str, collector: str) -> dict[s
         def on_statement(statement: str) -> None:
             sql = _compact(statement)
             entry: dict[str, Any] = {"sql": sql, "executemany": None, "path": ONE_STATEMENT}
-            if sql == apply_posted_issue:
-                entry["name"] = "APPLY_POSTED_ISSUE"
+            if sql == post_batch:
+                entry["name"] = "POST_BATCH"
             with lock:
                 events.append(entry)
 

@@ -44,8 +44,10 @@ class Module:
     # fails even the CI sample. A module still being brought there only reports its survivors
     # in the sample (docs/testing.md lists what remains).
     gated: bool = True
-    # Functions only PostgreSQL runs (the one-statement issue path): on a run without
-    # PostgreSQL no test can reach them, so their mutants are set aside, not counted.
+    # Code only PostgreSQL runs (the one-statement issue path and its group commit): on a run
+    # without PostgreSQL no test can reach it, so its mutants are set aside, not counted. Globs
+    # over the mutant's name after the module's own prefix ("x_f__mutmut_*" for a function of a
+    # file, "batched.*" for a whole file of a folder).
     postgres_only: tuple[str, ...] = ()
 
     @property
@@ -59,7 +61,7 @@ class Module:
 
 
 MODULES = {
-    "ledger": Module("src/rewardmiles/ledger/"),
+    "ledger": Module("src/rewardmiles/ledger/", postgres_only=("batched.*",)),
     "clock": Module("src/rewardmiles/clock.py", ("tests/e2e/test_pinned_clock.py",)),
     "settlement": Module(
         "src/rewardmiles/settlement/service.py", ("tests/e2e/test_settlement_flow.py",)
@@ -75,7 +77,7 @@ MODULES = {
     "issuance": Module(
         "src/rewardmiles/issuance/service.py",
         ("tests/e2e/test_event_outcomes.py", "tests/e2e/test_basket.py"),
-        postgres_only=("execute_at_once", "plan_posted_issue"),
+        postgres_only=("x_execute_at_once__mutmut_*", "x_plan_posted_issue__mutmut_*"),
     ),
 }
 WORKERS = 2
@@ -440,7 +442,7 @@ EXPLAINED: dict[str, Explained] = {
     ),
     "rewardmiles.issuance.service.x_execute_at_once__mutmut_77": Explained(
         "if applied.current is not None or stored.transaction_id is not None:",
-        "applied.current is not None exactly when stored.transaction_id is not None. current is t.response_json from APPLY_POSTED_ISSUE's 'LEFT JOIN transactions AS t ON t.id = s.transaction_id' (response_json NOT NULL), so current set implies transaction_id set. Conversely a key row's transaction_id comes only from _key_row(outcome.transaction_id): None for rejections and CALCULATE, else the id of a transaction inserted in the same commit as the key (build_write: the unit of work, or the statement's txn/kept CTEs under the same 'applied' condition) or of an accepted transaction already committed (render_current on a rule 3.7 replay). Nothing deletes transactions (the only DELETE in src is idempotency.purge_expired, on keys), and the statement reads keys and transactions in one snapshot, so a visible key with a transaction_id always finds its row. Hence 'and' and 'or' take the same branch. Planted by hand: the file's tests all pass.",
+        "applied.current is not None exactly when stored.transaction_id is not None. current is t.response_json from POST_BATCH's 'LEFT JOIN transactions AS t ON t.id = s.transaction_id' (response_json NOT NULL), so current set implies transaction_id set. Conversely a key row's transaction_id comes only from _key_row(outcome.transaction_id): None for rejections and CALCULATE, else the id of a transaction inserted in the same commit as the key (build_write: the unit of work, or the statement's txn/kept CTEs under the same 'applied' condition) or of an accepted transaction already committed (render_current on a rule 3.7 replay). Nothing deletes transactions (the only DELETE in src is idempotency.purge_expired, on keys), and the statement reads keys and transactions in one snapshot, so a visible key with a transaction_id always finds its row. Hence 'and' and 'or' take the same branch. Planted by hand: the file's tests all pass.",
     ),
     "rewardmiles.issuance.service.x_execute_at_once__mutmut_92": Explained(
         "return Outcome(stored.status, stored.body, None, replayed=True)",
@@ -679,7 +681,7 @@ def _judge(
         aside = {
             k
             for k in mine
-            if any(k.startswith(f"{prefix}x_{f}__mutmut_") for f in module.postgres_only)
+            if any(fnmatch.fnmatchcase(k.removeprefix(prefix), f) for f in module.postgres_only)
         }
         if aside:
             print(f"  ({name}: {len(aside)} mutants of PostgreSQL-only functions set aside)")

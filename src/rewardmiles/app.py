@@ -31,7 +31,6 @@ from rewardmiles.errors import CATALOGUE, ProblemError
 from rewardmiles.health import router as health_router
 from rewardmiles.idempotency.service import InFlightRegistry
 from rewardmiles.issuance import routes as issuance_routes
-from rewardmiles.issuance.repository import PostedIssueWriter
 from rewardmiles.issuance.schemas import (
     CalculateRequest,
     IssueRequest,
@@ -42,6 +41,7 @@ from rewardmiles.issuance.schemas import (
     ReverseBasketRequest,
     ReverseEventRequest,
 )
+from rewardmiles.ledger import GroupCommit
 from rewardmiles.reports import routes as reports_routes
 from rewardmiles.reports.jobs import BatchJobs
 from rewardmiles.settlement.worker import Worker
@@ -78,7 +78,7 @@ class AppContext:
     token_budget: ratelimit.Budget | None  # sign-ins with the right secret, per client_id
     token_failure_budget: ratelimit.Budget | None  # failed ones, per client_id and per address
     statements: StatementPool | None  # the one-statement issue path (PostgreSQL)
-    issue_writer: PostedIssueWriter | None  # its group commit
+    issue_writer: GroupCommit | None  # its group commit
     # CPU-heavy work of one request (secret hashes, large bodies): never the database's threads.
     cpu_limiter: anyio.CapacityLimiter
     migration_head: str | None  # read once at start: what /readyz compares the database with
@@ -136,7 +136,7 @@ def build_context(settings: Settings) -> AppContext:
             settings.token_failure_rate_limit_burst,
         ),
         statements,
-        None if statements is None else PostedIssueWriter(statements),
+        None if statements is None else GroupCommit(statements),
         anyio.CapacityLimiter(settings.cpu_threads),
         migrate.head_revision(),
         BatchJobs(settings.batch_workers, settings.batch_queue_max),

@@ -28,6 +28,7 @@ from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import IdempotencyKey, Sponsor
 from rewardmiles.errors import CATALOGUE, ProblemError
+from rewardmiles.idempotency import repository as keys
 from rewardmiles.idempotency import service as idempotency
 from rewardmiles.issuance import service
 from rewardmiles.issuance.schemas import CalculateRequest, program_command
@@ -535,7 +536,7 @@ def test_calculate_keys_are_purged_after_the_retention_window(shop: Shop) -> Non
         )
 
     with db.unit_of_work() as session:
-        purged = idempotency.purge_expired(session, clock.utc_now(), retention)
+        purged = keys.purge_expired(session, clock.utc_now(), retention)
     later = shop.call(CALCULATE, shop.basket(collector, KETTLE), key=key)
 
     assert purged >= 1

@@ -23,6 +23,7 @@ from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import IdempotencyKey, Transaction
 from rewardmiles.errors import ProblemError
+from rewardmiles.idempotency import repository as keys
 from rewardmiles.idempotency import service as idempotency
 from rewardmiles.issuance import service
 from rewardmiles.ledger.verify import verify
@@ -237,9 +238,9 @@ def test_purge_drops_the_keys_older_than_the_retention_window_and_only_those(
         _store_key(own_db, PURGE_CLIENT, key, created_at)
 
     with own_db.unit_of_work() as session:
-        purged = idempotency.purge_expired(session, NOW, days)
+        purged = keys.purge_expired(session, NOW, days)
     with own_db.unit_of_work() as session:
-        purged_again = idempotency.purge_expired(session, NOW, days)
+        purged_again = keys.purge_expired(session, NOW, days)
 
     assert (purged, purged_again) == (2, 0)
     with own_db.reader() as session:

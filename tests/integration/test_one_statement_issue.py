@@ -28,12 +28,7 @@ from rewardmiles.db.models import POSTED, Offer
 from rewardmiles.errors import ProblemError
 from rewardmiles.idempotency import service as idempotency
 from rewardmiles.issuance import service
-from rewardmiles.issuance.repository import (
-    APPLY_POSTED_ISSUE_SENT,
-    PostedIssueWriter,
-    newest_reference,
-    posted_issue_params,
-)
+from rewardmiles.issuance.repository import newest_reference
 from rewardmiles.issuance.schemas import (
     FIELD_CODES,
     FIELD_RULES,
@@ -43,6 +38,7 @@ from rewardmiles.issuance.schemas import (
     basket_command,
     event_command,
 )
+from rewardmiles.ledger.batched import POST_BATCH_SENT, GroupCommit, batch_params
 from rewardmiles.settlement.service import settle_pending
 from rewardmiles.web import canonical_json, parse_json_object, validate_body
 from tests.conftest import TEST_SECRET_KEY, DatabaseFactory, assert_ledger_balanced
@@ -131,7 +127,7 @@ class Rig:
         pool = self.db.statement_pool(4)
         assert pool is not None
         self.pool: StatementPool = pool
-        self.writer = PostedIssueWriter(pool)
+        self.writer = GroupCommit(pool)
         self.registry = idempotency.InFlightRegistry()
         self.loop = asyncio.new_event_loop()
         seed(self.db)
@@ -204,9 +200,7 @@ def test_the_statement_is_never_jit_compiled(rig: Rig) -> None:
 
     async def plan() -> Any:
         async with pool.connection() as conn:
-            cursor = await conn.execute(
-                explain.encode() + APPLY_POSTED_ISSUE_SENT, posted_issue_params([])
-            )
+            cursor = await conn.execute(explain.encode() + POST_BATCH_SENT, batch_params([]))
             (row,) = await cursor.fetchall()
         await pool.close()
         return row[0][0]

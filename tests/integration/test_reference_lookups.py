@@ -10,7 +10,7 @@ import pytest
 
 from rewardmiles.catalog import service as catalog
 from rewardmiles.db.engine import Database
-from rewardmiles.idempotency import service as idempotency
+from rewardmiles.idempotency import repository as keys
 from rewardmiles.issuance import repository as repo
 from tests.conftest import DatabaseFactory
 from tests.support import data
@@ -44,7 +44,7 @@ def test_more_unknown_codes_than_the_cache_keeps_are_answered_uncached(
     monkeypatch.setattr(repo, "CACHED_CODES_MAX", 2)
     sponsor = data.new_sponsor(own_db, locations=["0001"])
     with own_db.unit_of_work() as session:
-        repo.use_reference_cache(session, idempotency.reference_version(session))
+        repo.use_reference_cache(session, keys.reference_version(session))
         # No code asked yet: whether the sponsor registers any location is read on its own.
         assert repo.registered_locations(session, sponsor, []) == (True, set())
 

@@ -6,14 +6,14 @@ import asyncio
 import hashlib
 import os
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 import psycopg
 from psycopg import sql as pgsql
 from psycopg.pq import TransactionStatus
-from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
@@ -219,6 +219,28 @@ def lock_id(namespace: str, key: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+def try_xact_lock_sql(dialect: str, lock: str) -> str:
+    """SQL that takes the transaction-scoped advisory lock `lock` (an SQL expression) without
+    waiting, true if it was taken. SQLite has one writer, whose BEGIN IMMEDIATE already holds
+    what such a lock would: always true there."""
+    return f"pg_try_advisory_xact_lock({lock})" if dialect == "postgresql" else "1"
+
+
+T = TypeVar("T")
+DIALECTS = ("postgresql", "sqlite")
+
+
+class PerDialect(Generic[T]):
+    """A statement built once per dialect by `build(dialect)`, at import; `of(connection)` gives
+    the connection's. For the statements whose text differs by dialect (`try_xact_lock_sql`)."""
+
+    def __init__(self, build: Callable[[str], T]) -> None:
+        self._built = {dialect: build(dialect) for dialect in DIALECTS}
+
+    def of(self, connection: Connection) -> T:
+        return self._built[connection.dialect.name]
+
+
 def insert_ignoring_conflicts(session: Session, table: Table) -> Insert:
     """INSERT … ON CONFLICT DO NOTHING for the session's dialect."""
     if session.get_bind().dialect.name == "postgresql":
@@ -386,6 +408,24 @@ class StatementPool:
                 else:
                     self._idle.append(conn)
             self._slots.release()
+
+    async def run(self, statement: bytes, params: Sequence[object]) -> list[Any] | None:
+        """Run one statement (its own transaction) and fetch its rows. None when PostgreSQL
+        refused it whole, so that it wrote nothing: a unique index, chosen as a deadlock's victim,
+        or a row lock held past STATEMENT_LOCK_TIMEOUT_MS — the caller then takes another path.
+        Any other error is SQLAlchemy's `DBAPIError`, answered as the synchronous pool's are."""
+        try:
+            async with self.connection() as conn:
+                cursor = await conn.execute(statement, params)
+                return await cursor.fetchall()
+        except (
+            psycopg.errors.UniqueViolation,
+            psycopg.errors.DeadlockDetected,
+            psycopg.errors.LockNotAvailable,
+        ):
+            return None
+        except psycopg.Error as exc:
+            raise DBAPIError.instance(statement.decode(), params, exc, psycopg.Error) from exc
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         args = dict(self._connect_args)  # prepared on first use, see STATEMENT_POOL_OPTIONS

@@ -13,22 +13,19 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, insert, text
 from sqlalchemy.orm import Session
 
 from rewardmiles import limits
-from rewardmiles.db.engine import lock_id, write
-from rewardmiles.db.models import IdempotencyKey
+from rewardmiles.db.engine import lock_id
 from rewardmiles.errors import ProblemError
+from rewardmiles.idempotency import repository
 
 IN_USE_RETRY_AFTER_SECONDS = 1
 LOCK_NAMESPACE = "idempotency"
-
-_INSERT_KEY = insert(IdempotencyKey)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,24 +95,6 @@ class InFlightRegistry:
                 self._running.discard(token)
 
 
-# The first statement of a keyed call: take the key's lock (PostgreSQL), read its stored
-# outcome, and, riding along to save the issuance path a round trip, the reference-data version.
-# The lock and the read share one snapshot, taken before the lock: if the key's previous holder
-# committed in between, the read misses its row, this call runs the request again, and its
-# insert of the key fails on the primary key; the unit of work is then retried and replays.
-_CLAIM_SELECT = (
-    "(SELECT version FROM reference_version WHERE id = 1) AS reference_version, "
-    "k.fingerprint, k.transaction_id, k.response_status, k.response_json "
-    "FROM (SELECT 1 AS one) AS one "
-    "LEFT JOIN idempotency_keys AS k ON k.client_id = :client_id AND k.key = :key"
-)
-_CLAIM = {
-    "postgresql": text(f"SELECT pg_try_advisory_xact_lock(:lock) AS locked, {_CLAIM_SELECT}"),
-    "sqlite": text(f"SELECT 1 AS locked, {_CLAIM_SELECT}"),  # BEGIN IMMEDIATE holds the writer
-}
-_REFERENCE_VERSION = text("SELECT version FROM reference_version WHERE id = 1")
-
-
 @dataclass(frozen=True, slots=True)
 class Claim:
     stored: StoredOutcome | None  # None: the key is new
@@ -125,11 +104,7 @@ class Claim:
 def claim(session: Session, client_id: str, key: str) -> Claim:
     """Inside the unit of work: fail with 409 if another process runs this key; else return the
     stored outcome (None when the key is new) and the reference-data version."""
-    conn = session.connection()
-    row = conn.execute(
-        _CLAIM[conn.dialect.name],
-        {"lock": lock_number(client_id, key), "client_id": client_id, "key": key},
-    ).one()
+    row = repository.claim_row(session, client_id, key, lock_number(client_id, key))
     if not row.locked:
         raise in_use_error()
     if row.fingerprint is None:
@@ -138,11 +113,6 @@ def claim(session: Session, client_id: str, key: str) -> Claim:
         row.fingerprint, row.transaction_id, row.response_status, orjson.loads(row.response_json)
     )
     return Claim(stored, row.reference_version)
-
-
-def reference_version(session: Session) -> int:
-    """The reference-data version, for a call without a key (keyed calls get it from `claim`)."""
-    return int(session.connection().execute(_REFERENCE_VERSION).scalar_one())
 
 
 def ensure_same_request(stored: StoredOutcome, request_fingerprint: str) -> None:
@@ -176,21 +146,6 @@ def key_row(
     }
 
 
-def store(session: Session, row: dict[str, object]) -> None:
-    """Keep a call's outcome (`key_row`), with the other writes of its unit of work."""
-    write(session, _INSERT_KEY, row)
-
-
 def lock_number(client_id: str, key: str) -> int:
     """The advisory lock a keyed call holds while it runs (PostgreSQL)."""
     return lock_id(f"{LOCK_NAMESPACE}:{client_id}", key)
-
-
-def purge_expired(session: Session, now: datetime, retention_days: int) -> int:
-    """Drop the keys stored more than `retention_days` before `now`; the number dropped."""
-    result = session.connection().execute(
-        delete(IdempotencyKey).where(
-            IdempotencyKey.created_at < now - timedelta(days=retention_days)
-        )
-    )
-    return result.rowcount

@@ -6,23 +6,15 @@ Core connection: per request, SQLAlchemy only looks up the compiled form in its 
 
 from __future__ import annotations
 
-import asyncio
-import re
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from typing import Any
+from datetime import date
 from weakref import WeakKeyDictionary
 
-import orjson
-import psycopg
 from sqlalchemy import (
-    Column,
     Engine,
-    String,
-    Table,
     bindparam,
     func,
     insert,
@@ -32,24 +24,18 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.selectable import CompoundSelect
 
-from rewardmiles.db.engine import StatementPool, write
+from rewardmiles.db.engine import write
 from rewardmiles.db.models import (
-    Base,
     Collector,
-    IdempotencyKey,
     IssuanceLine,
-    LedgerEntry,
     Location,
     Offer,
     Sponsor,
     Transaction,
 )
-from rewardmiles.idempotency.service import StoredOutcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,303 +418,3 @@ def collector_status(session: Session, number: str) -> str | None:
         .execute(select(Collector.status).where(Collector.number == number))
         .scalar_one_or_none()
     )
-
-
-# --------------------------------------------------------------------------- one-statement issue
-#
-# PostgreSQL only. An issue whose every line posts (the common case at a checkout) is written by
-# one statement in autocommit: one round trip, commit included, instead of six. The service has
-# already checked every rule that depends on reference data (against the cache of the version
-# the statement names) and on the request; the statement applies a call only if what it could
-# not check still holds — the key's lock is free and the key unused, the reference data is still
-# that version, the collector exists and is ACTIVE — and writes nothing for it otherwise. A
-# duplicate partner transaction id fails the statement on its unique index, writing nothing.
-# The caller then runs the general unit of work, which answers every case.
-#
-# Group commit: the calls that arrive while a statement is running are written together by the
-# next one (`PostedIssueWriter`), one commit — one WAL flush — for all of them. Each call is
-# still applied or not on its own conditions, its collector's row is locked before any insert
-# (in collector-number order, so two batches cannot deadlock), two calls of one batch for one
-# collector move its balance by their sum, and every call is answered only after the commit
-# that made it durable. A batch that writes nothing because of one call — a unique index, a
-# deadlock with a unit of work, a row lock held past the pool's lock timeout — is run again call
-# by call, so only that call goes to the unit of work.
-
-
-_POSTGRESQL = postgresql.dialect()  # type: ignore[no-untyped-call]
-
-
-def _pg_type(column: Column[Any]) -> str:
-    """The column's type for a parameter's cast; strings as `text`, so a value longer than the
-    column fails on the column's own check (a cast to `varchar(n)` would cut it silently)."""
-    if isinstance(column.type, String):
-        return "text"
-    return str(column.type.compile(dialect=_POSTGRESQL))
-
-
-def _record_of(table: Table, alias: str, columns: Sequence[str]) -> str:
-    """`AS alias(i integer, column type, …)`: the column definition list that reads a JSON
-    document's fields as `table`'s columns (and `i`, the call the row belongs to)."""
-    return f"AS {alias}(i integer, {', '.join(f'{c} {_pg_type(table.c[c])}' for c in columns)})"
-
-
-def _fields(alias: str, columns: Sequence[str]) -> str:
-    return ", ".join(f"{alias}.{c}" for c in columns)
-
-
-_T, _L, _E, _K = (
-    Base.metadata.tables[model.__tablename__]
-    for model in (Transaction, IssuanceLine, LedgerEntry, IdempotencyKey)
-)
-_TRANSACTION_COLUMNS = tuple(c.name for c in _T.columns)
-_LINE_COLUMNS = tuple(c.name for c in _L.columns)
-_ENTRY_COLUMNS = tuple(c.name for c in _E.columns if c.name != "id")
-_KEY_COLUMNS = tuple(c.name for c in _K.columns)
-
-
-def _insert(table: Table, alias: str, columns: Sequence[str], param: str) -> str:
-    return (
-        f"INSERT INTO {table.name} ({', '.join(columns)})\n"  # noqa: S608 - names, not values
-        f"    SELECT {_fields(alias, columns)}\n"
-        f"      FROM json_to_recordset(%({param})s::json) {_record_of(table, alias, columns)}\n"
-        f"     WHERE {alias}.i IN (SELECT i FROM applied)"
-    )
-
-
-# Built once, at import, from the tables' column names; every value is a bound parameter. The
-# calls and their rows travel as JSON documents (one parameter each, every row tagged with its
-# call's index `i`), read back with the columns' own types.
-APPLY_POSTED_ISSUE = f"""
-WITH call AS MATERIALIZED (
-    SELECT * FROM json_to_recordset(%(calls)s::json) AS c(
-        i integer, lock bigint, client_id text, key text, version bigint, collector text,
-        delta bigint, now timestamptz)
-), claim AS MATERIALIZED (
-    SELECT c.i, c.lock IS NULL OR pg_try_advisory_xact_lock(c.lock) AS locked FROM call AS c
-), stored AS MATERIALIZED (
-    SELECT c.i, k.fingerprint, k.transaction_id, k.response_status, k.response_json
-      FROM call AS c
-      JOIN idempotency_keys AS k ON k.client_id = c.client_id AND k.key = c.key
-), ready AS MATERIALIZED (
-    SELECT c.* FROM call AS c JOIN claim USING (i)
-     WHERE claim.locked
-       AND c.version = (SELECT version FROM reference_version WHERE id = 1)
-       AND c.i NOT IN (SELECT i FROM stored)
-), locked AS MATERIALIZED (
-    SELECT number FROM collectors
-     WHERE number IN (SELECT collector FROM ready) AND status = 'ACTIVE'
-     ORDER BY number
-       FOR UPDATE
-), moved AS (
-    UPDATE collectors AS c
-       SET balance_miles = c.balance_miles + m.delta, updated_at = m.now
-      FROM (SELECT collector, sum(delta) AS delta, max(now) AS now
-              FROM ready GROUP BY collector) AS m
-     WHERE c.number = m.collector AND c.number IN (SELECT number FROM locked)
-    RETURNING c.number
-), applied AS MATERIALIZED (
-    SELECT ready.i FROM ready JOIN moved ON moved.number = ready.collector
-), txn AS (
-    {_insert(_T, "t", _TRANSACTION_COLUMNS, "transactions")}
-), line AS (
-    {_insert(_L, "l", _LINE_COLUMNS, "lines")}
-), entry AS (
-    {_insert(_E, "e", _ENTRY_COLUMNS, "entries")}
-), kept AS (
-    {_insert(_K, "k", _KEY_COLUMNS, "keys")}
-)
-SELECT c.i, (c.i IN (SELECT i FROM applied))::integer AS written,
-       s.fingerprint, s.transaction_id, s.response_status, s.response_json,
-       t.response_json AS transaction_response,
-       (SELECT json_agg(json_build_array(l.direction, l.status, l.error_code)
-                        ORDER BY l.line_no)
-          FROM issuance_lines AS l WHERE l.transaction_id = s.transaction_id) AS line_states
-  FROM call AS c
-  JOIN claim USING (i)
-  LEFT JOIN stored AS s ON s.i = c.i AND claim.locked
-  LEFT JOIN transactions AS t ON t.id = s.transaction_id
- ORDER BY c.i
-"""  # noqa: S608
-
-# The parameters of `APPLY_POSTED_ISSUE`, in the order `posted_issue_params` gives them.
-APPLY_POSTED_ISSUE_PARAMETERS = ("calls", "transactions", "lines", "entries", "keys")
-# What is sent: the same text with PostgreSQL's own placeholders ($1 for `calls`, …), for the
-# statement pool's raw cursors. psycopg converts `%(name)s` placeholders again on every call for a
-# statement this long (it keeps the conversion only for short ones).
-APPLY_POSTED_ISSUE_SENT = re.sub(
-    r"%\((\w+)\)s",
-    lambda m: f"${APPLY_POSTED_ISSUE_PARAMETERS.index(m[1]) + 1}",
-    APPLY_POSTED_ISSUE,
-).encode()
-
-
-@dataclass(frozen=True, slots=True)
-class PostedIssue:
-    """One call for `APPLY_POSTED_ISSUE`: its conditions and its rows."""
-
-    reference_version: int
-    client_id: str
-    key: str | None
-    lock: int | None
-    collector_number: str
-    delta: int
-    now: datetime
-    transaction: Mapping[str, object]
-    lines: Sequence[Mapping[str, object]]
-    entries: Sequence[Mapping[str, object]]
-    key_row: Mapping[str, object] | None
-
-
-def posted_issue_params(issues: Sequence[PostedIssue]) -> list[str]:
-    """The parameters of `APPLY_POSTED_ISSUE` for these calls, in this order: one JSON document
-    each, in `APPLY_POSTED_ISSUE_PARAMETERS` order."""
-    calls: list[dict[str, object]] = []
-    transactions: list[dict[str, object]] = []
-    lines: list[dict[str, object]] = []
-    entries: list[dict[str, object]] = []
-    keys: list[dict[str, object]] = []
-    for i, issue in enumerate(issues):
-        calls.append(
-            {
-                "i": i,
-                "lock": issue.lock,
-                "client_id": issue.client_id,
-                "key": issue.key,
-                "version": issue.reference_version,
-                "collector": issue.collector_number,
-                "delta": issue.delta,
-                "now": issue.now,
-            }
-        )
-        transactions.append({"i": i, **issue.transaction})
-        lines.extend({"i": i, **line} for line in issue.lines)
-        entries.extend({"i": i, **entry} for entry in issue.entries)
-        if issue.key_row is not None:
-            keys.append({"i": i, **issue.key_row})
-    return [orjson.dumps(value).decode() for value in (calls, transactions, lines, entries, keys)]
-
-
-@dataclass(frozen=True, slots=True)
-class AppliedIssue:
-    written: bool  # the issue was written and committed
-    stored: StoredOutcome | None = None  # else: the key's stored outcome, if its lock was free
-    current: tuple[str, list[LineState]] | None = None  # and its transaction as it stands now
-
-
-def _applied(row: Sequence[Any]) -> AppliedIssue:
-    _i, written, fingerprint, transaction_id, status, response_json, current, states = row
-    if written or fingerprint is None:
-        return AppliedIssue(bool(written))
-    stored = StoredOutcome(fingerprint, transaction_id, status, orjson.loads(response_json))
-    if current is None:
-        return AppliedIssue(False, stored)
-    lines = [LineState(direction, state, error) for direction, state, error in states or ()]
-    return AppliedIssue(False, stored, (current, lines))
-
-
-async def apply_posted_issues(
-    pool: StatementPool, issues: Sequence[PostedIssue]
-) -> list[AppliedIssue] | None:
-    """Run `APPLY_POSTED_ISSUE` for `issues` in one statement: what became of each, in order;
-    None if the statement failed on a unique index (a duplicate transaction id, or a key stored
-    since it was read), was chosen as a deadlock's victim (a unit of work of another call with
-    the same transaction id) or waited for a row lock longer than `lock_timeout`, and so wrote
-    nothing at all."""
-    params = posted_issue_params(issues)
-    try:
-        async with pool.connection() as conn:
-            cursor = await conn.execute(APPLY_POSTED_ISSUE_SENT, params)
-            rows = await cursor.fetchall()
-    except (
-        psycopg.errors.UniqueViolation,
-        psycopg.errors.DeadlockDetected,
-        psycopg.errors.LockNotAvailable,
-    ):
-        return None
-    except psycopg.Error as exc:
-        raise DBAPIError.instance(
-            APPLY_POSTED_ISSUE_SENT.decode(), params, exc, psycopg.Error
-        ) from exc
-    assert len(rows) == len(issues)  # the statement answers one row per call, in order
-    return [_applied(row) for row in rows]
-
-
-class PostedIssueWriter:
-    """Group commit of one-statement issues, per process. `write` joins the batch being
-    gathered; a batch goes out as soon as fewer than `in_flight_max` statements of this writer
-    are running, so a lone call waits for nothing, and calls arriving while they run share the
-    next one. Each caller gets its own call's outcome once its batch has committed, or the
-    batch's database error. A batch that wrote nothing because of one of its calls (see
-    `apply_posted_issues`) is run again call by call, so that call alone is left to the unit of
-    work; a batch that waits on a row lock longer than the pool's `lock_timeout` is one of those,
-    so a collector held elsewhere delays the calls batched with it by that much at most (and by
-    as much again for each of them, re-run one by one).
-
-    One statement in flight by default: on a busy machine, fewer and larger batches leave more
-    CPU for requests (measured 1,030–1,190 calls/s against 940–990 with two, docs/benchmarks.md).
-    A statement that has run longer than `stalled_after` — a batch commits in milliseconds; one
-    waiting on a row lock takes up to the lock timeout — does not hold back the calls that
-    arrive meanwhile: when every statement in flight has stalled, a new call starts another one,
-    up to `in_flight_cap` at once."""
-
-    def __init__(
-        self,
-        pool: StatementPool,
-        *,
-        batch_max: int = 32,
-        in_flight_max: int = 1,
-        in_flight_cap: int = 4,
-        stalled_after: float = 0.05,
-    ) -> None:
-        self.pool = pool
-        self.batch_max = batch_max
-        self.in_flight_max = in_flight_max
-        self.in_flight_cap = max(in_flight_cap, in_flight_max)
-        self.stalled_after = stalled_after
-        self._waiting: list[tuple[PostedIssue, asyncio.Future[AppliedIssue]]] = []
-        # The drains running, each sending batches in turn, and when each started its current one.
-        self._drains: dict[asyncio.Task[None], float] = {}
-
-    async def write(self, issue: PostedIssue) -> AppliedIssue:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[AppliedIssue] = loop.create_future()
-        self._waiting.append((issue, future))
-        now = loop.time()
-        if len(self._drains) < self.in_flight_max or (
-            len(self._drains) < self.in_flight_cap
-            and all(now - since > self.stalled_after for since in self._drains.values())
-        ):
-            self._drains[loop.create_task(self._drain())] = now
-        return await future
-
-    async def _drain(self) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-        try:
-            while self._waiting:
-                batch = self._waiting[: self.batch_max]
-                del self._waiting[: self.batch_max]
-                self._drains[task] = loop.time()
-                await self._run(batch)
-        finally:
-            # Left the set in the same step that found nothing waiting: a call that arrives
-            # later starts a drain of its own (a done-callback would run too late for that).
-            self._drains.pop(task, None)
-
-    async def _run(self, batch: list[tuple[PostedIssue, asyncio.Future[AppliedIssue]]]) -> None:
-        try:
-            outcomes = await apply_posted_issues(self.pool, [issue for issue, _ in batch])
-            if outcomes is None and len(batch) > 1:  # find the call the index refused
-                singles = [await apply_posted_issues(self.pool, [issue]) for issue, _ in batch]
-                outcomes = [o[0] if o else AppliedIssue(False) for o in singles]
-        except Exception as exc:  # every caller of the batch gets the database's error
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (_, future), outcome in zip(
-            batch, outcomes or [AppliedIssue(False)] * len(batch), strict=True
-        ):
-            if not future.done():
-                future.set_result(outcome)

@@ -32,10 +32,13 @@ from rewardmiles.db.engine import (
 )
 from rewardmiles.db.models import PENDING, POSTED, RECORDED, REJECTED, Collector
 from rewardmiles.errors import BusinessRuleError, FieldError, problem_from_error
+from rewardmiles.idempotency import repository as keys
 from rewardmiles.idempotency import service as idempotency
 from rewardmiles.issuance import repository as repo
 from rewardmiles.issuance.schemas import Command, computed_lines, without_empty
+from rewardmiles.ledger import GroupCommit
 from rewardmiles.offers import catalogue, engine
+from rewardmiles.vocabulary import CollectorStatus
 
 
 class Endpoint(StrEnum):
@@ -47,12 +50,6 @@ class Endpoint(StrEnum):
     ISSUE = "issue"
     RETURN = "return"
     CALCULATE = "calculate"  # a preview: never a transaction, only (with a key) a stored answer
-
-
-class CollectorStatus(StrEnum):
-    ACTIVE = "ACTIVE"
-    ON_HOLD = "ON_HOLD"
-    CLOSED = "CLOSED"
 
 
 CREDIT = "credit"
@@ -180,7 +177,7 @@ def _run_keyed(
 
 
 async def execute_at_once(
-    writer: repo.PostedIssueWriter,
+    group: GroupCommit,
     db: Database,
     settings: Settings,
     registry: idempotency.InFlightRegistry,
@@ -191,33 +188,29 @@ async def execute_at_once(
     """The one-statement path (PostgreSQL, on the event loop): the outcome when the call was
     written (or its key's stored outcome replayed), None when it was not — `execute` then runs it
     as a unit of work, which answers every case. Only a POST or POST/EVENT whose every line
-    posts at once qualifies (`plan_posted_issue`); the statement checks the rest
-    (`repository.APPLY_POSTED_ISSUE`), for this call and those sharing its commit."""
+    posts at once qualifies (`plan_posted_issue`); `GroupCommit.post_batched` checks the rest, for
+    this call and those sharing its commit."""
     with registry.hold(call.client_id, call.idempotency_key):
         moment = now()
         version, reference = repo.newest_reference(db.engine)
         writes = plan_posted_issue(settings, call, reference, moment)
         if writes is None:
             return None
-        collector = call.command.collector_number
-        assert collector is not None  # plan_posted_issue requires it
-        entries, delta = ledger.entry_rows(collector, writes.postings, posted_at=moment)
         key = call.idempotency_key
         outcome = writes.outcome
-        applied = await writer.write(
-            repo.PostedIssue(
+        applied = await group.post_batched(
+            ledger.BatchedCall(
                 reference_version=version,
                 client_id=call.client_id,
                 key=key,
                 lock=None if key is None else idempotency.lock_number(call.client_id, key),
-                collector_number=collector,
-                delta=delta,
+                collector_number=call.command.collector_number or "",
+                postings=writes.postings,
                 now=moment,
                 transaction=writes.transaction,
                 lines=writes.lines,
-                entries=entries,
                 key_row=None if key is None else _key_row(call, key, outcome, moment),
-            )
+            ),
         )
     if applied.written:
         return outcome
@@ -228,7 +221,8 @@ async def execute_at_once(
     # as the unit of work would (`replay_stored`), from the state the statement read.
     idempotency.ensure_same_request(stored, call.fingerprint)
     if applied.current is not None and stored.transaction_id is not None:
-        response_json, lines = applied.current
+        response_json, states = applied.current
+        lines = [repo.LineState(*state) for state in states]
         return render_state(stored.transaction_id, response_json, lines, replayed=True)
     return Outcome(stored.status, stored.body, stored.transaction_id, replayed=True)
 
@@ -306,7 +300,7 @@ def _claim(session: Session, call: PartnerCall) -> Outcome | None:
             return replay_stored(session, claimed.stored)
         version = claimed.reference_version
     else:
-        version = idempotency.reference_version(session)
+        version = keys.reference_version(session)
     repo.use_reference_cache(session, version)
     return None
 
@@ -322,7 +316,7 @@ def _execute_rules(
         assert queued_writes(session) == 0, "a rule failed after writes were queued"
         outcome = _record_rejection(session, call, rule, now)
     if key is not None:
-        idempotency.store(session, _key_row(call, key, outcome, now))
+        keys.store(session, _key_row(call, key, outcome, now))
     return outcome
 
 
@@ -1080,7 +1074,7 @@ def calculate(
             outcome = Outcome(200, _preview(settings, call.command, offers, moment))
         except BusinessRuleError as rule:
             outcome = Outcome(400, problem_from_error(rule, call.request_id))
-        idempotency.store(session, _key_row(call, key, outcome, moment))
+        keys.store(session, _key_row(call, key, outcome, moment))
         return outcome
 
     return _run_keyed(db, registry, call, once)

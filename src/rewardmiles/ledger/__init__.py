@@ -1,5 +1,15 @@
-"""The ledger: how miles move (entry pairs, balances) and its invariants. No web framework here."""
+"""The ledger: how miles move, and its invariants. The only package that writes ledger entries
+and collectors' balances (`tests/unit/test_architecture.py` keeps it so), with two strategies
+over one vocabulary, `Posting`:
 
+- `post(session, account, postings)`: inside a unit of work, under the collector's row lock;
+- `GroupCommit.post_batched(call)`: group commit, one statement per batch of calls (PostgreSQL),
+  writing the same rows (`tests/integration/test_one_statement_issue.py` holds them identical).
+
+`verify` checks the invariants over a whole database. No web framework here.
+"""
+
+from rewardmiles.ledger.batched import BatchedCall, BatchedOutcome, GroupCommit
 from rewardmiles.ledger.service import (
     CollectorAccount,
     LedgerInvariantError,
@@ -10,7 +20,10 @@ from rewardmiles.ledger.service import (
 )
 
 __all__ = [
+    "BatchedCall",
+    "BatchedOutcome",
     "CollectorAccount",
+    "GroupCommit",
     "LedgerInvariantError",
     "Posting",
     "entry_rows",

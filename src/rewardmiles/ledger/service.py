@@ -1,9 +1,7 @@
-"""Two places write ledger entries and change a collector's balance, and nothing else does:
-`post()`, in a unit of work, and the issue path's one statement
-(`issuance.repository.APPLY_POSTED_ISSUE`, group commit included), which inserts the rows of
-`entry_rows()` and moves each collector's balance by the sum of its calls' changes, under the
-collector's row lock, in the same statement. `tests/integration/test_one_statement_issue.py`
-holds the two to identical rows.
+"""Posting in a unit of work: `post()`. The other strategy, group commit, is `batched`
+(`GroupCommit.post_batched`): its statement inserts the rows of `entry_rows()` and moves each
+collector's balance by the sum of its calls' changes, under the collector's row lock.
+`tests/integration/test_one_statement_issue.py` holds the two to identical rows.
 
 A posting is one balanced pair: the collector account moves by `amount_miles` (signed, positive
 for a credit) and the sponsor's issuance account by the opposite amount. The collector's row is

@@ -13,7 +13,7 @@ from datetime import datetime
 from rewardmiles import clock, logs
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
-from rewardmiles.idempotency import service as idempotency
+from rewardmiles.idempotency import repository as keys
 from rewardmiles.settlement.service import SettleReport, count_pending, settle_pending
 from rewardmiles.webhooks.dispatch import Dispatcher
 
@@ -97,7 +97,7 @@ class Worker:
     def purge_idempotency_keys(self) -> int:
         """Drop keys older than the retention window (SPEC §4); their transactions stay."""
         with self._db.unit_of_work() as session:
-            purged = idempotency.purge_expired(
+            purged = keys.purge_expired(
                 session, self._now(), self._settings.idempotency_retention_days
             )
         if purged:
