@@ -38,7 +38,8 @@ def own_db(dialect: str, database_factory: DatabaseFactory) -> Iterator[Database
 def _run(
     db: Database, sponsor: str, text: str, kind: str = "csv", *, issue_missing: bool = False
 ) -> dict[str, Any]:
-    batch_id = batches.start_batch(db, sponsor, "test", issue_missing, clock.utc_now())
+    with db.unit_of_work() as session:
+        batch_id = batches.start_batch(session, sponsor, "test", issue_missing, clock.utc_now())
     batches.run_batch(db, Settings(), batch_id, io.BytesIO(text.encode()), kind, client_id="test")
     with db.reader() as session:
         view = batches.batch_view(session, batch_id, limit=10_000)
@@ -225,7 +226,8 @@ def test_log_json_line_with_a_duplicated_member_is_malformed_json(own_db: Databa
 def _run_bytes(
     db: Database, sponsor: str, raw: bytes, kind: str, settings: Settings
 ) -> dict[str, Any]:
-    batch_id = batches.start_batch(db, sponsor, "test", False, clock.utc_now())
+    with db.unit_of_work() as session:
+        batch_id = batches.start_batch(session, sponsor, "test", False, clock.utc_now())
     batches.run_batch(db, settings, batch_id, io.BytesIO(raw), kind, client_id="test")
     with db.reader() as session:
         view = batches.batch_view(session, batch_id, limit=10_000)

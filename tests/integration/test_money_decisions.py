@@ -522,7 +522,8 @@ def test_a_batch_matches_a_toronto_evening_record_against_that_toronto_day(
         "transactionType,partnerTransactionId,collectorNumber,transactionDateTime,milesAmount\n"
         f"POST/EVENT,{logged['clientTransactionId']},{number},{_iso(TORONTO_EVENING)},10\n"
     )
-    batch_id = batches.start_batch(own_db, sponsor, "test", False, NOW)
+    with own_db.unit_of_work() as session:
+        batch_id = batches.start_batch(session, sponsor, "test", False, NOW)
     batches.run_batch(own_db, ALLOW, batch_id, io.BytesIO(log.encode()), "csv", client_id="test")
     with own_db.reader() as session:
         view = batches.batch_view(session, batch_id, limit=100)

@@ -877,7 +877,8 @@ def batch_import(
     settings, db = _ready_database()
     with db.reader() as session:
         _require_sponsor(session, sponsor)
-    batch_id = batches.start_batch(db, sponsor, file.name, issue_missing, clock.utc_now())
+    with _operation(db) as session:
+        batch_id = batches.start_batch(session, sponsor, file.name, issue_missing, clock.utc_now())
     size = file.stat().st_size
     with (
         file.open("rb") as raw,

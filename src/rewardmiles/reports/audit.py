@@ -14,13 +14,12 @@ from datetime import date
 from typing import Any
 
 import orjson
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rewardmiles import clock
-from rewardmiles.db.models import IssuanceLine, Transaction
 from rewardmiles.issuance.service import WIRE_NAMES, wire_status
 from rewardmiles.logs import mask_collector_numbers
+from rewardmiles.reports import repository
 
 CSV_COLUMNS = (
     "processedAt",
@@ -126,44 +125,20 @@ def _masked(number: str | None) -> str | None:
 
 def audit_report(session: Session, sponsor_code: str, day: date, zone_name: str) -> AuditReport:
     start, end = clock.transaction_day_bounds(day, zone_name)
-    rows = session.execute(
-        select(
-            Transaction.id,
-            Transaction.endpoint,
-            Transaction.partner_transaction_id,
-            Transaction.collector_number,
-            Transaction.status,
-            Transaction.http_status,
-            Transaction.error_code,
-            Transaction.processed_at,
-            Transaction.request_json,
-        )
-        .where(
-            Transaction.sponsor_code == sponsor_code,
-            Transaction.processed_at >= start,
-            Transaction.processed_at < end,
-        )
-        .order_by(Transaction.processed_at, Transaction.id)
-    ).all()
+    rows = repository.audit_rows(session, sponsor_code, start, end)
     lines_by_txn: dict[str, list[dict[str, Any]]] = {}
     ids = [r.id for r in rows if r.status != "rejected"]
-    for chunk_start in range(0, len(ids), 500):
-        chunk = ids[chunk_start : chunk_start + 500]
-        for line in session.execute(
-            select(IssuanceLine)
-            .where(IssuanceLine.transaction_id.in_(chunk))
-            .order_by(IssuanceLine.transaction_id, IssuanceLine.line_no)
-        ).scalars():
-            lines_by_txn.setdefault(line.transaction_id, []).append(
-                {
-                    "lineNo": line.line_no,
-                    "issuanceOfferCode": line.offer_code,
-                    "locationCode": line.location_code,
-                    "milesAmount": line.miles,
-                    "status": wire_status(line.direction, line.status),
-                    "errorCode": line.error_code,
-                }
-            )
+    for line in repository.audit_lines(session, ids):
+        lines_by_txn.setdefault(line.transaction_id, []).append(
+            {
+                "lineNo": line.line_no,
+                "issuanceOfferCode": line.offer_code,
+                "locationCode": line.location_code,
+                "milesAmount": line.miles,
+                "status": wire_status(line.direction, line.status),
+                "errorCode": line.error_code,
+            }
+        )
     transactions = []
     for r in rows:
         lines = lines_by_txn.get(r.id, [])

@@ -12,13 +12,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rewardmiles import clock
-from rewardmiles.db.models import IssuanceLine, LedgerEntry, Transaction
 from rewardmiles.issuance.service import WIRE_NAMES
-from rewardmiles.ledger.service import COLLECTOR_ACCOUNT
+from rewardmiles.reports import repository
 
 SEPARATOR = "%%"
 FORMAT_NAME = "RMRECON"
@@ -80,32 +78,7 @@ def build(
     session: Session, sponsor_code: str, day: date, zone_name: str, now: datetime
 ) -> ReconciliationFile:
     start, end = clock.transaction_day_bounds(day, zone_name)
-    rows = session.execute(
-        select(
-            LedgerEntry.posted_at,
-            LedgerEntry.transaction_id,
-            LedgerEntry.line_no,
-            LedgerEntry.amount_miles,
-            LedgerEntry.account_code,
-            Transaction.endpoint,
-            Transaction.partner_transaction_id,
-            IssuanceLine.offer_code,
-            IssuanceLine.location_code,
-        )
-        .join(Transaction, Transaction.id == LedgerEntry.transaction_id)
-        .join(
-            IssuanceLine,
-            (IssuanceLine.transaction_id == LedgerEntry.transaction_id)
-            & (IssuanceLine.line_no == LedgerEntry.line_no),
-        )
-        .where(
-            LedgerEntry.account_kind == COLLECTOR_ACCOUNT,
-            Transaction.sponsor_code == sponsor_code,
-            LedgerEntry.posted_at >= start,
-            LedgerEntry.posted_at < end,
-        )
-        .order_by(LedgerEntry.posted_at, LedgerEntry.id)
-    ).all()
+    rows = repository.reconciliation_rows(session, sponsor_code, start, end)
     details = tuple(
         Detail(
             sequence=i,

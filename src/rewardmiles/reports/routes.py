@@ -185,15 +185,13 @@ async def upload_batch(
                 raise _too_large(size_max)
             spool.write(chunk)
         spool.close()
-        batch_id = await run_sync(
-            ctx.limiter,
-            batches.start_batch,
-            ctx.db,
-            sponsor,
-            "upload",
-            issueMissing,
-            clock.utc_now(),
-        )
+        now = clock.utc_now()
+
+        def start() -> str:
+            with ctx.db.unit_of_work() as session:
+                return batches.start_batch(session, sponsor, "upload", issueMissing, now)
+
+        batch_id = await run_sync(ctx.limiter, start)
         jobs.submit(partial(_run_upload, ctx, batch_id, spool.name, kind, principal.client_id))
         submitted = True
     finally:

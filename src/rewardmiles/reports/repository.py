@@ -1,0 +1,356 @@
+"""Queries of the reports: the audit report's transactions and lines, the reconciliation file's
+ledger entries, and partner-log batches (the batch, the transactions a log names or leaves out,
+the outcomes recorded). No rules here: audit.py, reconciliation.py and batches.py decide.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy import Select, and_, func, insert, or_, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from rewardmiles.db.models import Batch, BatchRecord, IssuanceLine, LedgerEntry, Transaction
+from rewardmiles.ledger.service import COLLECTOR_ACCOUNT
+
+# Transaction ids per `IN (...)` of the audit report's lines query.
+AUDIT_LINES_PER_QUERY = 500
+
+# --------------------------------------------------------------------------- audit report
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    id: str
+    endpoint: str
+    partner_transaction_id: str
+    collector_number: str | None
+    status: str
+    http_status: int
+    error_code: str | None
+    processed_at: datetime
+    request_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditLine:
+    transaction_id: str
+    line_no: int
+    direction: str
+    offer_code: str
+    location_code: str | None
+    miles: int
+    status: str
+    error_code: str | None
+
+
+def audit_rows(
+    session: Session, sponsor_code: str, day_start: datetime, day_end: datetime
+) -> list[AuditRow]:
+    """The sponsor's transactions processed in [day_start, day_end), oldest first."""
+    rows = session.execute(
+        select(
+            Transaction.id,
+            Transaction.endpoint,
+            Transaction.partner_transaction_id,
+            Transaction.collector_number,
+            Transaction.status,
+            Transaction.http_status,
+            Transaction.error_code,
+            Transaction.processed_at,
+            Transaction.request_json,
+        )
+        .where(
+            Transaction.sponsor_code == sponsor_code,
+            Transaction.processed_at >= day_start,
+            Transaction.processed_at < day_end,
+        )
+        .order_by(Transaction.processed_at, Transaction.id)
+    )
+    return [AuditRow(*row) for row in rows]
+
+
+def audit_lines(session: Session, transaction_ids: Sequence[str]) -> Iterator[AuditLine]:
+    """The lines of `transaction_ids`, by transaction and line number, streamed one query per
+    `AUDIT_LINES_PER_QUERY` ids."""
+    for start in range(0, len(transaction_ids), AUDIT_LINES_PER_QUERY):
+        chunk = transaction_ids[start : start + AUDIT_LINES_PER_QUERY]
+        rows = session.execute(
+            select(
+                IssuanceLine.transaction_id,
+                IssuanceLine.line_no,
+                IssuanceLine.direction,
+                IssuanceLine.offer_code,
+                IssuanceLine.location_code,
+                IssuanceLine.miles,
+                IssuanceLine.status,
+                IssuanceLine.error_code,
+            )
+            .where(IssuanceLine.transaction_id.in_(chunk))
+            .order_by(IssuanceLine.transaction_id, IssuanceLine.line_no)
+        )
+        for row in rows:
+            yield AuditLine(*row)
+
+
+# --------------------------------------------------------------------------- reconciliation file
+
+
+@dataclass(frozen=True, slots=True)
+class ReconciliationRow:
+    posted_at: datetime
+    transaction_id: str
+    line_no: int
+    amount_miles: int
+    account_code: str
+    endpoint: str
+    partner_transaction_id: str
+    offer_code: str
+    location_code: str | None
+
+
+def reconciliation_rows(
+    session: Session, sponsor_code: str, day_start: datetime, day_end: datetime
+) -> list[ReconciliationRow]:
+    """The collector side of the ledger entries of the sponsor's transactions posted in
+    [day_start, day_end), in posting order, with their transaction and line."""
+    rows = session.execute(
+        select(
+            LedgerEntry.posted_at,
+            LedgerEntry.transaction_id,
+            LedgerEntry.line_no,
+            LedgerEntry.amount_miles,
+            LedgerEntry.account_code,
+            Transaction.endpoint,
+            Transaction.partner_transaction_id,
+            IssuanceLine.offer_code,
+            IssuanceLine.location_code,
+        )
+        .join(Transaction, Transaction.id == LedgerEntry.transaction_id)
+        .join(
+            IssuanceLine,
+            (IssuanceLine.transaction_id == LedgerEntry.transaction_id)
+            & (IssuanceLine.line_no == LedgerEntry.line_no),
+        )
+        .where(
+            LedgerEntry.account_kind == COLLECTOR_ACCOUNT,
+            Transaction.sponsor_code == sponsor_code,
+            LedgerEntry.posted_at >= day_start,
+            LedgerEntry.posted_at < day_end,
+        )
+        .order_by(LedgerEntry.posted_at, LedgerEntry.id)
+    )
+    return [ReconciliationRow(*row) for row in rows]
+
+
+# --------------------------------------------------------------------------- partner-log batches
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRow:
+    id: str
+    sponsor_code: str
+    source: str
+    issue_missing: bool
+    status: str
+    error: str | None
+    counts: dict[str, int]
+    created_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecordRow:
+    line_no: int | None
+    outcome: str
+    error_code: str | None
+    detail: str | None
+    endpoint: str | None
+    partner_transaction_id: str | None
+    collector_number: str | None
+    log_miles: int | None
+    program_miles: int | None
+    transaction_id: str | None
+
+
+class AcceptedMiles(NamedTuple):
+    transaction_id: str
+    miles: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnnamedTransaction:
+    id: str
+    endpoint: str
+    partner_transaction_id: str
+    collector_number: str | None
+    miles: int
+
+
+def add_batch(
+    session: Session,
+    batch_id: str,
+    sponsor_code: str,
+    source: str,
+    issue_missing: bool,
+    created_at: datetime,
+) -> None:
+    """A new batch, processing."""
+    session.add(
+        Batch(
+            id=batch_id,
+            sponsor_code=sponsor_code,
+            source=source,
+            issue_missing=issue_missing,
+            status="processing",
+            counts_json="{}",
+            error=None,
+            created_at=created_at,
+            finished_at=None,
+        )
+    )
+
+
+def batch(session: Session, batch_id: str) -> BatchRow | None:
+    row = session.get(Batch, batch_id)
+    if row is None:
+        return None
+    return BatchRow(
+        id=row.id,
+        sponsor_code=row.sponsor_code,
+        source=row.source,
+        issue_missing=row.issue_missing,
+        status=row.status,
+        error=row.error,
+        counts=json.loads(row.counts_json or "{}"),
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+    )
+
+
+def batch_sponsor(session: Session, batch_id: str) -> str | None:
+    return session.execute(
+        select(Batch.sponsor_code).where(Batch.id == batch_id)
+    ).scalar_one_or_none()
+
+
+def finish_batch(
+    session: Session,
+    batch_id: str,
+    *,
+    status: str,
+    counts: Mapping[str, int],
+    finished_at: datetime,
+    error: str | None = None,
+) -> None:
+    """The batch's final status and counts (and its error, when one is given)."""
+    values: dict[str, Any] = {"status": status}
+    if error is not None:
+        values["error"] = error
+    values["counts_json"] = json.dumps(dict(counts))
+    values["finished_at"] = finished_at
+    session.execute(update(Batch).where(Batch.id == batch_id).values(**values))
+
+
+def add_batch_records(session: Session, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Outcome rows (`batch_records` columns, `batch_id` included), in one statement."""
+    session.execute(insert(BatchRecord), list(rows))
+
+
+def _accepted_with_miles(sponsor_code: str, *columns: Any) -> Select[Any]:
+    """`columns` of the sponsor's accepted transactions, then their miles (lines not rejected);
+    the caller narrows and groups by `columns`."""
+    return (
+        select(*columns, func.coalesce(func.sum(IssuanceLine.miles), 0))
+        .outerjoin(
+            IssuanceLine,
+            and_(IssuanceLine.transaction_id == Transaction.id, IssuanceLine.status != "rejected"),
+        )
+        .where(Transaction.sponsor_code == sponsor_code, Transaction.status != "rejected")
+    )
+
+
+def accepted_miles(
+    session: Session, sponsor_code: str, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], AcceptedMiles]:
+    """The sponsor's accepted transactions among `keys` (endpoint, partner transaction id), with
+    their miles (lines not rejected)."""
+    columns = (Transaction.endpoint, Transaction.partner_transaction_id, Transaction.id)
+    stmt = (
+        _accepted_with_miles(sponsor_code, *columns)
+        .where(tuple_(Transaction.endpoint, Transaction.partner_transaction_id).in_(keys))
+        .group_by(*columns)
+    )
+    return {(e, p): AcceptedMiles(t, int(m)) for e, p, t, m in session.execute(stmt)}
+
+
+def transactions_missing_in_log(
+    session: Session,
+    batch_id: str,
+    sponsor_code: str,
+    endpoints: Sequence[str],
+    windows: Sequence[tuple[datetime, datetime]],
+) -> list[UnnamedTransaction]:
+    """The sponsor's accepted transactions of `endpoints` whose partner date and time falls in
+    one of `windows` ([start, end)) and that no record of the batch named, with their miles
+    (lines not rejected), by partner date and time."""
+    seen = select(BatchRecord.transaction_id).where(
+        BatchRecord.batch_id == batch_id, BatchRecord.transaction_id.is_not(None)
+    )
+    columns = (
+        Transaction.id,
+        Transaction.endpoint,
+        Transaction.partner_transaction_id,
+        Transaction.collector_number,
+    )
+    rows = session.execute(
+        _accepted_with_miles(sponsor_code, *columns)
+        .where(
+            Transaction.endpoint.in_(endpoints),
+            or_(
+                *[
+                    and_(Transaction.partner_datetime >= s, Transaction.partner_datetime < e)
+                    for s, e in windows
+                ]
+            ),
+            Transaction.id.not_in(seen),
+        )
+        .group_by(*columns)
+        .order_by(Transaction.partner_datetime)
+    )
+    return [UnnamedTransaction(t, e, p, c, int(m)) for t, e, p, c, m in rows]
+
+
+def batch_records(
+    session: Session,
+    batch_id: str,
+    *,
+    outcome: str | None = None,
+    other_than: str | None = None,
+    offset: int,
+    limit: int,
+) -> list[BatchRecordRow]:
+    """A page of the batch's records in order: those of `outcome`, or else those of any outcome
+    but `other_than`."""
+    stmt = select(
+        BatchRecord.line_no,
+        BatchRecord.outcome,
+        BatchRecord.error_code,
+        BatchRecord.detail,
+        BatchRecord.endpoint,
+        BatchRecord.partner_transaction_id,
+        BatchRecord.collector_number,
+        BatchRecord.log_miles,
+        BatchRecord.program_miles,
+        BatchRecord.transaction_id,
+    ).where(BatchRecord.batch_id == batch_id)
+    if outcome is not None:
+        stmt = stmt.where(BatchRecord.outcome == outcome)
+    elif other_than is not None:
+        stmt = stmt.where(BatchRecord.outcome != other_than)
+    rows = session.execute(stmt.order_by(BatchRecord.seq).offset(offset).limit(limit))
+    return [BatchRecordRow(**row._asdict()) for row in rows]
