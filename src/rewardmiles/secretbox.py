@@ -17,6 +17,10 @@ Rotation: set the new key as `REWARDMILES_SECRET_KEY` and the old one in
 `REWARDMILES_SECRET_KEY_PREVIOUS` (read only), run `rewardmiles secrets rekey`, then drop the old
 one. Values stored in clear by versions before encryption at rest are read as they are, and
 encrypted by the first start (and by `secrets rekey`).
+
+This module keeps the cryptography; the stored values are read and rewritten by the repository of
+the package that owns each table: `auth.repository` (signing keys), `webhooks.repository` (webhook
+secrets).
 """
 
 from __future__ import annotations
@@ -35,14 +39,14 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from rewardmiles.auth import repository as auth_repository
 from rewardmiles.codec import b64url, unb64url
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database, normalize_url
-from rewardmiles.db.models import SigningKey, Webhook
 from rewardmiles.errors import OperatorError
+from rewardmiles.webhooks import repository as webhooks_repository
 
 PREFIX = "rmenc1"
 KEY_BYTES = 32
@@ -222,21 +226,35 @@ class SealReport:
     webhook_secrets: int
 
 
-def _stored_values(session: Session) -> list[tuple[type[SigningKey] | type[Webhook], str, str]]:
-    rows: list[tuple[type[SigningKey] | type[Webhook], str, str]] = []
-    for kid, pem in session.execute(select(SigningKey.kid, SigningKey.private_key_pem)):
-        rows.append((SigningKey, kid, pem))
-    for webhook_id, secret in session.execute(select(Webhook.id, Webhook.secret)):
-        rows.append((Webhook, webhook_id, secret))
-    return rows
+@dataclass(frozen=True, slots=True)
+class _StoredSecret:
+    signing_key: bool  # else a webhook's secret
+    row_id: str
+    value: str  # as stored
+
+    @property
+    def context(self) -> str:
+        return signing_key_context(self.row_id) if self.signing_key else WEBHOOK_CONTEXT
+
+    @property
+    def what(self) -> str:
+        if self.signing_key:
+            return signing_key_context(self.row_id)
+        return f"the secret of webhook {self.row_id}"
+
+    def replace(self, session: Session, sealed: str) -> None:
+        if self.signing_key:
+            auth_repository.replace_private_key(session, self.row_id, self.value, sealed)
+        else:
+            webhooks_repository.replace_webhook_secret(session, self.row_id, self.value, sealed)
 
 
-def _context(table: type[SigningKey] | type[Webhook], row_id: str) -> str:
-    return signing_key_context(row_id) if table is SigningKey else WEBHOOK_CONTEXT
-
-
-def _what(table: type[SigningKey] | type[Webhook], row_id: str) -> str:
-    return signing_key_context(row_id) if table is SigningKey else f"the secret of webhook {row_id}"
+def _stored_secrets(session: Session) -> list[_StoredSecret]:
+    keys = auth_repository.stored_private_keys(session)
+    webhooks = webhooks_repository.stored_webhook_secrets(session)
+    return [_StoredSecret(True, k.kid, k.private_key_pem) for k in keys] + [
+        _StoredSecret(False, w.webhook_id, w.secret) for w in webhooks
+    ]
 
 
 def check_and_seal(db: Database, box: SecretBox, *, rekey: bool = False) -> SealReport:
@@ -245,29 +263,16 @@ def check_and_seal(db: Database, box: SecretBox, *, rekey: bool = False) -> Seal
     a previous key too. Each row is rewritten only if it still holds what was read, so processes
     starting together do not overwrite each other."""
     with db.reader() as session:
-        stored = _stored_values(session)
+        stored = _stored_secrets(session)
     pending = []
-    for table, row_id, value in stored:
-        clear = box.open(value, _context(table, row_id), what=_what(table, row_id))
-        if not is_sealed(value) or (rekey and not box.is_current(value)):
-            pending.append((table, row_id, value, clear))
+    for secret in stored:
+        clear = box.open(secret.value, secret.context, what=secret.what)
+        if not is_sealed(secret.value) or (rekey and not box.is_current(secret.value)):
+            pending.append((secret, clear))
     if not pending:
         return SealReport(0, 0)
     with db.unit_of_work() as session:
-        for table, row_id, value, clear in pending:
-            sealed = box.seal(clear, _context(table, row_id))
-            if table is SigningKey:
-                session.execute(
-                    update(SigningKey)
-                    .where(SigningKey.kid == row_id, SigningKey.private_key_pem == value)
-                    .values(private_key_pem=sealed)
-                )
-            else:
-                session.execute(
-                    update(Webhook)
-                    .where(Webhook.id == row_id, Webhook.secret == value)
-                    .values(secret=sealed)
-                )
-    return SealReport(
-        sum(1 for p in pending if p[0] is SigningKey), sum(1 for p in pending if p[0] is Webhook)
-    )
+        for secret, clear in pending:
+            secret.replace(session, box.seal(clear, secret.context))
+    keys = sum(1 for secret, _ in pending if secret.signing_key)
+    return SealReport(keys, len(pending) - keys)

@@ -22,11 +22,11 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from jwt.algorithms import OKPAlgorithm
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from rewardmiles.auth import repository
+from rewardmiles.auth.repository import SigningKeyRow
 from rewardmiles.db.engine import Database
-from rewardmiles.db.models import SigningKey
 from rewardmiles.errors import OperatorError
 from rewardmiles.secretbox import SecretBox, signing_key_context
 
@@ -51,7 +51,7 @@ def generate_key(session: Session, now: datetime, box: SecretBox) -> str:
     ).decode()
     kid = "rm-" + now.strftime("%Y%m%d") + "-" + secrets.token_hex(4)
     sealed = box.seal(pem, signing_key_context(kid))
-    session.add(SigningKey(kid=kid, private_key_pem=sealed, created_at=now, retired_at=None))
+    repository.add_signing_key(session, kid, sealed, now)
     return kid
 
 
@@ -59,33 +59,19 @@ class SigningKeyError(OperatorError):
     pass
 
 
-def list_keys(session: Session) -> list[tuple[str, datetime, datetime | None]]:
-    rows = session.execute(
-        select(SigningKey.kid, SigningKey.created_at, SigningKey.retired_at).order_by(
-            SigningKey.created_at
-        )
-    ).all()
-    return [(r.kid, r.created_at, r.retired_at) for r in rows]
+def list_keys(session: Session) -> list[SigningKeyRow]:
+    """Every key, retired ones too, oldest first."""
+    return repository.signing_keys(session)
 
 
 def retire_key(session: Session, kid: str, now: datetime) -> None:
     """Stop publishing `kid`; tokens it signed stop verifying. The newest key cannot be retired."""
-    active = (
-        session.execute(
-            select(SigningKey.kid)
-            .where(SigningKey.retired_at.is_(None))
-            .order_by(SigningKey.created_at.desc(), SigningKey.kid.desc())
-        )
-        .scalars()
-        .all()
-    )
+    active = repository.active_kids_newest_first(session)
     if kid not in active:
         raise SigningKeyError(f"no active signing key {kid}")
     if kid == active[0]:
         raise SigningKeyError(f"{kid} is the newest key and signs new tokens: rotate first")
-    row = session.get(SigningKey, kid)
-    assert row is not None
-    row.retired_at = now
+    repository.retire_signing_key(session, kid, now)
 
 
 class KeyRing:
@@ -106,22 +92,13 @@ class KeyRing:
                 # API processes starting together on a new database: one creates the key, the
                 # others wait here and find it.
                 self._db.serialize(session, "signing-keys", "first")
-                if (
-                    session.scalars(
-                        select(SigningKey.kid).where(SigningKey.retired_at.is_(None))
-                    ).first()
-                    is None
-                ):
+                if not repository.has_active_signing_key(session):
                     generate_key(session, now, self._box)
             self.reload()
 
     def reload(self) -> None:
         with self._db.reader() as session:
-            rows = session.execute(
-                select(SigningKey.kid, SigningKey.private_key_pem, SigningKey.created_at).where(
-                    SigningKey.retired_at.is_(None)
-                )
-            ).all()
+            rows = repository.active_signing_keys(session)
         keys: dict[str, LoadedKey] = {}
         for row in rows:
             pem = self._box.open(row.private_key_pem, signing_key_context(row.kid))

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from rewardmiles import clock, limits
 from rewardmiles.auth import service
+from rewardmiles.auth.repository import StoredClient
 from rewardmiles.auth.tokens import IssuedToken
 from rewardmiles.errors import ProblemError
 from rewardmiles.web import (
@@ -133,11 +134,11 @@ async def token(request: Request) -> Response:
         # is spent, refuse before the deliberately slow secret check.
         await enforce_rate_limit(request, ctx.token_budget, sign_ins, charge=False)
 
-    def load_client() -> service.StoredClient | None:
+    def load_client() -> StoredClient | None:
         with ctx.db.reader() as session:
             return service.load_client(session, client_id)
 
-    def check_secret(stored: service.StoredClient | None) -> list[str] | None:
+    def check_secret(stored: StoredClient | None) -> list[str] | None:
         return service.check_secret(stored, secret, secret_hash_cost=ctx.settings.secret_hash_cost)
 
     # The client is read in a database thread; the deliberately slow hash runs in a CPU thread

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from rewardmiles.auth import repository
+from rewardmiles.auth.repository import StoredClient
 from rewardmiles.auth.secrets import (
     dummy_hash,
     hash_secret,
@@ -15,7 +16,6 @@ from rewardmiles.auth.secrets import (
     new_client_secret,
     verify_secret,
 )
-from rewardmiles.db.models import PartnerClient, PartnerClientSponsor, Sponsor
 from rewardmiles.errors import OperatorError
 
 
@@ -42,40 +42,18 @@ def create_client(
     codes = sorted(set(sponsor_codes))
     if not codes:
         raise UnknownSponsorError("a partner client needs at least one sponsor")
-    known = set(session.scalars(select(Sponsor.code).where(Sponsor.code.in_(codes))))
+    known = repository.known_sponsor_codes(session, codes)
     missing = [c for c in codes if c not in known]
     if missing:
         raise UnknownSponsorError(f"unknown sponsor code(s): {', '.join(missing)}")
     cid = client_id or new_client_id()
     secret = client_secret or new_client_secret()
-    session.add(
-        PartnerClient(
-            client_id=cid,
-            secret_hash=hash_secret(secret, cost=secret_hash_cost),
-            active=True,
-            created_at=now,
-        )
-    )
-    session.flush()
-    session.add_all([PartnerClientSponsor(client_id=cid, sponsor_code=c) for c in codes])
+    repository.add_client(session, cid, hash_secret(secret, cost=secret_hash_cost), now, codes)
     return NewClient(cid, secret, codes)
 
 
-@dataclass(frozen=True, slots=True)
-class StoredClient:
-    secret_hash: str
-    active: bool
-    sponsor_codes: list[str]
-
-
 def load_client(session: Session, client_id: str) -> StoredClient | None:
-    client = session.get(PartnerClient, client_id)
-    if client is None:
-        return None
-    sponsors = session.scalars(
-        select(PartnerClientSponsor.sponsor_code).where(PartnerClientSponsor.client_id == client_id)
-    )
-    return StoredClient(client.secret_hash, client.active, sorted(sponsors))
+    return repository.stored_client(session, client_id)
 
 
 def check_secret(

@@ -2,7 +2,8 @@
 
 Program-calculated issuance uses the offers that have a rule, are active and valid on the
 transaction's date (program time zone), and apply at its location. An ISSUE stores a snapshot of
-those offers, so its RETURN is computed with the rules as they applied then.
+those offers, so its RETURN is computed with the rules as they applied then. The rows are read
+and written by `offers.repository`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,10 @@ from datetime import date, datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rewardmiles.db.models import Offer, Sponsor
 from rewardmiles.errors import OperatorError
-from rewardmiles.offers import engine
+from rewardmiles.offers import engine, repository
 from rewardmiles.offers.rules import dump_rule, parse_rule
 
 OFFER_CODE = re.compile(r"^[A-Z0-9]{1,8}$")
@@ -95,7 +94,7 @@ def put_offer(
     replace: bool,
 ) -> None:
     """Add an offer, or (with `replace`) overwrite one: the import is an upsert."""
-    if session.get(Sponsor, sponsor_code) is None:
+    if not repository.sponsor_exists(session, sponsor_code):
         raise OfferError(f"sponsor {sponsor_code} does not exist")
     _check(code, valid_from, valid_to, locations)
     if offer_id is not None and not 1 <= len(offer_id) <= 64:
@@ -103,12 +102,11 @@ def put_offer(
     if len(description) > DESCRIPTION_CHARS_MAX:
         raise OfferError(f"the description may be at most {DESCRIPTION_CHARS_MAX} characters")
     rule_text = _rule_text(rule) if rule is not None else None
-    offer = session.get(Offer, (sponsor_code, code), with_for_update=True)
+    offer = repository.locked_offer(session, sponsor_code, code)
     if offer is not None and not replace:
         raise OfferError(f"offer {code} already exists for sponsor {sponsor_code}")
     if offer is None:
-        offer = Offer(sponsor_code=sponsor_code, code=code, created_at=now)
-        session.add(offer)
+        offer = repository.new_offer(session, sponsor_code, code, now)
     offer.description = description
     offer.active = True
     offer.valid_from = valid_from
@@ -119,16 +117,13 @@ def put_offer(
 
 
 def disable_offer(session: Session, sponsor_code: str, code: str) -> None:
-    offer = session.get(Offer, (sponsor_code, code), with_for_update=True)
+    offer = repository.locked_offer(session, sponsor_code, code)
     if offer is None or not offer.active:
         raise OfferError(f"no active offer {code} for sponsor {sponsor_code}")
     offer.active = False
 
 
 def list_offers(session: Session, sponsor_code: str | None = None) -> list[OfferView]:
-    stmt = select(Offer).order_by(Offer.sponsor_code, Offer.code)
-    if sponsor_code:
-        stmt = stmt.where(Offer.sponsor_code == sponsor_code)
     return [
         OfferView(
             o.sponsor_code,
@@ -141,7 +136,7 @@ def list_offers(session: Session, sponsor_code: str | None = None) -> list[Offer
             json.loads(o.location_codes_json) if o.location_codes_json else None,
             json.loads(o.rule_json) if o.rule_json else None,
         )
-        for o in session.scalars(stmt)
+        for o in repository.offers(session, sponsor_code)
     ]
 
 
@@ -192,11 +187,7 @@ def applicable(
 ) -> list[engine.Offer]:
     """The sponsor's rule-bearing offers active on `on_date` at `location_code`."""
     offers = []
-    for o in session.scalars(
-        select(Offer).where(
-            Offer.sponsor_code == sponsor_code, Offer.active.is_(True), Offer.rule_json.is_not(None)
-        )
-    ):
+    for o in repository.active_rule_offers(session, sponsor_code):
         if (o.valid_from and on_date < o.valid_from) or (o.valid_to and on_date > o.valid_to):
             continue
         locations = json.loads(o.location_codes_json) if o.location_codes_json else None

@@ -1,0 +1,48 @@
+"""Queries of the offer catalogue. No rules here: the catalogue (`offers.catalogue`) decides.
+
+Offers are returned as their mapped rows (`db.models.Offer`): the catalogue reads them once, and
+sets an offer's fields on the row it locked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rewardmiles.db.models import Offer, Sponsor
+
+
+def sponsor_exists(session: Session, sponsor_code: str) -> bool:
+    return session.get(Sponsor, sponsor_code) is not None
+
+
+def locked_offer(session: Session, sponsor_code: str, code: str) -> Offer | None:
+    """The offer, its row locked until the unit of work ends; None when there is none."""
+    return session.get(Offer, (sponsor_code, code), with_for_update=True)
+
+
+def new_offer(session: Session, sponsor_code: str, code: str, created_at: datetime) -> Offer:
+    """An offer row added to the session; the caller sets its fields."""
+    offer = Offer(sponsor_code=sponsor_code, code=code, created_at=created_at)
+    session.add(offer)
+    return offer
+
+
+def offers(session: Session, sponsor_code: str | None = None) -> Sequence[Offer]:
+    """Every offer (of `sponsor_code` when given), by sponsor and code."""
+    stmt = select(Offer).order_by(Offer.sponsor_code, Offer.code)
+    if sponsor_code:
+        stmt = stmt.where(Offer.sponsor_code == sponsor_code)
+    return session.scalars(stmt).all()
+
+
+def active_rule_offers(session: Session, sponsor_code: str) -> Sequence[Offer]:
+    """The sponsor's active offers that have a rule, whatever their dates and locations."""
+    return session.scalars(
+        select(Offer).where(
+            Offer.sponsor_code == sponsor_code, Offer.active.is_(True), Offer.rule_json.is_not(None)
+        )
+    ).all()
