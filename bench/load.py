@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.load --base http://127.0.0.1:8000 --client-id demo-keny \\
         --client-secret demo-keny-secret --sponsor KENY --scenario issue --concurrency 16
 
-A thin front end to bench/loadgen.py (the generator of the full harness, bench/run.py): it gets
+A thin front end to bench/loadgen.py (the generator of the full harness, bench/run/): it gets
 a bearer token, then runs one scenario — issue (POST/EVENT, unique keys), mix (POST/EVENT +
 REVERSE/EVENT of it), replay (same key and body again) — for --duration seconds after --warmup.
 Collectors are --collector-base + 1 … + --collectors (enrol them first, e.g. with

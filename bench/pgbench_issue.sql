@@ -9,7 +9,7 @@
 -- Variables (pgbench -D): collectors=N (enrolled numbers 80000000001 … 80000000000+N),
 -- run=R (unique per pgbench run), seq=0 (per-client counter, incremented below). The key, the
 -- transaction id and the collector number the service computes in Python are computed inline.
--- Run by bench/run.py as: pgbench -n -c 16 -j 2 -T S -M prepared -f bench/pgbench_issue.sql ...
+-- Run by the harness (python -m bench.run) as: pgbench -n -c 16 -j 2 -T S -M prepared -f bench/pgbench_issue.sql ...
 \set c random(1, :collectors)
 \set seq :seq + 1
 \set lock hash(:seq + 1000000000 * :client_id, :run)

@@ -9,8 +9,8 @@ service's statement:
     .venv/bin/python -m bench.pgbench_one_statement          # (re)write the script
     .venv/bin/python -m bench.pgbench_one_statement --check  # exit 1 if it is out of date
 
-and bench/run.py compares it, on every run, with the statement the service was seen sending
-(bench/capture_sql.py): "SQL of one request" in the report warns when they differ.
+and the harness (bench/run/) compares it, on every run, with the statement the service was seen
+sending (bench/capture_sql.py): "SQL of one request" in the report warns when they differ.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ HEADER = """\
 -- Variables (pgbench -D): collectors=N (enrolled numbers 80000000001 … 80000000000+N),
 -- run=R (unique per pgbench run), seq=0 (per-client counter, incremented below),
 -- version=V (reference_version.version of the database: the statement checks it).
--- Run by bench/run.py as (the plan mode of the service's statement pool):
+-- Run by the harness (python -m bench.run) as (the plan mode of the service's statement pool):
 --   PGOPTIONS='-c plan_cache_mode=force_generic_plan' \\
 --   pgbench -n -c 16 -j 2 -T S -M prepared -f bench/pgbench_issue_one_statement.sql ...
 \\set c random(1, :collectors)
