@@ -39,6 +39,7 @@ from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Batch, BatchRecord, IssuanceLine, Transaction
 from rewardmiles.errors import OperatorError
+from rewardmiles.http.partner_json import DuplicateMemberError, canonical_json, loads_partner_json
 from rewardmiles.idempotency.service import InFlightRegistry, fingerprint
 from rewardmiles.issuance import service as issuance
 from rewardmiles.issuance.schemas import (
@@ -52,7 +53,6 @@ from rewardmiles.issuance.schemas import (
     basket_command,
     event_command,
 )
-from rewardmiles.web import DuplicateMemberError, canonical_json, loads_partner_json
 
 CHUNK_RECORDS = 1000
 DETAIL_CHARS_MAX = 500
