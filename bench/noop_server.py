@@ -4,7 +4,8 @@
 security headers), exception handlers, lifespan (database pool, signing keys, settlement worker)
 and settings from the environment — plus one route, `POST /checkout/bench/noop`, that reads the
 request body and answers a fixed small JSON 200, dispatched like the partner calls (the direct
-lane, `web.DirectRoutes`). It is served by uvicorn with the options of
+lane, `rewardmiles.http.direct`; with `--no-direct-lane`, through the framework's routing, as
+every partner call would be without the lane). It is served by uvicorn with the options of
 `rewardmiles serve` (uvloop + httptools chosen by uvicorn's "auto", `cli.main.UVICORN_OPTIONS`;
 `--workers N` through the import string, as `serve` does).
 
@@ -21,21 +22,27 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from rewardmiles.app import create_app
+from rewardmiles.http.direct import DirectRoute
 
 NOOP_PATH = "/checkout/bench/noop"
 NOOP_BODY = b'{"ok":true}'
 
 
-def create_noop_app() -> FastAPI:
-    app = create_app()
+def create_noop_app(*, direct_lane: bool = True) -> FastAPI:
+    app = create_app(direct_lane=direct_lane)
 
     @app.post(NOOP_PATH, include_in_schema=False)
     async def noop(request: Request) -> Response:
         await request.body()
         return Response(NOOP_BODY, status_code=200, media_type="application/json")
 
-    app.direct_routes[NOOP_PATH] = noop  # the lane the partner calls take
+    if direct_lane:  # the lane the partner calls take
+        app.add_direct_routes([DirectRoute("POST", NOOP_PATH, noop)])
     return app
+
+
+def create_noop_app_without_lane() -> FastAPI:
+    return create_noop_app(direct_lane=False)
 
 
 def main() -> None:
@@ -47,10 +54,17 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--no-direct-lane",
+        dest="direct_lane",
+        action="store_false",
+        help="dispatch through the framework's routing, not the direct lane",
+    )
     args = parser.parse_args()
     if args.workers > 1:
+        factory = "create_noop_app" if args.direct_lane else "create_noop_app_without_lane"
         uvicorn.run(
-            "bench.noop_server:create_noop_app",
+            f"bench.noop_server:{factory}",
             factory=True,
             host=args.host,
             port=args.port,
@@ -59,7 +73,7 @@ def main() -> None:
         )
     else:
         uvicorn.run(
-            create_noop_app(),
+            create_noop_app(direct_lane=args.direct_lane),
             host=args.host,
             port=args.port,
             **UVICORN_OPTIONS,

@@ -10,16 +10,8 @@ from typing import Any
 
 import anyio
 from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
-from pydantic.json_schema import models_json_schema
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from rewardmiles import __version__, clock, limits, logs, ratelimit, secretbox
+from rewardmiles import __version__, clock, logs, ratelimit, secretbox
 from rewardmiles.apidocs import add_api_docs
 from rewardmiles.auth import routes as auth_routes
 from rewardmiles.auth.keys import KeyRing
@@ -29,6 +21,12 @@ from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database, StatementPool
 from rewardmiles.errors import CATALOGUE, ProblemError
 from rewardmiles.health import router as health_router
+from rewardmiles.http import openapi
+from rewardmiles.http.application import IssuanceApp
+from rewardmiles.http.handlers import add_exception_handlers
+from rewardmiles.http.middleware import RequestContextMiddleware
+from rewardmiles.http.openapi import problem_responses
+from rewardmiles.http.responses import json_response
 from rewardmiles.idempotency.service import InFlightRegistry
 from rewardmiles.issuance import routes as issuance_routes
 from rewardmiles.issuance.schemas import (
@@ -45,17 +43,6 @@ from rewardmiles.ledger import GroupCommit
 from rewardmiles.reports import routes as reports_routes
 from rewardmiles.reports.jobs import BatchJobs
 from rewardmiles.settlement.worker import Worker
-from rewardmiles.web import (
-    DirectRoutes,
-    Endpoint,
-    RequestContextMiddleware,
-    handle_database_error,
-    handle_http_exception,
-    handle_problem,
-    handle_request_validation,
-    json_response,
-    problem_responses,
-)
 
 DESCRIPTION = """Real-time issuance of Reward Miles by partners (sponsors) at checkout.
 
@@ -143,40 +130,24 @@ def build_context(settings: Settings) -> AppContext:
     )
 
 
-class IssuanceApp(FastAPI):
-    """FastAPI, with the partner calls of `direct_routes` (`issuance_routes.DIRECT_ROUTES`) on a
-    direct lane (`web.DirectRoutes`) in front of the framework's middleware stack.
-
-    FastAPI asks OpenTelemetry on every request whether a provider is configured (a few
-    environment lookups each time). Here it asks once, at the first HTTP request: with none
-    configured by then, requests go straight to the middleware stack, as FastAPI itself sends
-    them when the answer is no."""
-
-    direct_routes: dict[str, Endpoint]
-    _telemetry_off: bool | None = None  # decided at the first HTTP request
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            if self._telemetry_off is None:
-                # A FastAPI without this hook keeps its own path: nothing is skipped on a guess.
-                native = getattr(self, "_native_telemetry", None)
-                self._telemetry_off = native is not None and not native.enabled()
-            if self._telemetry_off:
-                if self.root_path:
-                    scope["root_path"] = self.root_path
-                await Starlette.__call__(self, scope, receive, send)
-                return
-        await super().__call__(scope, receive, send)
-
-    def build_middleware_stack(self) -> ASGIApp:
-        return DirectRoutes(
-            super().build_middleware_stack(),
-            self.direct_routes,
-            self.exception_handlers,
-        )
+# The partner request models, added to the document's schemas: their routes read and validate
+# their bodies themselves (`http.bodies`) and refer to them by name, so the framework has not.
+REQUEST_MODELS = (
+    PostEventRequest,
+    ReverseEventRequest,
+    PostBasketRequest,
+    ReverseBasketRequest,
+    RecordRequest,
+    CalculateRequest,
+    IssueRequest,
+    ReturnRequest,
+)
 
 
-def create_app(settings: Settings | None = None) -> IssuanceApp:
+def create_app(settings: Settings | None = None, *, direct_lane: bool = True) -> IssuanceApp:
+    """The application. `direct_lane=False` serves the partner calls through the framework's
+    routing like every other route (same answers, more work per call): for tests and
+    benchmarks that compare the two."""
     settings = settings or Settings.from_env()
     logs.configure(settings.log_level, json=settings.log_json)
     apply_test_clock(settings)
@@ -212,13 +183,10 @@ def create_app(settings: Settings | None = None) -> IssuanceApp:
         docs_url=None,  # apidocs: the docs pages with their assets served here, not from a CDN
         redoc_url=None,
     )
-    app.direct_routes = dict(issuance_routes.DIRECT_ROUTES)
+    if direct_lane:
+        app.add_direct_routes(issuance_routes.DIRECT_ROUTES)
     app.add_middleware(RequestContextMiddleware)
-    app.add_exception_handler(ProblemError, handle_problem)
-    app.add_exception_handler(StarletteHTTPException, handle_http_exception)
-    app.add_exception_handler(RequestValidationError, handle_request_validation)
-    app.add_exception_handler(DBAPIError, handle_database_error)
-    app.add_exception_handler(SQLAlchemyTimeoutError, handle_database_error)
+    add_exception_handlers(app)
     app.include_router(auth_routes.router)
     app.include_router(issuance_routes.router)
     app.include_router(reports_routes.router)
@@ -226,7 +194,7 @@ def create_app(settings: Settings | None = None) -> IssuanceApp:
     app.include_router(health_router)
     _add_problem_routes(app)
     add_api_docs(app)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: openapi.document(app, REQUEST_MODELS)  # type: ignore[method-assign]
     return app
 
 
@@ -255,87 +223,3 @@ def _add_problem_routes(app: FastAPI) -> None:
         if code not in CATALOGUE:
             raise ProblemError("NOT_FOUND", f"No error code {code}.")
         return json_response(200, entry(code))
-
-
-PROBLEM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "RFC 9457 problem details.",
-    "required": ["type", "title", "status", "detail", "code"],
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "code": {"type": "string", "enum": sorted(CATALOGUE)},
-        "errors": {
-            "type": "array",
-            "maxItems": limits.problem_errors_max,
-            "items": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {
-                    "code": {"type": "string"},
-                    "field": {"type": "string", "examples": ["issuances[0].milesAmount"]},
-                    "message": {"type": "string"},
-                },
-            },
-        },
-        "errorsOmitted": {
-            "type": "integer",
-            "minimum": 1,
-            "description": f"Present when more than {limits.problem_errors_max} errors were "
-            "found: how many more there are beyond those listed in `errors`.",
-        },
-        "requestId": {"type": "string"},
-    },
-}
-
-
-def _is_default_422(operation: dict[str, Any]) -> bool:
-    content = operation.get("responses", {}).get("422", {}).get("content", {})
-    ref = content.get("application/json", {}).get("schema", {}).get("$ref", "")
-    return bool(ref.endswith("/HTTPValidationError"))
-
-
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    if app.openapi_schema:
-        return app.openapi_schema
-    schema = get_openapi(
-        title=app.title, version=app.version, description=app.description, routes=app.routes
-    )
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
-    # FastAPI's default 422 body never leaves this app (bad input is a 400 problem): drop it.
-    for operations in schema["paths"].values():
-        for operation in operations.values():
-            if _is_default_422(operation):
-                del operation["responses"]["422"]
-    # Every request may meet the header limits (431) and a database fault (500/503); every
-    # authenticated one a rate limit (429).
-    for operations in schema["paths"].values():
-        for operation in operations.values():
-            responses = operation.setdefault("responses", {})
-            extra = (429, 431, 500, 503) if "401" in responses else (431, 500, 503)
-            for status, entry in problem_responses(*extra).items():
-                responses.setdefault(str(status), entry)
-    components.pop("HTTPValidationError", None)
-    components.pop("ValidationError", None)
-    _, request_schemas = models_json_schema(
-        [
-            (model, "validation")
-            for model in (
-                PostEventRequest,
-                ReverseEventRequest,
-                PostBasketRequest,
-                ReverseBasketRequest,
-                RecordRequest,
-                CalculateRequest,
-                IssueRequest,
-                ReturnRequest,
-            )
-        ],
-        ref_template="#/components/schemas/{model}",
-    )
-    components.update(request_schemas.get("$defs", {}))
-    components["Problem"] = PROBLEM_SCHEMA
-    app.openapi_schema = schema
-    return schema

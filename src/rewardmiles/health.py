@@ -7,7 +7,10 @@ from starlette.responses import Response
 
 from rewardmiles.db import migrate
 from rewardmiles.errors import problem
-from rewardmiles.web import json_response, problem_responses, request_id_of, run_sync
+from rewardmiles.http.middleware import request_id_of
+from rewardmiles.http.openapi import problem_responses
+from rewardmiles.http.responses import json_response
+from rewardmiles.http.threads import run_sync
 
 router = APIRouter(tags=["health"])
 

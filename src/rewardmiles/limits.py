@@ -17,7 +17,7 @@ problem_errors_max: Final = 50  # entries of a problem's `errors[]`; the rest ar
 request_header_bytes_max: Final = 16_384  # names and values of all headers together
 request_headers_max: Final = 100
 # The request line and every header as sent (CRLFs included), enforced by the connection layer
-# while the head is read (`http_server`): a head that has not ended within it is refused (431).
+# while the head is read (`http.connections`): a head that has not ended within it is refused (431).
 request_head_bytes_max: Final = 32_768
 # After a 431 or 408 the answer is sent, then the end of output; what the client still sends is
 # read and dropped for this long (so that it can read the answer), then the connection is closed.

@@ -119,7 +119,7 @@ def test_a_client_that_drops_the_connection_mid_body_is_a_499_not_a_server_error
         db.dispose()
     token = fetch_token(server.base_url, client_id, secret)
     calls = {
-        # the direct lane (web.DirectRoutes) ...
+        # the direct lane (http.direct) ...
         POST_EVENT: {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         # ... and a route of the framework's full stack
         "/oauth/token": {"Content-Type": "application/x-www-form-urlencoded"},

@@ -28,13 +28,13 @@ from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import IdempotencyKey, Sponsor
 from rewardmiles.errors import CATALOGUE, ProblemError
+from rewardmiles.http.partner_json import canonical_json, parse_json_object
 from rewardmiles.idempotency import repository as keys
 from rewardmiles.idempotency import service as idempotency
 from rewardmiles.issuance import service
 from rewardmiles.issuance.schemas import CalculateRequest, program_command
 from rewardmiles.offers import catalogue
 from rewardmiles.settlement import service as settlement
-from rewardmiles.web import canonical_json, parse_json_object
 from tests.e2e.conftest import World
 from tests.support import data
 from tests.support.partner import Partner

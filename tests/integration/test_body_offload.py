@@ -11,13 +11,14 @@ from typing import Any
 import httpx
 import pytest
 
-from rewardmiles import limits, web
+from rewardmiles import limits
 from rewardmiles.app import create_app
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
+from rewardmiles.http import bodies
 from tests.conftest import TEST_SECRET_KEY
 from tests.support import data
-from tests.support.partner import POST_EVENT
+from tests.support.partner import POST_EVENT, bearer_header
 
 
 def test_large_bodies_are_validated_in_a_cpu_thread_and_small_ones_inline(
@@ -36,14 +37,14 @@ def test_large_bodies_are_validated_in_a_cpu_thread_and_small_ones_inline(
         )
     )
     where: list[str] = []
-    validate = web._parse_and_validate
+    validate = bodies._parse_and_validate
 
     def recorded(*args: Any) -> Any:
         loop_thread = threading.current_thread() is threading.main_thread()
         where.append("loop" if loop_thread else "thread")
         return validate(*args)
 
-    monkeypatch.setattr(web, "_parse_and_validate", recorded)
+    monkeypatch.setattr(bodies, "_parse_and_validate", recorded)
     small = data.event_body(sponsor, collector)
     large = data.event_body(sponsor, collector)
     large.update({f"k{n:05d}": 1 for n in range(2_000)})
@@ -52,15 +53,7 @@ def test_large_bodies_are_validated_in_a_cpu_thread_and_small_ones_inline(
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://in") as client:
-                token = await client.post(
-                    "/oauth/token",
-                    data={
-                        "grant_type": "client_credentials",
-                        "client_id": client_id,
-                        "client_secret": secret,
-                    },
-                )
-                auth = {"Authorization": f"Bearer {token.json()['access_token']}"}
+                auth = await bearer_header(client, client_id, secret)
                 statuses = []
                 for body in (small, large):
                     response = await client.post(POST_EVENT, json=body, headers=auth)

@@ -26,6 +26,8 @@ from rewardmiles.config import Settings
 from rewardmiles.db.engine import STATEMENT_LOCK_TIMEOUT_MS, Database, StatementPool
 from rewardmiles.db.models import POSTED, Offer
 from rewardmiles.errors import ProblemError
+from rewardmiles.http.partner_json import canonical_json, parse_json_object
+from rewardmiles.http.validation import validate_body
 from rewardmiles.idempotency import service as idempotency
 from rewardmiles.issuance import service
 from rewardmiles.issuance.repository import newest_reference
@@ -40,7 +42,6 @@ from rewardmiles.issuance.schemas import (
 )
 from rewardmiles.ledger.batched import POST_BATCH_SENT, GroupCommit, batch_params
 from rewardmiles.settlement.service import settle_pending
-from rewardmiles.web import canonical_json, parse_json_object, validate_body
 from tests.conftest import TEST_SECRET_KEY, DatabaseFactory, assert_ledger_balanced
 from tests.support.issue import build_call
 

@@ -16,6 +16,8 @@ from typing import Any
 from rewardmiles import clock
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
+from rewardmiles.http.partner_json import json_object_of
+from rewardmiles.http.validation import validate_body
 from rewardmiles.idempotency import service as idempotency
 from rewardmiles.idempotency.service import InFlightRegistry
 from rewardmiles.issuance import service
@@ -37,7 +39,6 @@ from rewardmiles.issuance.schemas import (
     event_command,
     program_command,
 )
-from rewardmiles.web import json_object_of, validate_body
 
 _REGISTRY = InFlightRegistry()
 Endpoint = service.Endpoint

@@ -11,17 +11,27 @@ POST_EVENT = "/checkout/issuance/post/event"
 REVERSE_EVENT = "/checkout/issuance/reverse/event"
 
 
+def _credentials(client_id: str, client_secret: str) -> dict[str, str]:
+    return {
+        "grant_type": "client_credentials",
+        "client_id": client_id,
+        "client_secret": client_secret,
+    }
+
+
 def fetch_token(base_url: str, client_id: str, client_secret: str) -> str:
-    response = httpx.post(
-        f"{base_url}/oauth/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": client_id,
-            "client_secret": client_secret,
-        },
-    )
+    response = httpx.post(f"{base_url}/oauth/token", data=_credentials(client_id, client_secret))
     assert response.status_code == 200, response.text
     return str(response.json()["access_token"])
+
+
+async def bearer_header(
+    client: httpx.AsyncClient, client_id: str, client_secret: str
+) -> dict[str, str]:
+    """`Authorization` with a token from `client` (an in-process app, say)."""
+    response = await client.post("/oauth/token", data=_credentials(client_id, client_secret))
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
 class Partner:

@@ -13,6 +13,8 @@ import pytest
 
 from rewardmiles.clock import RFC3339_PATTERN, parse_partner_datetime
 from rewardmiles.errors import ProblemError
+from rewardmiles.http.partner_json import loads_partner_json, parse_json_object
+from rewardmiles.http.validation import validate_body
 from rewardmiles.issuance.schemas import (
     FIELD_CODES,
     FIELD_RULES,
@@ -21,7 +23,6 @@ from rewardmiles.issuance.schemas import (
     basket_command,
     event_command,
 )
-from rewardmiles.web import loads_partner_json, parse_json_object, validate_body
 
 MILES_MAX = 100_000
 

@@ -16,15 +16,12 @@ from rewardmiles.auth import service
 from rewardmiles.auth.repository import StoredClient
 from rewardmiles.auth.tokens import IssuedToken
 from rewardmiles.errors import ProblemError
-from rewardmiles.web import (
-    enforce_rate_limit,
-    json_response,
-    parse_json_object,
-    problem_responses,
-    rate_limited,
-    read_body,
-    run_sync,
-)
+from rewardmiles.http.access import enforce_rate_limit, rate_limited
+from rewardmiles.http.bodies import read_body
+from rewardmiles.http.openapi import problem_responses
+from rewardmiles.http.partner_json import parse_json_object
+from rewardmiles.http.responses import json_response
+from rewardmiles.http.threads import run_sync
 
 router = APIRouter(tags=["auth"])
 

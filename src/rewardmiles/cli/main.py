@@ -153,11 +153,11 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 # uvicorn as `serve` runs it: the service writes its own access log (one JSON line per request),
 # and names no server software in its answers. Its HTTP/1.1 layer is uvicorn's httptools protocol
-# with bounded heads, head and idle deadlines and a connection cap (`rewardmiles.http_server`,
+# with bounded heads, head and idle deadlines and a connection cap (`rewardmiles.http.connections`,
 # docs/adr/0002-connection-limits.md), named by import path so that the API processes of
 # `--workers N` load the same one.
 UVICORN_OPTIONS: dict[str, Any] = {
-    "http": "rewardmiles.http_server:GuardedHttpToolsProtocol",
+    "http": "rewardmiles.http.connections:GuardedHttpToolsProtocol",
     "log_level": "warning",
     "access_log": False,
     "server_header": False,

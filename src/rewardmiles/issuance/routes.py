@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
-from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from rewardmiles.auth.tokens import Principal
 from rewardmiles.errors import ProblemError
+from rewardmiles.http.access import authorize, require_sponsor, sponsor_for
+from rewardmiles.http.bodies import read_validated_body
+from rewardmiles.http.direct import DirectRoute
+from rewardmiles.http.middleware import request_id_of
+from rewardmiles.http.openapi import problem_responses
+from rewardmiles.http.responses import json_response
+from rewardmiles.http.threads import run_sync
 from rewardmiles.idempotency import service as idempotency
 from rewardmiles.issuance import service
 from rewardmiles.issuance.schemas import (
@@ -38,17 +43,6 @@ from rewardmiles.issuance.schemas import (
     basket_command,
     event_command,
     program_command,
-)
-from rewardmiles.web import (
-    Endpoint,
-    authorize,
-    json_response,
-    problem_responses,
-    read_validated_body,
-    request_id_of,
-    require_sponsor,
-    run_sync,
-    sponsor_for,
 )
 
 router = APIRouter(prefix="/checkout/issuance", tags=["issuance"])
@@ -136,7 +130,7 @@ def _url_path(request: Request) -> str:
     path of the direct lane, where the two are equal. Elsewhere they may not be: the router also
     takes `…/post/event%0A`, whose URL path drops the line feed."""
     path: str = request.scope["path"]
-    return path if path in DIRECT_ROUTES else request.url.path
+    return path if path in _DIRECT_PATHS else request.url.path
 
 
 def _event(body: EventRequestBase, principal: Principal) -> Command:
@@ -313,12 +307,16 @@ async def find_transactions(
     return json_response(200, {"transactions": await run_sync(ctx.limiter, find)})
 
 
-# The partner calls (POST, the request their only parameter: no path, query or dependency
-# parameters for the framework to solve), served on the direct lane (`web.DirectRoutes`).
-DIRECT_ROUTES: dict[str, Endpoint] = {
-    route.path: route.endpoint
-    for route in router.routes
-    if isinstance(route, APIRoute)
-    and route.methods == {"POST"}
-    and list(inspect.signature(route.endpoint).parameters) == ["request"]
-}
+# The partner calls served on the direct lane (`http.direct`), past the framework's routing: each
+# keeps its route above (same method and path) and takes the request as its only parameter.
+DIRECT_ROUTES = (
+    DirectRoute("POST", "/checkout/issuance/post", post_basket),
+    DirectRoute("POST", "/checkout/issuance/post/event", post_event),
+    DirectRoute("POST", "/checkout/issuance/reverse", reverse_basket),
+    DirectRoute("POST", "/checkout/issuance/reverse/event", reverse_event),
+    DirectRoute("POST", "/checkout/issuance/record", record),
+    DirectRoute("POST", "/checkout/issuance/calculate", calculate),
+    DirectRoute("POST", "/checkout/issuance/issue", issue),
+    DirectRoute("POST", "/checkout/issuance/return", return_items),
+)
+_DIRECT_PATHS = frozenset(route.path for route in DIRECT_ROUTES)

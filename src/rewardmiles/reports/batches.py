@@ -36,6 +36,7 @@ from rewardmiles import clock
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.errors import OperatorError
+from rewardmiles.http.partner_json import DuplicateMemberError, canonical_json, loads_partner_json
 from rewardmiles.idempotency.service import InFlightRegistry, fingerprint
 from rewardmiles.issuance import service as issuance
 from rewardmiles.issuance.schemas import (
@@ -51,7 +52,6 @@ from rewardmiles.issuance.schemas import (
 )
 from rewardmiles.issuance.service import execute as execute_partner_call
 from rewardmiles.reports import repository
-from rewardmiles.web import DuplicateMemberError, canonical_json, loads_partner_json
 
 CHUNK_RECORDS = 1000
 DETAIL_CHARS_MAX = 500

@@ -15,14 +15,11 @@ from starlette.responses import Response
 from rewardmiles import clock, limits, logs
 from rewardmiles.auth.tokens import Principal
 from rewardmiles.errors import ProblemError
+from rewardmiles.http.access import authorize, sponsor_for
+from rewardmiles.http.openapi import problem_responses
+from rewardmiles.http.responses import json_response
+from rewardmiles.http.threads import run_sync
 from rewardmiles.reports import audit, batches, reconciliation
-from rewardmiles.web import (
-    authorize,
-    json_response,
-    problem_responses,
-    run_sync,
-    sponsor_for,
-)
 
 router = APIRouter(prefix="/checkout/issuance/reports", tags=["reports"])
 batch_router = APIRouter(prefix="/checkout/issuance/batches", tags=["reports"])

@@ -33,7 +33,7 @@ from uvicorn.server import ServerState
 from rewardmiles import ids, limits, logs
 from rewardmiles.config import Settings
 from rewardmiles.errors import problem
-from rewardmiles.web import PROBLEM_JSON, SECURITY_HEADERS
+from rewardmiles.http.responses import PROBLEM_JSON, SECURITY_HEADERS
 
 log = logs.get_logger("rewardmiles.http")
 
