@@ -26,7 +26,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rewardmiles.http.middleware import RequestContextMiddleware
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+# A route function of the lane (not `issuance.calls.Endpoint`, the partner endpoints).
+RouteHandler = Callable[[Request], Awaitable[Response]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +36,7 @@ class DirectRoute:
 
     method: str
     path: str
-    endpoint: Endpoint
+    endpoint: RouteHandler
 
 
 class DirectLane:
