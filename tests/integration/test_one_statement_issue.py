@@ -39,7 +39,7 @@ from rewardmiles.issuance.schemas import (
     event_command,
 )
 from rewardmiles.ledger.batched import POST_BATCH_SENT, GroupCommit, batch_params
-from rewardmiles.settlement.service import settle_pending
+from rewardmiles.settlement.worker import settle_pending
 from rewardmiles.web import canonical_json, parse_json_object, validate_body
 from tests.conftest import TEST_SECRET_KEY, DatabaseFactory, assert_ledger_balanced
 from tests.support.issue import build_call
