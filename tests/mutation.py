@@ -188,37 +188,13 @@ EXPLAINED: dict[str, Explained] = {
         'transaction_id, sep, number = text.partition(":")',
         "partition vs rpartition: transaction ids are UUIDs without ':'; a text with two or more ':' names no line and is refused (ReviewError) either way, only the wording differs",
     ),
-    "rewardmiles.settlement.service.x__review_line__mutmut_10": Explained(
-        ")",
-        "status = pending dropped: only pending lines carry a pending_reason (issuance writes none on posted/rejected lines, _mark and reject clear it), so reason 'review' implies pending",
-    ),
-    "rewardmiles.settlement.service.x__settle_collector__mutmut_16": Explained(
+    "rewardmiles.settlement.service.x_settle_collector__mutmut_20": Explained(
         "stopped_early = None",
-        "stopped_early = None instead of False: only read as 'not stopped_early' and as the while condition; both falsy",
+        "stopped_early = None instead of False: only read as 'not stopped_early' and, returned, as the worker's while condition; both falsy",
     ),
-    "rewardmiles.settlement.service.x__settle_collector__mutmut_102": Explained(
+    "rewardmiles.settlement.service.x_settle_collector__mutmut_109": Explained(
         'report.rejected[detail or "XXXX"] += 1',
         "detail or 'XXXX': a rejection always carries an error code, the 'or' only narrows str|None for the Counter key",
-    ),
-    "rewardmiles.settlement.service.x_list_pending__mutmut_12": Explained(
-        ".join(Transaction, None)",
-        "join(Transaction, None): SQLAlchemy infers the ON clause from the foreign key, identical SQL",
-    ),
-    "rewardmiles.settlement.service.x_list_pending__mutmut_14": Explained(
-        ".join(Transaction, )",
-        "join(Transaction) without ON: inferred from the foreign key, identical SQL",
-    ),
-    "rewardmiles.settlement.service.x_list_pending__mutmut_6": Explained(
-        ".order_by(Transaction.processed_at, IssuanceLine.transaction_id, None)",
-        "line_no dropped from ORDER BY: a transaction's lines are inserted in line order and read through the primary key (transaction_id, line_no) on both dialects",
-    ),
-    "rewardmiles.settlement.service.x_list_pending__mutmut_9": Explained(
-        ".order_by(Transaction.processed_at, IssuanceLine.transaction_id, )",
-        "line_no dropped from ORDER BY (last key): same as _6",
-    ),
-    "rewardmiles.settlement.service.x_settle_pending__mutmut_16": Explained(
-        "break",
-        "break for continue on a None candidate: unreachable, only RECORD transactions lack a collector and their lines are never pending; the check narrows the type",
     ),
     "rewardmiles.idempotency.service.x_claim__mutmut_33": Explained(
         "return Claim(stored, None)",

@@ -24,7 +24,7 @@ from rewardmiles.collectors import service as collectors
 from rewardmiles.config import Settings
 from rewardmiles.db.models import IdempotencyKey, Offer, Transaction
 from rewardmiles.offers import catalogue
-from rewardmiles.settlement import service as settlement
+from rewardmiles.settlement.worker import settle_pending
 from tests.e2e.conftest import World
 from tests.support import data
 from tests.support.partner import Partner
@@ -1071,7 +1071,7 @@ def test_pending_reversal_under_an_offer_disabled_since_the_original_settles(
     assert response.json()["issuances"][0]["status"] == "PENDING"
     with world.db.unit_of_work() as session:
         collectors.set_status(session, collector, "ACTIVE", data.now())
-    settlement.settle_pending(world.db, Settings(), data.now())
+    settle_pending(world.db, Settings(), data.now())
     view = get(partner, f"{TRANSACTIONS}/{response.json()['transactionId']}")
     partner.close()
 

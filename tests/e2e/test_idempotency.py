@@ -7,7 +7,7 @@ import uuid
 from rewardmiles import clock
 from rewardmiles.collectors import service as collectors
 from rewardmiles.config import Settings
-from rewardmiles.settlement import service as settlement
+from rewardmiles.settlement.worker import settle_pending
 from tests.e2e.conftest import World
 
 
@@ -130,7 +130,7 @@ def _settle(world: World) -> None:
     """One pass of the settlement the worker runs, with the server's settings. The server's own
     embedded worker may have got there first: either way the line is settled afterwards."""
     settings = Settings.from_env(world.server.env, database_url=world.server.database_url)
-    settlement.settle_pending(world.db, settings, clock.utc_now())
+    settle_pending(world.db, settings, clock.utc_now())
 
 
 def test_replay_of_202_reflects_the_settled_state(world: World) -> None:

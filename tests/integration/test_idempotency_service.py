@@ -27,7 +27,7 @@ from rewardmiles.idempotency import repository as keys
 from rewardmiles.idempotency import service as idempotency
 from rewardmiles.issuance import service
 from rewardmiles.ledger.verify import verify
-from rewardmiles.settlement import service as settlement
+from rewardmiles.settlement.worker import settle_pending
 from tests.conftest import DatabaseFactory
 from tests.support import data
 from tests.support.issue import call
@@ -110,7 +110,7 @@ def test_a_replay_shows_the_transaction_as_it_stands_now(own_db: Database) -> No
     assert first.body["issuances"][0]["status"] == "PENDING"
     with own_db.unit_of_work() as session:
         collectors.add_collector(session, number, "ACTIVE", NOW)
-    assert settlement.settle_pending(own_db, SETTINGS, NOW).posted >= 1
+    assert settle_pending(own_db, SETTINGS, NOW).posted >= 1
 
     again = _call(own_db, body=body, idempotency_key=key)
 

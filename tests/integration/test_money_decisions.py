@@ -27,7 +27,9 @@ from rewardmiles.idempotency.service import InFlightRegistry
 from rewardmiles.issuance import service
 from rewardmiles.ledger.verify import verify
 from rewardmiles.reports import batches
+from rewardmiles.settlement import repository as settlement_repo
 from rewardmiles.settlement import service as settlement
+from rewardmiles.settlement.worker import settle_pending
 from rewardmiles.webhooks import service as webhooks
 from tests.conftest import TEST_BOX, DatabaseFactory
 from tests.integration import test_one_statement_issue as one_statement
@@ -101,7 +103,7 @@ def _set_status(db: Database, number: str, status: str) -> None:
 
 
 def _settle(db: Database, settings: Settings) -> settlement.SettleReport:
-    return settlement.settle_pending(db, settings, NOW)
+    return settle_pending(db, settings, NOW)
 
 
 def _line(db: Database, transaction_id: str | None, line_no: int = 0) -> tuple[str, str | None]:
@@ -243,7 +245,7 @@ def _counts(report: settlement.SettleReport) -> tuple[int, dict[str, int], int]:
 
 def _count_pending(db: Database) -> int:
     with db.reader() as session:
-        return settlement.count_pending(session)
+        return settlement_repo.count_pending(session)
 
 
 def test_a_collector_on_hold_keeps_its_lines_waiting_under_that_reason_until_they_expire(
@@ -308,7 +310,7 @@ def test_a_line_expires_only_once_it_has_waited_longer_than_the_pending_window(
     assert _counts(report) == (1, {}, 1)
     assert _state(db, waiting) == ("pending", "review", None)
 
-    report = settlement.settle_pending(db, ALLOW, NOW + timedelta(seconds=1))
+    report = settle_pending(db, ALLOW, NOW + timedelta(seconds=1))
 
     assert _counts(report) == (0, {"PENDING_EXPIRED": 1}, 0)
     assert _state(db, waiting) == ("rejected", None, "PENDING_EXPIRED")

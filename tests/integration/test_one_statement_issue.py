@@ -41,7 +41,7 @@ from rewardmiles.issuance.schemas import (
     event_command,
 )
 from rewardmiles.ledger.batched import POST_BATCH_SENT, GroupCommit, batch_params
-from rewardmiles.settlement.service import settle_pending
+from rewardmiles.settlement.worker import settle_pending
 from tests.conftest import TEST_SECRET_KEY, DatabaseFactory, assert_ledger_balanced
 from tests.support.issue import build_call
 

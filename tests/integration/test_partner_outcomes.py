@@ -31,7 +31,7 @@ from rewardmiles.issuance import service
 from rewardmiles.ledger.verify import verify
 from rewardmiles.offers import catalogue
 from rewardmiles.reports import audit
-from rewardmiles.settlement import service as settlement
+from rewardmiles.settlement.worker import settle_pending
 from tests.conftest import DatabaseFactory
 from tests.support import data
 from tests.support import issue as partner
@@ -386,7 +386,7 @@ def test_an_event_resent_is_replayed_as_it_stands_now_and_changed_is_a_duplicate
 
     waiting = _call(own_db, ALLOW, Endpoint.POST_EVENT, body)
     _set_status(own_db, number, "ACTIVE")
-    settlement.settle_pending(own_db, ALLOW, NOW)
+    settle_pending(own_db, ALLOW, NOW)
     settled = _call(own_db, ALLOW, Endpoint.POST_EVENT, body)
     _set_status(own_db, number, "CLOSED")
     closed = _call(own_db, ALLOW, Endpoint.POST_EVENT, body)
@@ -432,7 +432,7 @@ def test_a_keyed_call_is_replayed_as_it_stands_now_and_its_key_refuses_another_b
 
     waiting = _call(own_db, ALLOW, Endpoint.POST_EVENT, body, key=key)
     _set_status(own_db, number, "ACTIVE")
-    settlement.settle_pending(own_db, ALLOW, NOW)
+    settle_pending(own_db, ALLOW, NOW)
     settled = _call(own_db, ALLOW, Endpoint.POST_EVENT, body, key=key)
     with _raises_problem() as reused:
         _call(

@@ -27,6 +27,7 @@ from rewardmiles.issuance import service
 from rewardmiles.ledger.verify import verify
 from rewardmiles.offers import catalogue
 from rewardmiles.settlement import service as settlement
+from rewardmiles.settlement.worker import settle_pending
 from tests.conftest import DatabaseFactory
 from tests.support import data
 from tests.support.issue import partner_call
@@ -1043,7 +1044,7 @@ def test_a_return_waiting_on_an_issue_line_rejected_meanwhile_takes_nothing_more
         )
 
     second = run(own_db, RETURN, returning(sponsor, collector, original, item("apples", 2.50)))
-    settlement.settle_pending(own_db, SETTINGS, NOW)
+    settle_pending(own_db, SETTINGS, NOW)
     last = run(
         own_db, RETURN, returning(sponsor, collector, original, item("apples", 2.50), KETTLE)
     )

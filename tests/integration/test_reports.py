@@ -17,7 +17,7 @@ from rewardmiles.db.engine import Database
 from rewardmiles.db.models import LedgerEntry
 from rewardmiles.ledger.verify import verify
 from rewardmiles.reports import audit, reconciliation
-from rewardmiles.settlement import service as settlement
+from rewardmiles.settlement.worker import settle_pending
 from tests.conftest import DatabaseFactory
 from tests.support import data
 from tests.support.issue import call
@@ -122,7 +122,7 @@ def test_reconciliation_totals_equal_the_ledger_after_a_mixed_day(own_db: Databa
     assert rejected.status == 400
     with own_db.unit_of_work() as session:
         collectors.add_collector(session, unknown, "ACTIVE", at(16))
-    settlement.settle_pending(own_db, settings, at(16, 30))  # the pending line posts on this day
+    settle_pending(own_db, settings, at(16, 30))  # the pending line posts on this day
     call(own_db, settings, _at(at(23, 59), sponsor, active[0], 2), now=at(23, 59))
     call(
         own_db,

@@ -19,6 +19,7 @@ from rewardmiles.issuance import service as issuance
 from rewardmiles.ledger.verify import verify
 from rewardmiles.settlement import service as settlement
 from rewardmiles.settlement.service import ReviewError
+from rewardmiles.settlement.worker import settle_pending
 from tests.conftest import DatabaseFactory
 from tests.support import data
 from tests.support.issue import call
@@ -61,7 +62,7 @@ def _transaction_status(db: Database, transaction_id: str) -> str:
 
 
 def _settle(db: Database, settings: Settings, *, days_later: int = 0) -> settlement.SettleReport:
-    return settlement.settle_pending(db, settings, clock.utc_now() + timedelta(days=days_later))
+    return settle_pending(db, settings, clock.utc_now() + timedelta(days=days_later))
 
 
 def _set_status(db: Database, number: str, status: str) -> None:

@@ -1,11 +1,12 @@
 """Settle pending issuance lines once their cause clears, or reject them.
 
 A line is pending because its collector is unknown or on hold, because it awaits an operator's
-review, or because it reverses an original line that is itself pending. The worker finds lines
-whose cause may have cleared (or whose pending window has passed) and settles them, collector by
-collector, each in its own unit of work that locks the collector's row first — the same lock order
-as the API — then claims that collector's lines with `FOR UPDATE SKIP LOCKED`, so several workers
-never settle a line twice.
+review, or because it reverses an original line that is itself pending. A pass of the worker
+(`settlement.worker.settle_pending`) reads the collectors whose lines' cause may have cleared (or
+whose pending window has passed: `candidates`) and settles them, collector by collector, each in
+a unit of work of its own (`settle_collector`) that locks the collector's row first — the same lock
+order as the API — then claims that collector's lines with `FOR UPDATE SKIP LOCKED`, so several
+workers never settle a line twice.
 """
 
 from __future__ import annotations
@@ -15,44 +16,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, bindparam, exists, func, or_, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from rewardmiles import ledger
 from rewardmiles.config import NegativeBalancePolicy, Settings
-from rewardmiles.db.engine import Database
-from rewardmiles.db.models import PENDING, POSTED, REJECTED, Collector, IssuanceLine, Transaction
+from rewardmiles.db.models import PENDING, POSTED, REJECTED
 from rewardmiles.errors import OperatorError
 from rewardmiles.issuance import repository as issuance_repo
+from rewardmiles.settlement import repository
+from rewardmiles.settlement.repository import (
+    APPROVED,
+    COLLECTOR_ON_HOLD,
+    ORIGINAL_PENDING,
+    REVIEW,
+    PendingLine,
+)
 from rewardmiles.webhooks import service as webhooks
 
 CREDIT = "credit"
-
-REVIEW = "review"
-APPROVED = "approved"
-COLLECTOR_UNKNOWN = "collector_unknown"
-COLLECTOR_ON_HOLD = "collector_on_hold"
-ORIGINAL_PENDING = "original_pending"
 
 COLLECTORS_PER_PASS_MAX = 200
 # Lines settled under one hold of a collector's row lock: a backlog of thousands is settled in
 # several short transactions, so the partner requests for that collector wait milliseconds, not
 # seconds, between them.
 SETTLED_PER_TRANSACTION_MAX = 100
-
-
-@dataclass(frozen=True, slots=True)
-class PendingLine:
-    transaction_id: str
-    line_no: int
-    direction: str
-    offer_code: str
-    miles: int
-    pending_reason: str | None
-    collector_number: str
-    sponsor_code: str
-    original_transaction_id: str | None
-    processed_at: datetime
 
 
 @dataclass
@@ -67,116 +54,46 @@ class SettleReport:
     def settled(self) -> int:
         return self.posted + sum(self.rejected.values())
 
+    def add(self, other: SettleReport) -> None:
+        """Count what `other` did as well."""
+        self.posted += other.posted
+        self.rejected.update(other.rejected)
+        self.still_pending += other.still_pending
 
-_original_line = aliased(IssuanceLine)
-_original_pending = exists().where(
-    _original_line.transaction_id == Transaction.original_transaction_id,
-    _original_line.offer_code == IssuanceLine.offer_code,
-    _original_line.status == PENDING,
-)
 
-# Collectors with at least one pending line whose cause may have cleared, or that has expired.
-_CANDIDATE_COLLECTORS = (
-    select(Transaction.collector_number)
-    .join(IssuanceLine, IssuanceLine.transaction_id == Transaction.id)
-    .outerjoin(Collector, Collector.number == Transaction.collector_number)
-    .where(
-        IssuanceLine.status == PENDING,
-        or_(
-            Transaction.processed_at < bindparam("expired_before"),
-            and_(
-                Collector.status.in_(("ACTIVE", "CLOSED")),
-                or_(
-                    IssuanceLine.pending_reason.in_(
-                        (COLLECTOR_UNKNOWN, COLLECTOR_ON_HOLD, APPROVED)
-                    ),
-                    and_(IssuanceLine.pending_reason == ORIGINAL_PENDING, ~_original_pending),
-                ),
-            ),
-        ),
+def _expired_before(settings: Settings, now: datetime) -> datetime:
+    """Lines processed before this have been pending longer than the window: they expire."""
+    return now - timedelta(days=settings.pending_window_days)
+
+
+def candidates(session: Session, settings: Settings, now: datetime) -> list[str]:
+    """The collectors a pass settles, at most COLLECTORS_PER_PASS_MAX: those with a pending line
+    whose cause may have cleared, or that expired."""
+    found = repository.candidate_collectors(
+        session, _expired_before(settings, now), COLLECTORS_PER_PASS_MAX
     )
-    .group_by(Transaction.collector_number)
-    .limit(bindparam("limit"))
-)
-
-_CLAIM_LINES = (
-    select(
-        IssuanceLine.transaction_id,
-        IssuanceLine.line_no,
-        IssuanceLine.direction,
-        IssuanceLine.offer_code,
-        IssuanceLine.miles,
-        IssuanceLine.pending_reason,
-        Transaction.collector_number,
-        Transaction.sponsor_code,
-        Transaction.original_transaction_id,
-        Transaction.processed_at,
-    )
-    .join(Transaction, Transaction.id == IssuanceLine.transaction_id)
-    .where(Transaction.collector_number == bindparam("collector"), IssuanceLine.status == PENDING)
-    .order_by(Transaction.processed_at, IssuanceLine.transaction_id, IssuanceLine.line_no)
-    .with_for_update(of=IssuanceLine, skip_locked=True)
-)
-
-_SETTLE_LINE = (
-    update(IssuanceLine)
-    .where(
-        IssuanceLine.transaction_id == bindparam("b_transaction_id"),
-        IssuanceLine.line_no == bindparam("b_line_no"),
-        IssuanceLine.status == PENDING,
-    )
-    .values(
-        status=bindparam("b_status"),
-        pending_reason=bindparam("b_reason"),
-        error_code=bindparam("b_error_code"),
-        settled_at=bindparam("b_settled_at", type_=IssuanceLine.__table__.c.settled_at.type),
-    )
-)
+    # RECORD transactions without a collector never pend
+    return [number for number in found if number is not None]
 
 
-def settle_pending(db: Database, settings: Settings, now: datetime) -> SettleReport:
-    """One pass over the collectors with settleable lines; returns what it did."""
-    expired_before = now - timedelta(days=settings.pending_window_days)
-    with db.reader() as session:
-        collectors = list(
-            session.connection()
-            .execute(
-                _CANDIDATE_COLLECTORS,
-                {"expired_before": expired_before, "limit": COLLECTORS_PER_PASS_MAX},
-            )
-            .scalars()
-        )
-    report = SettleReport()
-    for number in collectors:
-        if number is None:  # RECORD transactions without a collector never pend
-            continue
-        more = True
-        while more:
-            with db.unit_of_work() as session:
-                more = _settle_collector(session, settings, number, now, expired_before, report)
-    return report
-
-
-def _settle_collector(
-    session: Session,
-    settings: Settings,
-    number: str,
-    now: datetime,
-    expired_before: datetime,
-    report: SettleReport,
-) -> bool:
+def settle_collector(
+    session: Session, settings: Settings, number: str, now: datetime
+) -> tuple[SettleReport, bool]:
     """Settle what can be settled of one collector's pending lines, at most
-    SETTLED_PER_TRANSACTION_MAX of them; True if it stopped there (call again)."""
+    SETTLED_PER_TRANSACTION_MAX of them, in the caller's unit of work: (what it did, True if it
+    stopped there: call again, in a new unit of work). The lines left pending are counted by the
+    call that saw every line, once."""
+    expired_before = _expired_before(settings, now)
+    report = SettleReport()
     account = ledger.lock_collector(session, number)
-    rows = session.connection().execute(_CLAIM_LINES, {"collector": number}).all()
+    lines = repository.claim_lines(session, number)
     touched: set[str] = set()
     settled = still_pending = 0
     stopped_early = False
-    for row in rows:
+    for line in lines:
         if settled == SETTLED_PER_TRANSACTION_MAX:
             stopped_early = True
             break
-        line = PendingLine(**row._mapping)
         outcome = _decide(session, settings, account, line)
         if outcome is None and line.processed_at < expired_before:
             outcome = (REJECTED, "PENDING_EXPIRED")
@@ -202,13 +119,15 @@ def _settle_collector(
                 ],
                 posted_at=now,
             )
-            _mark(session, line, POSTED, None, now)
+            repository.settle_line(session, line.transaction_id, line.line_no, POSTED, None, now)
             report.posted += 1
         elif status == REJECTED:
-            _mark(session, line, REJECTED, detail, now)
+            repository.settle_line(
+                session, line.transaction_id, line.line_no, REJECTED, detail, now
+            )
             report.rejected[detail or ""] += 1
         else:  # still pending, for a new reason
-            _reason(session, line, detail)
+            repository.set_pending_reason(session, line.transaction_id, line.line_no, detail)
             still_pending += 1
             settled -= 1  # a new reason is not a settlement
             continue
@@ -216,8 +135,8 @@ def _settle_collector(
     for transaction_id in touched:
         _after_settlement(session, transaction_id, now)
     if not stopped_early:  # the last round saw every line: count what is left once
-        report.still_pending += still_pending
-    return stopped_early
+        report.still_pending = still_pending
+    return report, stopped_early
 
 
 def _after_settlement(session: Session, transaction_id: str, now: datetime) -> None:
@@ -225,9 +144,7 @@ def _after_settlement(session: Session, transaction_id: str, now: datetime) -> N
     same unit of work)."""
     if issuance_repo.refresh_transaction_status(session, transaction_id) != POSTED:
         return
-    sponsor_code = session.execute(
-        select(Transaction.sponsor_code).where(Transaction.id == transaction_id)
-    ).scalar_one()
+    sponsor_code = repository.sponsor_of(session, transaction_id)
     webhooks.enqueue_settled(session, transaction_id, sponsor_code, now)
 
 
@@ -258,33 +175,6 @@ def _decide(
     ):
         return REJECTED, "INSUFFICIENT_BALANCE"
     return POSTED, None
-
-
-def _mark(
-    session: Session, line: PendingLine, status: str, error_code: str | None, now: datetime
-) -> None:
-    session.connection().execute(
-        _SETTLE_LINE,
-        {
-            "b_transaction_id": line.transaction_id,
-            "b_line_no": line.line_no,
-            "b_status": status,
-            "b_reason": None,
-            "b_error_code": error_code,
-            "b_settled_at": now,
-        },
-    )
-
-
-def _reason(session: Session, line: PendingLine, reason: str | None) -> None:
-    session.execute(
-        update(IssuanceLine)
-        .where(
-            IssuanceLine.transaction_id == line.transaction_id,
-            IssuanceLine.line_no == line.line_no,
-        )
-        .values(pending_reason=reason)
-    )
 
 
 # --------------------------------------------------------------------------- operator review
@@ -331,50 +221,15 @@ def _parse_line_id(text: str) -> tuple[str, int]:
 def list_pending(
     session: Session, sponsor_code: str | None = None, limit: int = 1000
 ) -> list[PendingView]:
-    stmt = (
-        select(
-            IssuanceLine.transaction_id,
-            IssuanceLine.line_no,
-            Transaction.sponsor_code,
-            Transaction.collector_number,
-            Transaction.endpoint,
-            IssuanceLine.direction,
-            IssuanceLine.offer_code,
-            IssuanceLine.miles,
-            IssuanceLine.pending_reason.label("reason"),
-            Transaction.processed_at,
-        )
-        .join(Transaction, Transaction.id == IssuanceLine.transaction_id)
-        .where(IssuanceLine.status == PENDING)
-        .order_by(Transaction.processed_at, IssuanceLine.transaction_id, IssuanceLine.line_no)
-        .limit(limit)
-    )
-    if sponsor_code:
-        stmt = stmt.where(Transaction.sponsor_code == sponsor_code)
     return [
-        PendingView(line_id=line_id(r.transaction_id, r.line_no), **r._mapping)
-        for r in session.execute(stmt)
+        PendingView(line_id=line_id(r["transaction_id"], r["line_no"]), **r)
+        for r in repository.pending_lines(session, sponsor_code, limit)
     ]
-
-
-def count_pending(session: Session) -> int:
-    return int(
-        session.execute(select(func.count()).where(IssuanceLine.status == PENDING)).scalar_one()
-    )
 
 
 def _review_line(session: Session, text: str) -> tuple[str, int]:
     transaction_id, line_no = _parse_line_id(text)
-    reason = session.execute(
-        select(IssuanceLine.pending_reason)
-        .where(
-            IssuanceLine.transaction_id == transaction_id,
-            IssuanceLine.line_no == line_no,
-            IssuanceLine.status == PENDING,
-        )
-        .with_for_update()
-    ).scalar_one_or_none()
-    if reason != REVIEW:
+    if repository.lock_pending_reason(session, transaction_id, line_no) != REVIEW:
         raise ReviewError(f"line {text} is not pending review")
     return transaction_id, line_no
 
@@ -382,11 +237,7 @@ def _review_line(session: Session, text: str) -> tuple[str, int]:
 def approve(session: Session, text: str) -> None:
     """The line may settle now (the worker posts it once its collector allows)."""
     transaction_id, line_no = _review_line(session, text)
-    session.execute(
-        update(IssuanceLine)
-        .where(IssuanceLine.transaction_id == transaction_id, IssuanceLine.line_no == line_no)
-        .values(pending_reason=APPROVED)
-    )
+    repository.set_pending_reason(session, transaction_id, line_no, APPROVED)
 
 
 def reject(
@@ -398,9 +249,5 @@ def reject(
             f"{REVIEW_REJECTED}: refused by an operator)"
         )
     transaction_id, line_no = _review_line(session, text)
-    session.execute(
-        update(IssuanceLine)
-        .where(IssuanceLine.transaction_id == transaction_id, IssuanceLine.line_no == line_no)
-        .values(status=REJECTED, pending_reason=None, error_code=code, settled_at=now)
-    )
+    repository.reject_line(session, transaction_id, line_no, code, now)
     _after_settlement(session, transaction_id, now)

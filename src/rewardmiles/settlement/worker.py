@@ -1,7 +1,8 @@
 """The settlement loop: `rewardmiles worker`, or a thread inside `rewardmiles serve`.
 
-Webhook events are delivered beside it, by the dispatcher's own thread (`webhooks.dispatch`), so a
-slow receiver never holds up settlement."""
+A pass (`settle_pending`) opens the transactions settlement runs in: one to read the collectors to
+visit, then short ones per collector. Webhook events are delivered beside it, by the dispatcher's
+own thread (`webhooks.dispatch`), so a slow receiver never holds up settlement."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from rewardmiles import clock, logs
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.idempotency import repository as keys
-from rewardmiles.settlement.service import SettleReport, count_pending, settle_pending
+from rewardmiles.settlement import repository, service
+from rewardmiles.settlement.service import SettleReport
 from rewardmiles.webhooks.dispatch import Dispatcher
 
 log = logs.get_logger("rewardmiles.settlement")
@@ -22,6 +24,22 @@ log = logs.get_logger("rewardmiles.settlement")
 QUEUE_DEPTH_LOG_SECONDS = 60.0
 PURGE_INTERVAL_SECONDS = 3600.0
 ERROR_BACKOFF_SECONDS_MAX = 30.0
+
+
+def settle_pending(db: Database, settings: Settings, now: datetime) -> SettleReport:
+    """One pass over the collectors with settleable lines; returns what it did. The collectors are
+    read in a transaction of their own; each is then settled in units of work of at most
+    `service.SETTLED_PER_TRANSACTION_MAX` lines, as many as its backlog needs."""
+    with db.reader() as session:
+        collectors = service.candidates(session, settings, now)
+    report = SettleReport()
+    for number in collectors:
+        more = True
+        while more:
+            with db.unit_of_work() as session:
+                settled, more = service.settle_collector(session, settings, number, now)
+            report.add(settled)
+    return report
 
 
 class Worker:
@@ -89,7 +107,7 @@ class Worker:
             if time.monotonic() - last_depth_log >= QUEUE_DEPTH_LOG_SECONDS:
                 last_depth_log = time.monotonic()
                 with self._db.reader() as session:
-                    log.info("pending_queue", depth=count_pending(session))
+                    log.info("pending_queue", depth=repository.count_pending(session))
             if not report.settled:
                 self._stop.wait(self._poll_seconds)
         self.dispatcher.stop()
