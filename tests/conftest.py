@@ -19,7 +19,7 @@ import rewardmiles
 from rewardmiles.config import ENV_PREFIX, Settings
 from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database
-from rewardmiles.ledger.verify import verify_database
+from rewardmiles.ledger.verify import verify
 from rewardmiles.secretbox import SecretBox, parse_key
 from tests.support.server import Server, start_server
 
@@ -134,7 +134,8 @@ def assert_ledger_balanced(
     kept for the next check; a server's own database is checked with a connection closed after."""
     db = _CHECKERS.get(url) or Database.from_url(url, pool_size=1)
     try:
-        report = verify_database(db, settings)
+        with db.snapshot_reader() as session:
+            report = verify(session, settings)
     finally:
         if keep_pool:
             _CHECKERS[url] = db

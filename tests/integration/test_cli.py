@@ -17,11 +17,13 @@ from typing import Any
 import psycopg
 import pytest
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
 from typer.testing import CliRunner, Result
 
 from rewardmiles import clock, ledger
 from rewardmiles.auth import service as auth
 from rewardmiles.cli.main import UVICORN_OPTIONS, app
+from rewardmiles.collectors import service as collectors
 from rewardmiles.config import TEST_CLOCK_PREFIX, Settings
 from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database
@@ -536,6 +538,34 @@ def test_import_counts_a_number_repeated_in_the_file_once(
     result = _ok(cli("collector", "import", _csv(tmp_path, f"{number},ON_HOLD\n{number},CLOSED\n")))
     assert _summary(result) == (2, 1, 1, 0)
     assert _collector(cli_db, number) == ("ON_HOLD", 0)
+
+
+def test_import_commits_each_batch_on_its_own(
+    cli: Cli, cli_db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of `IMPORT_BATCH_ROWS`, each in a unit of work of its own: an import interrupted in
+    its third batch keeps the first two, and loses only the third."""
+    numbers = [_number() for _ in range(5)]
+    monkeypatch.setattr(collectors, "IMPORT_BATCH_ROWS", 2)
+    enrol = collectors.enrol_batch
+    batches: list[list[str]] = []
+
+    def enrol_then_stop(
+        session: Session,
+        batch: list[tuple[str, str]],
+        now: datetime,
+        report: collectors.ImportReport,
+    ) -> None:
+        batches.append([number for number, _ in batch])
+        enrol(session, batch, now, report)
+        if len(batches) == 3:
+            raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(collectors, "enrol_batch", enrol_then_stop)
+    result = cli("collector", "import", _csv(tmp_path, "\n".join(numbers) + "\n"))
+    assert isinstance(result.exception, RuntimeError), result.exception
+    assert batches == [numbers[0:2], numbers[2:4], numbers[4:5]]
+    assert [_collector(cli_db, n) for n in numbers] == [("ACTIVE", 0)] * 4 + [None]
 
 
 def test_import_of_a_missing_file_is_a_usage_error(cli: Cli, tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database, DatabaseUrlError
 from rewardmiles.db.models import Sponsor
 from rewardmiles.errors import CATALOGUE, OperatorError
-from rewardmiles.ledger.verify import verify_database
+from rewardmiles.ledger.verify import verify
 from rewardmiles.offers import catalogue as offers
 from rewardmiles.reports import audit, batches, reconciliation
 from rewardmiles.settlement import service as settlement
@@ -448,11 +448,12 @@ def collector_import(
     ):
         task = progress.add_task("import", total=size, rows=0)
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-
-        def on_batch(report: collectors.ImportReport) -> None:
+        report = collectors.ImportReport()
+        now = clock.utc_now()
+        for batch in collectors.import_batches(text, report):
+            with _operation(db) as session:  # each batch commits on its own
+                collectors.enrol_batch(session, batch, now, report)
             progress.update(task, completed=raw.tell(), rows=report.rows_read)
-
-        report = collectors.import_collectors(db, text, clock.utc_now(), on_batch=on_batch)
         progress.update(task, completed=size, rows=report.rows_read)
     out.print(
         f"rows read {report.rows_read:,}; enrolled {report.inserted:,}; already enrolled "
@@ -470,7 +471,8 @@ def collector_import(
 def ledger_verify() -> None:
     """Check the ledger's invariants over the whole database (exit 1 when broken)."""
     settings, db = _ready_database()
-    report = verify_database(db, settings)
+    with db.snapshot_reader() as session:  # one snapshot: safe while the service writes
+        report = verify(session, settings)
     out.print(
         f"entries {report.entries:,}; collectors {report.collectors:,}; entries sum {report.total_miles}"
     )

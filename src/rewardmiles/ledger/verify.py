@@ -8,7 +8,6 @@ from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from rewardmiles.config import NegativeBalancePolicy, Settings
-from rewardmiles.db.engine import Database
 from rewardmiles.db.models import STATUSES, Collector, IssuanceLine, LedgerEntry, Transaction
 from rewardmiles.ledger.service import COLLECTOR_ACCOUNT, SPONSOR_ACCOUNT
 
@@ -33,16 +32,11 @@ class VerifyReport:
         return not self.problems
 
 
-def verify_database(db: Database, settings: Settings | None = None) -> VerifyReport:
-    """`verify` in one snapshot of the database (`Database.snapshot_reader`), so the books can
-    be checked while the service writes to them."""
-    with db.snapshot_reader() as session:
-        return verify(session, settings)
-
-
 def verify(session: Session, settings: Settings | None = None) -> VerifyReport:
     """Every invariant the books can state. `settings` (default: the defaults) says what the
-    program's policies forbid: with the negative-balance policy `reject`, a balance below zero."""
+    program's policies forbid: with the negative-balance policy `reject`, a balance below zero.
+    In a session of `Database.snapshot_reader` (the caller opens it), the books are read in one
+    snapshot, so they can be checked while the service writes to them."""
     report = VerifyReport()
     report.entries, report.total_miles = session.execute(
         select(func.count(), func.coalesce(func.sum(LedgerEntry.amount_miles), 0))

@@ -1,12 +1,13 @@
 """Webhook delivery, beside the settlement loop: a receiver that is slow, or gone, delays no one.
 
 The dispatcher runs in its own thread with its own event loop. It claims due deliveries from the
-outbox (`service.lease_due`: a short transaction, rows locked by another claimer skipped) as long
-as it has a free slot — at most `webhook_concurrency` deliveries in flight — and gives each one a
-deadline for the whole of it (`webhook_deadline_seconds`: resolve, connect, send, the status line
-and headers of the answer). An attempt cut at its deadline is a failed attempt like any other,
-retried with backoff. The lease outlasts the deadline, so no delivery is in flight twice. The
-answer's body is never read.
+outbox (`service.lease_due`, in a short transaction of its own: rows locked by another claimer
+skipped) as long as it has a free slot — at most `webhook_concurrency` deliveries in flight — and
+gives each one a deadline for the whole of it (`webhook_deadline_seconds`: resolve, connect,
+send, the status line and headers of the answer). An attempt cut at its deadline is a failed
+attempt like any other, retried with backoff; each result is recorded in a transaction of its
+own (`service.record_attempt`). The lease outlasts the deadline, so no delivery is in flight
+twice. The answer's body is never read.
 """
 
 from __future__ import annotations
@@ -57,9 +58,17 @@ class Dispatcher:
         self._box: secretbox.SecretBox | None = None  # built at the first delivery
 
     def _claim(self, count: int) -> list[service.DueDelivery]:
-        """Lease up to `count` due deliveries (on the database thread); their secrets are still
-        sealed: each is opened by its own delivery, so one that does not open fails alone."""
-        return service.lease_due(self._db, self._now(), self._lease, count)
+        """Lease up to `count` due deliveries (on the database thread), committed before any is
+        delivered; their secrets are still sealed: each is opened by its own delivery, so one
+        that does not open fails alone."""
+        now = self._now()
+        with self._db.unit_of_work() as session:
+            return service.lease_due(session, now, self._lease, count)
+
+    def _record(self, due: service.DueDelivery, error: str | None, now: datetime) -> None:
+        """Record one attempt's result (on the database thread), in a unit of work of its own."""
+        with self._db.unit_of_work() as session:
+            service.record_attempt(session, self._settings, due, error, now)
 
     def _opened(self, due: service.DueDelivery) -> service.DueDelivery:
         if self._box is None:
@@ -189,9 +198,7 @@ class Dispatcher:
         if error is not None:
             log.info("webhook_attempt_failed", delivery=due.id, error=error)
         try:
-            await self._in_db_thread(
-                service.record_attempt, self._db, self._settings, due, error, self._now()
-            )
+            await self._in_db_thread(self._record, due, error, self._now())
         except Exception as exc:  # the lease expires and the delivery goes again
             log.error("webhook_record_failed", delivery=due.id, error=type(exc).__name__)
         return error is None

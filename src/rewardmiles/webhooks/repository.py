@@ -1,18 +1,20 @@
-"""Queries of partner webhooks. No rules here.
+"""Queries of webhooks and their deliveries (the outbox). No rules here: the service decides.
 
-The webhook secrets are read and rewritten by `secretbox.check_and_seal` (encryption at rest): the
-table is the webhooks', so those queries live here, as the signing keys' live in
+The webhook secrets are also read and rewritten by `secretbox.check_and_seal` (encryption at rest):
+the table is the webhooks', so those queries live here, as the signing keys' live in
 `auth.repository`. Values go in and out as stored (sealed); the cryptography stays in `secretbox`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from rewardmiles.db.models import Webhook
+from rewardmiles.db.models import Webhook, WebhookDelivery
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,4 +37,85 @@ def replace_webhook_secret(session: Session, webhook_id: str, stored: str, secre
         update(Webhook)
         .where(Webhook.id == webhook_id, Webhook.secret == stored)
         .values(secret=secret)
+    )
+
+
+_ACTIVE_HOOKS = select(Webhook.id).where(
+    Webhook.sponsor_code == bindparam("sponsor"), Webhook.active.is_(True)
+)
+
+
+def webhooks(
+    session: Session, sponsor_code: str | None
+) -> Sequence[Row[str, str, str, bool, datetime]]:
+    """Every webhook (of `sponsor_code` when given), oldest first."""
+    stmt = select(Webhook.id, Webhook.sponsor_code, Webhook.url, Webhook.active, Webhook.created_at)
+    if sponsor_code:
+        stmt = stmt.where(Webhook.sponsor_code == sponsor_code)
+    return session.execute(stmt.order_by(Webhook.created_at)).all()
+
+
+def active_webhook_ids(session: Session, sponsor_code: str) -> Sequence[str]:
+    return session.connection().execute(_ACTIVE_HOOKS, {"sponsor": sponsor_code}).scalars().all()
+
+
+def fail_pending_deliveries(session: Session, webhook_id: str, error: str) -> None:
+    session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.webhook_id == webhook_id, WebhookDelivery.status == "pending")
+        .values(status="failed", last_error=error)
+    )
+
+
+def deliveries(
+    session: Session, status: str | None, limit: int
+) -> Sequence[Row[str, str, str, str, int, datetime, str | None]]:
+    """The newest deliveries (with `status` when given)."""
+    stmt = select(
+        WebhookDelivery.id,
+        WebhookDelivery.webhook_id,
+        WebhookDelivery.transaction_id,
+        WebhookDelivery.status,
+        WebhookDelivery.attempts,
+        WebhookDelivery.next_attempt_at,
+        WebhookDelivery.last_error,
+    ).order_by(WebhookDelivery.created_at.desc())
+    if status:
+        stmt = stmt.where(WebhookDelivery.status == status)
+    return session.execute(stmt.limit(limit)).all()
+
+
+def lock_due(session: Session, now: datetime, limit: int) -> Sequence[Row[str, str, str, str, int]]:
+    """Up to `limit` pending deliveries due at `now`, earliest first, with their webhook's URL
+    and sealed secret, locked (rows locked by another claimer are skipped)."""
+    return session.execute(
+        select(
+            WebhookDelivery.id,
+            Webhook.url,
+            Webhook.secret,
+            WebhookDelivery.payload_json,
+            WebhookDelivery.attempts,
+        )
+        .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
+        .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+        .order_by(WebhookDelivery.next_attempt_at)
+        .limit(limit)
+        .with_for_update(of=WebhookDelivery, skip_locked=True)
+    ).all()
+
+
+def postpone(session: Session, delivery_ids: list[str], until: datetime) -> None:
+    session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id.in_(delivery_ids))
+        .values(next_attempt_at=until)
+    )
+
+
+def update_pending(session: Session, delivery_id: str, values: dict[str, object]) -> None:
+    """Set `values` on the delivery while it is still pending (a removed webhook's are not)."""
+    session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending")
+        .values(**values)
     )

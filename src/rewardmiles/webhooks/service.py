@@ -22,16 +22,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import orjson
-from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from rewardmiles import clock, secretbox
 from rewardmiles.config import Settings
-from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Sponsor, Webhook, WebhookDelivery
 from rewardmiles.errors import OperatorError
 from rewardmiles.issuance import service as issuance
-from rewardmiles.webhooks import targets
+from rewardmiles.webhooks import repository, targets
 
 SETTLED_EVENT = "transaction.settled"
 SIGNATURE_HEADER = "Rewardmiles-Signature"
@@ -114,9 +112,6 @@ def add_webhook(
 
 
 def list_webhooks(session: Session, sponsor_code: str | None = None) -> list[WebhookView]:
-    stmt = select(Webhook.id, Webhook.sponsor_code, Webhook.url, Webhook.active, Webhook.created_at)
-    if sponsor_code:
-        stmt = stmt.where(Webhook.sponsor_code == sponsor_code)
     return [
         WebhookView(
             id=row.id,
@@ -125,7 +120,7 @@ def list_webhooks(session: Session, sponsor_code: str | None = None) -> list[Web
             active=row.active,
             created_at=row.created_at,
         )
-        for row in session.execute(stmt.order_by(Webhook.created_at))
+        for row in repository.webhooks(session, sponsor_code)
     ]
 
 
@@ -135,38 +130,18 @@ def remove_webhook(session: Session, webhook_id: str) -> None:
     if webhook is None or not webhook.active:
         raise WebhookError(f"no active webhook {webhook_id}")
     webhook.active = False
-    session.execute(
-        update(WebhookDelivery)
-        .where(WebhookDelivery.webhook_id == webhook_id, WebhookDelivery.status == "pending")
-        .values(status="failed", last_error="webhook removed")
-    )
+    repository.fail_pending_deliveries(session, webhook_id, "webhook removed")
 
 
 def list_deliveries(
     session: Session, status: str | None = None, limit: int = 200
 ) -> list[DeliveryView]:
-    stmt = select(
-        WebhookDelivery.id,
-        WebhookDelivery.webhook_id,
-        WebhookDelivery.transaction_id,
-        WebhookDelivery.status,
-        WebhookDelivery.attempts,
-        WebhookDelivery.next_attempt_at,
-        WebhookDelivery.last_error,
-    ).order_by(WebhookDelivery.created_at.desc())
-    if status:
-        stmt = stmt.where(WebhookDelivery.status == status)
-    return [DeliveryView(**row._mapping) for row in session.execute(stmt.limit(limit))]
-
-
-_ACTIVE_HOOKS = select(Webhook.id).where(
-    Webhook.sponsor_code == bindparam("sponsor"), Webhook.active.is_(True)
-)
+    return [DeliveryView(**row._mapping) for row in repository.deliveries(session, status, limit)]
 
 
 def enqueue_settled(session: Session, transaction_id: str, sponsor_code: str, now: datetime) -> int:
     """Outbox rows for every active webhook of the sponsor, in the caller's unit of work."""
-    hooks = session.connection().execute(_ACTIVE_HOOKS, {"sponsor": sponsor_code}).scalars().all()
+    hooks = repository.active_webhook_ids(session, sponsor_code)
     if not hooks:
         return 0
     view = issuance.lookup(session, transaction_id, (sponsor_code,))
@@ -205,30 +180,13 @@ class DueDelivery:
     attempts: int
 
 
-def lease_due(db: Database, now: datetime, lease: timedelta, limit: int) -> list[DueDelivery]:
-    """Claim up to `limit` due deliveries (rows locked by another claimer are skipped)."""
-    with db.unit_of_work() as session:
-        rows = session.execute(
-            select(
-                WebhookDelivery.id,
-                Webhook.url,
-                Webhook.secret,
-                WebhookDelivery.payload_json,
-                WebhookDelivery.attempts,
-            )
-            .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
-            .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
-            .order_by(WebhookDelivery.next_attempt_at)
-            .limit(min(limit, DELIVERIES_PER_PASS_MAX))
-            .with_for_update(of=WebhookDelivery, skip_locked=True)
-        ).all()
-        due = [DueDelivery(**row._mapping) for row in rows]
-        if due:
-            session.execute(
-                update(WebhookDelivery)
-                .where(WebhookDelivery.id.in_([d.id for d in due]))
-                .values(next_attempt_at=now + lease)
-            )
+def lease_due(session: Session, now: datetime, lease: timedelta, limit: int) -> list[DueDelivery]:
+    """Claim up to `limit` due deliveries (rows locked by another claimer are skipped), in the
+    caller's short unit of work: its commit is what hands them to this claimer."""
+    rows = repository.lock_due(session, now, min(limit, DELIVERIES_PER_PASS_MAX))
+    due = [DueDelivery(**row._mapping) for row in rows]
+    if due:
+        repository.postpone(session, [d.id for d in due], now + lease)
     return due
 
 
@@ -238,9 +196,10 @@ def lease_for(settings: Settings) -> timedelta:
 
 
 def record_attempt(
-    db: Database, settings: Settings, due: DueDelivery, error: str | None, now: datetime
+    session: Session, settings: Settings, due: DueDelivery, error: str | None, now: datetime
 ) -> bool:
-    """Record one delivery attempt (error None: delivered); True when it was delivered."""
+    """Record one delivery attempt (error None: delivered), in the caller's unit of work; True
+    when it was delivered."""
     attempts = due.attempts + 1
     if error is None:
         values: dict[str, object] = {
@@ -261,12 +220,7 @@ def record_attempt(
             "next_attempt_at": now + timedelta(seconds=delay),
             "last_error": error[:ERROR_CHARS_MAX],
         }
-    with db.unit_of_work() as session:
-        session.execute(
-            update(WebhookDelivery)
-            .where(WebhookDelivery.id == due.id, WebhookDelivery.status == "pending")
-            .values(**values)
-        )
+    repository.update_pending(session, due.id, values)
     return error is None
 
 
