@@ -49,6 +49,9 @@ class Module:
     # over the mutant's name after the module's own prefix ("x_f__mutmut_*" for a function of a
     # file, "batched.*" for a whole file of a folder).
     postgres_only: tuple[str, ...] = ()
+    # Of a folder, the files mutated (pyproject's [tool.mutmut] only_mutate lists the same);
+    # empty: all of them.
+    files: tuple[str, ...] = ()
 
     @property
     def pattern(self) -> str:
@@ -57,9 +60,24 @@ class Module:
         return dotted.replace("/", ".") + ".*"
 
     def owns(self, file: str) -> bool:
-        return file.startswith(self.path) if self.path.endswith("/") else file == self.path
+        if not self.path.endswith("/"):
+            return file == self.path
+        return file.startswith(self.path) and (
+            not self.files or file.removeprefix(self.path) in self.files
+        )
 
 
+# The issuance package's use cases and rules; not its shape (schemas), queries or routes.
+ISSUANCE_RULES = (
+    "calculated.py",
+    "calls.py",
+    "checks.py",
+    "keyed.py",
+    "lookups.py",
+    "records.py",
+    "rules.py",
+    "service.py",
+)
 MODULES = {
     "ledger": Module("src/rewardmiles/ledger/", postgres_only=("batched.*",)),
     "clock": Module("src/rewardmiles/clock.py", ("tests/e2e/test_pinned_clock.py",)),
@@ -75,9 +93,13 @@ MODULES = {
         ("tests/e2e/test_basket.py", "tests/e2e/test_program_calculated.py"),
     ),
     "issuance": Module(
-        "src/rewardmiles/issuance/service.py",
+        "src/rewardmiles/issuance/",
         ("tests/e2e/test_event_outcomes.py", "tests/e2e/test_basket.py"),
-        postgres_only=("x_execute_at_once__mutmut_*", "x_plan_posted_issue__mutmut_*"),
+        postgres_only=(
+            "service.x_execute_at_once__mutmut_*",
+            "service.x_plan_posted_issue__mutmut_*",
+        ),
+        files=ISSUANCE_RULES,
     ),
 }
 WORKERS = 2
@@ -230,15 +252,15 @@ EXPLAINED: dict[str, Explained] = {
         "lock_id(namespace, None), one lock for all of a client's keys; PostgreSQL only, as _1. Killed on PostgreSQL.",
         dialects=("sqlite",),
     ),
-    "rewardmiles.issuance.service.x__compute_return__mutmut_137": Explained(
+    "rewardmiles.issuance.calculated.x__compute_return__mutmut_137": Explained(
         "left = totals.issued_miles.get(c.offer_code, 0) - totals.reversed_miles.get(None, 0)",
         "An ISSUE has one line per offer code, so issued_miles[code] is either the whole amount the offer computed (line posted or pending) or 0 (line rejected). Whole: the earlier non-rejected returns of the ISSUE took back at most what the basket lost by their returned quantities (withdrawals telescope; their lines refused later only lower reversed_miles; a rejected RETURN has no lines and its quantities are not counted), so issued - reversed >= what the basket left before this return earns >= c.miles > 0, and min(c.miles, left) is c.miles with left = issued - reversed as with the mutant's left = issued. Zero: left is -reversed <= 0 in the code and 0 in the mutant, and the line is dropped either way (min(...) > 0 fails). Killing it would need reversed_miles > 0 with issued_miles whole and below the telescoped sum, which no sequence of ISSUE/RETURN/settlement produces.",
     ),
-    "rewardmiles.issuance.service.x__compute_return__mutmut_152": Explained(
+    "rewardmiles.issuance.calculated.x__compute_return__mutmut_152": Explained(
         "capped.append(replace(c, ))",
         "The line is kept only when min(c.miles, left) > 0, i.e. left > 0, which (see _137) happens only when the offer's ISSUE line was not rejected, and then left = issued - reversed >= c.miles: min(c.miles, left) == c.miles, so replace(c) keeps the same miles. The min is the documented guard (a return takes back at most what each offer still has issued and not yet returned); it binds in no reachable state, and test_a_return_waiting_on_an_issue_line_rejected_meanwhile_takes_nothing_more covers the one case the cap decides (issued 0, reversed > 0: nothing taken).",
     ),
-    "rewardmiles.issuance.service.x__preview__mutmut_15": Explained(
+    "rewardmiles.issuance.calculated.x__preview__mutmut_15": Explained(
         "body = _with_lines(command, computed, command.program.location_code, None).echo",
         "_preview reads only .echo of the Command _with_lines returns; the calculation argument only sets Command.calculation, which is stored with a written transaction (calculation_json), and CALCULATE writes none: the body is the same with {} or None.",
     ),
@@ -250,7 +272,7 @@ EXPLAINED: dict[str, Explained] = {
         "outcome = _process(session, settings, call, now, optimistic=None)",
         "optimistic is then always false: the rule-3.7 duplicate check runs before the rules instead of after a rule failure or the unique index's violation; _process answers the same either way (a duplicate is replayed or refused DUPLICATE_TRANSACTION, a failed rule of a new id is recorded) - only the number of statements differs",
     ),
-    "rewardmiles.issuance.service.x__run_keyed__mutmut_13": Explained(
+    "rewardmiles.issuance.keyed.x_run_keyed__mutmut_13": Explained(
         "return once(session, None)",
         "optimistic is then always false: the rule-3.7 duplicate check runs before the rules instead of after a rule failure or the unique index's violation; _process answers the same either way (a duplicate is replayed or refused DUPLICATE_TRANSACTION, a failed rule of a new id is recorded) - only the number of statements differs; calculate's `once` ignores the attempt",
     ),
@@ -266,31 +288,31 @@ EXPLAINED: dict[str, Explained] = {
         'assert queued_writes(session) == 0, "A RULE FAILED AFTER WRITES WERE QUEUED"',
         "message of an assertion that never fails (every rule is checked before the first write is queued)",
     ),
-    "rewardmiles.issuance.service.x_replay_stored__mutmut_4": Explained(
+    "rewardmiles.issuance.keyed.x_replay_stored__mutmut_4": Explained(
         "if stored.transaction_id is not None and stored.status in (201, 202):",
         "a stored 200 is then answered from the key's stored body instead of re-rendered: a 200's lines are all posted (final) and the key keeps the same body the transaction row keeps, so render_current gives the identical body (differs only for a response stored by a version before empty optionals were left out)",
     ),
-    "rewardmiles.issuance.service.x_replay_stored__mutmut_15": Explained(
+    "rewardmiles.issuance.keyed.x_replay_stored__mutmut_15": Explained(
         "return Outcome(stored.status, stored.body, None, replayed=True)",
         "this branch only answers outcomes without a transaction (400s, keyed CALCULATE 200): every accepted outcome is 200/202 with a transaction id and takes the first branch, so stored.transaction_id is None here",
     ),
-    "rewardmiles.issuance.service.x_replay_stored__mutmut_19": Explained(
+    "rewardmiles.issuance.keyed.x_replay_stored__mutmut_19": Explained(
         "return Outcome(stored.status, stored.body, replayed=True)",
         "as _15: transaction_id defaults to None, and stored.transaction_id is None in this branch",
     ),
-    "rewardmiles.issuance.service.x_render_state__mutmut_6": Explained(
+    "rewardmiles.issuance.keyed.x_render_state__mutmut_6": Explained(
         'for out_line, line in zip(body.get("issuances", ()), lines, strict=None):',
         "strict only guards an invariant: the response's issuances and the transaction's lines are written from the same planned list (build_write), so zip never sees two lengths",
     ),
-    "rewardmiles.issuance.service.x_render_state__mutmut_9": Explained(
+    "rewardmiles.issuance.keyed.x_render_state__mutmut_9": Explained(
         'for out_line, line in zip(body.get("issuances", ()), lines, ):',
         "as _6: zip without strict over two sequences of equal length",
     ),
-    "rewardmiles.issuance.service.x_render_state__mutmut_16": Explained(
+    "rewardmiles.issuance.keyed.x_render_state__mutmut_16": Explained(
         'for out_line, line in zip(body.get("issuances", ()), lines, strict=False):',
         "as _6: zip(strict=False) over two sequences of equal length",
     ),
-    "rewardmiles.issuance.service.x_render_state__mutmut_26": Explained(
+    "rewardmiles.issuance.keyed.x_render_state__mutmut_26": Explained(
         "if line.status == REJECTED or line.error_code:",
         "every rejected line has an error code (settlement's rejections, operator reject: code required) and no other line ever has one (build_write writes None, only rejections set it), so `status == REJECTED or error_code` selects the same lines as `and`",
     ),
@@ -302,43 +324,43 @@ EXPLAINED: dict[str, Explained] = {
         "return Outcome(400, body, )",
         "transaction_id defaults to None in Outcome",
     ),
-    "rewardmiles.issuance.service.x__locked_original__mutmut_14": Explained(
+    "rewardmiles.issuance.checks.x_locked_original__mutmut_14": Explained(
         'command.original_partner_id or "XXXX",',
         "_locked_original is reached only with a non-empty original id (_load_original returns first without one; RETURN's originalCheckoutTransactionId is required, min length 1), so the `or` default is never taken",
     ),
-    "rewardmiles.issuance.service.x__original_not_found__mutmut_5": Explained(
+    "rewardmiles.issuance.checks.x_original_not_found__mutmut_5": Explained(
         'named = command.original_partner_id or "XXXX"',
         "as _locked_original_14: called only for a non-empty original id",
     ),
-    "rewardmiles.issuance.service.x__lookup_view__mutmut_4": Explained(
+    "rewardmiles.issuance.lookups.x__lookup_view__mutmut_4": Explained(
         "outcome = render_current(session, found.id, replayed=None)",
         "lookup keeps only the rendered body; Outcome.replayed is never read there",
     ),
-    "rewardmiles.issuance.service.x__lookup_view__mutmut_8": Explained(
+    "rewardmiles.issuance.lookups.x__lookup_view__mutmut_8": Explained(
         "outcome = render_current(session, found.id, replayed=True)",
         "lookup keeps only the rendered body; Outcome.replayed is never read there",
     ),
-    "rewardmiles.issuance.service.x__run_keyed__mutmut_11": Explained(
+    "rewardmiles.issuance.keyed.x_run_keyed__mutmut_11": Explained(
         "for attempt in range(1, INTEGRITY_RETRIES + 2):",
         "range(1, 5): attempt 3 (INTEGRITY_RETRIES) re-raises, so a 4th attempt never runs",
     ),
-    "rewardmiles.issuance.service.x__run_keyed__mutmut_17": Explained(
+    "rewardmiles.issuance.keyed.x_run_keyed__mutmut_17": Explained(
         "raise AssertionError(None)",
         "message of `unreachable`: the loop returns or re-raises at its last attempt",
     ),
-    "rewardmiles.issuance.service.x__run_keyed__mutmut_18": Explained(
+    "rewardmiles.issuance.keyed.x_run_keyed__mutmut_18": Explained(
         'raise AssertionError("XXunreachableXX")',
         "message of `unreachable`: the loop returns or re-raises at its last attempt",
     ),
-    "rewardmiles.issuance.service.x__run_keyed__mutmut_19": Explained(
+    "rewardmiles.issuance.keyed.x_run_keyed__mutmut_19": Explained(
         'raise AssertionError("UNREACHABLE")',
         "message of `unreachable`: the loop returns or re-raises at its last attempt",
     ),
-    "rewardmiles.issuance.service.x__run_keyed__mutmut_7": Explained(
+    "rewardmiles.issuance.keyed.x_run_keyed__mutmut_7": Explained(
         "for attempt in range(INTEGRITY_RETRIES + 1):",
         "range(0, 4): attempt 0 is not optimistic (equivalent as _execute_once_12) and the race retry still ends with a non-optimistic attempt before attempt 3 re-raises; same answers",
     ),
-    "rewardmiles.issuance.service.x__run_keyed__mutmut_9": Explained(
+    "rewardmiles.issuance.keyed.x_run_keyed__mutmut_9": Explained(
         "for attempt in range(2, INTEGRITY_RETRIES + 1):",
         "range(2, 4): both attempts not optimistic; a lost unique-index race is retried once, non-optimistically, which finds the winner as attempt 2 does in the original",
     ),
@@ -346,22 +368,22 @@ EXPLAINED: dict[str, Explained] = {
         "session, settings, call, now(), optimistic=attempt == 2",
         "attempt == 2: attempt 1 not optimistic (equivalent as _execute_once_12); after a lost race attempt 2 is optimistic and fails on the index again, attempt 3 is not and replays the winner: same answer, one more attempt",
     ),
-    "rewardmiles.issuance.service.x__locked_original__mutmut_7": Explained(
+    "rewardmiles.issuance.checks.x_locked_original__mutmut_7": Explained(
         "lock=None,",
         "SQLAlchemy's SQLite dialect renders no FOR UPDATE, so the statement is the same. On PostgreSQL killed by test_racing_reversals_of_an_unknown_collectors_original_never_exceed_it (postgres_only)",
         dialects=("sqlite",),
     ),
-    "rewardmiles.issuance.service.x__locked_original__mutmut_12": Explained(
+    "rewardmiles.issuance.checks.x_locked_original__mutmut_12": Explained(
         ")",
         "as _7 (lock left to its default False): same SQL on SQLite; killed on PostgreSQL by the racing-reversals test",
         dialects=("sqlite",),
     ),
-    "rewardmiles.issuance.service.x__locked_original__mutmut_15": Explained(
+    "rewardmiles.issuance.checks.x_locked_original__mutmut_15": Explained(
         "lock=False,",
         "as _7 (lock=False): same SQL on SQLite; killed on PostgreSQL by the racing-reversals test",
         dialects=("sqlite",),
     ),
-    "rewardmiles.issuance.service.x__run_keyed__mutmut_8": Explained(
+    "rewardmiles.issuance.keyed.x_run_keyed__mutmut_8": Explained(
         "for attempt in range(1, ):",
         "range(1) runs one non-optimistic attempt 0, which answers every call without a concurrent writer, and SQLite's units of work are serialised, so no unique-index race happens. On PostgreSQL killed by test_racing_resends_of_an_unknown_collectors_event_are_one_transaction (the loser's IntegrityError ends the loop: AssertionError unreachable)",
         dialects=("sqlite",),
@@ -380,27 +402,27 @@ EXPLAINED: dict[str, Explained] = {
         "The flag only orders rule 3.7's read against _apply: both orders give the same answer (replay, DUPLICATE_TRANSACTION or the rule's refusal). Under the mutant the first attempt reads first (as a retry does) and answers any duplicate there; a second attempt only follows an IntegrityError, i.e. an accepted row inserted by another unit of work between that read and the insert. On SQLite (the mutation dialect) units of work run one at a time (BEGIN IMMEDIATE), so that cannot happen; on PostgreSQL it is a race window no test can open deterministically.",
         dialects=("sqlite",),
     ),
-    "rewardmiles.issuance.service.x_build_write__mutmut_31": Explained(
+    "rewardmiles.issuance.records.x_build_write__mutmut_31": Explained(
         'for out_line, p in zip(body["issuances"], planned, strict=None):',
         "body[\"issuances\"] and planned always have the same length: for partner lines both come one per request line (command.echo's issuances are the request's, _plan_lines/_record plan one line each), for ISSUE/RETURN _with_lines sets the echoed issuances and command.lines from the same computed list; strict only guards that invariant, and a non-strict zip of equal lengths is the same.",
     ),
-    "rewardmiles.issuance.service.x_build_write__mutmut_34": Explained(
+    "rewardmiles.issuance.records.x_build_write__mutmut_34": Explained(
         'for out_line, p in zip(body["issuances"], planned, ):',
         "Same as build_write__mutmut_31: the two sequences are always of equal length, so zip without strict pairs the same items.",
     ),
-    "rewardmiles.issuance.service.x_build_write__mutmut_37": Explained(
+    "rewardmiles.issuance.records.x_build_write__mutmut_37": Explained(
         'for out_line, p in zip(body["issuances"], planned, strict=False):',
         "Same as build_write__mutmut_31: the two sequences are always of equal length, so a non-strict zip pairs the same items.",
     ),
-    "rewardmiles.issuance.service.x_build_write__mutmut_81": Explained(
+    "rewardmiles.issuance.records.x_build_write__mutmut_81": Explained(
         '"XXerror_codeXX": None,',
         "A new line has no error code: the key the mutant misspells is simply not an issuance_lines column, so the insert (Core insert(IssuanceLine) executemany, or json_to_recordset in the one-statement path) leaves error_code out and the nullable column without default is NULL, as with the explicit None; the unknown key is ignored.",
     ),
-    "rewardmiles.issuance.service.x_build_write__mutmut_82": Explained(
+    "rewardmiles.issuance.records.x_build_write__mutmut_82": Explained(
         '"ERROR_CODE": None,',
         "Same as build_write__mutmut_81: error_code is NULL whether given as None or left out.",
     ),
-    "rewardmiles.issuance.service.x_build_write__mutmut_107": Explained(
+    "rewardmiles.issuance.records.x_build_write__mutmut_107": Explained(
         'command.collector_number or "XXXX",',
         "Postings are built for POSTED lines only, and a line posts only for an enrolled collector of a crediting/debiting endpoint, whose collectorNumber is required: the fallback (there for the type of RECORD's optional collector) is never evaluated with a missing number, since RECORD lines are RECORDED and unknown collectors' lines PENDING.",
     ),
@@ -469,7 +491,7 @@ def changed_function_patterns(since: str, module: Module) -> list[str]:
     module when a change lies outside any function: a constant, an import)."""
     patterns: list[str] = []
     for file in _git("diff", "--name-only", since, "--", module.path).split():
-        if not file.endswith(".py") or not (ROOT / file).exists():
+        if not file.endswith(".py") or not (ROOT / file).exists() or not module.owns(file):
             continue
         lines: set[int] = set()
         for hunk in re.finditer(

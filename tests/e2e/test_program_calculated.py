@@ -31,7 +31,7 @@ from rewardmiles.errors import CATALOGUE, ProblemError
 from rewardmiles.http.partner_json import canonical_json, parse_json_object
 from rewardmiles.idempotency import repository as keys
 from rewardmiles.idempotency import service as idempotency
-from rewardmiles.issuance import service
+from rewardmiles.issuance import calculated, calls, service
 from rewardmiles.issuance.schemas import CalculateRequest, program_command
 from rewardmiles.offers import catalogue
 from rewardmiles.settlement import service as settlement
@@ -232,13 +232,13 @@ def advisory_lock(db: Database, lock: int) -> Iterator[None]:
         yield
 
 
-def calculate_call(shop: Shop, body: dict[str, Any], *, key: str | None) -> service.PartnerCall:
+def calculate_call(shop: Shop, body: dict[str, Any], *, key: str | None) -> calls.PartnerCall:
     """The `PartnerCall` the CALCULATE route builds for `body` from the shop's partner."""
     obj = parse_json_object(json.dumps(body).encode())
     request = CalculateRequest.model_validate(obj)
     canonical = canonical_json(obj)
-    return service.PartnerCall(
-        endpoint=service.Endpoint.CALCULATE,
+    return calls.PartnerCall(
+        endpoint=calls.Endpoint.CALCULATE,
         client_id=shop.partner.client_id,
         command=program_command(request, shop.sponsor),
         request_json=canonical.decode(),
@@ -468,15 +468,15 @@ def test_calculate_with_a_key_another_process_is_running_is_409_in_use(shop: Sho
 
 def test_calculate_with_a_key_this_process_is_running_is_409_in_use(shop: Shop) -> None:
     """In one process, the registry of running keys refuses a second call for the key (the
-    server's CALCULATE runs `service.calculate`, as here)."""
+    server's CALCULATE runs `calculated.calculate`, as here)."""
     shop.standard_offers()
     body = shop.basket(shop.world.collector(), APPLES, KETTLE)
     registry = idempotency.InFlightRegistry()
     call = calculate_call(shop, body, key="k-running")
 
     with registry.hold(call.client_id, "k-running"), pytest.raises(ProblemError) as refused:
-        service.calculate(shop.world.db, Settings(), registry, call)
-    outcome = service.calculate(shop.world.db, Settings(), registry, call)
+        calculated.calculate(shop.world.db, Settings(), registry, call)
+    outcome = calculated.calculate(shop.world.db, Settings(), registry, call)
 
     assert refused.value.code == "IDEMPOTENCY_KEY_IN_USE"
     assert refused.value.headers == {"Retry-After": "1"}
@@ -486,7 +486,7 @@ def test_calculate_with_a_key_this_process_is_running_is_409_in_use(shop: Shop) 
 
 @pytest.mark.parametrize("key", [None, "k-execute"])
 def test_execute_refuses_a_calculate_call_and_records_nothing(shop: Shop, key: str | None) -> None:
-    """CALCULATE is `service.calculate`'s alone: the write path refuses it before its unit of
+    """CALCULATE is `calculated.calculate`'s alone: the write path refuses it before its unit of
     work, so a preview can never be stored as a transaction (nor its key taken)."""
     shop.standard_offers()
     collector = shop.world.collector()

@@ -8,7 +8,7 @@ from sqlalchemy import update
 
 from rewardmiles.catalog import service as catalog
 from rewardmiles.db.models import Offer, Sponsor
-from rewardmiles.issuance.repository import ReferenceCache
+from rewardmiles.issuance.reference import ReferenceCache
 from tests.e2e.conftest import World
 from tests.support import data
 from tests.support.problems import assert_problem

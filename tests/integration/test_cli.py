@@ -38,7 +38,7 @@ from rewardmiles.db.models import (
     Transaction,
     WebhookDelivery,
 )
-from rewardmiles.issuance import service as issuance
+from rewardmiles.issuance import lookups
 from rewardmiles.ledger.verify import verify
 from rewardmiles.webhooks import service as webhooks
 from tests.conftest import PG_ADMIN_URL, TEST_BOX, DatabaseFactory
@@ -661,7 +661,7 @@ def _review_line(cli_db: Database) -> tuple[str, str, str]:
 
 def _rejected_code(cli_db: Database, sponsor: str, transaction_id: str) -> object:
     with cli_db.reader() as session:
-        view = issuance.lookup(session, transaction_id, (sponsor,))
+        view = lookups.lookup(session, transaction_id, (sponsor,))
     assert view is not None
     (line,) = view["issuances"]
     assert line["status"] == "REJECTED", line

@@ -25,7 +25,7 @@ from rewardmiles.db.models import IdempotencyKey, Transaction
 from rewardmiles.errors import ProblemError
 from rewardmiles.idempotency import repository as keys
 from rewardmiles.idempotency import service as idempotency
-from rewardmiles.issuance import service
+from rewardmiles.issuance import calls
 from rewardmiles.ledger.verify import verify
 from rewardmiles.settlement.worker import settle_pending
 from tests.conftest import DatabaseFactory
@@ -93,7 +93,7 @@ def test_the_same_request_under_a_key_replays_the_first_answer_and_writes_nothin
 
     again = _call(own_db, body=body, idempotency_key=key)
 
-    assert again == service.Outcome(200, first.body, first.transaction_id, replayed=True)
+    assert again == calls.Outcome(200, first.body, first.transaction_id, replayed=True)
     assert _transactions(own_db, body) == 1
     assert data.balance(own_db, number) == 7
 
@@ -136,7 +136,7 @@ def test_a_rejection_under_a_key_is_replayed_as_it_was_answered(own_db: Database
 
     again = _call(own_db, body=body, idempotency_key=key)
 
-    assert again == service.Outcome(400, first.body, None, replayed=True)
+    assert again == calls.Outcome(400, first.body, None, replayed=True)
     assert _transactions(own_db, body) == 1
 
 

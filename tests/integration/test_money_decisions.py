@@ -24,7 +24,7 @@ from rewardmiles.db.engine import Database
 from rewardmiles.db.models import IssuanceLine, Offer, Transaction, WebhookDelivery
 from rewardmiles.errors import CATALOGUE, ProblemError
 from rewardmiles.idempotency.service import InFlightRegistry
-from rewardmiles.issuance import service
+from rewardmiles.issuance import calls, service
 from rewardmiles.ledger.verify import verify
 from rewardmiles.reports import batches
 from rewardmiles.settlement import repository as settlement_repo
@@ -549,7 +549,7 @@ def test_the_one_statement_path_judges_offer_validity_on_the_toronto_date(
         _offer(rig.db, one_statement.SPONSOR, "ENDS20", valid_to=TORONTO_DAY)
         _offer(rig.db, one_statement.SPONSOR, "FROM21", valid_from=TORONTO_DAY + timedelta(days=1))
 
-        def event(offer: str) -> service.PartnerCall:
+        def event(offer: str) -> calls.PartnerCall:
             return one_statement.partner_call(
                 one_statement.event(
                     transactionDateTime=_iso(TORONTO_EVENING),
@@ -557,14 +557,14 @@ def test_the_one_statement_path_judges_offer_validity_on_the_toronto_date(
                 )
             )
 
-        def at_once(call: service.PartnerCall) -> service.Outcome | None:
+        def at_once(call: calls.PartnerCall) -> calls.Outcome | None:
             return rig.loop.run_until_complete(
                 service.execute_at_once(
                     rig.writer, rig.db, rig.settings, rig.registry, call, now=lambda: NOW
                 )
             )
 
-        def general(call: service.PartnerCall) -> service.Outcome:
+        def general(call: calls.PartnerCall) -> calls.Outcome:
             return service.execute(rig.db, rig.settings, rig.registry, call, now=lambda: NOW)
 
         for offer in ("ENDS20", "FROM21"):  # the first call of each loads its offer's cache

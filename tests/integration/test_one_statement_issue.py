@@ -29,8 +29,9 @@ from rewardmiles.errors import ProblemError
 from rewardmiles.http.partner_json import canonical_json, parse_json_object
 from rewardmiles.http.validation import validate_body
 from rewardmiles.idempotency import service as idempotency
-from rewardmiles.issuance import service
-from rewardmiles.issuance.repository import newest_reference
+from rewardmiles.issuance import records, service
+from rewardmiles.issuance.calls import CREDIT, Endpoint, Outcome, PartnerCall
+from rewardmiles.issuance.reference import newest_reference
 from rewardmiles.issuance.schemas import (
     FIELD_CODES,
     FIELD_RULES,
@@ -50,7 +51,6 @@ CLIENT = "one-statement-client"
 NOW = datetime(2026, 11, 20, 15, 30, 0, 125_000, tzinfo=UTC)
 ACTIVE, ON_HOLD, CLOSED = "70000000001", "70000000002", "70000000003"
 UNKNOWN = "70000000099"
-Endpoint = service.Endpoint
 
 
 def seed(db: Database) -> None:
@@ -92,23 +92,23 @@ def basket(collector: str = ACTIVE) -> dict[str, Any]:
 
 def partner_call(
     body: dict[str, Any], *, key: str | None = None, endpoint: str = "post_event"
-) -> service.PartnerCall:
+) -> PartnerCall:
     body = parse_json_object(json.dumps(body).encode())  # as the route reads it: exact decimals
     settings = Settings()
     context = {"miles_per_line_max": settings.miles_per_line_max}
-    kind = service.Endpoint(endpoint)
-    if kind is service.Endpoint.POST:
+    kind = Endpoint(endpoint)
+    if kind is Endpoint.POST:
         basket_request = validate_body(
             PostBasketRequest, body, context=context, rules=FIELD_RULES, codes=FIELD_CODES
         )
         command = basket_command(basket_request, SPONSOR)
     else:
-        model = PostEventRequest if kind is service.Endpoint.POST_EVENT else ReverseEventRequest
+        model = PostEventRequest if kind is Endpoint.POST_EVENT else ReverseEventRequest
         command = event_command(
             validate_body(model, body, context=context, rules=FIELD_RULES, codes=FIELD_CODES)
         )
     canonical = canonical_json(body)
-    return service.PartnerCall(
+    return PartnerCall(
         endpoint=kind,
         client_id=CLIENT,
         command=command,
@@ -133,14 +133,14 @@ class Rig:
         self.loop = asyncio.new_event_loop()
         seed(self.db)
 
-    def at_once(self, call: service.PartnerCall) -> service.Outcome | None:
+    def at_once(self, call: PartnerCall) -> Outcome | None:
         return self.loop.run_until_complete(
             service.execute_at_once(
                 self.writer, self.db, self.settings, self.registry, call, now=lambda: NOW
             )
         )
 
-    def general(self, call: service.PartnerCall) -> service.Outcome:
+    def general(self, call: PartnerCall) -> Outcome:
         return service.execute(self.db, self.settings, self.registry, call, now=lambda: NOW)
 
     def rows(self) -> dict[str, list[tuple[Any, ...]]]:
@@ -447,13 +447,13 @@ class Planner:
         assert self.general(self.call(Endpoint.POST, basket())).status == 200
         assert self.general(self.call(Endpoint.POST_EVENT, event())).status == 200
 
-    def call(self, endpoint: Endpoint, body: dict[str, Any]) -> service.PartnerCall:
+    def call(self, endpoint: Endpoint, body: dict[str, Any]) -> PartnerCall:
         return build_call(self.settings, endpoint, body, client_id=CLIENT)
 
-    def general(self, call: service.PartnerCall) -> service.Outcome:
+    def general(self, call: PartnerCall) -> Outcome:
         return service.execute(self.db, self.settings, self.registry, call, now=lambda: NOW)
 
-    def plan(self, call: service.PartnerCall) -> service.WriteSet | None:
+    def plan(self, call: PartnerCall) -> records.WriteSet | None:
         _version, reference = newest_reference(self.db.engine)
         return service.plan_posted_issue(self.settings, call, reference, NOW)
 
@@ -490,9 +490,9 @@ def test_only_a_post_or_post_event_is_planned(
     plan = planner.plan(planner.call(posting, body))
     assert plan is not None  # the control: as a posting, every line posts at once
     assert plan.outcome.status == 200
-    assert [(line["direction"], line["status"]) for line in plan.lines] == [
-        (service.CREDIT, POSTED)
-    ] * len(body["issuances"])
+    assert [(line["direction"], line["status"]) for line in plan.lines] == [(CREDIT, POSTED)] * len(
+        body["issuances"]
+    )
     assert planner.plan(planner.call(endpoint, body)) is None
 
 
@@ -571,8 +571,8 @@ def test_a_lost_connection_is_a_database_error_and_the_next_call_gets_a_fresh_on
     assert outcome.status == 200
 
 
-def _together(rig: Rig, calls: list[service.PartnerCall]) -> list[service.Outcome | None]:
-    async def run() -> list[service.Outcome | None]:
+def _together(rig: Rig, calls: list[PartnerCall]) -> list[Outcome | None]:
+    async def run() -> list[Outcome | None]:
         return await asyncio.gather(
             *(
                 service.execute_at_once(
@@ -649,7 +649,7 @@ def test_a_batch_refused_on_the_unique_index_is_run_again_call_by_call(
     statements = _count_statements(rig, monkeypatch)
     before = _balance(rig, ACTIVE)
 
-    async def first_then_the_rest() -> list[service.Outcome | None]:
+    async def first_then_the_rest() -> list[Outcome | None]:
         alone = asyncio.ensure_future(  # keeps the writer busy, so the rest form one batch
             service.execute_at_once(
                 rig.writer,
@@ -719,8 +719,8 @@ def test_a_statement_waiting_on_a_lock_does_not_hold_back_later_calls(rig: Rig) 
     later = partner_call(event(miles=9), key="k-later")
     url = rig.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
-    async def run() -> tuple[service.Outcome | None, service.Outcome | None, float]:
-        def at_once(call: service.PartnerCall) -> Any:
+    async def run() -> tuple[Outcome | None, Outcome | None, float]:
+        def at_once(call: PartnerCall) -> Any:
             return service.execute_at_once(
                 rig.writer, rig.db, rig.settings, rig.registry, call, now=lambda: NOW
             )

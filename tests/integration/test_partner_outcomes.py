@@ -27,7 +27,7 @@ from rewardmiles.db.engine import Database
 from rewardmiles.db.models import IssuanceLine, Offer, Transaction
 from rewardmiles.errors import ProblemError
 from rewardmiles.idempotency.service import InFlightRegistry
-from rewardmiles.issuance import service
+from rewardmiles.issuance import calls, service
 from rewardmiles.ledger.verify import verify
 from rewardmiles.offers import catalogue
 from rewardmiles.reports import audit
@@ -36,7 +36,7 @@ from tests.conftest import DatabaseFactory
 from tests.support import data
 from tests.support import issue as partner
 
-Endpoint = service.Endpoint
+Endpoint = calls.Endpoint
 
 NOW = datetime(2026, 11, 21, 2, 1, tzinfo=UTC)
 AT = NOW - timedelta(seconds=5)  # the partner's transaction time of every call unless said
@@ -66,7 +66,7 @@ def _call(
     *,
     key: str | None = None,
     request_id: str = "in-process",
-) -> service.Outcome:
+) -> calls.Outcome:
     made = partner.build_call(
         settings, endpoint, body, client_id=CLIENT, idempotency_key=key, request_id=request_id
     )
@@ -121,9 +121,7 @@ def _program(sponsor: str, collector: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _problem(
-    outcome: service.Outcome, code: str, detail: str, errors: list[tuple[str, str]]
-) -> None:
+def _problem(outcome: calls.Outcome, code: str, detail: str, errors: list[tuple[str, str]]) -> None:
     """A recorded rejection: 400, `code`, `detail`, (code, field) of each error, nothing kept."""
     assert outcome.status == 400, outcome.body
     assert outcome.transaction_id is None
@@ -142,7 +140,7 @@ def _set_status(db: Database, number: str, status: str) -> None:
         collectors.set_status(session, number, status, NOW)
 
 
-def _bytes(outcome: service.Outcome) -> bytes:
+def _bytes(outcome: calls.Outcome) -> bytes:
     return orjson.dumps(outcome.body)
 
 
@@ -781,7 +779,7 @@ def test_racing_reversals_of_an_unknown_collectors_original_never_exceed_it(
         ]
         start = threading.Barrier(len(bodies))
 
-        def reverse(body: dict[str, Any], start: threading.Barrier = start) -> service.Outcome:
+        def reverse(body: dict[str, Any], start: threading.Barrier = start) -> calls.Outcome:
             start.wait()
             return _call(own_db, ALLOW, Endpoint.REVERSE_EVENT, body)
 

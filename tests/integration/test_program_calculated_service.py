@@ -23,7 +23,7 @@ from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Transaction
 from rewardmiles.errors import CATALOGUE, BusinessRuleError, ProblemError
 from rewardmiles.idempotency.service import InFlightRegistry
-from rewardmiles.issuance import service
+from rewardmiles.issuance import calls, lookups
 from rewardmiles.ledger.verify import verify
 from rewardmiles.offers import catalogue
 from rewardmiles.settlement import service as settlement
@@ -32,7 +32,7 @@ from tests.conftest import DatabaseFactory
 from tests.support import data
 from tests.support.issue import partner_call
 
-Endpoint = service.Endpoint
+Endpoint = calls.Endpoint
 CALCULATE, ISSUE, RETURN = Endpoint.CALCULATE, Endpoint.ISSUE, Endpoint.RETURN
 
 # 02:00 UTC on 21 November is 21:00 on 20 November in Toronto: the checkout's offers are those
@@ -1053,7 +1053,7 @@ def test_a_return_waiting_on_an_issue_line_rejected_meanwhile_takes_nothing_more
     assert second["totalMiles"] == 0
     assert lines(last) == [("BASE", 5, ["apples", "kettle"], "REVERSED")]
     with own_db.reader() as session:
-        looked_up = service.lookup(session, waiting["transactionId"], [sponsor])
+        looked_up = lookups.lookup(session, waiting["transactionId"], [sponsor])
     assert looked_up is not None
     assert [(ln["status"], ln.get("errorCode")) for ln in looked_up["issuances"]] == [
         ("REJECTED", "REVERSAL_EXCEEDS_ORIGINAL")

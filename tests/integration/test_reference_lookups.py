@@ -11,7 +11,7 @@ import pytest
 from rewardmiles.catalog import service as catalog
 from rewardmiles.db.engine import Database
 from rewardmiles.idempotency import repository as keys
-from rewardmiles.issuance import repository as repo
+from rewardmiles.issuance import reference
 from tests.conftest import DatabaseFactory
 from tests.support import data
 
@@ -27,37 +27,43 @@ def own_db(dialect: str, database_factory: DatabaseFactory) -> Iterator[Database
 def test_lookups_without_the_cache_read_the_database(own_db: Database) -> None:
     sponsor = data.new_sponsor(own_db)
     with own_db.unit_of_work() as session:
-        offers = repo.get_offers(session, sponsor, ["STANDARD", "NOPE"])
+        offers = reference.get_offers(session, sponsor, ["STANDARD", "NOPE"])
         assert list(offers) == ["STANDARD"]
         assert offers["STANDARD"].active
-        assert repo.registered_locations(session, sponsor, ["0001"]) == (False, set())
+        assert reference.registered_locations(session, sponsor, ["0001"]) == (False, set())
     with own_db.unit_of_work() as session:
         catalog.add_location(session, sponsor, "0001", data.now())
     with own_db.unit_of_work() as session:
-        assert repo.registered_locations(session, sponsor, ["0001", "0002"]) == (True, {"0001"})
-        assert repo.registered_locations(session, sponsor, ["0002"]) == (True, set())
+        assert reference.registered_locations(session, sponsor, ["0001", "0002"]) == (
+            True,
+            {"0001"},
+        )
+        assert reference.registered_locations(session, sponsor, ["0002"]) == (True, set())
 
 
 def test_more_unknown_codes_than_the_cache_keeps_are_answered_uncached(
     own_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(repo, "CACHED_CODES_MAX", 2)
+    monkeypatch.setattr(reference, "CACHED_CODES_MAX", 2)
     sponsor = data.new_sponsor(own_db, locations=["0001"])
     with own_db.unit_of_work() as session:
-        repo.use_reference_cache(session, keys.reference_version(session))
+        reference.use_reference_cache(session, keys.reference_version(session))
         # No code asked yet: whether the sponsor registers any location is read on its own.
-        assert repo.registered_locations(session, sponsor, []) == (True, set())
+        assert reference.registered_locations(session, sponsor, []) == (True, set())
 
-        offers = repo.get_offers(session, sponsor, ["STANDARD", "A", "B"])
+        offers = reference.get_offers(session, sponsor, ["STANDARD", "A", "B"])
         assert list(offers) == ["STANDARD"]
-        assert repo.registered_locations(session, sponsor, ["0001", "X", "Y"]) == (True, {"0001"})
+        assert reference.registered_locations(session, sponsor, ["0001", "X", "Y"]) == (
+            True,
+            {"0001"},
+        )
 
         # Within the bound the codes are cached, and the answers stay the database's.
-        assert list(repo.get_offers(session, sponsor, ["STANDARD", "A"])) == ["STANDARD"]
-        assert repo.registered_locations(session, sponsor, ["0001", "X"]) == (True, {"0001"})
-        assert list(repo.get_offers(session, sponsor, ["STANDARD", "A"])) == ["STANDARD"]
-        assert repo.registered_locations(session, sponsor, ["0001", "X"]) == (True, {"0001"})
+        assert list(reference.get_offers(session, sponsor, ["STANDARD", "A"])) == ["STANDARD"]
+        assert reference.registered_locations(session, sponsor, ["0001", "X"]) == (True, {"0001"})
+        assert list(reference.get_offers(session, sponsor, ["STANDARD", "A"])) == ["STANDARD"]
+        assert reference.registered_locations(session, sponsor, ["0001", "X"]) == (True, {"0001"})
 
-    entry = repo.newest_reference(own_db.engine)[1][sponsor]
+    entry = reference.newest_reference(own_db.engine)[1][sponsor]
     assert len(entry.offers) <= 2
     assert len(entry.locations) <= 2

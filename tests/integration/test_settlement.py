@@ -15,7 +15,7 @@ from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import IssuanceLine, Transaction
 from rewardmiles.errors import CATALOGUE
-from rewardmiles.issuance import service as issuance
+from rewardmiles.issuance import keyed
 from rewardmiles.ledger.verify import verify
 from rewardmiles.settlement import service as settlement
 from rewardmiles.settlement.service import ReviewError
@@ -99,7 +99,7 @@ def test_unknown_collector_line_posts_once_the_collector_is_enrolled(
     assert _transaction_status(own_db, transaction_id) == "posted"
     assert data.balance(own_db, number) == 12
     with own_db.reader() as session:
-        replay = issuance.render_current(session, transaction_id, replayed=True)
+        replay = keyed.render_current(session, transaction_id, replayed=True)
     assert replay.status == 200
     assert replay.body["issuances"][0]["status"] == "ISSUED"
 
@@ -133,7 +133,7 @@ def test_collector_closed_meanwhile_rejects_the_line(own_db: Database, settings:
     assert _transaction_status(own_db, transaction_id) == "posted"
     assert data.balance(own_db, number) == 0
     with own_db.reader() as session:
-        replay = issuance.render_current(session, transaction_id, replayed=True)
+        replay = keyed.render_current(session, transaction_id, replayed=True)
     assert replay.status == 200
     assert replay.body["issuances"][0] == {
         "issuanceOfferCode": "STANDARD",

@@ -24,14 +24,14 @@ from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Collector, IssuanceLine, LedgerEntry, Offer, Transaction
 from rewardmiles.errors import CATALOGUE
-from rewardmiles.issuance import service
+from rewardmiles.issuance import calls
 from rewardmiles.ledger.verify import verify
 from rewardmiles.offers import catalogue
 from tests.conftest import DatabaseFactory
 from tests.support import data
 from tests.support.issue import partner_call
 
-Endpoint = service.Endpoint
+Endpoint = calls.Endpoint
 POST, POST_EVENT, REVERSE, REVERSE_EVENT = (
     Endpoint.POST,
     Endpoint.POST_EVENT,
@@ -163,7 +163,7 @@ def accepted(
     status: int = 200,
     settings: Settings = PENDING_POLICY,
     **kw: Any,
-) -> service.Outcome:
+) -> calls.Outcome:
     outcome = _call(db, settings, endpoint, body, **kw)
     assert outcome.status == status, outcome.body
     assert outcome.transaction_id is not None

@@ -2,7 +2,7 @@
 
 `partner_call` runs a body as any partner endpoint does after authentication: parsed and
 validated as the route's model (a malformed body raises the route's `ProblemError`), turned into
-the route's `Command`, then run by `service.execute` (or, for CALCULATE, `service.calculate`).
+the route's `Command`, then run by `service.execute` (or, for CALCULATE, `calculated.calculate`).
 `call` is its POST/EVENT and REVERSE/EVENT shorthand.
 """
 
@@ -20,7 +20,7 @@ from rewardmiles.http.partner_json import json_object_of
 from rewardmiles.http.validation import validate_body
 from rewardmiles.idempotency import service as idempotency
 from rewardmiles.idempotency.service import InFlightRegistry
-from rewardmiles.issuance import service
+from rewardmiles.issuance import calculated, calls, lookups, service
 from rewardmiles.issuance.routes import BASKET_ENDPOINTS, EVENT_ENDPOINTS
 from rewardmiles.issuance.schemas import (
     FIELD_CODES,
@@ -41,7 +41,7 @@ from rewardmiles.issuance.schemas import (
 )
 
 _REGISTRY = InFlightRegistry()
-Endpoint = service.Endpoint
+Endpoint = calls.Endpoint
 
 
 def _event(request: Any) -> Command:
@@ -78,7 +78,7 @@ def build_call(
     idempotency_key: str | None = None,
     fingerprint: str | None = None,
     request_id: str = "test",
-) -> service.PartnerCall:
+) -> calls.PartnerCall:
     """The `PartnerCall` the route of `endpoint` builds for `body` (with its `sponsorCode`):
     parsed and validated as the route does (a malformed body raises the route's
     `ProblemError`), fingerprinted as the route does (the same body resent is the same request)
@@ -92,7 +92,7 @@ def build_call(
         rules=FIELD_RULES,
         codes=FIELD_CODES,
     )
-    return service.PartnerCall(
+    return calls.PartnerCall(
         endpoint=endpoint,
         client_id=client_id,
         command=to_command(request),
@@ -106,15 +106,15 @@ def build_call(
 def run(
     db: Database,
     settings: Settings,
-    partner: service.PartnerCall,
+    partner: calls.PartnerCall,
     *,
     now: datetime | None = None,
     registry: InFlightRegistry | None = None,
-) -> service.Outcome:
+) -> calls.Outcome:
     """`partner` run as its route runs it (`calculate` for CALCULATE, `execute` otherwise), at
     `now` (default: the real clock), in flight in `registry` (default: one shared by the calls
     that name none)."""
-    runner = service.calculate if partner.endpoint is Endpoint.CALCULATE else service.execute
+    runner = calculated.calculate if partner.endpoint is Endpoint.CALCULATE else service.execute
     return runner(
         db, settings, registry or _REGISTRY, partner, now=(lambda: now) if now else clock.utc_now
     )
@@ -132,7 +132,7 @@ def partner_call(
     client_id: str = "in-process",
     fingerprint: str | None = None,
     request_id: str = "test",
-) -> service.Outcome:
+) -> calls.Outcome:
     """`body` as a call of `endpoint` by `client_id` (`build_call`), run at `now` (`run`)."""
     made = build_call(
         settings,
@@ -156,7 +156,7 @@ def call(
     idempotency_key: str | None = None,
     registry: InFlightRegistry | None = None,
     client_id: str = "in-process",
-) -> service.Outcome:
+) -> calls.Outcome:
     """`body` as a POST/EVENT (or, with `reverse`, a REVERSE/EVENT) call of `client_id`, at `now`
     (default: the real clock), under `idempotency_key` if given, in flight in `registry` (default:
     one shared by the calls that name none). Its fingerprint is the
@@ -179,7 +179,7 @@ def call(
 def lookup(db: Database, transaction_id: str, sponsor_codes: list[str]) -> dict[str, Any] | None:
     """GET /transactions/{transactionId} of a client acting for `sponsor_codes`."""
     with db.reader() as session:
-        return service.lookup(session, transaction_id, sponsor_codes)
+        return lookups.lookup(session, transaction_id, sponsor_codes)
 
 
 def lookup_by_partner_id(
@@ -195,4 +195,4 @@ def lookup_by_partner_id(
     endpoints = EVENT_ENDPOINTS if client_transaction_id is not None else BASKET_ENDPOINTS
     partner_id = client_transaction_id or checkout_transaction_id or ""
     with db.reader() as session:
-        return service.lookup_by_partner_id(session, sponsor_code, partner_id, endpoints)
+        return lookups.lookup_by_partner_id(session, sponsor_code, partner_id, endpoints)

@@ -55,6 +55,16 @@ def _imports(tree: ast.Module) -> Iterator[tuple[str, list[str], int]]:
             yield node.module, [a.name for a in node.names], node.lineno
 
 
+def _own_module_names(tree: ast.Module) -> set[str]:
+    """The names the module binds to rewardmiles' own modules (`from rewardmiles.issuance import
+    service as issuance`)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rewardmiles"):
+            names.update(a.asname or a.name for a in node.names)
+    return names
+
+
 def _calls(tree: ast.Module) -> Iterator[tuple[str, ast.Call]]:
     """(the called name or attribute, the call) for every call."""
     for node in ast.walk(tree):
@@ -65,8 +75,17 @@ def _calls(tree: ast.Module) -> Iterator[tuple[str, ast.Call]]:
                 yield node.func.id, node
 
 
+# The issuance package's use cases and rules are split over several modules (docs/architecture.md);
+# all but its shape, queries, routes and reference cache are services.
+_ISSUANCE_NOT_SERVICES = ("repository.py", "routes.py", "schemas.py", "reference.py")
+
+
 def _is_service(path: str) -> bool:
-    return path.endswith("/service.py") or path.startswith("ledger/")
+    return (
+        path.endswith("/service.py")
+        or path.startswith("ledger/")
+        or (path.startswith("issuance/") and not path.endswith(_ISSUANCE_NOT_SERVICES))
+    )
 
 
 def sql_outside_repositories(path: str, tree: ast.Module) -> Iterator[str]:
@@ -75,8 +94,12 @@ def sql_outside_repositories(path: str, tree: ast.Module) -> Iterator[str]:
     for module, names, line in _imports(tree):
         if module == "sqlalchemy" and _STATEMENTS & set(names):
             yield f"{path}:{line} imports {', '.join(sorted(_STATEMENTS & set(names)))}"
+    own_modules = _own_module_names(tree)
     for name, call in _calls(tree):
         if name in _RUN and isinstance(call.func, ast.Attribute):
+            receiver = call.func.value
+            if isinstance(receiver, ast.Name) and receiver.id in own_modules:
+                continue  # a use case of another package (`issuance.execute`), not SQL
             yield f"{path}:{call.lineno} calls .{name}()"
 
 
@@ -159,8 +182,8 @@ _UOW_TO_BOUNDARY = "the unit of work moves to the boundary that calls it"
 # (rule, module): what moves it. Counted per module, not per line, so that editing a module
 # does not churn the list; a module that no longer breaks the rule must leave the list.
 DRIFT: dict[tuple[str, str], str] = {
-    ("sql-outside-repositories", "issuance/service.py"): _QUERIES_TO_REPOSITORY,
-    ("service-opens-unit-of-work", "issuance/service.py"): _UOW_TO_BOUNDARY,
+    ("service-opens-unit-of-work", "issuance/calculated.py"): _UOW_TO_BOUNDARY,
+    ("service-opens-unit-of-work", "issuance/keyed.py"): _UOW_TO_BOUNDARY,
 }
 
 
@@ -194,6 +217,13 @@ def test_the_source_keeps_its_shape() -> None:
 # Each rule against a module that breaks it and one that keeps it: a rule that cannot fail
 # proves nothing.
 PLANTED = [
+    (
+        "sql-outside-repositories",
+        "reports/batches.py",
+        "def f(session):\n    return session.execute(query)\n",
+        "from rewardmiles.issuance import service as issuance\n"
+        "def f(db, call):\n    return issuance.execute(db, call)\n",
+    ),
     (
         "sql-outside-repositories",
         "reports/daily.py",

@@ -6,15 +6,12 @@ Core connection: per request, SQLAlchemy only looks up the compiled form in its 
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import date
-from weakref import WeakKeyDictionary
+from dataclasses import dataclass
+from datetime import date, datetime
 
 from sqlalchemy import (
-    Engine,
     bindparam,
     func,
     insert,
@@ -27,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.selectable import CompoundSelect
 
-from rewardmiles.db.engine import write
+from rewardmiles.db.engine import insert_ignoring_conflicts, write
 from rewardmiles.db.models import (
     Collector,
     IssuanceLine,
@@ -36,6 +33,7 @@ from rewardmiles.db.models import (
     Sponsor,
     Transaction,
 )
+from rewardmiles.vocabulary import CollectorStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,121 +132,22 @@ _LINE_STATES = (
 )
 
 
-# --------------------------------------------------------------------------- reference data
-#
-# Sponsors, offers and locations change rarely and are read by every request. Each process keeps
-# them per database in a `ReferenceCache` tagged with the `reference_version` counter (bumped by
-# triggers on every change to those tables, migration 0005). The issuance path reads the counter in
-# its first statement anyway (`idempotency.claim`) and calls `use_reference_cache`; from then on
-# the functions below answer from the cache for that version, loading what is missing. Rows are
-# loaded after the counter is read, so they are never older than the version they are filed under.
-
-REFERENCE = "rewardmiles.reference"  # session.info key: the cache entries of this unit of work
-CACHED_CODES_MAX = 10_000  # per sponsor: unknown codes sent by a partner do not grow it beyond
-
-
-@dataclass(slots=True)
-class SponsorEntry:
-    sponsor: SponsorRow | None
-    offers: dict[str, OfferRow | None] = field(default_factory=dict)
-    locations: dict[str, bool] = field(default_factory=dict)
-    registers_any: bool | None = None
-
-
-class ReferenceCache:
-    def __init__(self) -> None:
-        # (version, entries) in one tuple, so a reader never pairs one version's number with
-        # another version's entries.
-        self._current: tuple[int, dict[str, SponsorEntry]] = (-1, {})
-        self._lock = threading.Lock()
-
-    def entries(self, version: int) -> dict[str, SponsorEntry]:
-        """The entries of `version`; a fresh uncached dict for a snapshot older than the newest
-        version seen (so old and new rows never mix)."""
-        current_version, current = self._current
-        if version == current_version:
-            return current
-        with self._lock:
-            if version > self._current[0]:
-                self._current = (version, {})
-            current_version, current = self._current
-            if version == current_version:
-                return current
-        return {}
-
-    def newest(self) -> tuple[int, dict[str, SponsorEntry]]:
-        """The newest version seen and its entries (-1 and nothing before the first load)."""
-        return self._current
-
-
-_CACHES: WeakKeyDictionary[Engine, ReferenceCache] = WeakKeyDictionary()
-_CACHES_LOCK = threading.Lock()
-
-
-def use_reference_cache(session: Session, version: int) -> None:
-    engine = session.get_bind()
-    assert isinstance(engine, Engine)
-    cache = _CACHES.get(engine)
-    if cache is None:
-        with _CACHES_LOCK:
-            cache = _CACHES.setdefault(engine, ReferenceCache())
-    session.info[REFERENCE] = cache.entries(version)
-
-
-def newest_reference(engine: Engine) -> tuple[int, dict[str, SponsorEntry]]:
-    """The newest reference-data version this process has seen on `engine`, with what it has
-    cached of it: for a caller that checks the version in its own statement."""
-    cache = _CACHES.get(engine)
-    return (-1, {}) if cache is None else cache.newest()
-
-
-def _sponsor_entry(session: Session, code: str) -> SponsorEntry | None:
-    entries: dict[str, SponsorEntry] | None = session.info.get(REFERENCE)
-    if entries is None:
-        return None
-    entry = entries.get(code)
-    if entry is None:
-        entry = entries[code] = SponsorEntry(_load_sponsor(session, code))
-    return entry
-
-
-def _load_sponsor(session: Session, code: str) -> SponsorRow | None:
+def load_sponsor(session: Session, code: str) -> SponsorRow | None:
     row = session.connection().execute(_GET_SPONSOR, {"code": code}).one_or_none()
     return SponsorRow(row.code, row.active, row.review_threshold_miles) if row else None
 
 
-def _load_offers(session: Session, sponsor_code: str, codes: Iterable[str]) -> dict[str, OfferRow]:
+def load_offers(session: Session, sponsor_code: str, codes: Iterable[str]) -> dict[str, OfferRow]:
     rows = session.connection().execute(
         _GET_OFFERS, {"sponsor": sponsor_code, "codes": sorted(set(codes))}
     )
     return {r.code: OfferRow(r.code, r.active, r.valid_from, r.valid_to) for r in rows}
 
 
-def get_sponsor(session: Session, code: str) -> SponsorRow | None:
-    entry = _sponsor_entry(session, code)
-    return _load_sponsor(session, code) if entry is None else entry.sponsor
-
-
-def get_offers(session: Session, sponsor_code: str, codes: Iterable[str]) -> dict[str, OfferRow]:
-    entry = _sponsor_entry(session, sponsor_code)
-    if entry is None:
-        return _load_offers(session, sponsor_code, codes)
-    wanted = set(codes)
-    missing = [code for code in wanted if code not in entry.offers]
-    if missing:
-        loaded = _load_offers(session, sponsor_code, missing)
-        if len(entry.offers) + len(missing) <= CACHED_CODES_MAX:
-            entry.offers.update({code: loaded.get(code) for code in missing})
-        else:
-            return {
-                code: row for code in wanted if (row := entry.offers.get(code) or loaded.get(code))
-            }
-    return {code: row for code in wanted if (row := entry.offers[code]) is not None}
-
-
-def _load_locations(
+def load_locations(
     session: Session, sponsor_code: str, codes: Iterable[str]
 ) -> tuple[bool, set[str]]:
+    """(does the sponsor register any location, which of `codes` are registered)."""
     conn = session.connection()
     known = set(
         conn.execute(
@@ -257,31 +156,13 @@ def _load_locations(
     )
     if known:
         return True, known
-    return conn.execute(_ANY_LOCATION, {"sponsor": sponsor_code}).first() is not None, known
+    return registers_any_location(session, sponsor_code), known
 
 
-def registered_locations(
-    session: Session, sponsor_code: str, codes: Iterable[str]
-) -> tuple[bool, set[str]]:
-    """(does the sponsor register any location, which of `codes` are registered)."""
-    entry = _sponsor_entry(session, sponsor_code)
-    if entry is None:
-        return _load_locations(session, sponsor_code, codes)
-    wanted = set(codes)
-    missing = [code for code in wanted if code not in entry.locations]
-    if missing:
-        registers_any, known = _load_locations(session, sponsor_code, missing)
-        entry.registers_any = registers_any or bool(entry.registers_any)
-        if len(entry.locations) + len(missing) > CACHED_CODES_MAX:
-            return entry.registers_any, {c for c in wanted if c in known or entry.locations.get(c)}
-        entry.locations.update({code: code in known for code in missing})
-    known = {code for code in wanted if entry.locations[code]}
-    if entry.registers_any is None:
-        entry.registers_any = bool(known) or (
-            session.connection().execute(_ANY_LOCATION, {"sponsor": sponsor_code}).first()
-            is not None
-        )
-    return entry.registers_any, known
+def registers_any_location(session: Session, sponsor_code: str) -> bool:
+    return (
+        session.connection().execute(_ANY_LOCATION, {"sponsor": sponsor_code}).first() is not None
+    )
 
 
 def find_accepted(
@@ -409,6 +290,19 @@ def get_calculation(session: Session, transaction_id: str) -> str | None:
 def calculations_of_reversals(session: Session, original_id: str) -> list[str]:
     rows = session.connection().execute(_REVERSAL_CALCULATIONS, {"original": original_id}).scalars()
     return [row for row in rows if row is not None]
+
+
+def enroll_collector(session: Session, number: str, now: datetime) -> None:
+    """Enrol an unknown collector, ACTIVE with no miles (a concurrent enrolment wins quietly)."""
+    session.execute(
+        insert_ignoring_conflicts(session, Collector.__table__).values(  # type: ignore[arg-type]
+            number=number,
+            status=CollectorStatus.ACTIVE.value,
+            balance_miles=0,
+            created_at=now,
+            updated_at=now,
+        )
+    )
 
 
 def collector_status(session: Session, number: str) -> str | None:

@@ -18,7 +18,7 @@ from rewardmiles.http.openapi import problem_responses
 from rewardmiles.http.responses import json_response
 from rewardmiles.http.threads import run_sync
 from rewardmiles.idempotency import service as idempotency
-from rewardmiles.issuance import service
+from rewardmiles.issuance import calculated, calls, lookups, service
 from rewardmiles.issuance.schemas import (
     FIELD_CODES,
     FIELD_RULES,
@@ -86,12 +86,12 @@ def _request_body(model: type[WireModel], *, idempotent: bool = True) -> dict[st
 
 async def _handle(
     request: Request,
-    endpoint: service.Endpoint,
+    endpoint: calls.Endpoint,
     model: type[M],
     to_command: Callable[[M, Principal], Command],
     *,
     idempotent: bool = True,
-    run: Callable[..., service.Outcome] = service.execute,
+    run: Callable[..., calls.Outcome] = service.execute,
 ) -> Response:
     """Authenticate, parse, then `run` the call: `service.execute` (after the one-statement path,
     where the server has one) for the endpoints that record a transaction."""
@@ -105,7 +105,7 @@ async def _handle(
         rules=FIELD_RULES,
         codes=FIELD_CODES,
     )
-    call = service.PartnerCall(
+    call = calls.PartnerCall(
         endpoint=endpoint,
         client_id=principal.client_id,
         command=to_command(body, principal),
@@ -149,7 +149,7 @@ def _basket(body: BasketRequestBase, principal: Principal) -> Command:
     openapi_extra=_request_body(PostBasketRequest),
 )
 async def post_basket(request: Request) -> Response:
-    return await _handle(request, service.Endpoint.POST, PostBasketRequest, _basket)
+    return await _handle(request, calls.Endpoint.POST, PostBasketRequest, _basket)
 
 
 @router.post(
@@ -159,7 +159,7 @@ async def post_basket(request: Request) -> Response:
     openapi_extra=_request_body(PostEventRequest),
 )
 async def post_event(request: Request) -> Response:
-    return await _handle(request, service.Endpoint.POST_EVENT, PostEventRequest, _event)
+    return await _handle(request, calls.Endpoint.POST_EVENT, PostEventRequest, _event)
 
 
 @router.post(
@@ -169,7 +169,7 @@ async def post_event(request: Request) -> Response:
     openapi_extra=_request_body(ReverseBasketRequest),
 )
 async def reverse_basket(request: Request) -> Response:
-    return await _handle(request, service.Endpoint.REVERSE, ReverseBasketRequest, _basket)
+    return await _handle(request, calls.Endpoint.REVERSE, ReverseBasketRequest, _basket)
 
 
 @router.post(
@@ -179,7 +179,7 @@ async def reverse_basket(request: Request) -> Response:
     openapi_extra=_request_body(ReverseEventRequest),
 )
 async def reverse_event(request: Request) -> Response:
-    return await _handle(request, service.Endpoint.REVERSE_EVENT, ReverseEventRequest, _event)
+    return await _handle(request, calls.Endpoint.REVERSE_EVENT, ReverseEventRequest, _event)
 
 
 @router.post(
@@ -192,7 +192,7 @@ async def reverse_event(request: Request) -> Response:
     openapi_extra=_request_body(RecordRequest, idempotent=False),
 )
 async def record(request: Request) -> Response:
-    return await _handle(request, service.Endpoint.RECORD, RecordRequest, _basket, idempotent=False)
+    return await _handle(request, calls.Endpoint.RECORD, RecordRequest, _basket, idempotent=False)
 
 
 # --------------------------------------------------------------------------- program-calculated
@@ -216,7 +216,7 @@ def _program(body: ProgramBasketBase, principal: Principal) -> Command:
 )
 async def calculate(request: Request) -> Response:
     return await _handle(
-        request, service.Endpoint.CALCULATE, CalculateRequest, _program, run=service.calculate
+        request, calls.Endpoint.CALCULATE, CalculateRequest, _program, run=calculated.calculate
     )
 
 
@@ -227,7 +227,7 @@ async def calculate(request: Request) -> Response:
     openapi_extra=_request_body(IssueRequest),
 )
 async def issue(request: Request) -> Response:
-    return await _handle(request, service.Endpoint.ISSUE, IssueRequest, _program)
+    return await _handle(request, calls.Endpoint.ISSUE, IssueRequest, _program)
 
 
 @router.post(
@@ -237,18 +237,18 @@ async def issue(request: Request) -> Response:
     openapi_extra=_request_body(ReturnRequest),
 )
 async def return_items(request: Request) -> Response:
-    return await _handle(request, service.Endpoint.RETURN, ReturnRequest, _program)
+    return await _handle(request, calls.Endpoint.RETURN, ReturnRequest, _program)
 
 
 # --------------------------------------------------------------------------- lookup
 
-EVENT_ENDPOINTS = (service.Endpoint.POST_EVENT, service.Endpoint.REVERSE_EVENT)
+EVENT_ENDPOINTS = (calls.Endpoint.POST_EVENT, calls.Endpoint.REVERSE_EVENT)
 BASKET_ENDPOINTS = (
-    service.Endpoint.POST,
-    service.Endpoint.REVERSE,
-    service.Endpoint.RECORD,
-    service.Endpoint.ISSUE,
-    service.Endpoint.RETURN,
+    calls.Endpoint.POST,
+    calls.Endpoint.REVERSE,
+    calls.Endpoint.RECORD,
+    calls.Endpoint.ISSUE,
+    calls.Endpoint.RETURN,
 )
 
 
@@ -264,7 +264,7 @@ async def get_transaction(request: Request, transactionId: str) -> Response:  # 
 
     def find() -> dict[str, Any] | None:
         with ctx.db.reader() as session:
-            return service.lookup(session, transactionId, principal.sponsor_codes)
+            return lookups.lookup(session, transactionId, principal.sponsor_codes)
 
     found = await run_sync(ctx.limiter, find)
     if found is None:
@@ -302,7 +302,7 @@ async def find_transactions(
 
     def find() -> list[dict[str, Any]]:
         with ctx.db.reader() as session:
-            return service.lookup_by_partner_id(session, sponsor, partner_id, endpoints)
+            return lookups.lookup_by_partner_id(session, sponsor, partner_id, endpoints)
 
     return json_response(200, {"transactions": await run_sync(ctx.limiter, find)})
 

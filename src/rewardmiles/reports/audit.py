@@ -17,7 +17,7 @@ import orjson
 from sqlalchemy.orm import Session
 
 from rewardmiles import clock
-from rewardmiles.issuance.service import WIRE_NAMES, wire_status
+from rewardmiles.issuance.calls import WIRE_NAMES, wire_status
 from rewardmiles.logs import mask_collector_numbers
 from rewardmiles.reports import repository
 

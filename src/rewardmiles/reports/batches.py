@@ -39,6 +39,7 @@ from rewardmiles.errors import OperatorError
 from rewardmiles.http.partner_json import DuplicateMemberError, canonical_json, loads_partner_json
 from rewardmiles.idempotency.service import InFlightRegistry, fingerprint
 from rewardmiles.issuance import service as issuance
+from rewardmiles.issuance.calls import WIRE_NAMES, Endpoint, PartnerCall
 from rewardmiles.issuance.schemas import (
     DATETIME_RULE,
     FIELD_CODES,
@@ -50,16 +51,15 @@ from rewardmiles.issuance.schemas import (
     basket_command,
     event_command,
 )
-from rewardmiles.issuance.service import execute as execute_partner_call
 from rewardmiles.reports import repository
 
 CHUNK_RECORDS = 1000
 DETAIL_CHARS_MAX = 500
 LOG_TYPES = {
-    "POST/EVENT": issuance.Endpoint.POST_EVENT,
-    "REVERSE/EVENT": issuance.Endpoint.REVERSE_EVENT,
-    "POST": issuance.Endpoint.POST,
-    "REVERSE": issuance.Endpoint.REVERSE,
+    "POST/EVENT": Endpoint.POST_EVENT,
+    "REVERSE/EVENT": Endpoint.REVERSE_EVENT,
+    "POST": Endpoint.POST,
+    "REVERSE": Endpoint.REVERSE,
 }
 REQUIRED = (
     "transactionType",
@@ -92,7 +92,7 @@ class BatchReport:
 @dataclass(frozen=True, slots=True)
 class LogRecord:
     line_no: int
-    endpoint: issuance.Endpoint
+    endpoint: Endpoint
     partner_transaction_id: str
     collector_number: str
     moment: datetime
@@ -454,10 +454,10 @@ def _issue(
             detail="basketPreTaxAmount and basketPostTaxAmount are needed to issue a basket",
         )
     model: Any = {
-        issuance.Endpoint.POST_EVENT: PostEventRequest,
-        issuance.Endpoint.REVERSE_EVENT: ReverseEventRequest,
-        issuance.Endpoint.POST: PostBasketRequest,
-        issuance.Endpoint.REVERSE: ReverseBasketRequest,
+        Endpoint.POST_EVENT: PostEventRequest,
+        Endpoint.REVERSE_EVENT: ReverseEventRequest,
+        Endpoint.POST: PostBasketRequest,
+        Endpoint.REVERSE: ReverseBasketRequest,
     }[record.endpoint]
     try:
         request = model.model_validate(
@@ -477,11 +477,11 @@ def _issue(
         )
     command = (
         event_command(request)
-        if record.endpoint in (issuance.Endpoint.POST_EVENT, issuance.Endpoint.REVERSE_EVENT)
+        if record.endpoint in (Endpoint.POST_EVENT, Endpoint.REVERSE_EVENT)
         else basket_command(request, sponsor_code)
     )
     canonical = canonical_json(body)
-    call = issuance.PartnerCall(
+    call = PartnerCall(
         endpoint=record.endpoint,
         client_id=client_id,
         command=command,
@@ -491,9 +491,8 @@ def _issue(
         idempotency_key=None,
         request_id="batch-" + secrets.token_hex(6),
     )
-    # Rule failures come back as a 400. (Called by name: a `.execute(` call reads as SQL to
-    # tests/unit/test_architecture.py.)
-    outcome = execute_partner_call(db, settings, _REGISTRY, call)
+    # Rule failures come back as a 400.
+    outcome = issuance.execute(db, settings, _REGISTRY, call)
     if outcome.status >= 400:
         return _row(
             report,
@@ -513,7 +512,7 @@ def _issue(
     )
 
 
-def issuance_fingerprint(endpoint: issuance.Endpoint, canonical: bytes) -> str:
+def issuance_fingerprint(endpoint: Endpoint, canonical: bytes) -> str:
     return fingerprint("BATCH", endpoint.value, canonical)
 
 
@@ -526,7 +525,7 @@ def _request_body(sponsor_code: str, record: LogRecord) -> dict[str, Any] | None
         line["locationCode"] = record.raw["locationCode"]
     original = record.raw.get("originalPartnerTransactionId")
     moment = record.raw["transactionDateTime"].strip()
-    if record.endpoint in (issuance.Endpoint.POST_EVENT, issuance.Endpoint.REVERSE_EVENT):
+    if record.endpoint in (Endpoint.POST_EVENT, Endpoint.REVERSE_EVENT):
         body: dict[str, Any] = {
             "clientTransactionId": record.partner_transaction_id,
             "collectorNumber": record.collector_number,
@@ -534,7 +533,7 @@ def _request_body(sponsor_code: str, record: LogRecord) -> dict[str, Any] | None
             "transactionDateTime": moment,
             "issuances": [line],
         }
-        if original and record.endpoint is issuance.Endpoint.REVERSE_EVENT:
+        if original and record.endpoint is Endpoint.REVERSE_EVENT:
             body["originalClientTransactionId"] = original
         return body
     try:
@@ -551,7 +550,7 @@ def _request_body(sponsor_code: str, record: LogRecord) -> dict[str, Any] | None
         "basketPostTaxAmount": post,
         "issuances": [line],
     }
-    if original and record.endpoint is issuance.Endpoint.REVERSE:
+    if original and record.endpoint is Endpoint.REVERSE:
         body["originalCheckoutTransactionId"] = original
     return body
 
@@ -637,7 +636,7 @@ def batch_view(
                 "outcome": r.outcome,
                 "errorCode": r.error_code,
                 "detail": r.detail,
-                "transactionType": issuance.WIRE_NAMES.get(r.endpoint or "", r.endpoint),
+                "transactionType": WIRE_NAMES.get(r.endpoint or "", r.endpoint),
                 "partnerTransactionId": r.partner_transaction_id,
                 "collectorNumber": r.collector_number,
                 "logMiles": r.log_miles,

@@ -15,7 +15,7 @@ from datetime import date, datetime
 from sqlalchemy.orm import Session
 
 from rewardmiles import clock
-from rewardmiles.issuance.service import WIRE_NAMES
+from rewardmiles.issuance.calls import WIRE_NAMES
 from rewardmiles.reports import repository
 
 SEPARATOR = "%%"

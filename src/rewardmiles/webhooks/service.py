@@ -28,7 +28,7 @@ from rewardmiles import clock, secretbox
 from rewardmiles.config import Settings
 from rewardmiles.db.models import Sponsor, Webhook, WebhookDelivery
 from rewardmiles.errors import OperatorError
-from rewardmiles.issuance import service as issuance
+from rewardmiles.issuance import lookups
 from rewardmiles.webhooks import repository, targets
 
 SETTLED_EVENT = "transaction.settled"
@@ -144,7 +144,7 @@ def enqueue_settled(session: Session, transaction_id: str, sponsor_code: str, no
     hooks = repository.active_webhook_ids(session, sponsor_code)
     if not hooks:
         return 0
-    view = issuance.lookup(session, transaction_id, (sponsor_code,))
+    view = lookups.lookup(session, transaction_id, (sponsor_code,))
     for hook_id in hooks:
         delivery_id = str(uuid.uuid4())
         payload = {
