@@ -264,7 +264,7 @@ EXPLAINED: dict[str, Explained] = {
         "body = _with_lines(command, computed, command.program.location_code, None).echo",
         "_preview reads only .echo of the Command _with_lines returns; the calculation argument only sets Command.calculation, which is stored with a written transaction (calculation_json), and CALCULATE writes none: the body is the same with {} or None.",
     ),
-    "rewardmiles.issuance.service.x__execute_once__mutmut_12": Explained(
+    "rewardmiles.issuance.service.x__attempt__mutmut_12": Explained(
         "return _execute_rules(session, settings, call, now, optimistic=None)",
         "optimistic is then always false: the rule-3.7 duplicate check runs before the rules instead of after a rule failure or the unique index's violation; _process answers the same either way (a duplicate is replayed or refused DUPLICATE_TRANSACTION, a failed rule of a new id is recorded) - only the number of statements differs",
     ),
@@ -358,7 +358,7 @@ EXPLAINED: dict[str, Explained] = {
     ),
     "rewardmiles.issuance.keyed.x_run_keyed__mutmut_7": Explained(
         "for attempt in range(INTEGRITY_RETRIES + 1):",
-        "range(0, 4): attempt 0 is not optimistic (equivalent as _execute_once_12) and the race retry still ends with a non-optimistic attempt before attempt 3 re-raises; same answers",
+        "range(0, 4): attempt 0 is not optimistic (equivalent as _attempt_12) and the race retry still ends with a non-optimistic attempt before attempt 3 re-raises; same answers",
     ),
     "rewardmiles.issuance.keyed.x_run_keyed__mutmut_9": Explained(
         "for attempt in range(2, INTEGRITY_RETRIES + 1):",
@@ -366,7 +366,7 @@ EXPLAINED: dict[str, Explained] = {
     ),
     "rewardmiles.issuance.service.x_execute__mutmut_23": Explained(
         "session, settings, call, now(), optimistic=attempt == 2",
-        "attempt == 2: attempt 1 not optimistic (equivalent as _execute_once_12); after a lost race attempt 2 is optimistic and fails on the index again, attempt 3 is not and replays the winner: same answer, one more attempt",
+        "attempt == 2: attempt 1 not optimistic (equivalent as _attempt_12); after a lost race attempt 2 is optimistic and fails on the index again, attempt 3 is not and replays the winner: same answer, one more attempt",
     ),
     "rewardmiles.issuance.checks.x_locked_original__mutmut_7": Explained(
         "lock=None,",

@@ -25,6 +25,7 @@ from rewardmiles.issuance import repository as repo
 from rewardmiles.issuance.calls import RULES, Endpoint, Outcome, PartnerCall
 from rewardmiles.issuance.reference import registered_locations
 from rewardmiles.issuance.schemas import Command, computed_lines
+from rewardmiles.ledger import present
 from rewardmiles.offers import catalogue, engine
 
 
@@ -81,10 +82,10 @@ def _preview(
     settings: Settings, command: Command, offers: list[engine.Offer], now: datetime
 ) -> dict[str, Any]:
     """CALCULATE's response body: ISSUE's computation with `offers`."""
-    assert command.program is not None
-    computed = engine.calculate(offers, command.program.basket)
+    program = present(command.program)
+    computed = engine.calculate(offers, program.basket)
     rules.check_line_maximum(settings, computed)
-    body = _with_lines(command, computed, command.program.location_code, {}).echo
+    body = _with_lines(command, computed, program.location_code, {}).echo
     if not body["issuances"]:
         del body["issuances"]
     body["transactionDateTime"] = clock.program_timestamp(now, settings.program_time_zone)
@@ -94,10 +95,10 @@ def _preview(
 def compute(session: Session, settings: Settings, call: PartnerCall) -> Command:
     """ISSUE: the offers' lines for the basket. RETURN: what the returned items take back."""
     command = call.command
-    assert command.program is not None
+    program = present(command.program)
     if call.endpoint is Endpoint.ISSUE:
         offers = _program_offers(session, settings, command)
-        basket = command.program.basket
+        basket = program.basket
         calculation = {
             "offers": catalogue.snapshot(offers),
             "items": [
@@ -111,17 +112,17 @@ def compute(session: Session, settings: Settings, call: PartnerCall) -> Command:
                 for i in basket.items
             ],
             "coupons": sorted(basket.coupons),
-            "locationCode": command.program.location_code,
+            "locationCode": program.location_code,
         }
         computed = engine.calculate(offers, basket)
         rules.check_line_maximum(settings, computed)
-        return _with_lines(command, computed, command.program.location_code, calculation)
+        return _with_lines(command, computed, program.location_code, calculation)
     return _compute_return(session, call)
 
 
 def _program_offers(session: Session, settings: Settings, command: Command) -> list[engine.Offer]:
-    assert command.program is not None
-    location = command.program.location_code
+    program = present(command.program)
+    location = program.location_code
     if location is not None:
         registers_any, known = registered_locations(session, command.sponsor_code, (location,))
         if registers_any and location not in known:
@@ -149,17 +150,17 @@ def _with_lines(
 
 def _compute_return(session: Session, call: PartnerCall) -> Command:
     command = call.command
-    assert command.program is not None
+    program = present(command.program)
     original = checks.locked_original(session, call, RULES[Endpoint.RETURN])
-    calculation = repo.get_calculation(session, original.id)
-    assert calculation is not None  # every ISSUE stores what it computed its lines from
+    # every ISSUE stores what it computed its lines from
+    calculation = present(repo.get_calculation(session, original.id))
     issued = orjson.loads(calculation)
     bought = {item["id"]: int(item["quantity"]) for item in issued["items"]}
     returned_before: dict[str, int] = defaultdict(int)
     for earlier in repo.calculations_of_reversals(session, original.id):
         for item_id, quantity in orjson.loads(earlier)["returned"].items():
             returned_before[item_id] += quantity
-    items = command.program.basket.items
+    items = program.basket.items
     returned_now = {item.id: item.quantity for item in items}  # ids are unique in a basket
     errors: list[FieldError] = []
     for i, item in enumerate(items):

@@ -57,13 +57,11 @@ def execute(
         db,
         registry,
         call,
-        lambda session, attempt: _execute_once(
-            session, settings, call, now(), optimistic=attempt == 1
-        ),
+        lambda session, attempt: _attempt(session, settings, call, now(), optimistic=attempt == 1),
     )
 
 
-def _execute_once(
+def _attempt(
     session: Session, settings: Settings, call: PartnerCall, now: datetime, *, optimistic: bool
 ) -> Outcome:
     replay = keyed.claim(session, call)
@@ -83,7 +81,7 @@ def _execute_rules(
         outcome = _process(session, settings, call, now, optimistic=optimistic)
     except BusinessRuleError as rule:
         # Every rule is checked before the first write is queued; a rejection writes only itself.
-        assert queued_writes(session) == 0, "a rule failed after writes were queued"
+        ledger.invariant(queued_writes(session) == 0)
         outcome = _record_rejection(session, call, rule, now)
     if key is not None:
         keys.store(session, keyed.key_row(call, key, outcome, now))
@@ -116,8 +114,8 @@ def _process(
     sponsor = checks.check_sponsor(session, command.sponsor_code)
     if RULES[call.endpoint].direction == NO_EFFECT:
         return _record(session, settings, call, now)
-    assert command.collector_number is not None  # every moving endpoint requires it
-    account = _lock_or_enroll(session, settings, command.collector_number, now)
+    number = ledger.present(command.collector_number)  # every moving endpoint requires it
+    account = _lock_or_enroll(session, settings, number, now)
     if not optimistic:
         replay = _check_not_duplicate(session, call)
         if replay is not None:
@@ -141,9 +139,9 @@ def _apply(
 ) -> Outcome:
     command = call.command
     endpoint_rules = RULES[call.endpoint]
-    assert command.collector_number is not None
+    number = ledger.present(command.collector_number)
     status = account.status if account else None
-    rules.check_collector(settings, status, command.collector_number)
+    rules.check_collector(settings, status, number)
     rules.check_date_window(settings, command, now)
     if command.program is None:
         reverses_original = endpoint_rules.direction == DEBIT and bool(command.original_partner_id)

@@ -15,8 +15,10 @@ from rewardmiles.ledger.service import (
     LedgerInvariantError,
     Posting,
     entry_rows,
+    invariant,
     lock_collector,
     post,
+    present,
 )
 
 __all__ = [
@@ -27,6 +29,8 @@ __all__ = [
     "LedgerInvariantError",
     "Posting",
     "entry_rows",
+    "invariant",
     "lock_collector",
     "post",
+    "present",
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
@@ -44,6 +45,24 @@ _MOVE_BALANCE = (
 class LedgerInvariantError(RuntimeError):
     """The ledger's books would not balance. Never expected: it means a bug, and the unit of work
     that raised it is rolled back whole."""
+
+
+T = TypeVar("T")
+
+
+def invariant(condition: bool) -> None:
+    """Stop the unit of work unless `condition` holds: the money path's `assert`, which
+    `python -O` would remove. Its failure is a bug (500), never a business outcome; the
+    traceback names the place."""
+    if not condition:
+        raise LedgerInvariantError("an invariant of the money path does not hold")
+
+
+def present(value: T | None) -> T:
+    """`value`, which the money path requires: `invariant(value is not None)` that narrows."""
+    if value is None:
+        raise LedgerInvariantError("a value the money path requires is missing")
+    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from math import floor
 
+from rewardmiles import ledger
 from rewardmiles.offers.rules import BaseEarn, CouponBonus, ItemBonus
 
 
@@ -93,9 +94,8 @@ def _item(rule: ItemBonus, basket: Basket) -> tuple[int, list[Item]]:
         return 0, []
     if rule.miles_per_unit is not None:
         return rule.miles_per_unit * quantity, matching
-    assert rule.miles is not None
-    assert rule.per_dollars is not None
-    return _whole(spend, rule.per_dollars) * rule.miles, matching
+    per_dollars, miles = ledger.present(rule.per_dollars), ledger.present(rule.miles)
+    return _whole(spend, per_dollars) * miles, matching
 
 
 def _coupon(rule: CouponBonus, basket: Basket) -> tuple[int, list[Item]]:

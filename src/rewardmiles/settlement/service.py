@@ -103,11 +103,10 @@ def settle_collector(
         status, detail = outcome
         settled += 1
         if status == POSTED:
-            assert account is not None
             sign = 1 if line.direction == CREDIT else -1
             account = ledger.post(
                 session,
-                account,
+                ledger.present(account),
                 [
                     ledger.Posting(
                         line.transaction_id,
