@@ -517,6 +517,28 @@ def test_a_sponsor_the_cache_knows_to_refuse_is_not_planned(planner: Planner, ca
     assert planner.general(again).body["code"] == f"SPONSOR_{case.upper()}"
 
 
+def test_a_sponsor_the_cache_has_not_read_is_not_planned(planner: Planner) -> None:
+    with planner.db.unit_of_work() as session:
+        catalog.add_sponsor(session, "OTHER1", "Other", NOW)
+    assert planner.general(planner.call(Endpoint.POST_EVENT, event())).status == 200  # new version
+    _version, reference = newest_reference(planner.db.engine)
+    assert "OTHER1" not in reference
+    assert planner.plan(planner.call(Endpoint.POST_EVENT, event(sponsorCode="OTHER1"))) is None
+
+
+def test_a_location_the_cache_knows_is_not_registered_is_not_planned(planner: Planner) -> None:
+    line = {"issuanceOfferCode": "STANDARD", "milesAmount": 5, "locationCode": "X9"}
+    refused = planner.general(planner.call(Endpoint.POST_EVENT, event(issuances=[line])))
+    assert refused.body["code"] == "LOCATION_UNKNOWN"
+    _version, reference = newest_reference(planner.db.engine)
+    cached = reference[SPONSOR]
+    assert cached.registers_any is True
+    assert cached.locations.get("X9") is False  # read, and known not to be registered
+    assert planner.plan(planner.call(Endpoint.POST_EVENT, event(issuances=[line]))) is None
+    registered = {**line, "locationCode": "STORE1"}
+    assert planner.plan(planner.call(Endpoint.POST_EVENT, event(issuances=[registered])))
+
+
 def test_a_line_of_exactly_the_review_threshold_is_planned_one_mile_more_is_not(
     planner: Planner,
 ) -> None:
