@@ -218,27 +218,32 @@ EXPLAINED: dict[str, Explained] = {
         'report.rejected[detail or "XXXX"] += 1',
         "detail or 'XXXX': a rejection always carries an error code, the 'or' only narrows str|None for the Counter key",
     ),
-    "rewardmiles.idempotency.service.x_claim__mutmut_33": Explained(
+    "rewardmiles.idempotency.service.x_claim__mutmut_30": Explained(
         "return Claim(stored, None)",
         "Claim(stored, None): a claim's reference_version is read (by issuance _claim) only when stored is None; a stored outcome is replayed and returned before it. Equivalent on both dialects.",
     ),
-    "rewardmiles.idempotency.service.x_claim__mutmut_7": Explained(
-        '{"XXlockXX": lock_number(client_id, key), "client_id": client_id, "key": key},',
+    "rewardmiles.idempotency.repository.x_claim_row__mutmut_7": Explained(
+        'return conn.execute(_CLAIM.of(conn), {"XXlockXX": lock, "client_id": client_id, "key": key}).one()',
         "bind key 'lock' renamed ('XXlockXX'); the SQLite claim statement has no :lock parameter (BEGIN IMMEDIATE serialises writers), an unused bind is ignored. Killed on PostgreSQL (every keyed call fails).",
         dialects=("sqlite",),
     ),
-    "rewardmiles.idempotency.service.x_claim__mutmut_8": Explained(
-        '{"LOCK": lock_number(client_id, key), "client_id": client_id, "key": key},',
+    "rewardmiles.idempotency.repository.x_claim_row__mutmut_8": Explained(
+        'return conn.execute(_CLAIM.of(conn), {"LOCK": lock, "client_id": client_id, "key": key}).one()',
         "bind key 'lock' renamed ('LOCK'); same as _7. Killed on PostgreSQL.",
         dialects=("sqlite",),
     ),
-    "rewardmiles.idempotency.service.x_claim__mutmut_9": Explained(
-        '{"lock": lock_number(None, key), "client_id": client_id, "key": key},',
-        "advisory lock number of (None, key); SQLite takes no advisory lock. On PostgreSQL test_a_key_running_in_another_process_gets_409_and_no_other_key_waits_for_it fails with it (mutmut reports a timeout there, see docs/testing.md).",
+    "rewardmiles.idempotency.service.x_claim__mutmut_5": Explained(
+        "row = repository.claim_row(session, client_id, key, None)",
+        "no advisory lock number at all; the SQLite claim statement has no :lock parameter (BEGIN IMMEDIATE serialises writers), so the value is never read. On PostgreSQL pg_try_advisory_xact_lock(NULL) is NULL, not true: every keyed call answers 409, killed.",
         dialects=("sqlite",),
     ),
     "rewardmiles.idempotency.service.x_claim__mutmut_10": Explained(
-        '{"lock": lock_number(client_id, None), "client_id": client_id, "key": key},',
+        "row = repository.claim_row(session, client_id, key, lock_number(None, key))",
+        "advisory lock number of (None, key); SQLite takes no advisory lock. On PostgreSQL test_a_key_running_in_another_process_gets_409_and_no_other_key_waits_for_it fails with it (mutmut reports a timeout there, see docs/testing.md).",
+        dialects=("sqlite",),
+    ),
+    "rewardmiles.idempotency.service.x_claim__mutmut_11": Explained(
+        "row = repository.claim_row(session, client_id, key, lock_number(client_id, None))",
         "advisory lock number of (client, None); same as _9 (PostgreSQL: the same test fails with it; mutmut reports a timeout).",
         dialects=("sqlite",),
     ),
@@ -252,16 +257,16 @@ EXPLAINED: dict[str, Explained] = {
         "lock_id(namespace, None), one lock for all of a client's keys; PostgreSQL only, as _1. Killed on PostgreSQL.",
         dialects=("sqlite",),
     ),
-    "rewardmiles.issuance.calculated.x__compute_return__mutmut_137": Explained(
+    "rewardmiles.issuance.calculated.x__compute_return__mutmut_138": Explained(
         "left = totals.issued_miles.get(c.offer_code, 0) - totals.reversed_miles.get(None, 0)",
         "An ISSUE has one line per offer code, so issued_miles[code] is either the whole amount the offer computed (line posted or pending) or 0 (line rejected). Whole: the earlier non-rejected returns of the ISSUE took back at most what the basket lost by their returned quantities (withdrawals telescope; their lines refused later only lower reversed_miles; a rejected RETURN has no lines and its quantities are not counted), so issued - reversed >= what the basket left before this return earns >= c.miles > 0, and min(c.miles, left) is c.miles with left = issued - reversed as with the mutant's left = issued. Zero: left is -reversed <= 0 in the code and 0 in the mutant, and the line is dropped either way (min(...) > 0 fails). Killing it would need reversed_miles > 0 with issued_miles whole and below the telescoped sum, which no sequence of ISSUE/RETURN/settlement produces.",
     ),
-    "rewardmiles.issuance.calculated.x__compute_return__mutmut_152": Explained(
+    "rewardmiles.issuance.calculated.x__compute_return__mutmut_153": Explained(
         "capped.append(replace(c, ))",
         "The line is kept only when min(c.miles, left) > 0, i.e. left > 0, which (see _137) happens only when the offer's ISSUE line was not rejected, and then left = issued - reversed >= c.miles: min(c.miles, left) == c.miles, so replace(c) keeps the same miles. The min is the documented guard (a return takes back at most what each offer still has issued and not yet returned); it binds in no reachable state, and test_a_return_waiting_on_an_issue_line_rejected_meanwhile_takes_nothing_more covers the one case the cap decides (issued 0, reversed > 0: nothing taken).",
     ),
-    "rewardmiles.issuance.calculated.x__preview__mutmut_15": Explained(
-        "body = _with_lines(command, computed, command.program.location_code, None).echo",
+    "rewardmiles.issuance.calculated.x__preview__mutmut_16": Explained(
+        "body = _with_lines(command, computed, program.location_code, None).echo",
         "_preview reads only .echo of the Command _with_lines returns; the calculation argument only sets Command.calculation, which is stored with a written transaction (calculation_json), and CALCULATE writes none: the body is the same with {} or None.",
     ),
     "rewardmiles.issuance.service.x__attempt__mutmut_12": Explained(
@@ -277,7 +282,7 @@ EXPLAINED: dict[str, Explained] = {
         "optimistic is then always false: the rule-3.7 duplicate check runs before the rules instead of after a rule failure or the unique index's violation; _process answers the same either way (a duplicate is replayed or refused DUPLICATE_TRANSACTION, a failed rule of a new id is recorded) - only the number of statements differs; calculate's `once` ignores the attempt",
     ),
     "rewardmiles.issuance.service.x_execute__mutmut_16": Explained(
-        "session, settings, call, now(), optimistic=None",
+        "lambda session, attempt: _attempt(session, settings, call, now(), optimistic=None),",
         "optimistic is then always false: the rule-3.7 duplicate check runs before the rules instead of after a rule failure or the unique index's violation; _process answers the same either way (a duplicate is replayed or refused DUPLICATE_TRANSACTION, a failed rule of a new id is recorded) - only the number of statements differs",
     ),
     "rewardmiles.issuance.service.x__execute_rules__mutmut_16": Explained(
@@ -317,7 +322,7 @@ EXPLAINED: dict[str, Explained] = {
         "every rejected line has an error code (settlement's rejections, operator reject: code required) and no other line ever has one (build_write writes None, only rejections set it), so `status == REJECTED or error_code` selects the same lines as `and`",
     ),
     "rewardmiles.issuance.service.x__record_rejection__mutmut_15": Explained(
-        "_transaction_row(call, ids.uuid4_text(), None, REJECTED, 400, rule.code, None, now),",
+        "records.transaction_row(call, ids.uuid4_text(), None, REJECTED, 400, rule.code, None, now),",
         "the response_json of a rejected transaction row is never read: lookups, replays (find_accepted, get_accepted_by_id) and reports take accepted rows only (status != 'rejected'); the audit report shows a rejection's request_json, http_status and error_code",
     ),
     "rewardmiles.issuance.service.x__record_rejection__mutmut_30": Explained(
@@ -333,11 +338,11 @@ EXPLAINED: dict[str, Explained] = {
         "as _locked_original_14: called only for a non-empty original id",
     ),
     "rewardmiles.issuance.lookups.x__lookup_view__mutmut_4": Explained(
-        "outcome = render_current(session, found.id, replayed=None)",
+        "outcome = keyed.render_current(session, found.id, replayed=None)",
         "lookup keeps only the rendered body; Outcome.replayed is never read there",
     ),
     "rewardmiles.issuance.lookups.x__lookup_view__mutmut_8": Explained(
-        "outcome = render_current(session, found.id, replayed=True)",
+        "outcome = keyed.render_current(session, found.id, replayed=True)",
         "lookup keeps only the rendered body; Outcome.replayed is never read there",
     ),
     "rewardmiles.issuance.keyed.x_run_keyed__mutmut_11": Explained(
@@ -365,7 +370,7 @@ EXPLAINED: dict[str, Explained] = {
         "range(2, 4): both attempts not optimistic; a lost unique-index race is retried once, non-optimistically, which finds the winner as attempt 2 does in the original",
     ),
     "rewardmiles.issuance.service.x_execute__mutmut_23": Explained(
-        "session, settings, call, now(), optimistic=attempt == 2",
+        "lambda session, attempt: _attempt(session, settings, call, now(), optimistic=attempt == 2),",
         "attempt == 2: attempt 1 not optimistic (equivalent as _attempt_12); after a lost race attempt 2 is optimistic and fails on the index again, attempt 3 is not and replays the winner: same answer, one more attempt",
     ),
     "rewardmiles.issuance.checks.x_locked_original__mutmut_7": Explained(
@@ -389,7 +394,7 @@ EXPLAINED: dict[str, Explained] = {
         dialects=("sqlite",),
     ),
     "rewardmiles.issuance.service.x_execute__mutmut_22": Explained(
-        "session, settings, call, now(), optimistic=attempt != 1",
+        "lambda session, attempt: _attempt(session, settings, call, now(), optimistic=attempt != 1),",
         "attempt 1 not optimistic answers every call without a concurrent writer. On PostgreSQL killed by test_racing_resends_of_an_unknown_collectors_event_are_one_transaction (checked: the losers' retries stay optimistic and raise UniqueViolation)",
         dialects=("sqlite",),
     ),
@@ -397,7 +402,7 @@ EXPLAINED: dict[str, Explained] = {
         "",
         "Collector.balance_miles is mapped_column(BigInteger, default=0): the Core insert of Collector.__table__ applies the column default when the value is omitted, so the enrolled account opens at 0 either way (test_a_collector_enrolled_by_a_line_under_review_opens_at_zero sees balance 0 and kills balance_miles=1 and =None).",
     ),
-    "rewardmiles.issuance.service.x__process__mutmut_26": Explained(
+    "rewardmiles.issuance.service.x__process__mutmut_27": Explained(
         "if optimistic:",
         "The flag only orders rule 3.7's read against _apply: both orders give the same answer (replay, DUPLICATE_TRANSACTION or the rule's refusal). Under the mutant the first attempt reads first (as a retry does) and answers any duplicate there; a second attempt only follows an IntegrityError, i.e. an accepted row inserted by another unit of work between that read and the insert. On SQLite (the mutation dialect) units of work run one at a time (BEGIN IMMEDIATE), so that cannot happen; on PostgreSQL it is a race window no test can open deterministically.",
         dialects=("sqlite",),
@@ -426,6 +431,10 @@ EXPLAINED: dict[str, Explained] = {
         'command.collector_number or "XXXX",',
         "Postings are built for POSTED lines only, and a line posts only for an enrolled collector of a crediting/debiting endpoint, whose collectorNumber is required: the fallback (there for the type of RECORD's optional collector) is never evaluated with a missing number, since RECORD lines are RECORDED and unknown collectors' lines PENDING.",
     ),
+    "rewardmiles.issuance.service.x_plan_posted_issue__mutmut_26": Explained(
+        "sponsor = rules.check_sponsor(entry.sponsor, None)",
+        "the code only names the sponsor in the refusal's message; the planner catches every refusal and answers None, so no message is ever read.",
+    ),
     "rewardmiles.issuance.service.x_plan_posted_issue__mutmut_2": Explained(
         "or command.collector_number is None and not command.lines",
         "Only a POST or POST/EVENT gets past the first clause (the endpoint check), and plan_posted_issue is called only by execute_at_once, whose one caller (routes._handle) builds POST from PostBasketRequest and POST/EVENT from PostEventRequest: both require collectorNumber (CollectorNumber, not Optional) and at least one issuance (issuances min_length=1). So for every call that reaches these terms, collector_number is None and not command.lines are both False, and 'False or False' equals 'False and False': the plan is the same. Planted by hand: all 44 tests of test_one_statement_issue.py pass.",
@@ -438,15 +447,15 @@ EXPLAINED: dict[str, Explained] = {
         "or command.program is not None and command.original_partner_id",
         "As plan_posted_issue__mutmut_2: past the endpoint check only POST/POST/EVENT calls remain, whose commands come from basket_command/event_command, which never set program (only program_command does, for CALCULATE/ISSUE/RETURN), and whose models have no original field (original_partner_id None). Both terms are False, so 'or' and 'and' agree. Planted by hand: the file's tests all pass.",
     ),
-    "rewardmiles.issuance.service.x_execute_at_once__mutmut_77": Explained(
+    "rewardmiles.issuance.service.x_execute_at_once__mutmut_68": Explained(
         "if applied.current is not None or stored.transaction_id is not None:",
         "applied.current is not None exactly when stored.transaction_id is not None. current is t.response_json from POST_BATCH's 'LEFT JOIN transactions AS t ON t.id = s.transaction_id' (response_json NOT NULL), so current set implies transaction_id set. Conversely a key row's transaction_id comes only from _key_row(outcome.transaction_id): None for rejections and CALCULATE, else the id of a transaction inserted in the same commit as the key (build_write: the unit of work, or the statement's txn/kept CTEs under the same 'applied' condition) or of an accepted transaction already committed (render_current on a rule 3.7 replay). Nothing deletes transactions (the only DELETE in src is idempotency.purge_expired, on keys), and the statement reads keys and transactions in one snapshot, so a visible key with a transaction_id always finds its row. Hence 'and' and 'or' take the same branch. Planted by hand: the file's tests all pass.",
     ),
-    "rewardmiles.issuance.service.x_execute_at_once__mutmut_92": Explained(
+    "rewardmiles.issuance.service.x_execute_at_once__mutmut_84": Explained(
         "return Outcome(stored.status, stored.body, None, replayed=True)",
         "The last return is reached only when 'applied.current is not None and stored.transaction_id is not None' is False, i.e. (see execute_at_once__mutmut_77: current is set exactly when transaction_id is) when stored.transaction_id is None; passing None is passing stored.transaction_id. Planted by hand: the file's tests all pass.",
     ),
-    "rewardmiles.issuance.service.x_execute_at_once__mutmut_96": Explained(
+    "rewardmiles.issuance.service.x_execute_at_once__mutmut_88": Explained(
         "return Outcome(stored.status, stored.body, replayed=True)",
         "As execute_at_once__mutmut_92: stored.transaction_id is always None on that line, and Outcome.transaction_id defaults to None. Planted by hand: the file's tests all pass.",
     ),

@@ -10,7 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -537,6 +537,42 @@ def test_a_location_the_cache_knows_is_not_registered_is_not_planned(planner: Pl
     assert planner.plan(planner.call(Endpoint.POST_EVENT, event(issuances=[line]))) is None
     registered = {**line, "locationCode": "STORE1"}
     assert planner.plan(planner.call(Endpoint.POST_EVENT, event(issuances=[registered])))
+
+
+@pytest.mark.parametrize("state", ["inactive", "ended", "not_started"])
+def test_an_offer_the_cache_knows_is_not_usable_is_not_planned(
+    planner: Planner, state: str
+) -> None:
+    with planner.db.unit_of_work() as session:
+        values = {
+            "inactive": {"active": False},
+            "ended": {"valid_to": date(2026, 11, 19)},
+            "not_started": {"valid_from": date(2026, 11, 21)},
+        }[state]
+        session.execute(
+            update(Offer).where(Offer.sponsor_code == SPONSOR, Offer.code == "BONUS").values(values)
+        )
+    line = {"issuanceOfferCode": "BONUS", "milesAmount": 5}
+    refused = planner.general(planner.call(Endpoint.POST_EVENT, event(issuances=[line])))
+    assert refused.body["code"] == "OFFER_INACTIVE"  # read into the cache, as not usable
+    assert planner.plan(planner.call(Endpoint.POST_EVENT, event(issuances=[line]))) is None
+
+
+def test_an_offer_is_usable_on_the_program_days_date_not_utcs(planner: Planner) -> None:
+    """02:00 UTC on 20 November is 21:00 on 19 November in Toronto: an offer that ended on the
+    19th is still usable for that purchase."""
+    with planner.db.unit_of_work() as session:
+        session.execute(
+            update(Offer)
+            .where(Offer.sponsor_code == SPONSOR, Offer.code == "BONUS")
+            .values(valid_to=date(2026, 11, 19))
+        )
+    late = datetime(2026, 11, 20, 2, 0, tzinfo=UTC).isoformat()
+    line = {"issuanceOfferCode": "BONUS", "milesAmount": 5}
+    call = planner.call(Endpoint.POST_EVENT, event(issuances=[line], transactionDateTime=late))
+    assert planner.general(call).status == 200  # the unit of work agrees, and caches BONUS
+    again = event(issuances=[line], transactionDateTime=late)
+    assert planner.plan(planner.call(Endpoint.POST_EVENT, again)) is not None
 
 
 def test_a_line_of_exactly_the_review_threshold_is_planned_one_mile_more_is_not(
