@@ -544,11 +544,12 @@ def test_an_offer_the_cache_knows_is_not_usable_is_not_planned(
     planner: Planner, state: str
 ) -> None:
     with planner.db.unit_of_work() as session:
-        values = {
+        changes: dict[str, dict[str, Any]] = {
             "inactive": {"active": False},
             "ended": {"valid_to": date(2026, 11, 19)},
             "not_started": {"valid_from": date(2026, 11, 21)},
-        }[state]
+        }
+        values = changes[state]
         session.execute(
             update(Offer).where(Offer.sponsor_code == SPONSOR, Offer.code == "BONUS").values(values)
         )

@@ -27,6 +27,7 @@ call goes to the unit of work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,7 +40,7 @@ from rewardmiles.db.models import Base, IdempotencyKey, IssuanceLine, LedgerEntr
 from rewardmiles.db.recordsets import insert_from_recordset, numbered_placeholders
 from rewardmiles.idempotency import repository as keys
 from rewardmiles.idempotency.service import StoredOutcome
-from rewardmiles.ledger.service import LedgerInvariantError, Posting, entry_rows
+from rewardmiles.ledger.service import Posting, entry_rows, invariant, present
 from rewardmiles.vocabulary import CollectorStatus
 
 _T, _L, _E, _K = (
@@ -198,9 +199,13 @@ async def apply_batch(
     rows = await pool.run(POST_BATCH_SENT, batch_params(calls))
     if rows is None:
         return None
-    if len(rows) != len(calls):
-        raise LedgerInvariantError(f"{len(rows)} outcomes for a batch of {len(calls)} calls")
+    invariant(len(rows) == len(calls))  # one row per call, in order
     return [_outcome(row) for row in rows]
+
+
+# A caller whose request was cancelled while its batch was in flight has no one to answer: its
+# future is done already, and setting it raises InvalidStateError.
+_UNLESS_CANCELLED = contextlib.suppress(asyncio.InvalidStateError)
 
 
 class GroupCommit:
@@ -252,9 +257,7 @@ class GroupCommit:
         return await future
 
     async def _drain(self) -> None:
-        task = asyncio.current_task()
-        if task is None:
-            raise LedgerInvariantError("a batch drained outside a task")
+        task = present(asyncio.current_task())  # `post_batched` starts it as a task
         loop = asyncio.get_running_loop()
         try:
             while self._waiting:
@@ -275,11 +278,11 @@ class GroupCommit:
                 outcomes = [o[0] if o else BatchedOutcome(False) for o in singles]
         except Exception as exc:  # every caller of the batch gets the database's error
             for _, future in batch:
-                if not future.done():
+                with _UNLESS_CANCELLED:
                     future.set_exception(exc)
             return
         for (_, future), outcome in zip(
             batch, outcomes or [BatchedOutcome(False)] * len(batch), strict=True
         ):
-            if not future.done():
+            with _UNLESS_CANCELLED:
                 future.set_result(outcome)
