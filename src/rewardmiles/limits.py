@@ -1,9 +1,10 @@
 """Every fixed limit of the program, in one place, by whom it binds.
 
-Limits that a program may tune live in `Settings` (`config.py`); these are the fixed ones. The
-wire contract's shape what a partner may send and gets back (SPEC §2): they are published in the
-OpenAPI document and `docs/errors.md`. The others bound what an operator's command reads or
-shows, what the background workers do in one pass, and what the process keeps in memory.
+Limits that a program may tune live in `Settings` (`config.py`); these are the fixed ones, in four
+sections. Those of the wire contract shape what a partner may send and gets back (SPEC §2), and
+are published in the OpenAPI document and `docs/errors.md`; the others bound what an operator's
+command accepts or shows, what the background workers do in one pass, and what the process keeps
+in memory.
 """
 
 from datetime import date

@@ -50,9 +50,8 @@ def _scope(principal: Principal, sponsor_code: str | None, day: str) -> tuple[st
         raise ProblemError(
             "FIELD_INVALID", "date must be a day, YYYY-MM-DD.", field="date"
         ) from exc
-    if (
-        not limits.report_day_min <= parsed <= limits.report_day_max
-    ):  # the day's UTC bounds must exist
+    # The day's UTC bounds must exist.
+    if not limits.report_day_min <= parsed <= limits.report_day_max:
         raise ProblemError(
             "FIELD_INVALID",
             f"date must lie between {limits.report_day_min} and {limits.report_day_max}.",

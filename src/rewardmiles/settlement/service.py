@@ -61,8 +61,8 @@ def _expired_before(settings: Settings, now: datetime) -> datetime:
 
 
 def candidates(session: Session, settings: Settings, now: datetime) -> list[str]:
-    """The collectors a pass settles, at most `limits.settlement_collectors_per_pass_max`: those with a pending line
-    whose cause may have cleared, or that expired."""
+    """The collectors a pass settles, at most `limits.settlement_collectors_per_pass_max`: those
+    with a pending line whose cause may have cleared, or that expired."""
     found = repository.candidate_collectors(
         session, _expired_before(settings, now), limits.settlement_collectors_per_pass_max
     )
@@ -74,9 +74,9 @@ def settle_collector(
     session: Session, settings: Settings, number: str, now: datetime
 ) -> tuple[SettleReport, bool]:
     """Settle what can be settled of one collector's pending lines, at most
-    `limits.settlement_lines_per_transaction_max` of them, in the caller's unit of work: (what it did, True if it
-    stopped there: call again, in a new unit of work). The lines left pending are counted by the
-    call that saw every line, once."""
+    `limits.settlement_lines_per_transaction_max` of them, in the caller's unit of work: (what it
+    did, True if it stopped there: call again, in a new unit of work). The lines left pending are
+    counted by the call that saw every line, once."""
     expired_before = _expired_before(settings, now)
     report = SettleReport()
     account = ledger.lock_collector(session, number)
