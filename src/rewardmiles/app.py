@@ -19,7 +19,7 @@ from rewardmiles.auth.tokens import TokenService
 from rewardmiles.config import Settings
 from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database, StatementPool
-from rewardmiles.errors import CATALOGUE, ProblemError
+from rewardmiles.errors import PROBLEM_CODES, ProblemError
 from rewardmiles.health import router as health_router
 from rewardmiles.http import openapi
 from rewardmiles.http.application import IssuanceApp
@@ -200,7 +200,7 @@ def create_app(settings: Settings | None = None, *, direct_lane: bool = True) ->
 
 def _add_problem_routes(app: FastAPI) -> None:
     def entry(code: str) -> dict[str, Any]:
-        spec = CATALOGUE[code]
+        spec = PROBLEM_CODES[code]
         return {
             "code": spec.code,
             "status": spec.status,
@@ -211,7 +211,7 @@ def _add_problem_routes(app: FastAPI) -> None:
 
     @app.get("/problems", tags=["errors"], summary="The error catalogue")
     async def problems() -> Any:
-        return json_response(200, [entry(code) for code in CATALOGUE])
+        return json_response(200, [entry(code) for code in PROBLEM_CODES])
 
     @app.get(
         "/problems/{code}",
@@ -220,6 +220,6 @@ def _add_problem_routes(app: FastAPI) -> None:
         responses=problem_responses(404),
     )
     async def problem_entry(code: str) -> Any:
-        if code not in CATALOGUE:
+        if code not in PROBLEM_CODES:
             raise ProblemError("NOT_FOUND", f"No error code {code}.")
         return json_response(200, entry(code))

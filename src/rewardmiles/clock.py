@@ -7,6 +7,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from rewardmiles import limits
+
 # A partner's date-time (SPEC §6, amended 2026-11-30): RFC 3339 exactly, with an uppercase `T`,
 # seconds, an optional fraction of 1–9 digits, and `Z` or `±hh:mm` from -12:00 to +14:00. The
 # same text is the `pattern` of the OpenAPI schema (an ECMA regex too); whether the day exists in
@@ -16,7 +18,6 @@ RFC3339_PATTERN = (
     r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?"
     r"(?:Z|[+](?:0[0-9]|1[0-3]):[0-5][0-9]|[+]14:00|-(?:0[0-9]|1[01]):[0-5][0-9]|-12:00)$"
 )
-RFC3339_CHARS_MAX = 35  # 2026-11-30T04:10:41.123456789+14:00
 _RFC3339 = re.compile(RFC3339_PATTERN)
 
 
@@ -26,7 +27,7 @@ def parse_partner_datetime(value: object) -> datetime:
     space or lowercase `t`/`z`, no hour-only or second offsets, no basic or week formats, no
     missing seconds. A fraction beyond microseconds is truncated (what `datetime` can hold).
     ValueError otherwise, and for an instant outside years 1–9999 in UTC."""
-    if not isinstance(value, str) or len(value) > RFC3339_CHARS_MAX:
+    if not isinstance(value, str) or len(value) > limits.rfc3339_chars_max:
         raise ValueError("must be an RFC 3339 date-time string")
     if _RFC3339.fullmatch(value) is None:
         raise ValueError("must be an RFC 3339 date-time")

@@ -12,10 +12,10 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from rewardmiles.auth import service as auth
-from rewardmiles.catalog import service as catalog
 from rewardmiles.collectors import service as collectors
 from rewardmiles.db.models import Location, PartnerClient, Sponsor
-from rewardmiles.offers import catalogue as offers
+from rewardmiles.offers import service as offers
+from rewardmiles.sponsors import service as sponsors
 
 SPONSOR = "KENY"
 LOCATION = "0037"
@@ -60,10 +60,10 @@ def seed(session: Session, now: datetime, *, secret_hash_cost: int) -> DemoData:
     """Idempotent: running it again leaves existing demo rows as they are, and reports them as
     they are (a collector's status may have changed since)."""
     if session.get(Sponsor, SPONSOR) is None:
-        catalog.add_sponsor(session, SPONSOR, "Kenny's Demo Market", now)
+        sponsors.add_sponsor(session, SPONSOR, "Kenny's Demo Market", now)
         session.flush()
     if session.get(Location, (SPONSOR, LOCATION)) is None:
-        catalog.add_location(session, SPONSOR, LOCATION, now)
+        sponsors.add_location(session, SPONSOR, LOCATION, now)
     for number, status in COLLECTORS.items():
         if collectors.get_collector(session, number) is None:
             collectors.add_collector(session, number, status, now)

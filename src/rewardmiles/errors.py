@@ -1,4 +1,4 @@
-"""The error catalogue and the one exception type that carries a catalogue entry.
+"""The error catalogue (`PROBLEM_CODES`) and the one exception type that carries one of its entries.
 
 Every non-2xx response is an RFC 9457 problem document built from an `ErrorSpec` of this
 catalogue. Codes are stable: partners and the audit report key on them.
@@ -331,7 +331,7 @@ _SPECS: tuple[ErrorSpec, ...] = (
     ),
 )
 
-CATALOGUE: Mapping[str, ErrorSpec] = {spec.code: spec for spec in _SPECS}
+PROBLEM_CODES: Mapping[str, ErrorSpec] = {spec.code: spec for spec in _SPECS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,10 +361,10 @@ class ProblemError(Exception):
         headers: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
-        if code not in CATALOGUE:
+        if code not in PROBLEM_CODES:
             raise KeyError(f"error code {code!r} is not in the catalogue")
         super().__init__(detail)
-        self.spec = CATALOGUE[code]
+        self.spec = PROBLEM_CODES[code]
         self.detail = detail
         self.errors: tuple[FieldError, ...] = tuple(errors) or (
             (FieldError(code, field, detail),) if field is not None else ()
@@ -386,7 +386,7 @@ class FieldRuleError(ValueError):
     `field` (a path relative to the model being validated)."""
 
     def __init__(self, code: str, field: str, message: str) -> None:
-        if code not in CATALOGUE:
+        if code not in PROBLEM_CODES:
             raise KeyError(f"error code {code!r} is not in the catalogue")
         super().__init__(message)
         self.code = code
@@ -435,4 +435,4 @@ def problem_from_error(error: ProblemError, request_id: str | None) -> dict[str,
 
 
 def problem(code: str, detail: str, request_id: str | None = None) -> dict[str, Any]:
-    return ProblemBody(CATALOGUE[code], detail, (), request_id).as_dict()
+    return ProblemBody(PROBLEM_CODES[code], detail, (), request_id).as_dict()

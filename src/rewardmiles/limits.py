@@ -1,11 +1,16 @@
-"""Every named limit of the partner API, in one place.
+"""Every fixed limit of the program, in one place, by whom it binds.
 
-Limits that a program may tune live in `Settings`; these are the fixed ones that shape the wire
-contract (SPEC §2) and are published in the OpenAPI document and `docs/errors.md`.
+Limits that a program may tune live in `Settings` (`config.py`); these are the fixed ones, in four
+sections. Those of the wire contract shape what a partner may send and gets back (SPEC §2), and
+are published in the OpenAPI document and `docs/errors.md`; the others bound what an operator's
+command accepts or shows, what the background workers do in one pass, and what the process keeps
+in memory.
 """
 
+from datetime import date
 from typing import Final
 
+# Wire contract: what a partner may send, and what it gets back.
 request_body_bytes_max: Final = 1_048_576
 token_body_bytes_max: Final = 8_192  # POST /oauth/token
 # A partner body larger than this is parsed and validated in a CPU worker thread
@@ -38,8 +43,14 @@ idempotency_key_chars_max: Final = 255
 sponsor_code_chars_min: Final = 2
 sponsor_code_chars_max: Final = 10
 collector_number_digits: Final = 11
+# The shapes of the codes, as the OpenAPI document states them; the operator's commands that
+# create sponsors, offers and locations hold them to the same shapes.
+sponsor_code_pattern: Final = rf"^[A-Z0-9]{{{sponsor_code_chars_min},{sponsor_code_chars_max}}}$"
+offer_code_pattern: Final = rf"^[A-Z0-9]{{1,{offer_code_chars_max}}}$"
+location_code_pattern: Final = rf"^[!-~]{{1,{location_code_chars_max}}}$"
+collector_number_pattern: Final = rf"^[0-9]{{{collector_number_digits}}}$"
+rfc3339_chars_max: Final = 35  # 2026-11-30T04:10:41.123456789+14:00
 future_skew_seconds_max: Final = 300
-token_cache_entries_max: Final = 10_000
 items_per_basket_max: Final = 500
 item_quantity_max: Final = 1_000_000
 item_number_max: Final = 1_000_000
@@ -47,3 +58,37 @@ item_id_chars_max: Final = 64
 item_text_chars_max: Final = 255
 basket_amount_max: Final = 1_000_000
 batch_queue_retry_after_seconds: Final = 30  # Retry-After of 503 BATCH_QUEUE_FULL
+in_use_retry_after_seconds: Final = 1  # Retry-After of 409 IDEMPOTENCY_KEY_IN_USE
+# A partner log's results (GET /checkout/issuance/batches/{batchId}): `offset` and `limit`, and
+# the length a record's `detail` is cut to when it is stored.
+batch_records_offset_max: Final = 2**31 - 1
+batch_records_page_max: Final = 10_000
+batch_detail_chars_max: Final = 500
+# The Transaction Day of a report: the days whose UTC bounds exist.
+report_day_min: Final = date(1, 1, 2)
+report_day_max: Final = date(9999, 12, 30)
+
+# Operator: what the commands accept and show.
+offer_rule_miles_max: Final = 1_000_000  # miles named in an offer's rule
+collector_import_errors_kept_max: Final = 50  # refused rows a collector import reports
+verify_problems_shown_max: Final = 20  # problems of each kind `ledger verify` lists
+
+# Workers: what the settlement loop and the webhook dispatcher do in one pass.
+# After a failed pass, each loop waits twice as long as the last time, up to this.
+worker_error_backoff_seconds_max: Final = 30.0
+settlement_collectors_per_pass_max: Final = 200
+# Lines settled under one hold of a collector's row lock: a backlog of thousands is settled in
+# several short transactions, so the partner requests for that collector wait milliseconds, not
+# seconds, between them.
+settlement_lines_per_transaction_max: Final = 100
+webhook_deliveries_per_pass_max: Final = 50
+webhook_retry_delay_seconds_max: Final = 3600.0
+webhook_error_chars_max: Final = 500  # a failed delivery's error, as stored
+
+# Internal: what the process keeps in memory, and how often it reloads it.
+token_cache_entries_max: Final = 10_000  # verified bearer tokens
+# Offer and location codes cached per sponsor: unknown codes sent by a partner do not grow the
+# reference cache beyond this.
+reference_cached_codes_max: Final = 10_000
+signing_keys_reload_interval_seconds_min: Final = 5.0  # an unknown `kid` reloads no sooner
+signing_keys_missed_kids_max: Final = 1000  # unknown `kid`s remembered until the next reload

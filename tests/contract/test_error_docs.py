@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rewardmiles.errors import CATALOGUE
+from rewardmiles.errors import PROBLEM_CODES
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
 
@@ -15,4 +15,4 @@ def test_every_code_is_documented_with_its_status() -> None:
         for line in DOC.read_text().splitlines()
         if line.startswith("| `")
     }
-    assert {code: str(spec.status) for code, spec in CATALOGUE.items()} == rows
+    assert {code: str(spec.status) for code, spec in PROBLEM_CODES.items()} == rows

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rewardmiles.app import create_app
 from rewardmiles.config import Settings
-from rewardmiles.errors import CATALOGUE
+from rewardmiles.errors import PROBLEM_CODES
 
 COMMITTED = Path(__file__).resolve().parents[2] / "openapi.json"
 
@@ -52,7 +52,7 @@ def test_lookups_declare_their_errors() -> None:
 
 def test_problem_schema_lists_every_catalogue_code() -> None:
     schemas = _document()["components"]["schemas"]  # type: ignore[index]
-    assert set(schemas["Problem"]["properties"]["code"]["enum"]) == set(CATALOGUE)
+    assert set(schemas["Problem"]["properties"]["code"]["enum"]) == set(PROBLEM_CODES)
 
 
 def test_request_schemas_carry_the_field_limits() -> None:

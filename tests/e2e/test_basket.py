@@ -23,7 +23,7 @@ from rewardmiles import clock, limits
 from rewardmiles.collectors import service as collectors
 from rewardmiles.config import Settings
 from rewardmiles.db.models import IdempotencyKey, Offer, Transaction
-from rewardmiles.offers import catalogue
+from rewardmiles.offers import service as offers
 from rewardmiles.settlement.worker import settle_pending
 from tests.e2e.conftest import World
 from tests.support import data
@@ -968,7 +968,7 @@ def _put_out_of_use(world: World, sponsor: str, code: str, how: str) -> None:
     """Disable the offer, or end its validity yesterday (program time zone)."""
     with world.db.unit_of_work() as session:
         if how == "disabled":
-            catalogue.disable_offer(session, sponsor, code)
+            offers.disable_offer(session, sponsor, code)
         else:
             today = data.now().astimezone(clock.zone(Settings().program_time_zone)).date()
             session.execute(

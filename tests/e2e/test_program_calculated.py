@@ -2,7 +2,7 @@
 ISSUE, RETURN and their lookup, against a real server on both databases.
 
 Every test gets a sponsor of its own, so its offers never reach another test. Offers are set up
-through the catalogue service (the code the CLI runs).
+through the offers' operator actions (`offers.service`, the code the CLI runs).
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from rewardmiles import clock
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import IdempotencyKey, Sponsor
-from rewardmiles.errors import CATALOGUE, ProblemError
+from rewardmiles.errors import PROBLEM_CODES, ProblemError
 from rewardmiles.http.partner_json import canonical_json, parse_json_object
 from rewardmiles.idempotency import repository as keys
 from rewardmiles.idempotency import service as idempotency
 from rewardmiles.issuance import calculated, calls, service
 from rewardmiles.issuance.schemas import CalculateRequest, program_command
-from rewardmiles.offers import catalogue
+from rewardmiles.offers import service as offers
 from rewardmiles.settlement import service as settlement
 from tests.e2e.conftest import World
 from tests.support import data
@@ -107,7 +107,7 @@ class Shop:
         replace: bool = False,
     ) -> None:
         with self.world.db.unit_of_work() as session:
-            catalogue.put_offer(
+            offers.put_offer(
                 session,
                 self.sponsor,
                 code,
@@ -128,7 +128,7 @@ class Shop:
 
     def disable(self, code: str) -> None:
         with self.world.db.unit_of_work() as session:
-            catalogue.disable_offer(session, self.sponsor, code)
+            offers.disable_offer(session, self.sponsor, code)
 
     def basket(self, collector: str, *items: dict[str, Any], **overrides: Any) -> dict[str, Any]:
         amount = total_of(list(items))
@@ -343,7 +343,7 @@ def test_calculate_with_the_same_key_replays_the_stored_preview(shop: Shop) -> N
     assert replay.headers["Idempotent-Replayed"] == "true"
     assert replay.headers["content-type"] == "application/json"
     assert replay.json() == first.json()
-    # The catalogue did change: a new key previews the offers as they are now.
+    # The offers did change: a new key previews the offers as they are now.
     assert fresh.status_code == 200, fresh.text
     assert "Idempotent-Replayed" not in fresh.headers
     assert lines(fresh.json()) == [
@@ -1199,7 +1199,7 @@ def test_naming_an_original_of_the_other_family_is_400_original_wrong_family(
         ("rejected", 400, "ORIGINAL_WRONG_FAMILY")
     ]
     assert shop.world.balance(collector) == before
-    assert not CATALOGUE["ORIGINAL_WRONG_FAMILY"].retryable
+    assert not PROBLEM_CODES["ORIGINAL_WRONG_FAMILY"].retryable
 
 
 def test_return_for_another_collector_is_400_original_collector_mismatch(shop: Shop) -> None:
@@ -1214,7 +1214,7 @@ def test_return_for_another_collector_is_400_original_collector_mismatch(shop: S
     assert shop.world.balance(other) == 0
 
 
-def test_a_catalogue_change_after_the_issue_does_not_change_its_return(shop: Shop) -> None:
+def test_an_offer_change_after_the_issue_does_not_change_its_return(shop: Shop) -> None:
     shop.standard_offers()
     collector = shop.world.collector()
     body = shop.basket(collector, APPLES, KETTLE, coupon=["SPRING25"])
@@ -1352,7 +1352,7 @@ def test_return_after_a_rejected_issue_line_withdraws_only_what_was_issued(
             settlement.line_id(issued["transactionId"], 1),
             "PENDING_EXPIRED",
             clock.utc_now(),
-            known_codes=list(CATALOGUE),
+            known_codes=list(PROBLEM_CODES),
         )
     assert world.balance(collector) == 5
     original = issued["checkoutTransactionId"]

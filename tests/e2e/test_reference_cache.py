@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
-from rewardmiles.catalog import service as catalog
 from rewardmiles.db.models import Offer, Sponsor
 from rewardmiles.issuance.reference import ReferenceCache
+from rewardmiles.sponsors import service as sponsors
 from tests.e2e.conftest import World
 from tests.support import data
 from tests.support.problems import assert_problem
@@ -49,12 +49,12 @@ def test_sponsor_and_location_changes_apply_to_the_next_request(world: World) ->
         )
 
         with world.db.unit_of_work() as session:
-            catalog.add_location(session, sponsor, "0001", data.now())
+            sponsors.add_location(session, sponsor, "0001", data.now())
         refused = partner.post_event(data.event_body(sponsor, collector, issuances=lines))
         assert_problem(refused, 400, "LOCATION_UNKNOWN", "issuances[0].locationCode")
 
         with world.db.unit_of_work() as session:
-            catalog.add_location(session, sponsor, "0042", data.now())
+            sponsors.add_location(session, sponsor, "0042", data.now())
         assert (
             partner.post_event(data.event_body(sponsor, collector, issuances=lines)).status_code
             == 200

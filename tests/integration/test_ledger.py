@@ -15,11 +15,11 @@ import pytest
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
-from rewardmiles import ledger
+from rewardmiles import ledger, limits
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Collector, IssuanceLine, LedgerEntry, Transaction
-from rewardmiles.ledger.verify import PROBLEMS_SHOWN_MAX, VerifyReport, verify
+from rewardmiles.ledger.verify import VerifyReport, verify
 from tests.conftest import DatabaseFactory
 from tests.support import data
 
@@ -704,14 +704,14 @@ def test_verify_under_reject_lists_the_first_collectors_below_zero_in_order(
     own_db: Database,
 ) -> None:
     sponsor = data.new_sponsor(own_db)
-    numbers = [data.new_collector(own_db) for _ in range(PROBLEMS_SHOWN_MAX + 1)]
+    numbers = [data.new_collector(own_db) for _ in range(limits.verify_problems_shown_max + 1)]
     for number in numbers:
         _book(own_db, sponsor, number, [("debit", 1, "posted")])
     report = _verify_rejecting(own_db)
     assert report.problems == [
         f"collector {n}: balance -1 is below zero, which the negative-balance policy 'reject' "
         "forbids"
-        for n in sorted(numbers)[:PROBLEMS_SHOWN_MAX]
+        for n in sorted(numbers)[: limits.verify_problems_shown_max]
     ]
 
 
@@ -737,7 +737,9 @@ def test_verify_lists_the_first_wrong_lines_in_transaction_and_line_order(
     """More problems than a report shows: the first ones by transaction id and line number,
     whatever order the rows were written in (here the reverse)."""
     books = _clean_books(own_db)
-    ids = [f"{n:08x}-0000-4000-8000-000000000000" for n in range(PROBLEMS_SHOWN_MAX + 1)]
+    ids = [
+        f"{n:08x}-0000-4000-8000-000000000000" for n in range(limits.verify_problems_shown_max + 1)
+    ]
     with own_db.unit_of_work() as session:
         for txn in reversed(ids):
             _insert_transaction(
@@ -762,12 +764,14 @@ def test_verify_lists_the_first_wrong_lines_in_transaction_and_line_order(
         for txn in ids
         for n in (1, 2)
     ]
-    assert _verify(own_db).problems == expected[:PROBLEMS_SHOWN_MAX]
+    assert _verify(own_db).problems == expected[: limits.verify_problems_shown_max]
 
 
 def test_verify_lists_the_first_odd_transactions_in_order(own_db: Database) -> None:
     books = _clean_books(own_db)
-    ids = [f"{n:08x}-0000-4000-8000-000000000000" for n in range(PROBLEMS_SHOWN_MAX + 1)]
+    ids = [
+        f"{n:08x}-0000-4000-8000-000000000000" for n in range(limits.verify_problems_shown_max + 1)
+    ]
     with own_db.unit_of_work() as session:
         for txn in reversed(ids):
             _insert_transaction(
@@ -776,7 +780,7 @@ def test_verify_lists_the_first_odd_transactions_in_order(own_db: Database) -> N
         session.execute(update(Transaction).where(Transaction.id.in_(ids)).values(status="pending"))
     assert _verify(own_db).problems == [
         f"transaction {txn}: status pending but no line of it is"
-        for txn in ids[:PROBLEMS_SHOWN_MAX]
+        for txn in ids[: limits.verify_problems_shown_max]
     ]
 
 
@@ -805,7 +809,7 @@ def _problems_like(report: VerifyReport, text: str) -> list[str]:
 
 def test_verify_shows_at_most_the_maximum_of_each_kind_of_problem(own_db: Database) -> None:
     books = _clean_books(own_db)
-    many = PROBLEMS_SHOWN_MAX + 1
+    many = limits.verify_problems_shown_max + 1
     unpaired = _book(own_db, books.sponsor, books.alice, [("credit", 1, "posted")] * many)
     moved = _book(own_db, books.sponsor, books.alice, [("credit", 1, "posted")] * many)
     with own_db.unit_of_work() as session:
@@ -825,7 +829,7 @@ def test_verify_shows_at_most_the_maximum_of_each_kind_of_problem(own_db: Databa
             update(Collector).where(Collector.number.in_(numbers)).values(balance_miles=3)
         )
     report = _verify(own_db)
-    shown = PROBLEMS_SHOWN_MAX
+    shown = limits.verify_problems_shown_max
     assert len(_problems_like(report, "entries are not one balanced pair")) == shown
     assert len(_problems_like(report, "not one collector entry and one sponsor entry")) == shown
     assert len(_problems_like(report, "entry does not match the line's account")) == shown
@@ -870,9 +874,9 @@ def test_verify_shows_at_most_the_maximum_of_reversals_beyond_originals(
     own_db: Database,
 ) -> None:
     books = _clean_books(own_db)
-    for _ in range(PROBLEMS_SHOWN_MAX + 1):
+    for _ in range(limits.verify_problems_shown_max + 1):
         original = _book(own_db, books.sponsor, books.bob, [("credit", 1, "posted")])
         _book(own_db, books.sponsor, books.bob, [("debit", 2, "posted")], original=original)
     problems = _verify(own_db).problems
-    assert len(problems) == PROBLEMS_SHOWN_MAX, problems
+    assert len(problems) == limits.verify_problems_shown_max, problems
     assert all("2 miles reversed but only 1 issued" in p for p in problems)

@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from rewardmiles import limits
 from rewardmiles.collectors import service as collectors
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import IssuanceLine, Offer, Transaction, WebhookDelivery
-from rewardmiles.errors import CATALOGUE, ProblemError
+from rewardmiles.errors import PROBLEM_CODES, ProblemError
 from rewardmiles.idempotency.service import InFlightRegistry
 from rewardmiles.issuance import calls, service
 from rewardmiles.ledger.verify import verify
@@ -205,7 +206,7 @@ def test_a_reversal_the_original_no_longer_covers_after_a_line_is_rejected_is_re
             settlement.line_id(original_id, 1),
             "OFFER_INACTIVE",
             NOW,
-            known_codes=list(CATALOGUE),
+            known_codes=list(PROBLEM_CODES),
         )
     _settle(own_db, ALLOW)
 
@@ -399,7 +400,7 @@ def test_a_new_pending_reason_does_not_count_towards_a_transactions_batch(
 ) -> None:
     """Three lines settled per transaction: a reversal that only gets a new reason on the way
     (its original is under review) is not one of them, and no transaction settles a fourth."""
-    monkeypatch.setattr(settlement, "SETTLED_PER_TRANSACTION_MAX", 3)
+    monkeypatch.setattr(limits, "settlement_lines_per_transaction_max", 3)
     db = fresh_db
     sponsor = data.new_sponsor(db, review_threshold_miles=100)
     number = data.unknown_collector()

@@ -20,7 +20,6 @@ from sqlalchemy.exc import DBAPIError
 
 from rewardmiles import ids
 from rewardmiles.app import build_context
-from rewardmiles.catalog import service as catalog
 from rewardmiles.collectors import service as collectors
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import STATEMENT_LOCK_TIMEOUT_MS, Database, StatementPool
@@ -43,6 +42,7 @@ from rewardmiles.issuance.schemas import (
 )
 from rewardmiles.ledger.batched import POST_BATCH_SENT, GroupCommit, batch_params
 from rewardmiles.settlement.worker import settle_pending
+from rewardmiles.sponsors import service as sponsors
 from tests.conftest import TEST_SECRET_KEY, DatabaseFactory, assert_ledger_balanced
 from tests.support.issue import build_call
 
@@ -55,9 +55,9 @@ UNKNOWN = "70000000099"
 
 def seed(db: Database) -> None:
     with db.unit_of_work() as session:
-        catalog.add_sponsor(session, SPONSOR, "One statement", NOW)
+        sponsors.add_sponsor(session, SPONSOR, "One statement", NOW)
         session.flush()
-        catalog.add_location(session, SPONSOR, "STORE1", NOW)
+        sponsors.add_location(session, SPONSOR, "STORE1", NOW)
         session.add(Offer(sponsor_code=SPONSOR, code="BONUS", active=True, created_at=NOW))
         for number, status in ((ACTIVE, "ACTIVE"), (ON_HOLD, "ON_HOLD"), (CLOSED, "CLOSED")):
             collectors.add_collector(session, number, status, NOW)
@@ -404,7 +404,7 @@ def test_calls_the_plan_is_not_sure_of_are_left_to_the_general_path(rig: Rig, ca
     endpoint = "post_event"
     if case == "review":
         with rig.db.unit_of_work() as session:
-            catalog.set_sponsor(session, SPONSOR, review_threshold_miles=4)
+            sponsors.set_sponsor(session, SPONSOR, review_threshold_miles=4)
         rig.general(partner_call(event(miles=1)))  # load the new version
     elif case == "future":
         body = event(transactionDateTime=(NOW + timedelta(minutes=10)).isoformat())
@@ -418,7 +418,7 @@ def test_calls_the_plan_is_not_sure_of_are_left_to_the_general_path(rig: Rig, ca
         )
     elif case == "uncached_sponsor":
         with rig.db.unit_of_work() as session:
-            catalog.add_sponsor(session, "OTHER1", "Other", NOW)
+            sponsors.add_sponsor(session, "OTHER1", "Other", NOW)
         rig.general(partner_call(event()))  # load the new version, without OTHER1 in it
         body = event(sponsorCode="OTHER1")
     elif case == "reversal":
@@ -501,7 +501,7 @@ def test_a_sponsor_the_cache_knows_to_refuse_is_not_planned(planner: Planner, ca
     body = event()
     if case == "inactive":
         with planner.db.unit_of_work() as session:
-            catalog.set_sponsor(session, SPONSOR, active=False)
+            sponsors.set_sponsor(session, SPONSOR, active=False)
     else:
         body = event(sponsorCode="NOSUCH")
     call = planner.call(Endpoint.POST_EVENT, body)
@@ -519,7 +519,7 @@ def test_a_sponsor_the_cache_knows_to_refuse_is_not_planned(planner: Planner, ca
 
 def test_a_sponsor_the_cache_has_not_read_is_not_planned(planner: Planner) -> None:
     with planner.db.unit_of_work() as session:
-        catalog.add_sponsor(session, "OTHER1", "Other", NOW)
+        sponsors.add_sponsor(session, "OTHER1", "Other", NOW)
     assert planner.general(planner.call(Endpoint.POST_EVENT, event())).status == 200  # new version
     _version, reference = newest_reference(planner.db.engine)
     assert "OTHER1" not in reference
@@ -580,7 +580,7 @@ def test_a_line_of_exactly_the_review_threshold_is_planned_one_mile_more_is_not(
     planner: Planner,
 ) -> None:
     with planner.db.unit_of_work() as session:
-        catalog.set_sponsor(session, SPONSOR, review_threshold_miles=5)
+        sponsors.set_sponsor(session, SPONSOR, review_threshold_miles=5)
     assert planner.general(planner.call(Endpoint.POST_EVENT, event(miles=1))).status == 200
     at = planner.call(Endpoint.POST_EVENT, event(miles=5))
     plan = planner.plan(at)

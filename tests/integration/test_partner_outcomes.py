@@ -29,7 +29,7 @@ from rewardmiles.errors import ProblemError
 from rewardmiles.idempotency.service import InFlightRegistry
 from rewardmiles.issuance import calls, service
 from rewardmiles.ledger.verify import verify
-from rewardmiles.offers import catalogue
+from rewardmiles.offers import service as offers
 from rewardmiles.reports import audit
 from rewardmiles.settlement.worker import settle_pending
 from tests.conftest import DatabaseFactory
@@ -569,7 +569,7 @@ def test_a_reversal_below_zero_names_the_miles_and_the_issuances(own_db: Databas
 def _base_offer(db: Database, sponsor: str) -> None:
     """BASE: 1 mile per $10 spent."""
     with db.unit_of_work() as session:
-        catalogue.put_offer(
+        offers.put_offer(
             session,
             sponsor,
             "BASE",

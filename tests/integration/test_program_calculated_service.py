@@ -21,11 +21,11 @@ from sqlalchemy import func, select
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Transaction
-from rewardmiles.errors import CATALOGUE, BusinessRuleError, ProblemError
+from rewardmiles.errors import PROBLEM_CODES, BusinessRuleError, ProblemError
 from rewardmiles.idempotency.service import InFlightRegistry
 from rewardmiles.issuance import calls, lookups
 from rewardmiles.ledger.verify import verify
-from rewardmiles.offers import catalogue
+from rewardmiles.offers import service as offers
 from rewardmiles.settlement import service as settlement
 from rewardmiles.settlement.worker import settle_pending
 from tests.conftest import DatabaseFactory
@@ -170,7 +170,7 @@ def offer(
     replace: bool = False,
 ) -> None:
     with db.unit_of_work() as session:
-        catalogue.put_offer(
+        offers.put_offer(
             session,
             sponsor,
             code,
@@ -193,7 +193,7 @@ def standard_offers(db: Database, sponsor: str) -> None:
 
 def disable(db: Database, sponsor: str, code: str) -> None:
     with db.unit_of_work() as session:
-        catalogue.disable_offer(session, sponsor, code)
+        offers.disable_offer(session, sponsor, code)
 
 
 def transactions_of(db: Database, sponsor: str) -> list[tuple[str, str, int, str | None]]:
@@ -356,7 +356,7 @@ def test_calculate_rule_rejection_under_a_key_is_stored_and_replayed(own_db: Dat
     assert (first.status, first.replayed) == (400, False)
     assert first.body == {
         "type": "/problems/DATE_OUT_OF_RANGE",
-        "title": CATALOGUE["DATE_OUT_OF_RANGE"].title,
+        "title": PROBLEM_CODES["DATE_OUT_OF_RANGE"].title,
         "status": 400,
         "detail": "checkoutDateTime is older than the backdate window (30 days).",
         "code": "DATE_OUT_OF_RANGE",
@@ -682,7 +682,7 @@ def test_a_location_is_accepted_for_a_sponsor_that_registers_none(own_db: Databa
     ]
 
 
-def test_a_changed_catalogue_changes_future_issues_not_the_returns_of_past_ones(
+def test_changed_offers_change_future_issues_not_the_returns_of_past_ones(
     own_db: Database,
 ) -> None:
     sponsor = new_shop(own_db)
@@ -977,7 +977,7 @@ def test_a_return_after_a_rejected_issue_line_takes_back_only_what_was_issued(
             settlement.line_id(issued["transactionId"], 1),
             "PENDING_EXPIRED",
             NOW,
-            known_codes=list(CATALOGUE),
+            known_codes=list(PROBLEM_CODES),
         )
     assert data.balance(own_db, collector) == 5
     original = issued["checkoutTransactionId"]
@@ -1040,7 +1040,7 @@ def test_a_return_waiting_on_an_issue_line_rejected_meanwhile_takes_nothing_more
             settlement.line_id(issued["transactionId"], 1),
             "PENDING_EXPIRED",
             NOW,
-            known_codes=list(CATALOGUE),
+            known_codes=list(PROBLEM_CODES),
         )
 
     second = run(own_db, RETURN, returning(sponsor, collector, original, item("apples", 2.50)))

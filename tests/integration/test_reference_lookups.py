@@ -1,6 +1,6 @@
 """The issue path's reference lookups (offers, locations) give the database's answer with and
 without the per-process cache, and when a request names more unknown codes than the cache keeps
-(CACHED_CODES_MAX per sponsor), without growing it past that bound."""
+(`limits.reference_cached_codes_max` per sponsor), without growing it past that bound."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from rewardmiles.catalog import service as catalog
+from rewardmiles import limits
 from rewardmiles.db.engine import Database
 from rewardmiles.idempotency import repository as keys
 from rewardmiles.issuance import reference
+from rewardmiles.sponsors import service as sponsors
 from tests.conftest import DatabaseFactory
 from tests.support import data
 
@@ -32,7 +33,7 @@ def test_lookups_without_the_cache_read_the_database(own_db: Database) -> None:
         assert offers["STANDARD"].active
         assert reference.registered_locations(session, sponsor, ["0001"]) == (False, set())
     with own_db.unit_of_work() as session:
-        catalog.add_location(session, sponsor, "0001", data.now())
+        sponsors.add_location(session, sponsor, "0001", data.now())
     with own_db.unit_of_work() as session:
         assert reference.registered_locations(session, sponsor, ["0001", "0002"]) == (
             True,
@@ -44,7 +45,7 @@ def test_lookups_without_the_cache_read_the_database(own_db: Database) -> None:
 def test_more_unknown_codes_than_the_cache_keeps_are_answered_uncached(
     own_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(reference, "CACHED_CODES_MAX", 2)
+    monkeypatch.setattr(limits, "reference_cached_codes_max", 2)
     sponsor = data.new_sponsor(own_db, locations=["0001"])
     with own_db.unit_of_work() as session:
         reference.use_reference_cache(session, keys.reference_version(session))

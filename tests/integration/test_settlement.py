@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from rewardmiles import clock
+from rewardmiles import clock, limits
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import IssuanceLine, Transaction
-from rewardmiles.errors import CATALOGUE
+from rewardmiles.errors import PROBLEM_CODES
 from rewardmiles.issuance import keyed
 from rewardmiles.ledger.verify import verify
 from rewardmiles.settlement import service as settlement
@@ -187,10 +187,14 @@ def test_review_line_rejected_by_the_operator(own_db: Database, settings: Settin
     )
     line = settlement.line_id(transaction_id, 0)
     with pytest.raises(ReviewError), own_db.unit_of_work() as session:
-        settlement.reject(session, line, "NOT_A_CODE", clock.utc_now(), known_codes=list(CATALOGUE))
+        settlement.reject(
+            session, line, "NOT_A_CODE", clock.utc_now(), known_codes=list(PROBLEM_CODES)
+        )
     rejected_at = clock.utc_now()
     with own_db.unit_of_work() as session:
-        settlement.reject(session, line, "OFFER_INACTIVE", rejected_at, known_codes=list(CATALOGUE))
+        settlement.reject(
+            session, line, "OFFER_INACTIVE", rejected_at, known_codes=list(PROBLEM_CODES)
+        )
     assert _line(own_db, transaction_id) == ("rejected", None, "OFFER_INACTIVE")
     with own_db.reader() as session:
         settled_at = session.execute(
@@ -222,7 +226,7 @@ def test_approving_or_rejecting_a_line_touches_no_other_transactions_line(
             settlement.line_id(second, 0),
             "REVIEW_REJECTED",
             clock.utc_now(),
-            known_codes=list(CATALOGUE),
+            known_codes=list(PROBLEM_CODES),
         )
     assert _line(own_db, second) == ("rejected", None, "REVIEW_REJECTED")
     assert _line(own_db, first) == ("pending", "approved", None)
@@ -254,7 +258,7 @@ def test_review_refuses_a_line_not_under_review_and_a_malformed_line_id(
             settlement.approve(session, text)
         with pytest.raises(ReviewError, match=message), own_db.unit_of_work() as session:
             settlement.reject(
-                session, text, "REVIEW_REJECTED", clock.utc_now(), known_codes=list(CATALOGUE)
+                session, text, "REVIEW_REJECTED", clock.utc_now(), known_codes=list(PROBLEM_CODES)
             )
 
     # line 0 posted at once, line 2 does not exist: neither is pending review
@@ -327,7 +331,7 @@ def test_reversal_waiting_on_an_original_that_is_rejected_is_rejected(
             settlement.line_id(original_id, 0),
             "OFFER_INACTIVE",
             clock.utc_now(),
-            known_codes=list(CATALOGUE),
+            known_codes=list(PROBLEM_CODES),
         )
     _settle(own_db, settings)
 
@@ -420,7 +424,7 @@ def test_a_large_backlog_settles_in_short_transactions(
 ) -> None:
     """A collector with more pending lines than one transaction settles is finished in one pass,
     over several transactions, each holding the collector's lock for a bounded batch."""
-    monkeypatch.setattr(settlement, "SETTLED_PER_TRANSACTION_MAX", 10)
+    monkeypatch.setattr(limits, "settlement_lines_per_transaction_max", 10)
     sponsor = data.new_sponsor(own_db, review_threshold_miles=50)
     number = data.unknown_collector()
     for _ in range(24):

@@ -23,10 +23,10 @@ from rewardmiles.collectors import service as collectors
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Collector, IssuanceLine, LedgerEntry, Offer, Transaction
-from rewardmiles.errors import CATALOGUE
+from rewardmiles.errors import PROBLEM_CODES
 from rewardmiles.issuance import calls
 from rewardmiles.ledger.verify import verify
-from rewardmiles.offers import catalogue
+from rewardmiles.offers import service as offers
 from tests.conftest import DatabaseFactory
 from tests.support import data
 from tests.support.issue import partner_call
@@ -128,7 +128,7 @@ def refused(
     problem = outcome.body
     code = problem["code"]
     assert problem["type"] == f"/problems/{code}"
-    assert problem["title"] == CATALOGUE[code].title
+    assert problem["title"] == PROBLEM_CODES[code].title
     assert problem["status"] == 400
     assert problem["requestId"] == "test"
     errors = [(e["code"], e.get("field"), e["message"]) for e in problem["errors"]]
@@ -239,7 +239,7 @@ def add_offer(db: Database, sponsor: str, code: str, **validity: date) -> None:
 
 def disable_offer(db: Database, sponsor: str, code: str) -> None:
     with db.unit_of_work() as session:
-        catalogue.disable_offer(session, sponsor, code)
+        offers.disable_offer(session, sponsor, code)
 
 
 def set_status(db: Database, number: str, status: str) -> None:
@@ -424,7 +424,7 @@ def test_an_issue_posts_the_lines_its_offers_compute(own_db: Database) -> None:
     sponsor = data.new_sponsor(own_db)
     number = data.new_collector(own_db)
     with own_db.unit_of_work() as session:
-        catalogue.put_offer(
+        offers.put_offer(
             session,
             sponsor,
             "BASE",

@@ -36,7 +36,7 @@ from sqlalchemy import func, select
 
 from rewardmiles import clock
 from rewardmiles.db.models import Transaction
-from rewardmiles.offers import catalogue
+from rewardmiles.offers import service as offers
 from rewardmiles.webhooks.service import sign
 from tests.e2e.conftest import World
 from tests.support import data
@@ -149,7 +149,7 @@ def test_program_calculated_calculate_issue_return(world: World) -> None:
                 {"type": "item", "departments": ["produce"], "milesPerUnit": 5, "minQuantity": 2},
             ),
         ]:
-            catalogue.put_offer(
+            offers.put_offer(
                 session, sponsor, code, description=code, rule=rule, valid_from=None,
                 valid_to=None, locations=None, offer_id=None, now=data.now(), replace=False,
             )  # fmt: skip

@@ -11,10 +11,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import update
 
 from rewardmiles.auth import service as auth
-from rewardmiles.catalog import service as catalog
 from rewardmiles.collectors import service as collectors
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Sponsor
+from rewardmiles.sponsors import service as sponsors
 
 HASH_COST = 10
 
@@ -61,10 +61,10 @@ def new_sponsor(
 ) -> str:
     code = "S" + secrets.token_hex(4).upper()
     with db.unit_of_work() as session:
-        catalog.add_sponsor(session, code, f"Sponsor {code}", now())
+        sponsors.add_sponsor(session, code, f"Sponsor {code}", now())
         session.flush()
         for location in locations or []:
-            catalog.add_location(session, code, location, now())
+            sponsors.add_location(session, code, location, now())
         if review_threshold_miles is not None or not active:
             session.execute(
                 update(Sponsor)

@@ -15,9 +15,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from rewardmiles import clock
+from rewardmiles import clock, limits
 from rewardmiles.clock import (
-    RFC3339_CHARS_MAX,
     freeze_for_tests,
     parse_partner_datetime,
     transaction_day_bounds,
@@ -49,7 +48,7 @@ def host_in_toronto() -> Iterator[None]:
 
 def test_longest_date_time_is_accepted_and_one_more_character_is_not() -> None:
     longest = "2026-11-30T04:10:41.123456789+14:00"
-    assert len(longest) == RFC3339_CHARS_MAX
+    assert len(longest) == limits.rfc3339_chars_max
     assert parse_partner_datetime(longest) == datetime(2026, 11, 29, 14, 10, 41, 123456, tzinfo=UTC)
     with pytest.raises(ValueError, match=r"^must be an RFC 3339 date-time string$"):
         parse_partner_datetime(longest + "0")

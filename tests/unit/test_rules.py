@@ -20,7 +20,7 @@ from rewardmiles import errors, limits, logs
 from rewardmiles.auth import secrets
 from rewardmiles.config import NegativeBalancePolicy, Settings, UnknownCollectorPolicy
 from rewardmiles.db.engine import DatabaseUrlError, normalize_url
-from rewardmiles.errors import CATALOGUE, FieldError, ProblemError, problem_from_error
+from rewardmiles.errors import PROBLEM_CODES, FieldError, ProblemError, problem_from_error
 from rewardmiles.idempotency.service import fingerprint, parse_key
 from rewardmiles.issuance.schemas import PostEventRequest, ReverseEventRequest
 from rewardmiles.logs import mask_collector_numbers
@@ -151,7 +151,7 @@ def test_problem_error_field_becomes_one_errors_entry() -> None:
     body = problem_from_error(error, "req-1")
     assert body == {
         "type": "/problems/FIELD_INVALID",
-        "title": CATALOGUE["FIELD_INVALID"].title,
+        "title": PROBLEM_CODES["FIELD_INVALID"].title,
         "status": 400,
         "detail": "bad field",
         "code": "FIELD_INVALID",
@@ -188,8 +188,8 @@ def test_catalogue_codes_are_unique_and_well_formed() -> None:
     codes = [spec.code for spec in errors._SPECS]
     duplicates = sorted({c for c in codes if codes.count(c) > 1})
     assert duplicates == []
-    assert len(CATALOGUE) == len(codes)
-    for spec in CATALOGUE.values():
+    assert len(PROBLEM_CODES) == len(codes)
+    for spec in PROBLEM_CODES.values():
         assert re.fullmatch(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)*", spec.code), spec.code
         assert 400 <= spec.status <= 599, spec.code
         assert spec.title.strip()
@@ -241,13 +241,13 @@ SPEC_FAMILIES: list[tuple[str, tuple[str, ...], int]] = [
 def test_every_spec_error_family_is_in_the_catalogue(
     family: str, words: tuple[str, ...], status: int
 ) -> None:
-    matching = [spec for spec in CATALOGUE.values() if all(word in spec.code for word in words)]
+    matching = [spec for spec in PROBLEM_CODES.values() if all(word in spec.code for word in words)]
     assert matching, f"no catalogue code for SPEC §6 family {family!r}"
     assert {spec.status for spec in matching} == {status}
 
 
 def test_retryable_flags_follow_the_meaning_of_each_code() -> None:
-    retryable = {code for code, spec in CATALOGUE.items() if spec.retryable}
+    retryable = {code for code, spec in PROBLEM_CODES.items() if spec.retryable}
     assert {
         "INTERNAL_ERROR",
         "RATE_LIMITED",
@@ -268,7 +268,9 @@ def test_published_catalogue_in_docs_matches_the_code() -> None:
     text = (REPO / "docs" / "errors.md").read_text()
     rows = re.findall(r"^\| `([A-Z_0-9]+)` \| (\d{3}) \| [^|]+ \| (yes|no) \|", text, re.M)
     published = {code: (int(status), flag == "yes") for code, status, flag in rows}
-    assert published == {code: (spec.status, spec.retryable) for code, spec in CATALOGUE.items()}
+    assert published == {
+        code: (spec.status, spec.retryable) for code, spec in PROBLEM_CODES.items()
+    }
 
 
 # --------------------------------------------------------------------------- log masking

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from jwt.algorithms import OKPAlgorithm
 from sqlalchemy.orm import Session
 
+from rewardmiles import limits
 from rewardmiles.auth import repository
 from rewardmiles.auth.repository import SigningKeyRow
 from rewardmiles.db.engine import Database
@@ -31,8 +32,6 @@ from rewardmiles.errors import OperatorError
 from rewardmiles.secretbox import SecretBox, signing_key_context
 
 ALGORITHM = "EdDSA"
-RELOAD_INTERVAL_SECONDS_MIN = 5.0
-MISSED_KIDS_MAX = 1000
 REFRESH_SECONDS = 60.0
 
 
@@ -131,10 +130,16 @@ class KeyRing:
         """Each unknown kid triggers one reload (a key another process just added); beyond that,
         at most one reload per interval, so made-up kids cannot hammer the database."""
         with self._lock:
-            if kid not in self._missed_kids and len(self._missed_kids) < MISSED_KIDS_MAX:
+            if (
+                kid not in self._missed_kids
+                and len(self._missed_kids) < limits.signing_keys_missed_kids_max
+            ):
                 self._missed_kids.add(kid)
                 return True
-            return time.monotonic() - self._loaded_at >= RELOAD_INTERVAL_SECONDS_MIN
+            return (
+                time.monotonic() - self._loaded_at
+                >= limits.signing_keys_reload_interval_seconds_min
+            )
 
     def jwks(self) -> dict[str, Any]:
         out = []

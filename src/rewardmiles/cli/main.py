@@ -26,19 +26,19 @@ from sqlalchemy.orm import Session
 from rewardmiles import clock, demo, logs, secretbox
 from rewardmiles.auth import keys as signing_keys
 from rewardmiles.auth import service as auth
-from rewardmiles.catalog import service as catalog
 from rewardmiles.cli import readable
 from rewardmiles.collectors import service as collectors
 from rewardmiles.config import ENV_PREFIX, Settings
 from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database, DatabaseUrlError
 from rewardmiles.db.models import Sponsor
-from rewardmiles.errors import CATALOGUE, OperatorError
+from rewardmiles.errors import PROBLEM_CODES, OperatorError
 from rewardmiles.ledger.verify import verify
-from rewardmiles.offers import catalogue as offers
+from rewardmiles.offers import service as offers
 from rewardmiles.reports import audit, batches, reconciliation
 from rewardmiles.settlement import service as settlement
 from rewardmiles.settlement.worker import Worker
+from rewardmiles.sponsors import service as sponsors
 from rewardmiles.webhooks import service as webhooks
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, cls=readable.Group)
@@ -302,7 +302,7 @@ def sponsor_add(
     """Add an active sponsor (with its STANDARD offer)."""
     _, db = _ready_database()
     with _operation(db) as session:
-        catalog.add_sponsor(session, code, name, clock.utc_now())
+        sponsors.add_sponsor(session, code, name, clock.utc_now())
     out.print(f"sponsor {code} added (offer STANDARD)")
 
 
@@ -329,7 +329,7 @@ def sponsor_set(
         raise _fail("give --review-threshold or --no-review, not both", 2)
     _, db = _ready_database()
     with _operation(db) as session:
-        sponsor = catalog.set_sponsor(
+        sponsor = sponsors.set_sponsor(
             session,
             code,
             review_threshold_miles=None if no_review else review_threshold,
@@ -376,7 +376,7 @@ def location_add(
     """Register a location of a sponsor (from then on, its lines must name a registered one)."""
     _, db = _ready_database()
     with _operation(db) as session:
-        catalog.add_location(session, sponsor, code, clock.utc_now())
+        sponsors.add_location(session, sponsor, code, clock.utc_now())
     out.print(f"location {code} added for sponsor {sponsor}")
 
 
@@ -574,7 +574,9 @@ def pending_reject(
     """Reject a line held for review; the partner sees the reason as the line's errorCode."""
     _, db = _ready_database()
     with _operation(db, usage=(settlement.UnknownReasonError,)) as session:
-        settlement.reject(session, line_id, reason, clock.utc_now(), known_codes=list(CATALOGUE))
+        settlement.reject(
+            session, line_id, reason, clock.utc_now(), known_codes=list(PROBLEM_CODES)
+        )
     out.print(f"line {line_id} rejected ({reason})")
 
 

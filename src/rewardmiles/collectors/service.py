@@ -14,14 +14,14 @@ from typing import IO, cast
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
+from rewardmiles import limits
 from rewardmiles.db.engine import bulk_insert_ignoring_conflicts
 from rewardmiles.db.models import Collector
 from rewardmiles.errors import OperatorError
 
-COLLECTOR_NUMBER = re.compile(r"^[0-9]{11}$")
+COLLECTOR_NUMBER = re.compile(limits.collector_number_pattern)
 STATUSES = ("ACTIVE", "ON_HOLD", "CLOSED")
 IMPORT_BATCH_ROWS = 10_000
-IMPORT_ERRORS_KEPT_MAX = 50
 IMPORT_COLUMNS = ("number", "status", "balance_miles", "created_at", "updated_at")
 COLLECTORS = cast(Table, Collector.__table__)
 
@@ -99,7 +99,7 @@ def _rows(stream: IO[str], report: ImportReport) -> Iterator[tuple[str, str]]:
             _check(number, status)
         except CollectorError as exc:
             report.error_count += 1
-            if len(report.errors) < IMPORT_ERRORS_KEPT_MAX:
+            if len(report.errors) < limits.collector_import_errors_kept_max:
                 report.errors.append(f"line {line_no}: {exc}")
             continue
         report.rows_valid += 1

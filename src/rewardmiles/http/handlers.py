@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from rewardmiles import logs
-from rewardmiles.errors import CATALOGUE, ProblemError, problem
+from rewardmiles.errors import PROBLEM_CODES, ProblemError, problem
 from rewardmiles.http.middleware import request_id_of
 from rewardmiles.http.responses import json_response, problem_response
 from rewardmiles.http.validation import distinct_field_errors, field_error, validation_problem
@@ -42,7 +42,7 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     }.get(exc.status_code)
     if code is None:
         code = "INTERNAL_ERROR" if exc.status_code >= 500 else "FIELD_INVALID"
-    detail = exc.detail if isinstance(exc.detail, str) else CATALOGUE[code].title
+    detail = exc.detail if isinstance(exc.detail, str) else PROBLEM_CODES[code].title
     if exc.status_code == 404 and detail == "Not Found":  # the router's own: say what to check
         detail = (
             f"No resource at {request.url.path}. Paths are matched exactly (no trailing slash, "

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from rewardmiles import limits
-from rewardmiles.errors import CATALOGUE
+from rewardmiles.errors import PROBLEM_CODES
 from rewardmiles.http.responses import PROBLEM_JSON
 
 
@@ -25,7 +25,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for the error statuses a route can return."""
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
-        codes = sorted(spec.code for spec in CATALOGUE.values() if spec.status == status)
+        codes = sorted(spec.code for spec in PROBLEM_CODES.values() if spec.status == status)
         out[status] = {
             "description": "Problem: " + ", ".join(f"`{c}`" for c in codes),
             "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
@@ -42,7 +42,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "title": {"type": "string"},
         "status": {"type": "integer"},
         "detail": {"type": "string"},
-        "code": {"type": "string", "enum": sorted(CATALOGUE)},
+        "code": {"type": "string", "enum": sorted(PROBLEM_CODES)},
         "errors": {
             "type": "array",
             "maxItems": limits.problem_errors_max,

@@ -24,7 +24,6 @@ from rewardmiles.db.engine import lock_id
 from rewardmiles.errors import ProblemError
 from rewardmiles.idempotency import repository
 
-IN_USE_RETRY_AFTER_SECONDS = 1
 LOCK_NAMESPACE = "idempotency"
 
 
@@ -67,7 +66,7 @@ def in_use_error() -> ProblemError:
     return ProblemError(
         "IDEMPOTENCY_KEY_IN_USE",
         "A request with this Idempotency-Key is still executing; retry shortly.",
-        headers={"Retry-After": str(IN_USE_RETRY_AFTER_SECONDS)},
+        headers={"Retry-After": str(limits.in_use_retry_after_seconds)},
     )
 
 

@@ -26,7 +26,7 @@ from rewardmiles.issuance.calls import RULES, Endpoint, Outcome, PartnerCall
 from rewardmiles.issuance.reference import registered_locations
 from rewardmiles.issuance.schemas import Command, computed_lines
 from rewardmiles.ledger import present
-from rewardmiles.offers import catalogue, engine
+from rewardmiles.offers import applicable, engine
 
 
 def calculate(
@@ -100,7 +100,7 @@ def compute(session: Session, settings: Settings, call: PartnerCall) -> Command:
         offers = _program_offers(session, settings, command)
         basket = program.basket
         calculation = {
-            "offers": catalogue.snapshot(offers),
+            "offers": applicable.snapshot(offers),
             "items": [
                 {
                     "id": i.id,
@@ -132,7 +132,7 @@ def _program_offers(session: Session, settings: Settings, command: Command) -> l
                 field="locationCode",
             )
     on_date = command.moment.astimezone(clock.zone(settings.program_time_zone)).date()
-    return catalogue.applicable(session, command.sponsor_code, on_date, location)
+    return applicable.offers(session, command.sponsor_code, on_date, location)
 
 
 def _with_lines(
@@ -197,7 +197,7 @@ def _compute_return(session: Session, call: PartnerCall) -> Command:
         coupons=frozenset(issued["coupons"]),
     )
     computed = engine.withdrawal(
-        catalogue.from_snapshot(issued["offers"]), original_basket, returned_before, returned_now
+        applicable.from_snapshot(issued["offers"]), original_basket, returned_before, returned_now
     )
     # Lines of the ISSUE rejected after the fact (review, expiry) issued nothing: take back only
     # what each offer still has issued and not yet returned.

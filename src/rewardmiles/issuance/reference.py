@@ -17,10 +17,10 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from rewardmiles import limits
 from rewardmiles.issuance import repository as repo
 
 REFERENCE = "rewardmiles.reference"  # session.info key: the cache entries of this unit of work
-CACHED_CODES_MAX = 10_000  # per sponsor: unknown codes sent by a partner do not grow it beyond
 
 
 @dataclass(slots=True)
@@ -103,7 +103,7 @@ def get_offers(
     missing = [code for code in wanted if code not in entry.offers]
     if missing:
         loaded = repo.load_offers(session, sponsor_code, missing)
-        if len(entry.offers) + len(missing) <= CACHED_CODES_MAX:
+        if len(entry.offers) + len(missing) <= limits.reference_cached_codes_max:
             entry.offers.update({code: loaded.get(code) for code in missing})
         else:
             return {
@@ -124,7 +124,7 @@ def registered_locations(
     if missing:
         registers_any, known = repo.load_locations(session, sponsor_code, missing)
         entry.registers_any = registers_any or bool(entry.registers_any)
-        if len(entry.locations) + len(missing) > CACHED_CODES_MAX:
+        if len(entry.locations) + len(missing) > limits.reference_cached_codes_max:
             return entry.registers_any, {c for c in wanted if c in known or entry.locations.get(c)}
         entry.locations.update({code: code in known for code in missing})
     known = {code for code in wanted if entry.locations[code]}

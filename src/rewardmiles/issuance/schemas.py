@@ -52,9 +52,11 @@ PartnerTransactionId = Annotated[
         pattern=PRINTABLE_NO_SPACE,
     ),
 ]
-CollectorNumber = Annotated[str, StringConstraints(strict=True, pattern=r"^[0-9]{11}$")]
-SponsorCode = Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Z0-9]{2,10}$")]
-OfferCode = Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Z0-9]{1,8}$")]
+CollectorNumber = Annotated[
+    str, StringConstraints(strict=True, pattern=limits.collector_number_pattern)
+]
+SponsorCode = Annotated[str, StringConstraints(strict=True, pattern=limits.sponsor_code_pattern)]
+OfferCode = Annotated[str, StringConstraints(strict=True, pattern=limits.offer_code_pattern)]
 LocationCode = Annotated[
     str,
     StringConstraints(
@@ -72,7 +74,7 @@ IsoDateTime = Annotated[
             "type": "string",
             "format": "date-time",
             "pattern": clock.RFC3339_PATTERN,
-            "maxLength": clock.RFC3339_CHARS_MAX,
+            "maxLength": limits.rfc3339_chars_max,
             "description": f"An {DATETIME_FORMAT}.",
         }
     ),

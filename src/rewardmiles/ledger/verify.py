@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
+from rewardmiles import limits
 from rewardmiles.config import NegativeBalancePolicy, Settings
 from rewardmiles.db.models import STATUSES, Collector, IssuanceLine, LedgerEntry, Transaction
 from rewardmiles.ledger.service import COLLECTOR_ACCOUNT, SPONSOR_ACCOUNT
-
-PROBLEMS_SHOWN_MAX = 20
 
 # What a transaction's status says of its lines (issuance/service.py writes them so; settlement
 # keeps them so, `refresh_transaction_status`): an accepted transaction (`posted`, `pending`) has
@@ -52,7 +51,7 @@ def verify(session: Session, settings: Settings | None = None) -> VerifyReport:
             | (func.count() != 2)
             | (func.sum(func.abs(LedgerEntry.amount_miles)) == 0)
         )
-        .limit(PROBLEMS_SHOWN_MAX)
+        .limit(limits.verify_problems_shown_max)
     ).all()
     report.problems += [
         f"line {t}#{n}: entries are not one balanced pair (sum {s})" for t, n, s in unbalanced
@@ -82,7 +81,7 @@ def verify(session: Session, settings: Settings | None = None) -> VerifyReport:
         select(Collector.number, Collector.balance_miles, func.coalesce(sums.c.miles, 0))
         .outerjoin(sums, sums.c.number == Collector.number)
         .where(Collector.balance_miles != func.coalesce(sums.c.miles, 0))
-        .limit(PROBLEMS_SHOWN_MAX)
+        .limit(limits.verify_problems_shown_max)
     ).all()
     report.problems += [
         f"collector {n}: balance {b} but entries sum to {s}" for n, b, s in mismatched
@@ -120,7 +119,7 @@ def verify(session: Session, settings: Settings | None = None) -> VerifyReport:
             select(Collector.number, Collector.balance_miles)
             .where(Collector.balance_miles < 0)
             .order_by(Collector.number)
-            .limit(PROBLEMS_SHOWN_MAX)
+            .limit(limits.verify_problems_shown_max)
         ).all()
         report.problems += [
             f"collector {n}: balance {b} is below zero, which the negative-balance policy "
@@ -145,7 +144,7 @@ def _statuses_disagreeing_with_lines(session: Session) -> list[str]:
             )
         )
         .order_by(Transaction.id, IssuanceLine.line_no)
-        .limit(PROBLEMS_SHOWN_MAX)
+        .limit(limits.verify_problems_shown_max)
     ).all()
     problems = [
         f"transaction {t}: status {ts} but its line #{n} is {ls}" for t, ts, n, ls in wrong_lines
@@ -164,7 +163,7 @@ def _statuses_disagreeing_with_lines(session: Session) -> list[str]:
             )
         )
         .order_by(Transaction.id)
-        .limit(PROBLEMS_SHOWN_MAX)
+        .limit(limits.verify_problems_shown_max)
     ).all()
     problems += [
         f"transaction {t}: status pending but no line of it is"
@@ -207,7 +206,7 @@ def _pairs_disagreeing_with_lines(session: Session) -> list[str]:
                 ),
             )
         )
-        .limit(PROBLEMS_SHOWN_MAX)
+        .limit(limits.verify_problems_shown_max)
     ).all()
     problems = [
         f"line {t}#{n}: {kind} entry does not match the line's account, miles or direction"
@@ -219,7 +218,7 @@ def _pairs_disagreeing_with_lines(session: Session) -> list[str]:
         select(LedgerEntry.transaction_id, LedgerEntry.line_no)
         .group_by(LedgerEntry.transaction_id, LedgerEntry.line_no)
         .having((collector_entries != 1) | (sponsor_entries != 1))
-        .limit(PROBLEMS_SHOWN_MAX)
+        .limit(limits.verify_problems_shown_max)
     ).all()
     problems += [
         f"line {t}#{n}: not one collector entry and one sponsor entry" for t, n in lopsided
@@ -259,7 +258,7 @@ def _reversals_beyond_originals(session: Session) -> list[str]:
             & (issued_q.c.offer == reversed_q.c.offer),
         )
         .where(reversed_q.c.miles > func.coalesce(issued_q.c.miles, 0))
-        .limit(PROBLEMS_SHOWN_MAX)
+        .limit(limits.verify_problems_shown_max)
     ).all()
     return [
         f"original {o} offer {c}: {r} miles reversed but only {i or 0} issued"

@@ -1,1 +1,2 @@
-"""The offers engine (program-calculated issuance): rules, the pure engine, the catalogue."""
+"""Offers and program-calculated issuance: rules (data), the pure engine, the offers that apply
+to a transaction (applicable), operator actions (service), repository."""

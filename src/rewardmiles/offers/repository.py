@@ -1,7 +1,8 @@
-"""Queries of the offer catalogue. No rules here: the catalogue (`offers.catalogue`) decides.
+"""Queries of offers. No rules here: `offers.service` (operator actions) and `offers.applicable`
+(the offers that apply to a transaction) decide.
 
-Offers are returned as their mapped rows (`db.models.Offer`): the catalogue reads them once, and
-sets an offer's fields on the row it locked.
+Offers are returned as their mapped rows (`db.models.Offer`): the callers read them once, and
+`offers.service` sets an offer's fields on the row it locked.
 """
 
 from __future__ import annotations

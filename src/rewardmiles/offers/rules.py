@@ -12,8 +12,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, model_validator
 from pydantic.alias_generators import to_camel
 
-MILES_IN_RULE_MAX = 1_000_000
-Miles = Annotated[StrictInt, Field(ge=1, le=MILES_IN_RULE_MAX)]
+from rewardmiles import limits
+
+Miles = Annotated[StrictInt, Field(ge=1, le=limits.offer_rule_miles_max)]
 Dollars = Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=2)]
 Spend = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
 Names = list[Annotated[str, Field(min_length=1, max_length=64)]]

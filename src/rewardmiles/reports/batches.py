@@ -32,7 +32,7 @@ from typing import IO, Any, BinaryIO, ClassVar, cast
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from rewardmiles import clock
+from rewardmiles import clock, limits
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.errors import OperatorError
@@ -54,7 +54,6 @@ from rewardmiles.issuance.schemas import (
 from rewardmiles.reports import repository
 
 CHUNK_RECORDS = 1000
-DETAIL_CHARS_MAX = 500
 LOG_TYPES = {
     "POST/EVENT": Endpoint.POST_EVENT,
     "REVERSE/EVENT": Endpoint.REVERSE_EVENT,
@@ -411,7 +410,7 @@ def _row(
         "line_no": line_no,
         "outcome": outcome,
         "error_code": error_code,
-        "detail": detail[:DETAIL_CHARS_MAX] if detail else None,
+        "detail": detail[: limits.batch_detail_chars_max] if detail else None,
         "endpoint": record.endpoint.value if record else None,
         "partner_transaction_id": record.partner_transaction_id if record else None,
         "collector_number": record.collector_number if record else None,

@@ -25,10 +25,6 @@ router = APIRouter(prefix="/checkout/issuance/reports", tags=["reports"])
 batch_router = APIRouter(prefix="/checkout/issuance/batches", tags=["reports"])
 
 log = logs.get_logger("rewardmiles.batches")
-BATCH_PAGE_MAX = 10_000
-BATCH_OFFSET_MAX = 2**31 - 1
-REPORT_DAY_MIN = date(1, 1, 2)
-REPORT_DAY_MAX = date(9999, 12, 30)
 BATCH_MEDIA = {"text/csv": "csv", "application/x-ndjson": "jsonl", "application/jsonl": "jsonl"}
 
 
@@ -54,10 +50,11 @@ def _scope(principal: Principal, sponsor_code: str | None, day: str) -> tuple[st
         raise ProblemError(
             "FIELD_INVALID", "date must be a day, YYYY-MM-DD.", field="date"
         ) from exc
-    if not REPORT_DAY_MIN <= parsed <= REPORT_DAY_MAX:  # the day's UTC bounds must exist
+    # The day's UTC bounds must exist.
+    if not limits.report_day_min <= parsed <= limits.report_day_max:
         raise ProblemError(
             "FIELD_INVALID",
-            f"date must lie between {REPORT_DAY_MIN} and {REPORT_DAY_MAX}.",
+            f"date must lie between {limits.report_day_min} and {limits.report_day_max}.",
             field="date",
         )
     return sponsor, parsed
@@ -225,8 +222,8 @@ def _run_upload(ctx: Any, batch_id: str, path: str, kind: str, client_id: str) -
 async def get_batch(
     request: Request,
     batchId: str,  # noqa: N803
-    offset: Annotated[int, Query(ge=0, le=BATCH_OFFSET_MAX)] = 0,
-    limit: Annotated[int, Query(ge=1, le=BATCH_PAGE_MAX)] = 1000,
+    offset: Annotated[int, Query(ge=0, le=limits.batch_records_offset_max)] = 0,
+    limit: Annotated[int, Query(ge=1, le=limits.batch_records_page_max)] = 1000,
     outcome: str | None = None,
 ) -> Response:
     ctx = request.app.state.ctx

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from rewardmiles import ledger
+from rewardmiles import ledger, limits
 from rewardmiles.config import NegativeBalancePolicy, Settings
 from rewardmiles.db.models import PENDING, POSTED, REJECTED
 from rewardmiles.errors import OperatorError
@@ -34,12 +34,6 @@ from rewardmiles.settlement.repository import (
 from rewardmiles.webhooks import service as webhooks
 
 CREDIT = "credit"
-
-COLLECTORS_PER_PASS_MAX = 200
-# Lines settled under one hold of a collector's row lock: a backlog of thousands is settled in
-# several short transactions, so the partner requests for that collector wait milliseconds, not
-# seconds, between them.
-SETTLED_PER_TRANSACTION_MAX = 100
 
 
 @dataclass
@@ -67,10 +61,10 @@ def _expired_before(settings: Settings, now: datetime) -> datetime:
 
 
 def candidates(session: Session, settings: Settings, now: datetime) -> list[str]:
-    """The collectors a pass settles, at most COLLECTORS_PER_PASS_MAX: those with a pending line
-    whose cause may have cleared, or that expired."""
+    """The collectors a pass settles, at most `limits.settlement_collectors_per_pass_max`: those
+    with a pending line whose cause may have cleared, or that expired."""
     found = repository.candidate_collectors(
-        session, _expired_before(settings, now), COLLECTORS_PER_PASS_MAX
+        session, _expired_before(settings, now), limits.settlement_collectors_per_pass_max
     )
     # RECORD transactions without a collector never pend
     return [number for number in found if number is not None]
@@ -80,9 +74,9 @@ def settle_collector(
     session: Session, settings: Settings, number: str, now: datetime
 ) -> tuple[SettleReport, bool]:
     """Settle what can be settled of one collector's pending lines, at most
-    SETTLED_PER_TRANSACTION_MAX of them, in the caller's unit of work: (what it did, True if it
-    stopped there: call again, in a new unit of work). The lines left pending are counted by the
-    call that saw every line, once."""
+    `limits.settlement_lines_per_transaction_max` of them, in the caller's unit of work: (what it
+    did, True if it stopped there: call again, in a new unit of work). The lines left pending are
+    counted by the call that saw every line, once."""
     expired_before = _expired_before(settings, now)
     report = SettleReport()
     account = ledger.lock_collector(session, number)
@@ -91,7 +85,7 @@ def settle_collector(
     settled = still_pending = 0
     stopped_early = False
     for line in lines:
-        if settled == SETTLED_PER_TRANSACTION_MAX:
+        if settled == limits.settlement_lines_per_transaction_max:
             stopped_early = True
             break
         outcome = _decide(session, settings, account, line)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from rewardmiles import clock, logs
+from rewardmiles import clock, limits, logs
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.idempotency import repository as keys
@@ -23,13 +23,12 @@ log = logs.get_logger("rewardmiles.settlement")
 
 QUEUE_DEPTH_LOG_SECONDS = 60.0
 PURGE_INTERVAL_SECONDS = 3600.0
-ERROR_BACKOFF_SECONDS_MAX = 30.0
 
 
 def settle_pending(db: Database, settings: Settings, now: datetime) -> SettleReport:
     """One pass over the collectors with settleable lines; returns what it did. The collectors are
     read in a transaction of their own; each is then settled in units of work of at most
-    `service.SETTLED_PER_TRANSACTION_MAX` lines, as many as its backlog needs."""
+    `limits.settlement_lines_per_transaction_max` lines, as many as its backlog needs."""
     with db.reader() as session:
         collectors = service.candidates(session, settings, now)
     report = SettleReport()
@@ -95,7 +94,9 @@ class Worker:
                 failures = 0
             except Exception as exc:  # keep settling after a database outage
                 failures += 1
-                delay = min(ERROR_BACKOFF_SECONDS_MAX, self._poll_seconds * 2**failures)
+                delay = min(
+                    limits.worker_error_backoff_seconds_max, self._poll_seconds * 2**failures
+                )
                 log.error(
                     "settlement_failed", error=type(exc).__name__, detail=str(exc), retry_in_s=delay
                 )

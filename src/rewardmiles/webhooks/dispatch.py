@@ -22,14 +22,13 @@ from typing import TypeVar
 
 import httpx
 
-from rewardmiles import clock, logs, secretbox
+from rewardmiles import clock, limits, logs, secretbox
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.webhooks import service, targets
 
 log = logs.get_logger("rewardmiles.webhooks")
 
-ERROR_BACKOFF_SECONDS_MAX = 30.0
 T = TypeVar("T")
 
 
@@ -128,7 +127,7 @@ class Dispatcher:
     async def _pass(self) -> tuple[int, int]:
         delivered = failed = 0
         async with self._client() as client:
-            while delivered + failed < service.DELIVERIES_PER_PASS_MAX:
+            while delivered + failed < limits.webhook_deliveries_per_pass_max:
                 due = await self._in_db_thread(self._claim, self._slots)
                 outcomes = await asyncio.gather(*(self._deliver(client, d) for d in due))
                 delivered += sum(1 for ok in outcomes if ok)
@@ -153,7 +152,10 @@ class Dispatcher:
                         failures = 0
                     except Exception as exc:  # keep going through a database outage
                         failures += 1
-                        delay = min(ERROR_BACKOFF_SECONDS_MAX, self._poll_seconds * 2**failures)
+                        delay = min(
+                            limits.worker_error_backoff_seconds_max,
+                            self._poll_seconds * 2**failures,
+                        )
                         log.error(
                             "webhook_claim_failed",
                             error=type(exc).__name__,

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 import orjson
 from sqlalchemy.orm import Session
 
-from rewardmiles import clock, secretbox
+from rewardmiles import clock, limits, secretbox
 from rewardmiles.config import Settings
 from rewardmiles.db.models import Sponsor, Webhook, WebhookDelivery
 from rewardmiles.errors import OperatorError
@@ -33,10 +33,7 @@ from rewardmiles.webhooks import repository, targets
 
 SETTLED_EVENT = "transaction.settled"
 SIGNATURE_HEADER = "Rewardmiles-Signature"
-DELIVERIES_PER_PASS_MAX = 50
-RETRY_DELAY_SECONDS_MAX = 3600.0
 LEASE_MARGIN_SECONDS = 30.0
-ERROR_CHARS_MAX = 500
 
 
 class WebhookError(OperatorError):
@@ -183,7 +180,7 @@ class DueDelivery:
 def lease_due(session: Session, now: datetime, lease: timedelta, limit: int) -> list[DueDelivery]:
     """Claim up to `limit` due deliveries (rows locked by another claimer are skipped), in the
     caller's short unit of work: its commit is what hands them to this claimer."""
-    rows = repository.lock_due(session, now, min(limit, DELIVERIES_PER_PASS_MAX))
+    rows = repository.lock_due(session, now, min(limit, limits.webhook_deliveries_per_pass_max))
     due = [DueDelivery(**row._mapping) for row in rows]
     if due:
         repository.postpone(session, [d.id for d in due], now + lease)
@@ -211,14 +208,14 @@ def record_attempt(
     else:
         give_up = attempts >= settings.webhook_attempts_max
         delay = min(
-            RETRY_DELAY_SECONDS_MAX,
+            limits.webhook_retry_delay_seconds_max,
             settings.webhook_retry_base_seconds * 2 ** (attempts - 1),
         )
         values = {
             "status": "failed" if give_up else "pending",
             "attempts": attempts,
             "next_attempt_at": now + timedelta(seconds=delay),
-            "last_error": error[:ERROR_CHARS_MAX],
+            "last_error": error[: limits.webhook_error_chars_max],
         }
     repository.update_pending(session, due.id, values)
     return error is None

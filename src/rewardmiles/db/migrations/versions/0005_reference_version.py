@@ -1,7 +1,7 @@
 """reference_version: a counter bumped by triggers whenever sponsors, offers or locations change
 
 API processes cache those rows and read the counter in a statement they run anyway, so a
-catalogue change made by any process, CLI or SQL session is seen by the next request.
+change to them made by any process, CLI or SQL session is seen by the next request.
 
 Revision ID: 0005
 Revises: 0004

@@ -1,9 +1,6 @@
-"""The offer catalogue: operator actions, and the offers that apply to a basket.
-
-Program-calculated issuance uses the offers that have a rule, are active and valid on the
-transaction's date (program time zone), and apply at its location. An ISSUE stores a snapshot of
-those offers, so its RETURN is computed with the rules as they applied then. The rows are read
-and written by `offers.repository`.
+"""Operator actions on offers: add, replace, disable, list, import. Callers pass the unit of work;
+the rows are read and written by `offers.repository`. Which offers apply to a transaction:
+`offers.applicable`.
 """
 
 from __future__ import annotations
@@ -18,13 +15,10 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from rewardmiles import limits
 from rewardmiles.errors import OperatorError
-from rewardmiles.offers import engine, repository
+from rewardmiles.offers import repository
 from rewardmiles.offers.rules import dump_rule, parse_rule
-
-OFFER_CODE = re.compile(r"^[A-Z0-9]{1,8}$")
-LOCATION_CODE = re.compile(r"^[!-~]{1,10}$")
-DESCRIPTION_CHARS_MAX = 255
 
 
 class OfferError(OperatorError):
@@ -70,13 +64,18 @@ def _rule_text(rule: object) -> str:
 def _check(
     code: str, valid_from: date | None, valid_to: date | None, locations: Iterable[str] | None
 ) -> None:
-    if not OFFER_CODE.match(code):
-        raise OfferError(f"offer code {code!r} must be 1–8 uppercase letters or digits")
+    if not re.match(limits.offer_code_pattern, code):
+        raise OfferError(
+            f"offer code {code!r} must be 1–{limits.offer_code_chars_max} uppercase letters or digits"
+        )
     if valid_from and valid_to and valid_from > valid_to:
         raise OfferError("validFrom is after validTo")
     for location in locations or ():
-        if not LOCATION_CODE.match(location):
-            raise OfferError(f"location code {location!r} must be 1–10 printable characters")
+        if not re.match(limits.location_code_pattern, location):
+            raise OfferError(
+                f"location code {location!r} must be 1–{limits.location_code_chars_max}"
+                " printable characters"
+            )
 
 
 def put_offer(
@@ -97,10 +96,12 @@ def put_offer(
     if not repository.sponsor_exists(session, sponsor_code):
         raise OfferError(f"sponsor {sponsor_code} does not exist")
     _check(code, valid_from, valid_to, locations)
-    if offer_id is not None and not 1 <= len(offer_id) <= 64:
-        raise OfferError("offerId must be 1–64 characters")
-    if len(description) > DESCRIPTION_CHARS_MAX:
-        raise OfferError(f"the description may be at most {DESCRIPTION_CHARS_MAX} characters")
+    if offer_id is not None and not 1 <= len(offer_id) <= limits.offer_id_chars_max:
+        raise OfferError(f"offerId must be 1–{limits.offer_id_chars_max} characters")
+    if len(description) > limits.offer_description_chars_max:
+        raise OfferError(
+            f"the description may be at most {limits.offer_description_chars_max} characters"
+        )
     rule_text = _rule_text(rule) if rule is not None else None
     offer = repository.locked_offer(session, sponsor_code, code)
     if offer is not None and not replace:
@@ -180,41 +181,3 @@ def _date(value: object) -> date | None:
     if value is None or isinstance(value, date):
         return value
     return date.fromisoformat(str(value))
-
-
-def applicable(
-    session: Session, sponsor_code: str, on_date: date, location_code: str | None
-) -> list[engine.Offer]:
-    """The sponsor's rule-bearing offers active on `on_date` at `location_code`."""
-    offers = []
-    for o in repository.active_rule_offers(session, sponsor_code):
-        if (o.valid_from and on_date < o.valid_from) or (o.valid_to and on_date > o.valid_to):
-            continue
-        locations = json.loads(o.location_codes_json) if o.location_codes_json else None
-        if locations is not None and location_code not in locations:
-            continue
-        offers.append(
-            engine.Offer(
-                o.code, o.offer_id, o.description, parse_rule(json.loads(o.rule_json or "null"))
-            )
-        )
-    return offers
-
-
-def snapshot(offers: Iterable[engine.Offer]) -> list[dict[str, Any]]:
-    return [
-        {
-            "code": o.code,
-            "offerId": o.offer_id,
-            "description": o.description,
-            "rule": dump_rule(o.rule),
-        }
-        for o in offers
-    ]
-
-
-def from_snapshot(documents: Iterable[Mapping[str, Any]]) -> list[engine.Offer]:
-    return [
-        engine.Offer(d["code"], d["offerId"], d["description"], parse_rule(d["rule"]))
-        for d in documents
-    ]

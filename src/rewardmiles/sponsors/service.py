@@ -1,4 +1,5 @@
-"""Operator actions on sponsors, offers and locations. Callers pass the unit of work."""
+"""Operator actions on sponsors and their locations (offers: `offers.service`). Callers pass the
+unit of work; the rows are read by `sponsors.repository`."""
 
 from __future__ import annotations
 
@@ -7,27 +8,29 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from rewardmiles import limits
 from rewardmiles.db.models import Location, Offer, Sponsor
 from rewardmiles.errors import OperatorError
+from rewardmiles.sponsors import repository
 
-SPONSOR_CODE = re.compile(r"^[A-Z0-9]{2,10}$")
-OFFER_CODE = re.compile(r"^[A-Z0-9]{1,8}$")
-LOCATION_CODE = re.compile(r"^[!-~]{1,10}$")
 STANDARD_OFFER = "STANDARD"
 
 
-class CatalogError(OperatorError):
+class SponsorError(OperatorError):
     pass
 
 
 def add_sponsor(session: Session, code: str, name: str, now: datetime) -> Sponsor:
     """A new active sponsor, with its `STANDARD` offer (SPEC §2.3: every sponsor has one)."""
-    if not SPONSOR_CODE.match(code):
-        raise CatalogError("sponsor code must be 2–10 uppercase letters or digits")
+    if not re.match(limits.sponsor_code_pattern, code):
+        raise SponsorError(
+            f"sponsor code must be {limits.sponsor_code_chars_min}–{limits.sponsor_code_chars_max}"
+            " uppercase letters or digits"
+        )
     if not name.strip():
-        raise CatalogError("sponsor name must not be empty")
-    if session.get(Sponsor, code) is not None:
-        raise CatalogError(f"sponsor {code} already exists")
+        raise SponsorError("sponsor name must not be empty")
+    if repository.sponsor(session, code) is not None:
+        raise SponsorError(f"sponsor {code} already exists")
     sponsor = Sponsor(
         code=code, name=name.strip(), active=True, review_threshold_miles=None, created_at=now
     )
@@ -48,12 +51,15 @@ def add_sponsor(session: Session, code: str, name: str, now: datetime) -> Sponso
 
 
 def add_location(session: Session, sponsor_code: str, code: str, now: datetime) -> Location:
-    if session.get(Sponsor, sponsor_code) is None:
-        raise CatalogError(f"sponsor {sponsor_code} does not exist")
-    if not LOCATION_CODE.match(code):
-        raise CatalogError("location code must be 1–10 printable ASCII characters without spaces")
-    if session.get(Location, (sponsor_code, code)) is not None:
-        raise CatalogError(f"location {code} already exists for sponsor {sponsor_code}")
+    if repository.sponsor(session, sponsor_code) is None:
+        raise SponsorError(f"sponsor {sponsor_code} does not exist")
+    if not re.match(limits.location_code_pattern, code):
+        raise SponsorError(
+            f"location code must be 1–{limits.location_code_chars_max} printable ASCII characters"
+            " without spaces"
+        )
+    if repository.location(session, sponsor_code, code) is not None:
+        raise SponsorError(f"location {code} already exists for sponsor {sponsor_code}")
     location = Location(sponsor_code=sponsor_code, code=code, created_at=now)
     session.add(location)
     return location
@@ -67,12 +73,12 @@ def set_sponsor(
     clear_review_threshold: bool = False,
     active: bool | None = None,
 ) -> Sponsor:
-    sponsor = session.get(Sponsor, code, with_for_update=True)
+    sponsor = repository.locked_sponsor(session, code)
     if sponsor is None:
-        raise CatalogError(f"sponsor {code} does not exist")
+        raise SponsorError(f"sponsor {code} does not exist")
     if review_threshold_miles is not None:
         if review_threshold_miles < 1:
-            raise CatalogError("the review threshold must be at least 1 mile")
+            raise SponsorError("the review threshold must be at least 1 mile")
         sponsor.review_threshold_miles = review_threshold_miles
     if clear_review_threshold:
         sponsor.review_threshold_miles = None

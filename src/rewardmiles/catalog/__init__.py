@@ -1,1 +1,0 @@
-"""Sponsors, their offers and locations: operator-managed reference data."""

@@ -1,0 +1,1 @@
+"""Sponsors and their locations: operator-managed reference data (offers: `offers/`)."""
