@@ -385,8 +385,9 @@ class AdminToken(Base):
 
 
 class SignInFailures(Base):
-    """Failed operator sign-ins counted per key (`pair:EMAIL|ADDRESS`, `address:ADDRESS`,
-    `account:EMAIL`), forgotten a while after the last one (operators.service)."""
+    """Failed operator sign-ins counted per key (`pair:ACCOUNT|ADDRESS`, `address:ADDRESS`,
+    `account:ACCOUNT`, ACCOUNT a digest of the e-mail), forgotten a while after the last one
+    (operators.service)."""
 
     __tablename__ = "operator_sign_in_failures"
     key: Mapped[str] = mapped_column(String(400), primary_key=True)

@@ -43,9 +43,12 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 def on_loopback_http(request: Request) -> bool:
     """Plain HTTP to a loopback host (`localhost`, 127.0.0.0/8, ::1), as the browser sees it."""
-    if request.url.scheme != "http":
+    try:
+        if request.url.scheme != "http":
+            return False
+        host = (request.url.hostname or "").lower()
+    except ValueError:  # a Host header that is no host (`[x`)
         return False
-    host = (request.url.hostname or "").lower()
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
@@ -100,7 +103,10 @@ def check_origin(request: Request) -> None:
     if origin is None:
         return
     host = request.headers.get("host", "").lower()
-    sent = urlsplit(origin).netloc.lower() if origin != "null" else ""
+    try:
+        sent = urlsplit(origin).netloc.lower() if origin != "null" else ""
+    except ValueError:  # not a URL (`http://[x`)
+        sent = ""
     if not sent or sent != host:
         raise ProblemError(
             "CSRF_REJECTED", f"The Origin {origin!r} is not this service's ({host or 'none'})."

@@ -456,8 +456,10 @@ class SignInCheck:
 
 
 def failure_keys(email: str, address: str) -> tuple[str, str, str]:
-    """The counts a failed sign-in adds to: (account and address, address, account)."""
-    account = email.strip().lower()
+    """The counts a failed sign-in adds to: (account and address, address, account). The
+    e-mail as typed (any text, a password typed in the wrong field included) is kept only as a
+    digest of its lower-case form."""
+    account = credentials.digest(email.strip().lower())[:32]
     return f"pair:{account}|{address}", f"address:{address}", f"account:{account}"
 
 
