@@ -32,6 +32,13 @@ PG_ADMIN_URL = os.environ.get(
     "REWARDMILES_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 TEST_HASH_COST = "10"
+# The cheapest hashes the settings allow (scrypt for client secrets, argon2id for operator
+# passwords): every server the tests start, unless a test says otherwise.
+TEST_HASH_SETTINGS = {
+    "REWARDMILES_SECRET_HASH_COST": TEST_HASH_COST,
+    "REWARDMILES_PASSWORD_HASH_TIME_COST": "1",
+    "REWARDMILES_PASSWORD_HASH_MEMORY_KIB": "1024",
+}
 # The suite's key-encryption key: every server, CLI run and in-process service of the tests reads
 # and writes the stored secrets with it (PostgreSQL is production mode and needs one).
 TEST_SECRET_KEY = "c3VpdGUta2V5LWZvci10aGUtdGVzdC1maXh0dXJlcy0="
@@ -223,7 +230,7 @@ def server_factory(
             url,
             dialect,
             tmp_path_factory.mktemp("server"),
-            env={"REWARDMILES_SECRET_HASH_COST": TEST_HASH_COST, **(env or {})},
+            env={**TEST_HASH_SETTINGS, **(env or {})},
             workers=workers,
         )
         started.append(server)

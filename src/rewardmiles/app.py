@@ -12,6 +12,7 @@ import anyio
 from fastapi import FastAPI
 
 from rewardmiles import __version__, clock, logs, ratelimit, secretbox
+from rewardmiles.admin import routes as admin_routes
 from rewardmiles.apidocs import add_api_docs
 from rewardmiles.auth import routes as auth_routes
 from rewardmiles.auth.keys import KeyRing
@@ -40,6 +41,8 @@ from rewardmiles.issuance.schemas import (
     ReverseEventRequest,
 )
 from rewardmiles.ledger import GroupCommit
+from rewardmiles.operators import routes as operator_routes
+from rewardmiles.operators.routes import SignInRequest
 from rewardmiles.reports import routes as reports_routes
 from rewardmiles.reports.jobs import BatchJobs
 from rewardmiles.settlement.worker import Worker
@@ -141,6 +144,7 @@ REQUEST_MODELS = (
     CalculateRequest,
     IssueRequest,
     ReturnRequest,
+    SignInRequest,  # POST /admin/session
 )
 
 
@@ -192,6 +196,9 @@ def create_app(settings: Settings | None = None, *, direct_lane: bool = True) ->
     app.include_router(reports_routes.router)
     app.include_router(reports_routes.batch_router)
     app.include_router(health_router)
+    # The support desk's API: ordinary framework routes, never on the direct lane.
+    app.include_router(operator_routes.router)
+    app.include_router(admin_routes.router)
     _add_problem_routes(app)
     add_api_docs(app)
     app.openapi = lambda: openapi.document(app, REQUEST_MODELS)  # type: ignore[method-assign]

@@ -121,6 +121,52 @@ class Settings(BaseModel):
         "over an address's, every secret from it gets 429 unchecked; 0 = off",
     )
     token_failure_rate_limit_burst: int = Field(default=10, ge=1, le=10_000)
+    admin_session_idle_minutes: int = Field(
+        default=30,
+        ge=1,
+        le=1440,
+        description="An operator's browser session ends after this many minutes without a request",
+    )
+    admin_session_absolute_hours: int = Field(
+        default=12,
+        ge=1,
+        le=168,
+        description="An operator's browser session ends this many hours after its sign-in, "
+        "however active",
+    )
+    password_hash_time_cost: int = Field(
+        default=3, ge=1, le=10, description="argon2id passes of operator password hashes"
+    )
+    password_hash_memory_kib: int = Field(
+        default=65_536,
+        ge=1024,
+        le=1_048_576,
+        description="argon2id memory of operator password hashes, in KiB (64 MiB)",
+    )
+    sign_in_failures_allowed: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Failed operator sign-ins for one account from one address before that "
+        "pair is locked out, for a time that doubles with each further failure",
+    )
+    sign_in_address_failures_allowed: int = Field(
+        default=20,
+        ge=1,
+        le=100_000,
+        description="Failed operator sign-ins from one address, whatever the accounts, before "
+        "the address is locked out (doubling likewise)",
+    )
+    sign_in_account_failures_alarm: int = Field(
+        default=20,
+        ge=1,
+        le=100_000,
+        description="Failed sign-ins for one account from all addresses after which an address "
+        "that fails for it once is locked out (addresses that have not failed still sign in)",
+    )
+    sign_in_lockout_max_seconds: int = Field(
+        default=900, ge=1, le=86_400, description="The longest sign-in lockout"
+    )
     redis_url: str | None = Field(
         default=None, description="Share rate-limit budgets across API processes via Redis"
     )

@@ -18,6 +18,8 @@ class ErrorSpec:
     title: str
     retryable: bool
     meaning: str
+    # Answered by the admin API (`/admin`) only: left out of the partner routes' OpenAPI answers.
+    admin: bool = False
 
 
 _SPECS: tuple[ErrorSpec, ...] = (
@@ -240,6 +242,64 @@ _SPECS: tuple[ErrorSpec, ...] = (
         "Sponsor not allowed",
         False,
         "The token's client may not act for this sponsor.",
+    ),
+    # -- the admin API (/admin): operators' sessions and admin tokens --
+    ErrorSpec(
+        "ADMIN_UNAUTHENTICATED",
+        401,
+        "Admin credentials missing or invalid",
+        False,
+        "An `/admin` call without an admin credential, or with one that is not valid: no "
+        "session cookie and no `Authorization: Bearer` admin token, an unknown, revoked or "
+        "expired admin token, a session that does not exist (signed out), or a partner token "
+        "(partner tokens are never accepted on `/admin`).",
+        admin=True,
+    ),
+    ErrorSpec(
+        "ADMIN_SESSION_EXPIRED",
+        401,
+        "Session expired",
+        True,
+        "The operator's session ended: idle longer than `REWARDMILES_ADMIN_SESSION_IDLE_MINUTES` "
+        "(30) or older than `REWARDMILES_ADMIN_SESSION_ABSOLUTE_HOURS` (12). Sign in again.",
+        admin=True,
+    ),
+    ErrorSpec(
+        "SIGN_IN_FAILED",
+        401,
+        "Sign-in failed",
+        False,
+        "`POST /admin/session`: unknown e-mail, wrong password or disabled operator (one answer "
+        "for all three).",
+        admin=True,
+    ),
+    ErrorSpec(
+        "ADMIN_FORBIDDEN",
+        403,
+        "Role not allowed",
+        False,
+        "The operator's or admin token's role does not allow this call (viewer < agent < admin).",
+        admin=True,
+    ),
+    ErrorSpec(
+        "CSRF_REJECTED",
+        403,
+        "Cross-site request refused",
+        False,
+        "A `POST`, `PUT`, `PATCH` or `DELETE` authenticated by the session cookie without the "
+        "session's `X-CSRF-Token`, with another token, or with an `Origin` header naming another "
+        "host than `Host`. Nothing was done.",
+        admin=True,
+    ),
+    ErrorSpec(
+        "SIGN_IN_THROTTLED",
+        429,
+        "Too many failed sign-ins",
+        True,
+        "Too many failed sign-ins for this account from this address, or from this address "
+        "overall: no password is checked from it until `Retry-After` seconds have passed. "
+        "Other addresses are not affected.",
+        admin=True,
     ),
     ErrorSpec("NOT_FOUND", 404, "Not found", False, "No such resource."),
     ErrorSpec(

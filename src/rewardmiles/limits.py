@@ -13,6 +13,7 @@ from typing import Final
 # Wire contract: what a partner may send, and what it gets back.
 request_body_bytes_max: Final = 1_048_576
 token_body_bytes_max: Final = 8_192  # POST /oauth/token
+sign_in_body_bytes_max: Final = 8_192  # POST /admin/session
 # A partner body larger than this is parsed and validated in a CPU worker thread
 # (`Settings.cpu_threads`), not on the event loop that serves every other request. A normal body
 # (a POST/EVENT is ~0.2 KiB, ~30 us; 50 lines ~4 KiB) stays inline with no thread hop; the worst

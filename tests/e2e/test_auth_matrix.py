@@ -1,4 +1,5 @@
-"""Every partner route refuses every kind of bad token (SPEC §5); a new route must join the matrix."""
+"""Every partner route refuses every kind of bad token (SPEC §5), and every admin route every kind of
+bad admin credential; a new route must join the matrix."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import hmac
 import json
 import secrets
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jwt
@@ -17,10 +19,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 
 from rewardmiles.db.models import SigningKey
+from rewardmiles.operators import service as operators
+from rewardmiles.operators.access import LOOPBACK_COOKIE_NAME, UNSAFE_METHODS
 from rewardmiles.secretbox import signing_key_context
+from rewardmiles.vocabulary import OperatorRole
 from tests.conftest import TEST_BOX
 from tests.e2e.conftest import World
 from tests.support import data
+from tests.support.operators import TEST_ACTOR, new_operator, new_session, new_token
 
 OPENAPI = Path(__file__).resolve().parents[2] / "openapi.json"
 PUBLIC = {
@@ -30,6 +36,8 @@ PUBLIC = {
     ("GET", "/readyz"),
     ("GET", "/problems"),
     ("GET", "/problems/{code}"),
+    ("POST", "/admin/session"),  # sign-in
+    ("DELETE", "/admin/session"),  # sign-out: nothing to end without a session
 }
 # Every protected route, with a concrete path to call.
 PROTECTED: dict[tuple[str, str], str] = {
@@ -56,10 +64,20 @@ PROTECTED: dict[tuple[str, str], str] = {
 }
 
 
+# Every admin route, with a concrete path to call and the least role it needs.
+ADMIN: dict[tuple[str, str], tuple[str, OperatorRole]] = {
+    ("GET", "/admin/v1/me"): ("/admin/v1/me", OperatorRole.VIEWER),
+    ("GET", "/admin/v1/collectors/{number}"): (
+        "/admin/v1/collectors/12345678901",
+        OperatorRole.VIEWER,
+    ),
+}
+
+
 def test_every_route_of_the_openapi_document_is_public_or_in_the_matrix() -> None:
     document = json.loads(OPENAPI.read_text())
     routes = {(method.upper(), path) for path, ops in document["paths"].items() for method in ops}
-    assert routes == PUBLIC | set(PROTECTED)
+    assert routes == PUBLIC | set(PROTECTED) | set(ADMIN)
 
 
 def _signing_key(world: World) -> tuple[str, Ed25519PrivateKey]:
@@ -229,3 +247,89 @@ def test_responses_carry_security_headers_and_partner_data_is_never_cached(world
     assert partner_call.headers["cache-control"] == "no-store"
     assert problem.headers["cache-control"] == "no-store"
     assert "cache-control" not in health.headers
+
+
+# --------------------------------------------------------------------------- the admin API
+
+BAD_ADMIN_CREDENTIALS = {
+    "missing": "ADMIN_UNAUTHENTICATED",
+    "partner_token": "ADMIN_UNAUTHENTICATED",
+    "garbage_bearer": "ADMIN_UNAUTHENTICATED",
+    "unknown_admin_token": "ADMIN_UNAUTHENTICATED",
+    "revoked_admin_token": "ADMIN_UNAUTHENTICATED",
+    "expired_admin_token": "ADMIN_UNAUTHENTICATED",
+    "unknown_session": "ADMIN_UNAUTHENTICATED",
+    "expired_session": "ADMIN_SESSION_EXPIRED",
+}
+
+
+def _admin_headers(world: World, kind: str) -> dict[str, str]:
+    """A fresh credential of `kind` (an expired session is deleted when it is first refused)."""
+    now = datetime.now(UTC)
+
+    def bearer(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    if kind == "missing":
+        return {}
+    if kind == "partner_token":
+        return bearer(world.partner.token)
+    if kind == "garbage_bearer":
+        return bearer("not.a.token")
+    if kind == "unknown_admin_token":
+        return bearer("rma_" + secrets.token_urlsafe(32))
+    if kind == "revoked_admin_token":
+        revoked = new_token(world.db, OperatorRole.ADMIN, now=now)
+        with world.db.unit_of_work() as session:
+            operators.revoke_token(session, revoked.view.id, now, TEST_ACTOR)
+        return bearer(revoked.token)
+    if kind == "expired_admin_token":
+        return bearer(
+            new_token(
+                world.db, OperatorRole.ADMIN, now=now - timedelta(days=2), expires_days=1
+            ).token
+        )
+    if kind == "unknown_session":
+        return {"Cookie": f"{LOOPBACK_COOKIE_NAME}={secrets.token_urlsafe(32)}"}
+    if kind == "expired_session":
+        login = new_operator(world.db, OperatorRole.ADMIN, now=now)
+        signed = new_session(world.db, login.email, now - timedelta(minutes=31))
+        return {"Cookie": f"{LOOPBACK_COOKIE_NAME}={signed.cookie}"}
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", list(BAD_ADMIN_CREDENTIALS))
+def test_every_admin_route_refuses_every_bad_credential(world: World, kind: str) -> None:
+    for (method, _), (path, _) in ADMIN.items():
+        response = world.partner.http.request(method, path, headers=_admin_headers(world, kind))
+        assert response.status_code == 401, (kind, method, path, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == BAD_ADMIN_CREDENTIALS[kind], (kind, path)
+        assert response.headers["www-authenticate"] == 'Bearer realm="rewardmiles-admin"'
+
+
+def test_every_admin_route_refuses_a_role_below_its_own_and_a_cookie_without_csrf(
+    world: World,
+) -> None:
+    """A caller of each role reaches exactly the routes of its role and below (the least role is
+    let through: not a 401 or 403); with a cookie, an unsafe method needs the CSRF token."""
+    now = datetime.now(UTC)
+    for role in OperatorRole:
+        bearer = {"Authorization": f"Bearer {new_token(world.db, role, now=now).token}"}
+        for (method, _), (path, needed) in ADMIN.items():
+            response = world.partner.http.request(method, path, headers=bearer)
+            if role.includes(needed):
+                assert response.status_code not in (401, 403), (role, path, response.text)
+            else:
+                assert response.status_code == 403, (role, path, response.text)
+                assert response.json()["code"] == "ADMIN_FORBIDDEN"
+    login = new_operator(world.db, OperatorRole.ADMIN, now=now)
+    signed = new_session(world.db, login.email, now)
+    cookie = {"Cookie": f"{LOOPBACK_COOKIE_NAME}={signed.cookie}"}
+    for (method, _), (path, _) in ADMIN.items():
+        response = world.partner.http.request(method, path, headers=cookie)
+        if method in UNSAFE_METHODS:
+            assert response.status_code == 403, (method, path, response.text)
+            assert response.json()["code"] == "CSRF_REJECTED"
+        else:
+            assert response.status_code not in (401, 403), (method, path, response.text)

@@ -1,6 +1,7 @@
-"""What the server writes to its log: never a client secret or a bearer token, never a full
-collector number — at debug level, across successful calls, failed logins, rejections, a 429 and
-a batch of bad requests."""
+"""What the server writes to its log: never a client secret or a bearer token, never an operator's
+password, session cookie, CSRF token, admin token or e-mail, never a full collector number — at
+debug level, across successful calls, failed logins, rejections, a 429, a batch of bad requests and
+operators signing in and out."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import uuid
 import httpx
 
 from rewardmiles.db.engine import Database
+from rewardmiles.vocabulary import OperatorRole
 from tests.conftest import ServerFactory
 from tests.support import data
+from tests.support.operators import new_operator, new_token
 from tests.support.partner import POST_EVENT, REVERSE_EVENT, fetch_token
 
 
@@ -33,6 +36,8 @@ def test_logs_hold_no_secret_no_token_and_no_full_collector_number(
         client_id, secret = data.new_client(db, [sponsor])
         active = data.new_collector(db)
         unknown = data.unknown_collector()
+        login = new_operator(db, OperatorRole.ADMIN, now=data.now())
+        admin_token = new_token(db, now=data.now()).token
     finally:
         db.dispose()
     base = server.base_url
@@ -77,11 +82,32 @@ def test_logs_hold_no_secret_no_token_and_no_full_collector_number(
         for _ in range(25)
     }
     assert 429 in statuses
+    # An operator: a wrong password, a sign-in, a call with the cookie, a sign-out; a script
+    # with an admin token, and one with the token mangled.
+    wrong_password = login.password[:-3] + "xyz"
+    sign_in = f"{base}/admin/session"
+    assert (
+        httpx.post(sign_in, json={"email": login.email, "password": wrong_password}).status_code
+        == 401
+    )
+    signed = httpx.post(sign_in, json={"email": login.email, "password": login.password})
+    assert signed.status_code == 200, signed.text
+    cookie = signed.cookies["rewardmiles-admin"]
+    csrf = signed.json()["csrfToken"]
+    with_cookie = {"Cookie": f"rewardmiles-admin={cookie}"}
+    assert httpx.get(f"{base}/admin/v1/collectors/{active}", headers=with_cookie).status_code == 200
+    out = httpx.delete(sign_in, headers={**with_cookie, "X-CSRF-Token": csrf})
+    assert out.status_code == 204
+    for bearer in (admin_token, admin_token + "x"):
+        httpx.get(f"{base}/admin/v1/me", headers={"Authorization": f"Bearer {bearer}"})
 
     log = server.log()
     assert "request" in log  # debug logging really was on
+    assert "admin_sign_in" in log  # and the sign-ins were logged
     for secret_text in (secret, wrong_secret, token, basic, token.split(".")[2]):
         assert secret_text not in log
+    for operator_text in (login.password, wrong_password, cookie, csrf, admin_token, login.email):
+        assert operator_text not in log
     for number in (active, unknown):
         assert number not in log
 

@@ -167,10 +167,15 @@ def test_downgrade_below_0006_refuses_while_webhook_secrets_are_encrypted(
             {"secret": sealed, "now": now},
         )
     cfg = migrate._config()
-    with empty_db.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        with pytest.raises(RuntimeError) as refused:
+
+    def downgrade_in_one_transaction() -> None:
+        with empty_db.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
             command.downgrade(cfg, "0005")
+
+    # The refusal rolls the whole downgrade back, the later revisions' steps (0007's) included.
+    with pytest.raises(RuntimeError) as refused:
+        downgrade_in_one_transaction()
     message = str(refused.value)
     assert "1 webhook secret" in message
     assert "encrypted" in message

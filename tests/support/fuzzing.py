@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, TypeGuard
 import requests
 
 from rewardmiles.db.engine import Database
+from rewardmiles.vocabulary import OperatorRole
 from tests.support import data
+from tests.support.operators import new_token
 from tests.support.partner import Partner
 from tests.support.server import Server
 
@@ -31,7 +33,10 @@ PUBLIC = {
     "GET /readyz",
     "GET /problems",
     "GET /problems/{code}",
+    "POST /admin/session",  # sign-in: no credential (the fuzzing's sign-ins all fail)
+    "DELETE /admin/session",
 }
+ADMIN_PREFIX = "/admin/"
 # Partner operations whose fuzzing must get at least one 2xx (steering reaches the happy path).
 HAPPY_PATHS = {
     TOKEN,
@@ -47,6 +52,8 @@ HAPPY_PATHS = {
     "GET /checkout/issuance/transactions/{transactionId}",
     "GET /checkout/issuance/reports/audit",
     "GET /checkout/issuance/reports/reconciliation",
+    "GET /admin/v1/me",
+    "GET /admin/v1/collectors/{number}",
 }
 # One generated case in STEER_ONE_IN is moved onto the seeded data; the rest stay as generated.
 STEER_ONE_IN = 3
@@ -141,6 +148,7 @@ class FuzzTarget:
     transaction_id: str  # transactionId of the stored event
     batch_id: str
     token_client: tuple[str, str]
+    admin_token: str  # an admin token of the admin role, for every /admin/v1 operation
     session: requests.Session = field(default_factory=requests.Session)
     _tokens: dict[str, str] = field(default_factory=dict)
     token_steers: int = 0
@@ -180,6 +188,8 @@ class FuzzTarget:
                 self._steer_call(case)
         if label in PUBLIC:
             return {}
+        if case.operation.path.startswith(ADMIN_PREFIX):
+            return {"Authorization": f"Bearer {self.admin_token}"}
         return {"Authorization": f"Bearer {self.token_for(label)}"}
 
     def _steer_token(self, case: OpenApiCase) -> None:
@@ -229,6 +239,7 @@ class FuzzTarget:
             ("transactionId", self.transaction_id),
             ("batchId", self.batch_id),
             ("code", "FIELD_INVALID"),
+            ("number", self.collector),
         ):
             if case.path_parameters and name in case.path_parameters:
                 case.path_parameters[name] = value
@@ -268,6 +279,7 @@ def fuzz_target(server: Server, db: Database) -> FuzzTarget:
         transaction_id=stored.json()["transactionId"],
         batch_id=batch.json()["batchId"],
         token_client=data.new_client(db, [sponsor]),
+        admin_token=new_token(db, OperatorRole.ADMIN, now=data.now()).token,
     )
     target.session.hooks["response"].append(
         lambda response, *_args, **_kwargs: target.statuses.append(response.status_code)

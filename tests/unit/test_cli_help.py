@@ -6,15 +6,15 @@ import re
 
 from typer.testing import CliRunner
 
-from rewardmiles.cli.main import SUBCOMMANDS, app
+from rewardmiles.cli.main import app, command_groups
 
 
 def _commands() -> list[tuple[str, str, str | None]]:
     out = []
-    for group, typer_app in [("", app), *((name, sub) for sub, name in SUBCOMMANDS)]:
+    for words, typer_app in command_groups():
         for info in typer_app.registered_commands:
             name = info.name or (info.callback.__name__ if info.callback else "?")
-            out.append((group, name, info.epilog))
+            out.append((" ".join(words), name, info.epilog))
     return out
 
 
@@ -38,12 +38,12 @@ def _help(*words: str) -> str:
 
 def _every_help() -> list[tuple[tuple[str, ...], str]]:
     pages: list[tuple[tuple[str, ...], str]] = [((), _help())]
-    for group, typer_app in [("", app), *((name, sub) for sub, name in SUBCOMMANDS)]:
+    for group, typer_app in command_groups():
         if group:
-            pages.append(((group,), _help(group)))
+            pages.append((group, _help(*group)))
         for info in typer_app.registered_commands:
             name = info.name or (info.callback.__name__.replace("_", "-") if info.callback else "")
-            words = (group, name) if group else (name,)
+            words = (*group, name)
             pages.append((words, _help(*words)))
     return pages
 

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,10 +36,13 @@ from rewardmiles.db.models import Sponsor
 from rewardmiles.errors import PROBLEM_CODES, OperatorError
 from rewardmiles.ledger.verify import verify
 from rewardmiles.offers import service as offers
+from rewardmiles.operators import passwords
+from rewardmiles.operators import service as operators
 from rewardmiles.reports import audit, batches, reconciliation
 from rewardmiles.settlement import service as settlement
 from rewardmiles.settlement.worker import Worker
 from rewardmiles.sponsors import service as sponsors
+from rewardmiles.vocabulary import OperatorRole, OperatorStatus
 from rewardmiles.webhooks import service as webhooks
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, cls=readable.Group)
@@ -57,6 +61,10 @@ batch_app = typer.Typer(no_args_is_help=True, help="Partner transaction logs (re
 secrets_app = typer.Typer(
     no_args_is_help=True, help="The key-encryption key of stored secrets (signing keys, webhooks)."
 )
+operator_app = typer.Typer(
+    no_args_is_help=True, help="Operators of the support desk (admin API and console accounts)."
+)
+token_app = typer.Typer(no_args_is_help=True, help="Admin API bearer tokens (automation).")
 SUBCOMMANDS = (
     (db_app, "db"),
     (sponsor_app, "sponsor"),
@@ -71,9 +79,21 @@ SUBCOMMANDS = (
     (report_app, "report"),
     (batch_app, "batch"),
     (secrets_app, "secrets"),
+    (operator_app, "operator"),
 )
 for sub, name in SUBCOMMANDS:
     app.add_typer(sub, name=name, cls=readable.Group)
+operator_app.add_typer(token_app, name="token", cls=readable.Group)
+
+
+def command_groups() -> list[tuple[tuple[str, ...], typer.Typer]]:
+    """Every group of commands, by the words that name it (`()` for the top level)."""
+    return [
+        ((), app),
+        *(((name,), sub) for sub, name in SUBCOMMANDS),
+        (("operator", "token"), token_app),
+    ]
+
 
 # Operator-supplied values are printed as they are: no Rich markup, no highlighting.
 out = Console(markup=False, highlight=False, soft_wrap=True)
@@ -945,6 +965,229 @@ def openapi_export(
         output.write_text(text)
 
 
+# --------------------------------------------------------------------------- operators
+
+PASSWORD_STDIN_HELP = "Read the password from standard input (a trailing newline is dropped)."
+
+
+def _actor() -> operators.Actor:
+    """The audit log's name of the CLI: `cli@HOST`."""
+    return operators.Actor(f"cli@{socket.gethostname()}")
+
+
+def _password_hash(settings: Settings, from_stdin: bool) -> tuple[str, str | None]:
+    """The hash of the password to set, and the password when it was generated (to be shown
+    once). Hashed here, before any unit of work: argon2id is slow on purpose."""
+    if from_stdin:
+        password = sys.stdin.read().removesuffix("\n").removesuffix("\r")
+        shown = None
+    else:
+        password = shown = passwords.generate_password()
+    try:
+        passwords.check_new_password(password)
+    except passwords.PasswordError as exc:
+        raise _fail(str(exc), 2) from exc
+    cost = passwords.HashCost(settings.password_hash_time_cost, settings.password_hash_memory_kib)
+    return passwords.hash_password(password, cost), shown
+
+
+def _show_password(password: str | None) -> None:
+    if password is None:
+        return
+    out.print(f"one-time password  {password}")
+    out.print(
+        "It is not stored in clear and cannot be shown again; hand it over privately.",
+        style="yellow",
+    )
+
+
+def _when(moment: Any) -> str:
+    return moment.isoformat() if moment is not None else "-"
+
+
+@operator_app.command("add")
+def operator_add(
+    email: Annotated[str, typer.Argument(help="The operator's e-mail (ASCII; case ignored).")],
+    role: Annotated[OperatorRole, typer.Option(help="What the operator may do.")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Display name (default: the e-mail's local part).")
+    ] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help=PASSWORD_STDIN_HELP)
+    ] = False,
+) -> None:
+    """Add an operator. Without --password-stdin a one-time password is generated and printed."""
+    settings, db = _ready_database()
+    password_hash, shown = _password_hash(settings, password_stdin)
+    with _operation(db) as session:
+        view = operators.add_operator(
+            session, email, role, password_hash, clock.utc_now(), _actor(), display_name=name
+        )
+    out.print(f'operator {view.email} added ({view.role.value}, "{view.display_name}")')
+    _show_password(shown)
+
+
+@operator_app.command("list")
+def operator_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Every operator, by e-mail."""
+    _, db = _ready_database()
+    with db.reader() as session:
+        views = operators.list_operators(session)
+    if as_json:
+        payload = [
+            {
+                "id": v.id,
+                "email": v.email,
+                "displayName": v.display_name,
+                "role": v.role.value,
+                "status": v.status.value,
+                "createdAt": v.created_at.isoformat(),
+                "lastSignInAt": v.last_sign_in_at.isoformat() if v.last_sign_in_at else None,
+            }
+            for v in views
+        ]
+        sys.stdout.write(json.dumps(payload) + "\n")
+        return
+    for v in views:
+        out.print(
+            f'{v.email}  {v.role.value}  {v.status.value}  "{v.display_name}"  '
+            f"created {_when(v.created_at)}  last sign-in {_when(v.last_sign_in_at)}"
+        )
+    out.print(f"{len(views)} operator(s)")
+
+
+def _set_status(email: str, status: OperatorStatus) -> None:
+    _, db = _ready_database()
+    with _operation(db) as session:
+        changed = operators.set_status(session, email, status, clock.utc_now(), _actor())
+    if changed is None:
+        out.print(f"operator {email.strip()} is {status.value} already")
+        return
+    view, ended = changed
+    ending = f"; {ended} session(s) ended" if status is OperatorStatus.DISABLED else ""
+    out.print(f"operator {view.email} {status.value}{ending}")
+
+
+@operator_app.command("disable")
+def operator_disable(
+    email: Annotated[str, typer.Argument(help="The operator's e-mail.")],
+) -> None:
+    """Disable an operator: no more sign-ins, and every session of theirs ends now."""
+    _set_status(email, OperatorStatus.DISABLED)
+
+
+@operator_app.command("enable")
+def operator_enable(
+    email: Annotated[str, typer.Argument(help="The operator's e-mail.")],
+) -> None:
+    """Enable a disabled operator again (with the password they had)."""
+    _set_status(email, OperatorStatus.ACTIVE)
+
+
+@operator_app.command("set-role")
+def operator_set_role(
+    email: Annotated[str, typer.Argument(help="The operator's e-mail.")],
+    role: Annotated[OperatorRole, typer.Argument(help="The new role.")],
+) -> None:
+    """Change an operator's role; it applies to their next request."""
+    _, db = _ready_database()
+    with _operation(db) as session:
+        before, view = operators.set_role(session, email, role, clock.utc_now(), _actor())
+    out.print(f"operator {view.email}: {before.value} -> {view.role.value}")
+
+
+@operator_app.command("reset-password")
+def operator_reset_password(
+    email: Annotated[str, typer.Argument(help="The operator's e-mail.")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help=PASSWORD_STDIN_HELP)
+    ] = False,
+) -> None:
+    """Give an operator a new password (generated and printed unless --password-stdin); every
+    session of theirs ends."""
+    settings, db = _ready_database()
+    password_hash, shown = _password_hash(settings, password_stdin)
+    with _operation(db) as session:
+        view, ended = operators.reset_password(
+            session, email, password_hash, clock.utc_now(), _actor()
+        )
+    out.print(f"operator {view.email}: password replaced; {ended} session(s) ended")
+    _show_password(shown)
+
+
+def _token_json(view: operators.TokenView, now: Any) -> dict[str, Any]:
+    return {
+        "id": view.id,
+        "name": view.name,
+        "role": view.role.value,
+        "state": view.state(now),
+        "createdBy": view.created_by,
+        "createdAt": view.created_at.isoformat(),
+        "expiresAt": view.expires_at.isoformat(),
+        "revokedAt": view.revoked_at.isoformat() if view.revoked_at else None,
+        "lastUsedAt": view.last_used_at.isoformat() if view.last_used_at else None,
+    }
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option("--name", help="1-64 letters, digits, '.', '_', '-'.")],
+    role: Annotated[OperatorRole, typer.Option(help="What the token may do.")],
+    expires_days: Annotated[
+        int, typer.Option("--expires-days", min=1, max=3650, help="Days until it expires.")
+    ] = 90,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='Print only {"token": ..., ...} as JSON.')
+    ] = False,
+) -> None:
+    """Create an admin API token; it is shown once, here, and stored only hashed."""
+    _, db = _ready_database()
+    now = clock.utc_now()
+    with _operation(db) as session:
+        new = operators.create_token(session, name, role, expires_days, now, _actor())
+    if as_json:
+        sys.stdout.write(json.dumps({"token": new.token, **_token_json(new.view, now)}) + "\n")
+        return
+    out.print(f"token    {new.token}")
+    out.print(f"id       {new.view.id}")
+    out.print(f"name     {new.view.name}  role {new.view.role.value}")
+    out.print(f"expires  {new.view.expires_at.isoformat()}")
+    out.print("The token is not stored in clear and cannot be shown again.", style="yellow")
+
+
+@token_app.command("list")
+def token_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Every admin token, revoked and expired ones too, oldest first (never the token itself)."""
+    _, db = _ready_database()
+    now = clock.utc_now()
+    with db.reader() as session:
+        views = operators.list_tokens(session)
+    if as_json:
+        sys.stdout.write(json.dumps([_token_json(v, now) for v in views]) + "\n")
+        return
+    for v in views:
+        out.print(
+            f"{v.id}  {v.name}  {v.role.value}  {v.state(now)}  expires {_when(v.expires_at)}  "
+            f"last used {_when(v.last_used_at)}  by {v.created_by}"
+        )
+    out.print(f"{len(views)} token(s)")
+
+
+@token_app.command("revoke")
+def token_revoke(
+    name_or_id: Annotated[str, typer.Argument(help="The token's id, or its name.")],
+) -> None:
+    """Revoke an admin token: refused from the next request on."""
+    _, db = _ready_database()
+    with _operation(db) as session:
+        view = operators.revoke_token(session, name_or_id, clock.utc_now(), _actor())
+    out.print(f"admin token {view.id} ({view.name}) revoked")
+
+
 # --------------------------------------------------------------------------- --help examples
 
 EXAMPLES: dict[tuple[str, str], str] = {
@@ -991,11 +1234,23 @@ EXAMPLES: dict[tuple[str, str], str] = {
         "reconcile",
     ): "rewardmiles report reconcile --sponsor KENY --date 2026-11-25 -o recon.txt",
     ("batch", "import"): "rewardmiles batch import partner-log.csv --sponsor KENY --issue-missing",
+    ("operator", "add"): "rewardmiles operator add ana@example.com --role admin --name 'Ana Silva'"
+    '  |  printf %s "$PASSWORD" | rewardmiles operator add bo@example.com --role viewer '
+    "--password-stdin",
+    ("operator", "list"): "rewardmiles operator list --json",
+    ("operator", "disable"): "rewardmiles operator disable bo@example.com",
+    ("operator", "enable"): "rewardmiles operator enable bo@example.com",
+    ("operator", "set-role"): "rewardmiles operator set-role bo@example.com agent",
+    ("operator", "reset-password"): "rewardmiles operator reset-password bo@example.com",
+    ("operator token", "create"): "rewardmiles operator token create --name nightly-report "
+    "--role viewer --expires-days 30 --json",
+    ("operator token", "list"): "rewardmiles operator token list",
+    ("operator token", "revoke"): "rewardmiles operator token revoke nightly-report",
 }
 
 
 def _add_examples() -> None:
-    groups = [("", app), *((name, sub) for sub, name in SUBCOMMANDS)]
+    groups = [(" ".join(words), sub) for words, sub in command_groups()]
     for group, typer_app in groups:
         for info in typer_app.registered_commands:
             info.cls = readable.Command

@@ -15,6 +15,7 @@ from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from rewardmiles import limits
+from rewardmiles.collectors import repository
 from rewardmiles.db.engine import bulk_insert_ignoring_conflicts
 from rewardmiles.db.models import Collector
 from rewardmiles.errors import OperatorError
@@ -69,6 +70,30 @@ def set_status(session: Session, number: str, status: str, now: datetime) -> str
 def get_collector(session: Session, number: str) -> CollectorView | None:
     row = session.get(Collector, number)
     return CollectorView(row.number, row.status, row.balance_miles) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorOverview:
+    """What the support desk sees first of a collector."""
+
+    number: str
+    status: str
+    balance_miles: int
+    pending_lines: int
+    first_activity_at: datetime | None
+    last_activity_at: datetime | None
+
+
+def overview(session: Session, number: str) -> CollectorOverview | None:
+    """The collector's status, balance, pending lines and first and last activity; None for a
+    number no collector has."""
+    row = session.get(Collector, number)
+    if row is None:
+        return None
+    seen = repository.activity(session, number)
+    return CollectorOverview(
+        row.number, row.status, row.balance_miles, seen.pending_lines, seen.first_at, seen.last_at
+    )
 
 
 @dataclass

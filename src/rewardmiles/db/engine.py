@@ -248,6 +248,16 @@ def insert_ignoring_conflicts(session: Session, table: Table) -> Insert:
     return sqlite_insert(table).on_conflict_do_nothing()
 
 
+def insert_or_update(
+    session: Session, table: Table, keys: Sequence[str], update: dict[str, Any]
+) -> Insert:
+    """INSERT … ON CONFLICT (`keys`) DO UPDATE SET `update` for the session's dialect (both
+    dialects read the existing row's columns as the table's, e.g. `table.c.count + 1`)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return pg_insert(table).on_conflict_do_update(index_elements=keys, set_=update)
+    return sqlite_insert(table).on_conflict_do_update(index_elements=keys, set_=update)
+
+
 def bulk_insert_ignoring_conflicts(
     session: Session, table: Table, columns: Sequence[str], rows: Sequence[Sequence[object]]
 ) -> int:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    func,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -319,3 +320,100 @@ class BatchRecord(Base):
     transaction_id: Mapped[str | None] = mapped_column(String(36))
 
     __table_args__ = (Index("ix_batch_records_transaction", "batch_id", "transaction_id"),)
+
+
+# --------------------------------------------------------------------------- operators (0007)
+
+
+class Operator(Base):
+    """A person of the support desk. The e-mail is unique whatever its case (`lower(email)`);
+    e-mails are ASCII, so both dialects' `lower` agree. Only an argon2id hash of the password
+    is kept."""
+
+    __tablename__ = "operators"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    email: Mapped[str] = mapped_column(String(254))
+    display_name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(10))  # vocabulary.OperatorRole
+    status: Mapped[str] = mapped_column(String(10))  # vocabulary.OperatorStatus
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    __table_args__ = (Index("uq_operators_email_lower", func.lower(email), unique=True),)
+
+
+class OperatorSession(Base):
+    """A browser session behind the admin cookie. `id` is the SHA-256 of the cookie's value:
+    the value itself is never stored, so a read of this table signs no one in."""
+
+    __tablename__ = "operator_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operator_id: Mapped[str] = mapped_column(ForeignKey("operators.id"))
+    csrf_token: Mapped[str] = mapped_column(String(64))  # useless without the cookie
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    source_address: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_operator_sessions_operator", "operator_id"),)
+
+
+class AdminToken(Base):
+    """A bearer token of the admin API (automation), kept as the SHA-256 of its value. A name is
+    held by one unrevoked token at a time."""
+
+    __tablename__ = "admin_tokens"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(10))  # vocabulary.OperatorRole
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    __table_args__ = (
+        Index(
+            "uq_admin_tokens_unrevoked_name",
+            "name",
+            unique=True,
+            sqlite_where=text("revoked_at IS NULL"),
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+    )
+
+
+class SignInFailures(Base):
+    """Failed operator sign-ins counted per key (`pair:ACCOUNT|ADDRESS`, `address:ADDRESS`,
+    `account:ACCOUNT`, ACCOUNT a digest of the e-mail), forgotten a while after the last one
+    (operators.service)."""
+
+    __tablename__ = "operator_sign_in_failures"
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failure_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    __table_args__ = (Index("ix_operator_sign_in_failures_last", "last_failure_at"),)
+
+
+class OperatorAuditEntry(Base):
+    """Every change made by an operator (admin API) or the operator CLI. Append-only: triggers
+    refuse an UPDATE or DELETE (migration 0007)."""
+
+    __tablename__ = "operator_audit_log"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    actor: Mapped[str] = mapped_column(String(320))  # an operator's e-mail, token:NAME, cli@HOST
+    action: Mapped[str] = mapped_column(String(64))
+    entity: Mapped[str] = mapped_column(String(64))
+    entity_id: Mapped[str] = mapped_column(String(128))
+    before_json: Mapped[str | None] = mapped_column(Text)
+    after_json: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(String(500))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_operator_audit_log_at", "at"),
+        Index("ix_operator_audit_log_entity", "entity", "entity_id"),
+    )

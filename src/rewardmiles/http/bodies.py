@@ -11,7 +11,7 @@ from fastapi import Request
 
 from rewardmiles import limits
 from rewardmiles.errors import ProblemError
-from rewardmiles.http.partner_json import json_object_of
+from rewardmiles.http.partner_json import json_object_of, parse_json_object
 from rewardmiles.http.responses import JSON
 from rewardmiles.http.validation import M, validate_body
 
@@ -43,6 +43,14 @@ def _require_json(request: Request) -> None:
 
 
 _BODY_TOO_LARGE = f"The body exceeds {limits.request_body_bytes_max} bytes."
+
+
+async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
+    """A small JSON body (the admin API's): `Content-Type` JSON (415), at most `max_bytes`
+    (413), one JSON object read by the partner bodies' rules (400 `MALFORMED_JSON`)."""
+    _require_json(request)
+    raw = await read_body(request, max_bytes, f"The body exceeds {max_bytes} bytes.")
+    return parse_json_object(raw)
 
 
 async def read_validated_body(

@@ -62,7 +62,8 @@ class RequestContextMiddleware:
             app: ASGIApp = refusal
         else:
             app = self.app
-        partner_data = str(scope.get("path", "")).startswith(("/checkout/", "/oauth/"))
+        # Partner and admin answers carry collector data, tokens and sessions: never cached.
+        private_data = str(scope.get("path", "")).startswith(("/checkout/", "/oauth/", "/admin/"))
         started = time.perf_counter()
         status_holder = {"status": 500, "sent": False}
 
@@ -75,7 +76,7 @@ class RequestContextMiddleware:
                     *message["headers"],
                     (b"x-request-id", request_id.encode()),
                     *SECURITY_HEADERS,
-                    *(NO_STORE if partner_data else ()),
+                    *(NO_STORE if private_data else ()),
                 ]
             await send(message)
 

@@ -22,15 +22,30 @@ from rewardmiles.http.responses import PROBLEM_JSON
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries for the error statuses a route can return."""
+    """OpenAPI `responses` entries for the error statuses a route can return (the admin API's
+    own codes left out: see `admin_problem_responses`)."""
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
-        codes = sorted(spec.code for spec in PROBLEM_CODES.values() if spec.status == status)
-        out[status] = {
-            "description": "Problem: " + ", ".join(f"`{c}`" for c in codes),
-            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-        }
+        codes = [
+            spec.code for spec in PROBLEM_CODES.values() if spec.status == status and not spec.admin
+        ]
+        out[status] = _problem_entry(codes)
     return out
+
+
+def admin_problem_responses(*codes: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries of an admin route: the codes it can answer, by status."""
+    by_status: dict[int, list[str]] = {}
+    for code in codes:
+        by_status.setdefault(PROBLEM_CODES[code].status, []).append(code)
+    return {status: _problem_entry(found) for status, found in sorted(by_status.items())}
+
+
+def _problem_entry(codes: Iterable[str]) -> dict[str, Any]:
+    return {
+        "description": "Problem: " + ", ".join(f"`{c}`" for c in sorted(codes)),
+        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
 
 
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -88,11 +103,13 @@ def document(app: FastAPI, request_models: Iterable[type[BaseModel]]) -> dict[st
             if _is_default_422(operation):
                 del operation["responses"]["422"]
     # Every request may meet the header limits (431) and a database fault (500/503); every
-    # authenticated one a rate limit (429).
+    # authenticated partner call a rate limit (429).
     for operations in schema["paths"].values():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
-            extra = (429, 431, 500, 503) if "401" in responses else (431, 500, 503)
+            # The partner API's authenticated calls are rate limited; the admin API's are not.
+            limited = "401" in responses and "admin" not in operation.get("tags", ())
+            extra = (429, 431, 500, 503) if limited else (431, 500, 503)
             for status, entry in problem_responses(*extra).items():
                 responses.setdefault(str(status), entry)
     components.pop("HTTPValidationError", None)
