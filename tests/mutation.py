@@ -277,21 +277,9 @@ EXPLAINED: dict[str, Explained] = {
         "outcome = _process(session, settings, call, now, optimistic=None)",
         "optimistic is then always false: the rule-3.7 duplicate check runs before the rules instead of after a rule failure or the unique index's violation; _process answers the same either way (a duplicate is replayed or refused DUPLICATE_TRANSACTION, a failed rule of a new id is recorded) - only the number of statements differs",
     ),
-    "rewardmiles.issuance.keyed.x_run_keyed__mutmut_13": Explained(
-        "return once(session, None)",
-        "optimistic is then always false: the rule-3.7 duplicate check runs before the rules instead of after a rule failure or the unique index's violation; _process answers the same either way (a duplicate is replayed or refused DUPLICATE_TRANSACTION, a failed rule of a new id is recorded) - only the number of statements differs; calculate's `once` ignores the attempt",
-    ),
-    "rewardmiles.issuance.service.x_execute__mutmut_16": Explained(
-        "lambda session, attempt: _attempt(session, settings, call, now(), optimistic=None),",
+    "rewardmiles.issuance.service.x_execute__mutmut_7": Explained(
+        "return _attempt(session, settings, call, now(), optimistic=None)",
         "optimistic is then always false: the rule-3.7 duplicate check runs before the rules instead of after a rule failure or the unique index's violation; _process answers the same either way (a duplicate is replayed or refused DUPLICATE_TRANSACTION, a failed rule of a new id is recorded) - only the number of statements differs",
-    ),
-    "rewardmiles.issuance.service.x__execute_rules__mutmut_16": Explained(
-        'assert queued_writes(session) == 0, "XXa rule failed after writes were queuedXX"',
-        "message of an assertion that never fails (every rule is checked before the first write is queued); no test can reach it without a broken rule order",
-    ),
-    "rewardmiles.issuance.service.x__execute_rules__mutmut_17": Explained(
-        'assert queued_writes(session) == 0, "A RULE FAILED AFTER WRITES WERE QUEUED"',
-        "message of an assertion that never fails (every rule is checked before the first write is queued)",
     ),
     "rewardmiles.issuance.keyed.x_replay_stored__mutmut_4": Explained(
         "if stored.transaction_id is not None and stored.status in (201, 202):",
@@ -345,33 +333,9 @@ EXPLAINED: dict[str, Explained] = {
         "outcome = keyed.render_current(session, found.id, replayed=True)",
         "lookup keeps only the rendered body; Outcome.replayed is never read there",
     ),
-    "rewardmiles.issuance.keyed.x_run_keyed__mutmut_11": Explained(
-        "for attempt in range(1, INTEGRITY_RETRIES + 2):",
-        "range(1, 5): attempt 3 (INTEGRITY_RETRIES) re-raises, so a 4th attempt never runs",
-    ),
-    "rewardmiles.issuance.keyed.x_run_keyed__mutmut_17": Explained(
-        "raise AssertionError(None)",
-        "message of `unreachable`: the loop returns or re-raises at its last attempt",
-    ),
-    "rewardmiles.issuance.keyed.x_run_keyed__mutmut_18": Explained(
-        'raise AssertionError("XXunreachableXX")',
-        "message of `unreachable`: the loop returns or re-raises at its last attempt",
-    ),
-    "rewardmiles.issuance.keyed.x_run_keyed__mutmut_19": Explained(
-        'raise AssertionError("UNREACHABLE")',
-        "message of `unreachable`: the loop returns or re-raises at its last attempt",
-    ),
-    "rewardmiles.issuance.keyed.x_run_keyed__mutmut_7": Explained(
-        "for attempt in range(INTEGRITY_RETRIES + 1):",
-        "range(0, 4): attempt 0 is not optimistic (equivalent as _attempt_12) and the race retry still ends with a non-optimistic attempt before attempt 3 re-raises; same answers",
-    ),
-    "rewardmiles.issuance.keyed.x_run_keyed__mutmut_9": Explained(
-        "for attempt in range(2, INTEGRITY_RETRIES + 1):",
-        "range(2, 4): both attempts not optimistic; a lost unique-index race is retried once, non-optimistically, which finds the winner as attempt 2 does in the original",
-    ),
-    "rewardmiles.issuance.service.x_execute__mutmut_23": Explained(
-        "lambda session, attempt: _attempt(session, settings, call, now(), optimistic=attempt == 2),",
-        "attempt == 2: attempt 1 not optimistic (equivalent as _attempt_12); after a lost race attempt 2 is optimistic and fails on the index again, attempt 3 is not and replays the winner: same answer, one more attempt",
+    "rewardmiles.issuance.service.x_execute__mutmut_14": Explained(
+        "return _attempt(session, settings, call, now(), optimistic=attempt == 2)",
+        "attempt == 2: attempt 1 not optimistic (equivalent as _attempt_12); after a lost race attempt 2 is optimistic and fails on the index again, attempt 3 (the last of Database.run_in_unit_of_work's three) is not and replays the winner: same answer, one more attempt",
     ),
     "rewardmiles.issuance.checks.x_locked_original__mutmut_7": Explained(
         "lock=None,",
@@ -388,19 +352,10 @@ EXPLAINED: dict[str, Explained] = {
         "as _7 (lock=False): same SQL on SQLite; killed on PostgreSQL by the racing-reversals test",
         dialects=("sqlite",),
     ),
-    "rewardmiles.issuance.keyed.x_run_keyed__mutmut_8": Explained(
-        "for attempt in range(1, ):",
-        "range(1) runs one non-optimistic attempt 0, which answers every call without a concurrent writer, and SQLite's units of work are serialised, so no unique-index race happens. On PostgreSQL killed by test_racing_resends_of_an_unknown_collectors_event_are_one_transaction (the loser's IntegrityError ends the loop: AssertionError unreachable)",
-        dialects=("sqlite",),
-    ),
-    "rewardmiles.issuance.service.x_execute__mutmut_22": Explained(
-        "lambda session, attempt: _attempt(session, settings, call, now(), optimistic=attempt != 1),",
+    "rewardmiles.issuance.service.x_execute__mutmut_13": Explained(
+        "return _attempt(session, settings, call, now(), optimistic=attempt != 1)",
         "attempt 1 not optimistic answers every call without a concurrent writer. On PostgreSQL killed by test_racing_resends_of_an_unknown_collectors_event_are_one_transaction (checked: the losers' retries stay optimistic and raise UniqueViolation)",
         dialects=("sqlite",),
-    ),
-    "rewardmiles.issuance.service.x__lock_or_enroll__mutmut_17": Explained(
-        "",
-        "Collector.balance_miles is mapped_column(BigInteger, default=0): the Core insert of Collector.__table__ applies the column default when the value is omitted, so the enrolled account opens at 0 either way (test_a_collector_enrolled_by_a_line_under_review_opens_at_zero sees balance 0 and kills balance_miles=1 and =None).",
     ),
     "rewardmiles.issuance.service.x__process__mutmut_27": Explained(
         "if optimistic:",
@@ -458,18 +413,6 @@ EXPLAINED: dict[str, Explained] = {
     "rewardmiles.issuance.service.x_execute_at_once__mutmut_88": Explained(
         "return Outcome(stored.status, stored.body, replayed=True)",
         "As execute_at_once__mutmut_92: stored.transaction_id is always None on that line, and Outcome.transaction_id defaults to None. Planted by hand: the file's tests all pass.",
-    ),
-    "rewardmiles.issuance.service.x__write__mutmut_23": Explained(
-        "raise ledger.LedgerInvariantError(None)",
-        "unreachable: `_plan_lines` leaves every line of a collector who is not enrolled pending, so posted lines always have an account; the check stays as a guard that survives python -O",
-    ),
-    "rewardmiles.issuance.service.x__write__mutmut_24": Explained(
-        'raise ledger.LedgerInvariantError("XXposted lines for a collector without an accountXX")',
-        "unreachable: `_plan_lines` leaves every line of a collector who is not enrolled pending, so posted lines always have an account; the check stays as a guard that survives python -O",
-    ),
-    "rewardmiles.issuance.service.x__write__mutmut_25": Explained(
-        'raise ledger.LedgerInvariantError("POSTED LINES FOR A COLLECTOR WITHOUT AN ACCOUNT")',
-        "unreachable: `_plan_lines` leaves every line of a collector who is not enrolled pending, so posted lines always have an account; the check stays as a guard that survives python -O",
     ),
 }
 

@@ -31,7 +31,8 @@ from rewardmiles.errors import PROBLEM_CODES, ProblemError
 from rewardmiles.http.partner_json import canonical_json, parse_json_object
 from rewardmiles.idempotency import repository as keys
 from rewardmiles.idempotency import service as idempotency
-from rewardmiles.issuance import calculated, calls, service
+from rewardmiles.issuance import calls
+from rewardmiles.issuance.routes import run_calculate, run_write
 from rewardmiles.issuance.schemas import CalculateRequest, program_command
 from rewardmiles.offers import service as offers
 from rewardmiles.settlement import service as settlement
@@ -468,15 +469,15 @@ def test_calculate_with_a_key_another_process_is_running_is_409_in_use(shop: Sho
 
 def test_calculate_with_a_key_this_process_is_running_is_409_in_use(shop: Shop) -> None:
     """In one process, the registry of running keys refuses a second call for the key (the
-    server's CALCULATE runs `calculated.calculate`, as here)."""
+    server's CALCULATE runs `routes.run_calculate`, as here)."""
     shop.standard_offers()
     body = shop.basket(shop.world.collector(), APPLES, KETTLE)
     registry = idempotency.InFlightRegistry()
     call = calculate_call(shop, body, key="k-running")
 
     with registry.hold(call.client_id, "k-running"), pytest.raises(ProblemError) as refused:
-        calculated.calculate(shop.world.db, Settings(), registry, call)
-    outcome = calculated.calculate(shop.world.db, Settings(), registry, call)
+        run_calculate(shop.world.db, Settings(), registry, call)
+    outcome = run_calculate(shop.world.db, Settings(), registry, call)
 
     assert refused.value.code == "IDEMPOTENCY_KEY_IN_USE"
     assert refused.value.headers == {"Retry-After": "1"}
@@ -486,15 +487,15 @@ def test_calculate_with_a_key_this_process_is_running_is_409_in_use(shop: Shop) 
 
 @pytest.mark.parametrize("key", [None, "k-execute"])
 def test_execute_refuses_a_calculate_call_and_records_nothing(shop: Shop, key: str | None) -> None:
-    """CALCULATE is `calculated.calculate`'s alone: the write path refuses it before its unit of
-    work, so a preview can never be stored as a transaction (nor its key taken)."""
+    """CALCULATE is `calculated`'s alone: the write path refuses it before anything is read in
+    its unit of work, so a preview can never be stored as a transaction (nor its key taken)."""
     shop.standard_offers()
     collector = shop.world.collector()
     body = shop.basket(collector, APPLES, KETTLE)
     call = calculate_call(shop, body, key=key)
 
     with pytest.raises(ValueError, match="CALCULATE"):
-        service.execute(shop.world.db, Settings(), idempotency.InFlightRegistry(), call)
+        run_write(shop.world.db, Settings(), idempotency.InFlightRegistry(), call)
 
     assert stored(shop.world.db, shop.sponsor, CALCULATE, body["checkoutTransactionId"]) == []
     assert_nothing_stored(

@@ -26,6 +26,7 @@ from rewardmiles.db.models import IssuanceLine, Offer, Transaction, WebhookDeliv
 from rewardmiles.errors import PROBLEM_CODES, ProblemError
 from rewardmiles.idempotency.service import InFlightRegistry
 from rewardmiles.issuance import calls, service
+from rewardmiles.issuance.routes import run_write
 from rewardmiles.ledger.verify import verify
 from rewardmiles.reports import batches
 from rewardmiles.settlement import repository as settlement_repo
@@ -566,7 +567,7 @@ def test_the_one_statement_path_judges_offer_validity_on_the_toronto_date(
             )
 
         def general(call: calls.PartnerCall) -> calls.Outcome:
-            return service.execute(rig.db, rig.settings, rig.registry, call, now=lambda: NOW)
+            return run_write(rig.db, rig.settings, rig.registry, call, lambda: NOW)
 
         for offer in ("ENDS20", "FROM21"):  # the first call of each loads its offer's cache
             general(event(offer))

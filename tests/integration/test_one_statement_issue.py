@@ -31,6 +31,7 @@ from rewardmiles.idempotency import service as idempotency
 from rewardmiles.issuance import records, service
 from rewardmiles.issuance.calls import CREDIT, Endpoint, Outcome, PartnerCall
 from rewardmiles.issuance.reference import newest_reference
+from rewardmiles.issuance.routes import run_write
 from rewardmiles.issuance.schemas import (
     FIELD_CODES,
     FIELD_RULES,
@@ -141,7 +142,7 @@ class Rig:
         )
 
     def general(self, call: PartnerCall) -> Outcome:
-        return service.execute(self.db, self.settings, self.registry, call, now=lambda: NOW)
+        return run_write(self.db, self.settings, self.registry, call, lambda: NOW)
 
     def rows(self) -> dict[str, list[tuple[Any, ...]]]:
         queries = {
@@ -451,7 +452,7 @@ class Planner:
         return build_call(self.settings, endpoint, body, client_id=CLIENT)
 
     def general(self, call: PartnerCall) -> Outcome:
-        return service.execute(self.db, self.settings, self.registry, call, now=lambda: NOW)
+        return run_write(self.db, self.settings, self.registry, call, lambda: NOW)
 
     def plan(self, call: PartnerCall) -> records.WriteSet | None:
         _version, reference = newest_reference(self.db.engine)

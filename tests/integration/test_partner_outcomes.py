@@ -27,7 +27,8 @@ from rewardmiles.db.engine import Database
 from rewardmiles.db.models import IssuanceLine, Offer, Transaction
 from rewardmiles.errors import ProblemError
 from rewardmiles.idempotency.service import InFlightRegistry
-from rewardmiles.issuance import calls, service
+from rewardmiles.issuance import calls
+from rewardmiles.issuance.routes import run_write
 from rewardmiles.ledger.verify import verify
 from rewardmiles.offers import service as offers
 from rewardmiles.reports import audit
@@ -514,7 +515,7 @@ def test_execute_refuses_an_endpoint_that_records_no_transaction(own_db: Databas
     with pytest.raises(
         ValueError, match=r"^CALCULATE records no transaction: `execute` does not run it$"
     ):
-        service.execute(own_db, ALLOW, InFlightRegistry(), made, now=lambda: NOW)
+        run_write(own_db, ALLOW, InFlightRegistry(), made, lambda: NOW)
 
 
 # --------------------------------------------------------------------------- rules

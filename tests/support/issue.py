@@ -2,7 +2,8 @@
 
 `partner_call` runs a body as any partner endpoint does after authentication: parsed and
 validated as the route's model (a malformed body raises the route's `ProblemError`), turned into
-the route's `Command`, then run by `service.execute` (or, for CALCULATE, `calculated.calculate`).
+the route's `Command`, then run as the route runs it: `routes.run_write` (`service.execute` in a
+unit of work) or, for CALCULATE, `routes.run_calculate`.
 `call` is its POST/EVENT and REVERSE/EVENT shorthand.
 """
 
@@ -20,8 +21,13 @@ from rewardmiles.http.partner_json import json_object_of
 from rewardmiles.http.validation import validate_body
 from rewardmiles.idempotency import service as idempotency
 from rewardmiles.idempotency.service import InFlightRegistry
-from rewardmiles.issuance import calculated, calls, lookups, service
-from rewardmiles.issuance.routes import BASKET_ENDPOINTS, EVENT_ENDPOINTS
+from rewardmiles.issuance import calls, lookups
+from rewardmiles.issuance.routes import (
+    BASKET_ENDPOINTS,
+    EVENT_ENDPOINTS,
+    run_calculate,
+    run_write,
+)
 from rewardmiles.issuance.schemas import (
     FIELD_CODES,
     FIELD_RULES,
@@ -111,12 +117,12 @@ def run(
     now: datetime | None = None,
     registry: InFlightRegistry | None = None,
 ) -> calls.Outcome:
-    """`partner` run as its route runs it (`calculate` for CALCULATE, `execute` otherwise), at
-    `now` (default: the real clock), in flight in `registry` (default: one shared by the calls
-    that name none)."""
-    runner = calculated.calculate if partner.endpoint is Endpoint.CALCULATE else service.execute
+    """`partner` run as its route runs it (`run_calculate` for CALCULATE, `run_write`
+    otherwise), at `now` (default: the real clock), in flight in `registry` (default: one shared
+    by the calls that name none)."""
+    runner = run_calculate if partner.endpoint is Endpoint.CALCULATE else run_write
     return runner(
-        db, settings, registry or _REGISTRY, partner, now=(lambda: now) if now else clock.utc_now
+        db, settings, registry or _REGISTRY, partner, (lambda: now) if now else clock.utc_now
     )
 
 

@@ -5,9 +5,10 @@ Five rules, each a function from one module's source to the places that break it
 - `sql-outside-repositories`: statements are built and run only in `*/repository.py`, `ledger/`
   and `db/` (no `select`/`insert`/`update`/`delete`/`text` import, no `.execute(`/`.scalar(`/
   `.scalars(` call elsewhere);
-- `service-opens-unit-of-work`: a service (`*/service.py`, `ledger/`) never opens a unit of work
-  or a session (`.unit_of_work()`, `.reader()`, `.snapshot_reader()`, `Session(...)`): the
-  boundary (routes, the worker's task runner, the CLI) opens it and hands the session down;
+- `service-opens-unit-of-work`: a service (`*/service.py`, `ledger/`, the issuance package's
+  use cases) never opens a unit of work or a session (`.unit_of_work()`,
+  `.run_in_unit_of_work()`, `.reader()`, `.snapshot_reader()`, `Session(...)`): the boundary
+  (routes, the worker's task runner, the CLI) opens it and hands the session down;
 - `dialect-outside-db`: `psycopg`, `sqlite3` and `sqlalchemy.dialects` are imported, and the
   dialect is asked for (`.dialect`, `.is_sqlite`, `.is_postgresql`), only in `db/`;
 - `web-in-domain`: `ledger/`, services and repositories import neither FastAPI nor Starlette;
@@ -36,7 +37,7 @@ Rule = Callable[[str, ast.Module], Iterator[str]]
 
 _STATEMENTS = {"select", "insert", "update", "delete", "text"}
 _RUN = {"execute", "scalar", "scalars"}
-_OPEN = {"unit_of_work", "reader", "snapshot_reader"}
+_OPEN = {"unit_of_work", "run_in_unit_of_work", "reader", "snapshot_reader"}
 _DIALECT_MODULES = ("psycopg", "psycopg2", "sqlite3", "sqlalchemy.dialects")
 _DIALECT_NAMES = {"dialect", "is_sqlite", "is_postgresql"}
 _WEB_MODULES = ("fastapi", "starlette")
@@ -185,15 +186,11 @@ RULES: dict[str, Rule] = {
     "ledger-write-outside-ledger": ledger_write_outside_ledger,
 }
 
-_QUERIES_TO_REPOSITORY = "its queries move into a repository"
-_UOW_TO_BOUNDARY = "the unit of work moves to the boundary that calls it"
-
-# (rule, module): what moves it. Counted per module, not per line, so that editing a module
-# does not churn the list; a module that no longer breaks the rule must leave the list.
-DRIFT: dict[tuple[str, str], str] = {
-    ("service-opens-unit-of-work", "issuance/calculated.py"): _UOW_TO_BOUNDARY,
-    ("service-opens-unit-of-work", "issuance/keyed.py"): _UOW_TO_BOUNDARY,
-}
+# (rule, module): what moves it (its queries into a repository, its unit of work to the
+# boundary that calls it). Counted per module, not per line, so that editing a module does not
+# churn the list; a module that no longer breaks the rule must leave the list. Empty today:
+# every module keeps every rule.
+DRIFT: dict[tuple[str, str], str] = {}
 
 
 def _modules() -> Iterator[tuple[str, ast.Module]]:
@@ -262,6 +259,12 @@ PLANTED = [
         "ledger/service.py",
         "def f(engine):\n    return Session(engine)\n",
         "def f(session):\n    return session\n",
+    ),
+    (
+        "service-opens-unit-of-work",
+        "issuance/keyed.py",
+        "def f(db, call):\n    return db.run_in_unit_of_work(execute, call)\n",
+        "def f(session, attempt, call):\n    return claim(session, call)\n",
     ),
     (
         "dialect-outside-db",

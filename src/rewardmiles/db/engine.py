@@ -8,7 +8,7 @@ import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast
 
 import psycopg
 from psycopg import sql as pgsql
@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql import Executable, Insert
@@ -25,6 +25,12 @@ from sqlalchemy.sql.schema import Table
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 IDLE = TransactionStatus.IDLE
+# Units of work `Database.run_in_unit_of_work` runs for one piece of work: a unique-index race lost
+# to a concurrent unit of work is run again, and then finds the winner's rows.
+INTEGRITY_ATTEMPTS = 3
+
+R = TypeVar("R")
+P = ParamSpec("P")
 
 
 class DatabaseUrlError(ValueError):
@@ -171,6 +177,26 @@ class Database:
         """One database transaction: committed when the block ends, rolled back if it raises."""
         with self._writer_guard(), self._sessions() as session, session.begin():
             yield session
+
+    def run_in_unit_of_work(
+        self,
+        work: Callable[Concatenate[Session, int, P], R],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """`work(session, attempt, *args, **kwargs)` in a unit of work, `attempt` counting from 1.
+
+        An `IntegrityError` (two units of work inserting the same unique key at once: the loser
+        fails) rolls the unit back and runs `work` again in a new one, which sees the winner's
+        rows; the last of `INTEGRITY_ATTEMPTS` lets it through. Any other exception ends it."""
+        for attempt in range(1, INTEGRITY_ATTEMPTS):
+            try:
+                with self.unit_of_work() as session:
+                    return work(session, attempt, *args, **kwargs)
+            except IntegrityError:
+                pass
+        with self.unit_of_work() as session:
+            return work(session, INTEGRITY_ATTEMPTS, *args, **kwargs)
 
     @contextmanager
     def reader(self) -> Iterator[Session]:

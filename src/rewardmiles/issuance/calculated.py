@@ -16,10 +16,8 @@ from sqlalchemy.orm import Session
 
 from rewardmiles import clock
 from rewardmiles.config import Settings
-from rewardmiles.db.engine import Database
 from rewardmiles.errors import BusinessRuleError, FieldError, problem_from_error
 from rewardmiles.idempotency import repository as keys
-from rewardmiles.idempotency import service as idempotency
 from rewardmiles.issuance import checks, keyed, rules
 from rewardmiles.issuance import repository as repo
 from rewardmiles.issuance.calls import RULES, Endpoint, Outcome, PartnerCall
@@ -29,42 +27,42 @@ from rewardmiles.ledger import present
 from rewardmiles.offers import applicable, engine
 
 
-def calculate(
-    db: Database,
+def preview(
+    session: Session,
     settings: Settings,
-    registry: idempotency.InFlightRegistry,
     call: PartnerCall,
-    *,
     now: Callable[[], datetime] = clock.utc_now,
 ) -> Outcome:
-    """CALCULATE: what ISSUE would issue now; no transaction is ever recorded.
+    """CALCULATE without a key: what ISSUE would issue now, a pure preview on a read-only
+    session (a failed rule raises: a 400 that leaves nothing behind)."""
+    moment = now()
+    offers = _preview_offers(session, settings, call.command, moment)
+    return Outcome(200, _preview(settings, call.command, offers, moment))
 
-    Without a key, a pure preview on a read-only session (a failed rule raises: a 400 that
-    leaves nothing behind). With a key, the answer — the preview, or a failed rule's 400 — is
-    stored under it like a write endpoint's (SPEC §4), and a retry replays it even if the offers
-    changed in between.
-    """
-    key = call.idempotency_key
-    if key is None:
-        moment = now()
-        with db.reader() as session:
-            offers = _preview_offers(session, settings, call.command, moment)
-        return Outcome(200, _preview(settings, call.command, offers, moment))
 
-    def once(session: Session, _attempt: int) -> Outcome:
-        replay = keyed.claim(session, call)
-        if replay is not None:
-            return replay
-        moment = now()
-        try:
-            offers = _preview_offers(session, settings, call.command, moment)
-            outcome = Outcome(200, _preview(settings, call.command, offers, moment))
-        except BusinessRuleError as rule:
-            outcome = Outcome(400, problem_from_error(rule, call.request_id))
-        keys.store(session, keyed.key_row(call, key, outcome, moment))
-        return outcome
-
-    return keyed.run_keyed(db, registry, call, once)
+def calculate(
+    session: Session,
+    _attempt: int,
+    settings: Settings,
+    call: PartnerCall,
+    now: Callable[[], datetime] = clock.utc_now,
+) -> Outcome:
+    """CALCULATE with a key, in a unit of work (`Database.run_in_unit_of_work`; every attempt
+    is the same): no transaction is ever recorded, but the answer — the preview, or a failed
+    rule's 400 — is stored under the key like a write endpoint's (SPEC §4), and a retry replays
+    it even if the offers changed in between. Without a key, the boundary runs `preview`."""
+    key = present(call.idempotency_key)
+    replay = keyed.claim(session, call)
+    if replay is not None:
+        return replay
+    moment = now()
+    try:
+        offers = _preview_offers(session, settings, call.command, moment)
+        outcome = Outcome(200, _preview(settings, call.command, offers, moment))
+    except BusinessRuleError as rule:
+        outcome = Outcome(400, problem_from_error(rule, call.request_id))
+    keys.store(session, keyed.key_row(call, key, outcome, moment))
+    return outcome
 
 
 def _preview_offers(

@@ -1,17 +1,16 @@
 """A partner call under its idempotency key: the unit of work's first statement claims the key
-(409 while another process runs it) and replays a stored outcome (422 for another request), a
-unique-constraint race is retried, and a stored call answers again as it stands now."""
+(409 while another process runs it) and replays a stored outcome (422 for another request), and
+a stored call answers again as it stands now. The boundary that runs the call opens its units of
+work (`Database.run_in_unit_of_work`: a unique-constraint race lost to another process is run
+again, and replays the winner) with the key held in the process (`InFlightRegistry.hold`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 
 import orjson
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from rewardmiles.db.engine import Database
 from rewardmiles.db.models import PENDING, REJECTED
 from rewardmiles.idempotency import repository as keys
 from rewardmiles.idempotency import service as idempotency
@@ -19,30 +18,6 @@ from rewardmiles.issuance import repository as repo
 from rewardmiles.issuance.calls import Outcome, PartnerCall, wire_status
 from rewardmiles.issuance.reference import use_reference_cache
 from rewardmiles.issuance.schemas import without_empty
-
-INTEGRITY_RETRIES = 3
-
-
-def run_keyed(
-    db: Database,
-    registry: idempotency.InFlightRegistry,
-    call: PartnerCall,
-    once: Callable[[Session, int], Outcome],
-) -> Outcome:
-    """`once(session, attempt)` in a unit of work, with the call's key held in this process.
-
-    A unique-constraint race (two processes accepting the same key or transaction id at once)
-    rolls the loser back; its retry then finds the winner's result and replays it.
-    """
-    with registry.hold(call.client_id, call.idempotency_key):
-        for attempt in range(1, INTEGRITY_RETRIES + 1):
-            try:
-                with db.unit_of_work() as session:
-                    return once(session, attempt)
-            except IntegrityError:
-                if attempt == INTEGRITY_RETRIES:
-                    raise
-    raise AssertionError("unreachable")
 
 
 def claim(session: Session, call: PartnerCall) -> Outcome | None:

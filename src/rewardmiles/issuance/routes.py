@@ -1,14 +1,19 @@
-"""The partner endpoints. Thin: authenticate, parse, call one service function, respond."""
+"""The partner endpoints. Thin: authenticate, parse, call one service function in the unit of
+work the route opens (`run_write`, `run_calculate`), respond."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from rewardmiles import clock
 from rewardmiles.auth.tokens import Principal
+from rewardmiles.config import Settings
+from rewardmiles.db.engine import Database
 from rewardmiles.errors import ProblemError
 from rewardmiles.http.access import authorize, require_sponsor, sponsor_for
 from rewardmiles.http.bodies import read_validated_body
@@ -84,6 +89,42 @@ def _request_body(model: type[WireModel], *, idempotent: bool = True) -> dict[st
     return extra
 
 
+def run_write(
+    db: Database,
+    settings: Settings,
+    registry: idempotency.InFlightRegistry,
+    call: calls.PartnerCall,
+    now: Callable[[], datetime] = clock.utc_now,
+) -> calls.Outcome:
+    """A call of an endpoint that records a transaction: `service.execute` in a unit of work
+    (again after a lost unique-index race: `Database.run_in_unit_of_work`), with the call's key
+    held in this process. Synchronous: a route runs it in a worker thread."""
+    with registry.hold(call.client_id, call.idempotency_key):
+        return db.run_in_unit_of_work(service.execute, settings, call, now)
+
+
+def run_calculate(
+    db: Database,
+    settings: Settings,
+    registry: idempotency.InFlightRegistry,
+    call: calls.PartnerCall,
+    now: Callable[[], datetime] = clock.utc_now,
+) -> calls.Outcome:
+    """CALCULATE: without a key, `calculated.preview` on a read-only session, storing nothing;
+    with one, `calculated.calculate` in a unit of work under the key, as `run_write` runs a
+    write call."""
+    if call.idempotency_key is None:
+        with db.reader() as session:
+            return calculated.preview(session, settings, call, now)
+    with registry.hold(call.client_id, call.idempotency_key):
+        return db.run_in_unit_of_work(calculated.calculate, settings, call, now)
+
+
+Runner = Callable[
+    [Database, Settings, idempotency.InFlightRegistry, calls.PartnerCall], calls.Outcome
+]
+
+
 async def _handle(
     request: Request,
     endpoint: calls.Endpoint,
@@ -91,10 +132,10 @@ async def _handle(
     to_command: Callable[[M, Principal], Command],
     *,
     idempotent: bool = True,
-    run: Callable[..., calls.Outcome] = service.execute,
+    run: Runner = run_write,
 ) -> Response:
-    """Authenticate, parse, then `run` the call: `service.execute` (after the one-statement path,
-    where the server has one) for the endpoints that record a transaction."""
+    """Authenticate, parse, then `run` the call in a worker thread: `run_write` (after the
+    one-statement path, where the server has one) for the endpoints that record a transaction."""
     ctx = request.app.state.ctx
     principal = await authorize(request)
     key = idempotency.parse_key(request.headers.get("idempotency-key")) if idempotent else None
@@ -115,7 +156,7 @@ async def _handle(
         request_id=request_id_of(request),
     )
     outcome = None
-    if run is service.execute and ctx.issue_writer is not None:
+    if run is run_write and ctx.issue_writer is not None:
         outcome = await service.execute_at_once(
             ctx.issue_writer, ctx.db, ctx.settings, ctx.registry, call
         )
@@ -216,7 +257,7 @@ def _program(body: ProgramBasketBase, principal: Principal) -> Command:
 )
 async def calculate(request: Request) -> Response:
     return await _handle(
-        request, calls.Endpoint.CALCULATE, CalculateRequest, _program, run=calculated.calculate
+        request, calls.Endpoint.CALCULATE, CalculateRequest, _program, run=run_calculate
     )
 
 

@@ -3,9 +3,10 @@ RECORD, and the write path of the program-calculated ISSUE and RETURN (`calculat
 their lines). One call runs a straight line: claim its key (`keyed`), read what the rules need,
 ask the pure rules (`rules`), write (`records` builds the rows, `ledger` posts), respond.
 
-Two ways to the same rows: `execute`, a unit of work that answers every case, and
-`execute_at_once`, the one-statement path (PostgreSQL) for an issue whose every line posts now,
-written by `ledger.batched`'s group commit. Services take a session and never commit.
+Two ways to the same rows: `execute`, in a unit of work (opened by the boundary that calls it)
+that answers every case, and `execute_at_once`, the one-statement path (PostgreSQL) for an issue
+whose every line posts now, written by `ledger.batched`'s group commit. Services take a session
+and never commit.
 """
 
 from __future__ import annotations
@@ -41,24 +42,20 @@ from rewardmiles.vocabulary import CollectorStatus
 
 
 def execute(
-    db: Database,
+    session: Session,
+    attempt: int,
     settings: Settings,
-    registry: idempotency.InFlightRegistry,
     call: PartnerCall,
-    *,
     now: Callable[[], datetime] = clock.utc_now,
 ) -> Outcome:
-    """Run one partner write call: idempotency, rules, effects, all in one unit of work. The
-    first attempt leaves rule 3.7's duplicate check to the unique index. A call of an endpoint
-    that records no transaction (CALCULATE: `calculate`) is refused before anything is read."""
+    """Run one partner write call in the unit of work `session`: idempotency, rules, effects.
+    The boundary opens it (`Database.run_in_unit_of_work`, which counts the `attempt`s): the
+    first attempt leaves rule 3.7's duplicate check to the unique index, a retry after a lost
+    race on it checks first. A call of an endpoint that records no transaction (CALCULATE:
+    `calculated.calculate`) is refused before anything is read."""
     if call.endpoint not in RULES:
         raise ValueError(f"{call.endpoint.name} records no transaction: `execute` does not run it")
-    return keyed.run_keyed(
-        db,
-        registry,
-        call,
-        lambda session, attempt: _attempt(session, settings, call, now(), optimistic=attempt == 1),
-    )
+    return _attempt(session, settings, call, now(), optimistic=attempt == 1)
 
 
 def _attempt(
@@ -223,9 +220,8 @@ def _write(
     repo.insert_transaction(session, writes.transaction)
     repo.insert_lines(session, writes.lines)
     if writes.postings:
-        if account is None:  # `rules.plan_lines` posts no line of a collector not enrolled
-            raise ledger.LedgerInvariantError("posted lines for a collector without an account")
-        ledger.post(session, account, writes.postings, posted_at=now)
+        # `rules.plan_lines` posts no line of a collector not enrolled
+        ledger.post(session, ledger.present(account), writes.postings, posted_at=now)
     return writes.outcome
 
 

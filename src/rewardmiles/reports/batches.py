@@ -37,7 +37,7 @@ from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.errors import OperatorError
 from rewardmiles.http.partner_json import DuplicateMemberError, canonical_json, loads_partner_json
-from rewardmiles.idempotency.service import InFlightRegistry, fingerprint
+from rewardmiles.idempotency.service import fingerprint
 from rewardmiles.issuance import service as issuance
 from rewardmiles.issuance.calls import WIRE_NAMES, Endpoint, PartnerCall
 from rewardmiles.issuance.schemas import (
@@ -430,9 +430,6 @@ def _program_miles(
     return repository.accepted_miles(session, sponsor_code, keys)
 
 
-_REGISTRY = InFlightRegistry()
-
-
 def _issue(
     db: Database,
     settings: Settings,
@@ -490,8 +487,9 @@ def _issue(
         idempotency_key=None,
         request_id="batch-" + secrets.token_hex(6),
     )
+    # In units of work of its own, as a partner's call (without a key: none to hold in flight).
     # Rule failures come back as a 400.
-    outcome = issuance.execute(db, settings, _REGISTRY, call)
+    outcome = db.run_in_unit_of_work(issuance.execute, settings, call)
     if outcome.status >= 400:
         return _row(
             report,
