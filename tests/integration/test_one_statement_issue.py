@@ -52,6 +52,9 @@ CLIENT = "one-statement-client"
 NOW = datetime(2026, 11, 20, 15, 30, 0, 125_000, tzinfo=UTC)
 ACTIVE, ON_HOLD, CLOSED = "70000000001", "70000000002", "70000000003"
 UNKNOWN = "70000000099"
+# A call answers in milliseconds: one left unanswered fails its test after this many seconds
+# instead of hanging it (the group commit's scheduler has code that, broken, would hang it).
+ANSWERED_WITHIN = 20.0
 
 
 def seed(db: Database) -> None:
@@ -136,8 +139,11 @@ class Rig:
 
     def at_once(self, call: PartnerCall) -> Outcome | None:
         return self.loop.run_until_complete(
-            service.execute_at_once(
-                self.writer, self.db, self.settings, self.registry, call, now=lambda: NOW
+            asyncio.wait_for(
+                service.execute_at_once(
+                    self.writer, self.db, self.settings, self.registry, call, now=lambda: NOW
+                ),
+                ANSWERED_WITHIN,
             )
         )
 
@@ -633,14 +639,15 @@ def test_a_lost_connection_is_a_database_error_and_the_next_call_gets_a_fresh_on
 
 def _together(rig: Rig, calls: list[PartnerCall]) -> list[Outcome | None]:
     async def run() -> list[Outcome | None]:
-        return await asyncio.gather(
-            *(
-                service.execute_at_once(
-                    rig.writer, rig.db, rig.settings, rig.registry, call, now=lambda: NOW
+        async with asyncio.timeout(ANSWERED_WITHIN):
+            return await asyncio.gather(
+                *(
+                    service.execute_at_once(
+                        rig.writer, rig.db, rig.settings, rig.registry, call, now=lambda: NOW
+                    )
+                    for call in calls
                 )
-                for call in calls
             )
-        )
 
     return rig.loop.run_until_complete(run())
 
@@ -731,7 +738,7 @@ def test_a_batch_refused_on_the_unique_index_is_run_again_call_by_call(
         assert await alone is not None
         return rest
 
-    outcomes = rig.loop.run_until_complete(first_then_the_rest())
+    outcomes = rig.loop.run_until_complete(asyncio.wait_for(first_then_the_rest(), ANSWERED_WITHIN))
 
     assert statements == [1 + 1 + len(calls)]  # the lead, the refused batch, then one by one
     assert all(o is not None for o in outcomes[:3])
@@ -794,7 +801,9 @@ def test_a_statement_waiting_on_a_lock_does_not_hold_back_later_calls(rig: Rig) 
 
     with psycopg.connect(url) as holder:  # a long transaction holds the collector's row
         holder.execute("SELECT 1 FROM collectors WHERE number = '70000000012' FOR UPDATE")
-        first, second, waited = rig.loop.run_until_complete(run())
+        first, second, waited = rig.loop.run_until_complete(
+            asyncio.wait_for(run(), ANSWERED_WITHIN)
+        )
     # Behind the stalled statement it would have waited out the rest of the lock timeout.
     assert waited < STATEMENT_LOCK_TIMEOUT_MS / 1000 - 0.08 - 0.03
     assert second is not None

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -171,22 +172,30 @@ def batch_params(calls: Sequence[BatchedCall]) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class BatchedOutcome:
-    written: bool  # the call was written and committed
+    written: bool = False  # the call was written and committed; read for its truth only
     stored: StoredOutcome | None = None  # else: the key's stored outcome, if its lock was free
     # and its transaction as it stands now: the stored response and the lines' (direction,
     # status, error code) in line order
     current: tuple[str, list[tuple[str, str, str | None]]] | None = None
 
 
+# The two outcomes that carry nothing else, shared (the dataclass is frozen): a call written,
+# and one not written with no stored key to replay — the caller then runs the unit of work.
+WRITTEN = BatchedOutcome(written=True)
+NOT_WRITTEN = BatchedOutcome()
+
+
 def _outcome(row: Sequence[Any]) -> BatchedOutcome:
     _i, written, fingerprint, transaction_id, status, response_json, current, states = row
-    if written or fingerprint is None:
-        return BatchedOutcome(bool(written))
+    if written:
+        return WRITTEN
+    if fingerprint is None:  # no key stored, or its lock held: nothing to replay
+        return NOT_WRITTEN
     stored = StoredOutcome(fingerprint, transaction_id, status, orjson.loads(response_json))
     if current is None:
-        return BatchedOutcome(False, stored)
+        return BatchedOutcome(stored=stored)
     lines = [(direction, state, error) for direction, state, error in states or ()]
-    return BatchedOutcome(False, stored, (current, lines))
+    return BatchedOutcome(stored=stored, current=(current, lines))
 
 
 async def apply_batch(
@@ -224,7 +233,8 @@ class GroupCommit:
     A statement that has run longer than `stalled_after` — a batch commits in milliseconds; one
     waiting on a row lock takes up to the lock timeout — does not hold back the calls that
     arrive meanwhile: when every statement in flight has stalled, a new call starts another one,
-    up to `in_flight_cap` at once."""
+    up to `in_flight_cap` at once. `clock` measures that: monotonic seconds (the tests drive
+    it)."""
 
     def __init__(
         self,
@@ -234,12 +244,14 @@ class GroupCommit:
         in_flight_max: int = 1,
         in_flight_cap: int = 4,
         stalled_after: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pool = pool
         self.batch_max = batch_max
         self.in_flight_max = in_flight_max
         self.in_flight_cap = max(in_flight_cap, in_flight_max)
         self.stalled_after = stalled_after
+        self._clock = clock
         self._waiting: list[tuple[BatchedCall, asyncio.Future[BatchedOutcome]]] = []
         # The drains running, each sending batches in turn, and when each started its current one.
         self._drains: dict[asyncio.Task[None], float] = {}
@@ -248,7 +260,7 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[BatchedOutcome] = loop.create_future()
         self._waiting.append((call, future))
-        now = loop.time()
+        now = self._clock()
         if len(self._drains) < self.in_flight_max or (
             len(self._drains) < self.in_flight_cap
             and all(now - since > self.stalled_after for since in self._drains.values())
@@ -258,31 +270,29 @@ class GroupCommit:
 
     async def _drain(self) -> None:
         task = present(asyncio.current_task())  # `post_batched` starts it as a task
-        loop = asyncio.get_running_loop()
         try:
             while self._waiting:
                 batch = self._waiting[: self.batch_max]
                 del self._waiting[: self.batch_max]
-                self._drains[task] = loop.time()
+                self._drains[task] = self._clock()
                 await self._run(batch)
         finally:
             # Left the set in the same step that found nothing waiting: a call that arrives
             # later starts a drain of its own (a done-callback would run too late for that).
-            self._drains.pop(task, None)
+            # `post_batched` put the task there before it could start: it is there to remove.
+            del self._drains[task]
 
     async def _run(self, batch: list[tuple[BatchedCall, asyncio.Future[BatchedOutcome]]]) -> None:
         try:
             outcomes = await apply_batch(self.pool, [call for call, _ in batch])
             if outcomes is None and len(batch) > 1:  # find the call the index refused
                 singles = [await apply_batch(self.pool, [call]) for call, _ in batch]
-                outcomes = [o[0] if o else BatchedOutcome(False) for o in singles]
+                outcomes = [o[0] if o else NOT_WRITTEN for o in singles]
         except Exception as exc:  # every caller of the batch gets the database's error
             for _, future in batch:
                 with _UNLESS_CANCELLED:
                     future.set_exception(exc)
             return
-        for (_, future), outcome in zip(
-            batch, outcomes or [BatchedOutcome(False)] * len(batch), strict=True
-        ):
+        for (_, future), outcome in zip(batch, outcomes or [NOT_WRITTEN] * len(batch), strict=True):
             with _UNLESS_CANCELLED:
                 future.set_result(outcome)
