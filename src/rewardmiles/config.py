@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -12,22 +11,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from rewardmiles import clock
+from rewardmiles.vocabulary import NegativeBalancePolicy, UnknownCollectorPolicy
 
 ENV_PREFIX = "REWARDMILES_"
 # The value of REWARDMILES_TEST_CLOCK starts with this, so that it cannot be set by accident.
 TEST_CLOCK_PREFIX = "frozen-for-tests:"
 DEFAULT_SQLITE_FILE = "rewardmiles.db"
-
-
-class NegativeBalancePolicy(StrEnum):
-    ALLOW = "allow"
-    REJECT = "reject"
-
-
-class UnknownCollectorPolicy(StrEnum):
-    PENDING = "pending"
-    REJECT = "reject"
-    ENROLL = "enroll"
 
 
 class Settings(BaseModel):

@@ -16,17 +16,18 @@ from rewardmiles.collectors import service as collectors
 from rewardmiles.db.models import Location, PartnerClient, Sponsor
 from rewardmiles.offers import service as offers
 from rewardmiles.sponsors import service as sponsors
+from rewardmiles.vocabulary import CollectorStatus
 
 SPONSOR = "KENY"
 LOCATION = "0037"
 CLIENT_ID = "demo-keny"
 CLIENT_SECRET = "demo-keny-secret"
 COLLECTORS = {
-    "80085102028": "ACTIVE",
-    "80085102036": "ACTIVE",
-    "80085102044": "ACTIVE",
-    "80085102051": "ON_HOLD",
-    "80085102069": "CLOSED",
+    "80085102028": CollectorStatus.ACTIVE,
+    "80085102036": CollectorStatus.ACTIVE,
+    "80085102044": CollectorStatus.ACTIVE,
+    "80085102051": CollectorStatus.ON_HOLD,
+    "80085102069": CollectorStatus.CLOSED,
 }
 
 

@@ -36,6 +36,7 @@ from rewardmiles.issuance.routes import run_calculate, run_write
 from rewardmiles.issuance.schemas import CalculateRequest, program_command
 from rewardmiles.offers import service as offers
 from rewardmiles.settlement import service as settlement
+from rewardmiles.vocabulary import Endpoint
 from tests.e2e.conftest import World
 from tests.support import data
 from tests.support.partner import Partner
@@ -239,7 +240,7 @@ def calculate_call(shop: Shop, body: dict[str, Any], *, key: str | None) -> call
     request = CalculateRequest.model_validate(obj)
     canonical = canonical_json(obj)
     return calls.PartnerCall(
-        endpoint=calls.Endpoint.CALCULATE,
+        endpoint=Endpoint.CALCULATE,
         client_id=shop.partner.client_id,
         command=program_command(request, shop.sponsor),
         request_json=canonical.decode(),

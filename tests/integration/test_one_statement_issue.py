@@ -23,13 +23,13 @@ from rewardmiles.app import build_context
 from rewardmiles.collectors import service as collectors
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import STATEMENT_LOCK_TIMEOUT_MS, Database, StatementPool
-from rewardmiles.db.models import POSTED, Offer
+from rewardmiles.db.models import Offer
 from rewardmiles.errors import ProblemError
 from rewardmiles.http.partner_json import canonical_json, parse_json_object
 from rewardmiles.http.validation import validate_body
 from rewardmiles.idempotency import service as idempotency
 from rewardmiles.issuance import records, service
-from rewardmiles.issuance.calls import CREDIT, Endpoint, Outcome, PartnerCall
+from rewardmiles.issuance.calls import Outcome, PartnerCall
 from rewardmiles.issuance.reference import newest_reference
 from rewardmiles.issuance.routes import run_write
 from rewardmiles.issuance.schemas import (
@@ -44,6 +44,7 @@ from rewardmiles.issuance.schemas import (
 from rewardmiles.ledger.batched import POST_BATCH_SENT, GroupCommit, batch_params
 from rewardmiles.settlement.worker import settle_pending
 from rewardmiles.sponsors import service as sponsors
+from rewardmiles.vocabulary import Direction, Endpoint, LineStatus
 from tests.conftest import TEST_SECRET_KEY, DatabaseFactory, assert_ledger_balanced
 from tests.support.issue import build_call
 
@@ -497,9 +498,9 @@ def test_only_a_post_or_post_event_is_planned(
     plan = planner.plan(planner.call(posting, body))
     assert plan is not None  # the control: as a posting, every line posts at once
     assert plan.outcome.status == 200
-    assert [(line["direction"], line["status"]) for line in plan.lines] == [(CREDIT, POSTED)] * len(
-        body["issuances"]
-    )
+    assert [(line["direction"], line["status"]) for line in plan.lines] == [
+        (Direction.CREDIT, LineStatus.POSTED)
+    ] * len(body["issuances"])
     assert planner.plan(planner.call(endpoint, body)) is None
 
 
@@ -593,7 +594,7 @@ def test_a_line_of_exactly_the_review_threshold_is_planned_one_mile_more_is_not(
     plan = planner.plan(at)
     assert plan is not None
     assert plan.outcome.status == 200
-    assert [line["status"] for line in plan.lines] == [POSTED]
+    assert [line["status"] for line in plan.lines] == [LineStatus.POSTED]
     posted = planner.general(at)  # the unit of work agrees: the line posts at once
     assert posted.status == 200
     assert posted.body["issuances"][0]["status"] == "ISSUED"

@@ -33,11 +33,10 @@ from rewardmiles.ledger.verify import verify
 from rewardmiles.offers import service as offers
 from rewardmiles.reports import audit
 from rewardmiles.settlement.worker import settle_pending
+from rewardmiles.vocabulary import Endpoint
 from tests.conftest import DatabaseFactory
 from tests.support import data
 from tests.support import issue as partner
-
-Endpoint = calls.Endpoint
 
 NOW = datetime(2026, 11, 21, 2, 1, tzinfo=UTC)
 AT = NOW - timedelta(seconds=5)  # the partner's transaction time of every call unless said

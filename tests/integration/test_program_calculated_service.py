@@ -23,16 +23,16 @@ from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Transaction
 from rewardmiles.errors import PROBLEM_CODES, BusinessRuleError, ProblemError
 from rewardmiles.idempotency.service import InFlightRegistry
-from rewardmiles.issuance import calls, lookups
+from rewardmiles.issuance import lookups
 from rewardmiles.ledger.verify import verify
 from rewardmiles.offers import service as offers
 from rewardmiles.settlement import service as settlement
 from rewardmiles.settlement.worker import settle_pending
+from rewardmiles.vocabulary import Endpoint
 from tests.conftest import DatabaseFactory
 from tests.support import data
 from tests.support.issue import partner_call
 
-Endpoint = calls.Endpoint
 CALCULATE, ISSUE, RETURN = Endpoint.CALCULATE, Endpoint.ISSUE, Endpoint.RETURN
 
 # 02:00 UTC on 21 November is 21:00 on 20 November in Toronto: the checkout's offers are those

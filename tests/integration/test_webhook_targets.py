@@ -22,6 +22,7 @@ from rewardmiles.cli.main import app
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Webhook, WebhookDelivery
+from rewardmiles.vocabulary import EventType
 from rewardmiles.webhooks import service as webhooks
 from rewardmiles.webhooks import targets
 from rewardmiles.webhooks.dispatch import Dispatcher
@@ -149,7 +150,7 @@ def _queue_delivery(session: Session, hook_id: str, transaction_id: str, now: da
         insert(WebhookDelivery).values(
             id=delivery_id,
             webhook_id=hook_id,
-            event_type=webhooks.SETTLED_EVENT,
+            event_type=EventType.TRANSACTION_SETTLED,
             transaction_id=transaction_id,
             payload_json="{}",
             status="pending",
@@ -329,7 +330,7 @@ def test_a_secret_that_does_not_decrypt_fails_its_own_delivery_only(
                     insert(WebhookDelivery).values(
                         id=ids[name],
                         webhook_id=hook_id,
-                        event_type=webhooks.SETTLED_EVENT,
+                        event_type=EventType.TRANSACTION_SETTLED,
                         transaction_id=str(outcome.transaction_id),
                         payload_json="{}",
                         status="pending",

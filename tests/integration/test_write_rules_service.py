@@ -27,11 +27,11 @@ from rewardmiles.errors import PROBLEM_CODES
 from rewardmiles.issuance import calls
 from rewardmiles.ledger.verify import verify
 from rewardmiles.offers import service as offers
+from rewardmiles.vocabulary import Endpoint
 from tests.conftest import DatabaseFactory
 from tests.support import data
 from tests.support.issue import partner_call
 
-Endpoint = calls.Endpoint
 POST, POST_EVENT, REVERSE, REVERSE_EVENT = (
     Endpoint.POST,
     Endpoint.POST_EVENT,

@@ -37,6 +37,7 @@ from sqlalchemy import func, select
 from rewardmiles import clock
 from rewardmiles.db.models import Transaction
 from rewardmiles.offers import service as offers
+from rewardmiles.vocabulary import TransactionStatus
 from rewardmiles.webhooks.service import sign
 from tests.e2e.conftest import World
 from tests.support import data
@@ -352,7 +353,10 @@ def test_lost_responses_never_double_issue(world: World) -> None:
         count = session.scalar(
             select(func.count())
             .select_from(Transaction)
-            .where(Transaction.partner_transaction_id.in_(ids), Transaction.status != "REJECTED")
+            .where(
+                Transaction.partner_transaction_id.in_(ids),
+                Transaction.status != TransactionStatus.REJECTED,
+            )
         )
     assert count == calls
     for collector, miles in expected.items():

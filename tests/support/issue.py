@@ -45,9 +45,9 @@ from rewardmiles.issuance.schemas import (
     event_command,
     program_command,
 )
+from rewardmiles.vocabulary import Endpoint
 
 _REGISTRY = InFlightRegistry()
-Endpoint = calls.Endpoint
 
 
 def _event(request: Any) -> Command:

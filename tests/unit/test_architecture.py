@@ -1,6 +1,6 @@
 """The shape docs/architecture.md promises, checked over the source's syntax trees.
 
-Five rules, each a function from one module's source to the places that break it:
+Six rules, each a function from one module's source to the places that break it:
 
 - `sql-outside-repositories`: statements are built and run only in `*/repository.py`, `ledger/`
   and `db/` (no `select`/`insert`/`update`/`delete`/`text` import, no `.execute(`/`.scalar(`/
@@ -13,7 +13,17 @@ Five rules, each a function from one module's source to the places that break it
   dialect is asked for (`.dialect`, `.is_sqlite`, `.is_postgresql`), only in `db/`;
 - `web-in-domain`: `ledger/`, services and repositories import neither FastAPI nor Starlette;
 - `ledger-write-outside-ledger`: ledger rows are inserted and balances changed only in `ledger/`
-  (`insert(LedgerEntry)`, `LedgerEntry(...)`, `balance_miles` assigned or set in SQL).
+  (`insert(LedgerEntry)`, `LedgerEntry(...)`, `balance_miles` assigned or set in SQL);
+- `bare-vocabulary-word`: a value of one of `vocabulary.py`'s enums (`"posted"`, `"credit"`,
+  `"ACTIVE"`...) is never written as a bare string where it stands for that word: an operand of
+  a comparison, an element of a tuple, list or set compared against or given to `.in_()` /
+  `.not_in()`, a keyword argument naming a vocabulary column (`status=`, `direction=`...), a
+  dict value, a value assigned, returned or given as a parameter's default (either branch of a
+  conditional expression counts). The enum member is written instead. Docstrings, f-strings,
+  positional arguments (CLI command names, bound parameters' names) and dict keys are not such
+  places, so `@pending_app.command("reject")` and `bindparam("sponsor")` stay as they are.
+  `HOMONYMS` lists the modules where the same string stands for another word (an OpenAPI tag
+  named like a role), each with why.
 
 `DRIFT` lists the places that break a rule today, each with what moves it; the test fails on a
 new violation and on an entry that no longer applies, so the list only shrinks.
@@ -44,6 +54,17 @@ _WEB_MODULES = ("fastapi", "starlette")
 _LEDGER_SQL = re.compile(
     r"\b(?:INSERT\s+INTO\s+ledger_entries|UPDATE\s+ledger_entries|SET\s+balance_miles)\b", re.I
 )
+# Keyword arguments that name a column written in the vocabulary's words (not `outcome`,
+# `kind`, `reason`: log fields and file kinds use those names for other words).
+_VOCABULARY_KEYWORDS = {
+    "status",
+    "direction",
+    "pending_reason",
+    "account_kind",
+    "event_type",
+    "endpoint",
+    "role",
+}
 
 
 def _imports(tree: ast.Module) -> Iterator[tuple[str, list[str], int]]:
@@ -178,12 +199,87 @@ def ledger_write_outside_ledger(path: str, tree: ast.Module) -> Iterator[str]:
     yield from _ledger_assignments_and_sql(path, tree)
 
 
+def vocabulary_words(source: str) -> frozenset[str]:
+    """The values of the `StrEnum`s `source` (vocabulary.py's) defines."""
+    words: set[str] = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ClassDef) and any(
+            isinstance(base, ast.Name) and base.id == "StrEnum" for base in node.bases
+        ):
+            for item in node.body:
+                if isinstance(item, ast.Assign) and isinstance(item.value, ast.Constant):
+                    words.add(str(item.value.value))
+    return frozenset(words)
+
+
+VOCABULARY = vocabulary_words((SRC / "vocabulary.py").read_text())
+
+
+def _bare_strings(node: ast.expr, *, sequence: bool = True) -> Iterator[ast.Constant]:
+    """`node` if it is a string constant, the string elements of a tuple, list or set (one level:
+    `[(app, "sponsor")]` holds a pair, not a word), and both branches of `a if c else b`."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        yield node
+    elif isinstance(node, ast.Tuple | ast.List | ast.Set) and sequence:
+        for element in node.elts:
+            yield from _bare_strings(element, sequence=False)
+    elif isinstance(node, ast.IfExp):
+        yield from _bare_strings(node.body, sequence=sequence)
+        yield from _bare_strings(node.orelse, sequence=sequence)
+
+
+def _word_places(tree: ast.Module) -> Iterator[ast.expr]:
+    """The expressions whose value is data: what a bare vocabulary word must not be."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            yield node.left
+            yield from node.comparators
+        elif isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Attribute) and node.func.attr in ("in_", "not_in"):
+                yield from node.args
+            yield from (k.value for k in node.keywords if k.arg in _VOCABULARY_KEYWORDS)
+        elif isinstance(node, ast.Dict):
+            yield from (value for value in node.values if value is not None)
+        elif isinstance(node, ast.Assign):
+            names = {t.id for t in node.targets if isinstance(t, ast.Name)}
+            if "__all__" not in names:  # the names a module exports, not words
+                yield node.value
+        elif isinstance(node, ast.AnnAssign | ast.Return) and node.value is not None:
+            yield node.value
+        elif isinstance(node, ast.arguments):
+            yield from (d for d in (*node.defaults, *node.kw_defaults) if d is not None)
+
+
+# (module, word): the same string standing for another word than the vocabulary's, and why. The
+# test fails on an entry that no longer applies, as on DRIFT's.
+HOMONYMS: dict[tuple[str, str], str] = {
+    ("http/openapi.py", "admin"): 'the admin API\'s OpenAPI tag (`tags=["admin"]`), not a role',
+    ("cli/main.py", "active"): "`signing-key list` prints a signing key not retired as active",
+}
+
+
+def _bare_words(path: str, tree: ast.Module) -> Iterator[tuple[int, str]]:
+    if path == "vocabulary.py":
+        return
+    for place in _word_places(tree):
+        for constant in _bare_strings(place):
+            if constant.value in VOCABULARY:
+                yield constant.lineno, constant.value
+
+
+def bare_vocabulary_word(path: str, tree: ast.Module) -> Iterator[str]:
+    for line, word in _bare_words(path, tree):
+        if (path, word) not in HOMONYMS:
+            yield f"{path}:{line} spells {word!r}"
+
+
 RULES: dict[str, Rule] = {
     "sql-outside-repositories": sql_outside_repositories,
     "service-opens-unit-of-work": service_opens_unit_of_work,
     "dialect-outside-db": dialect_outside_db,
     "web-in-domain": web_in_domain,
     "ledger-write-outside-ledger": ledger_write_outside_ledger,
+    "bare-vocabulary-word": bare_vocabulary_word,
 }
 
 # (rule, module): what moves it (its queries into a repository, its unit of work to the
@@ -308,6 +404,62 @@ PLANTED = [
         'SQL = "UPDATE collectors SET balance_miles = balance_miles + 1"\n',
         'SQL = "UPDATE collectors SET status = :status"\n',
     ),
+    (
+        "bare-vocabulary-word",
+        "settlement/service.py",
+        'def f(line):\n    return line.status == "pending"\n',
+        "def f(line):\n    return line.status == LineStatus.PENDING\n",
+    ),
+    (
+        "bare-vocabulary-word",
+        "issuance/repository.py",
+        'Q = update(T).where(T.status.in_(("pending", "posted")))\n',
+        'Q = select(T).where(T.sponsor_code == bindparam("sponsor"))\n',
+    ),
+    (
+        "bare-vocabulary-word",
+        "collectors/service.py",
+        'def f(status):\n    return status not in ("ACTIVE", "ON_HOLD", "CLOSED")\n',
+        "def f(status):\n    return status not in STATUSES\n",
+    ),
+    (
+        "bare-vocabulary-word",
+        "reports/repository.py",
+        'def f(session, now):\n    session.add(Batch(status="processing", created_at=now))\n',
+        "def f(session, now):\n    session.add(Batch(status=BatchStatus.PROCESSING))\n",
+    ),
+    (
+        "bare-vocabulary-word",
+        "webhooks/service.py",
+        'def f(give_up):\n    return {"status": "failed" if give_up else "pending"}\n',
+        'def f(give_up):\n    return {"status": DeliveryStatus.FAILED, "pending": give_up}\n',
+    ),
+    (
+        "bare-vocabulary-word",
+        "issuance/rules.py",
+        'def f(needs_review):\n    reason = "review" if needs_review else None\n',
+        'def f(needs_review):\n    reason = f"{needs_review} review"\n',
+    ),
+    (
+        "bare-vocabulary-word",
+        "ledger/service.py",
+        'COLLECTOR_ACCOUNT = "collector"\n',
+        '__all__ = ["post", "verify"]\n',
+    ),
+    (
+        "bare-vocabulary-word",
+        "cli/main.py",
+        'class Status(StrEnum):\n    ACTIVE = "ACTIVE"\n',
+        '@pending_app.command("reject")\ndef pending_reject(reason: str = "REVIEW_REJECTED"):\n'
+        '    """Reject a line held for review: it becomes rejected."""\n'
+        'SUBCOMMANDS = [(sponsor_app, "sponsor"), (pending_app, "pending")]\n',
+    ),
+    (
+        "bare-vocabulary-word",
+        "issuance/schemas.py",
+        'def f(direction="credit"):\n    return direction\n',
+        'model_config = ConfigDict(extra="allow")\n',
+    ),
 ]
 
 
@@ -326,3 +478,21 @@ def test_the_rules_exempt_the_modules_that_own_the_work() -> None:
     assert not list(
         ledger_write_outside_ledger("ledger/service.py", ast.parse("insert(LedgerEntry)\n"))
     )
+    assert not list(
+        bare_vocabulary_word("vocabulary.py", ast.parse('class S(StrEnum):\n    A = "posted"\n'))
+    )
+
+
+def test_each_homonym_is_still_spelled_where_it_is_listed() -> None:
+    spelled = {(path, word) for path, tree in _modules() for _, word in _bare_words(path, tree)}
+    assert not set(HOMONYMS) - spelled, "no longer spelled, remove from HOMONYMS"
+    # An entry exempts its word in its module only.
+    assert not list(bare_vocabulary_word("http/openapi.py", ast.parse('a = "admin" in tags\n')))
+    assert list(bare_vocabulary_word("http/openapi.py", ast.parse('a = "posted" in tags\n')))
+    assert list(bare_vocabulary_word("http/access.py", ast.parse('a = "admin" in tags\n')))
+
+
+def test_the_vocabulary_words_are_read_from_every_enum_of_vocabulary_py() -> None:
+    assert {"ACTIVE", "posted", "credit", "collector_on_hold", "ISSUED", "sponsor"} <= VOCABULARY
+    assert {"delivered", "transaction.settled", "processing", "missing_in_log"} <= VOCABULARY
+    assert vocabulary_words('class X(StrEnum):\n    """Doc."""\n    A = "a"\nB = "b"\n') == {"a"}

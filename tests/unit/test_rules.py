@@ -18,12 +18,13 @@ from pydantic import ValidationError
 
 from rewardmiles import errors, limits, logs
 from rewardmiles.auth import secrets
-from rewardmiles.config import NegativeBalancePolicy, Settings, UnknownCollectorPolicy
+from rewardmiles.config import Settings
 from rewardmiles.db.engine import DatabaseUrlError, normalize_url
 from rewardmiles.errors import PROBLEM_CODES, FieldError, ProblemError, problem_from_error
 from rewardmiles.idempotency.service import fingerprint, parse_key
 from rewardmiles.issuance.schemas import PostEventRequest, ReverseEventRequest
 from rewardmiles.logs import mask_collector_numbers
+from rewardmiles.vocabulary import NegativeBalancePolicy, UnknownCollectorPolicy
 
 REPO = Path(__file__).resolve().parents[2]
 

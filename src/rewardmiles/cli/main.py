@@ -42,7 +42,7 @@ from rewardmiles.reports import audit, batches, reconciliation
 from rewardmiles.settlement import service as settlement
 from rewardmiles.settlement.worker import Worker
 from rewardmiles.sponsors import service as sponsors
-from rewardmiles.vocabulary import OperatorRole, OperatorStatus
+from rewardmiles.vocabulary import CollectorStatus, OperatorRole, OperatorStatus
 from rewardmiles.webhooks import service as webhooks
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, cls=readable.Group)
@@ -98,12 +98,6 @@ def command_groups() -> list[tuple[tuple[str, ...], typer.Typer]]:
 # Operator-supplied values are printed as they are: no Rich markup, no highlighting.
 out = Console(markup=False, highlight=False, soft_wrap=True)
 err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
-
-
-class Status(StrEnum):
-    ACTIVE = "ACTIVE"
-    ON_HOLD = "ON_HOLD"
-    CLOSED = "CLOSED"
 
 
 # Every date an operator gives is a day in the program time zone; --help says so.
@@ -403,7 +397,9 @@ def location_add(
 @collector_app.command("add")
 def collector_add(
     number: Annotated[str, typer.Argument(help="11 digits.")],
-    status: Annotated[Status, typer.Option(help="Account status.")] = Status.ACTIVE,
+    status: Annotated[
+        CollectorStatus, typer.Option(help="Account status.")
+    ] = CollectorStatus.ACTIVE,
 ) -> None:
     """Enrol one collector."""
     _, db = _ready_database()
@@ -415,7 +411,7 @@ def collector_add(
 @collector_app.command("set-status")
 def collector_set_status(
     number: Annotated[str, typer.Argument(help="11 digits.")],
-    status: Annotated[Status, typer.Argument(help="New status.")],
+    status: Annotated[CollectorStatus, typer.Argument(help="New status.")],
 ) -> None:
     """Change a collector's status; pending lines settle once the worker sees it."""
     _, db = _ready_database()

@@ -8,7 +8,8 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from rewardmiles.db.models import PENDING, IssuanceLine, Transaction
+from rewardmiles.db.models import IssuanceLine, Transaction
+from rewardmiles.vocabulary import LineStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,6 @@ def activity(session: Session, number: str) -> Activity:
         select(func.count())
         .select_from(IssuanceLine)
         .join(Transaction, Transaction.id == IssuanceLine.transaction_id)
-        .where(Transaction.collector_number == number, IssuanceLine.status == PENDING)
+        .where(Transaction.collector_number == number, IssuanceLine.status == LineStatus.PENDING)
     ).scalar_one()
     return Activity(int(pending), first, last)

@@ -19,9 +19,10 @@ from rewardmiles.collectors import repository
 from rewardmiles.db.engine import bulk_insert_ignoring_conflicts
 from rewardmiles.db.models import Collector
 from rewardmiles.errors import OperatorError
+from rewardmiles.vocabulary import CollectorStatus
 
 COLLECTOR_NUMBER = re.compile(limits.collector_number_pattern)
-STATUSES = ("ACTIVE", "ON_HOLD", "CLOSED")
+STATUSES = tuple(CollectorStatus)
 IMPORT_BATCH_ROWS = 10_000
 IMPORT_COLUMNS = ("number", "status", "balance_miles", "created_at", "updated_at")
 COLLECTORS = cast(Table, Collector.__table__)
@@ -117,7 +118,11 @@ def _rows(stream: IO[str], report: ImportReport) -> Iterator[tuple[str, str]]:
         if line_no == 1 and number.lower() in ("collectornumber", "collector_number", "number"):
             continue
         report.rows_read += 1
-        status = record[1].strip().upper() if len(record) > 1 and record[1].strip() else "ACTIVE"
+        status = (
+            record[1].strip().upper()
+            if len(record) > 1 and record[1].strip()
+            else CollectorStatus.ACTIVE
+        )
         try:
             if len(record) > 2:
                 raise CollectorError("expected collectorNumber[,status]")

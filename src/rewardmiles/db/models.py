@@ -30,6 +30,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from rewardmiles.vocabulary import DeliveryStatus, LineStatus, TransactionStatus
+
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -123,20 +125,10 @@ class PartnerClientSponsor(Base):
 class Collector(Base):
     __tablename__ = "collectors"
     number: Mapped[str] = mapped_column(String(11), primary_key=True)
-    status: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(10))  # vocabulary.CollectorStatus
     balance_miles: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
-
-
-# The statuses of a transaction and of an issuance line: the same four words. An accepted
-# transaction is `posted` or `pending` (lines `posted`, `pending` or `rejected`), a RECORD one
-# `recorded` (lines `recorded`), a refused one `rejected` (no line).
-POSTED = "posted"
-PENDING = "pending"
-REJECTED = "rejected"
-RECORDED = "recorded"
-STATUSES = (POSTED, PENDING, REJECTED, RECORDED)
 
 
 class Transaction(Base):
@@ -146,11 +138,11 @@ class Transaction(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     client_id: Mapped[str] = mapped_column(String(64))
     sponsor_code: Mapped[str] = mapped_column(String(10))
-    endpoint: Mapped[str] = mapped_column(String(32))
+    endpoint: Mapped[str] = mapped_column(String(32))  # vocabulary.Endpoint
     partner_transaction_id: Mapped[str] = mapped_column(String(64))
     collector_number: Mapped[str | None] = mapped_column(String(11))
     original_transaction_id: Mapped[str | None] = mapped_column(ForeignKey("transactions.id"))
-    status: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(10))  # vocabulary.TransactionStatus
     http_status: Mapped[int] = mapped_column(Integer)
     error_code: Mapped[str | None] = mapped_column(String(40))
     fingerprint: Mapped[str] = mapped_column(String(64))
@@ -169,8 +161,8 @@ class Transaction(Base):
             "endpoint",
             "partner_transaction_id",
             unique=True,
-            sqlite_where=text("status <> 'rejected'"),
-            postgresql_where=text("status <> 'rejected'"),
+            sqlite_where=text(f"status <> '{TransactionStatus.REJECTED}'"),
+            postgresql_where=text(f"status <> '{TransactionStatus.REJECTED}'"),
         ),
         Index("ix_transactions_original", "original_transaction_id"),
         Index("ix_transactions_sponsor_processed", "sponsor_code", "processed_at"),
@@ -182,12 +174,12 @@ class IssuanceLine(Base):
     __tablename__ = "issuance_lines"
     transaction_id: Mapped[str] = mapped_column(ForeignKey("transactions.id"), primary_key=True)
     line_no: Mapped[int] = mapped_column(Integer, primary_key=True)
-    direction: Mapped[str] = mapped_column(String(6))  # credit | debit
+    direction: Mapped[str] = mapped_column(String(6))  # vocabulary.Direction
     offer_code: Mapped[str] = mapped_column(String(8))
     location_code: Mapped[str | None] = mapped_column(String(10))
     miles: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(10))  # posted | pending | rejected
-    pending_reason: Mapped[str | None] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(10))  # vocabulary.LineStatus
+    pending_reason: Mapped[str | None] = mapped_column(String(20))  # vocabulary.PendingReason
     error_code: Mapped[str | None] = mapped_column(String(40))
     settled_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
@@ -195,8 +187,8 @@ class IssuanceLine(Base):
         Index(
             "ix_issuance_lines_pending",
             "status",
-            sqlite_where=text("status = 'pending'"),
-            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text(f"status = '{LineStatus.PENDING}'"),
+            postgresql_where=text(f"status = '{LineStatus.PENDING}'"),
         ),
     )
 
@@ -209,7 +201,7 @@ class LedgerEntry(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     transaction_id: Mapped[str] = mapped_column(String(36))
     line_no: Mapped[int] = mapped_column(Integer)
-    account_kind: Mapped[str] = mapped_column(String(10))  # collector | sponsor
+    account_kind: Mapped[str] = mapped_column(String(10))  # vocabulary.AccountKind
     account_code: Mapped[str] = mapped_column(String(11))
     amount_miles: Mapped[int] = mapped_column(BigInteger)
     posted_at: Mapped[datetime] = mapped_column(UtcDateTime())
@@ -266,10 +258,10 @@ class WebhookDelivery(Base):
     __tablename__ = "webhook_deliveries"
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id"))
-    event_type: Mapped[str] = mapped_column(String(40))
+    event_type: Mapped[str] = mapped_column(String(40))  # vocabulary.EventType
     transaction_id: Mapped[str] = mapped_column(String(36))
     payload_json: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(10))  # pending | delivered | failed
+    status: Mapped[str] = mapped_column(String(10))  # vocabulary.DeliveryStatus
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime())
     last_error: Mapped[str | None] = mapped_column(String(500))
@@ -280,8 +272,8 @@ class WebhookDelivery(Base):
         Index(
             "ix_webhook_deliveries_due",
             "next_attempt_at",
-            sqlite_where=text("status = 'pending'"),
-            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text(f"status = '{DeliveryStatus.PENDING}'"),
+            postgresql_where=text(f"status = '{DeliveryStatus.PENDING}'"),
         ),
     )
 
@@ -294,7 +286,7 @@ class Batch(Base):
     sponsor_code: Mapped[str] = mapped_column(ForeignKey("sponsors.code"))
     source: Mapped[str] = mapped_column(String(255))
     issue_missing: Mapped[bool] = mapped_column(Boolean)
-    status: Mapped[str] = mapped_column(String(12))  # processing | done | failed
+    status: Mapped[str] = mapped_column(String(12))  # vocabulary.BatchStatus
     counts_json: Mapped[str] = mapped_column(Text, default="{}")
     error: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
@@ -309,7 +301,7 @@ class BatchRecord(Base):
     batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id"), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     line_no: Mapped[int | None] = mapped_column(Integer)
-    outcome: Mapped[str] = mapped_column(String(20))
+    outcome: Mapped[str] = mapped_column(String(20))  # vocabulary.BatchOutcome
     error_code: Mapped[str | None] = mapped_column(String(40))
     detail: Mapped[str | None] = mapped_column(String(500))
     endpoint: Mapped[str | None] = mapped_column(String(32))

@@ -20,11 +20,12 @@ from rewardmiles.errors import BusinessRuleError, FieldError, problem_from_error
 from rewardmiles.idempotency import repository as keys
 from rewardmiles.issuance import checks, keyed, rules
 from rewardmiles.issuance import repository as repo
-from rewardmiles.issuance.calls import RULES, Endpoint, Outcome, PartnerCall
+from rewardmiles.issuance.calls import RULES, Outcome, PartnerCall
 from rewardmiles.issuance.reference import registered_locations
 from rewardmiles.issuance.schemas import Command, computed_lines
 from rewardmiles.ledger import present
 from rewardmiles.offers import applicable, engine
+from rewardmiles.vocabulary import Endpoint
 
 
 def preview(

@@ -1,37 +1,21 @@
-"""The words of the partner use cases: the endpoints and what sets each apart (`RULES`: the
-direction its lines move miles, what its original may name), a call as the use cases receive it
-(`PartnerCall`), what they answer (`Outcome`), and a line as the rules plan it (`PlannedLine`)."""
+"""The partner use cases' terms: what sets each endpoint (`vocabulary.Endpoint`) apart (`RULES`:
+the direction its lines move miles, what its original may name), a call as the use cases receive
+it (`PartnerCall`), what they answer (`Outcome`), a line as the rules plan it (`PlannedLine`), and
+a line's status as the partner sees it (`wire_status`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
-from rewardmiles.db.models import PENDING, POSTED, REJECTED
 from rewardmiles.issuance.schemas import Command
-
-
-class Endpoint(StrEnum):
-    POST = "post"
-    POST_EVENT = "post_event"
-    REVERSE = "reverse"
-    REVERSE_EVENT = "reverse_event"
-    RECORD = "record"
-    ISSUE = "issue"
-    RETURN = "return"
-    CALCULATE = "calculate"  # a preview: never a transaction, only (with a key) a stored answer
-
-
-CREDIT = "credit"
-DEBIT = "debit"
-NO_EFFECT = "none"
+from rewardmiles.vocabulary import Direction, Endpoint, IssuanceStatus, LineStatus, PendingReason
 
 
 @dataclass(frozen=True, slots=True)
 class EndpointRules:
     wire_name: str
-    direction: str
+    direction: Direction
     reversible_origins: tuple[Endpoint, ...] = ()  # what its original may name, preferred first
     # Originals of the other family (partner- or program-calculated) the same id may name: found,
     # but their miles go back through another endpoint (`TAKEN_BACK_BY`).
@@ -39,16 +23,18 @@ class EndpointRules:
 
 
 RULES: dict[Endpoint, EndpointRules] = {
-    Endpoint.POST: EndpointRules("POST", CREDIT),
-    Endpoint.POST_EVENT: EndpointRules("POST/EVENT", CREDIT),
-    Endpoint.REVERSE: EndpointRules("REVERSE", DEBIT, (Endpoint.POST,), (Endpoint.ISSUE,)),
+    Endpoint.POST: EndpointRules("POST", Direction.CREDIT),
+    Endpoint.POST_EVENT: EndpointRules("POST/EVENT", Direction.CREDIT),
+    Endpoint.REVERSE: EndpointRules(
+        "REVERSE", Direction.DEBIT, (Endpoint.POST,), (Endpoint.ISSUE,)
+    ),
     # The seed: originalClientTransactionId names a POST/EVENT, or a POST's checkoutTransactionId.
     Endpoint.REVERSE_EVENT: EndpointRules(
-        "REVERSE/EVENT", DEBIT, (Endpoint.POST_EVENT, Endpoint.POST), (Endpoint.ISSUE,)
+        "REVERSE/EVENT", Direction.DEBIT, (Endpoint.POST_EVENT, Endpoint.POST), (Endpoint.ISSUE,)
     ),
-    Endpoint.RECORD: EndpointRules("RECORD", NO_EFFECT),
-    Endpoint.ISSUE: EndpointRules("ISSUE", CREDIT),
-    Endpoint.RETURN: EndpointRules("RETURN", DEBIT, (Endpoint.ISSUE,), (Endpoint.POST,)),
+    Endpoint.RECORD: EndpointRules("RECORD", Direction.NONE),
+    Endpoint.ISSUE: EndpointRules("ISSUE", Direction.CREDIT),
+    Endpoint.RETURN: EndpointRules("RETURN", Direction.DEBIT, (Endpoint.ISSUE,), (Endpoint.POST,)),
 }
 # The endpoints that record a transaction, each run by `execute`. CALCULATE is not one of them:
 # it records nothing and is run by `calculate` alone.
@@ -85,16 +71,16 @@ class PlannedLine:
     offer_code: str
     location_code: str | None
     miles: int
-    status: str
-    pending_reason: str | None
+    status: LineStatus
+    pending_reason: PendingReason | None
 
 
-def wire_status(direction: str, status: str) -> str | None:
+def wire_status(direction: str, status: str) -> IssuanceStatus | None:
     """ISSUED/REVERSED once posted, PENDING, REJECTED; None for a RECORD line (nothing issued)."""
-    if status == PENDING:
-        return "PENDING"
-    if status == REJECTED:
-        return "REJECTED"
-    if status == POSTED:
-        return "ISSUED" if direction == CREDIT else "REVERSED"
+    if status == LineStatus.PENDING:
+        return IssuanceStatus.PENDING
+    if status == LineStatus.REJECTED:
+        return IssuanceStatus.REJECTED
+    if status == LineStatus.POSTED:
+        return IssuanceStatus.ISSUED if direction == Direction.CREDIT else IssuanceStatus.REVERSED
     return None

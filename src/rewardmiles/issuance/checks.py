@@ -10,9 +10,10 @@ from rewardmiles.config import Settings
 from rewardmiles.errors import BusinessRuleError
 from rewardmiles.issuance import repository as repo
 from rewardmiles.issuance import rules
-from rewardmiles.issuance.calls import RULES, TAKEN_BACK_BY, Endpoint, EndpointRules, PartnerCall
+from rewardmiles.issuance.calls import RULES, TAKEN_BACK_BY, EndpointRules, PartnerCall
 from rewardmiles.issuance.reference import get_offers, get_sponsor, registered_locations
 from rewardmiles.issuance.schemas import Command
+from rewardmiles.vocabulary import Endpoint
 
 
 def check_sponsor(session: Session, code: str) -> repo.SponsorRow:

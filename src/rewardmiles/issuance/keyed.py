@@ -11,13 +11,13 @@ from datetime import datetime
 import orjson
 from sqlalchemy.orm import Session
 
-from rewardmiles.db.models import PENDING, REJECTED
 from rewardmiles.idempotency import repository as keys
 from rewardmiles.idempotency import service as idempotency
 from rewardmiles.issuance import repository as repo
 from rewardmiles.issuance.calls import Outcome, PartnerCall, wire_status
 from rewardmiles.issuance.reference import use_reference_cache
 from rewardmiles.issuance.schemas import without_empty
+from rewardmiles.vocabulary import LineStatus
 
 
 def claim(session: Session, call: PartnerCall) -> Outcome | None:
@@ -72,7 +72,7 @@ def render_state(
         status = wire_status(line.direction, line.status)
         if status is not None:
             out_line["status"] = status
-        if line.status == REJECTED and line.error_code:
+        if line.status == LineStatus.REJECTED and line.error_code:
             out_line["errorCode"] = line.error_code
-    any_pending = any(line.status == PENDING for line in lines)
+    any_pending = any(line.status == LineStatus.PENDING for line in lines)
     return Outcome(202 if any_pending else 200, body, transaction_id, replayed)

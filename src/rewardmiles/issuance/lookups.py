@@ -9,7 +9,8 @@ from sqlalchemy.orm import Session
 
 from rewardmiles.issuance import keyed
 from rewardmiles.issuance import repository as repo
-from rewardmiles.issuance.calls import CREDIT, RULES, WIRE_NAMES, Endpoint
+from rewardmiles.issuance.calls import RULES, WIRE_NAMES
+from rewardmiles.vocabulary import Direction, Endpoint, IssuanceStatus
 
 
 def lookup(
@@ -39,10 +40,10 @@ def _lookup_view(session: Session, found: repo.AcceptedTransaction) -> dict[str,
     outcome = keyed.render_current(session, found.id, replayed=False)
     body = dict(outcome.body)
     body["transactionType"] = WIRE_NAMES[found.endpoint]
-    if RULES[Endpoint(found.endpoint)].direction == CREDIT:
+    if RULES[Endpoint(found.endpoint)].direction == Direction.CREDIT:
         reversed_left = dict(repo.original_totals(session, found.id).reversed_miles)
         for line in body.get("issuances", ()):
-            if line.get("status") != "ISSUED":
+            if line.get("status") != IssuanceStatus.ISSUED:
                 continue
             code = line["issuanceOfferCode"]
             share = min(line["milesAmount"], reversed_left.get(code, 0))

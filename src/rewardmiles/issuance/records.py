@@ -11,15 +11,8 @@ import orjson
 
 from rewardmiles import clock, ids, ledger
 from rewardmiles.config import Settings
-from rewardmiles.db.models import PENDING, POSTED, RECORDED
-from rewardmiles.issuance.calls import (
-    CREDIT,
-    NO_EFFECT,
-    Outcome,
-    PartnerCall,
-    PlannedLine,
-    wire_status,
-)
+from rewardmiles.issuance.calls import Outcome, PartnerCall, PlannedLine, wire_status
+from rewardmiles.vocabulary import Direction, LineStatus, TransactionStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,15 +29,21 @@ def build_write(
     settings: Settings,
     call: PartnerCall,
     planned: list[PlannedLine],
-    direction: str,
+    direction: Direction,
     original_id: str | None,
     now: datetime,
 ) -> WriteSet:
     command = call.command
     transaction_id = ids.uuid4_text()
-    any_pending = any(p.status == PENDING for p in planned)
+    any_pending = any(p.status == LineStatus.PENDING for p in planned)
     status = 202 if any_pending else 200
-    transaction_status = RECORDED if direction == NO_EFFECT else PENDING if any_pending else POSTED
+    transaction_status = (
+        TransactionStatus.RECORDED
+        if direction == Direction.NONE
+        else TransactionStatus.PENDING
+        if any_pending
+        else TransactionStatus.POSTED
+    )
 
     body = dict(command.echo)
     body["issuances"] = [dict(line) for line in body.get("issuances", ())]
@@ -68,11 +67,11 @@ def build_write(
             "status": p.status,
             "pending_reason": p.pending_reason,
             "error_code": None,
-            "settled_at": now if p.status == POSTED else None,
+            "settled_at": now if p.status == LineStatus.POSTED else None,
         }
         for p in planned
     ]
-    sign = 1 if direction == CREDIT else -1
+    sign = 1 if direction == Direction.CREDIT else -1
     postings = [
         ledger.Posting(
             transaction_id,
@@ -82,7 +81,7 @@ def build_write(
             sign * p.miles,
         )
         for p in planned
-        if p.status == POSTED
+        if p.status == LineStatus.POSTED
     ]
     return WriteSet(
         Outcome(status, body, transaction_id),
@@ -98,7 +97,7 @@ def transaction_row(
     call: PartnerCall,
     transaction_id: str,
     original_id: str | None,
-    status: str,
+    status: TransactionStatus,
     http_status: int,
     error_code: str | None,
     response: dict[str, Any],

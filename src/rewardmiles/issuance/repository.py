@@ -33,7 +33,7 @@ from rewardmiles.db.models import (
     Sponsor,
     Transaction,
 )
-from rewardmiles.vocabulary import CollectorStatus
+from rewardmiles.vocabulary import CollectorStatus, Direction, LineStatus, TransactionStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,13 +86,13 @@ _ACCEPTED_COLUMNS = (
     Transaction.fingerprint,
 )
 _GET_ACCEPTED = select(*_ACCEPTED_COLUMNS).where(
-    Transaction.id == bindparam("id"), Transaction.status != "rejected"
+    Transaction.id == bindparam("id"), Transaction.status != TransactionStatus.REJECTED
 )
 _FIND_ACCEPTED = select(*_ACCEPTED_COLUMNS).where(
     Transaction.sponsor_code == bindparam("sponsor"),
     Transaction.endpoint.in_(bindparam("endpoints", expanding=True)),
     Transaction.partner_transaction_id == bindparam("partner_id"),
-    Transaction.status != "rejected",
+    Transaction.status != TransactionStatus.REJECTED,
 )
 _FIND_ACCEPTED_FOR_UPDATE = _FIND_ACCEPTED.with_for_update()
 # An original's lines (offer, status, miles) and what its reversals took so far (offer, NULL,
@@ -106,8 +106,8 @@ _ORIGINAL_TOTALS: CompoundSelect[str, str, str | None, int] = union_all(
         IssuanceLine.miles,
     ).where(
         IssuanceLine.transaction_id == bindparam("original"),
-        IssuanceLine.direction == "credit",
-        IssuanceLine.status != "rejected",
+        IssuanceLine.direction == Direction.CREDIT,
+        IssuanceLine.status != LineStatus.REJECTED,
     ),
     select(
         literal("reversed").label("kind"),
@@ -118,7 +118,7 @@ _ORIGINAL_TOTALS: CompoundSelect[str, str, str | None, int] = union_all(
     .join(_reversal, _reversal.id == IssuanceLine.transaction_id)
     .where(
         _reversal.original_transaction_id == bindparam("original"),
-        IssuanceLine.status != "rejected",
+        IssuanceLine.status != LineStatus.REJECTED,
     )
     .group_by(IssuanceLine.offer_code),
 )
@@ -223,7 +223,7 @@ def original_totals(session: Session, original_id: str) -> OriginalTotals:
             reversed_miles[offer_code] = int(miles)
             continue
         issued[offer_code] += miles
-        if status == "pending":
+        if status == LineStatus.PENDING:
             pending.add(offer_code)
     return OriginalTotals(dict(issued), frozenset(pending), reversed_miles)
 
@@ -254,21 +254,26 @@ def get_transaction_state(session: Session, transaction_id: str) -> tuple[str, l
 
 _ANY_LINE_PENDING = (
     select(IssuanceLine.line_no)
-    .where(IssuanceLine.transaction_id == bindparam("id"), IssuanceLine.status == "pending")
+    .where(
+        IssuanceLine.transaction_id == bindparam("id"), IssuanceLine.status == LineStatus.PENDING
+    )
     .limit(1)
 )
 _SET_TRANSACTION_STATUS = (
     update(Transaction)
-    .where(Transaction.id == bindparam("b_id"), Transaction.status.in_(("pending", "posted")))
+    .where(
+        Transaction.id == bindparam("b_id"),
+        Transaction.status.in_((TransactionStatus.PENDING, TransactionStatus.POSTED)),
+    )
     .values(status=bindparam("b_status"))
 )
 
 
-def refresh_transaction_status(session: Session, transaction_id: str) -> str:
+def refresh_transaction_status(session: Session, transaction_id: str) -> TransactionStatus:
     """An accepted transaction is `pending` while any line is, else `posted` (settled)."""
     conn = session.connection()
     still_pending = conn.execute(_ANY_LINE_PENDING, {"id": transaction_id}).first() is not None
-    status = "pending" if still_pending else "posted"
+    status = TransactionStatus.PENDING if still_pending else TransactionStatus.POSTED
     conn.execute(_SET_TRANSACTION_STATUS, {"b_id": transaction_id, "b_status": status})
     return status
 
@@ -276,7 +281,7 @@ def refresh_transaction_status(session: Session, transaction_id: str) -> str:
 _CALCULATION_OF = select(Transaction.calculation_json).where(Transaction.id == bindparam("id"))
 _REVERSAL_CALCULATIONS = select(Transaction.calculation_json).where(
     Transaction.original_transaction_id == bindparam("original"),
-    Transaction.status != "rejected",
+    Transaction.status != TransactionStatus.REJECTED,
     Transaction.calculation_json.is_not(None),
 )
 

@@ -49,6 +49,7 @@ from rewardmiles.issuance.schemas import (
     event_command,
     program_command,
 )
+from rewardmiles.vocabulary import Endpoint
 
 router = APIRouter(prefix="/checkout/issuance", tags=["issuance"])
 
@@ -127,7 +128,7 @@ Runner = Callable[
 
 async def _handle(
     request: Request,
-    endpoint: calls.Endpoint,
+    endpoint: Endpoint,
     model: type[M],
     to_command: Callable[[M, Principal], Command],
     *,
@@ -190,7 +191,7 @@ def _basket(body: BasketRequestBase, principal: Principal) -> Command:
     openapi_extra=_request_body(PostBasketRequest),
 )
 async def post_basket(request: Request) -> Response:
-    return await _handle(request, calls.Endpoint.POST, PostBasketRequest, _basket)
+    return await _handle(request, Endpoint.POST, PostBasketRequest, _basket)
 
 
 @router.post(
@@ -200,7 +201,7 @@ async def post_basket(request: Request) -> Response:
     openapi_extra=_request_body(PostEventRequest),
 )
 async def post_event(request: Request) -> Response:
-    return await _handle(request, calls.Endpoint.POST_EVENT, PostEventRequest, _event)
+    return await _handle(request, Endpoint.POST_EVENT, PostEventRequest, _event)
 
 
 @router.post(
@@ -210,7 +211,7 @@ async def post_event(request: Request) -> Response:
     openapi_extra=_request_body(ReverseBasketRequest),
 )
 async def reverse_basket(request: Request) -> Response:
-    return await _handle(request, calls.Endpoint.REVERSE, ReverseBasketRequest, _basket)
+    return await _handle(request, Endpoint.REVERSE, ReverseBasketRequest, _basket)
 
 
 @router.post(
@@ -220,7 +221,7 @@ async def reverse_basket(request: Request) -> Response:
     openapi_extra=_request_body(ReverseEventRequest),
 )
 async def reverse_event(request: Request) -> Response:
-    return await _handle(request, calls.Endpoint.REVERSE_EVENT, ReverseEventRequest, _event)
+    return await _handle(request, Endpoint.REVERSE_EVENT, ReverseEventRequest, _event)
 
 
 @router.post(
@@ -233,7 +234,7 @@ async def reverse_event(request: Request) -> Response:
     openapi_extra=_request_body(RecordRequest, idempotent=False),
 )
 async def record(request: Request) -> Response:
-    return await _handle(request, calls.Endpoint.RECORD, RecordRequest, _basket, idempotent=False)
+    return await _handle(request, Endpoint.RECORD, RecordRequest, _basket, idempotent=False)
 
 
 # --------------------------------------------------------------------------- program-calculated
@@ -256,9 +257,7 @@ def _program(body: ProgramBasketBase, principal: Principal) -> Command:
     openapi_extra=_request_body(CalculateRequest),
 )
 async def calculate(request: Request) -> Response:
-    return await _handle(
-        request, calls.Endpoint.CALCULATE, CalculateRequest, _program, run=run_calculate
-    )
+    return await _handle(request, Endpoint.CALCULATE, CalculateRequest, _program, run=run_calculate)
 
 
 @router.post(
@@ -268,7 +267,7 @@ async def calculate(request: Request) -> Response:
     openapi_extra=_request_body(IssueRequest),
 )
 async def issue(request: Request) -> Response:
-    return await _handle(request, calls.Endpoint.ISSUE, IssueRequest, _program)
+    return await _handle(request, Endpoint.ISSUE, IssueRequest, _program)
 
 
 @router.post(
@@ -278,18 +277,18 @@ async def issue(request: Request) -> Response:
     openapi_extra=_request_body(ReturnRequest),
 )
 async def return_items(request: Request) -> Response:
-    return await _handle(request, calls.Endpoint.RETURN, ReturnRequest, _program)
+    return await _handle(request, Endpoint.RETURN, ReturnRequest, _program)
 
 
 # --------------------------------------------------------------------------- lookup
 
-EVENT_ENDPOINTS = (calls.Endpoint.POST_EVENT, calls.Endpoint.REVERSE_EVENT)
+EVENT_ENDPOINTS = (Endpoint.POST_EVENT, Endpoint.REVERSE_EVENT)
 BASKET_ENDPOINTS = (
-    calls.Endpoint.POST,
-    calls.Endpoint.REVERSE,
-    calls.Endpoint.RECORD,
-    calls.Endpoint.ISSUE,
-    calls.Endpoint.RETURN,
+    Endpoint.POST,
+    Endpoint.REVERSE,
+    Endpoint.RECORD,
+    Endpoint.ISSUE,
+    Endpoint.RETURN,
 )
 
 

@@ -14,14 +14,19 @@ from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 
 from rewardmiles import limits
-from rewardmiles.config import NegativeBalancePolicy, Settings, UnknownCollectorPolicy
-from rewardmiles.db.models import PENDING, POSTED
+from rewardmiles.config import Settings
 from rewardmiles.errors import BusinessRuleError, FieldError
 from rewardmiles.issuance.calls import PlannedLine
 from rewardmiles.issuance.repository import OfferRow, OriginalTotals, SponsorRow
 from rewardmiles.issuance.schemas import Command
 from rewardmiles.offers import engine
-from rewardmiles.vocabulary import CollectorStatus
+from rewardmiles.vocabulary import (
+    CollectorStatus,
+    LineStatus,
+    NegativeBalancePolicy,
+    PendingReason,
+    UnknownCollectorPolicy,
+)
 
 
 def reject_if_any(errors: list[FieldError], detail: str) -> None:
@@ -140,9 +145,9 @@ def plan_lines(
     a collector not enrolled (`collector_status` None) or on hold, an original line still
     pending."""
     collector_reason = (
-        "collector_unknown"
+        PendingReason.COLLECTOR_UNKNOWN
         if collector_status is None
-        else "collector_on_hold"
+        else PendingReason.COLLECTOR_ON_HOLD
         if collector_status == CollectorStatus.ON_HOLD
         else None
     )
@@ -153,16 +158,16 @@ def plan_lines(
             sponsor.review_threshold_miles is not None
             and line.miles_amount > sponsor.review_threshold_miles
         )
-        reason = "review" if needs_review else collector_reason
+        reason = PendingReason.REVIEW if needs_review else collector_reason
         if reason is None and line.issuance_offer_code in pending_offers:
-            reason = "original_pending"
+            reason = PendingReason.ORIGINAL_PENDING
         planned.append(
             PlannedLine(
                 i,
                 line.issuance_offer_code,
                 line.location_code,
                 line.miles_amount,
-                PENDING if reason else POSTED,
+                LineStatus.PENDING if reason else LineStatus.POSTED,
                 reason,
             )
         )
@@ -201,7 +206,7 @@ def check_balance(
         or balance_miles is None
     ):
         return
-    debit = sum(p.miles for p in planned if p.status == POSTED)
+    debit = sum(p.miles for p in planned if p.status == LineStatus.POSTED)
     if debit > balance_miles:
         raise BusinessRuleError(
             "INSUFFICIENT_BALANCE",

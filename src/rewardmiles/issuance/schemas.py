@@ -31,6 +31,7 @@ from pydantic.alias_generators import to_camel
 from rewardmiles import clock, limits
 from rewardmiles.errors import FieldRuleError
 from rewardmiles.offers import engine
+from rewardmiles.vocabulary import IssuanceStatus
 
 PRINTABLE_NO_SPACE = r"^[!-~]+$"
 # The partner date-time format, stated once: in the schema's description and in the rule an
@@ -185,7 +186,10 @@ class ReverseEventRequest(EventRequestBase):
     original_client_transaction_id: PartnerTransactionId | None = None
 
 
-LineStatus = Literal["ISSUED", "REVERSED", "PENDING", "REJECTED"]
+# A line's status on the wire: the schema's enum is IssuanceStatus's values.
+WireLineStatus = Literal[
+    IssuanceStatus.ISSUED, IssuanceStatus.REVERSED, IssuanceStatus.PENDING, IssuanceStatus.REJECTED
+]
 
 
 class IssuanceLineOut(WireModel):
@@ -194,7 +198,7 @@ class IssuanceLineOut(WireModel):
     miles_amount: int
     offer_description: str | None = None
     offer_id: str | None = None
-    status: LineStatus
+    status: WireLineStatus
     error_code: str | None = Field(default=None, description="Only on REJECTED lines.")
 
 
@@ -419,7 +423,7 @@ class ReturnRequest(ProgramBasketBase):
 
 class BasketLineOut(IssuanceLineOut):
     contributing_item_ids: list[str] | None = None
-    status: LineStatus | None = Field(default=None, description="Absent on RECORD lines.")  # type: ignore[assignment]
+    status: WireLineStatus | None = Field(default=None, description="Absent on RECORD lines.")  # type: ignore[assignment]
 
 
 class BasketResponse(WireModel):

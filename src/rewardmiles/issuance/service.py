@@ -18,27 +18,24 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from rewardmiles import clock, ids, ledger
-from rewardmiles.config import Settings, UnknownCollectorPolicy
+from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database, batched_writes, queued_writes
-from rewardmiles.db.models import POSTED, RECORDED, REJECTED
 from rewardmiles.errors import BusinessRuleError, problem_from_error
 from rewardmiles.idempotency import repository as keys
 from rewardmiles.idempotency import service as idempotency
 from rewardmiles.issuance import calculated, checks, keyed, records, rules
 from rewardmiles.issuance import repository as repo
-from rewardmiles.issuance.calls import (
-    CREDIT,
-    DEBIT,
-    NO_EFFECT,
-    RULES,
-    Endpoint,
-    Outcome,
-    PartnerCall,
-    PlannedLine,
-)
+from rewardmiles.issuance.calls import RULES, Outcome, PartnerCall, PlannedLine
 from rewardmiles.issuance.reference import SponsorEntry, newest_reference
 from rewardmiles.ledger import GroupCommit
-from rewardmiles.vocabulary import CollectorStatus
+from rewardmiles.vocabulary import (
+    CollectorStatus,
+    Direction,
+    Endpoint,
+    LineStatus,
+    TransactionStatus,
+    UnknownCollectorPolicy,
+)
 
 
 def execute(
@@ -91,7 +88,9 @@ def _record_rejection(
     body = problem_from_error(rule, call.request_id)
     repo.insert_transaction(
         session,
-        records.transaction_row(call, ids.uuid4_text(), None, REJECTED, 400, rule.code, body, now),
+        records.transaction_row(
+            call, ids.uuid4_text(), None, TransactionStatus.REJECTED, 400, rule.code, body, now
+        ),
     )
     return Outcome(400, body, transaction_id=None)
 
@@ -109,7 +108,7 @@ def _process(
     """
     command = call.command
     sponsor = checks.check_sponsor(session, command.sponsor_code)
-    if RULES[call.endpoint].direction == NO_EFFECT:
+    if RULES[call.endpoint].direction == Direction.NONE:
         return _record(session, settings, call, now)
     number = ledger.present(command.collector_number)  # every moving endpoint requires it
     account = _lock_or_enroll(session, settings, number, now)
@@ -141,7 +140,9 @@ def _apply(
     rules.check_collector(settings, status, number)
     rules.check_date_window(settings, command, now)
     if command.program is None:
-        reverses_original = endpoint_rules.direction == DEBIT and bool(command.original_partner_id)
+        reverses_original = endpoint_rules.direction == Direction.DEBIT and bool(
+            command.original_partner_id
+        )
         checks.check_offers_and_locations(
             session, settings, command, offer_state=not reverses_original
         )
@@ -150,7 +151,7 @@ def _apply(
         command = call.command
     original_id, pending_offers = checks.load_original(session, call, endpoint_rules)
     planned = rules.plan_lines(command, sponsor, status, pending_offers)
-    if endpoint_rules.direction == DEBIT:
+    if endpoint_rules.direction == Direction.DEBIT:
         rules.check_balance(settings, account.balance_miles if account else None, planned)
     direction = endpoint_rules.direction
     return _write(session, settings, call, planned, direction, account, original_id, now)
@@ -171,11 +172,16 @@ def _record(session: Session, settings: Settings, call: PartnerCall, now: dateti
     checks.check_offers_and_locations(session, settings, call.command)
     planned = [
         PlannedLine(
-            i, line.issuance_offer_code, line.location_code, line.miles_amount, RECORDED, None
+            i,
+            line.issuance_offer_code,
+            line.location_code,
+            line.miles_amount,
+            LineStatus.RECORDED,
+            None,
         )
         for i, line in enumerate(call.command.lines)
     ]
-    return _write(session, settings, call, planned, NO_EFFECT, None, None, now)
+    return _write(session, settings, call, planned, Direction.NONE, None, None, now)
 
 
 def _check_not_duplicate(session: Session, call: PartnerCall) -> Outcome | None:
@@ -211,7 +217,7 @@ def _write(
     settings: Settings,
     call: PartnerCall,
     planned: list[PlannedLine],
-    direction: str,
+    direction: Direction,
     account: ledger.CollectorAccount | None,
     original_id: str | None,
     now: datetime,
@@ -317,6 +323,6 @@ def plan_posted_issue(
     except BusinessRuleError:
         return None
     planned = rules.plan_lines(command, sponsor, CollectorStatus.ACTIVE)
-    if any(line.status != POSTED for line in planned):
+    if any(line.status != LineStatus.POSTED for line in planned):
         return None  # a line goes to review
-    return records.build_write(settings, call, planned, CREDIT, None, now)
+    return records.build_write(settings, call, planned, Direction.CREDIT, None, now)

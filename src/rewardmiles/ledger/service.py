@@ -21,9 +21,7 @@ from sqlalchemy.orm import Session
 
 from rewardmiles.db.engine import write
 from rewardmiles.db.models import Collector, LedgerEntry
-
-COLLECTOR_ACCOUNT = "collector"
-SPONSOR_ACCOUNT = "sponsor"
+from rewardmiles.vocabulary import AccountKind
 
 _LOCK_COLLECTOR = (
     select(Collector.number, Collector.status, Collector.balance_miles)
@@ -105,8 +103,8 @@ def entry_rows(
             raise LedgerInvariantError("a posting must move a non-zero amount")
         delta += p.amount_miles
         for kind, code, amount in (
-            (COLLECTOR_ACCOUNT, p.collector_number, p.amount_miles),
-            (SPONSOR_ACCOUNT, p.sponsor_code, -p.amount_miles),
+            (AccountKind.COLLECTOR, p.collector_number, p.amount_miles),
+            (AccountKind.SPONSOR, p.sponsor_code, -p.amount_miles),
         ):
             entries.append(
                 {

@@ -8,15 +8,21 @@ from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from rewardmiles import limits
-from rewardmiles.config import NegativeBalancePolicy, Settings
-from rewardmiles.db.models import STATUSES, Collector, IssuanceLine, LedgerEntry, Transaction
-from rewardmiles.ledger.service import COLLECTOR_ACCOUNT, SPONSOR_ACCOUNT
+from rewardmiles.config import Settings
+from rewardmiles.db.models import Collector, IssuanceLine, LedgerEntry, Transaction
+from rewardmiles.vocabulary import (
+    AccountKind,
+    Direction,
+    LineStatus,
+    NegativeBalancePolicy,
+    TransactionStatus,
+)
 
 # What a transaction's status says of its lines (issuance/service.py writes them so; settlement
 # keeps them so, `refresh_transaction_status`): an accepted transaction (`posted`, `pending`) has
 # lines `posted`, `pending` or `rejected`, and is `pending` exactly while one of them is; a
 # `recorded` one (RECORD) has only `recorded` lines; a `rejected` one wrote no line at all. The
-# four words, for both: `db.models.STATUSES`.
+# four words, for both: `vocabulary.TransactionStatus` and `vocabulary.LineStatus`.
 
 
 @dataclass
@@ -61,7 +67,7 @@ def verify(session: Session, settings: Settings | None = None) -> VerifyReport:
 
     wrong_kind = session.execute(
         select(func.count()).where(
-            LedgerEntry.account_kind.not_in([COLLECTOR_ACCOUNT, SPONSOR_ACCOUNT])
+            LedgerEntry.account_kind.not_in([AccountKind.COLLECTOR, AccountKind.SPONSOR])
         )
     ).scalar_one()
     if wrong_kind:
@@ -72,7 +78,7 @@ def verify(session: Session, settings: Settings | None = None) -> VerifyReport:
             LedgerEntry.account_code.label("number"),
             func.sum(LedgerEntry.amount_miles).label("miles"),
         )
-        .where(LedgerEntry.account_kind == COLLECTOR_ACCOUNT)
+        .where(LedgerEntry.account_kind == AccountKind.COLLECTOR)
         .group_by(LedgerEntry.account_code)
         .subquery()
     )
@@ -90,7 +96,7 @@ def verify(session: Session, settings: Settings | None = None) -> VerifyReport:
         select(func.count())
         .select_from(LedgerEntry)
         .outerjoin(Collector, Collector.number == LedgerEntry.account_code)
-        .where(LedgerEntry.account_kind == COLLECTOR_ACCOUNT, Collector.number.is_(None))
+        .where(LedgerEntry.account_kind == AccountKind.COLLECTOR, Collector.number.is_(None))
     ).scalar_one()
     if orphan_entries:
         report.problems.append(f"{orphan_entries} collector entries name no collector")
@@ -103,7 +109,7 @@ def verify(session: Session, settings: Settings | None = None) -> VerifyReport:
             (LedgerEntry.transaction_id == IssuanceLine.transaction_id)
             & (LedgerEntry.line_no == IssuanceLine.line_no),
         )
-        .where((IssuanceLine.status == "posted") != LedgerEntry.id.is_not(None))
+        .where((IssuanceLine.status == LineStatus.POSTED) != LedgerEntry.id.is_not(None))
     ).scalar_one()
     if posted_without_pair:
         report.problems.append(
@@ -130,17 +136,21 @@ def verify(session: Session, settings: Settings | None = None) -> VerifyReport:
 
 
 def _statuses_disagreeing_with_lines(session: Session) -> list[str]:
-    """Each transaction's status against its lines' (`db.models.STATUSES`); the lines are
+    """Each transaction's status against its lines' (the vocabulary's four words); the lines are
     read once, joined to their transaction by its primary key."""
     wrong_lines = session.execute(
         select(Transaction.id, Transaction.status, IssuanceLine.line_no, IssuanceLine.status)
         .join(Transaction, Transaction.id == IssuanceLine.transaction_id)
         .where(
             or_(
-                IssuanceLine.status.not_in(STATUSES),
-                Transaction.status == "rejected",
-                (Transaction.status == "recorded") != (IssuanceLine.status == "recorded"),
-                and_(IssuanceLine.status == "pending", Transaction.status != "pending"),
+                IssuanceLine.status.not_in(tuple(LineStatus)),
+                Transaction.status == TransactionStatus.REJECTED,
+                (Transaction.status == TransactionStatus.RECORDED)
+                != (IssuanceLine.status == LineStatus.RECORDED),
+                and_(
+                    IssuanceLine.status == LineStatus.PENDING,
+                    Transaction.status != TransactionStatus.PENDING,
+                ),
             )
         )
         .order_by(Transaction.id, IssuanceLine.line_no)
@@ -151,15 +161,18 @@ def _statuses_disagreeing_with_lines(session: Session) -> list[str]:
     ]
     pending_line = (
         select(IssuanceLine.line_no)
-        .where(IssuanceLine.transaction_id == Transaction.id, IssuanceLine.status == "pending")
+        .where(
+            IssuanceLine.transaction_id == Transaction.id,
+            IssuanceLine.status == LineStatus.PENDING,
+        )
         .exists()
     )
     odd = session.execute(
         select(Transaction.id, Transaction.status)
         .where(
             or_(
-                Transaction.status.not_in(STATUSES),
-                and_(Transaction.status == "pending", ~pending_line),
+                Transaction.status.not_in(tuple(TransactionStatus)),
+                and_(Transaction.status == TransactionStatus.PENDING, ~pending_line),
             )
         )
         .order_by(Transaction.id)
@@ -167,7 +180,7 @@ def _statuses_disagreeing_with_lines(session: Session) -> list[str]:
     ).all()
     problems += [
         f"transaction {t}: status pending but no line of it is"
-        if s == "pending"
+        if s == TransactionStatus.PENDING
         else f"transaction {t}: unknown status {s!r}"
         for t, s in odd
     ]
@@ -178,7 +191,7 @@ def _pairs_disagreeing_with_lines(session: Session) -> list[str]:
     """Each posted line's pair is one collector entry (the transaction's collector, +miles for a
     credit, -miles for a debit) and one sponsor entry (the transaction's sponsor, the opposite)."""
     signed = case(
-        (IssuanceLine.direction == "credit", IssuanceLine.miles), else_=-IssuanceLine.miles
+        (IssuanceLine.direction == Direction.CREDIT, IssuanceLine.miles), else_=-IssuanceLine.miles
     )
     wrong_entries = session.execute(
         select(LedgerEntry.transaction_id, LedgerEntry.line_no, LedgerEntry.account_kind)
@@ -191,14 +204,14 @@ def _pairs_disagreeing_with_lines(session: Session) -> list[str]:
         .where(
             or_(
                 and_(
-                    LedgerEntry.account_kind == COLLECTOR_ACCOUNT,
+                    LedgerEntry.account_kind == AccountKind.COLLECTOR,
                     or_(
                         LedgerEntry.account_code != Transaction.collector_number,
                         LedgerEntry.amount_miles != signed,
                     ),
                 ),
                 and_(
-                    LedgerEntry.account_kind == SPONSOR_ACCOUNT,
+                    LedgerEntry.account_kind == AccountKind.SPONSOR,
                     or_(
                         LedgerEntry.account_code != Transaction.sponsor_code,
                         LedgerEntry.amount_miles != -signed,
@@ -212,8 +225,10 @@ def _pairs_disagreeing_with_lines(session: Session) -> list[str]:
         f"line {t}#{n}: {kind} entry does not match the line's account, miles or direction"
         for t, n, kind in wrong_entries
     ]
-    collector_entries = func.sum(case((LedgerEntry.account_kind == COLLECTOR_ACCOUNT, 1), else_=0))
-    sponsor_entries = func.sum(case((LedgerEntry.account_kind == SPONSOR_ACCOUNT, 1), else_=0))
+    collector_entries = func.sum(
+        case((LedgerEntry.account_kind == AccountKind.COLLECTOR, 1), else_=0)
+    )
+    sponsor_entries = func.sum(case((LedgerEntry.account_kind == AccountKind.SPONSOR, 1), else_=0))
     lopsided = session.execute(
         select(LedgerEntry.transaction_id, LedgerEntry.line_no)
         .group_by(LedgerEntry.transaction_id, LedgerEntry.line_no)
@@ -236,7 +251,10 @@ def _reversals_beyond_originals(session: Session) -> list[str]:
             func.sum(IssuanceLine.miles).label("miles"),
         )
         .join(rev_txn, rev_txn.id == IssuanceLine.transaction_id)
-        .where(rev_txn.original_transaction_id.is_not(None), IssuanceLine.status != "rejected")
+        .where(
+            rev_txn.original_transaction_id.is_not(None),
+            IssuanceLine.status != LineStatus.REJECTED,
+        )
         .group_by(rev_txn.original_transaction_id, IssuanceLine.offer_code)
         .subquery()
     )
@@ -246,7 +264,10 @@ def _reversals_beyond_originals(session: Session) -> list[str]:
             IssuanceLine.offer_code.label("offer"),
             func.sum(IssuanceLine.miles).label("miles"),
         )
-        .where(IssuanceLine.status != "rejected", IssuanceLine.direction == "credit")
+        .where(
+            IssuanceLine.status != LineStatus.REJECTED,
+            IssuanceLine.direction == Direction.CREDIT,
+        )
         .group_by(IssuanceLine.transaction_id, IssuanceLine.offer_code)
         .subquery()
     )

@@ -29,7 +29,7 @@ from rewardmiles.operators.repository import (
     StoredSession,
     StoredToken,
 )
-from rewardmiles.vocabulary import OperatorRole, OperatorStatus
+from rewardmiles.vocabulary import OperatorRole, OperatorStatus, TokenState
 
 EMAIL_CHARS_MAX = 254
 DISPLAY_NAME_CHARS_MAX = 200
@@ -89,9 +89,6 @@ class OperatorView:
         }
 
 
-TokenState = Literal["active", "revoked", "expired"]
-
-
 @dataclass(frozen=True, slots=True)
 class TokenView:
     id: str
@@ -118,8 +115,8 @@ class TokenView:
 
     def state(self, now: datetime) -> TokenState:
         if self.revoked_at is not None:
-            return "revoked"
-        return "expired" if now >= self.expires_at else "active"
+            return TokenState.REVOKED
+        return TokenState.EXPIRED if now >= self.expires_at else TokenState.ACTIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -631,8 +628,8 @@ def judge_token(stored: StoredToken | None, now: datetime) -> Verdict:
         return Verdict(None)
     view = TokenView.of(stored)
     state = view.state(now)
-    if state != "active":
-        return Verdict(None, expired=state == "expired", record_id=view.id)
+    if state != TokenState.ACTIVE:
+        return Verdict(None, expired=state == TokenState.EXPIRED, record_id=view.id)
     caller = Caller(view.role, "token", f"token:{view.name}", f"admin-token:{view.id}", token=view)
     last = view.last_used_at
     return Verdict(caller, touch=last is None or now - last >= TOUCH_EVERY, record_id=view.id)

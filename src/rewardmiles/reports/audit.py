@@ -20,6 +20,7 @@ from rewardmiles import clock
 from rewardmiles.issuance.calls import WIRE_NAMES, wire_status
 from rewardmiles.logs import mask_collector_numbers
 from rewardmiles.reports import repository
+from rewardmiles.vocabulary import IssuanceStatus, TransactionStatus
 
 CSV_COLUMNS = (
     "processedAt",
@@ -127,7 +128,7 @@ def audit_report(session: Session, sponsor_code: str, day: date, zone_name: str)
     start, end = clock.transaction_day_bounds(day, zone_name)
     rows = repository.audit_rows(session, sponsor_code, start, end)
     lines_by_txn: dict[str, list[dict[str, Any]]] = {}
-    ids = [r.id for r in rows if r.status != "rejected"]
+    ids = [r.id for r in rows if r.status != TransactionStatus.REJECTED]
     for line in repository.audit_lines(session, ids):
         lines_by_txn.setdefault(line.transaction_id, []).append(
             {
@@ -142,7 +143,7 @@ def audit_report(session: Session, sponsor_code: str, day: date, zone_name: str)
     transactions = []
     for r in rows:
         lines = lines_by_txn.get(r.id, [])
-        if r.status == "rejected":
+        if r.status == TransactionStatus.REJECTED:
             lines = _requested_lines(r.request_json)
         transactions.append(
             {
@@ -169,7 +170,7 @@ def _requested_lines(request_json: str) -> list[dict[str, Any]]:
             "issuanceOfferCode": line.get("issuanceOfferCode"),
             "locationCode": line.get("locationCode"),
             "milesAmount": line.get("milesAmount"),
-            "status": "REJECTED",
+            "status": IssuanceStatus.REJECTED,
             "errorCode": None,
         }
         for i, line in enumerate(request.get("issuances") or [])

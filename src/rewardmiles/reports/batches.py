@@ -39,7 +39,7 @@ from rewardmiles.errors import OperatorError
 from rewardmiles.http.partner_json import DuplicateMemberError, canonical_json, loads_partner_json
 from rewardmiles.idempotency.service import fingerprint
 from rewardmiles.issuance import service as issuance
-from rewardmiles.issuance.calls import WIRE_NAMES, Endpoint, PartnerCall
+from rewardmiles.issuance.calls import WIRE_NAMES, PartnerCall
 from rewardmiles.issuance.schemas import (
     DATETIME_RULE,
     FIELD_CODES,
@@ -52,6 +52,7 @@ from rewardmiles.issuance.schemas import (
     event_command,
 )
 from rewardmiles.reports import repository
+from rewardmiles.vocabulary import BatchOutcome, BatchStatus, Endpoint
 
 CHUNK_RECORDS = 1000
 LOG_TYPES = {
@@ -67,14 +68,6 @@ REQUIRED = (
     "transactionDateTime",
     "milesAmount",
 )
-
-MATCHED = "matched"
-AMOUNT_MISMATCH = "amount_mismatch"
-MISSING_IN_PROGRAM = "missing_in_program"
-MISSING_IN_LOG = "missing_in_log"
-ISSUED = "issued"
-ISSUE_REJECTED = "issue_rejected"
-INVALID = "invalid"
 
 
 class BatchError(OperatorError):
@@ -325,7 +318,7 @@ def run_batch(
             repository.finish_batch(
                 session,
                 batch_id,
-                status="failed",
+                status=BatchStatus.FAILED,
                 error=f"{type(exc).__name__}: {exc}"[:500],
                 counts=report.counts,
                 finished_at=clock.utc_now(),
@@ -333,7 +326,11 @@ def run_batch(
         raise
     with db.unit_of_work() as session:
         repository.finish_batch(
-            session, batch_id, status="done", counts=report.counts, finished_at=clock.utc_now()
+            session,
+            batch_id,
+            status=BatchStatus.DONE,
+            counts=report.counts,
+            finished_at=clock.utc_now(),
         )
     if on_chunk is not None:
         on_chunk(report)
@@ -361,7 +358,9 @@ def _process_chunk(
                 raise _InvalidRecordError(code or "FIELD_INVALID", error or "unreadable record")
             record = _parse(line_no, fields)
         except _InvalidRecordError as exc:
-            rows.append(_row(report, line_no, INVALID, error_code=exc.code, detail=str(exc)))
+            rows.append(
+                _row(report, line_no, BatchOutcome.INVALID, error_code=exc.code, detail=str(exc))
+            )
             continue
         parsed.append(record)
         days.add(clock.transaction_day_of(record.moment, settings.program_time_zone))
@@ -372,7 +371,11 @@ def _process_chunk(
         key = (record.endpoint.value, record.partner_transaction_id)
         if key in found:
             transaction_id, program_miles = found[key]
-            outcome = MATCHED if program_miles == record.miles else AMOUNT_MISMATCH
+            outcome = (
+                BatchOutcome.MATCHED
+                if program_miles == record.miles
+                else BatchOutcome.AMOUNT_MISMATCH
+            )
             rows.append(
                 _row(
                     report,
@@ -386,7 +389,9 @@ def _process_chunk(
         elif issue_missing:
             rows.append(_issue(db, settings, sponsor_code, client_id, report, record))
         else:
-            rows.append(_row(report, record.line_no, MISSING_IN_PROGRAM, record=record))
+            rows.append(
+                _row(report, record.line_no, BatchOutcome.MISSING_IN_PROGRAM, record=record)
+            )
     with db.unit_of_work() as session:
         repository.add_batch_records(
             session, [{"batch_id": report.batch_id, **row} for row in rows]
@@ -396,7 +401,7 @@ def _process_chunk(
 def _row(
     report: BatchReport,
     line_no: int | None,
-    outcome: str,
+    outcome: BatchOutcome,
     *,
     record: LogRecord | None = None,
     error_code: str | None = None,
@@ -444,7 +449,7 @@ def _issue(
         return _row(
             report,
             record.line_no,
-            ISSUE_REJECTED,
+            BatchOutcome.ISSUE_REJECTED,
             record=record,
             error_code="FIELD_REQUIRED",
             detail="basketPreTaxAmount and basketPostTaxAmount are needed to issue a basket",
@@ -466,7 +471,7 @@ def _issue(
         return _row(
             report,
             record.line_no,
-            ISSUE_REJECTED,
+            BatchOutcome.ISSUE_REJECTED,
             record=record,
             error_code=code,
             detail=f"{name}: {FIELD_RULES.get(name, first['msg'])}",
@@ -494,7 +499,7 @@ def _issue(
         return _row(
             report,
             record.line_no,
-            ISSUE_REJECTED,
+            BatchOutcome.ISSUE_REJECTED,
             record=record,
             error_code=str(outcome.body.get("code")),
             detail=str(outcome.body.get("detail")),
@@ -502,7 +507,7 @@ def _issue(
     return _row(
         report,
         record.line_no,
-        ISSUED,
+        BatchOutcome.ISSUED,
         record=record,
         program_miles=record.miles,
         transaction_id=outcome.transaction_id,
@@ -573,13 +578,13 @@ def _record_missing_in_log(
         )
     out = []
     for row in rows:
-        report.counts[MISSING_IN_LOG] += 1
+        report.counts[BatchOutcome.MISSING_IN_LOG] += 1
         out.append(
             {
                 "batch_id": batch_id,
                 "seq": sum(report.counts.values()),
                 "line_no": None,
-                "outcome": MISSING_IN_LOG,
+                "outcome": BatchOutcome.MISSING_IN_LOG,
                 "error_code": None,
                 "detail": None,
                 "endpoint": row.endpoint,
@@ -613,7 +618,7 @@ def batch_view(
         session,
         batch_id,
         outcome=outcome or None,
-        other_than=None if outcome else MATCHED,  # matched records only when asked for
+        other_than=None if outcome else BatchOutcome.MATCHED,  # matched records only when asked for
         offset=offset,
         limit=limit,
     )

@@ -15,7 +15,7 @@ from sqlalchemy import Select, and_, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from rewardmiles.db.models import Batch, BatchRecord, IssuanceLine, LedgerEntry, Transaction
-from rewardmiles.ledger.service import COLLECTOR_ACCOUNT
+from rewardmiles.vocabulary import AccountKind, BatchStatus, LineStatus, TransactionStatus
 
 # Transaction ids per `IN (...)` of the audit report's lines query.
 AUDIT_LINES_PER_QUERY = 500
@@ -137,7 +137,7 @@ def reconciliation_rows(
             & (IssuanceLine.line_no == LedgerEntry.line_no),
         )
         .where(
-            LedgerEntry.account_kind == COLLECTOR_ACCOUNT,
+            LedgerEntry.account_kind == AccountKind.COLLECTOR,
             Transaction.sponsor_code == sponsor_code,
             LedgerEntry.posted_at >= day_start,
             LedgerEntry.posted_at < day_end,
@@ -206,7 +206,7 @@ def add_batch(
             sponsor_code=sponsor_code,
             source=source,
             issue_missing=issue_missing,
-            status="processing",
+            status=BatchStatus.PROCESSING,
             counts_json="{}",
             error=None,
             created_at=created_at,
@@ -242,7 +242,7 @@ def finish_batch(
     session: Session,
     batch_id: str,
     *,
-    status: str,
+    status: BatchStatus,
     counts: Mapping[str, int],
     finished_at: datetime,
     error: str | None = None,
@@ -268,9 +268,15 @@ def _accepted_with_miles(sponsor_code: str, *columns: Any) -> Select[Any]:
         select(*columns, func.coalesce(func.sum(IssuanceLine.miles), 0))
         .outerjoin(
             IssuanceLine,
-            and_(IssuanceLine.transaction_id == Transaction.id, IssuanceLine.status != "rejected"),
+            and_(
+                IssuanceLine.transaction_id == Transaction.id,
+                IssuanceLine.status != LineStatus.REJECTED,
+            ),
         )
-        .where(Transaction.sponsor_code == sponsor_code, Transaction.status != "rejected")
+        .where(
+            Transaction.sponsor_code == sponsor_code,
+            Transaction.status != TransactionStatus.REJECTED,
+        )
     )
 
 

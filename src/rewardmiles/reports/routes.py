@@ -20,6 +20,7 @@ from rewardmiles.http.openapi import problem_responses
 from rewardmiles.http.responses import json_response
 from rewardmiles.http.threads import run_sync
 from rewardmiles.reports import audit, batches, reconciliation
+from rewardmiles.vocabulary import BatchStatus
 
 router = APIRouter(prefix="/checkout/issuance/reports", tags=["reports"])
 batch_router = APIRouter(prefix="/checkout/issuance/batches", tags=["reports"])
@@ -195,7 +196,7 @@ async def upload_batch(
             jobs.release()
     return json_response(
         202,
-        {"batchId": batch_id, "status": "processing"},
+        {"batchId": batch_id, "status": BatchStatus.PROCESSING},
         {"Location": f"/checkout/issuance/batches/{batch_id}"},
     )
 

@@ -15,14 +15,8 @@ from datetime import datetime
 from sqlalchemy import RowMapping, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from rewardmiles.db.models import PENDING, REJECTED, Collector, IssuanceLine, Transaction
-
-# Why a line is pending (issuance_lines.pending_reason).
-REVIEW = "review"
-APPROVED = "approved"
-COLLECTOR_UNKNOWN = "collector_unknown"
-COLLECTOR_ON_HOLD = "collector_on_hold"
-ORIGINAL_PENDING = "original_pending"
+from rewardmiles.db.models import Collector, IssuanceLine, Transaction
+from rewardmiles.vocabulary import CollectorStatus, LineStatus, PendingReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +37,7 @@ _original_line = aliased(IssuanceLine)
 _original_pending = exists().where(
     _original_line.transaction_id == Transaction.original_transaction_id,
     _original_line.offer_code == IssuanceLine.offer_code,
-    _original_line.status == PENDING,
+    _original_line.status == LineStatus.PENDING,
 )
 
 # Collectors with at least one pending line whose cause may have cleared, or that has expired.
@@ -52,16 +46,23 @@ _CANDIDATE_COLLECTORS = (
     .join(IssuanceLine, IssuanceLine.transaction_id == Transaction.id)
     .outerjoin(Collector, Collector.number == Transaction.collector_number)
     .where(
-        IssuanceLine.status == PENDING,
+        IssuanceLine.status == LineStatus.PENDING,
         or_(
             Transaction.processed_at < bindparam("expired_before"),
             and_(
-                Collector.status.in_(("ACTIVE", "CLOSED")),
+                Collector.status.in_((CollectorStatus.ACTIVE, CollectorStatus.CLOSED)),
                 or_(
                     IssuanceLine.pending_reason.in_(
-                        (COLLECTOR_UNKNOWN, COLLECTOR_ON_HOLD, APPROVED)
+                        (
+                            PendingReason.COLLECTOR_UNKNOWN,
+                            PendingReason.COLLECTOR_ON_HOLD,
+                            PendingReason.APPROVED,
+                        )
                     ),
-                    and_(IssuanceLine.pending_reason == ORIGINAL_PENDING, ~_original_pending),
+                    and_(
+                        IssuanceLine.pending_reason == PendingReason.ORIGINAL_PENDING,
+                        ~_original_pending,
+                    ),
                 ),
             ),
         ),
@@ -84,7 +85,10 @@ _CLAIM_LINES = (
         Transaction.processed_at,
     )
     .join(Transaction, Transaction.id == IssuanceLine.transaction_id)
-    .where(Transaction.collector_number == bindparam("collector"), IssuanceLine.status == PENDING)
+    .where(
+        Transaction.collector_number == bindparam("collector"),
+        IssuanceLine.status == LineStatus.PENDING,
+    )
     .order_by(Transaction.processed_at, IssuanceLine.transaction_id, IssuanceLine.line_no)
     .with_for_update(of=IssuanceLine, skip_locked=True)
 )
@@ -94,7 +98,7 @@ _SETTLE_LINE = (
     .where(
         IssuanceLine.transaction_id == bindparam("b_transaction_id"),
         IssuanceLine.line_no == bindparam("b_line_no"),
-        IssuanceLine.status == PENDING,
+        IssuanceLine.status == LineStatus.PENDING,
     )
     .values(
         status=bindparam("b_status"),
@@ -128,7 +132,7 @@ def settle_line(
     session: Session,
     transaction_id: str,
     line_no: int,
-    status: str,
+    status: LineStatus,
     error_code: str | None,
     settled_at: datetime,
 ) -> None:
@@ -183,7 +187,7 @@ def pending_lines(session: Session, sponsor_code: str | None, limit: int) -> lis
             Transaction.processed_at,
         )
         .join(Transaction, Transaction.id == IssuanceLine.transaction_id)
-        .where(IssuanceLine.status == PENDING)
+        .where(IssuanceLine.status == LineStatus.PENDING)
         .order_by(Transaction.processed_at, IssuanceLine.transaction_id, IssuanceLine.line_no)
         .limit(limit)
     )
@@ -194,7 +198,9 @@ def pending_lines(session: Session, sponsor_code: str | None, limit: int) -> lis
 
 def count_pending(session: Session) -> int:
     return int(
-        session.execute(select(func.count()).where(IssuanceLine.status == PENDING)).scalar_one()
+        session.execute(
+            select(func.count()).where(IssuanceLine.status == LineStatus.PENDING)
+        ).scalar_one()
     )
 
 
@@ -206,7 +212,7 @@ def lock_pending_reason(session: Session, transaction_id: str, line_no: int) -> 
         .where(
             IssuanceLine.transaction_id == transaction_id,
             IssuanceLine.line_no == line_no,
-            IssuanceLine.status == PENDING,
+            IssuanceLine.status == LineStatus.PENDING,
         )
         .with_for_update()
     ).scalar_one_or_none()
@@ -219,5 +225,10 @@ def reject_line(
     session.execute(
         update(IssuanceLine)
         .where(IssuanceLine.transaction_id == transaction_id, IssuanceLine.line_no == line_no)
-        .values(status=REJECTED, pending_reason=None, error_code=error_code, settled_at=settled_at)
+        .values(
+            status=LineStatus.REJECTED,
+            pending_reason=None,
+            error_code=error_code,
+            settled_at=settled_at,
+        )
     )

@@ -19,21 +19,20 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from rewardmiles import ledger, limits
-from rewardmiles.config import NegativeBalancePolicy, Settings
-from rewardmiles.db.models import PENDING, POSTED, REJECTED
+from rewardmiles.config import Settings
 from rewardmiles.errors import OperatorError
 from rewardmiles.issuance import repository as issuance_repo
 from rewardmiles.settlement import repository
-from rewardmiles.settlement.repository import (
-    APPROVED,
-    COLLECTOR_ON_HOLD,
-    ORIGINAL_PENDING,
-    REVIEW,
-    PendingLine,
+from rewardmiles.settlement.repository import PendingLine
+from rewardmiles.vocabulary import (
+    CollectorStatus,
+    Direction,
+    LineStatus,
+    NegativeBalancePolicy,
+    PendingReason,
+    TransactionStatus,
 )
 from rewardmiles.webhooks import service as webhooks
-
-CREDIT = "credit"
 
 
 @dataclass
@@ -90,14 +89,14 @@ def settle_collector(
             break
         outcome = _decide(session, settings, account, line)
         if outcome is None and line.processed_at < expired_before:
-            outcome = (REJECTED, "PENDING_EXPIRED")
+            outcome = (LineStatus.REJECTED, "PENDING_EXPIRED")
         if outcome is None:
             still_pending += 1
             continue
         status, detail = outcome
         settled += 1
-        if status == POSTED:
-            sign = 1 if line.direction == CREDIT else -1
+        if status == LineStatus.POSTED:
+            sign = 1 if line.direction == Direction.CREDIT else -1
             account = ledger.post(
                 session,
                 ledger.present(account),
@@ -112,11 +111,13 @@ def settle_collector(
                 ],
                 posted_at=now,
             )
-            repository.settle_line(session, line.transaction_id, line.line_no, POSTED, None, now)
-            report.posted += 1
-        elif status == REJECTED:
             repository.settle_line(
-                session, line.transaction_id, line.line_no, REJECTED, detail, now
+                session, line.transaction_id, line.line_no, LineStatus.POSTED, None, now
+            )
+            report.posted += 1
+        elif status == LineStatus.REJECTED:
+            repository.settle_line(
+                session, line.transaction_id, line.line_no, LineStatus.REJECTED, detail, now
             )
             report.rejected[detail or ""] += 1
         else:  # still pending, for a new reason
@@ -135,7 +136,10 @@ def settle_collector(
 def _after_settlement(session: Session, transaction_id: str, now: datetime) -> None:
     """Once a transaction has no pending line left, its sponsor's webhooks get an event (outbox,
     same unit of work)."""
-    if issuance_repo.refresh_transaction_status(session, transaction_id) != POSTED:
+    if (
+        issuance_repo.refresh_transaction_status(session, transaction_id)
+        != TransactionStatus.POSTED
+    ):
         return
     sponsor_code = repository.sponsor_of(session, transaction_id)
     webhooks.enqueue_settled(session, transaction_id, sponsor_code, now)
@@ -143,31 +147,39 @@ def _after_settlement(session: Session, transaction_id: str, now: datetime) -> N
 
 def _decide(
     session: Session, settings: Settings, account: ledger.CollectorAccount | None, line: PendingLine
-) -> tuple[str, str | None] | None:
+) -> tuple[LineStatus, str | None] | None:
     """(posted, None) | (rejected, error code) | (pending, new reason) | None (unchanged)."""
-    if line.pending_reason == REVIEW:
+    if line.pending_reason == PendingReason.REVIEW:
         return None
     if account is None:
         return None
-    if account.status == "CLOSED":
-        return REJECTED, "COLLECTOR_CLOSED"
-    if account.status == "ON_HOLD":
-        return (PENDING, COLLECTOR_ON_HOLD) if line.pending_reason != COLLECTOR_ON_HOLD else None
+    if account.status == CollectorStatus.CLOSED:
+        return LineStatus.REJECTED, "COLLECTOR_CLOSED"
+    if account.status == CollectorStatus.ON_HOLD:
+        return (
+            (LineStatus.PENDING, PendingReason.COLLECTOR_ON_HOLD)
+            if line.pending_reason != PendingReason.COLLECTOR_ON_HOLD
+            else None
+        )
     if line.original_transaction_id is not None:
         totals = issuance_repo.original_totals(session, line.original_transaction_id)
         if line.offer_code in totals.pending_offers:
-            return (PENDING, ORIGINAL_PENDING) if line.pending_reason != ORIGINAL_PENDING else None
+            return (
+                (LineStatus.PENDING, PendingReason.ORIGINAL_PENDING)
+                if line.pending_reason != PendingReason.ORIGINAL_PENDING
+                else None
+            )
         # An original line rejected meanwhile lowers what may be reversed. This line is one of
         # the reversed miles (pending, not rejected): its offer is always among them.
         if totals.reversed_miles[line.offer_code] > totals.issued_miles.get(line.offer_code, 0):
-            return REJECTED, "REVERSAL_EXCEEDS_ORIGINAL"
+            return LineStatus.REJECTED, "REVERSAL_EXCEEDS_ORIGINAL"
     if (
-        line.direction != CREDIT
+        line.direction != Direction.CREDIT
         and settings.negative_balance_policy is NegativeBalancePolicy.REJECT
         and account.balance_miles < line.miles
     ):
-        return REJECTED, "INSUFFICIENT_BALANCE"
-    return POSTED, None
+        return LineStatus.REJECTED, "INSUFFICIENT_BALANCE"
+    return LineStatus.POSTED, None
 
 
 # --------------------------------------------------------------------------- operator review
@@ -222,7 +234,7 @@ def list_pending(
 
 def _review_line(session: Session, text: str) -> tuple[str, int]:
     transaction_id, line_no = _parse_line_id(text)
-    if repository.lock_pending_reason(session, transaction_id, line_no) != REVIEW:
+    if repository.lock_pending_reason(session, transaction_id, line_no) != PendingReason.REVIEW:
         raise ReviewError(f"line {text} is not pending review")
     return transaction_id, line_no
 
@@ -230,7 +242,7 @@ def _review_line(session: Session, text: str) -> tuple[str, int]:
 def approve(session: Session, text: str) -> None:
     """The line may settle now (the worker posts it once its collector allows)."""
     transaction_id, line_no = _review_line(session, text)
-    repository.set_pending_reason(session, transaction_id, line_no, APPROVED)
+    repository.set_pending_reason(session, transaction_id, line_no, PendingReason.APPROVED)
 
 
 def reject(

@@ -15,6 +15,7 @@ from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from rewardmiles.db.models import Webhook, WebhookDelivery
+from rewardmiles.vocabulary import DeliveryStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +63,11 @@ def active_webhook_ids(session: Session, sponsor_code: str) -> Sequence[str]:
 def fail_pending_deliveries(session: Session, webhook_id: str, error: str) -> None:
     session.execute(
         update(WebhookDelivery)
-        .where(WebhookDelivery.webhook_id == webhook_id, WebhookDelivery.status == "pending")
-        .values(status="failed", last_error=error)
+        .where(
+            WebhookDelivery.webhook_id == webhook_id,
+            WebhookDelivery.status == DeliveryStatus.PENDING,
+        )
+        .values(status=DeliveryStatus.FAILED, last_error=error)
     )
 
 
@@ -97,7 +101,9 @@ def lock_due(session: Session, now: datetime, limit: int) -> Sequence[Row[str, s
             WebhookDelivery.attempts,
         )
         .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
-        .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+        .where(
+            WebhookDelivery.status == DeliveryStatus.PENDING, WebhookDelivery.next_attempt_at <= now
+        )
         .order_by(WebhookDelivery.next_attempt_at)
         .limit(limit)
         .with_for_update(of=WebhookDelivery, skip_locked=True)
@@ -116,6 +122,6 @@ def update_pending(session: Session, delivery_id: str, values: dict[str, object]
     """Set `values` on the delivery while it is still pending (a removed webhook's are not)."""
     session.execute(
         update(WebhookDelivery)
-        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending")
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == DeliveryStatus.PENDING)
         .values(**values)
     )

@@ -29,9 +29,9 @@ from rewardmiles.config import Settings
 from rewardmiles.db.models import Sponsor, Webhook, WebhookDelivery
 from rewardmiles.errors import OperatorError
 from rewardmiles.issuance import lookups
+from rewardmiles.vocabulary import DeliveryStatus, EventType
 from rewardmiles.webhooks import repository, targets
 
-SETTLED_EVENT = "transaction.settled"
 SIGNATURE_HEADER = "Rewardmiles-Signature"
 LEASE_MARGIN_SECONDS = 30.0
 
@@ -146,7 +146,7 @@ def enqueue_settled(session: Session, transaction_id: str, sponsor_code: str, no
         delivery_id = str(uuid.uuid4())
         payload = {
             "eventId": delivery_id,
-            "type": SETTLED_EVENT,
+            "type": EventType.TRANSACTION_SETTLED,
             "createdAt": now.isoformat(timespec="milliseconds"),
             "data": view,
         }
@@ -154,10 +154,10 @@ def enqueue_settled(session: Session, transaction_id: str, sponsor_code: str, no
             WebhookDelivery(
                 id=delivery_id,
                 webhook_id=hook_id,
-                event_type=SETTLED_EVENT,
+                event_type=EventType.TRANSACTION_SETTLED,
                 transaction_id=transaction_id,
                 payload_json=orjson.dumps(payload).decode(),
-                status="pending",
+                status=DeliveryStatus.PENDING,
                 attempts=0,
                 next_attempt_at=now,
                 last_error=None,
@@ -200,7 +200,7 @@ def record_attempt(
     attempts = due.attempts + 1
     if error is None:
         values: dict[str, object] = {
-            "status": "delivered",
+            "status": DeliveryStatus.DELIVERED,
             "attempts": attempts,
             "delivered_at": now,
             "last_error": None,
@@ -212,7 +212,7 @@ def record_attempt(
             settings.webhook_retry_base_seconds * 2 ** (attempts - 1),
         )
         values = {
-            "status": "failed" if give_up else "pending",
+            "status": DeliveryStatus.FAILED if give_up else DeliveryStatus.PENDING,
             "attempts": attempts,
             "next_attempt_at": now + timedelta(seconds=delay),
             "last_error": error[: limits.webhook_error_chars_max],
@@ -234,5 +234,5 @@ def signed_headers(due: DueDelivery, body: bytes) -> dict[str, str]:
         "Content-Type": "application/json",
         SIGNATURE_HEADER: sign(due.secret, int(clock.utc_now().timestamp()), body),
         "Rewardmiles-Event-Id": due.id,
-        "Rewardmiles-Event-Type": SETTLED_EVENT,
+        "Rewardmiles-Event-Type": EventType.TRANSACTION_SETTLED,
     }
