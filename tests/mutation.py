@@ -154,19 +154,19 @@ EXPLAINED: dict[str, Explained] = {
         ".join(Transaction, )",
         _JOIN_ON_INFERRED,
     ),
-    "rewardmiles.ledger.verify.x__pairs_disagreeing_with_lines__mutmut_15": Explained(
+    "rewardmiles.ledger.verify.x__pairs_disagreeing_with_lines__mutmut_13": Explained(
         ".join(Transaction, None)",
         _JOIN_ON_INFERRED,
     ),
-    "rewardmiles.ledger.verify.x__pairs_disagreeing_with_lines__mutmut_17": Explained(
+    "rewardmiles.ledger.verify.x__pairs_disagreeing_with_lines__mutmut_15": Explained(
         ".join(Transaction, )",
         _JOIN_ON_INFERRED,
     ),
-    "rewardmiles.ledger.verify.x__pairs_disagreeing_with_lines__mutmut_19": Explained(
+    "rewardmiles.ledger.verify.x__pairs_disagreeing_with_lines__mutmut_17": Explained(
         "None,",
         _JOIN_ON_INFERRED,
     ),
-    "rewardmiles.ledger.verify.x__pairs_disagreeing_with_lines__mutmut_21": Explained(
+    "rewardmiles.ledger.verify.x__pairs_disagreeing_with_lines__mutmut_19": Explained(
         ")",
         _JOIN_ON_INFERRED,
     ),
@@ -186,19 +186,19 @@ EXPLAINED: dict[str, Explained] = {
         ".order_by(Transaction.id, )",
         _LINE_ORDER,
     ),
-    "rewardmiles.ledger.verify.x__statuses_disagreeing_with_lines__mutmut_57": Explained(
+    "rewardmiles.ledger.verify.x__statuses_disagreeing_with_lines__mutmut_48": Explained(
         "select(None)",
         "EXISTS ignores its select list",
     ),
-    "rewardmiles.ledger.service.x_entry_rows__mutmut_33": Explained(
+    "rewardmiles.ledger.service.x_entry_rows__mutmut_34": Explained(
         "raise LedgerInvariantError(None)",
         _SUM_GUARD,
     ),
-    "rewardmiles.ledger.service.x_entry_rows__mutmut_34": Explained(
+    "rewardmiles.ledger.service.x_entry_rows__mutmut_35": Explained(
         'raise LedgerInvariantError("XXentries of a posting do not sum to zeroXX")',
         _SUM_GUARD,
     ),
-    "rewardmiles.ledger.service.x_entry_rows__mutmut_35": Explained(
+    "rewardmiles.ledger.service.x_entry_rows__mutmut_36": Explained(
         'raise LedgerInvariantError("ENTRIES OF A POSTING DO NOT SUM TO ZERO")',
         _SUM_GUARD,
     ),
@@ -224,8 +224,8 @@ EXPLAINED: dict[str, Explained] = {
         ") or tuple(None)",
         "unreachable fallback: miles are taken only when a returned unit changed what an offer counts, and every rule names every item it counts (base: eligible items that spent something; item and coupon: all matching or present items), so a returned item is always among the contributing ones",
     ),
-    "rewardmiles.settlement.service.x__decide__mutmut_22": Explained(
-        "return (PENDING, ORIGINAL_PENDING) if (line.pending_reason != ORIGINAL_PENDING) or True else None",
+    "rewardmiles.settlement.service.x__decide__mutmut_18": Explained(
+        "if (line.pending_reason != PendingReason.ORIGINAL_PENDING) or True",
         "(pending, original_pending) when that already is the reason: same reason, same counts; only skips expiry of a reversal examined while its original is pending, but the older original is examined first in the pass and leaves pending (only a clock stepping back could reorder them)",
     ),
     "rewardmiles.settlement.service.x__parse_line_id__mutmut_3": Explained(
@@ -315,24 +315,24 @@ EXPLAINED: dict[str, Explained] = {
         "return Outcome(stored.status, stored.body, replayed=True)",
         "as _15: transaction_id defaults to None, and stored.transaction_id is None in this branch",
     ),
-    "rewardmiles.issuance.keyed.x_render_state__mutmut_6": Explained(
+    "rewardmiles.issuance.keyed.x_render_state__mutmut_7": Explained(
         'for out_line, line in zip(body.get("issuances", ()), lines, strict=None):',
         "strict only guards an invariant: the response's issuances and the transaction's lines are written from the same planned list (build_write), so zip never sees two lengths",
     ),
-    "rewardmiles.issuance.keyed.x_render_state__mutmut_9": Explained(
+    "rewardmiles.issuance.keyed.x_render_state__mutmut_10": Explained(
         'for out_line, line in zip(body.get("issuances", ()), lines, ):',
-        "as _6: zip without strict over two sequences of equal length",
+        "as _7: zip without strict over two sequences of equal length",
     ),
-    "rewardmiles.issuance.keyed.x_render_state__mutmut_16": Explained(
+    "rewardmiles.issuance.keyed.x_render_state__mutmut_17": Explained(
         'for out_line, line in zip(body.get("issuances", ()), lines, strict=False):',
-        "as _6: zip(strict=False) over two sequences of equal length",
+        "as _7: zip(strict=False) over two sequences of equal length",
     ),
-    "rewardmiles.issuance.keyed.x_render_state__mutmut_26": Explained(
-        "if line.status == REJECTED or line.error_code:",
+    "rewardmiles.issuance.keyed.x_render_state__mutmut_27": Explained(
+        "if line.status == rejected or line.error_code:",
         "every rejected line has an error code (settlement's rejections, operator reject: code required) and no other line ever has one (build_write writes None, only rejections set it), so `status == REJECTED or error_code` selects the same lines as `and`",
     ),
     "rewardmiles.issuance.service.x__record_rejection__mutmut_15": Explained(
-        "records.transaction_row(call, ids.uuid4_text(), None, REJECTED, 400, rule.code, None, now),",
+        "call, ids.uuid4_text(), None, TransactionStatus.REJECTED, 400, rule.code, None, now",
         "the response_json of a rejected transaction row is never read: lookups, replays (find_accepted, get_accepted_by_id) and reports take accepted rows only (status != 'rejected'); the audit report shows a rejection's request_json, http_status and error_code",
     ),
     "rewardmiles.issuance.service.x__record_rejection__mutmut_30": Explained(
@@ -384,27 +384,27 @@ EXPLAINED: dict[str, Explained] = {
         "The flag only orders rule 3.7's read against _apply: both orders give the same answer (replay, DUPLICATE_TRANSACTION or the rule's refusal). Under the mutant the first attempt reads first (as a retry does) and answers any duplicate there; a second attempt only follows an IntegrityError, i.e. an accepted row inserted by another unit of work between that read and the insert. On SQLite (the mutation dialect) units of work run one at a time (BEGIN IMMEDIATE), so that cannot happen; on PostgreSQL it is a race window no test can open deterministically.",
         dialects=("sqlite",),
     ),
-    "rewardmiles.issuance.records.x_build_write__mutmut_31": Explained(
+    "rewardmiles.issuance.records.x_build_write__mutmut_32": Explained(
         'for out_line, p in zip(body["issuances"], planned, strict=None):',
         "body[\"issuances\"] and planned always have the same length: for partner lines both come one per request line (command.echo's issuances are the request's, _plan_lines/_record plan one line each), for ISSUE/RETURN _with_lines sets the echoed issuances and command.lines from the same computed list; strict only guards that invariant, and a non-strict zip of equal lengths is the same.",
     ),
-    "rewardmiles.issuance.records.x_build_write__mutmut_34": Explained(
+    "rewardmiles.issuance.records.x_build_write__mutmut_35": Explained(
         'for out_line, p in zip(body["issuances"], planned, ):',
-        "Same as build_write__mutmut_31: the two sequences are always of equal length, so zip without strict pairs the same items.",
+        "Same as build_write__mutmut_32: the two sequences are always of equal length, so zip without strict pairs the same items.",
     ),
-    "rewardmiles.issuance.records.x_build_write__mutmut_37": Explained(
+    "rewardmiles.issuance.records.x_build_write__mutmut_38": Explained(
         'for out_line, p in zip(body["issuances"], planned, strict=False):',
-        "Same as build_write__mutmut_31: the two sequences are always of equal length, so a non-strict zip pairs the same items.",
+        "Same as build_write__mutmut_32: the two sequences are always of equal length, so a non-strict zip pairs the same items.",
     ),
-    "rewardmiles.issuance.records.x_build_write__mutmut_81": Explained(
+    "rewardmiles.issuance.records.x_build_write__mutmut_82": Explained(
         '"XXerror_codeXX": None,',
         "A new line has no error code: the key the mutant misspells is simply not an issuance_lines column, so the insert (Core insert(IssuanceLine) executemany, or json_to_recordset in the one-statement path) leaves error_code out and the nullable column without default is NULL, as with the explicit None; the unknown key is ignored.",
     ),
-    "rewardmiles.issuance.records.x_build_write__mutmut_82": Explained(
+    "rewardmiles.issuance.records.x_build_write__mutmut_83": Explained(
         '"ERROR_CODE": None,',
-        "Same as build_write__mutmut_81: error_code is NULL whether given as None or left out.",
+        "Same as build_write__mutmut_82: error_code is NULL whether given as None or left out.",
     ),
-    "rewardmiles.issuance.records.x_build_write__mutmut_107": Explained(
+    "rewardmiles.issuance.records.x_build_write__mutmut_108": Explained(
         'command.collector_number or "XXXX",',
         "Postings are built for POSTED lines only, and a line posts only for an enrolled collector of a crediting/debiting endpoint, whose collectorNumber is required: the fallback (there for the type of RECORD's optional collector) is never evaluated with a missing number, since RECORD lines are RECORDED and unknown collectors' lines PENDING.",
     ),

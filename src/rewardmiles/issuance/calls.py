@@ -75,12 +75,23 @@ class PlannedLine:
     pending_reason: PendingReason | None
 
 
+# A line's status as the partner sees it, by (direction, stored status): ISSUED or REVERSED once
+# posted, PENDING, REJECTED; none for a RECORD line (nothing issued). A table, so that a line's
+# answer reads no enum member (on Python 3.11 each read of a member from its class costs ~50 ns).
+WIRE_STATUSES: dict[tuple[str, str], IssuanceStatus] = {
+    (direction, status): wire
+    for direction in Direction
+    for status, wire in (
+        (LineStatus.PENDING, IssuanceStatus.PENDING),
+        (LineStatus.REJECTED, IssuanceStatus.REJECTED),
+        (
+            LineStatus.POSTED,
+            IssuanceStatus.ISSUED if direction is Direction.CREDIT else IssuanceStatus.REVERSED,
+        ),
+    )
+}
+
+
 def wire_status(direction: str, status: str) -> IssuanceStatus | None:
-    """ISSUED/REVERSED once posted, PENDING, REJECTED; None for a RECORD line (nothing issued)."""
-    if status == LineStatus.PENDING:
-        return IssuanceStatus.PENDING
-    if status == LineStatus.REJECTED:
-        return IssuanceStatus.REJECTED
-    if status == LineStatus.POSTED:
-        return IssuanceStatus.ISSUED if direction == Direction.CREDIT else IssuanceStatus.REVERSED
-    return None
+    """`WIRE_STATUSES`: ISSUED/REVERSED once posted, PENDING, REJECTED; None for a RECORD line."""
+    return WIRE_STATUSES.get((direction, status))

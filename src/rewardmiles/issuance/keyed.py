@@ -68,11 +68,12 @@ def render_state(
     # A response stored before empty optionals were left out (SPEC §2.5, amended) renders as
     # one stored now.
     body = without_empty(orjson.loads(response_json))
+    pending, rejected = LineStatus.PENDING, LineStatus.REJECTED  # read once, not once per line
     for out_line, line in zip(body.get("issuances", ()), lines, strict=True):
         status = wire_status(line.direction, line.status)
         if status is not None:
             out_line["status"] = status
-        if line.status == LineStatus.REJECTED and line.error_code:
+        if line.status == rejected and line.error_code:
             out_line["errorCode"] = line.error_code
-    any_pending = any(line.status == LineStatus.PENDING for line in lines)
+    any_pending = any(line.status == pending for line in lines)
     return Outcome(202 if any_pending else 200, body, transaction_id, replayed)

@@ -35,7 +35,8 @@ def build_write(
 ) -> WriteSet:
     command = call.command
     transaction_id = ids.uuid4_text()
-    any_pending = any(p.status == LineStatus.PENDING for p in planned)
+    pending, posted = LineStatus.PENDING, LineStatus.POSTED  # read once, not once per line
+    any_pending = any(p.status == pending for p in planned)
     status = 202 if any_pending else 200
     transaction_status = (
         TransactionStatus.RECORDED
@@ -67,7 +68,7 @@ def build_write(
             "status": p.status,
             "pending_reason": p.pending_reason,
             "error_code": None,
-            "settled_at": now if p.status == LineStatus.POSTED else None,
+            "settled_at": now if p.status == posted else None,
         }
         for p in planned
     ]
@@ -81,7 +82,7 @@ def build_write(
             sign * p.miles,
         )
         for p in planned
-        if p.status == LineStatus.POSTED
+        if p.status == posted
     ]
     return WriteSet(
         Outcome(status, body, transaction_id),

@@ -151,6 +151,7 @@ def plan_lines(
         if collector_status == CollectorStatus.ON_HOLD
         else None
     )
+    pending, posted = LineStatus.PENDING, LineStatus.POSTED  # read once, not once per line
     planned = []
     for i, line in enumerate(command.lines):
         # Review comes first: an approved line still waits for its collector, never the reverse.
@@ -167,7 +168,7 @@ def plan_lines(
                 line.issuance_offer_code,
                 line.location_code,
                 line.miles_amount,
-                LineStatus.PENDING if reason else LineStatus.POSTED,
+                pending if reason else posted,
                 reason,
             )
         )

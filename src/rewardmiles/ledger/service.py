@@ -94,6 +94,7 @@ def entry_rows(
     they make. Checked: every posting is for that collector, moves miles, and its pair sums to 0."""
     entries: list[dict[str, object]] = []
     delta = 0
+    collector, sponsor = AccountKind.COLLECTOR, AccountKind.SPONSOR  # read once, not per posting
     for p in postings:
         if p.collector_number != account_number:
             raise LedgerInvariantError(
@@ -103,8 +104,8 @@ def entry_rows(
             raise LedgerInvariantError("a posting must move a non-zero amount")
         delta += p.amount_miles
         for kind, code, amount in (
-            (AccountKind.COLLECTOR, p.collector_number, p.amount_miles),
-            (AccountKind.SPONSOR, p.sponsor_code, -p.amount_miles),
+            (collector, p.collector_number, p.amount_miles),
+            (sponsor, p.sponsor_code, -p.amount_miles),
         ):
             entries.append(
                 {
