@@ -18,7 +18,7 @@ from enum import StrEnum
 
 
 class CollectorStatus(StrEnum):
-    """A collector's account (`collectors.status`): ON_HOLD lines wait, CLOSED ones are refused."""
+    """A collector's account: ACTIVE; ON_HOLD, its lines wait; CLOSED, its lines are refused."""
 
     ACTIVE = "ACTIVE"
     ON_HOLD = "ON_HOLD"
@@ -26,10 +26,10 @@ class CollectorStatus(StrEnum):
 
 
 class OperatorRole(StrEnum):
-    """What an operator (or an admin token) may do; each role may all the one before it may."""
+    """What an operator (or an admin token) may do, each role everything the one before may:
+    viewer reads; agent also changes collectors and pending lines; admin also manages the
+    catalogue, partners and operators."""
 
-    # viewer reads; agent also changes collectors and pending lines; admin also manages the
-    # catalogue, partners and operators.
     VIEWER = "viewer"
     AGENT = "agent"
     ADMIN = "admin"

@@ -30,10 +30,8 @@ def test_the_vocabulary_has_its_concepts() -> None:
 
 
 @pytest.mark.parametrize("enum", ENUMS, ids=lambda e: e.__name__)
-def test_each_concept_says_what_it_is_in_one_line(enum: type[StrEnum]) -> None:
-    doc = (enum.__doc__ or "").strip()
-    assert doc, enum.__name__
-    assert "\n" not in doc, enum.__name__
+def test_each_concept_says_what_it_is(enum: type[StrEnum]) -> None:
+    assert (enum.__doc__ or "").strip(), enum.__name__
 
 
 @pytest.mark.parametrize("enum", ENUMS, ids=lambda e: e.__name__)
