@@ -424,17 +424,21 @@ EXPLAINED: dict[str, Explained] = {
         "or command.program is not None and command.original_partner_id",
         "As plan_posted_issue__mutmut_2: past the endpoint check only POST/POST/EVENT calls remain, whose commands come from basket_command/event_command, which never set program (only program_command does, for CALCULATE/ISSUE/RETURN), and whose models have no original field (original_partner_id None). Both terms are False, so 'or' and 'and' agree. Planted by hand: the file's tests all pass.",
     ),
+    "rewardmiles.issuance.service.x_execute_at_once__mutmut_50": Explained(
+        'collector_number=call.command.collector_number or "XXXX",',
+        "As records.build_write__mutmut_108: only a POST or POST/EVENT reaches the statement (plan_posted_issue), and both require collectorNumber, so the fallback (there for the type of RECORD's optional collector) is never evaluated. Found by the PostgreSQL run of execute_at_once.",
+    ),
     "rewardmiles.issuance.service.x_execute_at_once__mutmut_68": Explained(
         "if applied.current is not None or stored.transaction_id is not None:",
         "applied.current is not None exactly when stored.transaction_id is not None. current is t.response_json from POST_BATCH's 'LEFT JOIN transactions AS t ON t.id = s.transaction_id' (response_json NOT NULL), so current set implies transaction_id set. Conversely a key row's transaction_id comes only from _key_row(outcome.transaction_id): None for rejections and CALCULATE, else the id of a transaction inserted in the same commit as the key (build_write: the unit of work, or the statement's txn/kept CTEs under the same 'applied' condition) or of an accepted transaction already committed (render_current on a rule 3.7 replay). Nothing deletes transactions (the only DELETE in src is idempotency.purge_expired, on keys), and the statement reads keys and transactions in one snapshot, so a visible key with a transaction_id always finds its row. Hence 'and' and 'or' take the same branch. Planted by hand: the file's tests all pass.",
     ),
     "rewardmiles.issuance.service.x_execute_at_once__mutmut_84": Explained(
         "return Outcome(stored.status, stored.body, None, replayed=True)",
-        "The last return is reached only when 'applied.current is not None and stored.transaction_id is not None' is False, i.e. (see execute_at_once__mutmut_77: current is set exactly when transaction_id is) when stored.transaction_id is None; passing None is passing stored.transaction_id. Planted by hand: the file's tests all pass.",
+        "The last return is reached only when 'applied.current is not None and stored.transaction_id is not None' is False, i.e. (see execute_at_once__mutmut_68: current is set exactly when transaction_id is) when stored.transaction_id is None; passing None is passing stored.transaction_id. Planted by hand: the file's tests all pass.",
     ),
     "rewardmiles.issuance.service.x_execute_at_once__mutmut_88": Explained(
         "return Outcome(stored.status, stored.body, replayed=True)",
-        "As execute_at_once__mutmut_92: stored.transaction_id is always None on that line, and Outcome.transaction_id defaults to None. Planted by hand: the file's tests all pass.",
+        "As execute_at_once__mutmut_84: stored.transaction_id is always None on that line, and Outcome.transaction_id defaults to None. Planted by hand: the file's tests all pass.",
     ),
 }
 
