@@ -73,6 +73,13 @@ report_day_max: Final = date(9999, 12, 30)
 offer_rule_miles_max: Final = 1_000_000  # miles named in an offer's rule
 collector_import_errors_kept_max: Final = 50  # refused rows a collector import reports
 verify_problems_shown_max: Final = 20  # problems of each kind `ledger verify` lists
+# Operators of the support desk and their admin tokens.
+operator_email_chars_max: Final = 254  # RFC 5321's longest forward path, less its brackets
+operator_display_name_chars_max: Final = 200
+operator_password_chars_min: Final = 12
+operator_password_chars_max: Final = 1024
+admin_token_name_chars_max: Final = 64
+admin_token_expires_days_max: Final = 3650
 
 # Workers: what the settlement loop and the webhook dispatcher do in one pass.
 # After a failed pass, each loop waits twice as long as the last time, up to this.

@@ -3,7 +3,6 @@ one service function in a unit of work, answer."""
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 
 from fastapi import APIRouter, Path, Request
@@ -21,9 +20,6 @@ from rewardmiles.operators.access import auth_problems, require
 from rewardmiles.vocabulary import CollectorStatus, OperatorRole
 
 router = APIRouter(prefix="/admin/v1", tags=["admin"])
-
-COLLECTOR_NUMBER_PATTERN = rf"^[0-9]{{{limits.collector_number_digits}}}$"
-_COLLECTOR_NUMBER = re.compile(rf"[0-9]{{{limits.collector_number_digits}}}")
 
 
 class CollectorOut(BaseModel):
@@ -53,11 +49,11 @@ async def collector(
     request: Request,
     number: str = Path(
         description="The collector number, 11 digits.",
-        json_schema_extra={"pattern": COLLECTOR_NUMBER_PATTERN},
+        json_schema_extra={"pattern": limits.collector_number_pattern},
     ),
 ) -> Response:
     await require(request, OperatorRole.VIEWER)
-    if not _COLLECTOR_NUMBER.fullmatch(number):
+    if not collectors.COLLECTOR_NUMBER.fullmatch(number):
         raise ProblemError(
             "COLLECTOR_NUMBER_INVALID",
             f"A collector number is exactly {limits.collector_number_digits} digits.",

@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from rewardmiles import clock, demo, logs, secretbox
+from rewardmiles import clock, demo, limits, logs, secretbox
 from rewardmiles.auth import keys as signing_keys
 from rewardmiles.auth import service as auth
 from rewardmiles.cli import readable
@@ -983,8 +983,7 @@ def _password_hash(settings: Settings, from_stdin: bool) -> tuple[str, str | Non
         passwords.check_new_password(password)
     except passwords.PasswordError as exc:
         raise _fail(str(exc), 2) from exc
-    cost = passwords.HashCost(settings.password_hash_time_cost, settings.password_hash_memory_kib)
-    return passwords.hash_password(password, cost), shown
+    return passwords.hash_password(password, passwords.HashCost.of(settings)), shown
 
 
 def _show_password(password: str | None) -> None:
@@ -1132,7 +1131,13 @@ def token_create(
     name: Annotated[str, typer.Option("--name", help="1-64 letters, digits, '.', '_', '-'.")],
     role: Annotated[OperatorRole, typer.Option(help="What the token may do.")],
     expires_days: Annotated[
-        int, typer.Option("--expires-days", min=1, max=3650, help="Days until it expires.")
+        int,
+        typer.Option(
+            "--expires-days",
+            min=1,
+            max=limits.admin_token_expires_days_max,
+            help="Days until it expires.",
+        ),
     ] = 90,
     as_json: Annotated[
         bool, typer.Option("--json", help='Print only {"token": ..., ...} as JSON.')

@@ -201,7 +201,6 @@ async def authenticate(request: Request) -> Caller:
         if verdict.caller is None:
             raise _unauthenticated("No such session (signed out?); sign in again.")
         caller = verdict.caller
-        request.scope["state"]["client_id"] = caller.log_name
         if request.method in UNSAFE_METHODS:
             check_csrf(request, caller)
     request.scope["state"]["client_id"] = caller.log_name

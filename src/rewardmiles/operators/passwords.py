@@ -11,11 +11,11 @@ from functools import lru_cache
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from rewardmiles import limits
+from rewardmiles.config import Settings
 from rewardmiles.errors import OperatorError
 
 PARALLELISM = 4  # argon2id lanes (RFC 9106's second recommended profile)
-PASSWORD_CHARS_MIN = 12
-PASSWORD_CHARS_MAX = 1024
 
 
 class PasswordError(OperatorError):
@@ -29,6 +29,10 @@ class HashCost:
 
     time_cost: int
     memory_kib: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> HashCost:
+        return cls(settings.password_hash_time_cost, settings.password_hash_memory_kib)
 
 
 @lru_cache(maxsize=4)
@@ -46,10 +50,10 @@ def _dummy_hash(cost: HashCost) -> str:
 
 def check_new_password(password: str) -> None:
     """The rules of a password an operator chooses: 12 to 1024 characters, not all blank."""
-    if not PASSWORD_CHARS_MIN <= len(password) <= PASSWORD_CHARS_MAX:
+    shortest, longest = limits.operator_password_chars_min, limits.operator_password_chars_max
+    if not shortest <= len(password) <= longest:
         raise PasswordError(
-            f"a password has {PASSWORD_CHARS_MIN} to {PASSWORD_CHARS_MAX} characters "
-            f"(this one has {len(password)})"
+            f"a password has {shortest} to {longest} characters (this one has {len(password)})"
         )
     if not password.strip():
         raise PasswordError("a password cannot be only blanks")

@@ -4,7 +4,7 @@ the audit log. No rules here: `operators.service` decides."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import cast
 
@@ -64,18 +64,7 @@ def operators(session: Session) -> list[StoredOperator]:
 
 
 def add_operator(session: Session, operator: StoredOperator) -> None:
-    session.execute(
-        insert(Operator).values(
-            id=operator.id,
-            email=operator.email,
-            display_name=operator.display_name,
-            role=operator.role,
-            status=operator.status,
-            password_hash=operator.password_hash,
-            created_at=operator.created_at,
-            last_sign_in_at=operator.last_sign_in_at,
-        )
-    )
+    session.execute(insert(Operator).values(**asdict(operator)))
 
 
 def change_operator(
@@ -220,19 +209,7 @@ _TOKEN_COLUMNS = (
 
 
 def add_token(session: Session, token: StoredToken, token_hash: str) -> None:
-    session.execute(
-        insert(AdminToken).values(
-            id=token.id,
-            name=token.name,
-            role=token.role,
-            token_hash=token_hash,
-            created_by=token.created_by,
-            created_at=token.created_at,
-            expires_at=token.expires_at,
-            revoked_at=token.revoked_at,
-            last_used_at=token.last_used_at,
-        )
-    )
+    session.execute(insert(AdminToken).values(**asdict(token), token_hash=token_hash))
 
 
 def token_by_hash(session: Session, token_hash: str) -> StoredToken | None:
@@ -338,16 +315,4 @@ class AuditEntry:
 
 
 def append_audit(session: Session, entry: AuditEntry) -> None:
-    session.execute(
-        insert(OperatorAuditEntry).values(
-            at=entry.at,
-            actor=entry.actor,
-            action=entry.action,
-            entity=entry.entity,
-            entity_id=entry.entity_id,
-            before_json=entry.before_json,
-            after_json=entry.after_json,
-            note=entry.note,
-            request_id=entry.request_id,
-        )
-    )
+    session.execute(insert(OperatorAuditEntry).values(**asdict(entry)))

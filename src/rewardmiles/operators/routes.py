@@ -55,14 +55,18 @@ class SignInRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     email: Annotated[
-        str, StringConstraints(strict=True, min_length=1, max_length=service.EMAIL_CHARS_MAX)
+        str,
+        StringConstraints(strict=True, min_length=1, max_length=limits.operator_email_chars_max),
     ]
-    password: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=1024)]
+    password: Annotated[
+        str,
+        StringConstraints(strict=True, min_length=1, max_length=limits.operator_password_chars_max),
+    ]
 
 
 SIGN_IN_RULES = {
-    "email": f"must be a string of 1 to {service.EMAIL_CHARS_MAX} characters",
-    "password": "must be a string of 1 to 1024 characters",
+    "email": f"must be a string of 1 to {limits.operator_email_chars_max} characters",
+    "password": f"must be a string of 1 to {limits.operator_password_chars_max} characters",
 }
 
 

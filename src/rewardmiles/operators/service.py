@@ -8,6 +8,7 @@ purpose.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -17,7 +18,7 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
-from rewardmiles import ids
+from rewardmiles import ids, limits
 from rewardmiles.config import Settings
 from rewardmiles.errors import OperatorError
 from rewardmiles.operators import credentials, passwords, repository
@@ -31,16 +32,15 @@ from rewardmiles.operators.repository import (
 )
 from rewardmiles.vocabulary import OperatorRole, OperatorStatus, TokenState
 
-EMAIL_CHARS_MAX = 254
-DISPLAY_NAME_CHARS_MAX = 200
 # An addr-spec of ASCII characters (RFC 5322's dot-atom, without quoted local parts or address
 # literals); both dialects' `lower()` agree on ASCII, which keeps the unique index exact.
 _EMAIL = re.compile(
     r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
 )
-_TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-TOKEN_EXPIRES_DAYS_MAX = 3650
+_TOKEN_NAME = re.compile(
+    rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{limits.admin_token_name_chars_max - 1}}}$"
+)
 # A session's last_seen_at (and a token's last_used_at) is written at most once a minute, not on
 # every call: the idle timeout is exact to within that minute.
 TOUCH_EVERY = timedelta(seconds=60)
@@ -177,7 +177,7 @@ class SignInPolicy:
             settings.sign_in_address_failures_allowed,
             settings.sign_in_account_failures_alarm,
             settings.sign_in_lockout_max_seconds,
-            HashCost(settings.password_hash_time_cost, settings.password_hash_memory_kib),
+            HashCost.of(settings),
         )
 
     @property
@@ -230,17 +230,16 @@ def _json(state: dict[str, Any] | None) -> str | None:
 def normalize_email(raw: str) -> str:
     """`raw` without surrounding blanks, checked to be an ASCII e-mail address."""
     email = raw.strip()
-    if len(email) > EMAIL_CHARS_MAX or not _EMAIL.match(email):
+    if len(email) > limits.operator_email_chars_max or not _EMAIL.match(email):
         raise OperatorAccountError(f"{raw!r} is not an e-mail address (ASCII, name@domain)")
     return email
 
 
 def _display_name(raw: str | None, email: str) -> str:
     name = (raw if raw is not None else email.split("@", 1)[0]).strip()
-    if not 1 <= len(name) <= DISPLAY_NAME_CHARS_MAX or not name.isprintable():
-        raise OperatorAccountError(
-            f"a display name has 1 to {DISPLAY_NAME_CHARS_MAX} printable characters"
-        )
+    longest = limits.operator_display_name_chars_max
+    if not 1 <= len(name) <= longest or not name.isprintable():
+        raise OperatorAccountError(f"a display name has 1 to {longest} printable characters")
     return name
 
 
@@ -297,7 +296,7 @@ def set_status(
         repository.delete_sessions_of(session, row.id) if status is OperatorStatus.DISABLED else 0
     )
     before = OperatorView.of(row)
-    after = OperatorView.of(_replace(row, status=status.value))
+    after = OperatorView.of(dataclasses.replace(row, status=status.value))
     audit(
         session,
         actor,
@@ -331,7 +330,7 @@ def set_role(
             before={"role": before.value},
             after={"role": role.value},
         )
-    return before, OperatorView.of(_replace(row, role=role.value))
+    return before, OperatorView.of(dataclasses.replace(row, role=role.value))
 
 
 def reset_password(
@@ -354,12 +353,6 @@ def reset_password(
     return OperatorView.of(row), ended
 
 
-def _replace(row: StoredOperator, **changes: str) -> StoredOperator:
-    values = {name: getattr(row, name) for name in StoredOperator.__dataclass_fields__}
-    values.update(changes)
-    return StoredOperator(**values)
-
-
 # --------------------------------------------------------------------------- admin tokens
 
 
@@ -379,11 +372,13 @@ def create_token(
 ) -> NewToken:
     if not _TOKEN_NAME.match(name):
         raise AdminTokenError(
-            f"{name!r}: a token name has 1 to 64 letters, digits, '.', '_' or '-', starting "
+            f"{name!r}: a token name has 1 to {limits.admin_token_name_chars_max} letters, digits, '.', '_' or '-', starting "
             "with a letter or digit"
         )
-    if not 1 <= expires_days <= TOKEN_EXPIRES_DAYS_MAX:
-        raise AdminTokenError(f"a token expires after 1 to {TOKEN_EXPIRES_DAYS_MAX} days")
+    if not 1 <= expires_days <= limits.admin_token_expires_days_max:
+        raise AdminTokenError(
+            f"a token expires after 1 to {limits.admin_token_expires_days_max} days"
+        )
     if repository.unrevoked_token_by_name(session, name) is not None:
         raise AdminTokenError(f"a token named {name} exists (revoke it first)")
     value = credentials.new_admin_token()
