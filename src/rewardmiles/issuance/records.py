@@ -72,14 +72,13 @@ def build_write(
         }
         for p in planned
     ]
-    sign = 1 if direction == Direction.CREDIT else -1
     postings = [
         ledger.Posting(
             transaction_id,
             p.line_no,
             command.collector_number or "",
             command.sponsor_code,
-            sign * p.miles,
+            ledger.signed_miles(direction, p.miles),
         )
         for p in planned
         if p.status == posted

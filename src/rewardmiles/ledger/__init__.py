@@ -19,6 +19,7 @@ from rewardmiles.ledger.service import (
     lock_collector,
     post,
     present,
+    signed_miles,
 )
 
 __all__ = [
@@ -33,4 +34,5 @@ __all__ = [
     "lock_collector",
     "post",
     "present",
+    "signed_miles",
 ]

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from rewardmiles.db.engine import write
 from rewardmiles.db.models import Collector, LedgerEntry
-from rewardmiles.vocabulary import AccountKind
+from rewardmiles.vocabulary import AccountKind, Direction
 
 _LOCK_COLLECTOR = (
     select(Collector.number, Collector.status, Collector.balance_miles)
@@ -77,6 +77,12 @@ class Posting:
     collector_number: str
     sponsor_code: str
     amount_miles: int  # signed, from the collector's side: + credit, - debit
+
+
+def signed_miles(direction: str, miles: int) -> int:
+    """A line's miles as its posting's `amount_miles`: positive for a credit, negative for a
+    debit (the sign of every posting, whoever builds it)."""
+    return miles if direction == Direction.CREDIT else -miles
 
 
 def lock_collector(session: Session, number: str) -> CollectorAccount | None:

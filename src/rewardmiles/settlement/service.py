@@ -96,7 +96,6 @@ def settle_collector(
         status, detail = outcome
         settled += 1
         if status == LineStatus.POSTED:
-            sign = 1 if line.direction == Direction.CREDIT else -1
             account = ledger.post(
                 session,
                 ledger.present(account),
@@ -106,7 +105,7 @@ def settle_collector(
                         line.line_no,
                         number,
                         line.sponsor_code,
-                        sign * line.miles,
+                        ledger.signed_miles(line.direction, line.miles),
                     )
                 ],
                 posted_at=now,
