@@ -236,7 +236,7 @@ EXPLAINED: dict[str, Explained] = {
         "stopped_early = None",
         "stopped_early = None instead of False: only read as 'not stopped_early' and, returned, as the worker's while condition; both falsy",
     ),
-    "rewardmiles.settlement.service.x_settle_collector__mutmut_109": Explained(
+    "rewardmiles.settlement.service.x_settle_collector__mutmut_105": Explained(
         'report.rejected[detail or "XXXX"] += 1',
         "detail or 'XXXX': a rejection always carries an error code, the 'or' only narrows str|None for the Counter key",
     ),
@@ -404,7 +404,7 @@ EXPLAINED: dict[str, Explained] = {
         '"ERROR_CODE": None,',
         "Same as build_write__mutmut_82: error_code is NULL whether given as None or left out.",
     ),
-    "rewardmiles.issuance.records.x_build_write__mutmut_108": Explained(
+    "rewardmiles.issuance.records.x_build_write__mutmut_101": Explained(
         'command.collector_number or "XXXX",',
         "Postings are built for POSTED lines only, and a line posts only for an enrolled collector of a crediting/debiting endpoint, whose collectorNumber is required: the fallback (there for the type of RECORD's optional collector) is never evaluated with a missing number, since RECORD lines are RECORDED and unknown collectors' lines PENDING.",
     ),
@@ -426,7 +426,7 @@ EXPLAINED: dict[str, Explained] = {
     ),
     "rewardmiles.issuance.service.x_execute_at_once__mutmut_50": Explained(
         'collector_number=call.command.collector_number or "XXXX",',
-        "As records.build_write__mutmut_108: only a POST or POST/EVENT reaches the statement (plan_posted_issue), and both require collectorNumber, so the fallback (there for the type of RECORD's optional collector) is never evaluated. Found by the PostgreSQL run of execute_at_once.",
+        "As records.build_write__mutmut_101: only a POST or POST/EVENT reaches the statement (plan_posted_issue), and both require collectorNumber, so the fallback (there for the type of RECORD's optional collector) is never evaluated. Found by the PostgreSQL run of execute_at_once.",
     ),
     "rewardmiles.issuance.service.x_execute_at_once__mutmut_68": Explained(
         "if applied.current is not None or stored.transaction_id is not None:",
