@@ -80,6 +80,10 @@ operator_password_chars_min: Final = 12
 operator_password_chars_max: Final = 1024
 admin_token_name_chars_max: Final = 64
 admin_token_expires_days_max: Final = 3650
+# The admin API's lists: items a page holds (`?limit=`), by default and at most; a cursor's length.
+admin_page_items_default: Final = 50
+admin_page_items_max: Final = 500
+admin_cursor_chars_max: Final = 512
 
 # Workers: what the settlement loop and the webhook dispatcher do in one pass.
 # After a failed pass, each loop waits twice as long as the last time, up to this.
