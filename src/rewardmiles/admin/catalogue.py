@@ -617,7 +617,9 @@ async def delivery_list(
 @router.post(
     "/webhook-deliveries/{deliveryId}/retry",
     summary="Send a failed delivery again (its attempts counted afresh)",
-    responses=admin_problem_responses(*CHANGE, "FIELD_INVALID", "NOT_FOUND", "OPERATOR_ACTION_REFUSED"),
+    responses=admin_problem_responses(
+        *CHANGE, "FIELD_INVALID", "NOT_FOUND", "OPERATOR_ACTION_REFUSED"
+    ),
 )
 async def delivery_retry(request: Request, deliveryId: str) -> Response:  # noqa: N803
     caller = await require(request, OperatorRole.ADMIN)
