@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +16,8 @@ from rewardmiles.admin import catalogue as admin_catalogue
 from rewardmiles.admin import routes as admin_routes
 from rewardmiles.apidocs import add_api_docs
 from rewardmiles.auth import routes as auth_routes
+from rewardmiles.auth import service as auth_service
+from rewardmiles.auth.external import ExternalTokens
 from rewardmiles.auth.keys import KeyRing
 from rewardmiles.auth.tokens import TokenService
 from rewardmiles.config import Settings
@@ -88,6 +90,18 @@ def apply_test_clock(settings: Settings) -> None:
         )
 
 
+def _client_sponsors(db: Database) -> Callable[[str], frozenset[str] | None]:
+    """An active partner client's sponsors (for an external token mapped to it), read once per
+    token, in the database thread that verifies it."""
+
+    def read(client_id: str) -> frozenset[str] | None:
+        with db.reader() as session:
+            stored = auth_service.load_client(session, client_id)
+        return None if stored is None or not stored.active else frozenset(stored.sponsor_codes)
+
+    return read
+
+
 def build_context(settings: Settings) -> AppContext:
     db = Database.from_url(
         settings.database_url,
@@ -99,11 +113,13 @@ def build_context(settings: Settings) -> AppContext:
     secretbox.check_and_seal(db, box)
     keys = KeyRing(db, box)
     keys.ensure_key(clock.utc_now())
+    provider = settings.external_provider
     tokens = TokenService(
         keys,
         issuer=settings.token_issuer,
         audience=settings.token_audience,
         lifetime_seconds=settings.token_lifetime_seconds,
+        external=None if provider is None else ExternalTokens(provider, _client_sponsors(db)),
     )
     # One worker thread per pooled connection: more threads would only queue on the pool.
     limiter = anyio.CapacityLimiter(1 if db.single_writer else settings.database_pool_size * 2)

@@ -3,17 +3,39 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from rewardmiles import clock
 from rewardmiles.vocabulary import NegativeBalancePolicy, UnknownCollectorPolicy
 
 ENV_PREFIX = "REWARDMILES_"
+# Signature algorithms an external identity provider's keys may use: asymmetric only (an HMAC
+# would let anyone holding the public key sign; `none` signs nothing).
+EXTERNAL_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalProviderSettings:
+    issuer: str
+    audience: str
+    jwks_url: str
+    algorithms: frozenset[str]
+    client_claim: str
+    sponsors_claim: str | None
+    clients: Mapping[str, str]  # the provider's client id -> a registered partner client id
+    refresh_seconds: float = 60.0  # between two fetches of its keys, at least
+
+
 # The value of REWARDMILES_TEST_CLOCK starts with this, so that it cannot be set by accident.
 TEST_CLOCK_PREFIX = "frozen-for-tests:"
 DEFAULT_SQLITE_FILE = "rewardmiles.db"
@@ -91,6 +113,46 @@ class Settings(BaseModel):
     token_issuer: str = "rewardmiles"
     token_audience: str = "rewardmiles-issuance"
     token_lifetime_seconds: int = Field(default=3600, ge=60, le=86_400)
+    external_issuer: str | None = Field(
+        default=None,
+        description="An external identity provider's issuer (`iss`, e.g. "
+        "https://tenant.auth0.com/): its tokens are accepted on the partner API beside the "
+        "service's own; needs EXTERNAL_AUDIENCE and EXTERNAL_JWKS_URL",
+    )
+    external_audience: str | None = Field(
+        default=None, description="The `aud` the external provider's tokens must carry"
+    )
+    external_jwks_url: str | None = Field(
+        default=None,
+        description="Where the external provider publishes its keys (https, or http to loopback)",
+    )
+    external_algorithms: str = Field(
+        default="RS256",
+        description="The signature algorithms accepted from the external provider, comma-"
+        "separated (asymmetric only: RS*, PS*, ES*, EdDSA)",
+    )
+    external_jwks_refresh_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        le=86_400,
+        description="The external provider's keys are fetched again (for a token naming an "
+        "unknown key) at most once in this many seconds",
+    )
+    external_client_claim: str = Field(
+        default="azp",
+        min_length=1,
+        description="The claim of an external token that names its client (Auth0: azp)",
+    )
+    external_clients: str | None = Field(
+        default=None,
+        description="External client ids mapped to registered partner clients: "
+        "`external-id=client-id,…`; a mapped token acts as that client, for its sponsors",
+    )
+    external_sponsors_claim: str | None = Field(
+        default=None,
+        description="The claim listing the sponsor codes of an external token whose client is "
+        "not mapped (without it, only mapped clients' tokens are accepted)",
+    )
     secret_hash_cost: int = Field(default=14, ge=10, le=20, description="scrypt N = 2**cost")
     rate_limit_per_second: float = Field(
         default=200.0, ge=0, description="Partner API requests per client per second; 0 = off"
@@ -236,6 +298,60 @@ class Settings(BaseModel):
             )
         clock.parse_partner_datetime(value.removeprefix(TEST_CLOCK_PREFIX))
         return value
+
+    @model_validator(mode="after")
+    def _external_provider_whole(self) -> Settings:
+        self.external_provider  # noqa: B018  (raises ValueError when half-configured)
+        return self
+
+    @property
+    def external_provider(self) -> ExternalProviderSettings | None:
+        """The external identity provider, when one is configured (all three of issuer,
+        audience and JWKS URL); a `ValueError` for a half or wrong configuration."""
+        given = (self.external_issuer, self.external_audience, self.external_jwks_url)
+        if not any(given):
+            return None
+        issuer, audience, jwks_url = given
+        if not (issuer and audience and jwks_url):
+            raise ValueError(
+                "an external identity provider needs EXTERNAL_ISSUER, EXTERNAL_AUDIENCE and "
+                "EXTERNAL_JWKS_URL, all three"
+            )
+        if issuer == self.token_issuer:
+            raise ValueError("EXTERNAL_ISSUER must differ from TOKEN_ISSUER")
+        parts = urlsplit(jwks_url)
+        loopback = parts.hostname in ("127.0.0.1", "::1", "localhost")
+        if not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
+            raise ValueError("EXTERNAL_JWKS_URL must be https (http only to loopback)")
+        algorithms = frozenset(a.strip() for a in self.external_algorithms.split(",") if a.strip())
+        if not algorithms or not algorithms <= EXTERNAL_ALGORITHMS:
+            raise ValueError(
+                "EXTERNAL_ALGORITHMS takes asymmetric algorithms only: "
+                + ", ".join(sorted(EXTERNAL_ALGORITHMS))
+            )
+        clients: dict[str, str] = {}
+        for pair in (self.external_clients or "").split(","):
+            if not pair.strip():
+                continue
+            external, sep, registered = pair.partition("=")
+            if not sep or not external.strip() or not registered.strip():
+                raise ValueError("EXTERNAL_CLIENTS is `external-id=client-id,…`")
+            clients[external.strip()] = registered.strip()
+        if not clients and not self.external_sponsors_claim:
+            raise ValueError(
+                "an external identity provider needs EXTERNAL_CLIENTS or EXTERNAL_SPONSORS_CLAIM "
+                "(which sponsors its tokens act for)"
+            )
+        return ExternalProviderSettings(
+            issuer,
+            audience,
+            jwks_url,
+            algorithms,
+            self.external_client_claim,
+            self.external_sponsors_claim,
+            clients,
+            self.external_jwks_refresh_seconds,
+        )
 
     @property
     def frozen_clock(self) -> datetime | None:

@@ -6,13 +6,16 @@ import secrets
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 
 from rewardmiles import limits
 from rewardmiles.auth.keys import ALGORITHM, KeyRing
 from rewardmiles.errors import ProblemError
+
+if TYPE_CHECKING:
+    from rewardmiles.auth.external import ExternalTokens
 
 SCOPE = "issuance"
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="rewardmiles"'}
@@ -35,9 +38,24 @@ class IssuedToken:
     scope: str
 
 
+class ExternalToken(Exception):  # noqa: N818  (not an error: a token for the other path)
+    """The token says an external identity provider issued it and has not been verified yet:
+    `TokenService.verify_external` verifies it, outside the event loop (it may fetch the
+    provider's keys and read the client's sponsors)."""
+
+
 class TokenService:
-    def __init__(self, keys: KeyRing, *, issuer: str, audience: str, lifetime_seconds: int) -> None:
+    def __init__(
+        self,
+        keys: KeyRing,
+        *,
+        issuer: str,
+        audience: str,
+        lifetime_seconds: int,
+        external: ExternalTokens | None = None,
+    ) -> None:
         self._keys = keys
+        self._external = external
         self._issuer = issuer
         self._audience = audience
         self._lifetime = lifetime_seconds
@@ -64,6 +82,8 @@ class TokenService:
         return IssuedToken(token, self._lifetime, scope)
 
     def verify(self, token: str, now: datetime) -> Principal:
+        """The token's principal: from the cache, or by its signature (the service's own keys).
+        `ExternalToken` when an external provider's token has yet to be verified."""
         now_s = int(now.timestamp())
         cached = self._verified.get(token)
         if cached is not None:
@@ -72,7 +92,23 @@ class TokenService:
             raise ProblemError(
                 "TOKEN_EXPIRED", "The bearer token has expired.", headers=BEARER_CHALLENGE
             )
-        principal = self._verify_signature(token, now_s)
+        if self._external is not None and self._external.issued(token):
+            raise ExternalToken
+        return self._remember(token, self._verify_signature(token, now_s), now_s)
+
+    def verify_external(self, token: str, now: datetime) -> Principal:
+        """An external provider's token (after `ExternalToken`): blocking, never on the loop."""
+        if self._external is None:
+            raise ProblemError(
+                "TOKEN_INVALID", "The bearer token is not valid.", headers=BEARER_CHALLENGE
+            )
+        now_s = int(now.timestamp())
+        cached = self._verified.get(token)
+        if cached is not None and cached.expires_at > now_s:
+            return cached
+        return self._remember(token, self._external.verify(token, now_s), now_s)
+
+    def _remember(self, token: str, principal: Principal, now_s: int) -> Principal:
         if principal.expires_at <= now_s:
             raise ProblemError(
                 "TOKEN_EXPIRED", "The bearer token has expired.", headers=BEARER_CHALLENGE

@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import Request
 
 from rewardmiles import ratelimit
-from rewardmiles.auth.tokens import BEARER_CHALLENGE, Principal
+from rewardmiles.auth.tokens import BEARER_CHALLENGE, ExternalToken, Principal
 from rewardmiles.clock import utc_now
 from rewardmiles.errors import ProblemError
+from rewardmiles.http.threads import run_sync
 
 
 def bearer_token(request: Request) -> str:
@@ -26,16 +27,23 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-def partner_principal(request: Request) -> Principal:
-    """The verified bearer token's client (401 otherwise), noted for the access log."""
-    principal: Principal = request.app.state.ctx.tokens.verify(bearer_token(request), utc_now())
+async def partner_principal(request: Request) -> Principal:
+    """The verified bearer token's client (401 otherwise), noted for the access log. A token of
+    an external identity provider not verified before is verified in a database thread (it may
+    fetch the provider's keys and read its client's sponsors), once: then it is cached."""
+    ctx = request.app.state.ctx
+    token, now = bearer_token(request), utc_now()
+    try:
+        principal: Principal = ctx.tokens.verify(token, now)
+    except ExternalToken:
+        principal = await run_sync(ctx.limiter, ctx.tokens.verify_external, token, now)
     request.scope["state"]["client_id"] = principal.client_id
     return principal
 
 
 async def authorize(request: Request) -> Principal:
     """`partner_principal`, then the client's rate budget (429 with Retry-After when spent)."""
-    principal = partner_principal(request)
+    principal = await partner_principal(request)
     ctx = request.app.state.ctx
     if ctx.api_budget is not None:
         await enforce_rate_limit(request, ctx.api_budget, "api:" + principal.client_id)
