@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -32,7 +32,13 @@ from rewardmiles.operators.access import auth_problems, auth_problems_unsafe, re
 from rewardmiles.operators.service import Actor, Caller
 from rewardmiles.support import service as support
 from rewardmiles.support.repository import TransactionFilter
-from rewardmiles.vocabulary import Endpoint, OperatorRole, PendingReason, TransactionStatus
+from rewardmiles.vocabulary import (
+    Endpoint,
+    OperatorRole,
+    PendingReason,
+    ReviewAction,
+    TransactionStatus,
+)
 
 router = APIRouter(prefix="/admin/v1", tags=["admin"])
 
@@ -54,7 +60,7 @@ class BulkReviewRequest(BaseModel):
     """The body of `POST /admin/v1/pending/bulk`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    action: Literal["approve", "reject"]
+    action: ReviewAction
     lineIds: list[LineId] = Field(  # noqa: N815
         min_length=1, max_length=limits.pending_bulk_lines_max
     )
@@ -67,6 +73,7 @@ REVIEW_RULES = {
     "lineIds": f"must be a list of 1 to {limits.pending_bulk_lines_max} line ids "
     "(TRANSACTION_ID:LINE_NO)",
 }
+QUERY_PROBLEMS = ("VALIDATION_FAILED", "FIELD_INVALID")
 BODY_PROBLEMS = (
     "VALIDATION_FAILED",
     "MALFORMED_JSON",
@@ -189,7 +196,9 @@ def _actor(request: Request, caller: Caller) -> Actor:
     "`REWARDMILES_REQUEST_FAILURE_RETENTION_DAYS` (90) days: when, the client (if it was "
     "authenticated), method, path, status, and the problem's code, detail and field (the "
     "first error's). Written a fraction of a second after the answer. Any role.",
-    responses=admin_problem_responses(*auth_problems(OperatorRole.VIEWER), "NOT_FOUND"),
+    responses=admin_problem_responses(
+        *auth_problems(OperatorRole.VIEWER), *QUERY_PROBLEMS, "NOT_FOUND"
+    ),
 )
 async def failed_request(
     request: Request,
@@ -215,7 +224,7 @@ async def failed_request(
     "the service processed the call (RFC 3339 with offset). Collector numbers are masked "
     "(`123*****901`). Any role.",
     responses=admin_problem_responses(
-        *auth_problems(OperatorRole.VIEWER), "FIELD_INVALID", "COLLECTOR_NUMBER_INVALID"
+        *auth_problems(OperatorRole.VIEWER), *QUERY_PROBLEMS, "COLLECTOR_NUMBER_INVALID"
     ),
 )
 async def transactions(
@@ -263,7 +272,9 @@ async def transactions(
     description="The collector number (also in the request and response) in full for an agent "
     "or admin, masked for a viewer. A line's history is what is stored: pending from the call "
     "until it settled, or its status from the call. Any role.",
-    responses=admin_problem_responses(*auth_problems(OperatorRole.VIEWER), "NOT_FOUND"),
+    responses=admin_problem_responses(
+        *auth_problems(OperatorRole.VIEWER), *QUERY_PROBLEMS, "NOT_FOUND"
+    ),
 )
 async def transaction(
     request: Request,
@@ -291,7 +302,7 @@ async def transaction(
     summary="Pending lines, oldest first",
     description="Each line's sponsor, reason, age (seconds), miles and line id "
     "(`TRANSACTION_ID:LINE_NO`); collector numbers masked. Any role.",
-    responses=admin_problem_responses(*auth_problems(OperatorRole.VIEWER), "FIELD_INVALID"),
+    responses=admin_problem_responses(*auth_problems(OperatorRole.VIEWER), *QUERY_PROBLEMS),
 )
 async def pending(
     request: Request,
@@ -320,7 +331,7 @@ async def pending(
 async def _review(
     request: Request,
     caller: Caller,
-    action: support.ReviewAction,
+    action: ReviewAction,
     line_ids: list[str],
     note: str | None,
     at: str,
@@ -379,8 +390,8 @@ REVIEW_PROBLEMS = (
 async def approve(request: Request, lineId: str = Path(max_length=64)) -> Response:  # noqa: N803
     caller = await require(request, OperatorRole.AGENT)
     note = await _note(request)
-    await _review(request, caller, "approve", [lineId], note, "lineId")
-    return json_response(200, {"lineId": lineId, "action": "approve", "note": note})
+    await _review(request, caller, ReviewAction.APPROVE, [lineId], note, "lineId")
+    return json_response(200, {"lineId": lineId, "action": ReviewAction.APPROVE, "note": note})
 
 
 @router.post(
@@ -394,8 +405,8 @@ async def approve(request: Request, lineId: str = Path(max_length=64)) -> Respon
 async def reject(request: Request, lineId: str = Path(max_length=64)) -> Response:  # noqa: N803
     caller = await require(request, OperatorRole.AGENT)
     note = await _note(request)
-    await _review(request, caller, "reject", [lineId], note, "lineId")
-    return json_response(200, {"lineId": lineId, "action": "reject", "note": note})
+    await _review(request, caller, ReviewAction.REJECT, [lineId], note, "lineId")
+    return json_response(200, {"lineId": lineId, "action": ReviewAction.REJECT, "note": note})
 
 
 @router.post(
@@ -431,7 +442,7 @@ async def bulk(request: Request) -> Response:
     description="`entity` (e.g. `issuance_line`, `operator`, `admin_token`), `entityId`, "
     "`actor` (an e-mail, `token:NAME`, `cli@HOST`), `from`/`to` (RFC 3339, to exclusive). "
     "Any role.",
-    responses=admin_problem_responses(*auth_problems(OperatorRole.VIEWER), "FIELD_INVALID"),
+    responses=admin_problem_responses(*auth_problems(OperatorRole.VIEWER), *QUERY_PROBLEMS),
 )
 async def audit_log(
     request: Request,

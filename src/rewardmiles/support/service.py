@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -24,10 +24,9 @@ from rewardmiles.operators.service import Actor
 from rewardmiles.settlement import service as settlement
 from rewardmiles.support import repository
 from rewardmiles.support.repository import TransactionFilter
-from rewardmiles.vocabulary import LineStatus, PendingReason
+from rewardmiles.vocabulary import LineStatus, PendingReason, ReviewAction
 
 ENTITY_LINE = "issuance_line"
-ReviewAction = Literal["approve", "reject"]
 
 
 def _at(moment: datetime | None, zone: str) -> str | None:
@@ -225,7 +224,7 @@ def review(
             raise LineReviewError(index, text, f"line {text} is named twice")
         seen.add(text)
         try:
-            if action == "approve":
+            if action is ReviewAction.APPROVE:
                 settlement.approve(session, text)
                 after: dict[str, Any] = {
                     "status": LineStatus.PENDING,
