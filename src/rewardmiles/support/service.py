@@ -108,10 +108,11 @@ def _stored_json(text: str | None, full_numbers: bool) -> Any:
 
 
 def _history(line: Any, processed_at: datetime, zone: str) -> list[dict[str, Any]]:
-    """What is stored of a line's statuses: it was pending from the call until `settled_at`
-    when it has one (settled or rejected by the worker or a review), else its status is the
-    call's."""
-    if line["settled_at"] is None:
+    """What is stored of a line's statuses: a line posted by the call itself has `settled_at`
+    equal to the call's time; one with a later `settled_at` was pending from the call until
+    then (settled or rejected by the worker or a review); without one, its status is the
+    call's (pending still, rejected or recorded by the call)."""
+    if line["settled_at"] is None or line["settled_at"] == processed_at:
         return [{"status": line["status"], "at": _at(processed_at, zone)}]
     return [
         {"status": LineStatus.PENDING, "at": _at(processed_at, zone)},
