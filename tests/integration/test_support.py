@@ -21,6 +21,7 @@ from rewardmiles.db.models import RequestFailure
 from rewardmiles.errors import problem
 from rewardmiles.settlement.worker import Worker
 from rewardmiles.support import repository
+from rewardmiles.support import service as support
 from rewardmiles.support.recorder import FailureRecorder, Offered
 from tests.conftest import DatabaseFactory
 from tests.support import data
@@ -175,3 +176,18 @@ def test_transaction_show_and_the_audit_log_of_a_review(url: str, db: Database) 
     history = json.loads(after.stdout)["lines"][0]["history"]
     assert [h["status"] for h in history] == ["pending", "rejected"]
     assert "pending.reject" in _cli(url, "audit-log").stdout
+
+
+def test_a_collector_number_in_a_failures_detail_is_masked_for_a_viewer(db: Database) -> None:
+    recorder = FailureRecorder()
+    recorder._db = db
+    body = problem("COLLECTOR_NOT_FOUND", "No collector 12345678901 here.", "mask-1")
+    recorder.offer((NOW, "mask-1", None, "POST", "/checkout/x", 400, orjson.dumps(body)))
+    recorder.flush()
+    with db.reader() as session:
+        viewer = support.failed_request(session, "mask-1", "UTC", full_numbers=False)
+        agent = support.failed_request(session, "mask-1", "UTC", full_numbers=True)
+    assert viewer is not None
+    assert agent is not None
+    assert viewer["detail"] == "No collector 123*****901 here."
+    assert agent["detail"] == "No collector 12345678901 here."

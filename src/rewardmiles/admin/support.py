@@ -195,7 +195,8 @@ def _actor(request: Request, caller: Caller) -> Actor:
     description="Every partner call (`/checkout/…`, `/oauth/token`) answered 4xx or 5xx is kept "
     "`REWARDMILES_REQUEST_FAILURE_RETENTION_DAYS` (90) days: when, the client (if it was "
     "authenticated), method, path, status, and the problem's code, detail and field (the "
-    "first error's). Written a fraction of a second after the answer. Any role.",
+    "first error's). Written a fraction of a second after the answer. Any role (a collector "
+    "number in the detail masked for a viewer).",
     responses=admin_problem_responses(
         *auth_problems(OperatorRole.VIEWER), *QUERY_PROBLEMS, "NOT_FOUND"
     ),
@@ -207,8 +208,15 @@ async def failed_request(
         max_length=64,
     ),
 ) -> Response:
-    await require(request, OperatorRole.VIEWER)
-    found = await _read(request, support.failed_request, requestId, _zone(request))
+    caller = await require(request, OperatorRole.VIEWER)
+    full = caller.may(OperatorRole.AGENT)
+    ctx = request.app.state.ctx
+
+    def read() -> dict[str, Any] | None:
+        with ctx.db.reader() as session:
+            return support.failed_request(session, requestId, _zone(request), full_numbers=full)
+
+    found = await run_sync(ctx.limiter, read)
     if found is None:
         raise ProblemError("NOT_FOUND", f"No failed partner request {requestId} is kept.")
     return json_response(200, found)

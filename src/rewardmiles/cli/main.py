@@ -1237,7 +1237,9 @@ def request_show(
     """Show a failed partner request (kept REWARDMILES_REQUEST_FAILURE_RETENTION_DAYS days)."""
     settings, db = _ready_database()
     with db.reader() as session:
-        found = support.failed_request(session, request_id, settings.program_time_zone)
+        found = support.failed_request(
+            session, request_id, settings.program_time_zone, full_numbers=True
+        )
     if found is None:
         raise _fail(f"no failed partner request {request_id} is kept")
     if as_json:

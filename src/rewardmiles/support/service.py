@@ -33,6 +33,10 @@ def _at(moment: datetime | None, zone: str) -> str | None:
     return None if moment is None else clock.program_timestamp(moment, zone)
 
 
+def _masked(text: str) -> str:
+    return mask_collector_numbers(text)
+
+
 def _number(number: str | None, full: bool) -> str | None:
     return number if number is None or full else mask_collector_numbers(number)
 
@@ -40,7 +44,11 @@ def _number(number: str | None, full: bool) -> str | None:
 # --------------------------------------------------------------------------- failed requests
 
 
-def failed_request(session: Session, request_id: str, zone: str) -> dict[str, Any] | None:
+def failed_request(
+    session: Session, request_id: str, zone: str, *, full_numbers: bool
+) -> dict[str, Any] | None:
+    """The failure recorded under `request_id` (the latest); a collector number its detail
+    names is masked unless `full_numbers`."""
     row = repository.failure_by_request_id(session, request_id)
     if row is None:
         return None
@@ -52,7 +60,7 @@ def failed_request(session: Session, request_id: str, zone: str) -> dict[str, An
         "path": row.path,
         "status": row.status,
         "code": row.code,
-        "detail": row.detail,
+        "detail": row.detail if full_numbers or row.detail is None else _masked(row.detail),
         "field": row.field,
     }
 
