@@ -80,10 +80,11 @@ operator_password_chars_min: Final = 12
 operator_password_chars_max: Final = 1024
 admin_token_name_chars_max: Final = 64
 admin_token_expires_days_max: Final = 3650
-# The admin API's lists: `?limit=` (cursor pages), and the lines of one bulk review.
-admin_page_limit_default: Final = 50
-admin_page_limit_max: Final = 500
+# The admin API's lists: items a page holds (`?limit=`), by default and at most; a cursor's length.
+admin_page_items_default: Final = 50
+admin_page_items_max: Final = 500
 admin_cursor_chars_max: Final = 512
+# The lines of one bulk review of pending lines, and a review's note.
 pending_bulk_lines_max: Final = 500
 admin_body_bytes_max: Final = 65_536  # a review's body (500 line ids)
 review_note_chars_max: Final = 500

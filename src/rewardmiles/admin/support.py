@@ -7,10 +7,6 @@ key)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
@@ -22,6 +18,7 @@ from starlette.responses import Response
 from rewardmiles import clock, limits
 from rewardmiles.collectors import service as collectors
 from rewardmiles.errors import ProblemError
+from rewardmiles.http import pages
 from rewardmiles.http.bodies import read_json_object
 from rewardmiles.http.middleware import request_id_of
 from rewardmiles.http.openapi import admin_problem_responses
@@ -73,7 +70,7 @@ REVIEW_RULES = {
     "lineIds": f"must be a list of 1 to {limits.pending_bulk_lines_max} line ids "
     "(TRANSACTION_ID:LINE_NO)",
 }
-QUERY_PROBLEMS = ("VALIDATION_FAILED", "FIELD_INVALID")
+QUERY_PROBLEMS = ("VALIDATION_FAILED", *pages.PAGE_PROBLEMS)
 BODY_PROBLEMS = (
     "VALIDATION_FAILED",
     "MALFORMED_JSON",
@@ -92,14 +89,6 @@ def _invalid(field: str, detail: str) -> ProblemError:
     return ProblemError("FIELD_INVALID", detail, field=field)
 
 
-def _limit(value: int | None) -> int:
-    if value is None:
-        return limits.admin_page_limit_default
-    if not 1 <= value <= limits.admin_page_limit_max:
-        raise _invalid("limit", f"limit is 1 to {limits.admin_page_limit_max}.")
-    return value
-
-
 def _moment(value: str | None, field: str) -> datetime | None:
     """An RFC 3339 date-time with its offset (`2026-11-25T10:00:00Z`), in UTC."""
     if value is None:
@@ -113,44 +102,33 @@ def _moment(value: str | None, field: str) -> datetime | None:
     return moment.astimezone(UTC)
 
 
-def _encode_cursor(kind: str, key: tuple[Any, ...] | None) -> str | None:
+def _next(key: tuple[Any, ...] | None) -> str | None:
+    """The cursor of a page's last key (`http.pages`: a list of strings)."""
     if key is None:
         return None
-    parts = [v.isoformat() if isinstance(v, datetime) else v for v in key]
-    raw = json.dumps([kind, *parts], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return pages.encode([v.isoformat() if isinstance(v, datetime) else str(v) for v in key])
 
 
-def _decode_cursor(cursor: str | None, kind: str, shape: tuple[type, ...]) -> list[Any] | None:
-    """The key a cursor of list `kind` carries, its parts of the types `shape` (datetime: an
-    ISO date-time); 400 `FIELD_INVALID` at `cursor` for anything else."""
-    if cursor is None:
+def _key(cursor: str | None, shape: tuple[type, ...]) -> list[Any] | None:
+    """The key of a cursor (`http.pages.decode`), its parts read as `shape` (datetime: ISO with
+    offset; int); 400 `FIELD_INVALID` at `cursor` for anything else."""
+    parts = pages.decode(cursor, len(shape))
+    if parts is None:
         return None
-    bad = _invalid("cursor", "cursor is not one this list answered; start again without it.")
-    if len(cursor) > limits.admin_cursor_chars_max or not re.fullmatch(r"[A-Za-z0-9_-]+", cursor):
-        raise bad
-    try:
-        decoded = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise bad from None
-    if not isinstance(decoded, list) or len(decoded) != len(shape) + 1 or decoded[0] != kind:
-        raise bad
     key: list[Any] = []
-    for part, wanted in zip(decoded[1:], shape, strict=True):
-        if wanted is datetime:
-            if not isinstance(part, str):
-                raise bad
-            try:
+    try:
+        for part, wanted in zip(parts, shape, strict=True):
+            if wanted is datetime:
                 moment = datetime.fromisoformat(part)
-            except ValueError:
-                raise bad from None
-            if moment.tzinfo is None:
-                raise bad
-            key.append(moment)
-        elif type(part) is not wanted:
-            raise bad
-        else:
-            key.append(part)
+                if moment.tzinfo is None:
+                    raise ValueError(part)
+                key.append(moment)
+            else:
+                key.append(wanted(part))
+    except ValueError:
+        raise ProblemError(
+            "FIELD_INVALID", "The cursor is not one this list gave.", field="cursor"
+        ) from None
     return key
 
 
@@ -245,8 +223,8 @@ async def transactions(
     status: str | None = Query(None, description="posted, pending, rejected, recorded."),
     from_: str | None = Query(None, alias="from"),
     to: str | None = Query(None),
-    cursor: str | None = Query(None),
-    limit: int | None = Query(None, description="1 to 500; 50 by default."),
+    cursor: pages.Cursor = None,
+    limit: pages.Limit = limits.admin_page_items_default,
 ) -> Response:
     await require(request, OperatorRole.VIEWER)
     if collector is not None and not collectors.COLLECTOR_NUMBER.fullmatch(collector):
@@ -265,12 +243,10 @@ async def transactions(
         processed_from=_moment(from_, "from"),
         processed_to=_moment(to, "to"),
     )
-    key = _decode_cursor(cursor, "t", (datetime, str))
+    key = _key(cursor, (datetime, str))
     after = None if key is None else (key[0], key[1])
-    page = await _read(
-        request, support.search_transactions, where, after, _limit(limit), _zone(request)
-    )
-    return _page(page.items, _encode_cursor("t", page.next_key))
+    page = await _read(request, support.search_transactions, where, after, limit, _zone(request))
+    return _page(page.items, _next(page.next_key))
 
 
 @router.get(
@@ -316,12 +292,12 @@ async def pending(
     request: Request,
     sponsor: str | None = Query(None, max_length=10),
     reason: str | None = Query(None, description="review, approved, collector_unknown, …"),
-    cursor: str | None = Query(None),
-    limit: int | None = Query(None, description="1 to 500; 50 by default."),
+    cursor: pages.Cursor = None,
+    limit: pages.Limit = limits.admin_page_items_default,
 ) -> Response:
     await require(request, OperatorRole.VIEWER)
     why = _choice(reason, "reason", PendingReason)
-    key = _decode_cursor(cursor, "p", (datetime, str, int))
+    key = _key(cursor, (datetime, str, int))
     after = None if key is None else (key[0], key[1], key[2])
     page = await _read(
         request,
@@ -329,11 +305,11 @@ async def pending(
         sponsor,
         why,
         after,
-        _limit(limit),
+        limit,
         clock.utc_now(),
         _zone(request),
     )
-    return _page(page.items, _encode_cursor("p", page.next_key))
+    return _page(page.items, _next(page.next_key))
 
 
 async def _review(
@@ -459,17 +435,12 @@ async def audit_log(
     actor: str | None = Query(None, max_length=320),
     from_: str | None = Query(None, alias="from"),
     to: str | None = Query(None),
-    cursor: str | None = Query(None),
-    limit: int | None = Query(None, description="1 to 500; 50 by default."),
+    cursor: pages.Cursor = None,
+    limit: pages.Limit = limits.admin_page_items_default,
 ) -> Response:
     await require(request, OperatorRole.VIEWER)
-    key = _decode_cursor(cursor, "a", (int,))
-    at_from, at_to, size, zone = (
-        _moment(from_, "from"),
-        _moment(to, "to"),
-        _limit(limit),
-        _zone(request),
-    )
+    key = _key(cursor, (int,))
+    at_from, at_to, zone = _moment(from_, "from"), _moment(to, "to"), _zone(request)
     ctx = request.app.state.ctx
 
     def read() -> support.Page:
@@ -482,9 +453,9 @@ async def audit_log(
                 at_from=at_from,
                 at_to=at_to,
                 before_id=None if key is None else key[0],
-                limit=size,
+                limit=limit,
                 zone=zone,
             )
 
     page = await run_sync(ctx.limiter, read)
-    return _page(page.items, _encode_cursor("a", page.next_key))
+    return _page(page.items, _next(page.next_key))

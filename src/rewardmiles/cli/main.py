@@ -1302,9 +1302,9 @@ def audit_log(
     limit: Annotated[
         int,
         typer.Option(
-            "--limit", min=1, max=limits.admin_page_limit_max, help="At most this many entries."
+            "--limit", min=1, max=limits.admin_page_items_max, help="At most this many entries."
         ),
-    ] = limits.admin_page_limit_default,
+    ] = limits.admin_page_items_default,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
     """The operator audit log, newest first."""
