@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from rewardmiles import __version__, clock, logs, ratelimit, secretbox
 from rewardmiles.admin import catalogue as admin_catalogue
 from rewardmiles.admin import routes as admin_routes
+from rewardmiles.admin import support as admin_support
 from rewardmiles.apidocs import add_api_docs
 from rewardmiles.auth import routes as auth_routes
 from rewardmiles.auth import service as auth_service
@@ -49,6 +50,7 @@ from rewardmiles.operators.routes import SignInRequest
 from rewardmiles.reports import routes as reports_routes
 from rewardmiles.reports.jobs import BatchJobs
 from rewardmiles.settlement.worker import Worker
+from rewardmiles.support.recorder import FailureRecorder
 
 DESCRIPTION = """Real-time issuance of Reward Miles by partners (sponsors) at checkout.
 
@@ -162,6 +164,8 @@ REQUEST_MODELS = (
     IssueRequest,
     ReturnRequest,
     SignInRequest,  # POST /admin/session
+    admin_support.ReviewRequest,  # POST /admin/v1/pending/{lineId}/approve|reject
+    admin_support.BulkReviewRequest,  # POST /admin/v1/pending/bulk
 )
 
 
@@ -176,6 +180,7 @@ def create_app(settings: Settings | None = None, *, direct_lane: bool = True) ->
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.ctx = ctx = await anyio.to_thread.run_sync(build_context, settings)
+        failures.start(ctx.db)
         # What is built by now lives as long as the process: keep it out of the collector's
         # full passes, which would otherwise walk it again and again under load.
         gc.collect()
@@ -187,6 +192,7 @@ def create_app(settings: Settings | None = None, *, direct_lane: bool = True) ->
             yield
         finally:
             await anyio.to_thread.run_sync(worker.stop)
+            await anyio.to_thread.run_sync(failures.stop)
             ctx.batch_jobs.close()
             await ctx.rate_limiter.close()
             if ctx.statements is not None:
@@ -204,6 +210,8 @@ def create_app(settings: Settings | None = None, *, direct_lane: bool = True) ->
         docs_url=None,  # apidocs: the docs pages with their assets served here, not from a CDN
         redoc_url=None,
     )
+    # Failed partner calls, for the support desk: the middleware queues, its thread writes.
+    app.state.failures = failures = FailureRecorder()
     if direct_lane:
         app.add_direct_routes(issuance_routes.DIRECT_ROUTES)
     app.add_middleware(RequestContextMiddleware)
@@ -217,6 +225,7 @@ def create_app(settings: Settings | None = None, *, direct_lane: bool = True) ->
     app.include_router(operator_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(admin_catalogue.router)
+    app.include_router(admin_support.router)
     _add_problem_routes(app)
     add_api_docs(app)
     app.openapi = lambda: openapi.document(app, REQUEST_MODELS)  # type: ignore[method-assign]

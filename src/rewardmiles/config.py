@@ -110,6 +110,12 @@ class Settings(BaseModel):
     webhook_attempts_max: int = Field(default=8, ge=1, le=50)
     webhook_retry_base_seconds: float = Field(default=5.0, gt=0, le=3600)
     idempotency_retention_days: int = Field(default=30, ge=1)
+    request_failure_retention_days: int = Field(
+        default=90,
+        ge=1,
+        description="Days a failed partner request stays findable by its request id "
+        "(GET /admin/v1/requests/{requestId}); the worker purges older ones",
+    )
     token_issuer: str = "rewardmiles"
     token_audience: str = "rewardmiles-issuance"
     token_lifetime_seconds: int = Field(default=3600, ge=60, le=86_400)

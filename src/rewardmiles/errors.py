@@ -321,6 +321,16 @@ _SPECS: tuple[ErrorSpec, ...] = (
         "says which, `field` names the member at fault. Nothing was changed.",
         admin=True,
     ),
+    ErrorSpec(
+        "LINE_NOT_PENDING_REVIEW",
+        409,
+        "Line not pending review",
+        False,
+        "`/admin/v1/pending/…`: a line named is not found, no longer pending review (approved, "
+        "settled or rejected meanwhile), or named twice in one bulk review; `field` names it "
+        "(`lineId`, or `lineIds[i]`). Nothing of the review was changed.",
+        admin=True,
+    ),
     ErrorSpec("NOT_FOUND", 404, "Not found", False, "No such resource."),
     ErrorSpec(
         "METHOD_NOT_ALLOWED",

@@ -84,6 +84,10 @@ admin_token_expires_days_max: Final = 3650
 admin_page_items_default: Final = 50
 admin_page_items_max: Final = 500
 admin_cursor_chars_max: Final = 512
+# The lines of one bulk review of pending lines, and a review's note.
+pending_bulk_lines_max: Final = 500
+admin_body_bytes_max: Final = 65_536  # a review's body (500 line ids)
+review_note_chars_max: Final = 500
 
 # Workers: what the settlement loop and the webhook dispatcher do in one pass.
 # After a failed pass, each loop waits twice as long as the last time, up to this.
@@ -96,6 +100,13 @@ settlement_lines_per_transaction_max: Final = 100
 webhook_deliveries_per_pass_max: Final = 50
 webhook_retry_delay_seconds_max: Final = 3600.0
 webhook_error_chars_max: Final = 500  # a failed delivery's error, as stored
+# Failed partner requests (support.recorder): kept in memory until its thread writes them, in
+# batches; a full queue drops new ones (counted and logged), never blocks a request.
+request_failures_queue_max: Final = 10_000
+request_failures_batch_max: Final = 500
+request_failures_flush_seconds: Final = 0.2
+request_failures_purge_batch: Final = 1_000
+request_failure_detail_chars_max: Final = 500
 
 # Internal: what the process keeps in memory, and how often it reloads it.
 token_cache_entries_max: Final = 10_000  # verified bearer tokens

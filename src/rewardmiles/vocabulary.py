@@ -173,3 +173,11 @@ class UnknownCollectorPolicy(StrEnum):
     PENDING = "pending"
     REJECT = "reject"
     ENROLL = "enroll"
+
+
+class ReviewAction(StrEnum):
+    """What an operator does with a line held for review (`/admin/v1/pending`, audited as
+    `pending.<action>`)."""
+
+    APPROVE = "approve"
+    REJECT = "reject"

@@ -99,6 +99,23 @@ ADMIN: dict[tuple[str, str], tuple[str, OperatorRole]] = {
         "/admin/v1/webhook-deliveries/x/retry",
         OperatorRole.ADMIN,
     ),
+    ("GET", "/admin/v1/requests/{requestId}"): ("/admin/v1/requests/x", OperatorRole.VIEWER),
+    ("GET", "/admin/v1/transactions"): ("/admin/v1/transactions", OperatorRole.VIEWER),
+    ("GET", "/admin/v1/transactions/{transactionId}"): (
+        "/admin/v1/transactions/x",
+        OperatorRole.VIEWER,
+    ),
+    ("GET", "/admin/v1/pending"): ("/admin/v1/pending", OperatorRole.VIEWER),
+    ("POST", "/admin/v1/pending/{lineId}/approve"): (
+        "/admin/v1/pending/x:0/approve",
+        OperatorRole.AGENT,
+    ),
+    ("POST", "/admin/v1/pending/{lineId}/reject"): (
+        "/admin/v1/pending/x:0/reject",
+        OperatorRole.AGENT,
+    ),
+    ("POST", "/admin/v1/pending/bulk"): ("/admin/v1/pending/bulk", OperatorRole.AGENT),
+    ("GET", "/admin/v1/audit-log"): ("/admin/v1/audit-log", OperatorRole.VIEWER),
 }
 
 

@@ -42,7 +42,15 @@ from rewardmiles.reports import audit, batches, reconciliation
 from rewardmiles.settlement import service as settlement
 from rewardmiles.settlement.worker import Worker
 from rewardmiles.sponsors import service as sponsors
-from rewardmiles.vocabulary import CollectorStatus, DeliveryStatus, OperatorRole, OperatorStatus
+from rewardmiles.support import service as support
+from rewardmiles.vocabulary import (
+    CollectorStatus,
+    DeliveryStatus,
+    LineStatus,
+    OperatorRole,
+    OperatorStatus,
+    PendingReason,
+)
 from rewardmiles.webhooks import service as webhooks
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, cls=readable.Group)
@@ -65,6 +73,10 @@ operator_app = typer.Typer(
     no_args_is_help=True, help="Operators of the support desk (admin API and console accounts)."
 )
 token_app = typer.Typer(no_args_is_help=True, help="Admin API bearer tokens (automation).")
+request_app = typer.Typer(
+    no_args_is_help=True, help="Failed partner requests, by the requestId of their problem."
+)
+transaction_app = typer.Typer(no_args_is_help=True, help="Transactions as stored.")
 SUBCOMMANDS = (
     (db_app, "db"),
     (sponsor_app, "sponsor"),
@@ -80,6 +92,8 @@ SUBCOMMANDS = (
     (batch_app, "batch"),
     (secrets_app, "secrets"),
     (operator_app, "operator"),
+    (request_app, "request"),
+    (transaction_app, "transaction"),
 )
 for sub, name in SUBCOMMANDS:
     app.add_typer(sub, name=name, cls=readable.Group)
@@ -594,8 +608,19 @@ def pending_list(
 def pending_approve(line_id: Annotated[str, typer.Argument(help="TRANSACTION_ID:LINE_NO")]) -> None:
     """Approve a line held for review; it posts as soon as its collector allows."""
     _, db = _ready_database()
+    now = clock.utc_now()
     with _operation(db) as session:
         settlement.approve(session, line_id)
+        operators.audit(
+            session,
+            _actor(),
+            "pending.approve",
+            support.ENTITY_LINE,
+            line_id,
+            now,
+            before={"status": LineStatus.PENDING, "pendingReason": PendingReason.REVIEW},
+            after={"status": LineStatus.PENDING, "pendingReason": PendingReason.APPROVED},
+        )
     out.print(f"line {line_id} approved")
 
 
@@ -613,9 +638,18 @@ def pending_reject(
 ) -> None:
     """Reject a line held for review; the partner sees the reason as the line's errorCode."""
     _, db = _ready_database()
+    now = clock.utc_now()
     with _operation(db, usage=(settlement.UnknownReasonError,)) as session:
-        settlement.reject(
-            session, line_id, reason, clock.utc_now(), known_codes=list(PROBLEM_CODES)
+        settlement.reject(session, line_id, reason, now, known_codes=list(PROBLEM_CODES))
+        operators.audit(
+            session,
+            _actor(),
+            "pending.reject",
+            support.ENTITY_LINE,
+            line_id,
+            now,
+            before={"status": LineStatus.PENDING, "pendingReason": PendingReason.REVIEW},
+            after={"status": LineStatus.REJECTED, "errorCode": reason},
         )
     out.print(f"line {line_id} rejected ({reason})")
 
@@ -1289,6 +1323,108 @@ def token_revoke(
     out.print(f"admin token {view.id} ({view.name}) revoked")
 
 
+# --------------------------------------------------------------------------- support look-ups
+
+
+def _print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload) + "\n")
+
+
+@request_app.command("show")
+def request_show(
+    request_id: Annotated[str, typer.Argument(help="The problem document's requestId.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Show a failed partner request (kept REWARDMILES_REQUEST_FAILURE_RETENTION_DAYS days)."""
+    settings, db = _ready_database()
+    with db.reader() as session:
+        found = support.failed_request(
+            session, request_id, settings.program_time_zone, full_numbers=True
+        )
+    if found is None:
+        raise _fail(f"no failed partner request {request_id} is kept")
+    if as_json:
+        _print_json(found)
+        return
+    out.print(
+        f"{found['requestId']}  {found['at']}  {found['method']} {found['path']}  "
+        f"{found['status']} {found['code'] or '-'}  client {found['clientId'] or '-'}"
+    )
+    if found["field"]:
+        out.print(f"field   {found['field']}")
+    out.print(f"detail  {found['detail'] or '-'}")
+
+
+@transaction_app.command("show")
+def transaction_show(
+    transaction_id: Annotated[str, typer.Argument(help="The program's transactionId.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Show a transaction: request, response, lines with their history, reversals."""
+    settings, db = _ready_database()
+    with db.reader() as session:
+        found = support.transaction(
+            session, transaction_id, settings.program_time_zone, full_numbers=True
+        )
+    if found is None:
+        raise _fail(f"transaction {transaction_id} not found")
+    if as_json:
+        _print_json(found)
+        return
+    out.print(
+        f"{found['transactionId']}  {found['endpoint']}  {found['sponsorCode']}  "
+        f"partner id {found['partnerTransactionId']}  collector {found['collectorNumber'] or '-'}"
+    )
+    out.print(
+        f"status {found['status']} (HTTP {found['httpStatus']}"
+        f"{', ' + found['errorCode'] if found['errorCode'] else ''})  "
+        f"processed {found['processedAt']}"
+    )
+    for line in found["lines"]:
+        history = " -> ".join(f"{h['status']} {h['at']}" for h in line["history"])
+        out.print(
+            f"  line {line['lineNo']}  {line['direction']} {line['miles']} {line['offerCode']}  "
+            f"{history}{'  ' + line['errorCode'] if line['errorCode'] else ''}"
+        )
+    for reversal in found["reversals"]:
+        out.print(
+            f"  reversed by {reversal['transactionId']}  {reversal['endpoint']}  "
+            f"{reversal['status']}  {reversal['processedAt']}"
+        )
+    out.print(f"request   {json.dumps(found['request'])}")
+    out.print(f"response  {json.dumps(found['response'])}")
+
+
+@app.command("audit-log")
+def audit_log(
+    entity: Annotated[
+        str | None, typer.Option("--entity", help="issuance_line, operator, admin_token, …")
+    ] = None,
+    limit: Annotated[
+        int,
+        typer.Option(
+            "--limit", min=1, max=limits.admin_page_items_max, help="At most this many entries."
+        ),
+    ] = limits.admin_page_items_default,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """The operator audit log, newest first."""
+    settings, db = _ready_database()
+    with db.reader() as session:
+        page = support.audit_log(
+            session, entity=entity, limit=limit, zone=settings.program_time_zone
+        )
+    if as_json:
+        _print_json(page.items)
+        return
+    for e in page.items:
+        out.print(
+            f"{e['id']}  {e['at']}  {e['actor']}  {e['action']}  {e['entity']} {e['entityId']}"
+            f"{'  note: ' + e['note'] if e['note'] else ''}"
+        )
+    out.print(f"{len(page.items)} entr{'y' if len(page.items) == 1 else 'ies'}")
+
+
 # --------------------------------------------------------------------------- --help examples
 
 EXAMPLES: dict[tuple[str, str], str] = {
@@ -1348,6 +1484,9 @@ EXAMPLES: dict[tuple[str, str], str] = {
     "--role viewer --expires-days 30 --json",
     ("operator token", "list"): "rewardmiles operator token list",
     ("operator token", "revoke"): "rewardmiles operator token revoke nightly-report",
+    ("request", "show"): "rewardmiles request show 6f1c2a9e0b7d4e3f8a5b1c2d3e4f5a6b --json",
+    ("transaction", "show"): "rewardmiles transaction show 2da4ebf6-8bf5-4516-b41b-bb18ca196740",
+    ("", "audit-log"): "rewardmiles audit-log --entity issuance_line --limit 20 --json",
 }
 
 

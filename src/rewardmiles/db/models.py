@@ -167,6 +167,9 @@ class Transaction(Base):
         Index("ix_transactions_original", "original_transaction_id"),
         Index("ix_transactions_sponsor_processed", "sponsor_code", "processed_at"),
         Index("ix_transactions_collector", "collector_number"),
+        # The support desk's transaction search (0010): pages newest first, partner ids
+        Index("ix_transactions_processed", "processed_at", "id"),
+        Index("ix_transactions_partner_id", "partner_transaction_id"),
     )
 
 
@@ -409,4 +412,34 @@ class OperatorAuditEntry(Base):
     __table_args__ = (
         Index("ix_operator_audit_log_at", "at"),
         Index("ix_operator_audit_log_entity", "entity", "entity_id"),
+        # its pages by entity or actor, newest first (0010)
+        Index("ix_operator_audit_log_entity_seq", "entity", "id"),
+        Index("ix_operator_audit_log_actor_seq", "actor", "id"),
+    )
+
+
+# --------------------------------------------------------------------------- support (0010)
+
+
+class RequestFailure(Base):
+    """A partner request (`/checkout/`, `/oauth/`) answered 4xx or 5xx, by the request id its
+    problem document carries; written in batches by `support.recorder`, purged after
+    `REWARDMILES_REQUEST_FAILURE_RETENTION_DAYS`. A request id sent by the client
+    (`X-Request-Id`) may repeat: it is no key."""
+
+    __tablename__ = "request_failures"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    client_id: Mapped[str | None] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(String(200))
+    status: Mapped[int] = mapped_column(Integer)
+    code: Mapped[str | None] = mapped_column(String(40))
+    detail: Mapped[str | None] = mapped_column(String(500))
+    field: Mapped[str | None] = mapped_column(String(200))
+
+    __table_args__ = (
+        Index("ix_request_failures_request", "request_id"),
+        Index("ix_request_failures_at", "at"),
     )

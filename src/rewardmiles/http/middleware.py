@@ -12,6 +12,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rewardmiles import ids, limits, logs
+from rewardmiles.clock import utc_now
 from rewardmiles.errors import problem
 from rewardmiles.http.responses import NO_STORE, SECURITY_HEADERS, json_response
 
@@ -19,6 +20,8 @@ from rewardmiles.http.responses import NO_STORE, SECURITY_HEADERS, json_response
 # answer is sent, and it is no server error.
 CLIENT_CLOSED_REQUEST = 499
 REQUEST_ID_HEADER = "x-request-id"
+# The partner API: its failed calls are recorded for the support desk (`support.recorder`).
+PARTNER_PREFIXES = ("/checkout/", "/oauth/")
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 log = logs.get_logger("rewardmiles.http")
@@ -66,11 +69,17 @@ class RequestContextMiddleware:
         private_data = str(scope.get("path", "")).startswith(("/checkout/", "/oauth/", "/admin/"))
         started = time.perf_counter()
         status_holder = {"status": 500, "sent": False}
+        failed_body: list[bytes] | None = None  # a failed partner call's answer, for the recorder
 
         async def send_with_id(message: Message) -> None:
+            nonlocal failed_body
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
                 status_holder["sent"] = True
+                if message["status"] >= 400 and str(scope.get("path", "")).startswith(
+                    PARTNER_PREFIXES
+                ):
+                    failed_body = []
                 message.setdefault("headers", [])
                 message["headers"] = [
                     *message["headers"],
@@ -78,6 +87,8 @@ class RequestContextMiddleware:
                     *SECURITY_HEADERS,
                     *(NO_STORE if private_data else ()),
                 ]
+            elif failed_body is not None:
+                failed_body.append(message.get("body", b""))
             await send(message)
 
         try:
@@ -103,6 +114,8 @@ class RequestContextMiddleware:
             )
             await response(scope, receive, send_with_id)
         finally:
+            if failed_body is not None:
+                _record_failure(scope, request_id, status_holder["status"], failed_body)
             log.info(
                 "request",
                 request_id=request_id,
@@ -112,6 +125,24 @@ class RequestContextMiddleware:
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 client_id=scope["state"].get("client_id"),
             )
+
+
+def _record_failure(scope: Scope, request_id: str, status: int, body: list[bytes]) -> None:
+    """Hand a failed partner call to the application's failure recorder (`support.recorder`):
+    one append to its queue, after the answer is sent."""
+    recorder = getattr(getattr(scope.get("app"), "state", None), "failures", None)
+    if recorder is not None:
+        recorder.offer(
+            (
+                utc_now(),
+                request_id,
+                scope["state"].get("client_id"),
+                str(scope.get("method", "")),
+                str(scope.get("path", "")),
+                status,
+                b"".join(body),
+            )
+        )
 
 
 def _header(scope: Scope, name: str) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from rewardmiles import clock, limits, logs
 from rewardmiles.config import Settings
@@ -17,6 +17,7 @@ from rewardmiles.db.engine import Database
 from rewardmiles.idempotency import repository as keys
 from rewardmiles.settlement import repository, service
 from rewardmiles.settlement.service import SettleReport
+from rewardmiles.support import repository as failures
 from rewardmiles.webhooks.dispatch import Dispatcher
 
 log = logs.get_logger("rewardmiles.settlement")
@@ -105,6 +106,7 @@ class Worker:
             if time.monotonic() - last_purge >= PURGE_INTERVAL_SECONDS:
                 last_purge = time.monotonic()
                 self.purge_idempotency_keys()
+                self.purge_request_failures()
             if time.monotonic() - last_depth_log >= QUEUE_DEPTH_LOG_SECONDS:
                 last_depth_log = time.monotonic()
                 with self._db.reader() as session:
@@ -121,6 +123,23 @@ class Worker:
             )
         if purged:
             log.info("idempotency_keys_purged", count=purged)
+        return purged
+
+    def purge_request_failures(self) -> int:
+        """Drop failed partner requests older than `request_failure_retention_days`, in units of
+        work of at most `limits.request_failures_purge_batch` rows each."""
+        before = self._now() - timedelta(days=self._settings.request_failure_retention_days)
+        purged = 0
+        while True:
+            with self._db.unit_of_work() as session:
+                count = failures.purge_failures(
+                    session, before, limits.request_failures_purge_batch
+                )
+            purged += count
+            if count < limits.request_failures_purge_batch:
+                break
+        if purged:
+            log.info("request_failures_purged", count=purged)
         return purged
 
     def start_thread(self) -> None:

@@ -1,0 +1,304 @@
+"""Queries of the support desk's look-ups: failed partner requests (written in batches, found by
+request id, purged), transaction search and detail, the pending lines' pages, the audit log's
+pages. Every list is a keyset page through an index (never OFFSET). No rules here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import RowMapping, and_, delete, insert, or_, select
+from sqlalchemy.orm import Session
+
+from rewardmiles.db.models import (
+    IssuanceLine,
+    OperatorAuditEntry,
+    RequestFailure,
+    Transaction,
+)
+from rewardmiles.vocabulary import LineStatus
+
+# --------------------------------------------------------------------------- failed requests
+
+
+@dataclass(frozen=True, slots=True)
+class FailureRow:
+    request_id: str
+    at: datetime
+    client_id: str | None
+    method: str
+    path: str
+    status: int
+    code: str | None
+    detail: str | None
+    field: str | None
+
+
+def insert_failures(session: Session, rows: Sequence[FailureRow]) -> None:
+    """One multi-row statement for the batch."""
+    if rows:
+        session.execute(
+            insert(RequestFailure),
+            [
+                {
+                    "request_id": r.request_id,
+                    "at": r.at,
+                    "client_id": r.client_id,
+                    "method": r.method,
+                    "path": r.path,
+                    "status": r.status,
+                    "code": r.code,
+                    "detail": r.detail,
+                    "field": r.field,
+                }
+                for r in rows
+            ],
+        )
+
+
+def failure_by_request_id(session: Session, request_id: str) -> FailureRow | None:
+    """The latest failure recorded under `request_id` (a client's own X-Request-Id may repeat)."""
+    row = session.execute(
+        select(
+            RequestFailure.request_id,
+            RequestFailure.at,
+            RequestFailure.client_id,
+            RequestFailure.method,
+            RequestFailure.path,
+            RequestFailure.status,
+            RequestFailure.code,
+            RequestFailure.detail,
+            RequestFailure.field,
+        )
+        .where(RequestFailure.request_id == request_id)
+        .order_by(RequestFailure.id.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else FailureRow(**row._mapping)
+
+
+def purge_failures(session: Session, before: datetime, batch: int) -> int:
+    """Delete at most `batch` failures recorded before `before` (oldest first); how many."""
+    ids = list(
+        session.execute(
+            select(RequestFailure.id)
+            .where(RequestFailure.at < before)
+            .order_by(RequestFailure.at)
+            .limit(batch)
+        ).scalars()
+    )
+    if ids:
+        session.execute(delete(RequestFailure).where(RequestFailure.id.in_(ids)))
+    return len(ids)
+
+
+# --------------------------------------------------------------------------- transactions
+
+_TRANSACTION_COLUMNS = (
+    Transaction.id,
+    Transaction.client_id,
+    Transaction.sponsor_code,
+    Transaction.endpoint,
+    Transaction.partner_transaction_id,
+    Transaction.collector_number,
+    Transaction.original_transaction_id,
+    Transaction.status,
+    Transaction.http_status,
+    Transaction.error_code,
+    Transaction.partner_datetime,
+    Transaction.processed_at,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionFilter:
+    transaction_id: str | None = None
+    partner_transaction_id: str | None = None
+    collector_number: str | None = None
+    sponsor_code: str | None = None
+    endpoint: str | None = None
+    status: str | None = None
+    processed_from: datetime | None = None  # inclusive
+    processed_to: datetime | None = None  # exclusive
+
+
+def transactions_page(
+    session: Session, where: TransactionFilter, after: tuple[datetime, str] | None, limit: int
+) -> list[RowMapping]:
+    """At most `limit` transactions matching `where`, newest first by (processed_at, id), those
+    after the key `after` only."""
+    stmt = select(*_TRANSACTION_COLUMNS)
+    conditions: list[Any] = []
+    if where.transaction_id is not None:
+        conditions.append(Transaction.id == where.transaction_id)
+    if where.partner_transaction_id is not None:
+        conditions.append(Transaction.partner_transaction_id == where.partner_transaction_id)
+    if where.collector_number is not None:
+        conditions.append(Transaction.collector_number == where.collector_number)
+    if where.sponsor_code is not None:
+        conditions.append(Transaction.sponsor_code == where.sponsor_code)
+    if where.endpoint is not None:
+        conditions.append(Transaction.endpoint == where.endpoint)
+    if where.status is not None:
+        conditions.append(Transaction.status == where.status)
+    if where.processed_from is not None:
+        conditions.append(Transaction.processed_at >= where.processed_from)
+    if where.processed_to is not None:
+        conditions.append(Transaction.processed_at < where.processed_to)
+    if after is not None:
+        at, last_id = after
+        conditions.append(
+            or_(
+                Transaction.processed_at < at,
+                and_(Transaction.processed_at == at, Transaction.id < last_id),
+            )
+        )
+    stmt = stmt.where(*conditions).order_by(Transaction.processed_at.desc(), Transaction.id.desc())
+    return [row._mapping for row in session.execute(stmt.limit(limit))]
+
+
+def transaction_detail(session: Session, transaction_id: str) -> RowMapping | None:
+    row = session.execute(
+        select(
+            *_TRANSACTION_COLUMNS,
+            Transaction.request_json,
+            Transaction.response_json,
+            Transaction.calculation_json,
+        ).where(Transaction.id == transaction_id)
+    ).first()
+    return None if row is None else row._mapping
+
+
+def transaction_lines(session: Session, transaction_id: str) -> list[RowMapping]:
+    return [
+        row._mapping
+        for row in session.execute(
+            select(
+                IssuanceLine.line_no,
+                IssuanceLine.direction,
+                IssuanceLine.offer_code,
+                IssuanceLine.location_code,
+                IssuanceLine.miles,
+                IssuanceLine.status,
+                IssuanceLine.pending_reason,
+                IssuanceLine.error_code,
+                IssuanceLine.settled_at,
+            )
+            .where(IssuanceLine.transaction_id == transaction_id)
+            .order_by(IssuanceLine.line_no)
+        )
+    ]
+
+
+def reversals_of(session: Session, transaction_id: str) -> list[RowMapping]:
+    """The transactions naming `transaction_id` as their original, oldest first."""
+    return [
+        row._mapping
+        for row in session.execute(
+            select(*_TRANSACTION_COLUMNS)
+            .where(Transaction.original_transaction_id == transaction_id)
+            .order_by(Transaction.processed_at, Transaction.id)
+        )
+    ]
+
+
+# --------------------------------------------------------------------------- pending lines
+
+
+def pending_page(
+    session: Session,
+    sponsor_code: str | None,
+    reason: str | None,
+    after: tuple[datetime, str, int] | None,
+    limit: int,
+) -> list[RowMapping]:
+    """At most `limit` pending lines, oldest first by (processed_at, transaction id, line),
+    after the key `after` only (the partial index of pending lines finds them)."""
+    conditions: list[Any] = [IssuanceLine.status == LineStatus.PENDING]
+    if sponsor_code is not None:
+        conditions.append(Transaction.sponsor_code == sponsor_code)
+    if reason is not None:
+        conditions.append(IssuanceLine.pending_reason == reason)
+    if after is not None:
+        at, txn, line_no = after
+        conditions.append(
+            or_(
+                Transaction.processed_at > at,
+                and_(Transaction.processed_at == at, IssuanceLine.transaction_id > txn),
+                and_(
+                    Transaction.processed_at == at,
+                    IssuanceLine.transaction_id == txn,
+                    IssuanceLine.line_no > line_no,
+                ),
+            )
+        )
+    stmt = (
+        select(
+            IssuanceLine.transaction_id,
+            IssuanceLine.line_no,
+            Transaction.sponsor_code,
+            Transaction.collector_number,
+            Transaction.endpoint,
+            IssuanceLine.direction,
+            IssuanceLine.offer_code,
+            IssuanceLine.miles,
+            IssuanceLine.pending_reason.label("reason"),
+            Transaction.processed_at,
+        )
+        .join(Transaction, Transaction.id == IssuanceLine.transaction_id)
+        .where(*conditions)
+        .order_by(Transaction.processed_at, IssuanceLine.transaction_id, IssuanceLine.line_no)
+        .limit(limit)
+    )
+    return [row._mapping for row in session.execute(stmt)]
+
+
+# --------------------------------------------------------------------------- audit log
+
+
+def audit_page(
+    session: Session,
+    *,
+    entity: str | None,
+    entity_id: str | None,
+    actor: str | None,
+    at_from: datetime | None,
+    at_to: datetime | None,
+    before_id: int | None,
+    limit: int,
+) -> list[RowMapping]:
+    """At most `limit` audit entries, newest first (by id: the log is append-only), those
+    before `before_id` only."""
+    conditions: list[Any] = []
+    if entity is not None:
+        conditions.append(OperatorAuditEntry.entity == entity)
+    if entity_id is not None:
+        conditions.append(OperatorAuditEntry.entity_id == entity_id)
+    if actor is not None:
+        conditions.append(OperatorAuditEntry.actor == actor)
+    if at_from is not None:
+        conditions.append(OperatorAuditEntry.at >= at_from)
+    if at_to is not None:
+        conditions.append(OperatorAuditEntry.at < at_to)
+    if before_id is not None:
+        conditions.append(OperatorAuditEntry.id < before_id)
+    stmt = (
+        select(
+            OperatorAuditEntry.id,
+            OperatorAuditEntry.at,
+            OperatorAuditEntry.actor,
+            OperatorAuditEntry.action,
+            OperatorAuditEntry.entity,
+            OperatorAuditEntry.entity_id,
+            OperatorAuditEntry.before_json,
+            OperatorAuditEntry.after_json,
+            OperatorAuditEntry.note,
+            OperatorAuditEntry.request_id,
+        )
+        .where(*conditions)
+        .order_by(OperatorAuditEntry.id.desc())
+        .limit(limit)
+    )
+    return [row._mapping for row in session.execute(stmt)]
