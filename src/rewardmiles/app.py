@@ -12,10 +12,12 @@ import anyio
 from fastapi import FastAPI
 
 from rewardmiles import __version__, clock, logs, ratelimit, secretbox
+from rewardmiles.admin import partners as admin_partners
 from rewardmiles.admin import routes as admin_routes
 from rewardmiles.apidocs import add_api_docs
 from rewardmiles.auth import routes as auth_routes
 from rewardmiles.auth.keys import KeyRing
+from rewardmiles.auth.revocation import ClientWatch
 from rewardmiles.auth.tokens import TokenService
 from rewardmiles.config import Settings
 from rewardmiles.db import migrate
@@ -73,6 +75,8 @@ class AppContext:
     cpu_limiter: anyio.CapacityLimiter
     migration_head: str | None  # read once at start: what /readyz compares the database with
     batch_jobs: BatchJobs  # partner-log uploads: a few at once, a few waiting
+    # Revoked partner clients, re-read every few seconds; last token times written alongside.
+    clients: ClientWatch
     # Secret checks of one source address run one at a time, each judged by the failure budget
     # the ones before it left (a burst of guesses sent together is no bigger than one sent in turn).
     secret_checks: ratelimit.OneAtATime = field(default_factory=ratelimit.OneAtATime)
@@ -109,6 +113,8 @@ def build_context(settings: Settings) -> AppContext:
     statements = (
         db.statement_pool(settings.database_pool_size) if settings.one_statement_issue else None
     )
+    clients = ClientWatch(db, tokens, interval_seconds=settings.revocation_refresh_seconds)
+    clients.refresh()  # revoked clients are refused from the first request
     return AppContext(
         settings,
         db,
@@ -130,6 +136,7 @@ def build_context(settings: Settings) -> AppContext:
         anyio.CapacityLimiter(settings.cpu_threads),
         migrate.head_revision(),
         BatchJobs(settings.batch_workers, settings.batch_queue_max),
+        clients,
     )
 
 
@@ -164,12 +171,14 @@ def create_app(settings: Settings | None = None, *, direct_lane: bool = True) ->
         gc.collect()
         gc.freeze()
         worker = Worker(ctx.db, settings, poll_seconds=settings.worker_poll_seconds)
+        ctx.clients.start()
         if settings.embedded_worker:
             worker.start_thread()
         try:
             yield
         finally:
             await anyio.to_thread.run_sync(worker.stop)
+            await anyio.to_thread.run_sync(ctx.clients.stop)
             ctx.batch_jobs.close()
             await ctx.rate_limiter.close()
             if ctx.statements is not None:
@@ -199,6 +208,7 @@ def create_app(settings: Settings | None = None, *, direct_lane: bool = True) ->
     # The support desk's API: ordinary framework routes, never on the direct lane.
     app.include_router(operator_routes.router)
     app.include_router(admin_routes.router)
+    app.include_router(admin_partners.router)
     _add_problem_routes(app)
     add_api_docs(app)
     app.openapi = lambda: openapi.document(app, REQUEST_MODELS)  # type: ignore[method-assign]

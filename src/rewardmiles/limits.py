@@ -80,6 +80,13 @@ operator_password_chars_min: Final = 12
 operator_password_chars_max: Final = 1024
 admin_token_name_chars_max: Final = 64
 admin_token_expires_days_max: Final = 3650
+# Partner clients (the admin API and `rewardmiles partner`).
+partner_client_name_chars_max: Final = 100
+partner_client_sponsors_max: Final = 100
+# Every list of the admin API: `?limit=` (default and bounds) and the opaque `cursor`'s length.
+admin_page_limit_default: Final = 50
+admin_page_limit_max: Final = 500
+admin_cursor_chars_max: Final = 512
 
 # Workers: what the settlement loop and the webhook dispatcher do in one pass.
 # After a failed pass, each loop waits twice as long as the last time, up to this.
