@@ -139,7 +139,7 @@ def _after(cursor: str | None) -> str | None:
         if len(cursor) > limits.admin_cursor_chars_max:
             raise ValueError
         after = unb64url(cursor).decode("ascii")
-        if not after or b64url(after.encode()) != cursor.rstrip("="):
+        if not after or b64url(after.encode()) != cursor:
             raise ValueError
     except (ValueError, binascii.Error) as exc:
         raise ProblemError(

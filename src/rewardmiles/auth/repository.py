@@ -68,6 +68,7 @@ def add_client(
     session.add_all(
         [PartnerClientSponsor(client_id=client_id, sponsor_code=c) for c in sponsor_codes]
     )
+    session.flush()
 
 
 def stored_client(session: Session, client_id: str) -> StoredClient | None:
