@@ -27,7 +27,7 @@ from rewardmiles.auth.service import (
 )
 from rewardmiles.codec import b64url, unb64url
 from rewardmiles.errors import ProblemError
-from rewardmiles.http.bodies import read_json_object
+from rewardmiles.http.bodies import read_body, read_json_object
 from rewardmiles.http.middleware import request_id_of
 from rewardmiles.http.openapi import admin_problem_responses
 from rewardmiles.http.responses import json_response
@@ -247,9 +247,12 @@ def _new_secret(cost: int) -> NewSecret:
 
 async def _change_body(request: Request) -> ChangeRequest:
     """The optional body of a change: none at all, or `{"reason": …}`."""
-    if not request.headers.get("content-type") and not int(
-        request.headers.get("content-length") or 0
-    ):
+    if not request.headers.get("content-type"):
+        too_large = f"The body exceeds {BODY_BYTES_MAX} bytes."
+        if await read_body(request, BODY_BYTES_MAX, too_large):
+            raise ProblemError(
+                "UNSUPPORTED_MEDIA_TYPE", "Send the body as Content-Type: application/json."
+            )
         return ChangeRequest()
     obj = await read_json_object(request, BODY_BYTES_MAX)
     return validate_body(ChangeRequest, obj, context={}, rules=CHANGE_RULES, codes={})
