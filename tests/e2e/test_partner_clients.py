@@ -250,6 +250,18 @@ def test_a_revoked_client_cannot_be_rotated_and_unknown_clients_are_404(pair: Pa
     refused = pair.admin("POST", f"/admin/v1/partners/{client_id}/rotate")
     assert refused.status_code == 409
     assert refused.json()["code"] == "PARTNER_CLIENT_REVOKED"
+    live = pair.create()["clientId"]
+    for kwargs, code in (
+        ({"content": b"reason=x"}, "UNSUPPORTED_MEDIA_TYPE"),
+        ({"json": {"why": "x"}}, "FIELD_UNKNOWN"),
+        ({"json": {"reason": ""}}, "FIELD_INVALID"),
+    ):
+        for action in ("rotate", "revoke"):
+            bad = pair.admin("POST", f"/admin/v1/partners/{live}/{action}", **kwargs)
+            assert bad.status_code in (400, 415), (kwargs, bad.text)
+            problem = bad.json()
+            assert code in [problem["code"]] + [e["code"] for e in problem.get("errors", [])]
+    assert [e.action for e in audit_entries(pair.db, live)] == ["partner.create"]  # no change
     for action in ("rotate", "revoke"):
         missing = pair.admin("POST", f"/admin/v1/partners/rmc_unknown/{action}")
         assert missing.status_code == 404
