@@ -12,6 +12,7 @@ import anyio
 from fastapi import FastAPI
 
 from rewardmiles import __version__, clock, logs, ratelimit, secretbox
+from rewardmiles.admin import catalogue as admin_catalogue
 from rewardmiles.admin import partners as admin_partners
 from rewardmiles.admin import routes as admin_routes
 from rewardmiles.apidocs import add_api_docs
@@ -209,6 +210,7 @@ def create_app(settings: Settings | None = None, *, direct_lane: bool = True) ->
     app.include_router(operator_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(admin_partners.router)
+    app.include_router(admin_catalogue.router)
     _add_problem_routes(app)
     add_api_docs(app)
     app.openapi = lambda: openapi.document(app, REQUEST_MODELS)  # type: ignore[method-assign]

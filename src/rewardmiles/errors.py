@@ -319,6 +319,26 @@ _SPECS: tuple[ErrorSpec, ...] = (
         "create a new client).",
         admin=True,
     ),
+    ErrorSpec(
+        "ALREADY_EXISTS",
+        409,
+        "Already exists",
+        False,
+        "The sponsor, location or offer to create exists already; nothing was changed. Read it, "
+        "or change it with its own route.",
+        admin=True,
+    ),
+    ErrorSpec(
+        "OPERATOR_ACTION_REFUSED",
+        422,
+        "Refused by the catalogue's rules",
+        False,
+        "A well-formed admin request that the catalogue's rules refuse (the same rules and "
+        "words as the CLI's): a code of the wrong shape, an invalid offer rule, validFrom after "
+        "validTo, a webhook target that is not allowed, a delivery that is not failed… `detail` "
+        "says which, `field` names the member at fault. Nothing was changed.",
+        admin=True,
+    ),
     ErrorSpec("NOT_FOUND", 404, "Not found", False, "No such resource."),
     ErrorSpec(
         "METHOD_NOT_ALLOWED",
@@ -473,7 +493,21 @@ class FieldRuleError(ValueError):
 
 
 class OperatorError(ValueError):
-    """An operator action (CLI) refused with a message for the operator: bad code, duplicate…"""
+    """An operator action (CLI or admin API) refused with a message for the operator: bad code,
+    bad rule, dates out of order… `field` names the input at fault when there is one (the admin
+    API's problem `field`: its body's member name)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class AlreadyExistsError(OperatorError):
+    """The thing to create exists already (a sponsor, a location, an offer)."""
+
+
+class MissingError(OperatorError):
+    """The thing to act on does not exist (or is no longer active)."""
 
 
 class BusinessRuleError(ProblemError):

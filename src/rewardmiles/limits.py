@@ -83,9 +83,9 @@ admin_token_expires_days_max: Final = 3650
 # Partner clients (the admin API and `rewardmiles partner`).
 partner_client_name_chars_max: Final = 100
 partner_client_sponsors_max: Final = 100
-# Every list of the admin API: `?limit=` (default and bounds) and the opaque `cursor`'s length.
-admin_page_limit_default: Final = 50
-admin_page_limit_max: Final = 500
+# The admin API's lists: items a page holds (`?limit=`), by default and at most; a cursor's length.
+admin_page_items_default: Final = 50
+admin_page_items_max: Final = 500
 admin_cursor_chars_max: Final = 512
 
 # Workers: what the settlement loop and the webhook dispatcher do in one pass.

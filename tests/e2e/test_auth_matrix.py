@@ -81,6 +81,34 @@ ADMIN: dict[tuple[str, str], tuple[str, OperatorRole]] = {
         "/admin/v1/partners/rmc_x/revoke",
         OperatorRole.ADMIN,
     ),
+    ("GET", "/admin/v1/sponsors"): ("/admin/v1/sponsors", OperatorRole.VIEWER),
+    ("POST", "/admin/v1/sponsors"): ("/admin/v1/sponsors", OperatorRole.ADMIN),
+    ("PATCH", "/admin/v1/sponsors/{code}"): ("/admin/v1/sponsors/X", OperatorRole.ADMIN),
+    ("GET", "/admin/v1/sponsors/{code}/locations"): (
+        "/admin/v1/sponsors/X/locations",
+        OperatorRole.VIEWER,
+    ),
+    ("POST", "/admin/v1/sponsors/{code}/locations"): (
+        "/admin/v1/sponsors/X/locations",
+        OperatorRole.ADMIN,
+    ),
+    ("GET", "/admin/v1/offers"): ("/admin/v1/offers", OperatorRole.VIEWER),
+    ("PUT", "/admin/v1/sponsors/{code}/offers/{offer}"): (
+        "/admin/v1/sponsors/X/offers/Y",
+        OperatorRole.ADMIN,
+    ),
+    ("POST", "/admin/v1/sponsors/{code}/offers/{offer}/disable"): (
+        "/admin/v1/sponsors/X/offers/Y/disable",
+        OperatorRole.ADMIN,
+    ),
+    ("GET", "/admin/v1/webhooks"): ("/admin/v1/webhooks", OperatorRole.VIEWER),
+    ("POST", "/admin/v1/webhooks"): ("/admin/v1/webhooks", OperatorRole.ADMIN),
+    ("DELETE", "/admin/v1/webhooks/{webhookId}"): ("/admin/v1/webhooks/x", OperatorRole.ADMIN),
+    ("GET", "/admin/v1/webhook-deliveries"): ("/admin/v1/webhook-deliveries", OperatorRole.VIEWER),
+    ("POST", "/admin/v1/webhook-deliveries/{deliveryId}/retry"): (
+        "/admin/v1/webhook-deliveries/x/retry",
+        OperatorRole.ADMIN,
+    ),
 }
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -33,6 +34,7 @@ from rewardmiles.db.models import (
     IssuanceLine,
     Location,
     Offer,
+    OperatorAuditEntry,
     PartnerClient,
     Sponsor,
     Transaction,
@@ -40,6 +42,7 @@ from rewardmiles.db.models import (
 )
 from rewardmiles.issuance import lookups
 from rewardmiles.ledger.verify import verify
+from rewardmiles.vocabulary import DeliveryStatus, EventType
 from rewardmiles.webhooks import service as webhooks
 from tests.conftest import PG_ADMIN_URL, TEST_BOX, DatabaseFactory
 from tests.support import data
@@ -984,3 +987,86 @@ def test_report_audit_masks_collectors_in_both_formats_unless_unmasked(
         assert masked in plain, fmt
         full = _ok(cli("report", "audit", "--sponsor", sponsor, "--format", fmt, "--unmask"))
         assert number in full.stdout, fmt
+
+
+# --------------------------------------------------------------------------- catalogue audit
+
+
+def _audited(cli_db: Database, entity_id: str) -> list[tuple[str, str, str | None, str | None]]:
+    with cli_db.reader() as session:
+        return [
+            (row.action, row.actor, row.before_json, row.after_json)
+            for row in session.execute(
+                select(OperatorAuditEntry)
+                .where(OperatorAuditEntry.entity_id == entity_id)
+                .order_by(OperatorAuditEntry.id)
+            ).scalars()
+        ]
+
+
+def test_catalogue_changes_by_the_cli_are_audited_as_cli_at_host(
+    cli: Cli, cli_db: Database
+) -> None:
+    code = _sponsor_code()
+    _ok(cli("sponsor", "add", code, "--name", "Audited"))
+    _ok(cli("sponsor", "set", code, "--review-threshold", "700"))
+    _ok(cli("location", "add", "0042", "--sponsor", code))
+    _ok(cli("offer", "add", "AUD", "--sponsor", code, "--description", "x"))
+    _ok(cli("offer", "disable", "AUD", "--sponsor", code))
+    host = f"cli@{socket.gethostname()}"
+    sponsor = _audited(cli_db, code)
+    assert [(a, actor) for a, actor, _, _ in sponsor] == [
+        ("sponsor.add", host),
+        ("sponsor.change", host),
+    ]
+    assert '"reviewThresholdMiles":null' in (sponsor[1][2] or "")
+    assert '"reviewThresholdMiles":700' in (sponsor[1][3] or "")
+    assert [a for a, *_ in _audited(cli_db, f"{code}/0042")] == ["location.add"]
+    assert [a for a, *_ in _audited(cli_db, f"{code}/AUD")] == ["offer.put", "offer.disable"]
+    # A refused change writes no entry.
+    _failed(cli("sponsor", "add", code, "--name", "Again"))
+    assert len(_audited(cli_db, code)) == 2
+
+
+def test_webhook_retry_sends_a_failed_delivery_again_and_refuses_others(
+    cli: Cli, cli_db: Database
+) -> None:
+    sponsor = data.new_sponsor(cli_db)
+    with cli_db.unit_of_work() as session:
+        webhook_id, _ = webhooks.add_webhook(
+            session,
+            sponsor,
+            "http://127.0.0.1:9/hook",
+            clock.utc_now(),
+            TEST_BOX,
+            allow_private_targets=True,
+        )
+    ids = {}
+    for status in (DeliveryStatus.FAILED, DeliveryStatus.DELIVERED):
+        ids[status] = uuid.uuid4().hex
+        with cli_db.unit_of_work() as session:
+            session.add(
+                WebhookDelivery(
+                    id=ids[status],
+                    webhook_id=webhook_id,
+                    event_type=EventType.TRANSACTION_SETTLED,
+                    transaction_id="t",
+                    payload_json="{}",
+                    status=status,
+                    attempts=8,
+                    next_attempt_at=clock.utc_now(),
+                    last_error="refused",
+                    created_at=clock.utc_now(),
+                )
+            )
+    failed, delivered = ids[DeliveryStatus.FAILED], ids[DeliveryStatus.DELIVERED]
+    out = _flat(_ok(cli("webhook", "retry", failed)).stdout)
+    assert out == f"delivery {failed} will be sent again (failed after 8 attempts)"
+    with cli_db.reader() as session:
+        row = session.get(WebhookDelivery, failed)
+        assert row is not None
+        assert (row.status, row.attempts) == (DeliveryStatus.PENDING, 0)
+    assert "only a failed delivery is retried" in _failed(cli("webhook", "retry", delivered))
+    assert "only a failed delivery is retried" in _failed(cli("webhook", "retry", failed))
+    assert f"no delivery {delivered}x" in _failed(cli("webhook", "retry", delivered + "x"))
+    assert [a for a, *_ in _audited(cli_db, failed)] == ["delivery.retry"]

@@ -6,11 +6,10 @@ audited with the request id; no secret is ever in the audit log, the logs or the
 
 from __future__ import annotations
 
-import binascii
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.responses import Response
 
@@ -25,8 +24,8 @@ from rewardmiles.auth.service import (
     UnknownClientError,
     UnknownSponsorError,
 )
-from rewardmiles.codec import b64url, unb64url
 from rewardmiles.errors import ProblemError
+from rewardmiles.http import pages
 from rewardmiles.http.bodies import read_body, read_json_object
 from rewardmiles.http.middleware import request_id_of
 from rewardmiles.http.openapi import admin_problem_responses
@@ -119,72 +118,32 @@ def partner_json(row: ClientRow, now: datetime, zone: str) -> dict[str, Any]:
     }
 
 
-def _page_limit(raw: str | None) -> int:
-    if raw is None:
-        return limits.admin_page_limit_default
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= limits.admin_page_limit_max:
-        raise ProblemError(
-            "FIELD_INVALID",
-            f"limit must be an integer from 1 to {limits.admin_page_limit_max}.",
-            field="limit",
-        )
-    return int(raw)
-
-
-def _after(cursor: str | None) -> str | None:
-    """The last client id of the previous page, from its opaque cursor."""
-    if cursor is None:
-        return None
-    try:
-        if len(cursor) > limits.admin_cursor_chars_max:
-            raise ValueError
-        after = unb64url(cursor).decode("ascii")
-        if not after or b64url(after.encode()) != cursor:
-            raise ValueError
-    except (ValueError, binascii.Error) as exc:
-        raise ProblemError(
-            "FIELD_INVALID", "cursor is not one this API gave.", field="cursor"
-        ) from exc
-    return after
-
-
 @router.get(
     "/partners",
     summary="Partner API clients, a page at a time (never their secrets)",
-    description="Ordered by client id; `nextCursor` (null on the last page) asks for the next "
-    "page. Any role.",
+    description="Ordered by client id. Any role.",
     response_model=PartnerPage,
-    responses=admin_problem_responses(*auth_problems(OperatorRole.VIEWER), "FIELD_INVALID"),
+    responses=admin_problem_responses(*auth_problems(OperatorRole.VIEWER), *pages.PAGE_PROBLEMS),
 )
 async def list_partners(
     request: Request,
-    cursor: str | None = Query(default=None, description="`nextCursor` of the previous page."),
-    limit: str | None = Query(
-        default=None,
-        description=f"Items per page, 1 to {limits.admin_page_limit_max} "
-        f"(default {limits.admin_page_limit_default}).",
-    ),
+    cursor: pages.Cursor = None,
+    limit: pages.Limit = limits.admin_page_items_default,
 ) -> Response:
     await require(request, OperatorRole.VIEWER)
-    size = _page_limit(limit)
-    after = _after(cursor)
+    after = pages.decode(cursor, 1)
     ctx = request.app.state.ctx
 
     def read() -> list[ClientRow]:
         with ctx.db.reader() as session:
-            return service.list_clients(session, after, size + 1)
+            return service.list_clients(session, after[0] if after else None, limit + 1)
 
     rows = await run_sync(ctx.limiter, read)
     now = clock.utc_now()
     zone = ctx.settings.program_time_zone
-    more = len(rows) > size
-    rows = rows[:size]
     return json_response(
         200,
-        {
-            "items": [partner_json(r, now, zone) for r in rows],
-            "nextCursor": b64url(rows[-1].client_id.encode()) if more else None,
-        },
+        pages.page(rows, limit, lambda r: [r.client_id], lambda r: partner_json(r, now, zone)),
     )
 
 

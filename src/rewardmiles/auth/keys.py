@@ -83,6 +83,11 @@ class KeyRing:
         self._loaded_at = 0.0
         self._missed_kids: set[str] = set()
 
+    @property
+    def box(self) -> SecretBox:
+        """The key-encryption key's box, which also seals webhook secrets."""
+        return self._box
+
     def ensure_key(self, now: datetime) -> None:
         """Load the key set; create the first key when the database has none."""
         self.reload()

@@ -42,7 +42,7 @@ from rewardmiles.reports import audit, batches, reconciliation
 from rewardmiles.settlement import service as settlement
 from rewardmiles.settlement.worker import Worker
 from rewardmiles.sponsors import service as sponsors
-from rewardmiles.vocabulary import CollectorStatus, OperatorRole, OperatorStatus
+from rewardmiles.vocabulary import CollectorStatus, DeliveryStatus, OperatorRole, OperatorStatus
 from rewardmiles.webhooks import service as webhooks
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, cls=readable.Group)
@@ -315,8 +315,10 @@ def sponsor_add(
 ) -> None:
     """Add an active sponsor (with its STANDARD offer)."""
     _, db = _ready_database()
+    now = clock.utc_now()
     with _operation(db) as session:
-        sponsors.add_sponsor(session, code, name, clock.utc_now())
+        added = sponsors.sponsor_state(sponsors.add_sponsor(session, code, name, now))
+        operators.audit(session, _actor(), "sponsor.add", "sponsor", code, now, after=added)
     out.print(f"sponsor {code} added (offer STANDARD)")
 
 
@@ -342,13 +344,25 @@ def sponsor_set(
     if review_threshold is not None and no_review:
         raise _fail("give --review-threshold or --no-review, not both", 2)
     _, db = _ready_database()
+    now = clock.utc_now()
     with _operation(db) as session:
+        before = sponsors.sponsor_state(sponsors.sponsor_to_change(session, code))
         sponsor = sponsors.set_sponsor(
             session,
             code,
             review_threshold_miles=None if no_review else review_threshold,
             clear_review_threshold=no_review,
             active=active,
+        )
+        operators.audit(
+            session,
+            _actor(),
+            "sponsor.change",
+            "sponsor",
+            code,
+            now,
+            before=before,
+            after=sponsors.sponsor_state(sponsor),
         )
     threshold = sponsor.review_threshold_miles
     out.print(
@@ -424,7 +438,7 @@ def partner_list(
     rows = []
     after: str | None = None
     with db.reader() as session:
-        while page := auth.list_clients(session, after, limits.admin_page_limit_max):
+        while page := auth.list_clients(session, after, limits.admin_page_items_max):
             rows.extend(page)
             after = page[-1].client_id
     if as_json:
@@ -503,8 +517,18 @@ def location_add(
 ) -> None:
     """Register a location of a sponsor (from then on, its lines must name a registered one)."""
     _, db = _ready_database()
+    now = clock.utc_now()
     with _operation(db) as session:
-        sponsors.add_location(session, sponsor, code, clock.utc_now())
+        sponsors.add_location(session, sponsor, code, now)
+        operators.audit(
+            session,
+            _actor(),
+            "location.add",
+            "location",
+            f"{sponsor}/{code}",
+            now,
+            after={"sponsorCode": sponsor, "code": code},
+        )
     out.print(f"location {code} added for sponsor {sponsor}")
 
 
@@ -724,14 +748,24 @@ def webhook_add(
     """Register an endpoint; its signing secret is printed once."""
     settings, db = _ready_database()
     box = _secret_box(settings, db, check=True)  # the secret must be under the servers' key
+    now = clock.utc_now()
     with _operation(db) as session:
         webhook_id, secret = webhooks.add_webhook(
             session,
             sponsor,
             url,
-            clock.utc_now(),
+            now,
             box,
             allow_private_targets=settings.webhook_allow_private_targets,
+        )
+        operators.audit(
+            session,
+            _actor(),
+            "webhook.add",
+            "webhook",
+            webhook_id,
+            now,
+            after={"sponsorCode": sponsor, "url": url, "active": True},
         )
     out.print(f"webhook {webhook_id} for sponsor {sponsor}: {url}")
     out.print(f"signing secret {secret}")
@@ -780,9 +814,42 @@ def webhook_list(
 def webhook_remove(webhook_id: Annotated[str, typer.Argument(help="Webhook id.")]) -> None:
     """Stop sending events to an endpoint (its undelivered events are dropped as failed)."""
     _, db = _ready_database()
+    now = clock.utc_now()
     with _operation(db) as session:
         webhooks.remove_webhook(session, webhook_id)
+        operators.audit(
+            session,
+            _actor(),
+            "webhook.remove",
+            "webhook",
+            webhook_id,
+            now,
+            before={"active": True},
+            after={"active": False},
+        )
     out.print(f"webhook {webhook_id} removed")
+
+
+@webhook_app.command("retry")
+def webhook_retry(
+    delivery_id: Annotated[str, typer.Argument(help="A failed delivery's id.")],
+) -> None:
+    """Send a failed delivery again from now, its attempts counted afresh."""
+    _, db = _ready_database()
+    now = clock.utc_now()
+    with _operation(db) as session:
+        status, attempts = webhooks.retry_delivery(session, delivery_id, now)
+        operators.audit(
+            session,
+            _actor(),
+            "delivery.retry",
+            "webhook_delivery",
+            delivery_id,
+            now,
+            before={"status": status, "attempts": attempts},
+            after={"status": DeliveryStatus.PENDING, "attempts": 0},
+        )
+    out.print(f"delivery {delivery_id} will be sent again ({status} after {attempts} attempts)")
 
 
 @webhook_app.command("deliveries")
@@ -846,6 +913,7 @@ def offer_add(
     except ValueError as exc:
         raise _fail(f"invalid --rule or date: {exc}", 2) from exc
     _, db = _ready_database()
+    now = clock.utc_now()
     with _operation(db) as session:
         offers.put_offer(
             session,
@@ -857,8 +925,19 @@ def offer_add(
             valid_to=last,
             locations=location or None,
             offer_id=offer_id,
-            now=clock.utc_now(),
+            now=now,
             replace=False,
+        )
+        session.flush()
+        added = offers.offer(session, sponsor, code)
+        operators.audit(
+            session,
+            _actor(),
+            "offer.put",
+            "offer",
+            f"{sponsor}/{code}",
+            now,
+            after=None if added is None else added.as_dict(),
         )
     out.print(f"offer {code} added for sponsor {sponsor}")
 
@@ -893,8 +972,19 @@ def offer_disable(
     ISSUE stops using it; miles issued under it can still be reversed or returned, bounded by what
     each original issued."""
     _, db = _ready_database()
+    now = clock.utc_now()
     with _operation(db) as session:
         offers.disable_offer(session, sponsor, code)
+        operators.audit(
+            session,
+            _actor(),
+            "offer.disable",
+            "offer",
+            f"{sponsor}/{code}",
+            now,
+            before={"active": True},
+            after={"active": False},
+        )
     out.print(f"offer {code} of sponsor {sponsor} disabled")
 
 
@@ -912,8 +1002,18 @@ def offer_import(
     if not isinstance(documents, list) or not all(isinstance(d, dict) for d in documents):
         raise _fail(f"{file}: expected a list of offers (or {{offers: [...]}})", 2)
     _, db = _ready_database()
+    now = clock.utc_now()
     with _operation(db) as session:
-        count = offers.import_offers(session, documents, clock.utc_now())
+        count = offers.import_offers(session, documents, now)
+        operators.audit(
+            session,
+            _actor(),
+            "offer.import",
+            "offer",
+            file.name[:128],
+            now,
+            after={"offers": [f"{d.get('sponsorCode')}/{d.get('code')}" for d in documents]},
+        )
     out.print(f"{count} offer(s) imported")
 
 
@@ -1342,6 +1442,7 @@ EXAMPLES: dict[tuple[str, str], str] = {
     ("webhook", "list"): "rewardmiles webhook list --sponsor KENY",
     ("webhook", "remove"): "rewardmiles webhook remove 6c0d…",
     ("webhook", "deliveries"): "rewardmiles webhook deliveries --status failed --json",
+    ("webhook", "retry"): "rewardmiles webhook retry 9b1e…",
     ("offer", "add"): "rewardmiles offer add BASE --sponsor KENY --rule "
     '\'{"type": "base", "miles": 1, "perDollars": 20}\'',
     ("offer", "list"): "rewardmiles offer list --sponsor KENY --json",

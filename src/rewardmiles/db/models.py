@@ -279,6 +279,7 @@ class WebhookDelivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     __table_args__ = (
+        Index("ix_webhook_deliveries_created", "created_at", "id"),
         Index(
             "ix_webhook_deliveries_due",
             "next_attempt_at",

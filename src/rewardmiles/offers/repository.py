@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from rewardmiles.db.models import Offer, Sponsor
@@ -37,6 +37,19 @@ def offers(session: Session, sponsor_code: str | None = None) -> Sequence[Offer]
     stmt = select(Offer).order_by(Offer.sponsor_code, Offer.code)
     if sponsor_code:
         stmt = stmt.where(Offer.sponsor_code == sponsor_code)
+    return session.scalars(stmt).all()
+
+
+def offers_after(
+    session: Session, sponsor_code: str | None, after: tuple[str, str] | None, limit: int
+) -> Sequence[Offer]:
+    """Up to `limit` offers (of `sponsor_code` when given) by sponsor and code, after the
+    (sponsor, code) `after`: a page through the primary key."""
+    stmt = select(Offer).order_by(Offer.sponsor_code, Offer.code).limit(limit)
+    if sponsor_code:
+        stmt = stmt.where(Offer.sponsor_code == sponsor_code)
+    if after is not None:
+        stmt = stmt.where(tuple_(Offer.sponsor_code, Offer.code) > tuple_(*after))
     return session.scalars(stmt).all()
 
 

@@ -16,12 +16,21 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from rewardmiles import limits
-from rewardmiles.errors import OperatorError
+from rewardmiles.db.models import Offer
+from rewardmiles.errors import AlreadyExistsError, MissingError, OperatorError
 from rewardmiles.offers import repository
 from rewardmiles.offers.rules import dump_rule, parse_rule
 
 
 class OfferError(OperatorError):
+    pass
+
+
+class OfferExistsError(OfferError, AlreadyExistsError):
+    pass
+
+
+class MissingOfferError(OfferError, MissingError):
     pass
 
 
@@ -58,7 +67,7 @@ def _rule_text(rule: object) -> str:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'rule'}: {e['msg']}" for e in exc.errors()
         )
-        raise OfferError(f"invalid rule: {problems}") from exc
+        raise OfferError(f"invalid rule: {problems}", field="rule") from exc
 
 
 def _check(
@@ -66,15 +75,17 @@ def _check(
 ) -> None:
     if not re.match(limits.offer_code_pattern, code):
         raise OfferError(
-            f"offer code {code!r} must be 1–{limits.offer_code_chars_max} uppercase letters or digits"
+            f"offer code {code!r} must be 1–{limits.offer_code_chars_max} uppercase letters or digits",
+            field="code",
         )
     if valid_from and valid_to and valid_from > valid_to:
-        raise OfferError("validFrom is after validTo")
+        raise OfferError("validFrom is after validTo", field="validTo")
     for location in locations or ():
         if not re.match(limits.location_code_pattern, location):
             raise OfferError(
                 f"location code {location!r} must be 1–{limits.location_code_chars_max}"
-                " printable characters"
+                " printable characters",
+                field="locations",
             )
 
 
@@ -91,21 +102,28 @@ def put_offer(
     offer_id: str | None,
     now: datetime,
     replace: bool,
-) -> None:
-    """Add an offer, or (with `replace`) overwrite one: the import is an upsert."""
+) -> bool:
+    """Add an offer, or (with `replace`) overwrite one: the import is an upsert. True when the
+    offer is new."""
     if not repository.sponsor_exists(session, sponsor_code):
-        raise OfferError(f"sponsor {sponsor_code} does not exist")
+        raise MissingOfferError(f"sponsor {sponsor_code} does not exist", field="sponsorCode")
     _check(code, valid_from, valid_to, locations)
     if offer_id is not None and not 1 <= len(offer_id) <= limits.offer_id_chars_max:
-        raise OfferError(f"offerId must be 1–{limits.offer_id_chars_max} characters")
+        raise OfferError(
+            f"offerId must be 1–{limits.offer_id_chars_max} characters", field="offerId"
+        )
     if len(description) > limits.offer_description_chars_max:
         raise OfferError(
-            f"the description may be at most {limits.offer_description_chars_max} characters"
+            f"the description may be at most {limits.offer_description_chars_max} characters",
+            field="description",
         )
     rule_text = _rule_text(rule) if rule is not None else None
     offer = repository.locked_offer(session, sponsor_code, code)
     if offer is not None and not replace:
-        raise OfferError(f"offer {code} already exists for sponsor {sponsor_code}")
+        raise OfferExistsError(
+            f"offer {code} already exists for sponsor {sponsor_code}", field="code"
+        )
+    created = offer is None
     if offer is None:
         offer = repository.new_offer(session, sponsor_code, code, now)
     offer.description = description
@@ -115,30 +133,44 @@ def put_offer(
     offer.rule_json = rule_text
     offer.offer_id = offer_id
     offer.location_codes_json = json.dumps(sorted(locations)) if locations else None
+    return created
 
 
 def disable_offer(session: Session, sponsor_code: str, code: str) -> None:
-    offer = repository.locked_offer(session, sponsor_code, code)
-    if offer is None or not offer.active:
-        raise OfferError(f"no active offer {code} for sponsor {sponsor_code}")
-    offer.active = False
+    found = repository.locked_offer(session, sponsor_code, code)
+    if found is None or not found.active:
+        raise MissingOfferError(f"no active offer {code} for sponsor {sponsor_code}")
+    found.active = False
+
+
+def _view(o: Offer) -> OfferView:
+    return OfferView(
+        o.sponsor_code,
+        o.code,
+        o.description,
+        o.active,
+        o.valid_from,
+        o.valid_to,
+        o.offer_id,
+        json.loads(o.location_codes_json) if o.location_codes_json else None,
+        json.loads(o.rule_json) if o.rule_json else None,
+    )
 
 
 def list_offers(session: Session, sponsor_code: str | None = None) -> list[OfferView]:
-    return [
-        OfferView(
-            o.sponsor_code,
-            o.code,
-            o.description,
-            o.active,
-            o.valid_from,
-            o.valid_to,
-            o.offer_id,
-            json.loads(o.location_codes_json) if o.location_codes_json else None,
-            json.loads(o.rule_json) if o.rule_json else None,
-        )
-        for o in repository.offers(session, sponsor_code)
-    ]
+    return [_view(o) for o in repository.offers(session, sponsor_code)]
+
+
+def offer_page(
+    session: Session, sponsor_code: str | None, after: tuple[str, str] | None, limit: int
+) -> list[OfferView]:
+    """Up to `limit` offers by sponsor and code after (sponsor, code) `after`."""
+    return [_view(o) for o in repository.offers_after(session, sponsor_code, after, limit)]
+
+
+def offer(session: Session, sponsor_code: str, code: str) -> OfferView | None:
+    found = repository.locked_offer(session, sponsor_code, code)
+    return None if found is None else _view(found)
 
 
 def import_offers(session: Session, documents: Sequence[Mapping[str, Any]], now: datetime) -> int:

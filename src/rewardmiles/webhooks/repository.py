@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Row, bindparam, select, update
+from sqlalchemy import Row, bindparam, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from rewardmiles.db.models import Webhook, WebhookDelivery
@@ -87,6 +87,54 @@ def deliveries(
     if status:
         stmt = stmt.where(WebhookDelivery.status == status)
     return session.execute(stmt.limit(limit)).all()
+
+
+def webhooks_after(
+    session: Session, sponsor_code: str | None, after: tuple[datetime, str] | None, limit: int
+) -> Sequence[Row[str, str, str, bool, datetime]]:
+    """Up to `limit` webhooks (of `sponsor_code` when given), oldest first, after the
+    (created_at, id) `after`."""
+    stmt = (
+        select(Webhook.id, Webhook.sponsor_code, Webhook.url, Webhook.active, Webhook.created_at)
+        .order_by(Webhook.created_at, Webhook.id)
+        .limit(limit)
+    )
+    if sponsor_code:
+        stmt = stmt.where(Webhook.sponsor_code == sponsor_code)
+    if after is not None:
+        stmt = stmt.where(tuple_(Webhook.created_at, Webhook.id) > tuple_(*after))
+    return session.execute(stmt).all()
+
+
+def deliveries_before(
+    session: Session, status: str | None, before: tuple[datetime, str] | None, limit: int
+) -> Sequence[Row[str, str, str, str, int, datetime, str | None, datetime]]:
+    """Up to `limit` deliveries (with `status` when given), newest first, before the
+    (created_at, id) `before`: a page through `ix_webhook_deliveries_created`."""
+    stmt = (
+        select(
+            WebhookDelivery.id,
+            WebhookDelivery.webhook_id,
+            WebhookDelivery.transaction_id,
+            WebhookDelivery.status,
+            WebhookDelivery.attempts,
+            WebhookDelivery.next_attempt_at,
+            WebhookDelivery.last_error,
+            WebhookDelivery.created_at,
+        )
+        .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
+        .limit(limit)
+    )
+    if status:
+        stmt = stmt.where(WebhookDelivery.status == status)
+    if before is not None:
+        stmt = stmt.where(tuple_(WebhookDelivery.created_at, WebhookDelivery.id) < tuple_(*before))
+    return session.execute(stmt).all()
+
+
+def locked_delivery(session: Session, delivery_id: str) -> WebhookDelivery | None:
+    """The delivery, its row locked until the unit of work ends."""
+    return session.get(WebhookDelivery, delivery_id, with_for_update=True)
 
 
 def lock_due(session: Session, now: datetime, limit: int) -> Sequence[Row[str, str, str, str, int]]:

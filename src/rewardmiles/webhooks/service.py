@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from rewardmiles import clock, limits, secretbox
 from rewardmiles.config import Settings
 from rewardmiles.db.models import Sponsor, Webhook, WebhookDelivery
-from rewardmiles.errors import OperatorError
+from rewardmiles.errors import MissingError, OperatorError
 from rewardmiles.issuance import lookups
 from rewardmiles.vocabulary import DeliveryStatus, EventType
 from rewardmiles.webhooks import repository, targets
@@ -37,6 +37,10 @@ LEASE_MARGIN_SECONDS = 30.0
 
 
 class WebhookError(OperatorError):
+    pass
+
+
+class MissingWebhookError(WebhookError, MissingError):
     pass
 
 
@@ -92,7 +96,7 @@ def add_webhook(
     encrypted. Internal targets and URLs with credentials are refused (`targets.check_url`)."""
     targets.check_url(url, allow_private=allow_private_targets)  # before the first statement
     if session.get(Sponsor, sponsor_code) is None:
-        raise WebhookError(f"sponsor {sponsor_code} does not exist")
+        raise WebhookError(f"sponsor {sponsor_code} does not exist", field="sponsorCode")
     webhook_id = str(uuid.uuid4())
     secret = "whsec_" + secrets.token_urlsafe(32)
     session.add(
@@ -125,7 +129,7 @@ def remove_webhook(session: Session, webhook_id: str) -> None:
     """Deactivate: no new events; pending deliveries of it are dropped as failed."""
     webhook = session.get(Webhook, webhook_id, with_for_update=True)
     if webhook is None or not webhook.active:
-        raise WebhookError(f"no active webhook {webhook_id}")
+        raise MissingWebhookError(f"no active webhook {webhook_id}")
     webhook.active = False
     repository.fail_pending_deliveries(session, webhook_id, "webhook removed")
 
@@ -134,6 +138,64 @@ def list_deliveries(
     session: Session, status: str | None = None, limit: int = 200
 ) -> list[DeliveryView]:
     return [DeliveryView(**row._mapping) for row in repository.deliveries(session, status, limit)]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPageItem:
+    id: str
+    webhook_id: str
+    transaction_id: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    created_at: datetime
+
+
+def webhook_page(
+    session: Session, sponsor_code: str | None, after: tuple[datetime, str] | None, limit: int
+) -> list[WebhookView]:
+    """Up to `limit` webhooks, oldest first, after the (created_at, id) `after`."""
+    return [
+        WebhookView(
+            id=row.id,
+            sponsor_code=row.sponsor_code,
+            url=targets.redact(row.url),
+            active=row.active,
+            created_at=row.created_at,
+        )
+        for row in repository.webhooks_after(session, sponsor_code, after, limit)
+    ]
+
+
+def delivery_page(
+    session: Session, status: str | None, before: tuple[datetime, str] | None, limit: int
+) -> list[DeliveryPageItem]:
+    """Up to `limit` deliveries, newest first, before the (created_at, id) `before`."""
+    return [
+        DeliveryPageItem(**row._mapping)
+        for row in repository.deliveries_before(session, status, before, limit)
+    ]
+
+
+def retry_delivery(session: Session, delivery_id: str, now: datetime) -> tuple[str, int]:
+    """Send a failed delivery again from now, its attempts counted afresh: (its status and
+    attempts before). Only a failed delivery of an active webhook is retried."""
+    delivery = repository.locked_delivery(session, delivery_id)
+    if delivery is None:
+        raise MissingWebhookError(f"no delivery {delivery_id}")
+    if delivery.status != DeliveryStatus.FAILED:
+        raise WebhookError(
+            f"delivery {delivery_id} is {delivery.status}; only a failed delivery is retried"
+        )
+    webhook = session.get(Webhook, delivery.webhook_id)
+    if webhook is None or not webhook.active:
+        raise WebhookError(f"the webhook of delivery {delivery_id} was removed")
+    before = (delivery.status, delivery.attempts)
+    delivery.status = DeliveryStatus.PENDING
+    delivery.attempts = 0
+    delivery.next_attempt_at = now
+    return before
 
 
 def enqueue_settled(session: Session, transaction_id: str, sponsor_code: str, now: datetime) -> int:

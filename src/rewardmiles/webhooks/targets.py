@@ -28,7 +28,8 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 class TargetError(OperatorError):
-    pass
+    def __init__(self, message: str, *, field: str | None = "url") -> None:
+        super().__init__(message, field=field)
 
 
 def resolve(host: str, port: int) -> list[str]:
