@@ -13,13 +13,15 @@ from fastapi import FastAPI
 
 from rewardmiles import __version__, clock, logs, ratelimit, secretbox
 from rewardmiles.admin import catalogue as admin_catalogue
+from rewardmiles.admin import partners as admin_partners
 from rewardmiles.admin import routes as admin_routes
 from rewardmiles.admin import support as admin_support
 from rewardmiles.apidocs import add_api_docs
 from rewardmiles.auth import routes as auth_routes
 from rewardmiles.auth import service as auth_service
-from rewardmiles.auth.external import ExternalTokens
+from rewardmiles.auth.external import ClientStanding, ExternalTokens
 from rewardmiles.auth.keys import KeyRing
+from rewardmiles.auth.revocation import ClientWatch
 from rewardmiles.auth.tokens import TokenService
 from rewardmiles.config import Settings
 from rewardmiles.db import migrate
@@ -78,6 +80,8 @@ class AppContext:
     cpu_limiter: anyio.CapacityLimiter
     migration_head: str | None  # read once at start: what /readyz compares the database with
     batch_jobs: BatchJobs  # partner-log uploads: a few at once, a few waiting
+    # Revoked partner clients, re-read every few seconds; last token times written alongside.
+    clients: ClientWatch
     # Secret checks of one source address run one at a time, each judged by the failure budget
     # the ones before it left (a burst of guesses sent together is no bigger than one sent in turn).
     secret_checks: ratelimit.OneAtATime = field(default_factory=ratelimit.OneAtATime)
@@ -92,14 +96,16 @@ def apply_test_clock(settings: Settings) -> None:
         )
 
 
-def _client_sponsors(db: Database) -> Callable[[str], frozenset[str] | None]:
-    """An active partner client's sponsors (for an external token mapped to it), read once per
-    token, in the database thread that verifies it."""
+def _client_standing(db: Database) -> Callable[[str], ClientStanding | None]:
+    """A partner client's sponsors and whether it is revoked (for an external token mapped to
+    it), read once per token, in the database thread that verifies it."""
 
-    def read(client_id: str) -> frozenset[str] | None:
+    def read(client_id: str) -> ClientStanding | None:
         with db.reader() as session:
-            stored = auth_service.load_client(session, client_id)
-        return None if stored is None or not stored.active else frozenset(stored.sponsor_codes)
+            row = auth_service.client(session, client_id)
+        if row is None:
+            return None
+        return ClientStanding(frozenset(row.sponsor_codes), revoked=row.revoked_at is not None)
 
     return read
 
@@ -121,13 +127,15 @@ def build_context(settings: Settings) -> AppContext:
         issuer=settings.token_issuer,
         audience=settings.token_audience,
         lifetime_seconds=settings.token_lifetime_seconds,
-        external=None if provider is None else ExternalTokens(provider, _client_sponsors(db)),
+        external=None if provider is None else ExternalTokens(provider, _client_standing(db)),
     )
     # One worker thread per pooled connection: more threads would only queue on the pool.
     limiter = anyio.CapacityLimiter(1 if db.single_writer else settings.database_pool_size * 2)
     statements = (
         db.statement_pool(settings.database_pool_size) if settings.one_statement_issue else None
     )
+    clients = ClientWatch(db, tokens, interval_seconds=settings.revocation_refresh_seconds)
+    clients.refresh()  # revoked clients are refused from the first request
     return AppContext(
         settings,
         db,
@@ -149,6 +157,7 @@ def build_context(settings: Settings) -> AppContext:
         anyio.CapacityLimiter(settings.cpu_threads),
         migrate.head_revision(),
         BatchJobs(settings.batch_workers, settings.batch_queue_max),
+        clients,
     )
 
 
@@ -186,6 +195,7 @@ def create_app(settings: Settings | None = None, *, direct_lane: bool = True) ->
         gc.collect()
         gc.freeze()
         worker = Worker(ctx.db, settings, poll_seconds=settings.worker_poll_seconds)
+        ctx.clients.start()
         if settings.embedded_worker:
             worker.start_thread()
         try:
@@ -193,6 +203,7 @@ def create_app(settings: Settings | None = None, *, direct_lane: bool = True) ->
         finally:
             await anyio.to_thread.run_sync(worker.stop)
             await anyio.to_thread.run_sync(failures.stop)
+            await anyio.to_thread.run_sync(ctx.clients.stop)
             ctx.batch_jobs.close()
             await ctx.rate_limiter.close()
             if ctx.statements is not None:
@@ -224,6 +235,7 @@ def create_app(settings: Settings | None = None, *, direct_lane: bool = True) ->
     # The support desk's API: ordinary framework routes, never on the direct lane.
     app.include_router(operator_routes.router)
     app.include_router(admin_routes.router)
+    app.include_router(admin_partners.router)
     app.include_router(admin_catalogue.router)
     app.include_router(admin_support.router)
     _add_problem_routes(app)

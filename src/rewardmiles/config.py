@@ -160,6 +160,19 @@ class Settings(BaseModel):
         "not mapped (without it, only mapped clients' tokens are accepted)",
     )
     secret_hash_cost: int = Field(default=14, ge=10, le=20, description="scrypt N = 2**cost")
+    partner_secret_grace_seconds: int = Field(
+        default=86_400,
+        ge=0,
+        le=30 * 86_400,
+        description="After `partner rotate`, the old secret still signs in for this long",
+    )
+    revocation_refresh_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=5.0,
+        description="How often each API process re-reads the revoked partner clients (a revoked "
+        "client's tokens are refused everywhere within this, plus one read)",
+    )
     rate_limit_per_second: float = Field(
         default=200.0, ge=0, description="Partner API requests per client per second; 0 = off"
     )

@@ -223,6 +223,15 @@ _SPECS: tuple[ErrorSpec, ...] = (
         "The token has expired; request a new one.",
     ),
     ErrorSpec(
+        "TOKEN_REVOKED",
+        401,
+        "Bearer token revoked",
+        False,
+        "The token's client was revoked by an operator (a leaked secret, an ended contract): "
+        "its tokens are refused and its secrets no longer sign in. Ask the program for a new "
+        "client.",
+    ),
+    ErrorSpec(
         "INVALID_CLIENT",
         401,
         "Client authentication failed",
@@ -299,6 +308,15 @@ _SPECS: tuple[ErrorSpec, ...] = (
         "Too many failed sign-ins for this account from this address, or from this address "
         "overall: no password is checked from it until `Retry-After` seconds have passed. "
         "Other addresses are not affected.",
+        admin=True,
+    ),
+    ErrorSpec(
+        "PARTNER_CLIENT_REVOKED",
+        409,
+        "Partner client revoked",
+        False,
+        "The partner client was revoked: its secret cannot be rotated (revocation is final; "
+        "create a new client).",
         admin=True,
     ),
     ErrorSpec(

@@ -80,6 +80,9 @@ operator_password_chars_min: Final = 12
 operator_password_chars_max: Final = 1024
 admin_token_name_chars_max: Final = 64
 admin_token_expires_days_max: Final = 3650
+# Partner clients (the admin API and `rewardmiles partner`).
+partner_client_name_chars_max: Final = 100
+partner_client_sponsors_max: Final = 100
 # The admin API's lists: items a page holds (`?limit=`), by default and at most; a cursor's length.
 admin_page_items_default: Final = 50
 admin_page_items_max: Final = 500

@@ -61,6 +61,13 @@ class TokenState(StrEnum):
     EXPIRED = "expired"
 
 
+class PartnerClientStatus(StrEnum):
+    """A partner client's, as the admin API shows it: revoked once `revoked_at` is set."""
+
+    ACTIVE = "ACTIVE"
+    REVOKED = "REVOKED"
+
+
 class TransactionStatus(StrEnum):
     """A transaction's (`transactions.status`): accepted, a RECORD's, or refused (no line)."""
 

@@ -71,6 +71,16 @@ ADMIN: dict[tuple[str, str], tuple[str, OperatorRole]] = {
         "/admin/v1/collectors/12345678901",
         OperatorRole.VIEWER,
     ),
+    ("GET", "/admin/v1/partners"): ("/admin/v1/partners", OperatorRole.VIEWER),
+    ("POST", "/admin/v1/partners"): ("/admin/v1/partners", OperatorRole.ADMIN),
+    ("POST", "/admin/v1/partners/{clientId}/rotate"): (
+        "/admin/v1/partners/rmc_x/rotate",
+        OperatorRole.ADMIN,
+    ),
+    ("POST", "/admin/v1/partners/{clientId}/revoke"): (
+        "/admin/v1/partners/rmc_x/revoke",
+        OperatorRole.ADMIN,
+    ),
     ("GET", "/admin/v1/sponsors"): ("/admin/v1/sponsors", OperatorRole.VIEWER),
     ("POST", "/admin/v1/sponsors"): ("/admin/v1/sponsors", OperatorRole.ADMIN),
     ("PATCH", "/admin/v1/sponsors/{code}"): ("/admin/v1/sponsors/X", OperatorRole.ADMIN),

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from rewardmiles.auth import service as auth
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Transaction
+from rewardmiles.operators.service import Actor
 from tests.conftest import ServerFactory
 from tests.support import data
 from tests.support.partner import POST_EVENT
@@ -240,3 +241,59 @@ def test_a_rotated_key_is_fetched_and_the_known_keys_survive_the_provider_going_
         assert_problem(refused, 401, "TOKEN_INVALID")
     finally:
         idp.jwks.down = False
+
+
+def test_a_revoked_partner_client_s_provider_tokens_are_refused_within_5_s(
+    idp: Idp, server_factory: ServerFactory, dialect: str
+) -> None:
+    # A client of its own (the module's mapped client serves the other tests): a second server
+    # on the same database maps the provider's "m2m-revoked" to it.
+    with idp.db.unit_of_work() as session:
+        auth.create_client(
+            session,
+            [idp.sponsor],
+            data.now(),
+            secret_hash_cost=data.HASH_COST,
+            client_id="idp-revoked-client",
+        )
+    server = server_factory(
+        dialect,
+        database_url=idp.server.database_url,
+        env={
+            "REWARDMILES_EXTERNAL_ISSUER": ISSUER,
+            "REWARDMILES_EXTERNAL_AUDIENCE": AUDIENCE,
+            "REWARDMILES_EXTERNAL_JWKS_URL": idp.jwks.url,
+            "REWARDMILES_EXTERNAL_CLIENTS": "m2m-revoked=idp-revoked-client",
+        },
+    )
+    token = idp.token(azp="m2m-revoked")
+    collector = data.new_collector(idp.db)
+    body = data.event_body(idp.sponsor, collector)
+    headers = {"Authorization": f"Bearer {token}"}
+    accepted = httpx.post(server.base_url + POST_EVENT, json=body, headers=headers, timeout=30)
+    assert accepted.status_code == 200, accepted.text  # verified and cached
+    with idp.db.unit_of_work() as session:
+        auth.revoke_client(session, "idp-revoked-client", data.now(), Actor("tests@suite"))
+    deadline = time.monotonic() + 5
+    while True:
+        response = httpx.post(
+            server.base_url + POST_EVENT,
+            json=data.event_body(idp.sponsor, collector),
+            headers=headers,
+            timeout=30,
+        )
+        if response.status_code == 401:
+            break
+        assert response.status_code == 200, response.text
+        assert time.monotonic() < deadline, "the revoked client's provider token still works"
+        time.sleep(0.2)
+    assert_problem(response, 401, "TOKEN_REVOKED")
+    # A fresh token of the provider for the revoked client is refused too.
+    fresh = idp.token(azp="m2m-revoked", jti="another")
+    refused = httpx.post(
+        server.base_url + POST_EVENT,
+        json=data.event_body(idp.sponsor, collector),
+        headers={"Authorization": f"Bearer {fresh}"},
+        timeout=30,
+    )
+    assert_problem(refused, 401, "TOKEN_REVOKED")

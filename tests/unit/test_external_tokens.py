@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import ValidationError
 
-from rewardmiles.auth.external import ExternalTokens
+from rewardmiles.auth.external import ClientStanding, ExternalTokens
 from rewardmiles.config import ExternalProviderSettings, Settings
 from rewardmiles.errors import ProblemError
 
@@ -67,13 +67,20 @@ def _settings(**overrides: Any) -> ExternalProviderSettings:
         "algorithms": frozenset({"RS256"}),
         "client_claim": "azp",
         "sponsors_claim": "https://rewardmiles.example/sponsors",
-        "clients": {"auth0-client-1": "partner-1", "auth0-gone": "partner-gone"},
+        "clients": {
+            "auth0-client-1": "partner-1",
+            "auth0-gone": "partner-gone",
+            "auth0-revoked": "partner-revoked",
+        },
     }
     values.update(overrides)
     return ExternalProviderSettings(**values)
 
 
-REGISTERED = {"partner-1": frozenset({"KENY", "SOBY"})}
+REGISTERED = {
+    "partner-1": ClientStanding(frozenset({"KENY", "SOBY"}), revoked=False),
+    "partner-revoked": ClientStanding(frozenset({"KENY"}), revoked=True),
+}
 
 
 def _tokens(provider: Provider, clock: Clock, **overrides: Any) -> ExternalTokens:
@@ -170,13 +177,19 @@ def test_an_unmapped_client_acts_for_the_sponsors_its_claim_lists(
         ({"azp": ""}, "azp claim is not a client id"),
         ({"azp": "x" * 61}, "azp claim is not a client id"),
         ({"azp": "has space"}, "azp claim is not a client id"),
-        ({"azp": "auth0-gone"}, "not an active partner client"),
+        ({"azp": "auth0-gone"}, "not a registered partner client"),
     ],
 )
 def test_a_token_that_says_no_usable_client_is_refused(
     provider: Provider, clock: Clock, claims: dict[str, Any], detail: str
 ) -> None:
     assert detail in _refused(_tokens(provider, clock), _token(**claims))
+
+
+def test_a_revoked_mapped_client_is_refused_as_revoked(provider: Provider, clock: Clock) -> None:
+    with pytest.raises(ProblemError) as caught:
+        _tokens(provider, clock).verify(_token(azp="auth0-revoked"), NOW)
+    assert caught.value.code == "TOKEN_REVOKED"
 
 
 def test_without_a_sponsors_claim_only_mapped_clients_are_accepted(

@@ -25,6 +25,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -68,6 +69,14 @@ def fetch_jwks(url: str) -> dict[str, Any]:
     return document
 
 
+@dataclass(frozen=True, slots=True)
+class ClientStanding:
+    """What an external token mapped to a registered partner client acts with."""
+
+    sponsor_codes: frozenset[str]
+    revoked: bool
+
+
 def _invalid(detail: str = "The bearer token is not valid.") -> ProblemError:
     return ProblemError("TOKEN_INVALID", detail, headers=BEARER_CHALLENGE)
 
@@ -76,15 +85,16 @@ class ExternalTokens:
     def __init__(
         self,
         provider: ExternalProviderSettings,
-        client_sponsors: Callable[[str], frozenset[str] | None],
+        client_standing: Callable[[str], ClientStanding | None],
         *,
         fetch: Callable[[str], dict[str, Any]] = fetch_jwks,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`client_sponsors(client_id)`: a registered, active partner client's sponsors, or
-        None (it reads the database: called outside the event loop, once per token)."""
+        """`client_standing(client_id)`: a registered partner client's sponsors and whether it
+        is revoked, or None for no such client (it reads the database: called outside the event
+        loop, once per token)."""
         self.provider = provider
-        self._client_sponsors = client_sponsors
+        self._client_standing = client_standing
         self._fetch = fetch
         self._monotonic = monotonic
         self._refresh_interval = provider.refresh_seconds
@@ -188,10 +198,16 @@ class ExternalTokens:
             )
         registered = provider.clients.get(external_id)
         if registered is not None:
-            sponsors = self._client_sponsors(registered)
-            if sponsors is None:
-                raise _invalid("The bearer token's client is not an active partner client.")
-            return registered, sponsors
+            standing = self._client_standing(registered)
+            if standing is None:
+                raise _invalid("The bearer token's client is not a registered partner client.")
+            if standing.revoked:
+                raise ProblemError(
+                    "TOKEN_REVOKED",
+                    "The bearer token's client has been revoked.",
+                    headers=BEARER_CHALLENGE,
+                )
+            return registered, standing.sponsor_codes
         if provider.sponsors_claim is None:
             raise _invalid("The bearer token's client is not mapped to a partner client.")
         listed = claims.get(provider.sponsors_claim)

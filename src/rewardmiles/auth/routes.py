@@ -136,7 +136,9 @@ async def token(request: Request) -> Response:
             return service.load_client(session, client_id)
 
     def check_secret(stored: StoredClient | None) -> list[str] | None:
-        return service.check_secret(stored, secret, secret_hash_cost=ctx.settings.secret_hash_cost)
+        return service.check_secret(
+            stored, secret, secret_hash_cost=ctx.settings.secret_hash_cost, now=clock.utc_now()
+        )
 
     # The client is read in a database thread; the deliberately slow hash runs in a CPU thread
     # (`cpu_limiter`), so sign-ins never hold the database's threads (on SQLite its only one).
@@ -173,9 +175,11 @@ async def token(request: Request) -> Response:
     if ctx.token_budget is not None:
         await enforce_rate_limit(request, ctx.token_budget, sign_ins)
     # Signing may refresh the signing keys from the database: a database thread.
+    issued_at = clock.utc_now()
     issued: IssuedToken = await run_sync(
-        ctx.limiter, ctx.tokens.issue, client_id, sponsors, clock.utc_now()
+        ctx.limiter, ctx.tokens.issue, client_id, sponsors, issued_at
     )
+    ctx.clients.note_issued(client_id, issued_at)  # written by its next pass, not here
     body: dict[str, Any] = {
         "access_token": issued.access_token,
         "token_type": "Bearer",

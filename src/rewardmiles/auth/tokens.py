@@ -62,6 +62,19 @@ class TokenService:
         # Verified tokens, so a partner's steady stream of calls costs one signature check per token.
         self._verified: dict[str, Principal] = {}
         self._lock = threading.Lock()
+        # Revoked clients (`auth.revocation.ClientWatch` replaces the set every few seconds):
+        # their tokens are refused, cached ones too. Read without a lock: it is only replaced.
+        self.revoked_clients: frozenset[str] = frozenset()
+
+    def refuse_clients(self, client_ids: frozenset[str]) -> None:
+        """From now on refuse the tokens of `client_ids` (and forget their cached ones)."""
+        newly = client_ids - self.revoked_clients
+        self.revoked_clients = client_ids
+        if newly:
+            with self._lock:
+                self._verified = {
+                    t: p for t, p in self._verified.items() if p.client_id not in newly
+                }
 
     def issue(self, client_id: str, sponsor_codes: list[str], now: datetime) -> IssuedToken:
         key = self._keys.signing_key
@@ -87,6 +100,8 @@ class TokenService:
         now_s = int(now.timestamp())
         cached = self._verified.get(token)
         if cached is not None:
+            if cached.client_id in self.revoked_clients:
+                raise _revoked()
             if cached.expires_at > now_s:
                 return cached
             raise ProblemError(
@@ -105,10 +120,14 @@ class TokenService:
         now_s = int(now.timestamp())
         cached = self._verified.get(token)
         if cached is not None and cached.expires_at > now_s:
+            if cached.client_id in self.revoked_clients:
+                raise _revoked()
             return cached
         return self._remember(token, self._external.verify(token, now_s), now_s)
 
     def _remember(self, token: str, principal: Principal, now_s: int) -> Principal:
+        if principal.client_id in self.revoked_clients:
+            raise _revoked()
         if principal.expires_at <= now_s:
             raise ProblemError(
                 "TOKEN_EXPIRED", "The bearer token has expired.", headers=BEARER_CHALLENGE
@@ -158,3 +177,11 @@ class TokenService:
         if not isinstance(sponsors, list) or not all(isinstance(s, str) for s in sponsors):
             raise invalid
         return Principal(str(claims["sub"]), frozenset(sponsors), int(claims["exp"]))
+
+
+def _revoked() -> ProblemError:
+    return ProblemError(
+        "TOKEN_REVOKED",
+        "The bearer token's client has been revoked.",
+        headers=BEARER_CHALLENGE,
+    )

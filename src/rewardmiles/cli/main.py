@@ -10,7 +10,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -388,15 +388,27 @@ def sponsor_set(
 @partner_app.command("create")
 def partner_create(
     sponsor: Annotated[list[str], typer.Option("--sponsor", help="Sponsor code (repeatable).")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="A name for the operators (not shown to anyone).")
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print only the credentials as JSON.")
     ] = False,
 ) -> None:
     """Create a partner client; its secret is shown once, here, and stored only hashed."""
     settings, db = _ready_database()
+    if name is not None and not 1 <= len(name) <= limits.partner_client_name_chars_max:
+        raise _fail(f"--name: 1 to {limits.partner_client_name_chars_max} characters", 2)
+    secret = auth.new_secret(secret_hash_cost=settings.secret_hash_cost)  # slow: before the write
     with _operation(db) as session:
         client = auth.create_client(
-            session, sponsor, clock.utc_now(), secret_hash_cost=settings.secret_hash_cost
+            session,
+            sponsor,
+            clock.utc_now(),
+            secret_hash_cost=settings.secret_hash_cost,
+            name=name,
+            secret=secret,
+            actor=_actor(),
         )
     if as_json:
         sys.stdout.write(
@@ -408,6 +420,108 @@ def partner_create(
     out.print(f"client_secret {client.client_secret}")
     out.print(f"sponsors      {', '.join(client.sponsor_codes)}")
     out.print("The secret is not stored in clear and cannot be shown again.", style="yellow")
+
+
+def _partner_json(row: Any, now: Any) -> dict[str, Any]:
+    grace = auth.previous_secret_in_grace(row, now)
+    return {
+        "clientId": row.client_id,
+        "name": row.name,
+        "sponsors": row.sponsor_codes,
+        "status": auth.status_of(row).value,
+        "createdAt": row.created_at.isoformat(),
+        "lastTokenIssuedAt": _iso(row.last_token_at),
+        "rotatedAt": _iso(row.rotated_at),
+        "revokedAt": _iso(row.revoked_at),
+        "previousSecretInGrace": grace,
+        "previousSecretValidUntil": _iso(row.previous_secret_until) if grace else None,
+    }
+
+
+def _iso(moment: Any) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+@partner_app.command("list")
+def partner_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Every partner client, revoked ones too, by client id (never a secret)."""
+    _, db = _ready_database()
+    now = clock.utc_now()
+    rows = []
+    after: str | None = None
+    with db.reader() as session:
+        while page := auth.list_clients(session, after, limits.admin_page_items_max):
+            rows.extend(page)
+            after = page[-1].client_id
+    if as_json:
+        sys.stdout.write(json.dumps([_partner_json(r, now) for r in rows]) + "\n")
+        return
+    for r in rows:
+        grace = (
+            f"  previous secret until {_when(r.previous_secret_until)}"
+            if auth.previous_secret_in_grace(r, now)
+            else ""
+        )
+        out.print(
+            f"{r.client_id}  {r.name or '-'}  {','.join(r.sponsor_codes)}  "
+            f"{auth.status_of(r).value}  created {_when(r.created_at)}  "
+            f"last token {_when(r.last_token_at)}{grace}"
+        )
+    out.print(f"{len(rows)} client(s)")
+
+
+REASON_HELP = "Why, for the operator audit log."
+
+
+@partner_app.command("rotate")
+def partner_rotate(
+    client_id: Annotated[str, typer.Argument(help="The client's id (rmc_…).")],
+    reason: Annotated[str | None, typer.Option("--reason", help=REASON_HELP)] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print only the new credentials as JSON.")
+    ] = False,
+) -> None:
+    """Give a client a new secret (shown once, here); the old one keeps signing in for
+    REWARDMILES_PARTNER_SECRET_GRACE_SECONDS (24 h by default), then stops."""
+    settings, db = _ready_database()
+    secret = auth.new_secret(secret_hash_cost=settings.secret_hash_cost)
+    grace = timedelta(seconds=settings.partner_secret_grace_seconds)
+    with _operation(db) as session:
+        rotated = auth.rotate_client(
+            session, client_id, secret, clock.utc_now(), grace, _actor(), reason=reason
+        )
+    until = rotated.previous_secret_until.isoformat()
+    if as_json:
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "client_id": rotated.client_id,
+                    "client_secret": rotated.client_secret,
+                    "previous_secret_valid_until": until,
+                }
+            )
+            + "\n"
+        )
+        return
+    out.print(f"client_id     {rotated.client_id}")
+    out.print(f"client_secret {rotated.client_secret}")
+    out.print(f"the previous secret signs in until {until}")
+    out.print("The secret is not stored in clear and cannot be shown again.", style="yellow")
+
+
+@partner_app.command("revoke")
+def partner_revoke(
+    client_id: Annotated[str, typer.Argument(help="The client's id (rmc_…).")],
+    reason: Annotated[str | None, typer.Option("--reason", help=REASON_HELP)] = None,
+) -> None:
+    """Revoke a client (final): its secrets stop signing in now, and every API process refuses
+    its tokens (401 TOKEN_REVOKED) within REWARDMILES_REVOCATION_REFRESH_SECONDS (2 s) or so."""
+    _, db = _ready_database()
+    with _operation(db) as session:
+        row = auth.revoke_client(session, client_id, clock.utc_now(), _actor(), reason=reason)
+    out.print(f"partner client {row.client_id} revoked at {_when(row.revoked_at)}")
 
 
 @location_app.command("add")
@@ -1438,6 +1552,10 @@ EXAMPLES: dict[tuple[str, str], str] = {
     ("sponsor", "add"): 'rewardmiles sponsor add KENY --name "Kenny\'s Market"',
     ("sponsor", "set"): "rewardmiles sponsor set KENY --review-threshold 5000",
     ("partner", "create"): "rewardmiles partner create --sponsor KENY --json > creds.json",
+    ("partner", "list"): "rewardmiles partner list --json",
+    ("partner", "rotate"): "rewardmiles partner rotate rmc_0123456789abcdef01234567 --json",
+    ("partner", "revoke"): "rewardmiles partner revoke rmc_0123456789abcdef01234567 "
+    "--reason 'secret leaked'",
     ("location", "add"): "rewardmiles location add 0037 --sponsor KENY",
     ("collector", "add"): "rewardmiles collector add 80085102028 --status ON_HOLD",
     ("collector", "set-status"): "rewardmiles collector set-status 80085102028 ACTIVE",

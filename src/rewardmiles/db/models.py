@@ -112,6 +112,16 @@ class PartnerClient(Base):
     secret_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    name: Mapped[str | None] = mapped_column(String(100))
+    # The secret a rotation replaced: still accepted at /oauth/token until `previous_secret_until`.
+    previous_secret_hash: Mapped[str | None] = mapped_column(String(255))
+    previous_secret_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    rotated_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Set once, by a revocation (final): every API process refuses the client's tokens.
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    last_token_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    __table_args__ = (Index("ix_partner_clients_revoked_at", "revoked_at"),)
 
 
 class PartnerClientSponsor(Base):
