@@ -12,7 +12,9 @@ import anyio
 from fastapi import FastAPI
 
 from rewardmiles import __version__, clock, logs, ratelimit, secretbox
+from rewardmiles.admin import collectors as admin_collectors
 from rewardmiles.admin import routes as admin_routes
+from rewardmiles.admin.collectors import AdjustmentBody, StatusRequest
 from rewardmiles.apidocs import add_api_docs
 from rewardmiles.auth import routes as auth_routes
 from rewardmiles.auth.keys import KeyRing
@@ -145,6 +147,8 @@ REQUEST_MODELS = (
     IssueRequest,
     ReturnRequest,
     SignInRequest,  # POST /admin/session
+    StatusRequest,  # POST /admin/v1/collectors/{number}/status
+    AdjustmentBody,  # POST /admin/v1/collectors/{number}/adjustments
 )
 
 
@@ -199,6 +203,7 @@ def create_app(settings: Settings | None = None, *, direct_lane: bool = True) ->
     # The support desk's API: ordinary framework routes, never on the direct lane.
     app.include_router(operator_routes.router)
     app.include_router(admin_routes.router)
+    app.include_router(admin_collectors.router)
     _add_problem_routes(app)
     add_api_docs(app)
     app.openapi = lambda: openapi.document(app, REQUEST_MODELS)  # type: ignore[method-assign]

@@ -80,6 +80,11 @@ operator_password_chars_min: Final = 12
 operator_password_chars_max: Final = 1024
 admin_token_name_chars_max: Final = 64
 admin_token_expires_days_max: Final = 3650
+# Adjustments of a collector's miles and the admin API's lists.
+adjustment_miles_max: Final = 100_000_000  # |miles| of one adjustment, whatever the role
+adjustment_note_chars_max: Final = 500
+admin_page_default: Final = 50  # a list's page when `limit` is not given
+admin_page_max: Final = 500
 
 # Workers: what the settlement loop and the webhook dispatcher do in one pass.
 # After a failed pass, each loop waits twice as long as the last time, up to this.

@@ -233,9 +233,7 @@ class LedgerEntry(Base):
     account_code: Mapped[str] = mapped_column(String(11))
     amount_miles: Mapped[int] = mapped_column(BigInteger)
     posted_at: Mapped[datetime] = mapped_column(UtcDateTime())
-    adjustment_id: Mapped[str | None] = mapped_column(
-        ForeignKey("adjustments.id"), default=None
-    )
+    adjustment_id: Mapped[str | None] = mapped_column(ForeignKey("adjustments.id"), default=None)
 
     __table_args__ = (
         ForeignKeyConstraint(
