@@ -105,6 +105,11 @@ def fingerprint(request: AdjustmentRequest) -> str:
 
 
 def check_role(miles: int, role: OperatorRole, settings: Settings) -> None:
+    """A viewer makes none; an agent up to the limit either way; an admin any."""
+    if not role.includes(OperatorRole.AGENT):
+        raise AdjustmentError(
+            "ADMIN_FORBIDDEN", f"An adjustment needs the role agent; the caller is {role.value}."
+        )
     limit = settings.adjustment_agent_limit_miles
     if abs(miles) > limit and not role.includes(OperatorRole.ADMIN):
         raise AdjustmentError(
