@@ -131,33 +131,38 @@ def test_a_debit_moves_the_balance_down_and_reports_it(db: Database) -> None:
     assert data.balance(db, number) == 60
 
 
+def _post_with_a_stale_account(db: Database, number: str) -> None:
+    ident = str(uuid.uuid4())
+    with db.unit_of_work() as session:
+        account = ledger.lock_collector(session, number)
+        assert account is not None
+        session.execute(
+            insert(Adjustment).values(
+                id=ident,
+                collector_number=number,
+                miles=5,
+                reason="GOODWILL",
+                note="n",
+                operator="t",
+                idempotency_key=ident,
+                fingerprint="0" * 64,
+                balance_after=5,
+                created_at=data.now(),
+            )
+        )
+        stale = ledger.CollectorAccount(number, account.status, account.balance_miles + 1)
+        ledger.post_adjustment(session, stale, ident, 5, posted_at=data.now())
+
+
 def test_post_adjustment_refuses_zero_miles_and_a_balance_moved_without_the_lock(
     db: Database,
 ) -> None:
     number = data.new_collector(db)
-    with pytest.raises(ledger.LedgerInvariantError):
+    with pytest.raises(ledger.LedgerInvariantError, match="non-zero"):
         ledger.service.adjustment_rows(number, "x", 0, posted_at=data.now())
+    assert len(ledger.service.adjustment_rows(number, "x", -1, posted_at=data.now())) == 2
     with pytest.raises(ledger.LedgerInvariantError, match="changed without its lock"):
-        with db.unit_of_work() as session:
-            account = ledger.lock_collector(session, number)
-            assert account is not None
-            ident = str(uuid.uuid4())
-            session.execute(
-                insert(Adjustment).values(
-                    id=ident,
-                    collector_number=number,
-                    miles=5,
-                    reason="GOODWILL",
-                    note="n",
-                    operator="t",
-                    idempotency_key=ident,
-                    fingerprint="0" * 64,
-                    balance_after=5,
-                    created_at=data.now(),
-                )
-            )
-            stale = ledger.CollectorAccount(number, account.status, account.balance_miles + 1)
-            ledger.post_adjustment(session, stale, ident, 5, posted_at=data.now())
+        _post_with_a_stale_account(db, number)
     assert data.balance(db, number) == 0  # rolled back whole
 
 
@@ -217,7 +222,8 @@ def test_a_key_belongs_to_its_operator(db: Database) -> None:
     key = "k-" + uuid.uuid4().hex
     one = _adjust(db, _request(number, 5, key=key), actor="one@example.com")
     two = _adjust(db, _request(number, 5, key=key), actor="two@example.com")
-    assert not two.replayed and two.adjustment.id != one.adjustment.id
+    assert not two.replayed
+    assert two.adjustment.id != one.adjustment.id
     assert data.balance(db, number) == 10
 
 
@@ -415,7 +421,7 @@ def test_verify_detects_a_program_entry_on_another_account(own_db: Database) -> 
 
 
 def test_verify_detects_a_missing_and_an_extra_entry(own_db: Database) -> None:
-    number, ident = _books(own_db)
+    _, ident = _books(own_db)
     with own_db.unit_of_work() as session:
         session.execute(
             delete(LedgerEntry).where(
@@ -482,15 +488,14 @@ def test_verify_detects_an_entry_of_an_unknown_kind_on_an_adjustment(own_db: Dat
 def test_an_entry_names_exactly_one_of_a_line_and_an_adjustment(own_db: Database) -> None:
     from sqlalchemy.exc import IntegrityError
 
-    _, ident = _books(own_db)
-    with pytest.raises(IntegrityError):
-        with own_db.unit_of_work() as session:
-            session.execute(
-                insert(LedgerEntry).values(
-                    account_kind="program",
-                    account_code="ADJUSTMENTS",
-                    amount_miles=1,
-                    posted_at=data.now(),
-                )
+    _books(own_db)
+    with pytest.raises(IntegrityError), own_db.unit_of_work() as session:
+        session.execute(
+            insert(LedgerEntry).values(
+                account_kind="program",
+                account_code="ADJUSTMENTS",
+                amount_miles=1,
+                posted_at=data.now(),
             )
+        )
     assert _verify(own_db).ok

@@ -113,7 +113,7 @@ def test_an_entry_shows_its_transaction_or_its_adjustment(db: Database) -> None:
     assert (previous.reference_id, previous.endpoint, previous.miles) == (refs[8], "post_event", -7)
     assert (previous.sponsor_code, previous.offer_code) == (sponsor, "STANDARD")
     assert previous.partner_transaction_id is not None
-    assert third.miles == -4 and third.endpoint == "ADJUSTMENT"
+    assert (third.miles, third.endpoint) == (-4, "ADJUSTMENT")
     assert newest.balance_after - newest.miles == previous.balance_after
 
 
@@ -134,7 +134,8 @@ def test_entries_written_after_the_first_page_do_not_shift_the_next(db: Database
     truth = _truth(db, number)
     with db.snapshot_reader() as session:
         first = history.page(session, number, 5, None)
-    assert first is not None and first.next_position is not None
+    assert first is not None
+    assert first.next_position is not None
     _adjust(db, number, 1000)  # newer than every entry shown
     with db.snapshot_reader() as session:
         second = history.page(session, number, 5, first.next_position)
