@@ -1360,7 +1360,12 @@ EXAMPLES: dict[tuple[str, str], str] = {
     ("partner", "create"): "rewardmiles partner create --sponsor KENY --json > creds.json",
     ("location", "add"): "rewardmiles location add 0037 --sponsor KENY",
     ("collector", "add"): "rewardmiles collector add 80085102028 --status ON_HOLD",
-    ("collector", "set-status"): "rewardmiles collector set-status 80085102028 ACTIVE",
+    ("collector", "set-status"): "rewardmiles collector set-status 80085102028 ON_HOLD "
+    '--note "chargeback review, ticket 4412"',
+    ("collector", "adjust"): "rewardmiles collector adjust 80085102028 --miles 500 "
+    '--reason GOODWILL --note "flight AC123 delayed 6 h, ticket 4411"',
+    ("collector", "history"): "rewardmiles collector history 80085102028 --limit 200 --json",
+    ("report", "adjustments"): "rewardmiles report adjustments --date 2026-11-25 --format json",
     ("collector", "show"): "rewardmiles collector show 80085102028 --json",
     (
         "collector",
