@@ -407,6 +407,41 @@ def test_verify_detects_a_pair_rewritten_together(own_db: Database) -> None:
     ]
 
 
+def test_verify_detects_a_collector_entry_moved_to_another_collector(own_db: Database) -> None:
+    number, ident = _books(own_db)
+    other = data.new_collector(own_db)
+    with own_db.unit_of_work() as session:
+        session.execute(
+            update(LedgerEntry)
+            .where(LedgerEntry.adjustment_id == ident, LedgerEntry.account_kind == "collector")
+            .values(account_code=other)
+        )
+        for n, b in ((number, 40), (other, -15)):
+            session.execute(update(Collector).where(Collector.number == n).values(balance_miles=b))
+    assert _verify(own_db).problems == [
+        f"adjustment {ident}: collector entry does not match the adjustment's account or miles"
+    ]
+
+
+def test_verify_detects_a_third_entry_on_an_adjustment(own_db: Database) -> None:
+    """A sponsor entry added to a balanced pair (and its sum kept zero): three entries."""
+    _, ident = _books(own_db)
+    with own_db.unit_of_work() as session:
+        session.execute(
+            insert(LedgerEntry).values(
+                adjustment_id=ident,
+                account_kind="sponsor",
+                account_code="ANY",
+                amount_miles=0,
+                posted_at=data.now(),
+            )
+        )
+    assert _verify(own_db).problems == [
+        f"adjustment {ident}: sponsor entry does not match the adjustment's account or miles",
+        f"adjustment {ident}: not one collector entry and one program entry",
+    ]
+
+
 def test_verify_detects_a_program_entry_on_another_account(own_db: Database) -> None:
     _, ident = _books(own_db)
     with own_db.unit_of_work() as session:
