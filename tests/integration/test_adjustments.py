@@ -534,3 +534,30 @@ def test_an_entry_names_exactly_one_of_a_line_and_an_adjustment(own_db: Database
             )
         )
     assert _verify(own_db).ok
+
+
+def test_the_same_key_sent_twice_at_once_makes_one_adjustment(db: Database) -> None:
+    """Two units of work with one key: the collector's lock orders them; on PostgreSQL the
+    second, which looked the key up before the first committed, loses the unique index and runs
+    again (`run_in_unit_of_work`), then replays the first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    number = data.new_collector(db)
+    request = _request(number, 9, key="race-" + uuid.uuid4().hex)
+
+    def send(session: object, attempt: int) -> adjustments.AdjustmentOutcome:
+        return adjustments.adjust(
+            session,  # type: ignore[arg-type]
+            request,
+            actor=Actor("racer@example.com"),
+            role=OperatorRole.AGENT,
+            settings=ALLOW,
+            now=data.now(),
+        )
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(lambda _: db.run_in_unit_of_work(send), range(2)))
+    assert sorted(o.replayed for o in outcomes) == [False, True]
+    assert outcomes[0].adjustment == outcomes[1].adjustment
+    assert data.balance(db, number) == 9
+    assert len(_audit(db, number)) == 1
