@@ -18,6 +18,7 @@ from bench.run.capture import capture_sql
 from bench.run.ceilings import generator_ceiling, http_ceiling, pgbench
 from bench.run.config import BENCH, DEFAULT_PG_URL, SCRATCH, BenchError, log
 from bench.run.harness import Harness
+from bench.run.history import history_rows
 from bench.run.machine import describe
 from bench.run.measurement import set_ratios
 from bench.run.profiling import profile
@@ -148,6 +149,7 @@ def stages(h: Harness) -> None:
         rewardmiles_pg(h)
     if args.sqlite:
         rewardmiles_sqlite(h)
+    history_rows(h)  # (h): a collector's ledger history, page 1 and page 200 of 100k entries
     if args.postgres and args.profile:
         profile(h)
 

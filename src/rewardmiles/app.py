@@ -13,9 +13,11 @@ from fastapi import FastAPI
 
 from rewardmiles import __version__, clock, logs, ratelimit, secretbox
 from rewardmiles.admin import catalogue as admin_catalogue
+from rewardmiles.admin import collectors as admin_collectors
 from rewardmiles.admin import partners as admin_partners
 from rewardmiles.admin import routes as admin_routes
 from rewardmiles.admin import support as admin_support
+from rewardmiles.admin.collectors import AdjustmentBody, StatusRequest
 from rewardmiles.apidocs import add_api_docs
 from rewardmiles.auth import routes as auth_routes
 from rewardmiles.auth import service as auth_service
@@ -175,6 +177,8 @@ REQUEST_MODELS = (
     SignInRequest,  # POST /admin/session
     admin_support.ReviewRequest,  # POST /admin/v1/pending/{lineId}/approve|reject
     admin_support.BulkReviewRequest,  # POST /admin/v1/pending/bulk
+    StatusRequest,  # POST /admin/v1/collectors/{number}/status
+    AdjustmentBody,  # POST /admin/v1/collectors/{number}/adjustments
 )
 
 
@@ -238,6 +242,7 @@ def create_app(settings: Settings | None = None, *, direct_lane: bool = True) ->
     app.include_router(admin_partners.router)
     app.include_router(admin_catalogue.router)
     app.include_router(admin_support.router)
+    app.include_router(admin_collectors.router)
     _add_problem_routes(app)
     add_api_docs(app)
     app.openapi = lambda: openapi.document(app, REQUEST_MODELS)  # type: ignore[method-assign]

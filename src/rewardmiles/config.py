@@ -197,6 +197,12 @@ class Settings(BaseModel):
         le=1440,
         description="An operator's browser session ends after this many minutes without a request",
     )
+    adjustment_agent_limit_miles: int = Field(
+        default=1000,
+        ge=0,
+        le=100_000_000,
+        description="The largest adjustment (absolute miles) an agent may make; above it, admin",
+    )
     admin_session_absolute_hours: int = Field(
         default=12,
         ge=1,

@@ -188,7 +188,8 @@ _SPECS: tuple[ErrorSpec, ...] = (
         400,
         "Insufficient balance",
         False,
-        "The reversal would take the balance below zero and the program forbids it.",
+        "The reversal (or an operator's adjustment, at `miles`) would take the balance below "
+        "zero and the program forbids it (`REWARDMILES_NEGATIVE_BALANCE_POLICY=reject`).",
     ),
     ErrorSpec(
         "PENDING_EXPIRED",
@@ -349,6 +350,24 @@ _SPECS: tuple[ErrorSpec, ...] = (
         "(`lineId`, or `lineIds[i]`). Nothing of the review was changed.",
         admin=True,
     ),
+    ErrorSpec(
+        "CURSOR_INVALID",
+        400,
+        "Cursor invalid",
+        False,
+        "`cursor` is not one this list gave for this resource, or was altered (a collector's "
+        "history signs its cursors). Start again from the first page.",
+        admin=True,
+    ),
+    ErrorSpec(
+        "ADJUSTMENT_COLLECTOR_INACTIVE",
+        409,
+        "Collector not active",
+        False,
+        "The collector is ON_HOLD or CLOSED: only a FRAUD or CORRECTION adjustment may move "
+        "its miles. Nothing was done.",
+        admin=True,
+    ),
     ErrorSpec("NOT_FOUND", 404, "Not found", False, "No such resource."),
     ErrorSpec(
         "METHOD_NOT_ALLOWED",
@@ -403,7 +422,8 @@ _SPECS: tuple[ErrorSpec, ...] = (
         422,
         "Idempotency key reused",
         False,
-        "The key was already used with a different request.",
+        "The key was already used with a different request (an operator's adjustment: by the "
+        "same operator, for another collector, amount, reason or note).",
     ),
     ErrorSpec(
         "RATE_LIMITED",

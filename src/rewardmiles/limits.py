@@ -91,6 +91,9 @@ admin_cursor_chars_max: Final = 512
 pending_bulk_lines_max: Final = 500
 admin_body_bytes_max: Final = 65_536  # a review's body (500 line ids)
 review_note_chars_max: Final = 500
+# Adjustments of a collector's miles.
+adjustment_miles_max: Final = 100_000_000  # |miles| of one adjustment, whatever the role
+adjustment_note_chars_max: Final = 500
 
 # Workers: what the settlement loop and the webhook dispatcher do in one pass.
 # After a failed pass, each loop waits twice as long as the last time, up to this.

@@ -101,9 +101,15 @@ class SecretBox:
 
     def __init__(self, current: bytes, previous: Sequence[bytes] = ()) -> None:
         self.key_id = key_id(current)
+        self._current_key = current
         self._current = AESGCM(current)
         self._keys = {key_id(key): AESGCM(key) for key in previous}
         self._keys[self.key_id] = self._current
+
+    def derive(self, purpose: str) -> bytes:
+        """A key of its own for `purpose` (HMAC-SHA256 of it under the current key): what every
+        process of the program shares, never the key-encryption key itself."""
+        return hmac.new(self._current_key, purpose.encode(), hashlib.sha256).digest()
 
     def seal(self, clear: str, context: str) -> str:
         nonce = secrets.token_bytes(NONCE_BYTES)

@@ -131,6 +131,29 @@ class AccountKind(StrEnum):
 
     COLLECTOR = "collector"
     SPONSOR = "sponsor"
+    PROGRAM = "program"  # the program's own accounts (`ProgramAccount`): adjustments' counter-side
+
+
+class ProgramAccount(StrEnum):
+    """The program's accounts (`ledger_entries.account_code` of an `AccountKind.PROGRAM` entry)."""
+
+    ADJUSTMENTS = "ADJUSTMENTS"
+
+
+class AdjustmentReason(StrEnum):
+    """Why an operator adjusted a collector's miles (`adjustments.reason`)."""
+
+    GOODWILL = "GOODWILL"
+    CORRECTION = "CORRECTION"
+    FRAUD = "FRAUD"
+    MIGRATION = "MIGRATION"
+
+
+class EntrySource(StrEnum):
+    """What wrote a ledger entry as a collector's history shows it, when it is not a partner
+    endpoint (`Endpoint`): an operator's adjustment."""
+
+    ADJUSTMENT = "ADJUSTMENT"
 
 
 class DeliveryStatus(StrEnum):

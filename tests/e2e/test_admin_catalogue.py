@@ -163,7 +163,7 @@ def test_sponsors_page_by_code_without_gaps_or_repeats(desk: Desk) -> None:
 @pytest.mark.parametrize("cursor", ["x", "bm90LWpzb24", "WzFd", "WyJhIiwiYiJd"])
 def test_a_cursor_the_list_did_not_give_is_a_field_problem(desk: Desk, cursor: str) -> None:
     response = desk.call("GET", f"/sponsors?cursor={cursor}", OperatorRole.VIEWER)
-    assert_problem(response, 400, "FIELD_INVALID", "cursor")
+    assert_problem(response, 400, "CURSOR_INVALID", "cursor")
 
 
 @pytest.mark.parametrize("limit", ["0", "501", "x"])

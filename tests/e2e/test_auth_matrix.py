@@ -126,6 +126,19 @@ ADMIN: dict[tuple[str, str], tuple[str, OperatorRole]] = {
     ),
     ("POST", "/admin/v1/pending/bulk"): ("/admin/v1/pending/bulk", OperatorRole.AGENT),
     ("GET", "/admin/v1/audit-log"): ("/admin/v1/audit-log", OperatorRole.VIEWER),
+    ("GET", "/admin/v1/collectors/{number}/ledger"): (
+        "/admin/v1/collectors/12345678901/ledger",
+        OperatorRole.VIEWER,
+    ),
+    ("POST", "/admin/v1/collectors/{number}/status"): (
+        "/admin/v1/collectors/12345678901/status",
+        OperatorRole.AGENT,
+    ),
+    ("POST", "/admin/v1/collectors/{number}/adjustments"): (
+        "/admin/v1/collectors/12345678901/adjustments",
+        OperatorRole.AGENT,
+    ),
+    ("GET", "/admin/v1/adjustments"): ("/admin/v1/adjustments", OperatorRole.VIEWER),
 }
 
 

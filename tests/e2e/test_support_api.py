@@ -174,7 +174,7 @@ def test_a_bad_search_parameter_is_a_400_naming_it(
     world: World, params: dict[str, str], field: str
 ) -> None:
     response = _get(world, "/admin/v1/transactions", _bearer(world, OperatorRole.VIEWER), **params)
-    assert_problem(response, 400, "FIELD_INVALID", field)
+    assert_problem(response, 400, "CURSOR_INVALID" if field == "cursor" else "FIELD_INVALID", field)
 
 
 def test_a_transactions_detail_shows_lines_history_and_reversals_masked_for_a_viewer(

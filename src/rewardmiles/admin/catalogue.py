@@ -478,15 +478,6 @@ def _delivery(item: DeliveryPageItem, request: Request) -> dict[str, Any]:
     }
 
 
-def _time_key(text: str) -> datetime:
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        raise ProblemError(
-            "FIELD_INVALID", "The cursor is not one this list gave.", field="cursor"
-        ) from None
-
-
 @router.get(
     "/webhooks",
     summary="Webhooks, oldest first (their secrets are never shown again)",
@@ -500,8 +491,8 @@ async def webhook_list(
 ) -> Response:
     await require(request, OperatorRole.VIEWER)
     sponsor = _sponsor_filter(sponsor)
-    after = pages.decode(cursor, 2)
-    key = None if after is None else (_time_key(after[0]), after[1])
+    after = pages.decode_as(cursor, (datetime, str))
+    key = None if after is None else (after[0], after[1])
     rows = await _read(request, lambda s: webhooks.webhook_page(s, sponsor, key, limit + 1))
     return json_response(
         200,
@@ -600,8 +591,8 @@ async def delivery_list(
     limit: pages.Limit = limits.admin_page_items_default,
 ) -> Response:
     await require(request, OperatorRole.VIEWER)
-    before = pages.decode(cursor, 2)
-    key = None if before is None else (_time_key(before[0]), before[1])
+    before = pages.decode_as(cursor, (datetime, str))
+    key = None if before is None else (before[0], before[1])
     rows = await _read(request, lambda s: webhooks.delivery_page(s, status, key, limit + 1))
     return json_response(
         200,

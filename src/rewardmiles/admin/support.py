@@ -103,33 +103,7 @@ def _moment(value: str | None, field: str) -> datetime | None:
 
 
 def _next(key: tuple[Any, ...] | None) -> str | None:
-    """The cursor of a page's last key (`http.pages`: a list of strings)."""
-    if key is None:
-        return None
-    return pages.encode([v.isoformat() if isinstance(v, datetime) else str(v) for v in key])
-
-
-def _key(cursor: str | None, shape: tuple[type, ...]) -> list[Any] | None:
-    """The key of a cursor (`http.pages.decode`), its parts read as `shape` (datetime: ISO with
-    offset; int); 400 `FIELD_INVALID` at `cursor` for anything else."""
-    parts = pages.decode(cursor, len(shape))
-    if parts is None:
-        return None
-    key: list[Any] = []
-    try:
-        for part, wanted in zip(parts, shape, strict=True):
-            if wanted is datetime:
-                moment = datetime.fromisoformat(part)
-                if moment.tzinfo is None:
-                    raise ValueError(part)
-                key.append(moment)
-            else:
-                key.append(wanted(part))
-    except ValueError:
-        raise ProblemError(
-            "FIELD_INVALID", "The cursor is not one this list gave.", field="cursor"
-        ) from None
-    return key
+    return None if key is None else pages.encode_key(key)
 
 
 def _choice(value: str | None, field: str, words: type[T]) -> T | None:
@@ -243,7 +217,7 @@ async def transactions(
         processed_from=_moment(from_, "from"),
         processed_to=_moment(to, "to"),
     )
-    key = _key(cursor, (datetime, str))
+    key = pages.decode_as(cursor, (datetime, str))
     after = None if key is None else (key[0], key[1])
     page = await _read(request, support.search_transactions, where, after, limit, _zone(request))
     return _page(page.items, _next(page.next_key))
@@ -297,7 +271,7 @@ async def pending(
 ) -> Response:
     await require(request, OperatorRole.VIEWER)
     why = _choice(reason, "reason", PendingReason)
-    key = _key(cursor, (datetime, str, int))
+    key = pages.decode_as(cursor, (datetime, str, int))
     after = None if key is None else (key[0], key[1], key[2])
     page = await _read(
         request,
@@ -439,7 +413,7 @@ async def audit_log(
     limit: pages.Limit = limits.admin_page_items_default,
 ) -> Response:
     await require(request, OperatorRole.VIEWER)
-    key = _key(cursor, (int,))
+    key = pages.decode_as(cursor, (int,))
     at_from, at_to, zone = _moment(from_, "from"), _moment(to, "to"), _zone(request)
     ctx = request.app.state.ctx
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
 import signal
 import socket
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
@@ -28,12 +30,15 @@ from rewardmiles import clock, demo, limits, logs, secretbox
 from rewardmiles.auth import keys as signing_keys
 from rewardmiles.auth import service as auth
 from rewardmiles.cli import readable
+from rewardmiles.collectors import adjustments
 from rewardmiles.collectors import service as collectors
+from rewardmiles.collectors.repository import StoredAdjustment
 from rewardmiles.config import ENV_PREFIX, Settings
 from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database, DatabaseUrlError
 from rewardmiles.db.models import Sponsor
 from rewardmiles.errors import PROBLEM_CODES, OperatorError
+from rewardmiles.ledger import history as ledger_history
 from rewardmiles.ledger.verify import verify
 from rewardmiles.offers import service as offers
 from rewardmiles.operators import passwords
@@ -44,6 +49,7 @@ from rewardmiles.settlement.worker import Worker
 from rewardmiles.sponsors import service as sponsors
 from rewardmiles.support import service as support
 from rewardmiles.vocabulary import (
+    AdjustmentReason,
     CollectorStatus,
     DeliveryStatus,
     LineStatus,
@@ -564,12 +570,116 @@ def collector_add(
 def collector_set_status(
     number: Annotated[str, typer.Argument(help="11 digits.")],
     status: Annotated[CollectorStatus, typer.Argument(help="New status.")],
+    note: Annotated[str | None, typer.Option(help="Why (kept in the operator audit log).")] = None,
 ) -> None:
-    """Change a collector's status; pending lines settle once the worker sees it."""
+    """Change a collector's status (audited as cli@HOST); pending lines settle once the worker
+    sees it."""
     _, db = _ready_database()
     with _operation(db) as session:
-        before = collectors.set_status(session, number, status.value, clock.utc_now())
+        before = collectors.change_status(
+            session, number, status.value, note, _actor(), clock.utc_now()
+        )
     out.print(f"collector {number}: {before} -> {status.value}")
+
+
+@collector_app.command("adjust")
+def collector_adjust(
+    number: Annotated[str, typer.Argument(help="11 digits.")],
+    miles: Annotated[
+        int, typer.Option("--miles", help="Signed miles: positive credits, negative debits.")
+    ],
+    reason: Annotated[AdjustmentReason, typer.Option("--reason", help="Why, by kind.")],
+    note: Annotated[str, typer.Option("--note", help="Why, in words (1–500 characters).")],
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            help="Run again with the same key and values: the adjustment is made once. "
+            "Default: a new key (always a new adjustment).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Credit or debit a collector's miles against the program's ADJUSTMENTS account (audited as
+    cli@HOST; the CLI acts with the admin role, so the agents' limit does not apply)."""
+    settings, db = _ready_database()
+    key = idempotency_key if idempotency_key is not None else str(uuid.uuid4())
+    wanted = adjustments.AdjustmentRequest(number, miles, reason.value, note, key)
+    with _operation(db) as session:
+        outcome = adjustments.adjust(
+            session,
+            wanted,
+            actor=_actor(),
+            role=OperatorRole.ADMIN,
+            settings=settings,
+            now=clock.utc_now(),
+        )
+    made = outcome.adjustment
+    if as_json:
+        sys.stdout.write(json.dumps(_adjustment_json(made, settings)) + "\n")
+        return
+    replay = " (replayed: made earlier with this key)" if outcome.replayed else ""
+    out.print(
+        f"adjustment {made.id}: collector {made.collector_number} {made.miles:+d} miles "
+        f"({made.reason}), balance {made.balance_after}{replay}"
+    )
+
+
+def _adjustment_json(made: StoredAdjustment, settings: Settings) -> dict[str, Any]:
+    return {
+        "id": made.id,
+        "collectorNumber": made.collector_number,
+        "miles": made.miles,
+        "reason": made.reason,
+        "note": made.note,
+        "operator": made.operator,
+        "createdAt": clock.program_timestamp(made.created_at, settings.program_time_zone),
+        "balanceAfter": made.balance_after,
+    }
+
+
+@collector_app.command("history")
+def collector_history(
+    number: Annotated[str, typer.Argument(help="11 digits.")],
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=100_000, help="Newest entries shown.")
+    ] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """A collector's ledger entries, newest first, with the balance after each (one snapshot)."""
+    settings, db = _ready_database()
+    with db.snapshot_reader() as session:
+        found = ledger_history.page(session, number, limit, None)
+    if found is None:
+        raise _fail(f"collector {number} not found")
+    zone = settings.program_time_zone
+    rows = [
+        {
+            "time": clock.program_timestamp(e.posted_at, zone),
+            "transactionId": e.reference_id,
+            "partnerTransactionId": e.partner_transaction_id,
+            "sponsorCode": e.sponsor_code,
+            "offerCode": e.offer_code,
+            "endpoint": e.endpoint,
+            "miles": e.miles,
+            "balanceAfter": e.balance_after,
+        }
+        for e in found.entries
+    ]
+    if as_json:
+        sys.stdout.write(json.dumps({"items": rows, "more": found.next_position is not None}))
+        sys.stdout.write("\n")
+        return
+    for r in rows:
+        out.print(
+            f"{r['time']}  {r['endpoint']:<13} {r['miles']:>+9d}  balance {r['balanceAfter']:>9d}"
+            f"  {r['transactionId']}  {r['partnerTransactionId'] or '-'}  "
+            f"{r['sponsorCode'] or '-'}  {r['offerCode'] or '-'}"
+        )
+    if not rows:
+        err.print(f"collector {number} has no ledger entries")
+    elif found.next_position is not None:
+        err.print(f"(newest {len(rows)} shown; --limit for more)")
 
 
 @collector_app.command("show")
@@ -1109,6 +1219,53 @@ def report_audit(
         _emit(report.as_csv(mask_collectors=not unmask), output)
 
 
+@report_app.command("adjustments")
+def report_adjustments(
+    day: Annotated[str | None, typer.Option("--date", metavar="YYYY-MM-DD", help=DAY_HELP)] = None,
+    fmt: Annotated[ReportFormat, typer.Option("--format", help="csv or json.")] = ReportFormat.CSV,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="File (default: stdout).")
+    ] = None,
+) -> None:
+    """Every operator adjustment of the Transaction Day (program time zone), oldest first."""
+    settings, db = _ready_database()
+    transaction_day = _day(day, settings)
+    start, end = clock.transaction_day_bounds(transaction_day, settings.program_time_zone)
+    rows: list[dict[str, Any]] = []
+    after = None
+    with db.reader() as session:
+        while True:
+            page = adjustments.list_adjustments(
+                session, start, end, None, after, limits.admin_page_items_max
+            )
+            rows += [_adjustment_json(made, settings) for made in page]
+            if len(page) < limits.admin_page_items_max:
+                break
+            after = (page[-1].created_at, page[-1].id)
+    if not rows:
+        _note_empty_day("adjustments", transaction_day, settings)
+    if fmt is ReportFormat.JSON:
+        _emit(json.dumps(rows, indent=2) + "\n", output)
+        return
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=ADJUSTMENT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    _emit(text.getvalue(), output)
+
+
+ADJUSTMENT_COLUMNS = (
+    "id",
+    "collectorNumber",
+    "miles",
+    "reason",
+    "note",
+    "operator",
+    "createdAt",
+    "balanceAfter",
+)
+
+
 @report_app.command("reconcile")
 def report_reconcile(
     sponsor: Annotated[str, typer.Option("--sponsor", help="Sponsor code.")],
@@ -1558,7 +1715,12 @@ EXAMPLES: dict[tuple[str, str], str] = {
     "--reason 'secret leaked'",
     ("location", "add"): "rewardmiles location add 0037 --sponsor KENY",
     ("collector", "add"): "rewardmiles collector add 80085102028 --status ON_HOLD",
-    ("collector", "set-status"): "rewardmiles collector set-status 80085102028 ACTIVE",
+    ("collector", "set-status"): "rewardmiles collector set-status 80085102028 ON_HOLD "
+    '--note "chargeback review, ticket 4412"',
+    ("collector", "adjust"): "rewardmiles collector adjust 80085102028 --miles 500 "
+    '--reason GOODWILL --note "flight AC123 delayed 6 h, ticket 4411"',
+    ("collector", "history"): "rewardmiles collector history 80085102028 --limit 200 --json",
+    ("report", "adjustments"): "rewardmiles report adjustments --date 2026-11-25 --format json",
     ("collector", "show"): "rewardmiles collector show 80085102028 --json",
     (
         "collector",

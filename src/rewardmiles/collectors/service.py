@@ -19,6 +19,7 @@ from rewardmiles.collectors import repository
 from rewardmiles.db.engine import bulk_insert_ignoring_conflicts
 from rewardmiles.db.models import Collector
 from rewardmiles.errors import OperatorError
+from rewardmiles.operators.service import Actor, audit
 from rewardmiles.vocabulary import CollectorStatus
 
 COLLECTOR_NUMBER = re.compile(limits.collector_number_pattern)
@@ -65,6 +66,26 @@ def set_status(session: Session, number: str, status: str, now: datetime) -> str
     before = row.status
     row.status = status
     row.updated_at = now
+    return before
+
+
+def change_status(
+    session: Session, number: str, status: str, note: str | None, actor: Actor, now: datetime
+) -> str:
+    """`set_status`, audited (`collector.set_status`, the note kept with it); return the
+    previous status."""
+    before = set_status(session, number, status, now)
+    audit(
+        session,
+        actor,
+        "collector.set_status",
+        "collector",
+        number,
+        now,
+        before={"status": before},
+        after={"status": status},
+        note=note,
+    )
     return before
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Date,
     DateTime,
     ForeignKey,
@@ -206,26 +207,61 @@ class IssuanceLine(Base):
     )
 
 
+class Adjustment(Base):
+    """An operator's adjustment of a collector's miles (migration 0009). Its ledger pair names it
+    (`ledger_entries.adjustment_id`): the collector's entry and the program's `ADJUSTMENTS`
+    account's, never a sponsor's. Not a partner transaction, so no partner read sees it. The
+    idempotency key is scoped to the operator who sent it."""
+
+    __tablename__ = "adjustments"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    collector_number: Mapped[str] = mapped_column(ForeignKey("collectors.number"))
+    miles: Mapped[int] = mapped_column(BigInteger)  # signed: + credit, - debit
+    reason: Mapped[str] = mapped_column(String(12))  # vocabulary.AdjustmentReason
+    note: Mapped[str] = mapped_column(String(500))
+    operator: Mapped[str] = mapped_column(String(320))  # the audit log's actor
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    balance_after: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    __table_args__ = (
+        Index("uq_adjustments_operator_key", "operator", "idempotency_key", unique=True),
+        Index("ix_adjustments_created", "created_at", "id"),
+        Index("ix_adjustments_collector", "collector_number"),
+    )
+
+
 class LedgerEntry(Base):
     """Immutable signed posting. Each posted line writes one collector entry and one sponsor entry
-    of opposite sign; the sum over the whole table is zero."""
+    of opposite sign; each adjustment one collector entry and one program entry (0009); the sum
+    over the whole table is zero. An entry names exactly one of a line (transaction, line
+    number) and an adjustment."""
 
     __tablename__ = "ledger_entries"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    transaction_id: Mapped[str] = mapped_column(String(36))
-    line_no: Mapped[int] = mapped_column(Integer)
+    transaction_id: Mapped[str | None] = mapped_column(String(36))
+    line_no: Mapped[int | None] = mapped_column(Integer)
     account_kind: Mapped[str] = mapped_column(String(10))  # vocabulary.AccountKind
     account_code: Mapped[str] = mapped_column(String(11))
     amount_miles: Mapped[int] = mapped_column(BigInteger)
     posted_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    adjustment_id: Mapped[str | None] = mapped_column(ForeignKey("adjustments.id"), default=None)
 
     __table_args__ = (
         ForeignKeyConstraint(
             ["transaction_id", "line_no"],
             ["issuance_lines.transaction_id", "issuance_lines.line_no"],
         ),
+        CheckConstraint(
+            "(transaction_id IS NOT NULL AND line_no IS NOT NULL AND adjustment_id IS NULL) OR "
+            "(transaction_id IS NULL AND line_no IS NULL AND adjustment_id IS NOT NULL)",
+            name="one_source",
+        ),
         Index("ix_ledger_entries_line", "transaction_id", "line_no"),
-        Index("ix_ledger_entries_account", "account_kind", "account_code"),
+        # A collector's history, newest first, a page at a time (keyset on id).
+        Index("ix_ledger_entries_account", "account_kind", "account_code", "id"),
+        Index("ix_ledger_entries_adjustment", "adjustment_id"),
     )
 
 

@@ -3,6 +3,8 @@ and collectors' balances (`tests/unit/test_architecture.py` keeps it so), with t
 over one vocabulary, `Posting`:
 
 - `post(session, account, postings)`: inside a unit of work, under the collector's row lock;
+- `post_adjustment(session, account, adjustment_id, miles)`: an operator's adjustment, its
+  pair against the program's `ADJUSTMENTS` account;
 - `GroupCommit.post_batched(call)`: group commit, one statement per batch of calls (PostgreSQL),
   writing the same rows (`tests/integration/test_one_statement_issue.py` holds them identical).
 
@@ -18,6 +20,7 @@ from rewardmiles.ledger.service import (
     invariant,
     lock_collector,
     post,
+    post_adjustment,
     present,
     signed_miles,
 )
@@ -33,6 +36,7 @@ __all__ = [
     "invariant",
     "lock_collector",
     "post",
+    "post_adjustment",
     "present",
     "signed_miles",
 ]

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from rewardmiles.db.engine import write
 from rewardmiles.db.models import Collector, LedgerEntry
-from rewardmiles.vocabulary import AccountKind, Direction
+from rewardmiles.vocabulary import AccountKind, Direction, ProgramAccount
 
 _LOCK_COLLECTOR = (
     select(Collector.number, Collector.status, Collector.balance_miles)
@@ -147,5 +147,60 @@ def post(
         raise LedgerInvariantError(
             f"balance of collector {account.number} changed without its lock "
             f"(expected {account.balance_miles + delta}, found {new_balance})"
+        )
+    return CollectorAccount(account.number, account.status, new_balance)
+
+
+def adjustment_rows(
+    account_number: str, adjustment_id: str, amount_miles: int, *, posted_at: datetime
+) -> list[dict[str, object]]:
+    """The entry pair of an operator's adjustment: the collector moves by `amount_miles` (signed),
+    the program's `ADJUSTMENTS` account by the opposite; both name the adjustment, no line."""
+    if amount_miles == 0:
+        raise LedgerInvariantError("an adjustment must move a non-zero amount")
+    return [
+        {
+            "transaction_id": None,
+            "line_no": None,
+            "adjustment_id": adjustment_id,
+            "account_kind": kind,
+            "account_code": code,
+            "amount_miles": amount,
+            "posted_at": posted_at,
+        }
+        for kind, code, amount in (
+            (AccountKind.COLLECTOR, account_number, amount_miles),
+            (AccountKind.PROGRAM, ProgramAccount.ADJUSTMENTS, -amount_miles),
+        )
+    ]
+
+
+def post_adjustment(
+    session: Session,
+    account: CollectorAccount,
+    adjustment_id: str,
+    amount_miles: int,
+    *,
+    posted_at: datetime,
+) -> CollectorAccount:
+    """Write the pair of the adjustment `adjustment_id` (its row already inserted) for the locked
+    `account`; return its new state. The same checks as `post`: a non-zero amount, and the
+    balance moved exactly by it under the lock."""
+    session.connection().execute(
+        _INSERT_ENTRIES,
+        adjustment_rows(account.number, adjustment_id, amount_miles, posted_at=posted_at),
+    )
+    new_balance = (
+        session.connection()
+        .execute(
+            _MOVE_BALANCE,
+            {"b_number": account.number, "b_delta": amount_miles, "b_posted_at": posted_at},
+        )
+        .scalar_one()
+    )
+    if new_balance != account.balance_miles + amount_miles:
+        raise LedgerInvariantError(
+            f"balance of collector {account.number} changed without its lock "
+            f"(expected {account.balance_miles + amount_miles}, found {new_balance})"
         )
     return CollectorAccount(account.number, account.status, new_balance)

@@ -9,12 +9,13 @@ from sqlalchemy.orm import Session, aliased
 
 from rewardmiles import limits
 from rewardmiles.config import Settings
-from rewardmiles.db.models import Collector, IssuanceLine, LedgerEntry, Transaction
+from rewardmiles.db.models import Adjustment, Collector, IssuanceLine, LedgerEntry, Transaction
 from rewardmiles.vocabulary import (
     AccountKind,
     Direction,
     LineStatus,
     NegativeBalancePolicy,
+    ProgramAccount,
     TransactionStatus,
 )
 
@@ -51,6 +52,7 @@ def verify(session: Session, settings: Settings | None = None) -> VerifyReport:
 
     unbalanced = session.execute(
         select(LedgerEntry.transaction_id, LedgerEntry.line_no, func.sum(LedgerEntry.amount_miles))
+        .where(LedgerEntry.transaction_id.is_not(None))
         .group_by(LedgerEntry.transaction_id, LedgerEntry.line_no)
         .having(
             (func.sum(LedgerEntry.amount_miles) != 0)
@@ -64,11 +66,10 @@ def verify(session: Session, settings: Settings | None = None) -> VerifyReport:
     ]
 
     report.problems += _pairs_disagreeing_with_lines(session)
+    report.problems += _adjustments_disagreeing_with_entries(session)
 
     wrong_kind = session.execute(
-        select(func.count()).where(
-            LedgerEntry.account_kind.not_in([AccountKind.COLLECTOR, AccountKind.SPONSOR])
-        )
+        select(func.count()).where(LedgerEntry.account_kind.not_in(tuple(AccountKind)))
     ).scalar_one()
     if wrong_kind:
         report.problems.append(f"{wrong_kind} entries post to an unknown account kind")
@@ -231,12 +232,83 @@ def _pairs_disagreeing_with_lines(session: Session) -> list[str]:
     sponsor_entries = func.sum(case((LedgerEntry.account_kind == AccountKind.SPONSOR, 1), else_=0))
     lopsided = session.execute(
         select(LedgerEntry.transaction_id, LedgerEntry.line_no)
+        .where(LedgerEntry.transaction_id.is_not(None))
         .group_by(LedgerEntry.transaction_id, LedgerEntry.line_no)
         .having((collector_entries != 1) | (sponsor_entries != 1))
         .limit(limits.verify_problems_shown_max)
     ).all()
     problems += [
         f"line {t}#{n}: not one collector entry and one sponsor entry" for t, n in lopsided
+    ]
+    return problems
+
+
+def _adjustments_disagreeing_with_entries(session: Session) -> list[str]:
+    """Each adjustment's pair is one collector entry (its collector, +miles) and one program entry
+    (the `ADJUSTMENTS` account, -miles), both naming it; every adjustment has its pair, and no
+    entry names an adjustment that does not exist."""
+    wrong_entries = session.execute(
+        select(LedgerEntry.adjustment_id, LedgerEntry.account_kind)
+        .outerjoin(Adjustment, Adjustment.id == LedgerEntry.adjustment_id)
+        .where(
+            LedgerEntry.adjustment_id.is_not(None),
+            or_(
+                Adjustment.id.is_(None),
+                LedgerEntry.account_kind.not_in([AccountKind.COLLECTOR, AccountKind.PROGRAM]),
+                and_(
+                    LedgerEntry.account_kind == AccountKind.COLLECTOR,
+                    or_(
+                        LedgerEntry.account_code != Adjustment.collector_number,
+                        LedgerEntry.amount_miles != Adjustment.miles,
+                    ),
+                ),
+                and_(
+                    LedgerEntry.account_kind == AccountKind.PROGRAM,
+                    or_(
+                        LedgerEntry.account_code != ProgramAccount.ADJUSTMENTS,
+                        LedgerEntry.amount_miles != -Adjustment.miles,
+                    ),
+                ),
+            ),
+        )
+        .order_by(LedgerEntry.id)
+        .limit(limits.verify_problems_shown_max)
+    ).all()
+    problems = [
+        f"adjustment {a}: {kind} entry does not match the adjustment's account or miles"
+        for a, kind in wrong_entries
+    ]
+    collector_entries = func.sum(
+        case((LedgerEntry.account_kind == AccountKind.COLLECTOR, 1), else_=0)
+    )
+    program_entries = func.sum(case((LedgerEntry.account_kind == AccountKind.PROGRAM, 1), else_=0))
+    entries = (
+        select(
+            LedgerEntry.adjustment_id.label("adjustment_id"),
+            collector_entries.label("collector"),
+            program_entries.label("program"),
+            func.count().label("entries"),
+        )
+        .where(LedgerEntry.adjustment_id.is_not(None))
+        .group_by(LedgerEntry.adjustment_id)
+        .subquery()
+    )
+    lopsided = session.execute(
+        select(Adjustment.id)
+        .outerjoin(entries, entries.c.adjustment_id == Adjustment.id)
+        .where(
+            or_(
+                entries.c.adjustment_id.is_(None),
+                entries.c.collector != 1,
+                entries.c.program != 1,
+                entries.c.entries != 2,
+            )
+        )
+        .order_by(Adjustment.id)
+        .limit(limits.verify_problems_shown_max)
+    ).all()
+    problems += [
+        f"adjustment {a}: not one collector entry and one program entry" for (a,) in lopsided
     ]
     return problems
 

@@ -144,7 +144,8 @@ def reconciliation_rows(
         )
         .order_by(LedgerEntry.posted_at, LedgerEntry.id)
     )
-    return [ReconciliationRow(*row) for row in rows]
+    # Joined to their line, so never an adjustment's entry (whose line columns are NULL).
+    return [ReconciliationRow(*row) for row in rows]  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- partner-log batches
