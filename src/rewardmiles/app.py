@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 from fastapi import FastAPI
 
-from rewardmiles import __version__, clock, logs, ratelimit, secretbox
+from rewardmiles import __version__, clock, logs, metrics, ratelimit, secretbox
 from rewardmiles.admin import routes as admin_routes
 from rewardmiles.apidocs import add_api_docs
 from rewardmiles.auth import routes as auth_routes
@@ -22,6 +22,7 @@ from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database, StatementPool
 from rewardmiles.errors import PROBLEM_CODES, ProblemError
 from rewardmiles.health import router as health_router
+from rewardmiles.http import metrics as metrics_routes
 from rewardmiles.http import openapi
 from rewardmiles.http.application import IssuanceApp
 from rewardmiles.http.handlers import add_exception_handlers
@@ -73,6 +74,7 @@ class AppContext:
     cpu_limiter: anyio.CapacityLimiter
     migration_head: str | None  # read once at start: what /readyz compares the database with
     batch_jobs: BatchJobs  # partner-log uploads: a few at once, a few waiting
+    metrics: metrics.DatabaseGauges  # what GET /metrics reads from the database, cached
     # Secret checks of one source address run one at a time, each judged by the failure budget
     # the ones before it left (a burst of guesses sent together is no bigger than one sent in turn).
     secret_checks: ratelimit.OneAtATime = field(default_factory=ratelimit.OneAtATime)
@@ -109,6 +111,7 @@ def build_context(settings: Settings) -> AppContext:
     statements = (
         db.statement_pool(settings.database_pool_size) if settings.one_statement_issue else None
     )
+    metrics.watch_pool(db.engine.pool)
     return AppContext(
         settings,
         db,
@@ -126,10 +129,13 @@ def build_context(settings: Settings) -> AppContext:
             settings.token_failure_rate_limit_burst,
         ),
         statements,
-        None if statements is None else GroupCommit(statements),
+        None
+        if statements is None
+        else GroupCommit(statements, on_batch=metrics.GROUP_COMMIT_BATCH.observe),
         anyio.CapacityLimiter(settings.cpu_threads),
         migrate.head_revision(),
         BatchJobs(settings.batch_workers, settings.batch_queue_max),
+        metrics_routes.database_gauges(db),
     )
 
 
@@ -175,6 +181,7 @@ def create_app(settings: Settings | None = None, *, direct_lane: bool = True) ->
             if ctx.statements is not None:
                 await ctx.statements.close()
             ctx.db.dispose()
+            metrics.process_stopped()
 
     app = IssuanceApp(
         title="rewardmiles Issuance API",
@@ -189,6 +196,7 @@ def create_app(settings: Settings | None = None, *, direct_lane: bool = True) ->
     )
     if direct_lane:
         app.add_direct_routes(issuance_routes.DIRECT_ROUTES)
+        metrics.name_exact_paths(route.path for route in issuance_routes.DIRECT_ROUTES)
     app.add_middleware(RequestContextMiddleware)
     add_exception_handlers(app)
     app.include_router(auth_routes.router)
@@ -196,6 +204,7 @@ def create_app(settings: Settings | None = None, *, direct_lane: bool = True) ->
     app.include_router(reports_routes.router)
     app.include_router(reports_routes.batch_router)
     app.include_router(health_router)
+    app.include_router(metrics_routes.router)  # GET /metrics: its own access rules
     # The support desk's API: ordinary framework routes, never on the direct lane.
     app.include_router(operator_routes.router)
     app.include_router(admin_routes.router)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -217,16 +219,43 @@ def serve(
         _print_demo(data, host, port)
     db.dispose()
     if workers > 1:
-        uvicorn.run(
-            "rewardmiles.app:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            **UVICORN_OPTIONS,
-        )
+        with _metrics_directory():
+            uvicorn.run(
+                "rewardmiles.app:create_app",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                **UVICORN_OPTIONS,
+            )
     else:
         uvicorn.run(create_app(settings), host=host, port=port, **UVICORN_OPTIONS)
+
+
+# prometheus-client's multiprocess mode (docs/operations.md, Metrics): the directory where the API
+# processes of `--workers N` write their metrics, each scrape adding them up.
+METRICS_DIRECTORY_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@contextmanager
+def _metrics_directory() -> Iterator[Path]:
+    """`PROMETHEUS_MULTIPROC_DIR` for the API processes, set before they start: the one given,
+    emptied of an earlier run's files, or a fresh temporary directory, removed at the end."""
+    given = os.environ.get(METRICS_DIRECTORY_ENV)
+    if given:
+        directory = Path(given)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+        yield directory
+        return
+    directory = Path(tempfile.mkdtemp(prefix="rewardmiles-metrics-"))
+    os.environ[METRICS_DIRECTORY_ENV] = str(directory)
+    try:
+        yield directory
+    finally:
+        os.environ.pop(METRICS_DIRECTORY_ENV, None)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @app.command()

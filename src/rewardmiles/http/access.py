@@ -8,6 +8,7 @@ from rewardmiles import ratelimit
 from rewardmiles.auth.tokens import BEARER_CHALLENGE, Principal
 from rewardmiles.clock import utc_now
 from rewardmiles.errors import ProblemError
+from rewardmiles.metrics import RATE_LIMITED
 
 
 def bearer_token(request: Request) -> str:
@@ -38,7 +39,11 @@ async def authorize(request: Request) -> Principal:
     principal = partner_principal(request)
     ctx = request.app.state.ctx
     if ctx.api_budget is not None:
-        await enforce_rate_limit(request, ctx.api_budget, "api:" + principal.client_id)
+        try:
+            await enforce_rate_limit(request, ctx.api_budget, "api:" + principal.client_id)
+        except ProblemError:
+            RATE_LIMITED.inc()
+            raise
     return principal
 
 
