@@ -39,6 +39,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
     values,
@@ -50,6 +51,9 @@ from rewardmiles import limits
 from rewardmiles.vocabulary import Endpoint, IssuanceStatus
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+# No `_created` sample beside each counter and histogram: half the text for nothing Prometheus
+# needs (it sees resets itself).
+disable_created_metrics()  # type: ignore[no-untyped-call]
 # prometheus-client chose its value storage when it was first imported: files in
 # PROMETHEUS_MULTIPROC_DIR when that was set (`serve --workers N`), memory otherwise.
 MULTIPROCESS: bool = values.ValueClass is not values.MutexValue
