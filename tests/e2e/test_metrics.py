@@ -142,24 +142,32 @@ def test_the_database_gauges_and_the_pool_are_exported(world: World) -> None:
 
 
 def test_a_scrape_from_elsewhere_needs_the_metrics_token(
-    dialect: str, server_factory: ServerFactory
+    dialect: str, server_factory: ServerFactory, world: World
 ) -> None:
-    """Loopback not allowed here, so the test's own address is 'elsewhere'."""
+    """Loopback not allowed here, so the test's own address is 'elsewhere'; neither a partner's
+    token nor a near miss of the metrics token opens it."""
     token = "metrics-" + uuid.uuid4().hex
     server = server_factory(
-        "sqlite" if dialect == "sqlite" else "postgresql",
+        dialect,
         env={"REWARDMILES_METRICS_ALLOW_LOOPBACK": "false", "REWARDMILES_METRICS_TOKEN": token},
     )
     url = f"{server.base_url}/metrics"
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {token}"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Bearer {token}x"},
+        {"Authorization": f"Basic {token}"},
+        {"Authorization": f"Bearer {world.partner.token}"},
+    ):
         refused = httpx.get(url, headers=headers)
         assert refused.status_code == 401, refused.text
         assert refused.headers["content-type"] == "application/problem+json"
         assert refused.json()["code"] == "METRICS_UNAUTHORIZED"
         assert refused.headers["www-authenticate"].startswith("Bearer")
-    assert "rewardmiles_http_requests_total" in httpx.get(
-        url, headers={"Authorization": f"Bearer {token}"}
-    ).text
+    assert (
+        "rewardmiles_http_requests_total"
+        in httpx.get(url, headers={"Authorization": f"Bearer {token}"}).text
+    )
 
 
 def _metric_names(expr: str) -> set[str]:
@@ -220,4 +228,5 @@ def test_no_family_is_exported_twice(world: World, kind: str) -> None:
     process."""
     text = httpx.get(f"{world.server.base_url}/metrics").text
     types = re.findall(rf"^# TYPE (\S+) {kind}$", text, flags=re.MULTILINE)
-    assert types and len(types) == len(set(types))
+    assert types
+    assert len(types) == len(set(types))
