@@ -48,7 +48,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from rewardmiles import limits
-from rewardmiles.vocabulary import Endpoint, IssuanceStatus
+from rewardmiles.vocabulary import Endpoint, IssuanceStatus, LineStatus
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # No `_created` sample beside each counter and histogram: half the text for nothing Prometheus
@@ -185,7 +185,7 @@ _line_counters: dict[tuple[str, str], Callable[[float], None]] = {}
 _miles_counters: dict[tuple[bool, str], Callable[[float], None]] = {}
 _ISSUED, _REVERSED = IssuanceStatus.ISSUED.value, IssuanceStatus.REVERSED.value
 _OUTCOMES = {status.value: status.value.lower() for status in IssuanceStatus}
-RECORDED, REFUSED = "recorded", "refused"
+RECORDED, REFUSED = LineStatus.RECORDED.value, "refused"
 
 
 def _line_counter(endpoint: str, outcome: str) -> Callable[[float], None]:

@@ -16,7 +16,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy import select
 
 from rewardmiles.app import create_app
@@ -99,8 +99,8 @@ def test_operations_routes_are_served_outside_the_document_with_access_rules_of_
     assert not routes & set(OPERATIONS)
     served = {
         (method, route.path)
-        for route in create_app(Settings(database_url="sqlite://")).routes
-        if isinstance(route, APIRoute)
+        for route in iter_route_contexts(create_app(Settings(database_url="sqlite://")).routes)
+        if isinstance(route.original_route, APIRoute)
         for method in route.methods or ()
     }
     assert set(OPERATIONS) <= served
