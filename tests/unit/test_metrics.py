@@ -3,6 +3,8 @@ partner call's answer counts, and that a request is counted under its route's te
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 
 from rewardmiles import metrics
+from rewardmiles.cli import main as cli
 from rewardmiles.config import Settings, parse_networks
 from rewardmiles.errors import ProblemError
 from rewardmiles.http.metrics import check_access
@@ -185,3 +188,36 @@ def test_a_request_is_counted_under_its_template_and_an_unknown_path_under_one_l
     assert ("/x/1", "GET", 404) not in metrics._request_children
     bucket = "rewardmiles_http_request_duration_seconds_bucket"
     assert _value(bucket, route="/things/{thingId}", method="GET", le="0.01") >= 2
+
+
+def test_serve_gives_several_processes_a_fresh_metrics_directory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(cli.METRICS_DIRECTORY_ENV, raising=False)
+    with cli._metrics_directory(needed=False) as none:
+        assert none is None
+        assert cli.METRICS_DIRECTORY_ENV not in os.environ
+    with cli._metrics_directory(needed=True) as made:
+        assert made is not None
+        assert made.is_dir()
+        assert not list(made.iterdir())
+        assert os.environ[cli.METRICS_DIRECTORY_ENV] == str(made)
+    assert not made.exists()
+    assert cli.METRICS_DIRECTORY_ENV not in os.environ
+
+
+def test_serve_empties_a_given_metrics_directory_of_other_processes_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(cli.METRICS_DIRECTORY_ENV, str(tmp_path))
+    stale = tmp_path / "counter_12345678.db"
+    mine = tmp_path / f"counter_{os.getpid()}.db"
+    other = tmp_path / "notes.txt"
+    for path in (stale, mine, other):
+        path.write_text("x")
+    with cli._metrics_directory(needed=True) as given:
+        assert given == tmp_path
+        assert not stale.exists()
+        assert mine.exists()  # a single API process's own files, opened at its start
+        assert other.exists()
+    assert tmp_path.is_dir()  # given, so kept

@@ -218,8 +218,8 @@ def serve(
             data = demo.seed(session, clock.utc_now(), secret_hash_cost=settings.secret_hash_cost)
         _print_demo(data, host, port)
     db.dispose()
-    if workers > 1:
-        with _metrics_directory():
+    with _metrics_directory(needed=workers > 1):
+        if workers > 1:
             uvicorn.run(
                 "rewardmiles.app:create_app",
                 factory=True,
@@ -228,8 +228,8 @@ def serve(
                 workers=workers,
                 **UVICORN_OPTIONS,
             )
-    else:
-        uvicorn.run(create_app(settings), host=host, port=port, **UVICORN_OPTIONS)
+        else:
+            uvicorn.run(create_app(settings), host=host, port=port, **UVICORN_OPTIONS)
 
 
 # prometheus-client's multiprocess mode (docs/operations.md, Metrics): the directory where the API
@@ -238,16 +238,22 @@ METRICS_DIRECTORY_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 @contextmanager
-def _metrics_directory() -> Iterator[Path]:
+def _metrics_directory(*, needed: bool) -> Iterator[Path | None]:
     """`PROMETHEUS_MULTIPROC_DIR` for the API processes, set before they start: the one given,
-    emptied of an earlier run's files, or a fresh temporary directory, removed at the end."""
+    emptied of an earlier run's files, or (when `needed`: several processes) a fresh temporary
+    directory, removed at the end. One process without one keeps its metrics in memory."""
     given = os.environ.get(METRICS_DIRECTORY_ENV)
     if given:
         directory = Path(given)
         directory.mkdir(parents=True, exist_ok=True)
+        mine = f"_{os.getpid()}.db"  # this process's own (`--workers 1`), opened at import
         for stale in directory.glob("*.db"):
-            stale.unlink()
+            if not stale.name.endswith(mine):
+                stale.unlink()
         yield directory
+        return
+    if not needed:
+        yield None
         return
     directory = Path(tempfile.mkdtemp(prefix="rewardmiles-metrics-"))
     os.environ[METRICS_DIRECTORY_ENV] = str(directory)
