@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 from fastapi import FastAPI
 
-from rewardmiles import __version__, clock, logs, ratelimit, secretbox
+from rewardmiles import __version__, clock, logs, metrics, ratelimit, secretbox
 from rewardmiles.admin import catalogue as admin_catalogue
 from rewardmiles.admin import collectors as admin_collectors
 from rewardmiles.admin import partners as admin_partners
@@ -30,6 +30,7 @@ from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database, StatementPool
 from rewardmiles.errors import PROBLEM_CODES, ProblemError
 from rewardmiles.health import router as health_router
+from rewardmiles.http import metrics as metrics_routes
 from rewardmiles.http import openapi
 from rewardmiles.http.application import IssuanceApp
 from rewardmiles.http.handlers import add_exception_handlers
@@ -84,6 +85,7 @@ class AppContext:
     batch_jobs: BatchJobs  # partner-log uploads: a few at once, a few waiting
     # Revoked partner clients, re-read every few seconds; last token times written alongside.
     clients: ClientWatch
+    metrics: metrics.DatabaseGauges  # what GET /metrics reads from the database, cached
     # Secret checks of one source address run one at a time, each judged by the failure budget
     # the ones before it left (a burst of guesses sent together is no bigger than one sent in turn).
     secret_checks: ratelimit.OneAtATime = field(default_factory=ratelimit.OneAtATime)
@@ -138,6 +140,7 @@ def build_context(settings: Settings) -> AppContext:
     )
     clients = ClientWatch(db, tokens, interval_seconds=settings.revocation_refresh_seconds)
     clients.refresh()  # revoked clients are refused from the first request
+    metrics.watch_pool(db.engine.pool)
     return AppContext(
         settings,
         db,
@@ -155,11 +158,14 @@ def build_context(settings: Settings) -> AppContext:
             settings.token_failure_rate_limit_burst,
         ),
         statements,
-        None if statements is None else GroupCommit(statements),
+        None
+        if statements is None
+        else GroupCommit(statements, on_batch=metrics.GROUP_COMMIT_BATCH.observe),
         anyio.CapacityLimiter(settings.cpu_threads),
         migrate.head_revision(),
         BatchJobs(settings.batch_workers, settings.batch_queue_max),
         clients,
+        metrics_routes.database_gauges(db),
     )
 
 
@@ -213,6 +219,7 @@ def create_app(settings: Settings | None = None, *, direct_lane: bool = True) ->
             if ctx.statements is not None:
                 await ctx.statements.close()
             ctx.db.dispose()
+            metrics.process_stopped()
 
     app = IssuanceApp(
         title="rewardmiles Issuance API",
@@ -229,6 +236,7 @@ def create_app(settings: Settings | None = None, *, direct_lane: bool = True) ->
     app.state.failures = failures = FailureRecorder()
     if direct_lane:
         app.add_direct_routes(issuance_routes.DIRECT_ROUTES)
+        metrics.name_exact_paths(route.path for route in issuance_routes.DIRECT_ROUTES)
     app.add_middleware(RequestContextMiddleware)
     add_exception_handlers(app)
     app.include_router(auth_routes.router)
@@ -236,6 +244,7 @@ def create_app(settings: Settings | None = None, *, direct_lane: bool = True) ->
     app.include_router(reports_routes.router)
     app.include_router(reports_routes.batch_router)
     app.include_router(health_router)
+    app.include_router(metrics_routes.router)  # GET /metrics: its own access rules
     # The support desk's API: ordinary framework routes, never on the direct lane.
     app.include_router(operator_routes.router)
     app.include_router(admin_routes.router)

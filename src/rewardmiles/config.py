@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -39,6 +40,23 @@ class ExternalProviderSettings:
 # The value of REWARDMILES_TEST_CLOCK starts with this, so that it cannot be set by accident.
 TEST_CLOCK_PREFIX = "frozen-for-tests:"
 DEFAULT_SQLITE_FILE = "rewardmiles.db"
+
+
+def parse_networks(
+    text: str,
+) -> tuple[IPv4Network | IPv6Network, ...]:
+    """A comma-separated list of networks (CIDR; a bare address is a /32 or /128); ValueError
+    names the first that is not one."""
+    networks = []
+    for part in text.split(","):
+        item = part.strip()
+        if not item:
+            continue
+        try:
+            networks.append(ip_network(item, strict=False))
+        except ValueError as exc:
+            raise ValueError(f"{item!r} is not a network (CIDR, e.g. 10.0.0.0/8)") from exc
+    return tuple(networks)
 
 
 class Settings(BaseModel):
@@ -286,6 +304,21 @@ class Settings(BaseModel):
         description="Connections one API process holds at once; the ones beyond get 503 and are "
         "closed",
     )
+    metrics_allow_loopback: bool = Field(
+        default=True,
+        description="GET /metrics answers scrapes from loopback addresses without a token",
+    )
+    metrics_allow_networks: str = Field(
+        default="",
+        description="GET /metrics also answers scrapes from these networks without a token: "
+        "comma-separated CIDRs (e.g. 10.0.0.0/8,fd00::/8); the connection's peer address is "
+        "compared, never a forwarded header",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="GET /metrics answers any address that sends `Authorization: Bearer <this>` "
+        "(compared in constant time); unset = no token opens it",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
     test_clock: str | None = Field(
@@ -302,6 +335,17 @@ class Settings(BaseModel):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("metrics_allow_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)  # ValueError names the first that is not a network
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _blank_token_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value().strip() else None
 
     @field_validator("program_time_zone")
     @classmethod
@@ -377,6 +421,11 @@ class Settings(BaseModel):
             clients,
             self.external_jwks_refresh_seconds,
         )
+
+    @property
+    def metrics_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        """`metrics_allow_networks`, parsed."""
+        return parse_networks(self.metrics_allow_networks)
 
     @property
     def frozen_clock(self) -> datetime | None:

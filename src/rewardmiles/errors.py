@@ -368,6 +368,24 @@ _SPECS: tuple[ErrorSpec, ...] = (
         "its miles. Nothing was done.",
         admin=True,
     ),
+    ErrorSpec(
+        "METRICS_UNAUTHORIZED",
+        401,
+        "Metrics token required",
+        False,
+        "`GET /metrics` from an address outside loopback and the configured networks needs "
+        "`Authorization: Bearer` with the metrics token; none or another was sent.",
+        admin=True,
+    ),
+    ErrorSpec(
+        "METRICS_FORBIDDEN",
+        403,
+        "Metrics not served to this address",
+        False,
+        "`GET /metrics` answers loopback and the configured networks only, and no metrics "
+        "token is configured that could open it from elsewhere.",
+        admin=True,
+    ),
     ErrorSpec("NOT_FOUND", 404, "Not found", False, "No such resource."),
     ErrorSpec(
         "METHOD_NOT_ALLOWED",

@@ -121,3 +121,7 @@ token_cache_entries_max: Final = 10_000  # verified bearer tokens
 reference_cached_codes_max: Final = 10_000
 signing_keys_reload_interval_seconds_min: Final = 5.0  # an unknown `kid` reloads no sooner
 signing_keys_missed_kids_max: Final = 1000  # unknown `kid`s remembered until the next reload
+
+# Metrics (`GET /metrics`): the database-derived gauges (pending lines, the outbox) are read by one
+# query each at a scrape and kept this long, so that several scrapers cost one read.
+metrics_database_cache_seconds: Final = 5.0

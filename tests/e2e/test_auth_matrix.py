@@ -16,8 +16,11 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy import select
 
+from rewardmiles.app import create_app
+from rewardmiles.config import Settings
 from rewardmiles.db.models import SigningKey
 from rewardmiles.operators import service as operators
 from rewardmiles.operators.access import LOOPBACK_COOKIE_NAME, UNSAFE_METHODS
@@ -38,6 +41,16 @@ PUBLIC = {
     ("GET", "/problems/{code}"),
     ("POST", "/admin/session"),  # sign-in
     ("DELETE", "/admin/session"),  # sign-out: nothing to end without a session
+}
+# Operations routes: left out of the OpenAPI document, and outside both kinds of credentials (a
+# partner's or an operator's token opens none of them): each has access rules of its own, pinned
+# by the test named.
+OPERATIONS = {
+    # Loopback, REWARDMILES_METRICS_ALLOW_NETWORKS, or the metrics token.
+    (
+        "GET",
+        "/metrics",
+    ): "tests/e2e/test_metrics.py::test_a_scrape_from_elsewhere_needs_the_metrics_token",
 }
 # Every protected route, with a concrete path to call.
 PROTECTED: dict[tuple[str, str], str] = {
@@ -146,6 +159,23 @@ def test_every_route_of_the_openapi_document_is_public_or_in_the_matrix() -> Non
     document = json.loads(OPENAPI.read_text())
     routes = {(method.upper(), path) for path, ops in document["paths"].items() for method in ops}
     assert routes == PUBLIC | set(PROTECTED) | set(ADMIN)
+
+
+def test_operations_routes_are_served_outside_the_document_with_access_rules_of_their_own() -> None:
+    document = json.loads(OPENAPI.read_text())
+    routes = {(method.upper(), path) for path, ops in document["paths"].items() for method in ops}
+    assert not routes & set(OPERATIONS)
+    served = {
+        (method, route.path)
+        for route in iter_route_contexts(create_app(Settings(database_url="sqlite://")).routes)
+        if isinstance(route.original_route, APIRoute)
+        for method in route.methods or ()
+    }
+    assert set(OPERATIONS) <= served
+    root = Path(__file__).resolve().parents[2]
+    for where in OPERATIONS.values():
+        path, _, name = where.partition("::")
+        assert f"def {name}(" in (root / path).read_text(), where
 
 
 def _signing_key(world: World) -> tuple[str, Ed25519PrivateKey]:

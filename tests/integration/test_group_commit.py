@@ -233,7 +233,8 @@ def test_a_cap_below_the_maximum_is_raised_to_it(rig: Rig) -> None:
 def test_a_statement_carries_32_calls_at_most(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     """The calls that waited behind a statement go out 32 to a statement (the app's writer)."""
     gate = Gate(rig.pool, monkeypatch)
-    writer = GroupCommit(rig.pool, clock=Clock())
+    observed: list[int] = []  # what the metrics' batch-size histogram is told
+    writer = GroupCommit(rig.pool, clock=Clock(), on_batch=observed.append)
     calls = [partner_call(event(miles=1 + m % 5), key=f"k-max-{m}") for m in range(41)]
     before = one_statement._balance(rig, ACTIVE)
 
@@ -251,6 +252,7 @@ def test_a_statement_carries_32_calls_at_most(rig: Rig, monkeypatch: pytest.Monk
 
     outcomes = rig.loop.run_until_complete(scenario())
     assert gate.sent == [1, 32, 8]
+    assert observed == gate.sent  # one observation per statement, of its calls
     assert all(posted(o) for o in outcomes), outcomes
     assert one_statement._balance(rig, ACTIVE) == before + sum(1 + m % 5 for m in range(41))
 
@@ -264,7 +266,8 @@ def test_a_batch_of_two_refused_on_the_unique_index_is_split_and_the_other_call_
     again = partner_call(duplicate, key="k-two-again")  # a transaction id already written
     fresh = partner_call(event(miles=11), key="k-two-fresh")
     gate = Gate(rig.pool, monkeypatch)
-    writer = GroupCommit(rig.pool, clock=Clock())
+    observed: list[int] = []
+    writer = GroupCommit(rig.pool, clock=Clock(), on_batch=observed.append)
     before = one_statement._balance(rig, ACTIVE)
 
     async def scenario() -> list[Outcome | None]:
@@ -279,6 +282,7 @@ def test_a_batch_of_two_refused_on_the_unique_index_is_split_and_the_other_call_
 
     refused, written = rig.loop.run_until_complete(scenario())
     assert gate.sent == [1, 2, 1, 1]  # the lead, the pair refused, then each alone
+    assert observed == gate.sent  # each statement observed, the split's singles too
     assert refused is None  # left to the unit of work
     assert posted(written)
     assert one_statement._balance(rig, ACTIVE) == before + 3 + 11

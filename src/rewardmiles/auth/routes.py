@@ -22,6 +22,7 @@ from rewardmiles.http.openapi import problem_responses
 from rewardmiles.http.partner_json import parse_json_object
 from rewardmiles.http.responses import json_response
 from rewardmiles.http.threads import run_sync
+from rewardmiles.metrics import SIGN_INS_REJECTED
 
 router = APIRouter(tags=["auth"])
 
@@ -166,6 +167,7 @@ async def token(request: Request) -> Response:
         if sponsors is None:
             await _charge_failure(request, client_id)
     if sponsors is None:
+        SIGN_INS_REJECTED.labels("oauth_token", "credentials").inc()
         raise _oauth_error(
             "INVALID_CLIENT",
             "invalid_client",

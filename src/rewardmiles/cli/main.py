@@ -6,9 +6,11 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -236,17 +238,50 @@ def serve(
             data = demo.seed(session, clock.utc_now(), secret_hash_cost=settings.secret_hash_cost)
         _print_demo(data, host, port)
     db.dispose()
-    if workers > 1:
-        uvicorn.run(
-            "rewardmiles.app:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            **UVICORN_OPTIONS,
-        )
-    else:
-        uvicorn.run(create_app(settings), host=host, port=port, **UVICORN_OPTIONS)
+    with _metrics_directory(needed=workers > 1):
+        if workers > 1:
+            uvicorn.run(
+                "rewardmiles.app:create_app",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                **UVICORN_OPTIONS,
+            )
+        else:
+            uvicorn.run(create_app(settings), host=host, port=port, **UVICORN_OPTIONS)
+
+
+# prometheus-client's multiprocess mode (docs/operations.md, Metrics): the directory where the API
+# processes of `--workers N` write their metrics, each scrape adding them up.
+METRICS_DIRECTORY_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@contextmanager
+def _metrics_directory(*, needed: bool) -> Iterator[Path | None]:
+    """`PROMETHEUS_MULTIPROC_DIR` for the API processes, set before they start: the one given,
+    emptied of an earlier run's files, or (when `needed`: several processes) a fresh temporary
+    directory, removed at the end. One process without one keeps its metrics in memory."""
+    given = os.environ.get(METRICS_DIRECTORY_ENV)
+    if given:
+        directory = Path(given)
+        directory.mkdir(parents=True, exist_ok=True)
+        mine = f"_{os.getpid()}.db"  # this process's own (`--workers 1`), opened at import
+        for stale in directory.glob("*.db"):
+            if not stale.name.endswith(mine):
+                stale.unlink()
+        yield directory
+        return
+    if not needed:
+        yield None
+        return
+    directory = Path(tempfile.mkdtemp(prefix="rewardmiles-metrics-"))
+    os.environ[METRICS_DIRECTORY_ENV] = str(directory)
+    try:
+        yield directory
+    finally:
+        os.environ.pop(METRICS_DIRECTORY_ENV, None)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @app.command()

@@ -9,6 +9,7 @@ from rewardmiles.auth.tokens import BEARER_CHALLENGE, ExternalToken, Principal
 from rewardmiles.clock import utc_now
 from rewardmiles.errors import ProblemError
 from rewardmiles.http.threads import run_sync
+from rewardmiles.metrics import RATE_LIMITED
 
 
 def bearer_token(request: Request) -> str:
@@ -46,7 +47,11 @@ async def authorize(request: Request) -> Principal:
     principal = await partner_principal(request)
     ctx = request.app.state.ctx
     if ctx.api_budget is not None:
-        await enforce_rate_limit(request, ctx.api_budget, "api:" + principal.client_id)
+        try:
+            await enforce_rate_limit(request, ctx.api_budget, "api:" + principal.client_id)
+        except ProblemError:
+            RATE_LIMITED.inc()
+            raise
     return principal
 
 

@@ -1,5 +1,6 @@
 """The request context every request runs in, on the direct lane and through the framework alike:
-its request id, the header limits, one access-log line, and the last-resort 500."""
+its request id, the header limits, one access-log line and the request's metrics, and the
+last-resort 500."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from rewardmiles import ids, limits, logs
 from rewardmiles.clock import utc_now
 from rewardmiles.errors import problem
 from rewardmiles.http.responses import NO_STORE, SECURITY_HEADERS, json_response
+from rewardmiles.metrics import observe_request
 
 # The access-log status of a request whose client went away before its answer (nginx's code): no
 # answer is sent, and it is no server error.
@@ -116,15 +118,17 @@ class RequestContextMiddleware:
         finally:
             if failed_body is not None:
                 _record_failure(scope, request_id, status_holder["status"], failed_body)
+            elapsed = time.perf_counter() - started
             log.info(
                 "request",
                 request_id=request_id,
                 method=scope.get("method"),
                 path=scope.get("path"),
                 status=status_holder["status"],
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(elapsed * 1000, 2),
                 client_id=scope["state"].get("client_id"),
             )
+            observe_request(scope, status_holder["status"], elapsed)
 
 
 def _record_failure(scope: Scope, request_id: str, status: int, body: list[bytes]) -> None:

@@ -49,6 +49,7 @@ from rewardmiles.issuance.schemas import (
     event_command,
     program_command,
 )
+from rewardmiles.metrics import count_call
 from rewardmiles.vocabulary import Endpoint
 
 router = APIRouter(prefix="/checkout/issuance", tags=["issuance"])
@@ -163,6 +164,14 @@ async def _handle(
         )
     if outcome is None:
         outcome = await run_sync(ctx.limiter, run, ctx.db, ctx.settings, ctx.registry, call)
+    if not outcome.replayed:  # committed by now; a replay's lines were counted by its first answer
+        count_call(
+            endpoint,
+            call.command.sponsor_code,
+            outcome.status,
+            outcome.body,
+            len(call.command.lines),
+        )
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     return json_response(outcome.status, outcome.body, headers)
 

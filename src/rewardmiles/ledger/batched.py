@@ -240,7 +240,8 @@ class GroupCommit:
     waiting on a row lock takes up to the lock timeout — does not hold back the calls that
     arrive meanwhile: when every statement in flight has stalled, a new call starts another one,
     up to `in_flight_cap` at once. `clock` measures that: monotonic seconds (the tests drive
-    it)."""
+    it). `on_batch` is told the number of calls of each statement sent (the metrics' batch-size
+    histogram)."""
 
     def __init__(
         self,
@@ -251,8 +252,10 @@ class GroupCommit:
         in_flight_cap: int = 4,
         stalled_after: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
+        on_batch: Callable[[int], object] = lambda size: None,
     ) -> None:
         self.pool = pool
+        self._on_batch = on_batch
         self.batch_max = batch_max
         self.in_flight_max = in_flight_max
         self.in_flight_cap = max(in_flight_cap, in_flight_max)
@@ -290,9 +293,10 @@ class GroupCommit:
 
     async def _run(self, batch: list[tuple[BatchedCall, asyncio.Future[BatchedOutcome]]]) -> None:
         try:
+            self._on_batch(len(batch))
             outcomes = await apply_batch(self.pool, [call for call, _ in batch])
             if outcomes is None and len(batch) > 1:  # find the call the index refused
-                singles = [await apply_batch(self.pool, [call]) for call, _ in batch]
+                singles = [await self._single(call) for call, _ in batch]
                 outcomes = [o[0] if o else NOT_WRITTEN for o in singles]
         except Exception as exc:  # every caller of the batch gets the database's error
             for _, future in batch:
@@ -302,3 +306,7 @@ class GroupCommit:
         for (_, future), outcome in zip(batch, outcomes or [NOT_WRITTEN] * len(batch), strict=True):
             with _UNLESS_CANCELLED:
                 future.set_result(outcome)
+
+    async def _single(self, call: BatchedCall) -> list[BatchedOutcome] | None:
+        self._on_batch(1)
+        return await apply_batch(self.pool, [call])

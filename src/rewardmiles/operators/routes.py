@@ -26,6 +26,7 @@ from rewardmiles.http.openapi import admin_problem_responses
 from rewardmiles.http.responses import json_response
 from rewardmiles.http.threads import run_sync
 from rewardmiles.http.validation import validate_body
+from rewardmiles.metrics import SIGN_INS_REJECTED
 from rewardmiles.operators import service
 from rewardmiles.operators.access import (
     auth_problems,
@@ -176,6 +177,7 @@ async def sign_in(request: Request) -> Response:
         now = clock.utc_now()
         check = await run_sync(ctx.limiter, _check, ctx.db, body.email, address, now, policy)
         if check.retry_after_seconds:
+            SIGN_INS_REJECTED.labels("operator", "throttled").inc()
             log.info("admin_sign_in", outcome="throttled", address=address)
             raise _throttled(check.retry_after_seconds)
         matched, rehash = await run_sync(
@@ -183,6 +185,7 @@ async def sign_in(request: Request) -> Response:
         )
         if not matched or check.operator is None:
             await run_sync(ctx.limiter, _fail, ctx.db, body.email, address, now, policy)
+            SIGN_INS_REJECTED.labels("operator", "credentials").inc()
             log.info(
                 "admin_sign_in",
                 outcome="failed",

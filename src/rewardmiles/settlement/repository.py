@@ -232,3 +232,15 @@ def reject_line(
             settled_at=settled_at,
         )
     )
+
+
+def pending_summary(session: Session) -> tuple[int, datetime | None]:
+    """The pending lines (through their partial index) and when the oldest one's transaction was
+    processed (None when there is none): what `GET /metrics` shows of the queue."""
+    row = session.execute(
+        select(func.count(), func.min(Transaction.processed_at))
+        .select_from(IssuanceLine)
+        .join(Transaction, Transaction.id == IssuanceLine.transaction_id)
+        .where(IssuanceLine.status == LineStatus.PENDING)
+    ).one()
+    return int(row[0]), row[1]

@@ -15,6 +15,7 @@ from rewardmiles import clock, limits, logs
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.idempotency import repository as keys
+from rewardmiles.metrics import SETTLEMENT_LAST_PASS
 from rewardmiles.settlement import repository, service
 from rewardmiles.settlement.service import SettleReport
 from rewardmiles.support import repository as failures
@@ -92,6 +93,7 @@ class Worker:
         while not self._stop.is_set():
             try:
                 report = self.settle_once()
+                SETTLEMENT_LAST_PASS.set(time.time())
                 failures = 0
             except Exception as exc:  # keep settling after a database outage
                 failures += 1

@@ -25,6 +25,7 @@ import httpx
 from rewardmiles import clock, limits, logs, secretbox
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
+from rewardmiles.metrics import WEBHOOK_FAILURES
 from rewardmiles.webhooks import service, targets
 
 log = logs.get_logger("rewardmiles.webhooks")
@@ -198,6 +199,7 @@ class Dispatcher:
         except Exception as exc:  # a failed attempt like any other, never an endless re-lease
             error = f"{type(exc).__name__}: {exc}"
         if error is not None:
+            WEBHOOK_FAILURES.inc()
             log.info("webhook_attempt_failed", delivery=due.id, error=error)
         try:
             await self._in_db_thread(self._record, due, error, self._now())

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Row, bindparam, select, tuple_, update
+from sqlalchemy import Row, bindparam, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from rewardmiles.db.models import Webhook, WebhookDelivery
@@ -173,3 +173,16 @@ def update_pending(session: Session, delivery_id: str, values: dict[str, object]
         .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == DeliveryStatus.PENDING)
         .values(**values)
     )
+
+
+def outbox_counts(session: Session) -> tuple[int, int]:
+    """(deliveries still to make, deliveries given up after their last attempt): what
+    `GET /metrics` shows of the outbox."""
+    status = WebhookDelivery.status
+    row = session.execute(
+        select(
+            func.count().filter(status == DeliveryStatus.PENDING),
+            func.count().filter(status == DeliveryStatus.FAILED),
+        )
+    ).one()
+    return int(row[0]), int(row[1])
