@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from rewardmiles import __version__, clock, logs, metrics, ratelimit, secretbox
 from rewardmiles.admin import catalogue as admin_catalogue
 from rewardmiles.admin import collectors as admin_collectors
+from rewardmiles.admin import operators as admin_operators
 from rewardmiles.admin import partners as admin_partners
 from rewardmiles.admin import routes as admin_routes
 from rewardmiles.admin import support as admin_support
@@ -252,6 +253,7 @@ def create_app(settings: Settings | None = None, *, direct_lane: bool = True) ->
     app.include_router(admin_catalogue.router)
     app.include_router(admin_support.router)
     app.include_router(admin_collectors.router)
+    app.include_router(admin_operators.router)
     _add_problem_routes(app)
     add_api_docs(app)
     app.openapi = lambda: openapi.document(app, REQUEST_MODELS)  # type: ignore[method-assign]

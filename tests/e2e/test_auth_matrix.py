@@ -152,6 +152,30 @@ ADMIN: dict[tuple[str, str], tuple[str, OperatorRole]] = {
         OperatorRole.AGENT,
     ),
     ("GET", "/admin/v1/adjustments"): ("/admin/v1/adjustments", OperatorRole.VIEWER),
+    ("GET", "/admin/v1/operators"): ("/admin/v1/operators", OperatorRole.VIEWER),
+    ("POST", "/admin/v1/operators"): ("/admin/v1/operators", OperatorRole.ADMIN),
+    ("POST", "/admin/v1/operators/{operatorId}/disable"): (
+        "/admin/v1/operators/x/disable",
+        OperatorRole.ADMIN,
+    ),
+    ("POST", "/admin/v1/operators/{operatorId}/enable"): (
+        "/admin/v1/operators/x/enable",
+        OperatorRole.ADMIN,
+    ),
+    ("POST", "/admin/v1/operators/{operatorId}/role"): (
+        "/admin/v1/operators/x/role",
+        OperatorRole.ADMIN,
+    ),
+    ("POST", "/admin/v1/operators/{operatorId}/reset-password"): (
+        "/admin/v1/operators/x/reset-password",
+        OperatorRole.ADMIN,
+    ),
+    ("GET", "/admin/v1/admin-tokens"): ("/admin/v1/admin-tokens", OperatorRole.VIEWER),
+    ("POST", "/admin/v1/admin-tokens"): ("/admin/v1/admin-tokens", OperatorRole.ADMIN),
+    ("POST", "/admin/v1/admin-tokens/{tokenId}/revoke"): (
+        "/admin/v1/admin-tokens/x/revoke",
+        OperatorRole.ADMIN,
+    ),
 }
 
 

@@ -28,6 +28,7 @@ from rewardmiles.operators.service import (
     SignInPolicy,
 )
 from rewardmiles.vocabulary import OperatorRole, OperatorStatus
+from tests.conftest import DatabaseFactory
 from tests.support.operators import (
     COST,
     TEST_ACTOR,
@@ -499,3 +500,45 @@ def test_failure_counts_keep_no_email_in_clear(db: Database) -> None:
             select(SignInFailures.key).where(SignInFailures.last_failure_at == T0)
         ).scalars()
         assert not any("password" in key for key in keys)
+
+
+def test_the_last_active_admin_is_neither_disabled_nor_demoted(
+    dialect: str, database_factory: DatabaseFactory
+) -> None:
+    """Counted over the whole database: a database of its own."""
+    own = Database.from_url(database_factory.create(dialect))
+    try:
+        first = new_operator(own, OperatorRole.ADMIN, now=T0)
+        viewer = new_operator(own, OperatorRole.VIEWER, now=T0)
+        with (
+            own.unit_of_work() as session,
+            pytest.raises(service.OperatorAccountError, match="last active admin"),
+        ):
+            service.set_status(session, first.email, OperatorStatus.DISABLED, T0, TEST_ACTOR)
+        with (
+            own.unit_of_work() as session,
+            pytest.raises(service.OperatorAccountError, match="last active admin"),
+        ):
+            service.set_role(session, first.email, OperatorRole.AGENT, T0, TEST_ACTOR)
+        # Another operator's changes are not held back, nor an admin's role kept as admin.
+        with own.unit_of_work() as session:
+            service.set_status(session, viewer.email, OperatorStatus.DISABLED, T0, TEST_ACTOR)
+            service.set_role(session, first.email, OperatorRole.ADMIN, T0, TEST_ACTOR)
+        second = new_operator(own, OperatorRole.ADMIN, now=T0)
+        with own.unit_of_work() as session:
+            service.set_status(session, first.email, OperatorStatus.DISABLED, T0, TEST_ACTOR)
+        with (
+            own.unit_of_work() as session,
+            pytest.raises(service.OperatorAccountError, match="last active admin"),
+        ):
+            service.set_role(session, second.email, OperatorRole.VIEWER, T0, TEST_ACTOR)
+        # A disabled admin does not count; enabled again, it does.
+        with own.unit_of_work() as session:
+            service.set_status(session, first.email, OperatorStatus.ACTIVE, T0, TEST_ACTOR)
+            service.set_role(session, second.email, OperatorRole.VIEWER, T0, TEST_ACTOR)
+        with own.reader() as session:
+            roles = {v.email: (v.role, v.status) for v in service.list_operators(session)}
+        assert roles[second.email] == (OperatorRole.VIEWER, OperatorStatus.ACTIVE)
+        assert roles[first.email] == (OperatorRole.ADMIN, OperatorStatus.ACTIVE)
+    finally:
+        own.dispose()

@@ -7,30 +7,35 @@ the unit of work that makes it. The rules are the CLI's (`sponsors.service`, `of
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import date, datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints
+from pydantic import BaseModel, BeforeValidator, StringConstraints
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from rewardmiles import clock, limits
+from rewardmiles.admin import boundary
+from rewardmiles.admin.boundary import (
+    BODY_BYTES_MAX,
+    BODY_PROBLEMS,
+    ID_PATTERN,
+    Body,
+    change,
+    checked,
+    read,
+)
 from rewardmiles.db.models import Location, Sponsor
-from rewardmiles.errors import AlreadyExistsError, MissingError, OperatorError, ProblemError
 from rewardmiles.http import pages
 from rewardmiles.http.bodies import read_json_object
-from rewardmiles.http.middleware import request_id_of
 from rewardmiles.http.openapi import admin_problem_responses
 from rewardmiles.http.responses import json_response
-from rewardmiles.http.threads import run_sync
 from rewardmiles.http.validation import validate_body
 from rewardmiles.offers import service as offers
 from rewardmiles.offers.service import OfferView
 from rewardmiles.operators import service as operators
 from rewardmiles.operators.access import auth_problems, auth_problems_unsafe, require
-from rewardmiles.operators.service import Actor, Caller
 from rewardmiles.sponsors import service as sponsors
 from rewardmiles.vocabulary import DeliveryStatus, OperatorRole
 from rewardmiles.webhooks import service as webhooks
@@ -40,16 +45,6 @@ router = APIRouter(prefix="/admin/v1", tags=["admin"])
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
-BODY_BYTES_MAX = 64 * 1024  # an offer's rule is the largest body here
-BODY_PROBLEMS = (
-    "VALIDATION_FAILED",
-    "MALFORMED_JSON",
-    "FIELD_REQUIRED",
-    "FIELD_INVALID",
-    "FIELD_UNKNOWN",
-    "PAYLOAD_TOO_LARGE",
-    "UNSUPPORTED_MEDIA_TYPE",
-)
 READ = auth_problems(OperatorRole.VIEWER)
 CHANGE = auth_problems_unsafe(OperatorRole.ADMIN)
 
@@ -73,64 +68,8 @@ SponsorFilter = Annotated[
 # --------------------------------------------------------------------------- plumbing
 
 
-def _actor(request: Request, caller: Caller) -> Actor:
-    return Actor(caller.actor, request_id_of(request) or None)
-
-
-ID_PATTERN = r"^[0-9a-f-]{1,36}$"  # a webhook's or a delivery's id
-
-
-def _checked(value: str, pattern: str, field: str) -> str:
-    """A path or query value of the shape `pattern`, after the caller is authenticated (so a
-    caller without credentials learns nothing from a malformed path)."""
-    if not re.fullmatch(pattern, value):
-        raise ProblemError("FIELD_INVALID", f"{field} does not have the shape of one.", field=field)
-    return value
-
-
 def _sponsor_filter(value: str | None) -> str | None:
-    return None if value is None else _checked(value, limits.sponsor_code_pattern, "sponsor")
-
-
-def _refused(exc: OperatorError) -> ProblemError:
-    if isinstance(exc, AlreadyExistsError):
-        return ProblemError("ALREADY_EXISTS", str(exc), field=exc.field)
-    if isinstance(exc, MissingError):
-        return ProblemError("NOT_FOUND", str(exc))
-    return ProblemError("OPERATOR_ACTION_REFUSED", str(exc), field=exc.field)
-
-
-async def _read(request: Request, work: Callable[[Session], T]) -> T:
-    """`work` on a read-only session, in a database thread; a refusal as its problem."""
-    ctx = request.app.state.ctx
-
-    def run() -> T:
-        with ctx.db.reader() as session:
-            return work(session)
-
-    try:
-        return await run_sync(ctx.limiter, run)
-    except OperatorError as exc:
-        raise _refused(exc) from None
-
-
-async def _change(request: Request, work: Callable[[Session], T]) -> T:
-    """`work` in one unit of work, in a database thread: nothing of it stays after a refusal."""
-    ctx = request.app.state.ctx
-
-    def run() -> T:
-        with ctx.db.unit_of_work() as session:
-            return work(session)
-
-    try:
-        return await run_sync(ctx.limiter, run)
-    except OperatorError as exc:
-        raise _refused(exc) from None
-
-
-async def _body(request: Request, model: type[M], rules: dict[str, str]) -> M:
-    obj = await read_json_object(request, BODY_BYTES_MAX)
-    return validate_body(model, obj, context={}, rules=rules, codes={})
+    return None if value is None else checked(value, limits.sponsor_code_pattern, "sponsor")
 
 
 def _at(moment: datetime, request: Request) -> str:
@@ -140,19 +79,15 @@ def _at(moment: datetime, request: Request) -> str:
 Text = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=200)]
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
 # --------------------------------------------------------------------------- sponsors
 
 
-class NewSponsor(_Body):
+class NewSponsor(Body):
     code: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=20)]
     name: Text
 
 
-class SponsorChange(_Body):
+class SponsorChange(Body):
     active: bool | None = None
     reviewThresholdMiles: int | None = None  # noqa: N815  (null: no review)
 
@@ -173,7 +108,7 @@ async def sponsor_list(
 ) -> Response:
     await require(request, OperatorRole.VIEWER)
     after = pages.decode(cursor, 1)
-    rows = await _read(
+    rows = await read(
         request,
         lambda s: [
             _sponsor(r) for r in sponsors.list_sponsors(s, after[0] if after else None, limit + 1)
@@ -192,17 +127,17 @@ async def sponsor_list(
 )
 async def sponsor_add(request: Request) -> Response:
     caller = await require(request, OperatorRole.ADMIN)
-    body = await _body(
+    body = await boundary.body(
         request, NewSponsor, {"code": "must be a string", "name": "1–200 characters"}
     )
-    actor, now = _actor(request, caller), clock.utc_now()
+    actor, now = boundary.actor(request, caller), clock.utc_now()
 
     def work(session: Session) -> dict[str, Any]:
         state = _sponsor(sponsors.add_sponsor(session, body.code, body.name, now))
         operators.audit(session, actor, "sponsor.add", "sponsor", body.code, now, after=state)
         return state
 
-    return json_response(201, await _change(request, work))
+    return json_response(201, await change(request, work))
 
 
 @router.patch(
@@ -214,11 +149,11 @@ async def sponsor_add(request: Request) -> Response:
 )
 async def sponsor_change(request: Request, code: SponsorCode) -> Response:
     caller = await require(request, OperatorRole.ADMIN)
-    _checked(code, limits.sponsor_code_pattern, "code")
+    checked(code, limits.sponsor_code_pattern, "code")
     obj = await read_json_object(request, BODY_BYTES_MAX)
     body = validate_body(SponsorChange, obj, context={}, rules={}, codes={})
     clear = "reviewThresholdMiles" in obj and obj["reviewThresholdMiles"] is None
-    actor, now = _actor(request, caller), clock.utc_now()
+    actor, now = boundary.actor(request, caller), clock.utc_now()
 
     def work(session: Session) -> dict[str, Any]:
         before = _sponsor(sponsors.sponsor_to_change(session, code))
@@ -236,13 +171,13 @@ async def sponsor_change(request: Request, code: SponsorCode) -> Response:
         )
         return after
 
-    return json_response(200, await _change(request, work))
+    return json_response(200, await change(request, work))
 
 
 # --------------------------------------------------------------------------- locations
 
 
-class NewLocation(_Body):
+class NewLocation(Body):
     code: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=20)]
 
 
@@ -262,9 +197,9 @@ async def location_list(
     limit: pages.Limit = limits.admin_page_items_default,
 ) -> Response:
     await require(request, OperatorRole.VIEWER)
-    _checked(code, limits.sponsor_code_pattern, "code")
+    checked(code, limits.sponsor_code_pattern, "code")
     after = pages.decode(cursor, 1)
-    rows = await _read(
+    rows = await read(
         request,
         lambda s: [
             _location(r)
@@ -284,9 +219,9 @@ async def location_list(
 )
 async def location_add(request: Request, code: SponsorCode) -> Response:
     caller = await require(request, OperatorRole.ADMIN)
-    _checked(code, limits.sponsor_code_pattern, "code")
-    body = await _body(request, NewLocation, {"code": "must be a string"})
-    actor, now = _actor(request, caller), clock.utc_now()
+    checked(code, limits.sponsor_code_pattern, "code")
+    body = await boundary.body(request, NewLocation, {"code": "must be a string"})
+    actor, now = boundary.actor(request, caller), clock.utc_now()
 
     def work(session: Session) -> dict[str, Any]:
         state = _location(sponsors.add_location(session, code, body.code, now))
@@ -295,7 +230,7 @@ async def location_add(request: Request, code: SponsorCode) -> Response:
         )
         return state
 
-    return json_response(201, await _change(request, work))
+    return json_response(201, await change(request, work))
 
 
 # --------------------------------------------------------------------------- offers
@@ -314,7 +249,7 @@ def _iso_date(value: object) -> object:
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 
 
-class OfferBody(_Body):
+class OfferBody(Body):
     description: Annotated[
         str, StringConstraints(strict=True, max_length=limits.offer_description_chars_max)
     ] = ""
@@ -358,7 +293,7 @@ async def offer_list(
     await require(request, OperatorRole.VIEWER)
     sponsor = _sponsor_filter(sponsor)
     after = pages.decode(cursor, 2)
-    rows = await _read(
+    rows = await read(
         request,
         lambda s: offers.offer_page(s, sponsor, (after[0], after[1]) if after else None, limit + 1),
     )
@@ -375,10 +310,10 @@ async def offer_list(
 )
 async def offer_put(request: Request, code: SponsorCode, offer: OfferCode) -> Response:
     caller = await require(request, OperatorRole.ADMIN)
-    _checked(code, limits.sponsor_code_pattern, "code")
-    _checked(offer, limits.offer_code_pattern, "offer")
-    body = await _body(request, OfferBody, OFFER_RULES)
-    actor, now = _actor(request, caller), clock.utc_now()
+    checked(code, limits.sponsor_code_pattern, "code")
+    checked(offer, limits.offer_code_pattern, "offer")
+    body = await boundary.body(request, OfferBody, OFFER_RULES)
+    actor, now = boundary.actor(request, caller), clock.utc_now()
 
     def work(session: Session) -> tuple[bool, dict[str, Any]]:
         before = offers.offer(session, code, offer)
@@ -410,7 +345,7 @@ async def offer_put(request: Request, code: SponsorCode, offer: OfferCode) -> Re
         )
         return created, state or {}
 
-    created, state = await _change(request, work)
+    created, state = await change(request, work)
     return json_response(201 if created else 200, state)
 
 
@@ -421,9 +356,9 @@ async def offer_put(request: Request, code: SponsorCode, offer: OfferCode) -> Re
 )
 async def offer_disable(request: Request, code: SponsorCode, offer: OfferCode) -> Response:
     caller = await require(request, OperatorRole.ADMIN)
-    _checked(code, limits.sponsor_code_pattern, "code")
-    _checked(offer, limits.offer_code_pattern, "offer")
-    actor, now = _actor(request, caller), clock.utc_now()
+    checked(code, limits.sponsor_code_pattern, "code")
+    checked(offer, limits.offer_code_pattern, "offer")
+    actor, now = boundary.actor(request, caller), clock.utc_now()
 
     def work(session: Session) -> dict[str, Any]:
         offers.disable_offer(session, code, offer)
@@ -442,13 +377,13 @@ async def offer_disable(request: Request, code: SponsorCode, offer: OfferCode) -
         )
         return state
 
-    return json_response(200, await _change(request, work))
+    return json_response(200, await change(request, work))
 
 
 # --------------------------------------------------------------------------- webhooks
 
 
-class NewWebhook(_Body):
+class NewWebhook(Body):
     sponsorCode: Annotated[  # noqa: N815
         str, StringConstraints(strict=True, min_length=1, max_length=20)
     ]
@@ -493,7 +428,7 @@ async def webhook_list(
     sponsor = _sponsor_filter(sponsor)
     after = pages.decode_as(cursor, (datetime, str))
     key = None if after is None else (after[0], after[1])
-    rows = await _read(request, lambda s: webhooks.webhook_page(s, sponsor, key, limit + 1))
+    rows = await read(request, lambda s: webhooks.webhook_page(s, sponsor, key, limit + 1))
     return json_response(
         200,
         pages.page(
@@ -513,9 +448,11 @@ async def webhook_list(
 )
 async def webhook_add(request: Request) -> Response:
     caller = await require(request, OperatorRole.ADMIN)
-    body = await _body(request, NewWebhook, {"sponsorCode": "a sponsor's code", "url": "a URL"})
+    body = await boundary.body(
+        request, NewWebhook, {"sponsorCode": "a sponsor's code", "url": "a URL"}
+    )
     ctx = request.app.state.ctx
-    actor, now = _actor(request, caller), clock.utc_now()
+    actor, now = boundary.actor(request, caller), clock.utc_now()
     box = ctx.keys.box  # the secret is sealed under the servers' key
 
     def work(session: Session) -> tuple[str, str]:
@@ -538,7 +475,7 @@ async def webhook_add(request: Request) -> Response:
         )
         return webhook_id, secret
 
-    webhook_id, secret = await _change(request, work)
+    webhook_id, secret = await change(request, work)
     return json_response(
         201,
         {
@@ -559,8 +496,8 @@ async def webhook_add(request: Request) -> Response:
 )
 async def webhook_remove(request: Request, webhookId: str) -> Response:  # noqa: N803
     caller = await require(request, OperatorRole.ADMIN)
-    _checked(webhookId, ID_PATTERN, "webhookId")
-    actor, now = _actor(request, caller), clock.utc_now()
+    checked(webhookId, ID_PATTERN, "webhookId")
+    actor, now = boundary.actor(request, caller), clock.utc_now()
 
     def work(session: Session) -> None:
         webhooks.remove_webhook(session, webhookId)
@@ -575,7 +512,7 @@ async def webhook_remove(request: Request, webhookId: str) -> Response:  # noqa:
             after={"active": False},
         )
 
-    await _change(request, work)
+    await change(request, work)
     return json_response(200, {"id": webhookId, "active": False})
 
 
@@ -593,7 +530,7 @@ async def delivery_list(
     await require(request, OperatorRole.VIEWER)
     before = pages.decode_as(cursor, (datetime, str))
     key = None if before is None else (before[0], before[1])
-    rows = await _read(request, lambda s: webhooks.delivery_page(s, status, key, limit + 1))
+    rows = await read(request, lambda s: webhooks.delivery_page(s, status, key, limit + 1))
     return json_response(
         200,
         pages.page(
@@ -614,8 +551,8 @@ async def delivery_list(
 )
 async def delivery_retry(request: Request, deliveryId: str) -> Response:  # noqa: N803
     caller = await require(request, OperatorRole.ADMIN)
-    _checked(deliveryId, ID_PATTERN, "deliveryId")
-    actor, now = _actor(request, caller), clock.utc_now()
+    checked(deliveryId, ID_PATTERN, "deliveryId")
+    actor, now = boundary.actor(request, caller), clock.utc_now()
 
     def work(session: Session) -> None:
         status, attempts = webhooks.retry_delivery(session, deliveryId, now)
@@ -630,7 +567,7 @@ async def delivery_retry(request: Request, deliveryId: str) -> Response:  # noqa
             after={"status": DeliveryStatus.PENDING, "attempts": 0},
         )
 
-    await _change(request, work)
+    await change(request, work)
     return json_response(
         200,
         {"id": deliveryId, "status": DeliveryStatus.PENDING, "nextAttemptAt": _at(now, request)},

@@ -19,6 +19,7 @@ from rewardmiles.db.models import (
     OperatorSession,
     SignInFailures,
 )
+from rewardmiles.vocabulary import OperatorRole, OperatorStatus
 
 FAILURES = cast(Table, SignInFailures.__table__)
 
@@ -55,6 +56,38 @@ def operator_by_email(session: Session, email: str) -> StoredOperator | None:
         select(*_OPERATOR_COLUMNS).where(func.lower(Operator.email) == email.lower())
     ).first()
     return StoredOperator(*row) if row is not None else None
+
+
+def operator_by_id(session: Session, operator_id: str) -> StoredOperator | None:
+    row = session.execute(select(*_OPERATOR_COLUMNS).where(Operator.id == operator_id)).first()
+    return StoredOperator(*row) if row is not None else None
+
+
+def operators_after(session: Session, after: str | None, limit: int) -> list[StoredOperator]:
+    """Up to `limit` operators by id, after the id `after` (a page through the primary key)."""
+    stmt = select(*_OPERATOR_COLUMNS).order_by(Operator.id).limit(limit)
+    if after is not None:
+        stmt = stmt.where(Operator.id > after)
+    return [StoredOperator(*row) for row in session.execute(stmt)]
+
+
+def active_admins(session: Session) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Operator)
+            .where(Operator.role == OperatorRole.ADMIN, Operator.status == OperatorStatus.ACTIVE)
+        )
+        or 0
+    )
+
+
+def tokens_after(session: Session, after: str | None, limit: int) -> list[StoredToken]:
+    """Up to `limit` admin tokens by id, after the id `after`."""
+    stmt = select(*_TOKEN_COLUMNS).order_by(AdminToken.id).limit(limit)
+    if after is not None:
+        stmt = stmt.where(AdminToken.id > after)
+    return [StoredToken(*row) for row in session.execute(stmt)]
 
 
 def operators(session: Session) -> list[StoredOperator]:

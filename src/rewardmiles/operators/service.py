@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from rewardmiles import ids, limits
 from rewardmiles.config import Settings
-from rewardmiles.errors import OperatorError
+from rewardmiles.errors import AlreadyExistsError, MissingError, OperatorError
 from rewardmiles.operators import credentials, passwords, repository
 from rewardmiles.operators.passwords import HashCost
 from rewardmiles.operators.repository import (
@@ -51,7 +51,23 @@ class OperatorAccountError(OperatorError):
     pass
 
 
+class OperatorExistsError(OperatorAccountError, AlreadyExistsError):
+    pass
+
+
+class MissingOperatorError(OperatorAccountError, MissingError):
+    pass
+
+
 class AdminTokenError(OperatorError):
+    pass
+
+
+class TokenExistsError(AdminTokenError, AlreadyExistsError):
+    pass
+
+
+class MissingTokenError(AdminTokenError, MissingError):
     pass
 
 
@@ -231,7 +247,9 @@ def normalize_email(raw: str) -> str:
     """`raw` without surrounding blanks, checked to be an ASCII e-mail address."""
     email = raw.strip()
     if len(email) > limits.operator_email_chars_max or not _EMAIL.match(email):
-        raise OperatorAccountError(f"{raw!r} is not an e-mail address (ASCII, name@domain)")
+        raise OperatorAccountError(
+            f"{raw!r} is not an e-mail address (ASCII, name@domain)", field="email"
+        )
     return email
 
 
@@ -239,14 +257,16 @@ def _display_name(raw: str | None, email: str) -> str:
     name = (raw if raw is not None else email.split("@", 1)[0]).strip()
     longest = limits.operator_display_name_chars_max
     if not 1 <= len(name) <= longest or not name.isprintable():
-        raise OperatorAccountError(f"a display name has 1 to {longest} printable characters")
+        raise OperatorAccountError(
+            f"a display name has 1 to {longest} printable characters", field="displayName"
+        )
     return name
 
 
 def _existing(session: Session, email: str) -> StoredOperator:
     found = repository.operator_by_email(session, normalize_email(email))
     if found is None:
-        raise OperatorAccountError(f"no operator {email.strip()}")
+        raise MissingOperatorError(f"no operator {email.strip()}")
     return found
 
 
@@ -262,7 +282,9 @@ def add_operator(
 ) -> OperatorView:
     address = normalize_email(email)
     if repository.operator_by_email(session, address) is not None:
-        raise OperatorAccountError(f"an operator {address} exists already (e-mails ignore case)")
+        raise OperatorExistsError(
+            f"an operator {address} exists already (e-mails ignore case)", field="email"
+        )
     row = StoredOperator(
         ids.uuid4_hex(),
         address,
@@ -283,6 +305,32 @@ def list_operators(session: Session) -> list[OperatorView]:
     return [OperatorView.of(row) for row in repository.operators(session)]
 
 
+def operator_page(session: Session, after: str | None, limit: int) -> list[OperatorView]:
+    """Up to `limit` operators by id, after the id `after`."""
+    return [OperatorView.of(row) for row in repository.operators_after(session, after, limit)]
+
+
+def operator_email(session: Session, operator_id: str) -> str:
+    """The e-mail of the operator `operator_id` (the admin API names operators by id)."""
+    row = repository.operator_by_id(session, operator_id)
+    if row is None:
+        raise MissingOperatorError(f"no operator {operator_id}")
+    return row.email
+
+
+def _keep_an_admin(session: Session, row: StoredOperator) -> None:
+    """Refuse to disable or demote the last active admin: nobody could manage operators then
+    (short of the CLI on the database host)."""
+    if (
+        row.role == OperatorRole.ADMIN
+        and row.status == OperatorStatus.ACTIVE
+        and repository.active_admins(session) <= 1
+    ):
+        raise OperatorAccountError(
+            f"{row.email} is the last active admin: make another admin first"
+        )
+
+
 def set_status(
     session: Session, email: str, status: OperatorStatus, now: datetime, actor: Actor
 ) -> tuple[OperatorView, int] | None:
@@ -291,6 +339,8 @@ def set_status(
     row = _existing(session, email)
     if row.status == status.value:
         return None
+    if status is OperatorStatus.DISABLED:
+        _keep_an_admin(session, row)
     repository.change_operator(session, row.id, status=status.value)
     ended = (
         repository.delete_sessions_of(session, row.id) if status is OperatorStatus.DISABLED else 0
@@ -318,6 +368,8 @@ def set_role(
     before, and the operator as they are now."""
     row = _existing(session, email)
     before = OperatorRole(row.role)
+    if before is OperatorRole.ADMIN and role is not OperatorRole.ADMIN:
+        _keep_an_admin(session, row)
     if before is not role:
         repository.change_operator(session, row.id, role=role.value)
         audit(
@@ -373,14 +425,16 @@ def create_token(
     if not _TOKEN_NAME.match(name):
         raise AdminTokenError(
             f"{name!r}: a token name has 1 to {limits.admin_token_name_chars_max} letters, digits, '.', '_' or '-', starting "
-            "with a letter or digit"
+            "with a letter or digit",
+            field="name",
         )
     if not 1 <= expires_days <= limits.admin_token_expires_days_max:
         raise AdminTokenError(
-            f"a token expires after 1 to {limits.admin_token_expires_days_max} days"
+            f"a token expires after 1 to {limits.admin_token_expires_days_max} days",
+            field="expiresDays",
         )
     if repository.unrevoked_token_by_name(session, name) is not None:
-        raise AdminTokenError(f"a token named {name} exists (revoke it first)")
+        raise TokenExistsError(f"a token named {name} exists (revoke it first)", field="name")
     value = credentials.new_admin_token()
     row = StoredToken(
         ids.uuid4_hex(),
@@ -410,6 +464,11 @@ def list_tokens(session: Session) -> list[TokenView]:
     return [TokenView.of(row) for row in repository.tokens(session)]
 
 
+def token_page(session: Session, after: str | None, limit: int) -> list[TokenView]:
+    """Up to `limit` admin tokens by id, after the id `after`."""
+    return [TokenView.of(row) for row in repository.tokens_after(session, after, limit)]
+
+
 def revoke_token(session: Session, name_or_id: str, now: datetime, actor: Actor) -> TokenView:
     """Revoke a token named by its id, or by the name of an unrevoked one; it is refused from
     the next request on."""
@@ -417,7 +476,7 @@ def revoke_token(session: Session, name_or_id: str, now: datetime, actor: Actor)
         session, name_or_id
     )
     if row is None:
-        raise AdminTokenError(f"no admin token with id or (unrevoked) name {name_or_id}")
+        raise MissingTokenError(f"no admin token with id or (unrevoked) name {name_or_id}")
     if row.revoked_at is not None:
         raise AdminTokenError(f"admin token {row.id} ({row.name}) is revoked already")
     repository.revoke_token(session, row.id, now)
