@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import (
     AdminToken,
@@ -27,6 +28,7 @@ from rewardmiles.operators.service import (
     SessionPolicy,
     SignInPolicy,
 )
+from rewardmiles.settlement.worker import Worker
 from rewardmiles.vocabulary import OperatorRole, OperatorStatus
 from tests.conftest import DatabaseFactory
 from tests.support.operators import (
@@ -540,5 +542,45 @@ def test_the_last_active_admin_is_neither_disabled_nor_demoted(
             roles = {v.email: (v.role, v.status) for v in service.list_operators(session)}
         assert roles[second.email] == (OperatorRole.VIEWER, OperatorStatus.ACTIVE)
         assert roles[first.email] == (OperatorRole.ADMIN, OperatorStatus.ACTIVE)
+    finally:
+        own.dispose()
+
+
+def test_the_worker_purges_sessions_the_timeouts_ended_and_forgotten_failures(
+    dialect: str, database_factory: DatabaseFactory
+) -> None:
+    """Every operator's sessions, in a database of its own: the purge is database-wide."""
+    own = Database.from_url(database_factory.create(dialect))
+    settings = Settings()  # 30 min idle, 12 h absolute, failures remembered an hour
+    try:
+        login = new_operator(own, now=T0)
+        other = new_operator(own, now=T0)
+        idle = new_session(own, login.email, T0)  # idles out at T0 + 30 min
+        old = new_session(own, other.email, T0 - timedelta(hours=11))  # ends at T0 + 1 h
+        fresh = new_session(own, login.email, T0 + timedelta(minutes=5))
+        with own.unit_of_work() as session:
+            service.touch_session(session, old.id, T0 + timedelta(minutes=30))
+            service.record_failed_sign_in(
+                session, login.email, "10.0.0.9", T0, service.SignInPolicy.of(settings)
+            )
+
+        def purge(at: datetime) -> int:
+            return Worker(own, settings, now=lambda: at).purge_operator_sessions()
+
+        def failures() -> int:
+            with own.reader() as session:
+                return int(session.scalar(select(func.count()).select_from(SignInFailures)) or 0)
+
+        now = T0 + timedelta(minutes=31)
+        assert purge(now) == 1  # the idle one only
+        assert _sessions_of(own, login.id) == 1
+        assert _judge(own, idle.cookie, now).caller is None
+        assert _judge(own, fresh.cookie, now).caller is not None
+        assert _judge(own, old.cookie, now).caller is not None
+        assert failures() == 3  # account and address, address, account
+        later = T0 + timedelta(hours=1, minutes=1)
+        assert purge(later) == 2  # the old one by its absolute timeout, the fresh one idle
+        assert failures() == 0
+        assert purge(later) == 0
     finally:
         own.dispose()

@@ -214,6 +214,22 @@ def delete_ended_sessions_of(
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+def delete_ended_sessions(
+    session: Session, *, seen_before: datetime, created_before: datetime
+) -> int:
+    """Every operator's sessions ended by the timeouts (last seen before `seen_before`, or
+    created before `created_before`): the worker's purge of those never signed out."""
+    result = session.execute(
+        delete(OperatorSession).where(
+            or_(
+                OperatorSession.last_seen_at < seen_before,
+                OperatorSession.created_at < created_before,
+            )
+        )
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 # --------------------------------------------------------------------------- admin tokens
 
 

@@ -581,6 +581,18 @@ def record_failed_sign_in(
     repository.purge_failures(session, before=forget_before)
 
 
+def purge_ended(
+    session: Session, now: datetime, sessions: SessionPolicy, sign_ins: SignInPolicy
+) -> int:
+    """Remove the sessions the timeouts ended (whoever never signed out nor in again) and the
+    failed sign-in counts already forgotten: the worker's hourly purge. The sessions removed."""
+    ended = repository.delete_ended_sessions(
+        session, seen_before=now - sessions.idle, created_before=now - sessions.absolute
+    )
+    repository.purge_failures(session, before=now - sign_ins.memory)
+    return ended
+
+
 @dataclass(frozen=True, slots=True)
 class NewSession:
     cookie_value: str  # shown once, in the Set-Cookie header; stored only hashed

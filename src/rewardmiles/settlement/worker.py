@@ -16,6 +16,8 @@ from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.idempotency import repository as keys
 from rewardmiles.metrics import SETTLEMENT_LAST_PASS
+from rewardmiles.operators import service as operators
+from rewardmiles.operators.service import SessionPolicy, SignInPolicy
 from rewardmiles.settlement import repository, service
 from rewardmiles.settlement.service import SettleReport
 from rewardmiles.support import repository as failures
@@ -109,6 +111,7 @@ class Worker:
                 last_purge = time.monotonic()
                 self.purge_idempotency_keys()
                 self.purge_request_failures()
+                self.purge_operator_sessions()
             if time.monotonic() - last_depth_log >= QUEUE_DEPTH_LOG_SECONDS:
                 last_depth_log = time.monotonic()
                 with self._db.reader() as session:
@@ -143,6 +146,17 @@ class Worker:
         if purged:
             log.info("request_failures_purged", count=purged)
         return purged
+
+    def purge_operator_sessions(self) -> int:
+        """Drop operators' sessions ended by the timeouts and forgotten sign-in failures."""
+        settings = self._settings
+        with self._db.unit_of_work() as session:
+            ended = operators.purge_ended(
+                session, self._now(), SessionPolicy.of(settings), SignInPolicy.of(settings)
+            )
+        if ended:
+            log.info("operator_sessions_purged", count=ended)
+        return ended
 
     def start_thread(self) -> None:
         self._thread = threading.Thread(target=self.run_forever, name="settlement", daemon=True)
