@@ -54,6 +54,18 @@ HAPPY_PATHS = {
     "GET /checkout/issuance/reports/reconciliation",
     "GET /admin/v1/me",
     "GET /admin/v1/collectors/{number}",
+    # The admin lists: every filter is optional, so generated cases reach a page.
+    "GET /admin/v1/sponsors",
+    "GET /admin/v1/offers",
+    "GET /admin/v1/webhooks",
+    "GET /admin/v1/webhook-deliveries",
+    "GET /admin/v1/partners",
+    "GET /admin/v1/operators",
+    "GET /admin/v1/admin-tokens",
+    "GET /admin/v1/transactions",
+    "GET /admin/v1/pending",
+    "GET /admin/v1/adjustments",
+    "GET /admin/v1/audit-log",
 }
 # One generated case in STEER_ONE_IN is moved onto the seeded data; the rest stay as generated.
 STEER_ONE_IN = 3
