@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from rewardmiles import clock, limits, secretbox
+from rewardmiles.admin.boundary import BODY_PROBLEMS
 from rewardmiles.codec import b64url, unb64url
 from rewardmiles.collectors import adjustments, service
 from rewardmiles.collectors.adjustments import AdjustmentError, AdjustmentRequest
@@ -43,15 +44,6 @@ LIMIT = Query(
     None,
     description=f"Entries per page, 1 to {limits.admin_page_items_max} "
     f"(default {limits.admin_page_items_default}).",
-)
-BODY_PROBLEMS = (
-    "VALIDATION_FAILED",
-    "MALFORMED_JSON",
-    "FIELD_REQUIRED",
-    "FIELD_INVALID",
-    "FIELD_UNKNOWN",
-    "PAYLOAD_TOO_LARGE",
-    "UNSUPPORTED_MEDIA_TYPE",
 )
 
 

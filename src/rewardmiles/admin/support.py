@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.responses import Response
 
 from rewardmiles import clock, limits
+from rewardmiles.admin.boundary import BODY_PROBLEMS
 from rewardmiles.collectors import service as collectors
 from rewardmiles.errors import ProblemError
 from rewardmiles.http import pages
@@ -71,15 +72,6 @@ REVIEW_RULES = {
     "(TRANSACTION_ID:LINE_NO)",
 }
 QUERY_PROBLEMS = ("VALIDATION_FAILED", *pages.PAGE_PROBLEMS)
-BODY_PROBLEMS = (
-    "VALIDATION_FAILED",
-    "MALFORMED_JSON",
-    "FIELD_REQUIRED",
-    "FIELD_INVALID",
-    "FIELD_UNKNOWN",
-    "PAYLOAD_TOO_LARGE",
-    "UNSUPPORTED_MEDIA_TYPE",
-)
 
 
 # --------------------------------------------------------------------------- parsing
