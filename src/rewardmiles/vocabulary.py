@@ -153,7 +153,7 @@ class EntrySource(StrEnum):
     """What wrote a ledger entry as a collector's history shows it, when it is not a partner
     endpoint (`Endpoint`): an operator's adjustment."""
 
-    ADJUSTMENT = "ADJUSTMENT"
+    ADJUSTMENT = "adjustment"
 
 
 class DeliveryStatus(StrEnum):

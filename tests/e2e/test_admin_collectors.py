@@ -95,9 +95,9 @@ def test_the_history_pages_newest_first_with_the_running_balance(
     assert [i["balanceAfter"] for i in items] == _truth(world, number) == [144, 44, 37, 42, 30]
     assert [i["miles"] for i in items] == [100, 7, -5, 12, 30]
     assert [i["endpoint"] for i in items] == [
-        "ADJUSTMENT",
+        "adjustment",
         "post_event",
-        "ADJUSTMENT",
+        "adjustment",
         "post_event",
         "post_event",
     ]

@@ -153,13 +153,13 @@ def test_history_lists_newest_first_with_the_balance_after_each(cli: Cli) -> Non
     shown = json.loads(_ok(cli("collector", "history", number, "--json")).stdout)
     assert [i["miles"] for i in shown["items"]] == [-5, 20, 10]
     assert [i["balanceAfter"] for i in shown["items"]] == [25, 30, 10]
-    assert {i["endpoint"] for i in shown["items"]} == {"ADJUSTMENT"}
+    assert {i["endpoint"] for i in shown["items"]} == {"adjustment"}
     assert shown["more"] is False
     two = json.loads(_ok(cli("collector", "history", number, "--limit", "2", "--json")).stdout)
     assert [i["balanceAfter"] for i in two["items"]] == [25, 30]
     assert two["more"] is True
     text = _ok(cli("collector", "history", number, "--limit", "2"))
-    assert text.stdout.count("ADJUSTMENT") == 2
+    assert text.stdout.count("adjustment") == 2
     assert "--limit for more" in text.stderr
     assert "not found" in _failed(cli("collector", "history", "00000000000"))
 

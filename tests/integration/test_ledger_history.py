@@ -104,7 +104,7 @@ def test_an_entry_shows_its_transaction_or_its_adjustment(db: Database) -> None:
     assert found is not None
     newest, previous, third = found.entries
     # Newest first: the adjustment of 500, the debit of 7, the last adjustment of -4.
-    assert (newest.reference_id, newest.endpoint, newest.miles) == (refs[9], "ADJUSTMENT", 500)
+    assert (newest.reference_id, newest.endpoint, newest.miles) == (refs[9], "adjustment", 500)
     assert (newest.sponsor_code, newest.partner_transaction_id, newest.offer_code) == (
         None,
         None,
@@ -113,7 +113,7 @@ def test_an_entry_shows_its_transaction_or_its_adjustment(db: Database) -> None:
     assert (previous.reference_id, previous.endpoint, previous.miles) == (refs[8], "post_event", -7)
     assert (previous.sponsor_code, previous.offer_code) == (sponsor, "STANDARD")
     assert previous.partner_transaction_id is not None
-    assert (third.miles, third.endpoint) == (-4, "ADJUSTMENT")
+    assert (third.miles, third.endpoint) == (-4, "adjustment")
     assert newest.balance_after - newest.miles == previous.balance_after
 
 

@@ -170,7 +170,7 @@ def _at(moment: datetime, zone: str) -> str:
     "/collectors/{number}/ledger",
     summary="A collector's ledger entries, newest first, with the balance after each",
     description="Each entry: when it posted (program time zone), the transaction (or "
-    "adjustment) id, the partner's transaction id, sponsor, offer, endpoint (`ADJUSTMENT` for an "
+    "adjustment) id, the partner's transaction id, sponsor, offer, endpoint (`adjustment` for an "
     "operator's adjustment), the signed miles and the collector's balance right after it. "
     "Pages by keyset; the cursor is signed (it carries the running balance). Any role.",
     response_model=LedgerPage,
