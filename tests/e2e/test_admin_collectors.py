@@ -271,3 +271,13 @@ def test_the_list_of_adjustments_pages_and_filters(world: World) -> None:
     assert_problem(
         caller.get("/admin/v1/adjustments", cursor="bad"), 400, "CURSOR_INVALID", "cursor"
     )
+
+
+def test_every_member_at_fault_of_an_adjustment_is_named_in_one_answer(
+    world: World, agent: Caller
+) -> None:
+    path = f"/admin/v1/collectors/{world.collector()}/adjustments"
+    response = agent.post(path, {"miles": 0, "reason": "NICE", "note": ""}, str(uuid.uuid4()))
+    problem = assert_problem(response, 400, "FIELD_INVALID")
+    assert sorted(e["field"] for e in problem["errors"]) == ["miles", "note", "reason"]
+    assert {e["code"] for e in problem["errors"]} == {"FIELD_INVALID"}

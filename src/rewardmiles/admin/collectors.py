@@ -9,7 +9,7 @@ from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, StrictInt, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, StrictInt, StringConstraints
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
@@ -30,7 +30,7 @@ from rewardmiles.idempotency.service import parse_key
 from rewardmiles.ledger import history
 from rewardmiles.operators.access import auth_problems, auth_problems_unsafe, require
 from rewardmiles.operators.service import Actor
-from rewardmiles.vocabulary import CollectorStatus, OperatorRole
+from rewardmiles.vocabulary import AdjustmentReason, CollectorStatus, OperatorRole
 
 router = APIRouter(prefix="/admin/v1", tags=["admin"])
 
@@ -82,11 +82,26 @@ class StatusOut(BaseModel):
     status: CollectorStatus
 
 
+def _nonzero_miles(miles: int) -> int:
+    if miles == 0 or abs(miles) > limits.adjustment_miles_max:
+        raise ValueError("out of range")
+    return miles
+
+
+def _known_reason(reason: str) -> str:
+    if reason not in tuple(AdjustmentReason):
+        raise ValueError("unknown reason")
+    return reason
+
+
 class AdjustmentBody(BaseModel):
+    """Checked whole, so that every member at fault is named in one answer (the service checks
+    the same again for the CLI)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    miles: StrictInt
-    reason: Annotated[str, StringConstraints(strict=True)]
+    miles: Annotated[StrictInt, AfterValidator(_nonzero_miles)]
+    reason: Annotated[str, StringConstraints(strict=True), AfterValidator(_known_reason)]
     note: Annotated[
         str,
         StringConstraints(strict=True, min_length=1, max_length=limits.adjustment_note_chars_max),
@@ -112,8 +127,9 @@ class AdjustmentPage(BaseModel):
 NOTE_RULE = f"must be a string of 1 to {limits.adjustment_note_chars_max} characters"
 STATUS_RULES = {"status": f"must be one of {', '.join(CollectorStatus)}", "note": NOTE_RULE}
 ADJUSTMENT_RULES = {
-    "miles": "must be a non-zero JSON integer",
-    "reason": "must be a string",
+    "miles": f"must be a non-zero JSON integer of at most {limits.adjustment_miles_max:,} "
+    "either way",
+    "reason": f"must be one of {', '.join(AdjustmentReason)}",
     "note": NOTE_RULE,
 }
 
