@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -468,3 +469,50 @@ def test_at_most_a_thousand_pending_lines_are_listed_unless_asked(
         everything = settlement.list_pending(session, sponsor, limit=2000)
     assert len(everything) == 1008
     assert listed == everything[:1000]
+
+
+def test_a_failing_purge_is_logged_and_stops_neither_the_other_purges_nor_the_worker(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rewardmiles.settlement.worker import Worker
+
+    worker = Worker(db, Settings(), poll_seconds=0.01)
+    ran: list[str] = []
+
+    def fails() -> int:
+        ran.append("idempotency")
+        raise RuntimeError("database away")
+
+    def noting(name: str) -> Callable[[], int]:
+        def purge() -> int:
+            ran.append(name)
+            return 0
+
+        return purge
+
+    monkeypatch.setattr(worker, "purge_idempotency_keys", fails)
+    monkeypatch.setattr(worker, "purge_request_failures", noting("failures"))
+    monkeypatch.setattr(worker, "purge_operator_sessions", noting("sessions"))
+    worker.purge()
+    assert ran == ["idempotency", "failures", "sessions"]
+    # In the loop too: the thread survives a failing purge and goes on settling.
+    passes: list[int] = []
+    real_settle = worker.settle_once
+
+    def counted() -> Any:
+        passes.append(1)
+        return real_settle()
+
+    monkeypatch.setattr(worker, "settle_once", counted)
+    monkeypatch.setattr(worker.dispatcher, "start_thread", lambda: None)
+    monkeypatch.setattr(worker.dispatcher, "stop", lambda: None)
+    worker.start_thread()
+    try:
+        deadline = time.monotonic() + 10
+        while len(passes) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(passes) >= 3
+        assert worker._thread is not None
+        assert worker._thread.is_alive()
+    finally:
+        worker.stop()

@@ -109,9 +109,7 @@ class Worker:
                 continue
             if time.monotonic() - last_purge >= PURGE_INTERVAL_SECONDS:
                 last_purge = time.monotonic()
-                self.purge_idempotency_keys()
-                self.purge_request_failures()
-                self.purge_operator_sessions()
+                self.purge()
             if time.monotonic() - last_depth_log >= QUEUE_DEPTH_LOG_SECONDS:
                 last_depth_log = time.monotonic()
                 with self._db.reader() as session:
@@ -119,6 +117,19 @@ class Worker:
             if not report.settled:
                 self._stop.wait(self._poll_seconds)
         self.dispatcher.stop()
+
+    def purge(self) -> None:
+        """The hourly purges, each on its own: one that fails (the database away, say) is logged
+        and tried again an hour later, and neither stops the others nor the settling."""
+        for step in (
+            self.purge_idempotency_keys,
+            self.purge_request_failures,
+            self.purge_operator_sessions,
+        ):
+            try:
+                step()
+            except Exception as exc:
+                log.error("purge_failed", step=step.__name__, error=type(exc).__name__)
 
     def purge_idempotency_keys(self) -> int:
         """Drop keys older than the retention window (SPEC §4); their transactions stay."""
