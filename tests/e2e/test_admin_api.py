@@ -364,6 +364,7 @@ def test_an_account_guessed_from_many_addresses_stays_open_to_new_ones(admin: Ad
 
 
 def test_a_disabled_operator_cannot_sign_in_and_their_sessions_end(admin: Admin) -> None:
+    admin.operator(OperatorRole.ADMIN)  # another: the last active admin cannot be disabled
     login = admin.operator(OperatorRole.ADMIN)
     cookie, _ = _signed_in(admin, login)
     with admin.db.unit_of_work() as session:
