@@ -158,11 +158,16 @@ def test_post_adjustment_refuses_zero_miles_and_a_balance_moved_without_the_lock
     db: Database,
 ) -> None:
     number = data.new_collector(db)
-    with pytest.raises(ledger.LedgerInvariantError, match="non-zero"):
+    with pytest.raises(ledger.LedgerInvariantError) as refused:
         ledger.service.adjustment_rows(number, "x", 0, posted_at=data.now())
+    assert str(refused.value) == "an adjustment must move a non-zero amount"
     assert len(ledger.service.adjustment_rows(number, "x", -1, posted_at=data.now())) == 2
-    with pytest.raises(ledger.LedgerInvariantError, match="changed without its lock"):
+    with pytest.raises(ledger.LedgerInvariantError) as moved:
         _post_with_a_stale_account(db, number)
+    # The stale account says 1, the adjustment adds 5: 6 expected, the row holds 0 + 5.
+    assert str(moved.value) == (
+        f"balance of collector {number} changed without its lock (expected 6, found 5)"
+    )
     assert data.balance(db, number) == 0  # rolled back whole
 
 
@@ -173,6 +178,27 @@ def test_post_adjustment_returns_the_new_account_state(db: Database) -> None:
         account = ledger.lock_collector(session, number)
         assert account == ledger.CollectorAccount(number, "ON_HOLD", -3)
     assert made.balance_after == -3
+    with db.unit_of_work() as session:
+        account = ledger.lock_collector(session, number)
+        assert account is not None
+        ident = str(uuid.uuid4())
+        session.execute(
+            insert(Adjustment).values(
+                id=ident,
+                collector_number=number,
+                miles=10,
+                reason="CORRECTION",
+                note="n",
+                operator="t",
+                idempotency_key=ident,
+                fingerprint="0" * 64,
+                balance_after=7,
+                created_at=data.now(),
+            )
+        )
+        after = ledger.post_adjustment(session, account, ident, 10, posted_at=data.now())
+    assert after == ledger.CollectorAccount(number, "ON_HOLD", 7)
+    assert data.balance(db, number) == 7
 
 
 # --------------------------------------------------------------------------- idempotency
