@@ -138,11 +138,11 @@ _OUTCOMES_ZIP = (
 )
 
 EXPLAINED: dict[str, Explained] = {
-    "rewardmiles.ledger.verify.x_verify__mutmut_120": Explained(
+    "rewardmiles.ledger.verify.x_verify__mutmut_125": Explained(
         "None,",
         _JOIN_ON_INFERRED,
     ),
-    "rewardmiles.ledger.verify.x_verify__mutmut_122": Explained(
+    "rewardmiles.ledger.verify.x_verify__mutmut_127": Explained(
         ")",
         _JOIN_ON_INFERRED,
     ),

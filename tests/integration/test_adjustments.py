@@ -587,3 +587,62 @@ def test_the_same_key_sent_twice_at_once_makes_one_adjustment(db: Database) -> N
     assert outcomes[0].adjustment == outcomes[1].adjustment
     assert data.balance(db, number) == 9
     assert len(_audit(db, number)) == 1
+
+
+def _insert_adjustment(session: object, ident: str, number: str, miles: int) -> None:
+    session.execute(  # type: ignore[attr-defined]
+        insert(Adjustment).values(
+            id=ident,
+            collector_number=number,
+            miles=miles,
+            reason="GOODWILL",
+            note="n",
+            operator="t",
+            idempotency_key=ident,
+            fingerprint="0" * 64,
+            balance_after=0,
+            created_at=data.now(),
+        )
+    )
+
+
+def test_verify_lists_the_first_wrong_adjustment_entries_in_entry_order(
+    own_db: Database,
+) -> None:
+    """More wrong entries than are shown: the first ones written, in the order written, however
+    the adjustments' ids sort (here the reverse of it)."""
+    number = data.new_collector(own_db)
+    shown = limits.verify_problems_shown_max
+    idents = [f"{999 - i:03d}-adjustment" for i in range(shown + 2)]  # descending ids
+    with own_db.unit_of_work() as session:
+        for ident in idents:
+            _insert_adjustment(session, ident, number, 3)
+            for kind, code, amount in (("collector", number, 3), ("program", "ELSEWHERE", -3)):
+                session.execute(
+                    insert(LedgerEntry).values(
+                        adjustment_id=ident,
+                        account_kind=kind,
+                        account_code=code,
+                        amount_miles=amount,
+                        posted_at=data.now(),
+                    )
+                )
+    wrong = [p for p in _verify(own_db).problems if p.endswith("account or miles")]
+    assert wrong == [
+        f"adjustment {ident}: program entry does not match the adjustment's account or miles"
+        for ident in idents[:shown]
+    ]
+
+
+def test_verify_lists_the_first_lopsided_adjustments_in_id_order(own_db: Database) -> None:
+    number = data.new_collector(own_db)
+    shown = limits.verify_problems_shown_max
+    idents = [f"{999 - i:03d}-adjustment" for i in range(shown + 2)]  # written in reverse order
+    with own_db.unit_of_work() as session:
+        for ident in idents:
+            _insert_adjustment(session, ident, number, 3)
+    lopsided = [p for p in _verify(own_db).problems if p.endswith("one program entry")]
+    assert lopsided == [
+        f"adjustment {ident}: not one collector entry and one program entry"
+        for ident in sorted(idents)[:shown]
+    ]

@@ -249,7 +249,9 @@ def _adjustments_disagreeing_with_entries(session: Session) -> list[str]:
     entry names an adjustment that does not exist."""
     wrong_entries = session.execute(
         select(LedgerEntry.adjustment_id, LedgerEntry.account_kind)
-        .outerjoin(Adjustment, Adjustment.id == LedgerEntry.adjustment_id)
+        # ON ledger_entries.adjustment_id = adjustments.id, from the entries' one foreign key to
+        # adjustments (spelt out, it would only be SQLAlchemy's own inference again).
+        .outerjoin(Adjustment)
         .where(
             LedgerEntry.adjustment_id.is_not(None),
             or_(
