@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, inspect, select, update
 
 from rewardmiles import ledger, limits
 from rewardmiles.collectors import adjustments
@@ -645,4 +645,57 @@ def test_verify_lists_the_first_lopsided_adjustments_in_id_order(own_db: Databas
     assert lopsided == [
         f"adjustment {ident}: not one collector entry and one program entry"
         for ident in sorted(idents)[:shown]
+    ]
+
+
+def test_verify_detects_an_entry_naming_an_adjustment_that_does_not_exist(
+    own_db: Database,
+) -> None:
+    """The foreign key forbids it; a database edited without it (SQLite's own shell keeps foreign
+    keys off, a PostgreSQL restore may drop them) can still hold one, and verify says so."""
+    _books(own_db)
+    with own_db.engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            raw.execute("PRAGMA foreign_keys=OFF")  # outside a transaction, or it is ignored
+        else:
+            (name,) = [
+                fk["name"]
+                for fk in inspect(conn).get_foreign_keys("ledger_entries")
+                if fk["referred_table"] == "adjustments"
+            ]
+            conn.exec_driver_sql(f'ALTER TABLE ledger_entries DROP CONSTRAINT "{name}"')
+        conn.execute(
+            insert(LedgerEntry).values(
+                adjustment_id="ghost",
+                account_kind="program",
+                account_code="ADJUSTMENTS",
+                amount_miles=0,
+                posted_at=data.now(),
+            )
+        )
+        conn.commit()
+        if conn.dialect.name == "sqlite":
+            raw.execute("PRAGMA foreign_keys=ON")
+    assert _verify(own_db).problems == [
+        "adjustment ghost: program entry does not match the adjustment's account or miles"
+    ]
+
+
+def test_verify_detects_an_adjustment_whose_collector_entry_became_another_kind(
+    own_db: Database,
+) -> None:
+    """Its pair is then one program entry and one of another kind: no collector entry."""
+    _, ident = _books(own_db)
+    with own_db.unit_of_work() as session:
+        session.execute(
+            update(LedgerEntry)
+            .where(LedgerEntry.adjustment_id == ident, LedgerEntry.account_kind == "collector")
+            .values(account_kind="sponsor")
+        )
+    problems = [p for p in _verify(own_db).problems if p.startswith("adjustment ")]
+    assert problems == [
+        f"adjustment {ident}: sponsor entry does not match the adjustment's account or miles",
+        f"adjustment {ident}: not one collector entry and one program entry",
     ]
