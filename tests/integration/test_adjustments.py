@@ -655,9 +655,8 @@ def test_verify_detects_an_entry_naming_an_adjustment_that_does_not_exist(
     keys off, a PostgreSQL restore may drop them) can still hold one, and verify says so."""
     _books(own_db)
     with own_db.engine.connect() as conn:
-        if conn.dialect.name == "sqlite":
-            raw = conn.connection.driver_connection
-            assert raw is not None
+        raw = conn.connection.driver_connection if conn.dialect.name == "sqlite" else None
+        if raw is not None:
             raw.execute("PRAGMA foreign_keys=OFF")  # outside a transaction, or it is ignored
         else:
             (name,) = [
@@ -676,7 +675,7 @@ def test_verify_detects_an_entry_naming_an_adjustment_that_does_not_exist(
             )
         )
         conn.commit()
-        if conn.dialect.name == "sqlite":
+        if raw is not None:
             raw.execute("PRAGMA foreign_keys=ON")
     assert _verify(own_db).problems == [
         "adjustment ghost: program entry does not match the adjustment's account or miles"
