@@ -297,7 +297,7 @@ def _adjustments_disagreeing_with_entries(session: Session) -> list[str]:
     )
     lopsided = session.execute(
         select(Adjustment.id)
-        .outerjoin(entries, entries.c.adjustment_id == Adjustment.id)
+        .outerjoin(entries)  # ON its adjustment_id, which keeps the entries' foreign key
         .where(
             or_(
                 entries.c.adjustment_id.is_(None),
