@@ -137,12 +137,18 @@ _OUTCOMES_ZIP = (
     "for (_, future), outcome in zip(batch, outcomes or [NOT_WRITTEN] * len(batch), {}):"
 )
 
+_COUNT_OF_TWO = (
+    "an adjustment is lopsided unless it has exactly 2 entries (entries != 2 is the same test), "
+    "and of 2 entries the {0} ones number c and the others 2 - c: 2 - c != 1 exactly when "
+    "c != 1, so counting the others instead of the {0} entries flags the same adjustments"
+)
+
 EXPLAINED: dict[str, Explained] = {
-    "rewardmiles.ledger.verify.x_verify__mutmut_120": Explained(
+    "rewardmiles.ledger.verify.x_verify__mutmut_125": Explained(
         "None,",
         _JOIN_ON_INFERRED,
     ),
-    "rewardmiles.ledger.verify.x_verify__mutmut_122": Explained(
+    "rewardmiles.ledger.verify.x_verify__mutmut_127": Explained(
         ")",
         _JOIN_ON_INFERRED,
     ),
@@ -189,6 +195,23 @@ EXPLAINED: dict[str, Explained] = {
     "rewardmiles.ledger.verify.x__statuses_disagreeing_with_lines__mutmut_48": Explained(
         "select(None)",
         "EXISTS ignores its select list",
+    ),
+    "rewardmiles.ledger.verify.x__adjustments_disagreeing_with_entries__mutmut_4": Explained(
+        ".order_by(None)",
+        "SQLite scans ledger_entries (a rowid table, the rowid being the entry's id) in id order "
+        "for this query, so the first wrong entries come in id order without the ORDER BY; on "
+        "PostgreSQL test_verify_lists_the_first_wrong_adjustment_entries_in_entry_order fails "
+        "with it (planted by hand)",
+        dialects=("sqlite",),
+    ),
+    "rewardmiles.ledger.verify.x__adjustments_disagreeing_with_entries__mutmut_53": Explained(
+        "case((LedgerEntry.account_kind != AccountKind.COLLECTOR, 1), else_=0)",
+        _COUNT_OF_TWO.format("collector"),
+    ),
+    "rewardmiles.ledger.verify.x__adjustments_disagreeing_with_entries__mutmut_62": Explained(
+        "program_entries = func.sum(case((LedgerEntry.account_kind != AccountKind.PROGRAM, 1), "
+        "else_=0))",
+        _COUNT_OF_TWO.format("program"),
     ),
     "rewardmiles.ledger.service.x_entry_rows__mutmut_34": Explained(
         "raise LedgerInvariantError(None)",

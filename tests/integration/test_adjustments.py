@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, inspect, select, update
 
 from rewardmiles import ledger, limits
 from rewardmiles.collectors import adjustments
@@ -158,11 +158,16 @@ def test_post_adjustment_refuses_zero_miles_and_a_balance_moved_without_the_lock
     db: Database,
 ) -> None:
     number = data.new_collector(db)
-    with pytest.raises(ledger.LedgerInvariantError, match="non-zero"):
+    with pytest.raises(ledger.LedgerInvariantError) as refused:
         ledger.service.adjustment_rows(number, "x", 0, posted_at=data.now())
+    assert str(refused.value) == "an adjustment must move a non-zero amount"
     assert len(ledger.service.adjustment_rows(number, "x", -1, posted_at=data.now())) == 2
-    with pytest.raises(ledger.LedgerInvariantError, match="changed without its lock"):
+    with pytest.raises(ledger.LedgerInvariantError) as moved:
         _post_with_a_stale_account(db, number)
+    # The stale account says 1, the adjustment adds 5: 6 expected, the row holds 0 + 5.
+    assert str(moved.value) == (
+        f"balance of collector {number} changed without its lock (expected 6, found 5)"
+    )
     assert data.balance(db, number) == 0  # rolled back whole
 
 
@@ -173,6 +178,27 @@ def test_post_adjustment_returns_the_new_account_state(db: Database) -> None:
         account = ledger.lock_collector(session, number)
         assert account == ledger.CollectorAccount(number, "ON_HOLD", -3)
     assert made.balance_after == -3
+    with db.unit_of_work() as session:
+        account = ledger.lock_collector(session, number)
+        assert account is not None
+        ident = str(uuid.uuid4())
+        session.execute(
+            insert(Adjustment).values(
+                id=ident,
+                collector_number=number,
+                miles=10,
+                reason="CORRECTION",
+                note="n",
+                operator="t",
+                idempotency_key=ident,
+                fingerprint="0" * 64,
+                balance_after=7,
+                created_at=data.now(),
+            )
+        )
+        after = ledger.post_adjustment(session, account, ident, 10, posted_at=data.now())
+    assert after == ledger.CollectorAccount(number, "ON_HOLD", 7)
+    assert data.balance(db, number) == 7
 
 
 # --------------------------------------------------------------------------- idempotency
@@ -561,3 +587,114 @@ def test_the_same_key_sent_twice_at_once_makes_one_adjustment(db: Database) -> N
     assert outcomes[0].adjustment == outcomes[1].adjustment
     assert data.balance(db, number) == 9
     assert len(_audit(db, number)) == 1
+
+
+def _insert_adjustment(session: object, ident: str, number: str, miles: int) -> None:
+    session.execute(  # type: ignore[attr-defined]
+        insert(Adjustment).values(
+            id=ident,
+            collector_number=number,
+            miles=miles,
+            reason="GOODWILL",
+            note="n",
+            operator="t",
+            idempotency_key=ident,
+            fingerprint="0" * 64,
+            balance_after=0,
+            created_at=data.now(),
+        )
+    )
+
+
+def test_verify_lists_the_first_wrong_adjustment_entries_in_entry_order(
+    own_db: Database,
+) -> None:
+    """More wrong entries than are shown: the first ones written, in the order written, however
+    the adjustments' ids sort (here the reverse of it)."""
+    number = data.new_collector(own_db)
+    shown = limits.verify_problems_shown_max
+    idents = [f"{999 - i:03d}-adjustment" for i in range(shown + 2)]  # descending ids
+    with own_db.unit_of_work() as session:
+        for ident in idents:
+            _insert_adjustment(session, ident, number, 3)
+            for kind, code, amount in (("collector", number, 3), ("program", "ELSEWHERE", -3)):
+                session.execute(
+                    insert(LedgerEntry).values(
+                        adjustment_id=ident,
+                        account_kind=kind,
+                        account_code=code,
+                        amount_miles=amount,
+                        posted_at=data.now(),
+                    )
+                )
+    wrong = [p for p in _verify(own_db).problems if p.endswith("account or miles")]
+    assert wrong == [
+        f"adjustment {ident}: program entry does not match the adjustment's account or miles"
+        for ident in idents[:shown]
+    ]
+
+
+def test_verify_lists_the_first_lopsided_adjustments_in_id_order(own_db: Database) -> None:
+    number = data.new_collector(own_db)
+    shown = limits.verify_problems_shown_max
+    idents = [f"{999 - i:03d}-adjustment" for i in range(shown + 2)]  # written in reverse order
+    with own_db.unit_of_work() as session:
+        for ident in idents:
+            _insert_adjustment(session, ident, number, 3)
+    lopsided = [p for p in _verify(own_db).problems if p.endswith("one program entry")]
+    assert lopsided == [
+        f"adjustment {ident}: not one collector entry and one program entry"
+        for ident in sorted(idents)[:shown]
+    ]
+
+
+def test_verify_detects_an_entry_naming_an_adjustment_that_does_not_exist(
+    own_db: Database,
+) -> None:
+    """The foreign key forbids it; a database edited without it (SQLite's own shell keeps foreign
+    keys off, a PostgreSQL restore may drop them) can still hold one, and verify says so."""
+    _books(own_db)
+    with own_db.engine.connect() as conn:
+        raw = conn.connection.driver_connection if conn.dialect.name == "sqlite" else None
+        if raw is not None:
+            raw.execute("PRAGMA foreign_keys=OFF")  # outside a transaction, or it is ignored
+        else:
+            (name,) = [
+                fk["name"]
+                for fk in inspect(conn).get_foreign_keys("ledger_entries")
+                if fk["referred_table"] == "adjustments"
+            ]
+            conn.exec_driver_sql(f'ALTER TABLE ledger_entries DROP CONSTRAINT "{name}"')
+        conn.execute(
+            insert(LedgerEntry).values(
+                adjustment_id="ghost",
+                account_kind="program",
+                account_code="ADJUSTMENTS",
+                amount_miles=0,
+                posted_at=data.now(),
+            )
+        )
+        conn.commit()
+        if raw is not None:
+            raw.execute("PRAGMA foreign_keys=ON")
+    assert _verify(own_db).problems == [
+        "adjustment ghost: program entry does not match the adjustment's account or miles"
+    ]
+
+
+def test_verify_detects_an_adjustment_whose_collector_entry_became_another_kind(
+    own_db: Database,
+) -> None:
+    """Its pair is then one program entry and one of another kind: no collector entry."""
+    _, ident = _books(own_db)
+    with own_db.unit_of_work() as session:
+        session.execute(
+            update(LedgerEntry)
+            .where(LedgerEntry.adjustment_id == ident, LedgerEntry.account_kind == "collector")
+            .values(account_kind="sponsor")
+        )
+    problems = [p for p in _verify(own_db).problems if p.startswith("adjustment ")]
+    assert problems == [
+        f"adjustment {ident}: sponsor entry does not match the adjustment's account or miles",
+        f"adjustment {ident}: not one collector entry and one program entry",
+    ]

@@ -40,8 +40,10 @@ import pytest
 
 _ROOT = Path(__file__).resolve().parents[2]
 # Mutation testing runs the tests from mutmut's copy (mutants/), whose source holds every mutant
-# of the money modules side by side: the shape checked is the real source's.
-SRC = (_ROOT.parent if _ROOT.name == "mutants" else _ROOT) / "src" / "rewardmiles"
+# of the money modules side by side: the shape checked is the real source's. (mutmut's copy sits
+# in the project, next to its pyproject.toml; a checkout that merely is named "mutants" does not.)
+_COPY = _ROOT.name == "mutants" and (_ROOT.parent / "pyproject.toml").exists()
+SRC = (_ROOT.parent if _COPY else _ROOT) / "src" / "rewardmiles"
 
 Rule = Callable[[str, ast.Module], Iterator[str]]
 

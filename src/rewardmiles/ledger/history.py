@@ -33,7 +33,9 @@ from rewardmiles.vocabulary import AccountKind, EntrySource
 
 CURSOR_PURPOSE = "rewardmiles ledger-history cursor v1"
 _MAC_BYTES = 16
-_CURSOR_TEXT = re.compile(r"v1:([0-9]{11}):([1-9][0-9]{0,18}):(-?[0-9]{1,19})")
+# Matched on the signed bytes themselves: [0-9] and the separators are ASCII, so a text with any
+# other byte is simply not a cursor (no decoding step to get wrong).
+_CURSOR_TEXT = re.compile(rb"v1:([0-9]{11}):([1-9][0-9]{0,18}):(-?[0-9]{1,19})")
 
 
 class CursorError(ValueError):
@@ -87,8 +89,8 @@ def decode_cursor(key: bytes, number: str, cursor: str) -> Position:
     expected = hmac.new(key, text, hashlib.sha256).digest()[:_MAC_BYTES]
     if not hmac.compare_digest(mac, expected):
         raise CursorError("cursor signature does not match")
-    found = _CURSOR_TEXT.fullmatch(text.decode("ascii", errors="replace"))
-    if found is None or found.group(1) != number:
+    found = _CURSOR_TEXT.fullmatch(text)
+    if found is None or found.group(1) != number.encode():
         raise CursorError("cursor names another collector")
     return Position(int(found.group(2)), int(found.group(3)))
 

@@ -155,13 +155,12 @@ def adjustment_rows(
     account_number: str, adjustment_id: str, amount_miles: int, *, posted_at: datetime
 ) -> list[dict[str, object]]:
     """The entry pair of an operator's adjustment: the collector moves by `amount_miles` (signed),
-    the program's `ADJUSTMENTS` account by the opposite; both name the adjustment, no line."""
+    the program's `ADJUSTMENTS` account by the opposite; both name the adjustment, no line
+    (`transaction_id` and `line_no` are left out of the insert: NULL)."""
     if amount_miles == 0:
         raise LedgerInvariantError("an adjustment must move a non-zero amount")
     return [
         {
-            "transaction_id": None,
-            "line_no": None,
             "adjustment_id": adjustment_id,
             "account_kind": kind,
             "account_code": code,

@@ -249,7 +249,9 @@ def _adjustments_disagreeing_with_entries(session: Session) -> list[str]:
     entry names an adjustment that does not exist."""
     wrong_entries = session.execute(
         select(LedgerEntry.adjustment_id, LedgerEntry.account_kind)
-        .outerjoin(Adjustment, Adjustment.id == LedgerEntry.adjustment_id)
+        # ON ledger_entries.adjustment_id = adjustments.id, from the entries' one foreign key to
+        # adjustments (spelt out, it would only be SQLAlchemy's own inference again).
+        .outerjoin(Adjustment)
         .where(
             LedgerEntry.adjustment_id.is_not(None),
             or_(
@@ -295,7 +297,7 @@ def _adjustments_disagreeing_with_entries(session: Session) -> list[str]:
     )
     lopsided = session.execute(
         select(Adjustment.id)
-        .outerjoin(entries, entries.c.adjustment_id == Adjustment.id)
+        .outerjoin(entries)  # ON its adjustment_id, which keeps the entries' foreign key
         .where(
             or_(
                 entries.c.adjustment_id.is_(None),
