@@ -27,6 +27,7 @@ from rewardmiles.auth.keys import KeyRing
 from rewardmiles.auth.revocation import ClientWatch
 from rewardmiles.auth.tokens import TokenService
 from rewardmiles.config import Settings
+from rewardmiles.console import routes as console_routes
 from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database, StatementPool
 from rewardmiles.errors import PROBLEM_CODES, ProblemError
@@ -254,6 +255,8 @@ def create_app(settings: Settings | None = None, *, direct_lane: bool = True) ->
     app.include_router(admin_support.router)
     app.include_router(admin_collectors.router)
     app.include_router(admin_operators.router)
+    # The operator console: pages on the same services, its refusals as HTML under /console.
+    console_routes.install(app)
     _add_problem_routes(app)
     add_api_docs(app)
     app.openapi = lambda: openapi.document(app, REQUEST_MODELS)  # type: ignore[method-assign]

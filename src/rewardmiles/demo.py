@@ -15,13 +15,21 @@ from rewardmiles.auth import service as auth
 from rewardmiles.collectors import service as collectors
 from rewardmiles.db.models import Location, PartnerClient, Sponsor
 from rewardmiles.offers import service as offers
+from rewardmiles.operators import passwords
+from rewardmiles.operators import repository as operators_repository
+from rewardmiles.operators import service as operators
+from rewardmiles.operators.service import Actor
 from rewardmiles.sponsors import service as sponsors
-from rewardmiles.vocabulary import CollectorStatus
+from rewardmiles.vocabulary import CollectorStatus, OperatorRole
 
 SPONSOR = "KENY"
 LOCATION = "0037"
 CLIENT_ID = "demo-keny"
 CLIENT_SECRET = "demo-keny-secret"
+# The console's demo operator: an admin, public credentials like the demo client's.
+OPERATOR_EMAIL = "admin@demo.example"
+OPERATOR_PASSWORD = "demo-admin-password"
+OPERATOR_ACTOR = Actor("demo@seed")
 COLLECTORS = {
     "80085102028": CollectorStatus.ACTIVE,
     "80085102036": CollectorStatus.ACTIVE,
@@ -55,9 +63,17 @@ class DemoData:
     client_secret: str
     sponsor_code: str
     collectors: dict[str, str]
+    operator_email: str
+    operator_password: str
 
 
-def seed(session: Session, now: datetime, *, secret_hash_cost: int) -> DemoData:
+def seed(
+    session: Session,
+    now: datetime,
+    *,
+    secret_hash_cost: int,
+    password_cost: passwords.HashCost,
+) -> DemoData:
     """Idempotent: running it again leaves existing demo rows as they are, and reports them as
     they are (a collector's status may have changed since)."""
     if session.get(Sponsor, SPONSOR) is None:
@@ -80,6 +96,16 @@ def seed(session: Session, now: datetime, *, secret_hash_cost: int) -> DemoData:
             client_id=CLIENT_ID,
             client_secret=CLIENT_SECRET,
         )
+    if operators_repository.operator_by_email(session, OPERATOR_EMAIL) is None:
+        operators.add_operator(
+            session,
+            OPERATOR_EMAIL,
+            OperatorRole.ADMIN,
+            passwords.hash_password(OPERATOR_PASSWORD, password_cost),
+            now,
+            OPERATOR_ACTOR,
+            display_name="Demo admin",
+        )
     # What the database holds now: an operator may have changed a status since the first seed.
     session.flush()
     statuses = {}
@@ -87,4 +113,4 @@ def seed(session: Session, now: datetime, *, secret_hash_cost: int) -> DemoData:
         view = collectors.get_collector(session, number)
         assert view is not None
         statuses[number] = view.status
-    return DemoData(CLIENT_ID, CLIENT_SECRET, SPONSOR, statuses)
+    return DemoData(CLIENT_ID, CLIENT_SECRET, SPONSOR, statuses, OPERATOR_EMAIL, OPERATOR_PASSWORD)

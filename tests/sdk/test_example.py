@@ -9,6 +9,7 @@ from pathlib import Path
 from rewardmiles import clock, demo
 from rewardmiles.db.engine import Database
 from tests.conftest import DatabaseFactory, ServerFactory
+from tests.support.operators import COST
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,7 +21,7 @@ def test_partner_walkthrough_example(
     db = Database.from_url(url)
     try:
         with db.unit_of_work() as session:
-            demo.seed(session, clock.utc_now(), secret_hash_cost=10)
+            demo.seed(session, clock.utc_now(), secret_hash_cost=10, password_cost=COST)
     finally:
         db.dispose()
     server = server_factory(dialect, database_url=url)

@@ -12,6 +12,7 @@ import pytest
 from rewardmiles import clock, demo
 from rewardmiles.db.engine import Database
 from tests.conftest import DatabaseFactory, ServerFactory
+from tests.support.operators import COST
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "client" / "README.md").read_text()
@@ -36,7 +37,7 @@ def demo_base_url(
     db = Database.from_url(url)
     try:
         with db.unit_of_work() as session:
-            demo.seed(session, clock.utc_now(), secret_hash_cost=10)
+            demo.seed(session, clock.utc_now(), secret_hash_cost=10, password_cost=COST)
     finally:
         db.dispose()
     return server_factory(dialect, database_url=url).base_url

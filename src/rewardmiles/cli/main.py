@@ -235,7 +235,12 @@ def serve(
         )
     if demo_data:
         with db.unit_of_work() as session:
-            data = demo.seed(session, clock.utc_now(), secret_hash_cost=settings.secret_hash_cost)
+            data = demo.seed(
+                session,
+                clock.utc_now(),
+                secret_hash_cost=settings.secret_hash_cost,
+                password_cost=passwords.HashCost.of(settings),
+            )
         _print_demo(data, host, port)
     db.dispose()
     with _metrics_directory(needed=workers > 1):
@@ -332,6 +337,7 @@ def _print_demo(data: demo.DemoData, host: str, port: int) -> None:
   collectors: {", ".join(f"{n} {s}" for n, s in data.collectors.items())}
   partner client_id     {data.client_id}
   partner client_secret {data.client_secret}   (public demo credentials)
+  console  {base}/console  sign in as {data.operator_email} / {data.operator_password}
 
   TOKEN=$(curl -s {base}/oauth/token -d grant_type=client_credentials \\
     -d client_id={data.client_id} -d client_secret={data.client_secret} | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')

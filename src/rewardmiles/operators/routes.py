@@ -165,26 +165,40 @@ def _start(
     },
 )
 async def sign_in(request: Request) -> Response:
-    ctx = request.app.state.ctx
     # A cross-site page cannot sign a browser in under another account: it cannot send JSON
     # without the service's consent (CORS), and a browser names its origin.
     check_origin(request)
     obj = await read_json_object(request, limits.sign_in_body_bytes_max)
     body = validate_body(SignInRequest, obj, context={}, rules=SIGN_IN_RULES, codes={})
+    started, lifetime = await start_signed_in_session(request, body.email, body.password)
+    response = json_response(
+        200, {"csrfToken": started.csrf_token, "operator": _operator(started.operator)}
+    )
+    set_session_cookie(response, request, started.cookie_value, lifetime)
+    return response
+
+
+async def start_signed_in_session(
+    request: Request, email: str, password: str
+) -> tuple[NewSession, int]:
+    """The one sign-in of the admin API and the console: the lockouts, the password, a failure
+    counted or a new session (replacing the browser's current one). Answers the session and its
+    cookie's lifetime in seconds; refuses with `SIGN_IN_THROTTLED` or `SIGN_IN_FAILED`."""
+    ctx = request.app.state.ctx
     address = source_address(request)
     policy = SignInPolicy.of(ctx.settings)
     async with ctx.secret_checks.hold("admin-sign-in:" + address):
         now = clock.utc_now()
-        check = await run_sync(ctx.limiter, _check, ctx.db, body.email, address, now, policy)
+        check = await run_sync(ctx.limiter, _check, ctx.db, email, address, now, policy)
         if check.retry_after_seconds:
             SIGN_INS_REJECTED.labels("operator", "throttled").inc()
             log.info("admin_sign_in", outcome="throttled", address=address)
             raise _throttled(check.retry_after_seconds)
         matched, rehash = await run_sync(
-            ctx.cpu_limiter, service.check_password, check, body.password, policy.cost
+            ctx.cpu_limiter, service.check_password, check, password, policy.cost
         )
         if not matched or check.operator is None:
-            await run_sync(ctx.limiter, _fail, ctx.db, body.email, address, now, policy)
+            await run_sync(ctx.limiter, _fail, ctx.db, email, address, now, policy)
             SIGN_INS_REJECTED.labels("operator", "credentials").inc()
             log.info(
                 "admin_sign_in",
@@ -211,13 +225,7 @@ async def sign_in(request: Request) -> Response:
         raise ProblemError("SIGN_IN_FAILED", "Unknown e-mail, wrong password or disabled operator.")
     log.info("admin_sign_in", outcome="ok", address=address, operator_id=started.operator.id)
     request.scope["state"]["client_id"] = f"operator:{started.operator.id}"
-    response = json_response(
-        200, {"csrfToken": started.csrf_token, "operator": _operator(started.operator)}
-    )
-    set_session_cookie(
-        response, request, started.cookie_value, int(sessions.absolute.total_seconds())
-    )
-    return response
+    return started, int(sessions.absolute.total_seconds())
 
 
 def _operator(view: service.OperatorView) -> dict[str, Any]:
