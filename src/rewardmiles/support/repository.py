@@ -213,12 +213,17 @@ def pending_page(
     reason: str | None,
     after: tuple[datetime, str, int] | None,
     limit: int,
+    *,
+    processed_before: datetime | None = None,
 ) -> list[RowMapping]:
     """At most `limit` pending lines, oldest first by (processed_at, transaction id, line),
-    after the key `after` only (the partial index of pending lines finds them)."""
+    after the key `after` only (the partial index of pending lines finds them); with
+    `processed_before`, those of calls processed before it only."""
     conditions: list[Any] = [IssuanceLine.status == LineStatus.PENDING]
     if sponsor_code is not None:
         conditions.append(Transaction.sponsor_code == sponsor_code)
+    if processed_before is not None:
+        conditions.append(Transaction.processed_at < processed_before)
     if reason is not None:
         conditions.append(IssuanceLine.pending_reason == reason)
     if after is not None:
