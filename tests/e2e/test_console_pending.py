@@ -9,56 +9,21 @@ import html
 import re
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from rewardmiles.db.engine import Database
+from rewardmiles.db.models import Transaction
 from rewardmiles.support import service as support
 from rewardmiles.vocabulary import OperatorRole
-from tests.support.held import HeldLines, held_lines
-from tests.support.operators import new_operator, new_session
+from tests.support.review_desk import Console, HeldLines, held_lines
 from tests.support.server import Server
 
-COOKIE = "rewardmiles-admin"
 PAGE = "/console/pending"
-BULK = "/console/pending/bulk"
-
-
-class Console:
-    """An operator signed in to the console: an HTTP client with the session's cookie."""
-
-    def __init__(self, server: Server, db: Database, role: OperatorRole) -> None:
-        login = new_operator(db, role, now=datetime.now(UTC))
-        signed = new_session(db, login.email, datetime.now(UTC))
-        self.email = login.email
-        self.csrf = signed.csrf_token
-        self.http = httpx.Client(
-            base_url=server.base_url, cookies={COOKIE: signed.cookie}, timeout=30
-        )
-
-    def get(self, path: str, **params: str) -> httpx.Response:
-        return self.http.get(path, params=params)
-
-    def bulk(
-        self, fields: dict[str, str | list[str]], *, htmx: bool = False, csrf: str | None = "own"
-    ) -> httpx.Response:
-        """The bulk form posted: with htmx (the token as its header) or as a plain form."""
-        body = dict(fields)
-        headers = {}
-        token = self.csrf if csrf == "own" else csrf
-        if htmx:
-            headers["HX-Request"] = "true"
-            headers["HX-Current-URL"] = "http://testserver" + PAGE
-            if token is not None:
-                headers["X-CSRF-Token"] = token
-        elif token is not None:
-            body["csrf"] = token
-        return self.http.post(BULK, data=body, headers=headers)
-
-    def close(self) -> None:
-        self.http.close()
+BULK = PAGE + "/bulk"
 
 
 @pytest.fixture
@@ -135,6 +100,30 @@ def test_the_list_shows_the_sponsors_lines_and_filters_them(
     assert _listed(following.text) == held.ids[3:]
     assert "Next page" not in following.text
     assert "First page" in following.text
+
+
+def test_the_age_filter_keeps_the_lines_older_than_it(
+    viewer: Console, held: HeldLines, db: Database
+) -> None:
+    """Two calls processed 2 hours and 2 days ago (their times moved back in the database)."""
+    now = datetime.now(UTC)
+    for line, age in ((held.ids[1], timedelta(hours=2)), (held.ids[3], timedelta(days=2))):
+        with db.unit_of_work() as session:
+            session.execute(
+                update(Transaction)
+                .where(Transaction.id == line.split(":")[0])
+                .values(processed_at=now - age)
+            )
+    assert _listed(viewer.get(PAGE, sponsor=held.sponsor, age="1h").text) == [
+        held.ids[3],
+        held.ids[1],
+    ]
+    assert _listed(viewer.get(PAGE, sponsor=held.sponsor, age="1d").text) == [held.ids[3]]
+    assert _listed(viewer.get(PAGE, sponsor=held.sponsor, age="3d").text) == []
+    page = viewer.get(PAGE, sponsor=held.sponsor)
+    assert _listed(page.text) == [held.ids[3], held.ids[1], held.ids[0], held.ids[2]]
+    assert ">2 d 0 h<" in page.text
+    assert ">2 h 0 min<" in page.text
 
 
 def test_an_agent_approves_and_rejects_in_bulk_and_the_partner_sees_it(
