@@ -167,7 +167,7 @@ async def signed_in(request: Request, role: OperatorRole = OperatorRole.VIEWER) 
 
 async def check_form_csrf(request: Request, caller: Caller) -> None:
     sent = request.headers.get("x-csrf-token")
-    if sent is None:
+    if sent is None and _is_form(request):
         sent = (await form(request)).get(CSRF_FIELD, [None])[0]
     expected = caller.csrf_token
     if not sent or expected is None or not credentials.same_secret(sent, expected):
@@ -191,13 +191,16 @@ def actor(request: Request, caller: Caller) -> Actor:
 # --------------------------------------------------------------------------- forms
 
 
+def _is_form(request: Request) -> bool:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower() == FORM
+
+
 async def form(request: Request) -> dict[str, list[str]]:
     """The request's url-encoded form (read once, kept on the request): every field's values."""
     cached = request.scope.get("rewardmiles.form")
     if cached is not None:
         return dict(cached)
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media != FORM:
+    if not _is_form(request):
         raise PageError(
             415, "Unsupported form", f"Send the form as {FORM}.", "UNSUPPORTED_MEDIA_TYPE"
         )
