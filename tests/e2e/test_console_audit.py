@@ -19,32 +19,30 @@ from rewardmiles.operators import service as operators
 from rewardmiles.operators.service import Actor
 from rewardmiles.vocabulary import OperatorRole
 from tests.conftest import server_settings
-from tests.support.review_desk import Console, HeldLines, held_lines
+from tests.support.console import Console, signed_in
+from tests.support.review_desk import HeldLines, bulk, held_lines
 from tests.support.server import Server
 
 PAGE = "/console/audit-log"
 
 
 @pytest.fixture
-def viewer(server: Server, db: Database) -> Iterator[Console]:
-    console = Console(server, db, OperatorRole.VIEWER)
-    yield console
-    console.close()
+def viewer(server: Server, db: Database) -> Console:
+    return signed_in(db, server.base_url, OperatorRole.VIEWER)
 
 
 @pytest.fixture
 def reviewed(server: Server, db: Database) -> Iterator[tuple[Console, HeldLines]]:
     """An agent who approved two lines and rejected one in the console, with a note each."""
-    agent = Console(server, db, OperatorRole.AGENT)
+    agent = signed_in(db, server.base_url, OperatorRole.AGENT)
     held = held_lines(db, server.base_url, 3)
     for action, lines, note in (
         ("approve", held.ids[:2], "known <script>alert(1)</script>"),
         ("reject", held.ids[2:], "fraud"),
     ):
-        done = agent.bulk({"action": action, "line": lines, "note": note}, htmx=True)
+        done = bulk(agent, {"action": action, "line": lines, "note": note}, htmx=True)
         assert done.status_code == 200, done.text
     yield agent, held
-    agent.close()
     held.partner.close()
 
 
@@ -61,13 +59,13 @@ def test_a_review_done_in_the_console_is_logged_with_who_what_and_the_note(
     viewer: Console, reviewed: tuple[Console, HeldLines]
 ) -> None:
     agent, held = reviewed
-    page = viewer.get(PAGE, operator=agent.email)
+    page = viewer.get(PAGE, params={"operator": agent.login.email})
     assert page.status_code == 200, page.text
     assert page.headers["cache-control"] == "no-store"
     assert _rows(page.text) == ["pending.reject", "pending.approve", "pending.approve"]
     for line in held.ids:
         assert f">{line}</a>" in page.text
-    assert page.text.count(f">{agent.email}</a>") == 3
+    assert page.text.count(f">{agent.login.email}</a>") == 3
     assert "<script>alert(1)</script>" not in page.text
     assert "known &lt;script&gt;alert(1)&lt;/script&gt;" in page.text
     assert "<dt>pendingReason</dt>" in page.text
@@ -80,21 +78,26 @@ def test_the_filters_narrow_the_log(
     viewer: Console, reviewed: tuple[Console, HeldLines], server: Server
 ) -> None:
     agent, held = reviewed
-    one = viewer.get(PAGE, entity="issuance_line", entity_id=held.ids[2])
+    one = viewer.get(PAGE, params={"entity": "issuance_line", "entity_id": held.ids[2]})
     assert one.status_code == 200
     assert _rows(one.text) == ["pending.reject"]
     assert ">fraud<" in one.text
-    assert _rows(viewer.get(PAGE, operator=agent.email, entity="operator").text) == []
+    assert (
+        _rows(viewer.get(PAGE, params={"operator": agent.login.email, "entity": "operator"}).text)
+        == []
+    )
 
     today = _today(server).date()
-    on_the_day = viewer.get(PAGE, operator=agent.email, day=today.isoformat())
+    on_the_day = viewer.get(PAGE, params={"operator": agent.login.email, "day": today.isoformat()})
     assert len(_rows(on_the_day.text)) == 3
-    before = viewer.get(PAGE, operator=agent.email, day=(today - timedelta(days=1)).isoformat())
+    before = viewer.get(
+        PAGE, params={"operator": agent.login.email, "day": (today - timedelta(days=1)).isoformat()}
+    )
     assert before.status_code == 200
     assert _rows(before.text) == []
     assert "No change is logged with these filters." in before.text
 
-    nobody = viewer.get(PAGE, operator="nobody@example.com")
+    nobody = viewer.get(PAGE, params={"operator": "nobody@example.com"})
     assert _rows(nobody.text) == []
 
 
@@ -104,12 +107,12 @@ def test_the_next_page_follows_the_cursor(viewer: Console, db: Database) -> None
     with db.unit_of_work() as session:
         for n in range(53):
             operators.audit(session, actor, "test.step", "step", str(n), now, after={"n": n})
-    first = viewer.get(PAGE, operator=actor.name)
+    first = viewer.get(PAGE, params={"operator": actor.name})
     ids = re.findall(r'entity_id=(\d+)"', first.text)
     assert ids == [str(n) for n in range(52, 2, -1)]  # 50 a page, newest first
     found = re.search(r'<a href="([^"]+)">Next page</a>', first.text)
     assert found is not None
-    following = viewer.http.get(html.unescape(found.group(1)))
+    following = viewer.get(html.unescape(found.group(1)))
     assert following.status_code == 200
     assert re.findall(r'entity_id=(\d+)"', following.text) == ["2", "1", "0"]
     assert "Next page" not in following.text
@@ -128,7 +131,7 @@ def test_the_next_page_follows_the_cursor(viewer: Console, db: Database) -> None
 def test_bad_input_is_a_400_page_saying_why(
     viewer: Console, params: dict[str, str], message: str
 ) -> None:
-    page = viewer.get(PAGE, **params)
+    page = viewer.get(PAGE, params=params)
     assert page.status_code == 400
     assert message in page.text
 
@@ -145,7 +148,7 @@ def test_without_a_session_the_page_sends_to_sign_in(server: Server) -> None:
 
 def test_filter_values_are_escaped(viewer: Console) -> None:
     script = "<script>alert(1)</script>"
-    page = viewer.get(PAGE, operator=script, entity=script)
+    page = viewer.get(PAGE, params={"operator": script, "entity": script})
     assert page.status_code == 200
     assert script not in page.text
     assert 'value="&lt;script&gt;alert(1)&lt;/script&gt;"' in page.text

@@ -19,7 +19,8 @@ from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Transaction
 from rewardmiles.support import service as support
 from rewardmiles.vocabulary import OperatorRole
-from tests.support.review_desk import Console, HeldLines, held_lines
+from tests.support.console import Console, signed_in
+from tests.support.review_desk import HeldLines, bulk, held_lines
 from tests.support.server import Server
 
 PAGE = "/console/pending"
@@ -27,17 +28,13 @@ BULK = PAGE + "/bulk"
 
 
 @pytest.fixture
-def agent(server: Server, db: Database) -> Iterator[Console]:
-    console = Console(server, db, OperatorRole.AGENT)
-    yield console
-    console.close()
+def agent(server: Server, db: Database) -> Console:
+    return signed_in(db, server.base_url, OperatorRole.AGENT)
 
 
 @pytest.fixture
-def viewer(server: Server, db: Database) -> Iterator[Console]:
-    console = Console(server, db, OperatorRole.VIEWER)
-    yield console
-    console.close()
+def viewer(server: Server, db: Database) -> Console:
+    return signed_in(db, server.base_url, OperatorRole.VIEWER)
 
 
 @pytest.fixture
@@ -70,7 +67,7 @@ def _until(check: Callable[[], bool], what: str) -> None:
 def test_the_list_shows_the_sponsors_lines_and_filters_them(
     agent: Console, held: HeldLines
 ) -> None:
-    page = agent.get(PAGE, sponsor=held.sponsor)
+    page = agent.get(PAGE, params={"sponsor": held.sponsor})
     assert page.status_code == 200, page.text
     assert _listed(page.text) == held.ids
     assert page.headers["cache-control"] == "no-store"
@@ -82,20 +79,23 @@ def test_the_list_shows_the_sponsors_lines_and_filters_them(
     assert '<label for="bulk-note">Note</label>' in page.text
 
     # Lower case is the sponsor's code too; a reason, an age and a page size narrow the list.
-    assert _listed(agent.get(PAGE, sponsor=held.sponsor.lower()).text) == held.ids
-    assert _listed(agent.get(PAGE, sponsor=held.sponsor, reason="review").text) == held.ids
-    unknown = agent.get(PAGE, sponsor=held.sponsor, reason="collector_unknown")
+    assert _listed(agent.get(PAGE, params={"sponsor": held.sponsor.lower()}).text) == held.ids
+    assert (
+        _listed(agent.get(PAGE, params={"sponsor": held.sponsor, "reason": "review"}).text)
+        == held.ids
+    )
+    unknown = agent.get(PAGE, params={"sponsor": held.sponsor, "reason": "collector_unknown"})
     assert unknown.status_code == 200
     assert _listed(unknown.text) == []
     assert "No line is pending with these filters." in unknown.text
-    older = agent.get(PAGE, sponsor=held.sponsor, age="1h")
+    older = agent.get(PAGE, params={"sponsor": held.sponsor, "age": "1h"})
     assert (older.status_code, _listed(older.text)) == (200, [])
 
-    first = agent.get(PAGE, sponsor=held.sponsor, limit="3")
+    first = agent.get(PAGE, params={"sponsor": held.sponsor, "limit": "3"})
     assert _listed(first.text) == held.ids[:3]
     found = re.search(r'<a href="([^"]+)">Next page</a>', first.text)
     assert found is not None
-    following = agent.http.get(html.unescape(found.group(1)))
+    following = agent.get(html.unescape(found.group(1)))
     assert following.status_code == 200
     assert _listed(following.text) == held.ids[3:]
     assert "Next page" not in following.text
@@ -114,13 +114,15 @@ def test_the_age_filter_keeps_the_lines_older_than_it(
                 .where(Transaction.id == line.split(":")[0])
                 .values(processed_at=now - age)
             )
-    assert _listed(viewer.get(PAGE, sponsor=held.sponsor, age="1h").text) == [
+    assert _listed(viewer.get(PAGE, params={"sponsor": held.sponsor, "age": "1h"}).text) == [
         held.ids[3],
         held.ids[1],
     ]
-    assert _listed(viewer.get(PAGE, sponsor=held.sponsor, age="1d").text) == [held.ids[3]]
-    assert _listed(viewer.get(PAGE, sponsor=held.sponsor, age="3d").text) == []
-    page = viewer.get(PAGE, sponsor=held.sponsor)
+    assert _listed(viewer.get(PAGE, params={"sponsor": held.sponsor, "age": "1d"}).text) == [
+        held.ids[3]
+    ]
+    assert _listed(viewer.get(PAGE, params={"sponsor": held.sponsor, "age": "3d"}).text) == []
+    page = viewer.get(PAGE, params={"sponsor": held.sponsor})
     assert _listed(page.text) == [held.ids[3], held.ids[1], held.ids[0], held.ids[2]]
     assert ">2 d 0 h<" in page.text
     assert ">2 h 0 min<" in page.text
@@ -131,8 +133,8 @@ def test_an_agent_approves_and_rejects_in_bulk_and_the_partner_sees_it(
 ) -> None:
     ids = held.ids
     listed = {"sponsor": held.sponsor, "reason": "review"}
-    approved = agent.bulk(
-        {"action": "approve", "line": ids[:2], "note": "known customer", **listed}, htmx=True
+    approved = bulk(
+        agent, {"action": "approve", "line": ids[:2], "note": "known customer", **listed}, htmx=True
     )
     assert approved.status_code == 200, approved.text
     assert "<html" not in approved.text  # the list's fragment, not a page
@@ -145,11 +147,11 @@ def test_an_agent_approves_and_rejects_in_bulk_and_the_partner_sees_it(
     }
 
     # Without htmx: the form posts and the browser is sent back to the list, with the message.
-    rejected = agent.bulk({"action": "reject", "line": [ids[2]], "note": "fraud", **listed})
+    rejected = bulk(agent, {"action": "reject", "line": [ids[2]], "note": "fraud", **listed})
     assert rejected.status_code == 303
     back = rejected.headers["location"]
     assert back == f"{PAGE}?sponsor={held.sponsor}&reason=review&done=reject&count=1"
-    shown = agent.http.get(back)
+    shown = agent.get(back)
     assert "Rejected 1 line." in shown.text
     assert _listed(shown.text) == [ids[3]]
 
@@ -164,7 +166,7 @@ def test_an_agent_approves_and_rejects_in_bulk_and_the_partner_sees_it(
     # One audit entry per line, with the note and the operator.
     with db.reader() as session:
         log = support.audit_log(
-            session, entity="issuance_line", actor=agent.email, limit=10, zone="UTC"
+            session, entity="issuance_line", actor=agent.login.email, limit=10, zone="UTC"
         )
     assert sorted((e["entityId"], e["action"], e["note"]) for e in log.items) == sorted(
         [
@@ -179,9 +181,10 @@ def test_a_bulk_review_with_a_line_no_longer_pending_changes_nothing(
     agent: Console, held: HeldLines, db: Database
 ) -> None:
     ids = held.ids
-    assert agent.bulk({"action": "reject", "line": [ids[0]]}, htmx=True).status_code == 200
+    assert bulk(agent, {"action": "reject", "line": [ids[0]]}, htmx=True).status_code == 200
 
-    refused = agent.bulk(
+    refused = bulk(
+        agent,
         {"action": "approve", "line": [ids[1], ids[0], ids[2]], "sponsor": held.sponsor},
         htmx=True,
     )
@@ -195,7 +198,7 @@ def test_a_bulk_review_with_a_line_no_longer_pending_changes_nothing(
     assert _pending(db, held.sponsor) == dict.fromkeys(ids[1:], "review")
 
     # Without htmx the whole page says the same.
-    page = agent.bulk({"action": "approve", "line": [ids[1], ids[1]]})
+    page = bulk(agent, {"action": "approve", "line": [ids[1], ids[1]]})
     assert page.status_code == 409
     assert "<html" in page.text
     assert f"line {ids[1]} is named twice; nothing was changed." in page.text
@@ -205,7 +208,7 @@ def test_a_bulk_review_with_a_line_no_longer_pending_changes_nothing(
 def test_a_viewer_sees_the_list_without_review_controls_and_is_refused(
     viewer: Console, held: HeldLines, db: Database
 ) -> None:
-    page = viewer.get(PAGE, sponsor=held.sponsor)
+    page = viewer.get(PAGE, params={"sponsor": held.sponsor})
     assert page.status_code == 200
     assert _listed(page.text) == held.ids
     assert "Approve selected" not in page.text
@@ -214,7 +217,7 @@ def test_a_viewer_sees_the_list_without_review_controls_and_is_refused(
     assert "/console/pending/bulk" not in page.text
 
     for htmx in (False, True):
-        refused = viewer.bulk({"action": "approve", "line": held.ids[:1]}, htmx=htmx)
+        refused = bulk(viewer, {"action": "approve", "line": held.ids[:1]}, htmx=htmx)
         assert refused.status_code == 403
         assert "This needs the role agent; you are viewer." in refused.text
     assert _pending(db, held.sponsor) == dict.fromkeys(held.ids, "review")
@@ -235,7 +238,7 @@ def test_without_a_session_the_page_sends_to_sign_in(server: Server, held: HeldL
 def test_a_bulk_review_without_the_sessions_token_is_refused(
     agent: Console, held: HeldLines, db: Database, csrf: str | None, htmx: bool
 ) -> None:
-    refused = agent.bulk({"action": "approve", "line": held.ids}, htmx=htmx, csrf=csrf)
+    refused = bulk(agent, {"action": "approve", "line": held.ids}, htmx=htmx, csrf=csrf)
     assert refused.status_code == 403
     assert "did not carry this session&#39;s token" in refused.text
     assert _pending(db, held.sponsor) == dict.fromkeys(held.ids, "review")
@@ -256,7 +259,7 @@ def test_a_bulk_review_without_the_sessions_token_is_refused(
 def test_a_bad_filter_is_a_400_page_saying_why(
     viewer: Console, params: dict[str, str], message: str
 ) -> None:
-    page = viewer.get(PAGE, **params)
+    page = viewer.get(PAGE, params=params)
     assert page.status_code == 400
     assert message in page.text
     assert "Pending review" in page.text
@@ -290,17 +293,17 @@ def test_a_bad_bulk_form_is_refused_with_the_message(
     agent: Console, fields: dict[str, str | list[str]], status: int, message: str
 ) -> None:
     for htmx in (False, True):
-        answer = agent.bulk(fields, htmx=htmx)
+        answer = bulk(agent, fields, htmx=htmx)
         assert answer.status_code == status, answer.text
         assert html.escape(message, quote=True) in answer.text
 
 
 def test_values_are_escaped(agent: Console, held: HeldLines) -> None:
     script = "<script>alert(1)</script>"
-    answer = agent.bulk({"action": "approve", "note": script, "sponsor": held.sponsor})
+    answer = bulk(agent, {"action": "approve", "note": script, "sponsor": held.sponsor})
     assert answer.status_code == 400
     assert script not in answer.text
     assert 'value="&lt;script&gt;alert(1)&lt;/script&gt;"' in answer.text
-    page = agent.get(PAGE, sponsor="<b>x</b>")
+    page = agent.get(PAGE, params={"sponsor": "<b>x</b>"})
     assert "<b>x</b>" not in page.text
     assert 'value="&lt;B&gt;X&lt;/B&gt;"' in page.text
