@@ -23,6 +23,13 @@
     alert.hidden = false;
   });
 
+  // After the list comes back, the keyboard continues from what was done (or refused).
+  document.addEventListener("htmx:afterSwap", function (event) {
+    if (!event.detail.target || event.detail.target.id !== "pending-list") { return; }
+    var said = document.querySelector("#pending-list [data-outcome]");
+    if (said) { said.focus(); }
+  });
+
   window.rewardmilesConsole.on(function (root) {
     var form = root.querySelector ? root.querySelector("#bulk") : null;
     if (!form || form.dataset.ready) { return; }
