@@ -78,10 +78,10 @@ mutation: install ## Mutation testing of the money modules (MODULES="ledger cloc
 mutation-sample: install ## CI's bounded sample: mutants of the money functions changed in the last 24 h of commits
 	$(BIN)/python -m tests.mutation --changed-within-hours 24 --gated-only --max-seconds 420
 
-# The console's vendored front-end assets (docs/operations.md): the versions pinned in
-# tools/vendor_assets.py, fetched with npm pack and recorded in console/static/vendor/VENDORED.json.
-vendor: install ## Re-fetch the console's vendored htmx and uPlot (npm pack) and rewrite VENDORED.json
-	$(BIN)/python -m tools.vendor_assets
+# The console's vendored front-end assets (docs/operations.md): fetched with npm pack at the
+# versions console/static/vendor/VENDORED.json records, or UPDATE="htmx.org@X.Y.Z uplot@X.Y.Z".
+vendor: install ## Re-fetch the console's vendored htmx and uPlot (npm pack; UPDATE=name@version) and rewrite VENDORED.json
+	$(BIN)/python -m tools.vendor_assets $(UPDATE)
 
 console-screenshots: install ## Browser tests on SQLite, saving a full-page PNG of each console page to docs/console
 	REWARDMILES_TEST_DATABASES=sqlite REWARDMILES_CONSOLE_SCREENSHOTS=docs/console $(BIN)/python -m pytest tests/browser

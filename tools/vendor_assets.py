@@ -1,13 +1,15 @@
 """Fetch the console's vendored front-end assets from the npm registry (`make vendor`).
 
 The console serves htmx and uPlot from its own static folder, never from a CDN: the browser of an
-operator on a closed network loads nothing from outside. For each package pinned in PACKAGES this
-runs `npm pack NAME@VERSION`, checks the tarball against the integrity npm reports (and against
-the one VENDORED.json recorded, when the version is unchanged), copies the listed files and the
-licence into src/rewardmiles/console/static/vendor/DIRECTORY/, and rewrites VENDORED.json: name,
+operator on a closed network loads nothing from outside. For each package of PACKAGES, at the
+version VENDORED.json records (or the one given as NAME@VERSION on the command line), this runs
+`npm pack NAME@VERSION`, checks the tarball against the integrity npm reports (and against the
+one recorded, when the version is unchanged), copies the listed files and the licence (as
+SHORT.LICENSE) into src/rewardmiles/console/static/vendor/, and rewrites VENDORED.json: name,
 version, SPDX licence, tarball integrity and every copied file with its sha256.
 
-To update a package, change its version here and run `make vendor`.
+To update a package: `make vendor UPDATE=htmx.org@2.0.12` (or
+`.venv/bin/python -m tools.vendor_assets htmx.org@2.0.12`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import base64
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -33,16 +36,16 @@ RECORD = VENDOR_DIR / "VENDORED.json"
 @dataclass(frozen=True)
 class Package:
     name: str  # the npm package
-    version: str  # exact; no ranges
-    directory: str  # under VENDOR_DIR
+    short: str  # its licence is copied as SHORT.LICENSE
     files: tuple[str, ...]  # paths inside the tarball's package/ folder, copied by base name
     license_file: str = "LICENSE"
 
 
 PACKAGES = (
-    Package("htmx.org", "2.0.11", "htmx", ("dist/htmx.min.js",)),
-    Package("uplot", "1.6.32", "uplot", ("dist/uPlot.iife.min.js", "dist/uPlot.min.css")),
+    Package("htmx.org", "htmx", ("dist/htmx.min.js",)),
+    Package("uplot", "uplot", ("dist/uPlot.iife.min.js", "dist/uPlot.min.css")),
 )
+EXACT_VERSION = re.compile(r"\d+\.\d+\.\d+")
 
 
 def sha256_of(path: Path) -> str:
@@ -79,17 +82,19 @@ def read_member(archive: tarfile.TarFile, name: str) -> bytes:
     return extracted.read()
 
 
-def previous_integrity() -> dict[tuple[str, str], str]:
+def recorded_packages() -> list[dict[str, Any]]:
     if not RECORD.exists():
-        return {}
-    record = json.loads(RECORD.read_text())
-    return {(p["name"], p["version"]): p["integrity"] for p in record["packages"]}
+        return []
+    packages: list[dict[str, Any]] = json.loads(RECORD.read_text())["packages"]
+    return packages
 
 
-def vendor(package: Package, workdir: Path, known: dict[tuple[str, str], str]) -> dict[str, Any]:
-    spec = f"{package.name}@{package.version}"
+def vendor(
+    package: Package, version: str, workdir: Path, known: dict[tuple[str, str], str]
+) -> dict[str, Any]:
+    spec = f"{package.name}@{version}"
     described = npm_pack(spec, workdir)
-    if described["version"] != package.version:
+    if described["version"] != version:
         raise SystemExit(f"npm packed {described['version']} for {spec}")
     tarball = workdir / described["filename"]
     integrity = sri_sha512(tarball)
@@ -97,7 +102,7 @@ def vendor(package: Package, workdir: Path, known: dict[tuple[str, str], str]) -
         raise SystemExit(
             f"{spec}: tarball integrity {integrity} is not npm's {described['integrity']}"
         )
-    recorded = known.get((package.name, package.version))
+    recorded = known.get((package.name, version))
     if recorded is not None and recorded != integrity:
         raise SystemExit(
             f"{spec}: tarball integrity {integrity} differs from the recorded {recorded}"
@@ -106,54 +111,64 @@ def vendor(package: Package, workdir: Path, known: dict[tuple[str, str], str]) -
         manifest = json.loads(read_member(archive, "package.json"))
         contents = {name: read_member(archive, name) for name in package.files}
         licence_text = read_member(archive, package.license_file)
-    target = VENDOR_DIR / package.directory
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
     files = []
-    for source, data in [*contents.items(), (package.license_file, licence_text)]:
-        path = target / Path(source).name
+    copies = [*contents.items(), (f"{package.short}.LICENSE", licence_text)]
+    for source, data in copies:
+        path = VENDOR_DIR / Path(source).name
         path.write_bytes(data)
-        files.append(
-            {
-                "path": path.relative_to(VENDOR_DIR).as_posix(),
-                "source": f"package/{source}",
-                "sha256": sha256_of(path),
-            }
-        )
+        origin = package.license_file if source.endswith(".LICENSE") else source
+        files.append({"path": path.name, "source": f"package/{origin}", "sha256": sha256_of(path)})
     return {
         "name": package.name,
-        "version": package.version,
+        "version": version,
         "license": manifest["license"],
-        "license_file": f"{package.directory}/{Path(package.license_file).name}",
+        "license_file": f"{package.short}.LICENSE",
         "integrity": integrity,
         "tarball": described["filename"],
         "files": files,
     }
 
 
+def versions(arguments: list[str]) -> dict[str, str]:
+    """The version of each package: NAME@VERSION arguments, else the record's."""
+    chosen = {p["name"]: p["version"] for p in recorded_packages()}
+    names = {package.name for package in PACKAGES}
+    for argument in arguments:
+        name, _, version = argument.rpartition("@")
+        if name not in names or not EXACT_VERSION.fullmatch(version):
+            raise SystemExit(f"{argument}: expected NAME@X.Y.Z, NAME one of {sorted(names)}")
+        chosen[name] = version
+    missing = sorted(names - set(chosen))
+    if missing:
+        raise SystemExit(f"no version recorded for {missing}: give NAME@X.Y.Z")
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.parse_args(argv)
-    known = previous_integrity()
+    parser.add_argument("packages", nargs="*", metavar="NAME@VERSION", help="update to VERSION")
+    chosen = versions(parser.parse_args(argv).packages)
+    known = {(p["name"], p["version"]): p["integrity"] for p in recorded_packages()}
     VENDOR_DIR.mkdir(parents=True, exist_ok=True)
-    # The folder holds what PACKAGES lists and nothing else: a package dropped from it goes.
-    wanted = {package.directory for package in PACKAGES}
-    for entry in VENDOR_DIR.iterdir():
-        if entry.is_dir() and entry.name not in wanted:
-            shutil.rmtree(entry)
     with tempfile.TemporaryDirectory(prefix="vendor-") as tmp:
-        packages = [vendor(package, Path(tmp), known) for package in PACKAGES]
+        packages = [vendor(package, chosen[package.name], Path(tmp), known) for package in PACKAGES]
     record = {
-        "about": "Front-end assets copied from npm tarballs by `make vendor` (tools/vendor_assets.py); "
-        "paths are relative to this folder.",
+        "about": "Front-end assets copied from npm tarballs by `make vendor` "
+        "(tools/vendor_assets.py); paths are relative to this folder.",
         "packages": packages,
     }
     RECORD.write_text(json.dumps(record, indent=2) + "\n")
+    # The folder holds what the record lists and nothing else: a file a package dropped goes.
+    kept = {file["path"] for package in packages for file in package["files"]} | {RECORD.name}
+    for entry in VENDOR_DIR.iterdir():
+        if entry.name not in kept:
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     for package in packages:
-        print(
-            f"{package['name']} {package['version']} ({package['license']}): "
-            + ", ".join(f["path"] for f in package["files"])
-        )
+        copied = ", ".join(file["path"] for file in package["files"])
+        print(f"{package['name']} {package['version']} ({package['license']}): {copied}")
     return 0
 
 
