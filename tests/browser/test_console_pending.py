@@ -16,12 +16,13 @@ from playwright.sync_api import Page, expect
 from rewardmiles.db.engine import Database
 from rewardmiles.settlement import service as settlement
 from rewardmiles.vocabulary import OperatorRole
-from tests.support.browser import PageProblems, sign_in, snap
+from tests.support.browser import PageProblems, snap
 from tests.support.operators import new_operator
 from tests.support.review_desk import HeldLines, held_lines
 from tests.support.server import Server
 
 STAY = "window.stillTheSamePage"
+PAGE = "/console/pending"
 
 
 @pytest.fixture
@@ -32,12 +33,16 @@ def held(server: Server, db: Database) -> Iterator[HeldLines]:
 
 
 def _sign_in_as(page: Page, db: Database, role: OperatorRole) -> None:
+    """Open the page, signed out: the sign-in form, then back to the page."""
     login = new_operator(db, role, now=datetime.now(UTC))
-    sign_in(page, login.email, login.password)
+    page.goto(PAGE)
+    page.get_by_label("Email").fill(login.email)
+    page.get_by_label("Password").fill(login.password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(re.escape(PAGE) + "$"))
 
 
 def _filter(page: Page, held: HeldLines) -> None:
-    page.get_by_role("link", name="Pending review").click()
     page.get_by_label("Sponsor").fill(held.sponsor.lower())
     page.get_by_label("Reason").select_option("review")
     page.get_by_role("button", name="Filter").click()
