@@ -71,6 +71,8 @@ def test_a_review_done_in_the_console_is_logged_with_who_what_and_the_note(
     assert "<dt>pendingReason</dt>" in page.text
     assert "<code>&#34;review&#34;</code> → <code>&#34;approved&#34;</code>" in page.text
     assert "<code>&#34;pending&#34;</code> → <code>&#34;rejected&#34;</code>" in page.text
+    # An approval leaves the status pending: shown as unchanged.
+    assert '<dd class="muted"><code>&#34;pending&#34;</code> (unchanged)</dd>' in page.text
     assert "Next page" not in page.text
 
 

@@ -68,8 +68,9 @@ def _fields(state: Any) -> dict[str, Any]:
     return state if isinstance(state, dict) else {"value": state}
 
 
-def _change(entry: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(field, before, after) of an entry's before and after states, each value as JSON."""
+def _change(entry: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
+    """(field, before, after, changed) of an entry's before and after states, each value as
+    JSON."""
     before, after = _fields(entry["before"]), _fields(entry["after"])
     rows = []
     for name in [*before, *(k for k in after if k not in before)]:
@@ -78,6 +79,7 @@ def _change(entry: dict[str, Any]) -> list[tuple[str, str, str]]:
                 name,
                 json.dumps(before[name], ensure_ascii=False) if name in before else "",
                 json.dumps(after[name], ensure_ascii=False) if name in after else "",
+                before.get(name) != after.get(name) or (name in before) != (name in after),
             )
         )
     return rows
