@@ -153,6 +153,10 @@ def test_an_agent_approves_and_rejects_in_bulk_and_the_partner_sees_it(
     assert back == f"{PAGE}?sponsor={held.sponsor}&reason=review&done=reject&count=1"
     shown = agent.get(back)
     assert "Rejected 1 line." in shown.text
+    for done, count in (("approve", "501"), ("approve", "0"), ("bless", "1"), ("reject", "x")):
+        page = agent.get(PAGE, params={"done": done, "count": count})
+        assert page.status_code == 200
+        assert 'class="done"' not in page.text
     assert _listed(shown.text) == [ids[3]]
 
     # The partner's replay of each call tells what became of its line.

@@ -218,7 +218,8 @@ async def pending_page(request: Request) -> Response:
     except ValueError:
         pass
     else:
-        outcome.done = _done_message(action, count)
+        if 1 <= count <= limits.pending_bulk_lines_max:
+            outcome.done = _done_message(action, count)
     return await _page(request, caller, filters, outcome, fragment=web.is_htmx(request))
 
 
