@@ -114,6 +114,7 @@ def test_an_entry_shows_its_transaction_or_its_adjustment(db: Database) -> None:
     assert (previous.sponsor_code, previous.offer_code) == (sponsor, "STANDARD")
     assert previous.partner_transaction_id is not None
     assert (third.miles, third.endpoint) == (-4, "adjustment")
+    assert newest.balance_after is not None
     assert newest.balance_after - newest.miles == previous.balance_after
 
 
@@ -338,7 +339,8 @@ def test_a_filter_keeps_the_sponsors_or_offers_entries_across_pages_without_a_ba
     assert [e.entry_id for e in mine] == [
         e.entry_id for e in everything if e.sponsor_code == sponsor
     ]
-    assert len(mine) == 9 and {e.balance_after for e in mine} == {None}
+    assert len(mine) == 9
+    assert {e.balance_after for e in mine} == {None}
     [their] = _walk_where(db, number, size, history.HistoryFilter(sponsor_code=other))
     assert (their.reference_id, their.miles) == (theirs, 40)
     standard = _walk_where(db, number, size, history.HistoryFilter(offer_code="STANDARD"))
@@ -359,7 +361,8 @@ def test_a_filter_by_posting_time_bounds_from_inclusive_to_exclusive(db: Databas
     earlier = _walk_where(db, number, 2, history.HistoryFilter(posted_to=cut))
     assert [e.entry_id for e in later] == [e.entry_id for e in everything if e.posted_at >= cut]
     assert [e.entry_id for e in earlier] == [e.entry_id for e in everything if e.posted_at < cut]
-    assert later and earlier
+    assert later
+    assert earlier
     span = history.HistoryFilter(posted_from=cut, posted_to=cut)
     assert _walk_where(db, number, 2, span) == []
 
