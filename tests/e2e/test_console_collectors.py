@@ -7,7 +7,6 @@ from __future__ import annotations
 import html
 import re
 from datetime import UTC, datetime
-from typing import Any
 
 import httpx
 import pytest
@@ -17,42 +16,17 @@ from rewardmiles.db.models import Adjustment, OperatorAuditEntry
 from rewardmiles.vocabulary import OperatorRole
 from tests.e2e.conftest import World
 from tests.support import data
-from tests.support.operators import new_operator, new_session
-
-COOKIE = "rewardmiles-admin"
-
-
-class Operator:
-    """A signed-in operator's browser, without the JavaScript."""
-
-    def __init__(self, world: World, role: OperatorRole) -> None:
-        now = datetime.now(UTC)
-        login = new_operator(world.db, role, now=now)
-        signed = new_session(world.db, login.email, now)
-        self.email = login.email
-        self.csrf = signed.csrf_token
-        self.http = httpx.Client(
-            base_url=world.server.base_url, timeout=30, cookies={COOKIE: signed.cookie}
-        )
-
-    def get(self, path: str, **params: Any) -> httpx.Response:
-        return self.http.get(path, params=params)
-
-    def post(self, path: str, fields: dict[str, str], *, csrf: str | None = "") -> httpx.Response:
-        sent = dict(fields)
-        if csrf is not None:
-            sent["csrf"] = csrf or self.csrf
-        return self.http.post(path, data=sent)
+from tests.support.console import Console, signed_in
 
 
 @pytest.fixture
-def agent(world: World) -> Operator:
-    return Operator(world, OperatorRole.AGENT)
+def agent(world: World) -> Console:
+    return signed_in(world.db, world.server.base_url, OperatorRole.AGENT)
 
 
 @pytest.fixture
-def viewer(world: World) -> Operator:
-    return Operator(world, OperatorRole.VIEWER)
+def viewer(world: World) -> Console:
+    return signed_in(world.db, world.server.base_url, OperatorRole.VIEWER)
 
 
 def _hidden(page: str, name: str) -> str:
@@ -93,28 +67,28 @@ def test_without_a_session_each_page_sends_to_sign_in(world: World) -> None:
     assert _adjustments(world, number) == 0
 
 
-def test_the_search_finds_a_collector_or_says_why_not(world: World, viewer: Operator) -> None:
+def test_the_search_finds_a_collector_or_says_why_not(world: World, viewer: Console) -> None:
     number = world.collector()
     form = viewer.get("/console/collectors")
     assert form.status_code == 200
     assert '<label for="number">Collector number</label>' in form.text
 
-    found = viewer.get("/console/collectors", number=f" {number} ")
+    found = viewer.get("/console/collectors", params={"number": f" {number} "})
     assert found.status_code == 303
     assert found.headers["location"] == f"/console/collectors/{number}"
 
-    bad = viewer.get("/console/collectors", number="12ab")
+    bad = viewer.get("/console/collectors", params={"number": "12ab"})
     assert bad.status_code == 400
     assert "exactly 11 digits" in bad.text
     missing = data.unknown_collector()
-    unknown = viewer.get("/console/collectors", number=missing)
+    unknown = viewer.get("/console/collectors", params={"number": missing})
     assert unknown.status_code == 404
     assert f"No collector {missing}." in unknown.text
     assert viewer.get("/console/collectors/123").status_code == 400
     assert viewer.get(f"/console/collectors/{missing}").status_code == 404
 
 
-def test_the_page_shows_status_balance_pending_and_history(world: World, viewer: Operator) -> None:
+def test_the_page_shows_status_balance_pending_and_history(world: World, viewer: Console) -> None:
     number = world.collector()
     for miles in (30, 12):
         assert world.partner.post_event(world.body(number, miles=miles)).status_code == 200
@@ -147,7 +121,7 @@ def test_the_page_shows_status_balance_pending_and_history(world: World, viewer:
     assert world.balance(number) == 42
 
 
-def test_the_history_pages_with_a_load_more_row_and_filters(world: World, viewer: Operator) -> None:
+def test_the_history_pages_with_a_load_more_row_and_filters(world: World, viewer: Console) -> None:
     number = world.collector()
     other = data.new_sponsor(world.db)
     theirs = world.new_partner(other)
@@ -163,35 +137,35 @@ def test_the_history_pages_with_a_load_more_row_and_filters(world: World, viewer
     assert link is not None
     assert first.text.count(">+500<") == 1
 
-    fragment = viewer.http.get(fragment_url, headers={"HX-Request": "true"})
+    fragment = viewer.get(fragment_url, headers={"HX-Request": "true"})
     assert fragment.status_code == 200
     assert "<html" not in fragment.text
     assert fragment.text.count("<tr>") == 2  # 52 entries, 50 a page
     assert ">+1<" in fragment.text
     assert 'class="more"' not in fragment.text
-    fallback = viewer.http.get(html.unescape(link.group(1)))
+    fallback = viewer.get(html.unescape(link.group(1)))
     assert fallback.status_code == 200
     assert "<html" in fallback.text
     assert ">+1<" in fallback.text
     assert ">+500<" not in fallback.text
 
-    filtered = viewer.get(f"/console/collectors/{number}", sponsor=other)
+    filtered = viewer.get(f"/console/collectors/{number}", params={"sponsor": other})
     assert filtered.status_code == 200
     assert ">+500<" in filtered.text
     assert ">+21<" not in filtered.text
     assert "shows no balance after each entry" in filtered.text
     today = datetime.now(UTC).date().isoformat()
-    none = viewer.get(f"/console/collectors/{number}", to="2001-01-01")
+    none = viewer.get(f"/console/collectors/{number}", params={"to": "2001-01-01"})
     assert "No entries match the filter" in none.text
     for bad in ({"from": "yesterday"}, {"sponsor": "<b>"}, {"from": today, "to": "2001-01-01"}):
-        answer = viewer.get(f"/console/collectors/{number}", **bad)
+        answer = viewer.get(f"/console/collectors/{number}", params=bad)
         assert answer.status_code == 400, bad
-    forged = viewer.get(f"/console/collectors/{number}", cursor="abc")
+    forged = viewer.get(f"/console/collectors/{number}", params={"cursor": "abc"})
     assert forged.status_code == 400
     assert "This cursor was not given by this list" in forged.text
 
 
-def test_an_agent_adjusts_through_a_confirm_step_once(world: World, agent: Operator) -> None:
+def test_an_agent_adjusts_through_a_confirm_step_once(world: World, agent: Console) -> None:
     number = world.collector()
     assert world.partner.post_event(world.body(number, miles=100)).status_code == 200
     note = "<script>alert(1)</script> delayed flight"
@@ -220,14 +194,14 @@ def test_an_agent_adjusts_through_a_confirm_step_once(world: World, agent: Opera
     assert "already" in again.headers["location"]
     assert world.balance(number) == 150
     assert _adjustments(world, number) == 1
-    assert _audits(world, number, "collector.adjust") == [(agent.email, note)]
-    shown = agent.http.get(done.headers["location"])
+    assert _audits(world, number, "collector.adjust") == [(agent.login.email, note)]
+    shown = agent.get(done.headers["location"])
     assert re.search(r'id="collector-balance">150<', shown.text)
     assert "Adjustment of +50 miles made; balance 150." in shown.text
     assert ">adjustment<" in shown.text
 
 
-def test_an_adjustment_is_refused_with_the_admin_apis_rules(world: World, agent: Operator) -> None:
+def test_an_adjustment_is_refused_with_the_admin_apis_rules(world: World, agent: Console) -> None:
     number = world.collector()
     path = f"/console/collectors/{number}/adjustments"
     cases = [
@@ -264,7 +238,7 @@ def test_an_adjustment_is_refused_with_the_admin_apis_rules(world: World, agent:
     assert world.balance(number) == 5
 
 
-def test_a_post_without_the_sessions_csrf_token_is_refused(world: World, agent: Operator) -> None:
+def test_a_post_without_the_sessions_csrf_token_is_refused(world: World, agent: Console) -> None:
     number = world.collector()
     fields = {"miles": "5", "reason": "GOODWILL", "note": "n", "key": "k", "confirm": "1"}
     path = f"/console/collectors/{number}/adjustments"
@@ -280,7 +254,7 @@ def test_a_post_without_the_sessions_csrf_token_is_refused(world: World, agent: 
     assert "ACTIVE" in agent.get(f"/console/collectors/{number}").text
 
 
-def test_an_agent_changes_the_status_through_a_confirm_step(world: World, agent: Operator) -> None:
+def test_an_agent_changes_the_status_through_a_confirm_step(world: World, agent: Console) -> None:
     number = world.collector()
     path = f"/console/collectors/{number}/status"
 
@@ -291,9 +265,9 @@ def test_an_agent_changes_the_status_through_a_confirm_step(world: World, agent:
     assert not _audits(world, number, "collector.set_status")
     done = agent.post(path, {"status": "ON_HOLD", "note": "<i>check</i>", "confirm": "1"})
     assert done.status_code == 303
-    shown = agent.http.get(done.headers["location"])
+    shown = agent.get(done.headers["location"])
     assert re.search(r'id="collector-status">ON_HOLD<', shown.text)
-    assert _audits(world, number, "collector.set_status") == [(agent.email, "<i>check</i>")]
+    assert _audits(world, number, "collector.set_status") == [(agent.login.email, "<i>check</i>")]
 
     bad = agent.post(path, {"status": "GONE", "confirm": "1"})
     assert bad.status_code == 400

@@ -13,13 +13,13 @@ import httpx
 
 from rewardmiles.vocabulary import OperatorRole
 from tests.e2e.conftest import World
-from tests.e2e.test_console_collectors import Operator
 from tests.support import data
+from tests.support.console import Console, signed_in
 from tests.support.problems import assert_problem
 
 
-def _search(operator: Operator, text: str) -> httpx.Response:
-    return operator.get("/console/transactions", q=text)
+def _search(operator: Console, text: str) -> httpx.Response:
+    return operator.get("/console/transactions", params={"q": text})
 
 
 def test_without_a_session_the_pages_send_to_sign_in(world: World) -> None:
@@ -31,7 +31,7 @@ def test_without_a_session_the_pages_send_to_sign_in(world: World) -> None:
 
 
 def test_one_match_by_transaction_or_partner_id_opens_the_transaction(world: World) -> None:
-    viewer = Operator(world, OperatorRole.VIEWER)
+    viewer = signed_in(world.db, world.server.base_url, OperatorRole.VIEWER)
     body = world.body(world.collector(), miles=20)
     posted = world.partner.post_event(body).json()
     detail = f"/console/transactions/{posted['transactionId']}"
@@ -46,7 +46,7 @@ def test_one_match_by_transaction_or_partner_id_opens_the_transaction(world: Wor
 
 
 def test_a_partner_id_of_two_sponsors_lists_both(world: World) -> None:
-    viewer = Operator(world, OperatorRole.VIEWER)
+    viewer = signed_in(world.db, world.server.base_url, OperatorRole.VIEWER)
     other = data.new_sponsor(world.db)
     partner = world.new_partner(other)
     shared = data.txn_id("shared")
@@ -66,7 +66,7 @@ def test_a_partner_id_of_two_sponsors_lists_both(world: World) -> None:
 
 
 def test_a_failed_requests_id_shows_its_request_and_response(world: World) -> None:
-    agent = Operator(world, OperatorRole.AGENT)
+    agent = signed_in(world.db, world.server.base_url, OperatorRole.AGENT)
     refused = world.partner.post_event(world.body(world.collector(), miles=0))
     problem = assert_problem(refused, 400, "MILES_AMOUNT_INVALID", "issuances[0].milesAmount")
     request_id = problem["requestId"]
@@ -86,7 +86,7 @@ def test_a_failed_requests_id_shows_its_request_and_response(world: World) -> No
 
 
 def test_nothing_found_or_a_bad_query_is_a_page_with_the_message(world: World) -> None:
-    viewer = Operator(world, OperatorRole.VIEWER)
+    viewer = signed_in(world.db, world.server.base_url, OperatorRole.VIEWER)
     missing = _search(viewer, "no-such-id")
     assert missing.status_code == 404
     assert "No transaction or failed request has the id no-such-id." in missing.text
@@ -115,8 +115,8 @@ def test_the_detail_shows_request_response_lines_reversals_and_the_collector(
     ).json()
     path = f"/console/transactions/{posted['transactionId']}"
 
-    agent = Operator(world, OperatorRole.AGENT).get(path)
-    viewer = Operator(world, OperatorRole.VIEWER).get(path)
+    agent = signed_in(world.db, world.server.base_url, OperatorRole.AGENT).get(path)
+    viewer = signed_in(world.db, world.server.base_url, OperatorRole.VIEWER).get(path)
 
     assert agent.status_code == 200
     assert viewer.status_code == 200
@@ -132,7 +132,7 @@ def test_the_detail_shows_request_response_lines_reversals_and_the_collector(
     assert masked in viewer.text
     assert "/console/collectors/" not in viewer.text.split("<main", 1)[1]
 
-    back = Operator(world, OperatorRole.VIEWER).get(
+    back = signed_in(world.db, world.server.base_url, OperatorRole.VIEWER).get(
         f"/console/transactions/{reversal['transactionId']}"
     )
     assert f'href="/console/transactions/{posted["transactionId"]}"' in back.text
