@@ -14,7 +14,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from rewardmiles import clock, limits
@@ -23,11 +22,13 @@ from rewardmiles.admin.collectors import (
     STATUS_RULES,
     AdjustmentBody,
     StatusRequest,
-    _cursor_key,
-    _refused,
+    adjust_collector,
+    change_collector_status,
+    collector_refusal,
+    history_cursor_key,
 )
 from rewardmiles.collectors import adjustments, service
-from rewardmiles.collectors.adjustments import AdjustmentOutcome, AdjustmentRequest
+from rewardmiles.collectors.adjustments import AdjustmentRequest
 from rewardmiles.console import web
 from rewardmiles.console.web import PREFIX, PageError
 from rewardmiles.errors import OperatorError, ProblemError
@@ -138,7 +139,7 @@ async def _ledger(
     request: Request, number: str, cursor: str | None, where: history.HistoryFilter
 ) -> Ledger:
     """One page of the history, as `GET /admin/v1/collectors/{number}/ledger` reads it."""
-    key = _cursor_key(request)
+    key = history_cursor_key(request)
     after = None
     if cursor:
         try:
@@ -332,7 +333,7 @@ async def adjust(request: Request, number: str) -> Response:
         try:
             adjustments.check_role(body.miles, caller.role, ctx.settings)
         except OperatorError as exc:
-            problem = _refused(exc)
+            problem = collector_refusal(exc)
             return await _page(
                 request,
                 caller,
@@ -357,22 +358,10 @@ async def adjust(request: Request, number: str) -> Response:
         raise PageError(400, "Invalid form", exc.detail, exc.code) from None
     assert key is not None
     wanted = AdjustmentRequest(number, body.miles, body.reason, body.note, key)
-    actor = web.actor(request, caller)
-
-    def work(session: Session, attempt: int) -> AdjustmentOutcome:
-        return adjustments.adjust(
-            session,
-            wanted,
-            actor=actor,
-            role=caller.role,
-            settings=ctx.settings,
-            now=clock.utc_now(),
-        )
-
     try:
-        outcome = await run_sync(ctx.limiter, ctx.db.run_in_unit_of_work, work)
+        outcome = await adjust_collector(request, caller, wanted)
     except OperatorError as exc:
-        problem = _refused(exc)
+        problem = collector_refusal(exc)
         field = problem.errors[0].field if problem.errors else None
         return await _page(
             request,
@@ -432,16 +421,13 @@ async def change_status(request: Request, number: str) -> Response:
                 "confirm": {"before": found.status, "after": body.status},
             },
         )
-    actor = web.actor(request, caller)
-
-    def change(session: Session) -> str | None:
-        if service.get_collector(session, number) is None:
-            return None
-        return service.change_status(
-            session, number, body.status, body.note, actor, clock.utc_now()
-        )
-
-    before = await web.change(request, change)
+    try:
+        before = await change_collector_status(request, caller, number, body)
+    except OperatorError as exc:
+        problem = collector_refusal(exc)
+        raise PageError(
+            problem.spec.status, problem.spec.title, problem.detail, problem.code
+        ) from None
     if before is None:
         raise PageError(404, "Not found", f"No collector {number}.", "NOT_FOUND")
     done = f"Status changed from {before} to {body.status}."
