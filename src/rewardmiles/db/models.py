@@ -262,6 +262,8 @@ class LedgerEntry(Base):
         # A collector's history, newest first, a page at a time (keyset on id).
         Index("ix_ledger_entries_account", "account_kind", "account_code", "id"),
         Index("ix_ledger_entries_adjustment", "adjustment_id"),
+        # A day's entries by posting time (0012): the Today page's hours, reconciliation files.
+        Index("ix_ledger_entries_posted", "account_kind", "posted_at"),
     )
 
 

@@ -218,8 +218,10 @@ def add_batch(
 
 def batch(session: Session, batch_id: str) -> BatchRow | None:
     row = session.get(Batch, batch_id)
-    if row is None:
-        return None
+    return None if row is None else _batch_row(row)
+
+
+def _batch_row(row: Batch) -> BatchRow:
     return BatchRow(
         id=row.id,
         sponsor_code=row.sponsor_code,
@@ -231,6 +233,14 @@ def batch(session: Session, batch_id: str) -> BatchRow | None:
         created_at=row.created_at,
         finished_at=row.finished_at,
     )
+
+
+def recent_batches(session: Session, sponsor_code: str | None, limit: int) -> list[BatchRow]:
+    """The latest `limit` batches (of the sponsor, when one is given), newest first."""
+    stmt = select(Batch).order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit)
+    if sponsor_code is not None:
+        stmt = stmt.where(Batch.sponsor_code == sponsor_code)
+    return [_batch_row(row) for row in session.scalars(stmt)]
 
 
 def batch_sponsor(session: Session, batch_id: str) -> str | None:

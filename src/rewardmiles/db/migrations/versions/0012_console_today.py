@@ -1,0 +1,26 @@
+"""Ledger entries by posting time: a day's miles per hour (the console's Today page) and a day's
+reconciliation file read the day's entries only
+
+Revision ID: 0012
+Revises: 0011
+Create Date: 2026-11-30
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0012"
+down_revision: str | None = "0011"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_index(
+        "ix_ledger_entries_posted", "ledger_entries", ["account_kind", "posted_at"], unique=False
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_ledger_entries_posted", table_name="ledger_entries")
