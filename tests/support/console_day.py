@@ -39,6 +39,7 @@ class Traffic:
     refused_ids: list[str] = field(default_factory=list)  # request ids, oldest first
     codes: dict[str, int] = field(default_factory=dict)
     partner_ids: list[str] = field(default_factory=list)  # accepted ones' clientTransactionId
+    collector: str = ""  # the posts' and the reversal's
 
 
 @dataclass
@@ -70,7 +71,7 @@ class Day:
         miles."""
         at = data.iso(self.moment - timedelta(seconds=5))
         traffic = Traffic()
-        collector = data.new_collector(self.db)
+        collector = traffic.collector = data.new_collector(self.db)
         posted: dict[int, dict[str, Any]] = {}
         for miles in (8, 13, 21):
             body = data.event_body(self.sponsor, collector, miles=miles, transactionDateTime=at)

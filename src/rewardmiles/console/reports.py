@@ -27,6 +27,7 @@ PAGE = web.PREFIX + "/reports"
 SPONSORS_LISTED = 500  # the sponsor field's suggestions
 BATCHES_LISTED = 50
 BATCH_RECORDS_SHOWN = 1000
+AUDIT_ROWS_SHOWN = 1000  # the table's; the downloads have every transaction
 
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
@@ -84,7 +85,7 @@ async def reports_page(request: Request) -> Response:
         if sponsor is not None:
             found = sponsors_repository.sponsor(session, sponsor)
             if found is not None:
-                report = audit.audit_report(session, sponsor, day, zone)
+                report = audit.audit_report(session, sponsor, day, zone, AUDIT_ROWS_SHOWN + 1)
         listed = reports_repository.recent_batches(
             session, sponsor if found is not None else None, BATCHES_LISTED
         )
@@ -95,7 +96,7 @@ async def reports_page(request: Request) -> Response:
         raise web.PageError(404, "Unknown sponsor", f"No sponsor {sponsor}.", "NOT_FOUND")
     rows = []
     if loaded["report"] is not None:
-        for txn in loaded["report"].transactions:
+        for txn in loaded["report"].transactions[:AUDIT_ROWS_SHOWN]:
             lines = txn["issuances"] or []
             rows.append(
                 {
@@ -117,6 +118,9 @@ async def reports_page(request: Request) -> Response:
             "known": loaded["known"],
             "rows": rows,
             "has_report": loaded["report"] is not None,
+            "more": loaded["report"] is not None
+            and len(loaded["report"].transactions) > AUDIT_ROWS_SHOWN,
+            "shown_max": AUDIT_ROWS_SHOWN,
             "batches": loaded["batches"],
             "batches_listed": BATCHES_LISTED,
         },

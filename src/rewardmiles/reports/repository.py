@@ -49,10 +49,15 @@ class AuditLine:
 
 
 def audit_rows(
-    session: Session, sponsor_code: str, day_start: datetime, day_end: datetime
+    session: Session,
+    sponsor_code: str,
+    day_start: datetime,
+    day_end: datetime,
+    limit: int | None = None,
 ) -> list[AuditRow]:
-    """The sponsor's transactions processed in [day_start, day_end), oldest first."""
-    rows = session.execute(
+    """The sponsor's transactions processed in [day_start, day_end), oldest first (the first
+    `limit` of them, when a limit is given)."""
+    stmt = (
         select(
             Transaction.id,
             Transaction.endpoint,
@@ -71,6 +76,7 @@ def audit_rows(
         )
         .order_by(Transaction.processed_at, Transaction.id)
     )
+    rows = session.execute(stmt if limit is None else stmt.limit(limit))
     return [AuditRow(*row) for row in rows]
 
 
