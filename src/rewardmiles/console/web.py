@@ -153,6 +153,7 @@ async def signed_in(request: Request, role: OperatorRole = OperatorRole.VIEWER) 
         raise SignInNeededError(back_to, expired=verdict.expired)
     caller = verdict.caller
     request.scope["state"]["client_id"] = caller.log_name
+    request.scope["rewardmiles.caller"] = caller  # for an error page's navigation
     if request.method != "GET":
         await check_form_csrf(request, caller)
     if not caller.may(role):
@@ -167,7 +168,7 @@ async def signed_in(request: Request, role: OperatorRole = OperatorRole.VIEWER) 
 
 async def check_form_csrf(request: Request, caller: Caller) -> None:
     sent = request.headers.get("x-csrf-token")
-    if sent is None:
+    if sent is None and _is_form(request):
         sent = (await form(request)).get(CSRF_FIELD, [None])[0]
     expected = caller.csrf_token
     if not sent or expected is None or not credentials.same_secret(sent, expected):
@@ -191,13 +192,16 @@ def actor(request: Request, caller: Caller) -> Actor:
 # --------------------------------------------------------------------------- forms
 
 
+def _is_form(request: Request) -> bool:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower() == FORM
+
+
 async def form(request: Request) -> dict[str, list[str]]:
     """The request's url-encoded form (read once, kept on the request): every field's values."""
     cached = request.scope.get("rewardmiles.form")
     if cached is not None:
         return dict(cached)
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media != FORM:
+    if not _is_form(request):
         raise PageError(
             415, "Unsupported form", f"Send the form as {FORM}.", "UNSUPPORTED_MEDIA_TYPE"
         )
@@ -313,11 +317,13 @@ def redirect(location: str) -> Response:
 
 
 def error_page(request: Request, exc: PageError) -> Response:
+    """The refusal as a page, with the navigation of the operator it refused (if signed in)."""
+    caller = request.scope.get("rewardmiles.caller")
     return render(
         request,
         "error.html",
         {"title": exc.title, "detail": exc.detail, "code": exc.code, "status": exc.status},
-        caller=None,
+        caller=caller if isinstance(caller, Caller) else None,
         status=exc.status,
     )
 
