@@ -19,11 +19,11 @@ from rewardmiles.db.engine import Database
 from rewardmiles.vocabulary import OperatorRole
 from tests.conftest import ServerFactory
 from tests.support import data
+from tests.support.console import COOKIE
 from tests.support.operators import new_operator, new_session
 from tests.support.partner import Partner
 from tests.support.server import Server
 
-COOKIE = "rewardmiles-admin"  # over http on 127.0.0.1
 PINNED = "2026-12-15T14:30:00-05:00"
 PINNED_DAY = date(2026, 12, 15)
 PINNED_HOUR = "14:00"

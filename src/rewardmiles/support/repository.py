@@ -1,6 +1,7 @@
 """Queries of the support desk's look-ups: failed partner requests (written in batches, found by
 request id, purged), transaction search and detail, the pending lines' pages, the audit log's
-pages. Every list is a keyset page through an index (never OFFSET). No rules here."""
+pages, a day's figures at a glance. Every list is a keyset page through an index (never OFFSET).
+No rules here."""
 
 from __future__ import annotations
 
@@ -9,16 +10,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, and_, delete, insert, or_, select
+from sqlalchemy import RowMapping, and_, case, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from rewardmiles.db.models import (
     IssuanceLine,
+    LedgerEntry,
     OperatorAuditEntry,
     RequestFailure,
     Transaction,
+    WebhookDelivery,
 )
-from rewardmiles.vocabulary import LineStatus
+from rewardmiles.vocabulary import AccountKind, DeliveryStatus, LineStatus
 
 # --------------------------------------------------------------------------- failed requests
 
@@ -302,3 +305,146 @@ def audit_page(
         .limit(limit)
     )
     return [row._mapping for row in session.execute(stmt)]
+
+
+# --------------------------------------------------------------------------- a day at a glance
+#
+# Each reads one day's range [start, end) through an index and aggregates in SQL; `hours` are the
+# day's hour starts (UTC), and a row is put in its hour by a CASE over them (`_hour_of`).
+
+
+def _hour_of(column: Any, hours: Sequence[datetime]) -> Any:
+    """The index in `hours` of the hour `column` falls in (for a row already within the day)."""
+    return case(
+        *((column < h, i - 1) for i, h in enumerate(hours[1:], start=1)),
+        else_=len(hours) - 1,
+    )
+
+
+def partner_miles_per_hour(
+    session: Session, start: datetime, end: datetime, hours: Sequence[datetime]
+) -> list[tuple[int, int, int]]:
+    """(hour, miles credited, miles debited) of the collectors' ledger entries of partner lines
+    posted in the day, for the hours that have any (`ix_ledger_entries_posted`)."""
+    hour = _hour_of(LedgerEntry.posted_at, hours)
+    credit = case((LedgerEntry.amount_miles > 0, LedgerEntry.amount_miles), else_=0)
+    debit = case((LedgerEntry.amount_miles < 0, -LedgerEntry.amount_miles), else_=0)
+    rows = session.execute(
+        select(hour, func.sum(credit), func.sum(debit))
+        .where(
+            LedgerEntry.account_kind == AccountKind.COLLECTOR,
+            LedgerEntry.posted_at >= start,
+            LedgerEntry.posted_at < end,
+            LedgerEntry.transaction_id.is_not(None),
+        )
+        .group_by(hour)
+    )
+    return [(int(h), int(c or 0), int(d or 0)) for h, c, d in rows]
+
+
+def answers_per_hour(
+    session: Session,
+    start: datetime,
+    end: datetime,
+    hours: Sequence[datetime],
+    statuses: Sequence[int],
+) -> list[tuple[int, int, int]]:
+    """(hour, HTTP status, transactions) of the day's transactions answered one of `statuses`
+    (`ix_transactions_processed`)."""
+    hour = _hour_of(Transaction.processed_at, hours)
+    rows = session.execute(
+        select(hour, Transaction.http_status, func.count())
+        .where(
+            Transaction.processed_at >= start,
+            Transaction.processed_at < end,
+            Transaction.http_status.in_(statuses),
+        )
+        .group_by(hour, Transaction.http_status)
+    )
+    return [(int(h), int(s), int(n)) for h, s, n in rows]
+
+
+def failures_per_hour(
+    session: Session, start: datetime, end: datetime, hours: Sequence[datetime]
+) -> list[tuple[int, bool, int]]:
+    """(hour, answered 5xx, failed requests) of the day's failed requests
+    (`ix_request_failures_at`)."""
+    hour = _hour_of(RequestFailure.at, hours)
+    server_side = RequestFailure.status >= 500
+    rows = session.execute(
+        select(hour, server_side, func.count())
+        .where(RequestFailure.at >= start, RequestFailure.at < end, RequestFailure.status >= 400)
+        .group_by(hour, server_side)
+    )
+    return [(int(h), bool(s), int(n)) for h, s, n in rows]
+
+
+def failure_codes(
+    session: Session, start: datetime, end: datetime, limit: int
+) -> list[tuple[str, int]]:
+    """The `limit` codes the day's failed requests were answered with most, most first."""
+    count = func.count()
+    rows = session.execute(
+        select(RequestFailure.code, count)
+        .where(
+            RequestFailure.at >= start, RequestFailure.at < end, RequestFailure.code.is_not(None)
+        )
+        .group_by(RequestFailure.code)
+        .order_by(count.desc(), RequestFailure.code)
+        .limit(limit)
+    )
+    return [(str(code), int(n)) for code, n in rows]
+
+
+def latest_failures(
+    session: Session, start: datetime, end: datetime, limit: int
+) -> list[FailureRow]:
+    """The day's last `limit` failed requests, newest first."""
+    rows = session.execute(
+        select(
+            RequestFailure.request_id,
+            RequestFailure.at,
+            RequestFailure.client_id,
+            RequestFailure.method,
+            RequestFailure.path,
+            RequestFailure.status,
+            RequestFailure.code,
+            RequestFailure.detail,
+            RequestFailure.field,
+        )
+        .where(RequestFailure.at >= start, RequestFailure.at < end)
+        .order_by(RequestFailure.at.desc(), RequestFailure.id.desc())
+        .limit(limit)
+    )
+    return [FailureRow(**row._mapping) for row in rows]
+
+
+def pending_line_count(session: Session) -> int:
+    """Lines waiting for review now (the partial index of pending lines)."""
+    return int(
+        session.execute(
+            select(func.count())
+            .select_from(IssuanceLine)
+            .where(IssuanceLine.status == LineStatus.PENDING)
+        ).scalar_one()
+    )
+
+
+def failing_deliveries(session: Session, start: datetime, end: datetime) -> tuple[int, int]:
+    """(deliveries being retried now after a failed attempt, deliveries created in the day and
+    given up): the partial index of due deliveries, `ix_webhook_deliveries_created`."""
+    retrying = session.execute(
+        select(func.count())
+        .select_from(WebhookDelivery)
+        .where(WebhookDelivery.status == DeliveryStatus.PENDING, WebhookDelivery.attempts > 0)
+    ).scalar_one()
+    given_up = session.execute(
+        select(func.count())
+        .select_from(WebhookDelivery)
+        .where(
+            WebhookDelivery.created_at >= start,
+            WebhookDelivery.created_at < end,
+            WebhookDelivery.status == DeliveryStatus.FAILED,
+        )
+    ).scalar_one()
+    return int(retrying), int(given_up)

@@ -2,12 +2,13 @@
 partner requests per hour by outcome, the day's top refusal codes, the pending lines, failing
 webhook deliveries and the latest failed partner requests.
 
-Every query reads one day's range through an index and aggregates in SQL, so the answer costs
+Every query (`support.repository`) reads one day's range through an index and aggregates in SQL,
+so the answer costs
 the day's rows, never the table's: ledger entries by `ix_ledger_entries_posted` (0012),
 transactions by `ix_transactions_processed`, failed requests by `ix_request_failures_at`,
 deliveries by `ix_webhook_deliveries_created` and the partial indexes of pending lines and due
 deliveries. Hours are the program time zone's: a day on which the clocks change has 23 or 25;
-each row is put in its hour by a `CASE` over the hour boundaries, computed here.
+each row is put in its hour by a `CASE` over the hour boundaries computed here.
 
 Where the numbers come from: requests answered 200 or 202 are the day's transactions (accepted:
 posted, or pending review); requests answered 4xx or 5xx are the failed partner requests the
@@ -22,21 +23,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
 
 from rewardmiles import clock
-from rewardmiles.db.models import (
-    IssuanceLine,
-    LedgerEntry,
-    RequestFailure,
-    Transaction,
-    WebhookDelivery,
-)
 from rewardmiles.logs import mask_collector_numbers
 from rewardmiles.support import repository
-from rewardmiles.vocabulary import AccountKind, DeliveryStatus, LineStatus
 
 OUTCOMES = ("200", "202", "4xx", "5xx")
 TOP_CODES = 10
@@ -109,20 +100,6 @@ def hour_starts(day: date, zone_name: str) -> tuple[datetime, datetime, tuple[da
     return start, end, tuple(start + timedelta(hours=i) for i in range(count))
 
 
-def _hour_of(column: Any, hours: tuple[datetime, ...]) -> ColumnElement[int]:
-    """The index of `column`'s hour, for a row already within the day."""
-    return case(
-        *((column < h, i - 1) for i, h in enumerate(hours[1:], start=1)), else_=len(hours) - 1
-    )
-
-
-def _per_hour(rows: Any, size: int) -> list[int]:
-    counts = [0] * size
-    for index, value in rows:
-        counts[int(index)] += int(value or 0)
-    return counts
-
-
 def day_glance(session: Session, day: date, zone_name: str, *, full_numbers: bool) -> DayGlance:
     """The day's figures; a collector number in a failure's detail is masked unless
     `full_numbers`."""
@@ -131,93 +108,21 @@ def day_glance(session: Session, day: date, zone_name: str, *, full_numbers: boo
 
     # Miles: the collectors' side of the ledger entries of partner lines posted this day (a
     # pending line counts in the hour it settles; adjustments are not partner traffic).
-    posted = _hour_of(LedgerEntry.posted_at, hours)
-    credit = case((LedgerEntry.amount_miles > 0, LedgerEntry.amount_miles), else_=0)
-    debit = case((LedgerEntry.amount_miles < 0, -LedgerEntry.amount_miles), else_=0)
-    miles_rows = session.execute(
-        select(posted, func.sum(credit), func.sum(debit))
-        .where(
-            LedgerEntry.account_kind == AccountKind.COLLECTOR,
-            LedgerEntry.posted_at >= start,
-            LedgerEntry.posted_at < end,
-            LedgerEntry.transaction_id.is_not(None),
-        )
-        .group_by(posted)
-    ).all()
-    issued = _per_hour(((r[0], r[1]) for r in miles_rows), size)
-    reversed_ = _per_hour(((r[0], r[2]) for r in miles_rows), size)
+    issued, reversed_ = [0] * size, [0] * size
+    for hour, credit, debit in repository.partner_miles_per_hour(session, start, end, hours):
+        issued[hour] += credit
+        reversed_[hour] += debit
 
-    # Requests answered 200 or 202: the day's accepted transactions.
-    processed = _hour_of(Transaction.processed_at, hours)
+    # Requests answered 200 or 202: the day's accepted transactions; 4xx or 5xx: the failed
+    # requests recorded.
     requests: dict[str, list[int]] = {outcome: [0] * size for outcome in OUTCOMES}
-    for index, status, count in session.execute(
-        select(processed, Transaction.http_status, func.count())
-        .where(
-            Transaction.processed_at >= start,
-            Transaction.processed_at < end,
-            Transaction.http_status.in_((200, 202)),
-        )
-        .group_by(processed, Transaction.http_status)
-    ):
-        requests[str(status)][int(index)] += int(count)
+    for hour, status, count in repository.answers_per_hour(session, start, end, hours, (200, 202)):
+        requests[str(status)][hour] += count
+    for hour, is_5xx, count in repository.failures_per_hour(session, start, end, hours):
+        requests["5xx" if is_5xx else "4xx"][hour] += count
 
-    # Requests answered 4xx or 5xx: the failed requests recorded.
-    failed_at = _hour_of(RequestFailure.at, hours)
-    server_side = RequestFailure.status >= 500
-    in_day = (RequestFailure.at >= start, RequestFailure.at < end)
-    for index, is_5xx, count in session.execute(
-        select(failed_at, server_side, func.count())
-        .where(*in_day, RequestFailure.status >= 400)
-        .group_by(failed_at, server_side)
-    ):
-        requests["5xx" if is_5xx else "4xx"][int(index)] += int(count)
-
-    codes = session.execute(
-        select(RequestFailure.code, func.count().label("n"))
-        .where(*in_day, RequestFailure.code.is_not(None))
-        .group_by(RequestFailure.code)
-        .order_by(func.count().desc(), RequestFailure.code)
-        .limit(TOP_CODES)
-    ).all()
-
-    pending = session.execute(
-        select(func.count())
-        .select_from(IssuanceLine)
-        .where(IssuanceLine.status == LineStatus.PENDING)
-    ).scalar_one()
     oldest = repository.pending_page(session, None, None, None, 1)
-
-    retrying = session.execute(
-        select(func.count())
-        .select_from(WebhookDelivery)
-        .where(WebhookDelivery.status == DeliveryStatus.PENDING, WebhookDelivery.attempts > 0)
-    ).scalar_one()
-    given_up = session.execute(
-        select(func.count())
-        .select_from(WebhookDelivery)
-        .where(
-            WebhookDelivery.created_at >= start,
-            WebhookDelivery.created_at < end,
-            WebhookDelivery.status == DeliveryStatus.FAILED,
-        )
-    ).scalar_one()
-
-    errors = session.execute(
-        select(
-            RequestFailure.request_id,
-            RequestFailure.at,
-            RequestFailure.client_id,
-            RequestFailure.method,
-            RequestFailure.path,
-            RequestFailure.status,
-            RequestFailure.code,
-            RequestFailure.detail,
-        )
-        .where(*in_day)
-        .order_by(RequestFailure.at.desc(), RequestFailure.id.desc())
-        .limit(LAST_ERRORS)
-    ).all()
-
+    retrying, given_up = repository.failing_deliveries(session, start, end)
     return DayGlance(
         day=day,
         zone=zone_name,
@@ -227,11 +132,11 @@ def day_glance(session: Session, day: date, zone_name: str, *, full_numbers: boo
         issued=tuple(issued),
         reversed=tuple(reversed_),
         requests={k: tuple(v) for k, v in requests.items()},
-        top_codes=tuple((str(code), int(n)) for code, n in codes),
-        pending_lines=int(pending),
+        top_codes=tuple(repository.failure_codes(session, start, end, TOP_CODES)),
+        pending_lines=repository.pending_line_count(session),
         oldest_pending_at=oldest[0]["processed_at"] if oldest else None,
-        deliveries_retrying=int(retrying),
-        deliveries_failed=int(given_up),
+        deliveries_retrying=retrying,
+        deliveries_failed=given_up,
         partner_errors=tuple(
             PartnerError(
                 request_id=r.request_id,
@@ -247,6 +152,6 @@ def day_glance(session: Session, day: date, zone_name: str, *, full_numbers: boo
                     else mask_collector_numbers(r.detail)
                 ),
             )
-            for r in errors
+            for r in repository.latest_failures(session, start, end, LAST_ERRORS)
         ),
     )
