@@ -109,7 +109,7 @@ def test_the_charts_and_table_show_exactly_the_days_traffic(
 def test_the_day_picker_shows_an_earlier_day(page: Page, day: Day, traffic: Traffic) -> None:
     _sign_in(page, day)
     earlier = PINNED_DAY - timedelta(days=1)
-    picker = page.get_by_label("Day")
+    picker = page.get_by_label("Day", exact=True)
     expect(picker).to_have_value(PINNED_DAY.isoformat())
     picker.fill(earlier.isoformat())
     page.get_by_role("button", name="Show").click()
@@ -118,7 +118,7 @@ def test_the_day_picker_shows_an_earlier_day(page: Page, day: Day, traffic: Traf
     expect(
         page.get_by_role("heading", name=f"Transaction Day {earlier.isoformat()}")
     ).to_be_visible()
-    expect(page.get_by_label("Day")).to_have_value(earlier.isoformat())
+    expect(page.get_by_label("Day", exact=True)).to_have_value(earlier.isoformat())
     assert [t.strip() for t in page.locator("#hours-table tfoot td").all_inner_texts()] == (
         ["0"] * 6
     )

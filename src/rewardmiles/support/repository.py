@@ -5,12 +5,24 @@ No rules here."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, and_, case, delete, func, insert, or_, select
+from sqlalchemy import (
+    Integer,
+    RowMapping,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 from rewardmiles.db.models import (
@@ -309,73 +321,80 @@ def audit_page(
 
 # --------------------------------------------------------------------------- a day at a glance
 #
-# Each reads one day's range [start, end) through an index and aggregates in SQL; `hours` are the
-# day's hour starts (UTC), and a row is put in its hour by a CASE over them (`_hour_of`).
+# Each reads one day's range through an index and aggregates in SQL. `hours` are the day's hour
+# starts (UTC) and `end` the day's end: per-hour figures are one statement, a UNION ALL of one
+# aggregate per hour, each a range of the index (`_per_hour`); a CASE over the hour boundaries
+# evaluated on every row costs several times more.
 
 
-def _hour_of(column: Any, hours: Sequence[datetime]) -> Any:
-    """The index in `hours` of the hour `column` falls in (for a row already within the day)."""
-    return case(
-        *((column < h, i - 1) for i, h in enumerate(hours[1:], start=1)),
-        else_=len(hours) - 1,
+def _per_hour(
+    hours: Sequence[datetime], end: datetime, branch: Callable[[int, datetime, datetime], Any]
+) -> Any:
+    """`branch(index, hour start, hour end)` for every hour of the day, as one UNION ALL."""
+    bounds = [*hours[1:], end]
+    return union_all(
+        *(branch(i, start, stop) for i, (start, stop) in enumerate(zip(hours, bounds, strict=True)))
     )
 
 
 def partner_miles_per_hour(
-    session: Session, start: datetime, end: datetime, hours: Sequence[datetime]
+    session: Session, end: datetime, hours: Sequence[datetime]
 ) -> list[tuple[int, int, int]]:
     """(hour, miles credited, miles debited) of the collectors' ledger entries of partner lines
-    posted in the day, for the hours that have any (`ix_ledger_entries_posted`)."""
-    hour = _hour_of(LedgerEntry.posted_at, hours)
+    posted in each hour of the day (`ix_ledger_entries_posted`)."""
     credit = case((LedgerEntry.amount_miles > 0, LedgerEntry.amount_miles), else_=0)
     debit = case((LedgerEntry.amount_miles < 0, -LedgerEntry.amount_miles), else_=0)
-    rows = session.execute(
-        select(hour, func.sum(credit), func.sum(debit))
-        .where(
+
+    def branch(index: int, start: datetime, stop: datetime) -> Any:
+        return select(literal(index, Integer), func.sum(credit), func.sum(debit)).where(
             LedgerEntry.account_kind == AccountKind.COLLECTOR,
             LedgerEntry.posted_at >= start,
-            LedgerEntry.posted_at < end,
+            LedgerEntry.posted_at < stop,
             LedgerEntry.transaction_id.is_not(None),
         )
-        .group_by(hour)
-    )
+
+    rows = session.execute(_per_hour(hours, end, branch))
     return [(int(h), int(c or 0), int(d or 0)) for h, c, d in rows]
 
 
 def answers_per_hour(
-    session: Session,
-    start: datetime,
-    end: datetime,
-    hours: Sequence[datetime],
-    statuses: Sequence[int],
+    session: Session, end: datetime, hours: Sequence[datetime], statuses: Sequence[int]
 ) -> list[tuple[int, int, int]]:
     """(hour, HTTP status, transactions) of the day's transactions answered one of `statuses`
     (`ix_transactions_processed`)."""
-    hour = _hour_of(Transaction.processed_at, hours)
-    rows = session.execute(
-        select(hour, Transaction.http_status, func.count())
-        .where(
-            Transaction.processed_at >= start,
-            Transaction.processed_at < end,
-            Transaction.http_status.in_(statuses),
+
+    def branch(index: int, start: datetime, stop: datetime) -> Any:
+        return (
+            select(literal(index, Integer), Transaction.http_status, func.count())
+            .where(
+                Transaction.processed_at >= start,
+                Transaction.processed_at < stop,
+                Transaction.http_status.in_(statuses),
+            )
+            .group_by(Transaction.http_status)
         )
-        .group_by(hour, Transaction.http_status)
-    )
+
+    rows = session.execute(_per_hour(hours, end, branch))
     return [(int(h), int(s), int(n)) for h, s, n in rows]
 
 
 def failures_per_hour(
-    session: Session, start: datetime, end: datetime, hours: Sequence[datetime]
+    session: Session, end: datetime, hours: Sequence[datetime]
 ) -> list[tuple[int, bool, int]]:
     """(hour, answered 5xx, failed requests) of the day's failed requests
     (`ix_request_failures_at`)."""
-    hour = _hour_of(RequestFailure.at, hours)
     server_side = RequestFailure.status >= 500
-    rows = session.execute(
-        select(hour, server_side, func.count())
-        .where(RequestFailure.at >= start, RequestFailure.at < end, RequestFailure.status >= 400)
-        .group_by(hour, server_side)
-    )
+
+    def branch(index: int, start: datetime, stop: datetime) -> Any:
+        return (
+            select(literal(index, Integer), server_side, func.count())
+            .where(
+                RequestFailure.at >= start, RequestFailure.at < stop, RequestFailure.status >= 400
+            )
+            .group_by(server_side)
+        )
+
+    rows = session.execute(_per_hour(hours, end, branch))
     return [(int(h), bool(s), int(n)) for h, s, n in rows]
 
 

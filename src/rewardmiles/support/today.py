@@ -7,8 +7,8 @@ so the answer costs
 the day's rows, never the table's: ledger entries by `ix_ledger_entries_posted` (0012),
 transactions by `ix_transactions_processed`, failed requests by `ix_request_failures_at`,
 deliveries by `ix_webhook_deliveries_created` and the partial indexes of pending lines and due
-deliveries. Hours are the program time zone's: a day on which the clocks change has 23 or 25;
-each row is put in its hour by a `CASE` over the hour boundaries computed here.
+deliveries. Hours are the program time zone's (a day on which the clocks change has 23 or 25),
+their bounds computed here; each hour is a range of the index.
 
 Where the numbers come from: requests answered 200 or 202 are the day's transactions (accepted:
 posted, or pending review); requests answered 4xx or 5xx are the failed partner requests the
@@ -109,16 +109,16 @@ def day_glance(session: Session, day: date, zone_name: str, *, full_numbers: boo
     # Miles: the collectors' side of the ledger entries of partner lines posted this day (a
     # pending line counts in the hour it settles; adjustments are not partner traffic).
     issued, reversed_ = [0] * size, [0] * size
-    for hour, credit, debit in repository.partner_miles_per_hour(session, start, end, hours):
+    for hour, credit, debit in repository.partner_miles_per_hour(session, end, hours):
         issued[hour] += credit
         reversed_[hour] += debit
 
     # Requests answered 200 or 202: the day's accepted transactions; 4xx or 5xx: the failed
     # requests recorded.
     requests: dict[str, list[int]] = {outcome: [0] * size for outcome in OUTCOMES}
-    for hour, status, count in repository.answers_per_hour(session, start, end, hours, (200, 202)):
+    for hour, status, count in repository.answers_per_hour(session, end, hours, (200, 202)):
         requests[str(status)][hour] += count
-    for hour, is_5xx, count in repository.failures_per_hour(session, start, end, hours):
+    for hour, is_5xx, count in repository.failures_per_hour(session, end, hours):
         requests["5xx" if is_5xx else "4xx"][hour] += count
 
     oldest = repository.pending_page(session, None, None, None, 1)

@@ -1,5 +1,6 @@
-"""Ledger entries by posting time: a day's miles per hour (the console's Today page) and a day's
-reconciliation file read the day's entries only
+"""A Transaction Day by the hour: ledger entries by posting time (a day's miles per hour for the
+console's Today page, and a day's reconciliation file, read the day's entries only) and
+transactions by processing time with their answer; both cover the Today page's queries
 
 Revision ID: 0012
 Revises: 0011
@@ -18,9 +19,19 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.create_index(
-        "ix_ledger_entries_posted", "ledger_entries", ["account_kind", "posted_at"], unique=False
+        "ix_ledger_entries_posted",
+        "ledger_entries",
+        ["account_kind", "posted_at", "amount_miles", "transaction_id"],
+        unique=False,
+    )
+    op.create_index(
+        "ix_transactions_processed_status",
+        "transactions",
+        ["processed_at", "http_status"],
+        unique=False,
     )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_transactions_processed_status", table_name="transactions")
     op.drop_index("ix_ledger_entries_posted", table_name="ledger_entries")
