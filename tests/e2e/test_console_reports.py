@@ -73,7 +73,9 @@ def test_the_audit_report_of_the_day_as_a_table(day: Day, traffic: Traffic) -> N
             t["status"],
             t["errorCode"] or "",
             str(len(t["issuances"])),
-            str(sum(line["milesAmount"] for line in t["issuances"])),
+            str(
+                sum(line["milesAmount"] for line in t["issuances"] if line["status"] != "REJECTED")
+            ),
         ]
         for t in api["transactions"]
     ]
@@ -83,6 +85,7 @@ def test_the_audit_report_of_the_day_as_a_table(day: Day, traffic: Traffic) -> N
     assert set(traffic.partner_ids) <= shown
     assert len(rows) - 1 == len(traffic.partner_ids) + 1
     assert sorted(row[9] for row in rows[1:] if row[6] == "posted") == ["13", "13", "21", "8"]
+    assert [row[9] for row in rows[1:] if row[6] == "rejected"] == ["0"]  # nothing issued
     assert "data-sortable" in response.text
     assert '<th scope="col" aria-sort="ascending"><button type="button" class="sort">' in (
         response.text

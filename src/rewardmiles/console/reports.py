@@ -19,7 +19,7 @@ from rewardmiles.reports import audit, batches, reconciliation
 from rewardmiles.reports import repository as reports_repository
 from rewardmiles.sponsors import repository as sponsors_repository
 from rewardmiles.sponsors import service as sponsors
-from rewardmiles.vocabulary import OperatorRole
+from rewardmiles.vocabulary import IssuanceStatus, OperatorRole
 
 router = APIRouter(include_in_schema=False)
 
@@ -102,10 +102,11 @@ async def reports_page(request: Request) -> Response:
                 {
                     **txn,
                     "lines": len(lines),
-                    "miles": sum(
+                    "miles": sum(  # the lines not rejected: issued, reversed or pending
                         line["milesAmount"]
                         for line in lines
                         if isinstance(line.get("milesAmount"), int)
+                        and line["status"] != IssuanceStatus.REJECTED
                     ),
                 }
             )
