@@ -12,7 +12,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from rewardmiles import clock
-from rewardmiles.console import reports, today, web
+from rewardmiles.console import collectors, reports, today, transactions, web
 from rewardmiles.console.web import PREFIX, PageError, SignInNeededError
 from rewardmiles.errors import ProblemError
 from rewardmiles.http import handlers
@@ -119,6 +119,8 @@ def install(app: FastAPI) -> None:
     """The console's routes and assets on `app`, and its refusals as pages."""
     app.include_router(router)
     app.include_router(today.router)
+    app.include_router(collectors.router)
+    app.include_router(transactions.router)
     app.include_router(reports.router)
     app.mount(PREFIX + "/static", Assets(directory=web.STATIC_DIR), name="console-static")
 
