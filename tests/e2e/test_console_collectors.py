@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import re
 from datetime import UTC, datetime
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -163,6 +164,21 @@ def test_the_history_pages_with_a_load_more_row_and_filters(world: World, viewer
     forged = viewer.get(f"/console/collectors/{number}", params={"cursor": "abc"})
     assert forged.status_code == 400
     assert "This cursor was not given by this list" in forged.text
+
+    # A filtered page's cursor continues that filter only: its balance is no balance.
+    mine = viewer.get(f"/console/collectors/{number}", params={"sponsor": world.sponsor})
+    found = re.search(r'<a href="([^"]+)">Load more</a>', mine.text)
+    assert found is not None
+    cursor = parse_qs(urlsplit(html.unescape(found.group(1))).query)["cursor"][0]
+    same = viewer.get(
+        f"/console/collectors/{number}", params={"sponsor": world.sponsor, "cursor": cursor}
+    )
+    assert same.status_code == 200
+    assert ">+1<" in same.text
+    for elsewhere in ({}, {"sponsor": other}):
+        mixed = viewer.get(f"/console/collectors/{number}", params={**elsewhere, "cursor": cursor})
+        assert mixed.status_code == 400, elsewhere
+        assert "This cursor was not given by this list" in mixed.text
 
 
 def test_an_agent_adjusts_through_a_confirm_step_once(world: World, agent: Console) -> None:

@@ -6,6 +6,8 @@ when the confirm step is shown, so a second submit of it posts nothing more)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import uuid
 from dataclasses import dataclass
@@ -135,11 +137,20 @@ class Ledger:
     cursor: str | None  # the next page's
 
 
+def _cursor_key(request: Request, where: history.HistoryFilter) -> bytes:
+    """The admin API's history cursor key, or for a filtered list a key of that filter: a
+    filtered page's cursor (whose balance is no balance) continues only the same filter."""
+    key = history_cursor_key(request)
+    if not where.narrows():
+        return key
+    return hmac.new(key, f"history-filter:{where!r}".encode(), hashlib.sha256).digest()
+
+
 async def _ledger(
     request: Request, number: str, cursor: str | None, where: history.HistoryFilter
 ) -> Ledger:
     """One page of the history, as `GET /admin/v1/collectors/{number}/ledger` reads it."""
-    key = history_cursor_key(request)
+    key = _cursor_key(request, where)
     after = None
     if cursor:
         try:

@@ -18,7 +18,9 @@ A page may be narrowed by a `HistoryFilter` (sponsor, offer, posting time): the 
 `ix_ledger_entries_account`, each entry checked as it is read (the sponsor through the
 transaction's primary key, the offer through the line's), so a page costs the collector's
 entries walked past, never the table's. A filtered page carries no running balance
-(`balance_after` None): the balance walks down through every entry, and a filter skips some.
+(`balance_after` None): the balance walks down through every entry, and a filter skips some. Its
+cursor's balance is therefore no balance: a caller signs a filtered page's cursors under a key of
+the filter (`console.collectors`), so one can never continue an unfiltered list.
 """
 
 from __future__ import annotations
@@ -193,6 +195,4 @@ def page(
         )
         balance -= row.amount_miles
     more = len(rows) > limit
-    if filtered:
-        balance = 0  # a filtered page's cursor carries no balance
     return HistoryPage(entries, Position(entries[-1].entry_id, balance) if more else None)
