@@ -107,6 +107,8 @@ class PageProblems:
         self.record("page-error", f"{thrown.name or 'Error'}: {thrown.message}{where}")
 
     def _on_request_failed(self, request: Request) -> None:
+        if request.failure == "net::ERR_ABORTED" and request.resource_type != "document":
+            return  # cancelled by the page moving on (a form posted, a link followed)
         self.record(
             "request-failed", f"{request.method} {request.url}: {request.failure or 'failed'}"
         )
