@@ -19,7 +19,7 @@ from rewardmiles import limits
 from rewardmiles.db.models import Offer
 from rewardmiles.errors import AlreadyExistsError, MissingError, OperatorError
 from rewardmiles.offers import repository
-from rewardmiles.offers.rules import dump_rule, parse_rule
+from rewardmiles.offers.rules import BaseEarn, CouponBonus, ItemBonus, dump_rule, parse_rule
 
 
 class OfferError(OperatorError):
@@ -60,14 +60,29 @@ class OfferView:
         }
 
 
-def _rule_text(rule: object) -> str:
+class RuleError(OfferError):
+    """An invalid rule: `problems` are (member at fault, why), the member a dotted path in the
+    rule (`rule` for the rule itself)."""
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        text = "; ".join(f"{member}: {why}" for member, why in problems)
+        super().__init__(f"invalid rule: {text}", field="rule")
+        self.problems = tuple(problems)
+
+
+def check_rule(rule: object) -> BaseEarn | ItemBonus | CouponBonus:
+    """`rule` parsed, or a `RuleError`: the check of `offer add`, `offer import`, the admin API
+    and the console's rule editor."""
     try:
-        return json.dumps(dump_rule(parse_rule(rule)), sort_keys=True)
+        return parse_rule(rule)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'rule'}: {e['msg']}" for e in exc.errors()
-        )
-        raise OfferError(f"invalid rule: {problems}", field="rule") from exc
+        raise RuleError(
+            [(".".join(str(p) for p in e["loc"]) or "rule", e["msg"]) for e in exc.errors()]
+        ) from exc
+
+
+def _rule_text(rule: object) -> str:
+    return json.dumps(dump_rule(check_rule(rule)), sort_keys=True)
 
 
 def _check(
