@@ -102,6 +102,7 @@ class RefusedError(Exception):
 
     def __init__(self, exc: OperatorError) -> None:
         super().__init__(str(exc))
+        self.error = exc
         self.message = str(exc)
         self.field = exc.field
         self.status = web.refused(exc).status  # 409 exists, 404 missing, 422 otherwise

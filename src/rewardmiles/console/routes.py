@@ -12,7 +12,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from rewardmiles import clock
-from rewardmiles.console import partners, web
+from rewardmiles.console import offers, partners, web
 from rewardmiles.console.web import PREFIX, PageError, SignInNeededError
 from rewardmiles.errors import ProblemError
 from rewardmiles.http import handlers
@@ -119,6 +119,7 @@ def install(app: FastAPI) -> None:
     """The console's routes and assets on `app`, and its refusals as pages."""
     app.include_router(router)
     app.include_router(partners.router)
+    app.include_router(offers.router)
     app.mount(PREFIX + "/static", Assets(directory=web.STATIC_DIR), name="console-static")
 
     async def page_error(request: Request, exc: Exception) -> Response:

@@ -61,12 +61,11 @@ class OfferView:
 
 
 class RuleError(OfferError):
-    """An invalid rule: `problems` are (member at fault, why), the member a dotted path in the
-    rule (`rule` for the rule itself)."""
+    """An invalid rule: the message names each member at fault by its path under the rule's
+    type (`base.miles`); `problems` are (member at fault in the rule as written, why)."""
 
-    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
-        text = "; ".join(f"{member}: {why}" for member, why in problems)
-        super().__init__(f"invalid rule: {text}", field="rule")
+    def __init__(self, message: str, problems: Sequence[tuple[str, str]]) -> None:
+        super().__init__(f"invalid rule: {message}", field="rule")
         self.problems = tuple(problems)
 
 
@@ -76,9 +75,13 @@ def check_rule(rule: object) -> BaseEarn | ItemBonus | CouponBonus:
     try:
         return parse_rule(rule)
     except ValidationError as exc:
-        raise RuleError(
-            [(".".join(str(p) for p in e["loc"]) or "rule", e["msg"]) for e in exc.errors()]
-        ) from exc
+        kind = rule.get("type") if isinstance(rule, dict) else None
+        paths, problems = [], []
+        for e in exc.errors():
+            paths.append(f"{'.'.join(str(p) for p in e['loc']) or 'rule'}: {e['msg']}")
+            loc = e["loc"][1:] if e["loc"][:1] == (kind,) else e["loc"]  # less the type's tag
+            problems.append((".".join(str(p) for p in loc) or "rule", e["msg"]))
+        raise RuleError("; ".join(paths), problems) from exc
 
 
 def _rule_text(rule: object) -> str:
