@@ -6,10 +6,10 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-sqlite lint format typecheck openapi lock verify bench bench-quick reliability mutation mutation-sample clean
+.PHONY: help install run test test-sqlite lint format typecheck openapi lock verify bench bench-quick reliability mutation mutation-sample vendor console-screenshots clean
 
 help: ## List the tasks
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-19s %s\n", $$1, $$2}'
 
 $(BIN)/.installed: requirements-dev.lock pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rewardmiles needs Python >= 3.11")'
@@ -41,12 +41,12 @@ test-sqlite: install ## Run the suite on SQLite only (no PostgreSQL needed; no c
 	REWARDMILES_TEST_DATABASES=sqlite $(BIN)/python -m pytest
 
 lint: install ## ruff lint and format check
-	$(BIN)/ruff check src tests bench client examples
-	$(BIN)/ruff format --check src tests bench client examples
+	$(BIN)/ruff check src tests bench client examples tools
+	$(BIN)/ruff format --check src tests bench client examples tools
 
 format: install ## Apply ruff fixes and formatting
-	$(BIN)/ruff check --fix src tests bench client examples
-	$(BIN)/ruff format src tests bench client examples
+	$(BIN)/ruff check --fix src tests bench client examples tools
+	$(BIN)/ruff format src tests bench client examples tools
 
 typecheck: install ## mypy --strict on the service, its tests and benchmarks, and the partner SDK
 	$(BIN)/mypy
@@ -77,6 +77,14 @@ mutation: install ## Mutation testing of the money modules (MODULES="ledger cloc
 
 mutation-sample: install ## CI's bounded sample: mutants of the money functions changed in the last 24 h of commits
 	$(BIN)/python -m tests.mutation --changed-within-hours 24 --gated-only --max-seconds 420
+
+# The console's vendored front-end assets (docs/operations.md): fetched with npm pack at the
+# versions console/static/vendor/VENDORED.json records, or UPDATE="htmx.org@X.Y.Z uplot@X.Y.Z".
+vendor: install ## Re-fetch the console's vendored htmx and uPlot (npm pack; UPDATE=name@version) and rewrite VENDORED.json
+	$(BIN)/python -m tools.vendor_assets $(UPDATE)
+
+console-screenshots: install ## Browser tests on SQLite, saving a full-page PNG of each console page to docs/console
+	REWARDMILES_TEST_DATABASES=sqlite REWARDMILES_CONSOLE_SCREENSHOTS=docs/console $(BIN)/python -m pytest tests/browser
 
 verify: install ## Check the ledger invariants (REWARDMILES_DATABASE_URL)
 	$(BIN)/rewardmiles ledger verify

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from rewardmiles import clock, demo
@@ -71,3 +72,20 @@ def test_partner_walkthrough_runs_twice(demo_base_url: str) -> None:
         )
         assert result.returncode == 0, result.stdout + result.stderr
         assert "ok: 8 issued, 3 reversed" in result.stdout
+
+
+def test_the_readmes_demo_admin_signs_in_to_the_console(demo_base_url: str) -> None:
+    """README.md prints the demo admin's credentials: they open the console."""
+    readme = (ROOT / "README.md").read_text()
+    assert f"`{demo.OPERATOR_EMAIL}`" in readme
+    assert f"`{demo.OPERATOR_PASSWORD}`" in readme
+    answer = httpx.post(
+        demo_base_url + "/console/sign-in",
+        data={"email": demo.OPERATOR_EMAIL, "password": demo.OPERATOR_PASSWORD},
+        headers={"Origin": demo_base_url},
+        timeout=30,
+    )
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/console/today"
+    me = httpx.get(demo_base_url + "/admin/v1/me", cookies=answer.cookies, timeout=30)
+    assert me.json()["role"] == "admin"

@@ -153,6 +153,7 @@ async def signed_in(request: Request, role: OperatorRole = OperatorRole.VIEWER) 
         raise SignInNeededError(back_to, expired=verdict.expired)
     caller = verdict.caller
     request.scope["state"]["client_id"] = caller.log_name
+    request.scope["rewardmiles.caller"] = caller  # for an error page's navigation
     if request.method != "GET":
         await check_form_csrf(request, caller)
     if not caller.may(role):
@@ -316,11 +317,13 @@ def redirect(location: str) -> Response:
 
 
 def error_page(request: Request, exc: PageError) -> Response:
+    """The refusal as a page, with the navigation of the operator it refused (if signed in)."""
+    caller = request.scope.get("rewardmiles.caller")
     return render(
         request,
         "error.html",
         {"title": exc.title, "detail": exc.detail, "code": exc.code, "status": exc.status},
-        caller=None,
+        caller=caller if isinstance(caller, Caller) else None,
         status=exc.status,
     )
 

@@ -1,0 +1,1 @@
+"""Maintenance scripts run by the Makefile (`python -m tools.NAME`)."""
