@@ -287,23 +287,20 @@ async def disable_offer(request: Request) -> Response:
 # --------------------------------------------------------------------------- the rule editor
 
 
-def _fragment(
-    request: Request, caller: Any, name: str, context: Mapping[str, Any], status: int
-) -> Response:
-    return web.render(request, name, context, caller=caller, status=status)
+def _fragment(request: Request, caller: Any, name: str, context: Mapping[str, Any]) -> Response:
+    """A verdict of the rule editor: answered 200 whatever it says (`data-state`)."""
+    return web.render(request, name, context, caller=caller)
 
 
 @router.post(PAGE + "/validate")
 async def validate_rule(request: Request) -> Response:
-    """The rule's check as an HTML fragment: 200 when it is a rule (or none), 422 with each
-    member at fault otherwise."""
+    """The rule's check as an HTML fragment (`data-state` ok, none or bad, with each member at
+    fault): the verdict on a draft, answered 200; a request the route cannot read is 4xx."""
     caller = await web.signed_in(request, OperatorRole.VIEWER)
     fields = await web.form(request)
     text = _text(fields, "rule")
     if not text.strip():
-        return _fragment(
-            request, caller, "offers_check.html", {"state": "none", "problems": []}, 200
-        )
+        return _fragment(request, caller, "offers_check.html", {"state": "none", "problems": []})
     try:
         rule = offers.check_rule(_parse_json(text, "The rule"))
     except ProblemError as exc:
@@ -312,29 +309,21 @@ async def validate_rule(request: Request) -> Response:
             caller,
             "offers_check.html",
             {"state": "bad", "problems": [("rule", exc.detail)]},
-            422,
         )
     except RuleError as exc:
         return _fragment(
-            request,
-            caller,
-            "offers_check.html",
-            {"state": "bad", "problems": list(exc.problems)},
-            422,
+            request, caller, "offers_check.html", {"state": "bad", "problems": list(exc.problems)}
         )
     return _fragment(
-        request,
-        caller,
-        "offers_check.html",
-        {"state": "ok", "kind": rule.type, "problems": []},
-        200,
+        request, caller, "offers_check.html", {"state": "ok", "kind": rule.type, "problems": []}
     )
 
 
 @router.post(PAGE + "/preview")
 async def preview_rule(request: Request) -> Response:
     """What CALCULATE would answer for the sample basket if the draft were saved: its lines
-    (miles per offer) and the total, as an HTML fragment; 422 with the fault otherwise."""
+    (miles per offer) and the total, or what is wrong with the rule or the basket, as an HTML
+    fragment answered 200 (`data-state` ok, none or bad)."""
     caller = await web.signed_in(request, OperatorRole.VIEWER)
     fields = await web.form(request)
     sponsor = _sponsor_of(web.one(fields, "sponsor", required=False), required=True)
@@ -353,7 +342,7 @@ async def preview_rule(request: Request) -> Response:
             "total": 0,
             "code": code,
         }
-        return _fragment(request, caller, "offers_preview.html", context, 422)
+        return _fragment(request, caller, "offers_preview.html", context)
 
     if not rule_text.strip():
         context: dict[str, Any] = {
@@ -363,7 +352,7 @@ async def preview_rule(request: Request) -> Response:
             "total": 0,
             "code": code,
         }
-        return _fragment(request, caller, "offers_preview.html", context, 200)
+        return _fragment(request, caller, "offers_preview.html", context)
     try:
         rule = offers.check_rule(_parse_json(rule_text, "The rule"))
     except ProblemError as exc:
@@ -404,4 +393,4 @@ async def preview_rule(request: Request) -> Response:
         "total": answer["totalMiles"],
         "code": code,
     }
-    return _fragment(request, caller, "offers_preview.html", context, 200)
+    return _fragment(request, caller, "offers_preview.html", context)

@@ -1,6 +1,7 @@
 /* Offers: the rule editor. As the rule or the sample basket is typed (debounced), the form is
    sent to the console's validate and preview routes with the session's CSRF header; their
-   HTML fragments replace the rule's check and the preview. */
+   HTML fragments replace the rule's check and the preview (a verdict is answered 200, its
+   state in data-state: ok, none or bad). */
 (function () {
   "use strict";
   var DELAY_MS = 300;
@@ -34,12 +35,12 @@
       return data;
     }
 
-    function show(target, response, onStatus) {
+    // The fragments are the console's own HTML (every value escaped by its templates).
+    function show(target, response) {
       var redirect = response.headers.get("HX-Redirect");
       if (redirect) { window.location.assign(redirect); return null; }
       return response.text().then(function (html) {
         target.innerHTML = html;
-        if (onStatus) { onStatus(response.status); }
       });
     }
 
@@ -50,14 +51,18 @@
       var checked = post(form.dataset.validate, new URLSearchParams({ rule: rule.value }))
         .then(function (response) {
           if (mine !== sent) { return null; }
-          return show(check, response, function (status) {
-            if (status === 200) { rule.removeAttribute("aria-invalid"); }
-            else { rule.setAttribute("aria-invalid", "true"); }
+          var shown = show(check, response);
+          return shown && shown.then(function () {
+            if (check.querySelector('[data-state="bad"]')) {
+              rule.setAttribute("aria-invalid", "true");
+            } else {
+              rule.removeAttribute("aria-invalid");
+            }
           });
         });
       var previewed = post(form.dataset.preview, data).then(function (response) {
         if (mine !== sent) { return null; }
-        return show(preview, response, null);
+        return show(preview, response);
       });
       Promise.all([checked, previewed]).then(function () {
         if (mine === sent) { form.removeAttribute("aria-busy"); }
