@@ -15,7 +15,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rewardmiles import ids, limits, logs
 from rewardmiles.clock import utc_now
 from rewardmiles.errors import problem
-from rewardmiles.http.responses import NO_STORE, SECURITY_HEADERS, json_response
+from rewardmiles.http.responses import (
+    CONSOLE_SECURITY_HEADERS,
+    NO_STORE,
+    SECURITY_HEADERS,
+    json_response,
+)
 from rewardmiles.metrics import observe_request
 
 # The access-log status of a request whose client went away before its answer (nginx's code): no
@@ -68,7 +73,9 @@ class RequestContextMiddleware:
         else:
             app = self.app
         # Partner and admin answers carry collector data, tokens and sessions: never cached.
-        private_data = str(scope.get("path", "")).startswith(("/checkout/", "/oauth/", "/admin/"))
+        path = str(scope.get("path", ""))
+        private_data = path.startswith(("/checkout/", "/oauth/", "/admin/"))
+        security = CONSOLE_SECURITY_HEADERS if path.startswith("/console") else SECURITY_HEADERS
         started = time.perf_counter()
         status_holder = {"status": 500, "sent": False}
         failed_body: list[bytes] | None = None  # a failed partner call's answer, for the recorder
@@ -86,7 +93,7 @@ class RequestContextMiddleware:
                 message["headers"] = [
                     *message["headers"],
                     (b"x-request-id", request_id.encode()),
-                    *SECURITY_HEADERS,
+                    *security,
                     *(NO_STORE if private_data else ()),
                 ]
             elif failed_body is not None:

@@ -17,6 +17,14 @@ SECURITY_HEADERS = (
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
 )
+# The console's pages post forms to the service: under `no-referrer` a browser sends such a post
+# with `Origin: null`, which the console's cross-site check must refuse; `same-origin` names the
+# origin to the service itself and still tells no other site where the operator was.
+CONSOLE_SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+)
 # Partner responses carry collector data and tokens: never cached by an intermediary.
 NO_STORE = ((b"cache-control", b"no-store"),)
 
