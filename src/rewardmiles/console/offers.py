@@ -294,13 +294,13 @@ def _fragment(request: Request, caller: Any, name: str, context: Mapping[str, An
 
 @router.post(PAGE + "/validate")
 async def validate_rule(request: Request) -> Response:
-    """The rule's check as an HTML fragment (`data-state` ok, none or bad, with each member at
+    """The rule's check as an HTML fragment (`data-state` ok, empty or bad, with each member at
     fault): the verdict on a draft, answered 200; a request the route cannot read is 4xx."""
     caller = await web.signed_in(request, OperatorRole.VIEWER)
     fields = await web.form(request)
     text = _text(fields, "rule")
     if not text.strip():
-        return _fragment(request, caller, "offers_check.html", {"state": "none", "problems": []})
+        return _fragment(request, caller, "offers_check.html", {"state": "empty", "problems": []})
     try:
         rule = offers.check_rule(_parse_json(text, "The rule"))
     except ProblemError as exc:
@@ -323,7 +323,7 @@ async def validate_rule(request: Request) -> Response:
 async def preview_rule(request: Request) -> Response:
     """What CALCULATE would answer for the sample basket if the draft were saved: its lines
     (miles per offer) and the total, or what is wrong with the rule or the basket, as an HTML
-    fragment answered 200 (`data-state` ok, none or bad)."""
+    fragment answered 200 (`data-state` ok, empty or bad)."""
     caller = await web.signed_in(request, OperatorRole.VIEWER)
     fields = await web.form(request)
     sponsor = _sponsor_of(web.one(fields, "sponsor", required=False), required=True)

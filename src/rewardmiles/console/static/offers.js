@@ -1,7 +1,7 @@
 /* Offers: the rule editor. As the rule or the sample basket is typed (debounced), the form is
    sent to the console's validate and preview routes with the session's CSRF header; their
    HTML fragments replace the rule's check and the preview (a verdict is answered 200, its
-   state in data-state: ok, none or bad). */
+   state in data-state: ok, empty or bad). */
 (function () {
   "use strict";
   var DELAY_MS = 300;
