@@ -114,6 +114,7 @@ def test_an_entry_shows_its_transaction_or_its_adjustment(db: Database) -> None:
     assert (previous.sponsor_code, previous.offer_code) == (sponsor, "STANDARD")
     assert previous.partner_transaction_id is not None
     assert (third.miles, third.endpoint) == (-4, "adjustment")
+    assert newest.balance_after is not None
     assert newest.balance_after - newest.miles == previous.balance_after
 
 
@@ -304,3 +305,71 @@ def test_the_longest_cursor_is_well_within_the_length_bound() -> None:
     cursor = history.encode_cursor(KEY, "99999999999", longest)
     assert len(cursor) < 200
     assert history.decode_cursor(KEY, "99999999999", cursor) == longest
+
+
+# --------------------------------------------------------------------------- filters
+
+
+def _walk_where(
+    db: Database, number: str, size: int, where: history.HistoryFilter
+) -> list[history.HistoryEntry]:
+    entries, after = [], None
+    while True:
+        with db.snapshot_reader() as session:
+            found = history.page(session, number, size, after, where)
+        assert found is not None
+        assert len(found.entries) <= size
+        entries.extend(found.entries)
+        if found.next_position is None:
+            return entries
+        cursor = history.encode_cursor(KEY, number, found.next_position)
+        after = history.decode_cursor(KEY, number, cursor)
+
+
+@pytest.mark.parametrize("size", [1, 3, 500])
+def test_a_filter_keeps_the_sponsors_or_offers_entries_across_pages_without_a_balance(
+    db: Database, size: int
+) -> None:
+    sponsor, number, refs = _collector_with_history(db)
+    other = data.new_sponsor(db)
+    theirs = _book(db, other, number, [("credit", 40, "posted")])
+    everything = [e for p in _walk(db, number, 500) for e in p]
+
+    mine = _walk_where(db, number, size, history.HistoryFilter(sponsor_code=sponsor))
+    assert [e.entry_id for e in mine] == [
+        e.entry_id for e in everything if e.sponsor_code == sponsor
+    ]
+    assert len(mine) == 9
+    assert {e.balance_after for e in mine} == {None}
+    [their] = _walk_where(db, number, size, history.HistoryFilter(sponsor_code=other))
+    assert (their.reference_id, their.miles) == (theirs, 40)
+    standard = _walk_where(db, number, size, history.HistoryFilter(offer_code="STANDARD"))
+    assert len(standard) == 10
+    assert _walk_where(db, number, size, history.HistoryFilter(offer_code="NOPE")) == []
+    both = history.HistoryFilter(sponsor_code=other, offer_code="STANDARD")
+    assert [e.reference_id for e in _walk_where(db, number, size, both)] == [theirs]
+    assert set(refs) >= {e.reference_id for e in mine}
+
+
+def test_a_filter_by_posting_time_bounds_from_inclusive_to_exclusive(db: Database) -> None:
+    _, number, _ = _collector_with_history(db)
+    everything = [e for p in _walk(db, number, 500) for e in p]
+    times = sorted({e.posted_at for e in everything})
+    assert len(times) >= 2
+    cut = times[len(times) // 2]
+    later = _walk_where(db, number, 2, history.HistoryFilter(posted_from=cut))
+    earlier = _walk_where(db, number, 2, history.HistoryFilter(posted_to=cut))
+    assert [e.entry_id for e in later] == [e.entry_id for e in everything if e.posted_at >= cut]
+    assert [e.entry_id for e in earlier] == [e.entry_id for e in everything if e.posted_at < cut]
+    assert later
+    assert earlier
+    span = history.HistoryFilter(posted_from=cut, posted_to=cut)
+    assert _walk_where(db, number, 2, span) == []
+
+
+def test_an_empty_filter_keeps_the_running_balance(db: Database) -> None:
+    _, number, _ = _collector_with_history(db)
+    with db.snapshot_reader() as session:
+        found = history.page(session, number, 500, None, history.HistoryFilter())
+    assert found is not None
+    assert [(e.entry_id, e.balance_after) for e in found.entries] == _truth(db, number)

@@ -29,7 +29,7 @@ from rewardmiles.http.validation import validate_body
 from rewardmiles.idempotency.service import parse_key
 from rewardmiles.ledger import history
 from rewardmiles.operators.access import auth_problems, auth_problems_unsafe, require
-from rewardmiles.operators.service import Actor
+from rewardmiles.operators.service import Actor, Caller
 from rewardmiles.vocabulary import AdjustmentReason, CollectorStatus, OperatorRole
 
 router = APIRouter(prefix="/admin/v1", tags=["admin"])
@@ -159,7 +159,7 @@ def _limit(raw: str | None) -> int:
     return int(raw)
 
 
-def _cursor_key(request: Request) -> bytes:
+def history_cursor_key(request: Request) -> bytes:
     return secretbox.for_settings(request.app.state.ctx.settings).derive(history.CURSOR_PURPOSE)
 
 
@@ -169,7 +169,7 @@ def _bad_cursor() -> ProblemError:
     )
 
 
-def _refused(exc: OperatorError) -> ProblemError:
+def collector_refusal(exc: OperatorError) -> ProblemError:
     if isinstance(exc, AdjustmentError):
         return ProblemError(exc.code, str(exc), field=exc.field)
     return ProblemError("FIELD_INVALID", str(exc))
@@ -207,7 +207,7 @@ async def collector_ledger(
     await require(request, OperatorRole.VIEWER)
     _number(number)
     size = _limit(limit)
-    key = _cursor_key(request)
+    key = history_cursor_key(request)
     after = None
     if cursor is not None:
         try:
@@ -252,6 +252,25 @@ async def collector_ledger(
 # --------------------------------------------------------------------------- status
 
 
+async def change_collector_status(
+    request: Request, caller: Caller, number: str, body: StatusRequest
+) -> str | None:
+    """The change `body` asks for, audited, in a unit of work: the previous status, or None for
+    a number no collector has; a refusal raised as the service's `OperatorError`."""
+    ctx = request.app.state.ctx
+    actor = Actor(caller.actor, request_id_of(request))
+
+    def change() -> str | None:
+        with ctx.db.unit_of_work() as session:
+            if service.get_collector(session, number) is None:
+                return None
+            return service.change_status(
+                session, number, body.status, body.note, actor, clock.utc_now()
+            )
+
+    return await run_sync(ctx.limiter, change)
+
+
 @router.post(
     "/collectors/{number}/status",
     summary="Change a collector's status (ACTIVE, ON_HOLD, CLOSED), with a note; audited",
@@ -278,21 +297,10 @@ async def collector_status(request: Request, number: str = NUMBER) -> Response:
     _number(number)
     obj = await read_json_object(request, BODY_BYTES_MAX)
     body = validate_body(StatusRequest, obj, context={}, rules=STATUS_RULES, codes={})
-    ctx = request.app.state.ctx
-    actor = Actor(caller.actor, request_id_of(request))
-
-    def change() -> str | None:
-        with ctx.db.unit_of_work() as session:
-            if service.get_collector(session, number) is None:
-                return None
-            return service.change_status(
-                session, number, body.status, body.note, actor, clock.utc_now()
-            )
-
     try:
-        before = await run_sync(ctx.limiter, change)
+        before = await change_collector_status(request, caller, number, body)
     except OperatorError as exc:
-        raise _refused(exc) from exc
+        raise collector_refusal(exc) from exc
     if before is None:
         raise ProblemError("NOT_FOUND", f"No collector {number}.")
     return json_response(
@@ -314,6 +322,28 @@ def _adjustment(made: StoredAdjustment, zone: str) -> dict[str, Any]:
         "createdAt": _at(made.created_at, zone),
         "balanceAfter": made.balance_after,
     }
+
+
+async def adjust_collector(
+    request: Request, caller: Caller, wanted: AdjustmentRequest
+) -> adjustments.AdjustmentOutcome:
+    """`collectors.adjustments.adjust` for `caller` in a unit of work (run again when a
+    concurrent request under the same key won the race); a refusal raised as the service's
+    `AdjustmentError`."""
+    ctx = request.app.state.ctx
+    actor = Actor(caller.actor, request_id_of(request))
+
+    def work(session: Session, attempt: int) -> adjustments.AdjustmentOutcome:
+        return adjustments.adjust(
+            session,
+            wanted,
+            actor=actor,
+            role=caller.role,
+            settings=ctx.settings,
+            now=clock.utc_now(),
+        )
+
+    return await run_sync(ctx.limiter, ctx.db.run_in_unit_of_work, work)
 
 
 @router.post(
@@ -357,23 +387,11 @@ async def collector_adjust(request: Request, number: str = NUMBER) -> Response:
     obj = await read_json_object(request, BODY_BYTES_MAX)
     body = validate_body(AdjustmentBody, obj, context={}, rules=ADJUSTMENT_RULES, codes={})
     ctx = request.app.state.ctx
-    actor = Actor(caller.actor, request_id_of(request))
     wanted = AdjustmentRequest(number, body.miles, body.reason, body.note, key)
-
-    def work(session: Session, attempt: int) -> adjustments.AdjustmentOutcome:
-        return adjustments.adjust(
-            session,
-            wanted,
-            actor=actor,
-            role=caller.role,
-            settings=ctx.settings,
-            now=clock.utc_now(),
-        )
-
     try:
-        outcome = await run_sync(ctx.limiter, ctx.db.run_in_unit_of_work, work)
+        outcome = await adjust_collector(request, caller, wanted)
     except OperatorError as exc:
-        raise _refused(exc) from exc
+        raise collector_refusal(exc) from exc
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     return json_response(
         201, _adjustment(outcome.adjustment, ctx.settings.program_time_zone), headers=headers

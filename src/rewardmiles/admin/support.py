@@ -98,7 +98,7 @@ def _next(key: tuple[Any, ...] | None) -> str | None:
     return None if key is None else pages.encode_key(key)
 
 
-def _choice(value: str | None, field: str, words: type[T]) -> T | None:
+def choice(value: str | None, field: str, words: type[T]) -> T | None:
     if value is None:
         return None
     try:
@@ -204,8 +204,8 @@ async def transactions(
         partner_transaction_id=partnerTransactionId,
         collector_number=collector,
         sponsor_code=sponsor,
-        endpoint=_choice(endpoint, "endpoint", Endpoint),
-        status=_choice(status, "status", TransactionStatus),
+        endpoint=choice(endpoint, "endpoint", Endpoint),
+        status=choice(status, "status", TransactionStatus),
         processed_from=_moment(from_, "from"),
         processed_to=_moment(to, "to"),
     )
@@ -262,7 +262,7 @@ async def pending(
     limit: pages.Limit = limits.admin_page_items_default,
 ) -> Response:
     await require(request, OperatorRole.VIEWER)
-    why = _choice(reason, "reason", PendingReason)
+    why = choice(reason, "reason", PendingReason)
     key = pages.decode_as(cursor, (datetime, str, int))
     after = None if key is None else (key[0], key[1], key[2])
     page = await _read(
@@ -278,7 +278,7 @@ async def pending(
     return _page(page.items, _next(page.next_key))
 
 
-async def _review(
+async def review_lines(
     request: Request,
     caller: Caller,
     action: ReviewAction,
@@ -340,7 +340,7 @@ REVIEW_PROBLEMS = (
 async def approve(request: Request, lineId: str = Path(max_length=64)) -> Response:  # noqa: N803
     caller = await require(request, OperatorRole.AGENT)
     note = await _note(request)
-    await _review(request, caller, ReviewAction.APPROVE, [lineId], note, "lineId")
+    await review_lines(request, caller, ReviewAction.APPROVE, [lineId], note, "lineId")
     return json_response(200, {"lineId": lineId, "action": ReviewAction.APPROVE, "note": note})
 
 
@@ -355,7 +355,7 @@ async def approve(request: Request, lineId: str = Path(max_length=64)) -> Respon
 async def reject(request: Request, lineId: str = Path(max_length=64)) -> Response:  # noqa: N803
     caller = await require(request, OperatorRole.AGENT)
     note = await _note(request)
-    await _review(request, caller, ReviewAction.REJECT, [lineId], note, "lineId")
+    await review_lines(request, caller, ReviewAction.REJECT, [lineId], note, "lineId")
     return json_response(200, {"lineId": lineId, "action": ReviewAction.REJECT, "note": note})
 
 
@@ -379,7 +379,9 @@ async def bulk(request: Request) -> Response:
     caller = await require(request, OperatorRole.AGENT)
     obj = await read_json_object(request, limits.admin_body_bytes_max)
     body = validate_body(BulkReviewRequest, obj, context={}, rules=REVIEW_RULES, codes={})
-    done = await _review(request, caller, body.action, list(body.lineIds), body.note, "lineIds[]")
+    done = await review_lines(
+        request, caller, body.action, list(body.lineIds), body.note, "lineIds[]"
+    )
     return json_response(200, {"action": body.action, "lineIds": done, "count": len(done)})
 
 

@@ -12,7 +12,17 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from rewardmiles import clock
-from rewardmiles.console import offers, partners, web
+from rewardmiles.console import (
+    audit,
+    collectors,
+    offers,
+    partners,
+    pending,
+    reports,
+    today,
+    transactions,
+    web,
+)
 from rewardmiles.console.web import PREFIX, PageError, SignInNeededError
 from rewardmiles.errors import ProblemError
 from rewardmiles.http import handlers
@@ -118,8 +128,14 @@ async def sign_out(request: Request) -> Response:
 def install(app: FastAPI) -> None:
     """The console's routes and assets on `app`, and its refusals as pages."""
     app.include_router(router)
+    app.include_router(today.router)
+    app.include_router(collectors.router)
+    app.include_router(transactions.router)
+    app.include_router(pending.router)
     app.include_router(partners.router)
     app.include_router(offers.router)
+    app.include_router(reports.router)
+    app.include_router(audit.router)
     app.mount(PREFIX + "/static", Assets(directory=web.STATIC_DIR), name="console-static")
 
     async def page_error(request: Request, exc: Exception) -> Response:

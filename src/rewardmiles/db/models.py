@@ -181,6 +181,8 @@ class Transaction(Base):
         # The support desk's transaction search (0010): pages newest first, partner ids
         Index("ix_transactions_processed", "processed_at", "id"),
         Index("ix_transactions_partner_id", "partner_transaction_id"),
+        # A day's answers per hour from the index alone (0012: the console's Today page).
+        Index("ix_transactions_processed_status", "processed_at", "http_status"),
     )
 
 
@@ -262,6 +264,15 @@ class LedgerEntry(Base):
         # A collector's history, newest first, a page at a time (keyset on id).
         Index("ix_ledger_entries_account", "account_kind", "account_code", "id"),
         Index("ix_ledger_entries_adjustment", "adjustment_id"),
+        # A day's entries by posting time (0012): reconciliation files, and the Today page's
+        # miles per hour from the index alone.
+        Index(
+            "ix_ledger_entries_posted",
+            "account_kind",
+            "posted_at",
+            "amount_miles",
+            "transaction_id",
+        ),
     )
 
 

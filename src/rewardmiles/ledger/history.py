@@ -13,6 +13,14 @@ last entry's id and the balance before it, signed (HMAC-SHA256 under a key of th
 nor move a cursor to another collector. A collector's entries are written under its row lock
 (`ledger.post`, `post_adjustment`, the batched statement), so their ids grow in the order they
 commit: no entry below a cursor's id can appear after the cursor was given.
+
+A page may be narrowed by a `HistoryFilter` (sponsor, offer, posting time): the same walk down
+`ix_ledger_entries_account`, each entry checked as it is read (the sponsor through the
+transaction's primary key, the offer through the line's), so a page costs the collector's
+entries walked past, never the table's. A filtered page carries no running balance
+(`balance_after` None): the balance walks down through every entry, and a filter skips some. Its
+cursor's balance is therefore no balance: a caller signs a filtered page's cursors under a key of
+the filter (`console.collectors`), so one can never continue an unfiltered list.
 """
 
 from __future__ import annotations
@@ -51,6 +59,22 @@ class Position:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryFilter:
+    """Entries of one sponsor, of one offer, posted in [posted_from, posted_to); None: any."""
+
+    sponsor_code: str | None = None
+    offer_code: str | None = None
+    posted_from: datetime | None = None
+    posted_to: datetime | None = None
+
+    def narrows(self) -> bool:
+        return any(
+            v is not None
+            for v in (self.sponsor_code, self.offer_code, self.posted_from, self.posted_to)
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryEntry:
     entry_id: int
     posted_at: datetime
@@ -60,7 +84,7 @@ class HistoryEntry:
     offer_code: str | None
     endpoint: str  # `Endpoint`'s word, or `EntrySource.ADJUSTMENT`
     miles: int  # signed, from the collector's side
-    balance_after: int
+    balance_after: int | None  # None on a filtered page
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +126,16 @@ def balance_of(session: Session, number: str) -> int | None:
     ).scalar_one_or_none()
 
 
-def page(session: Session, number: str, limit: int, after: Position | None) -> HistoryPage | None:
+def page(
+    session: Session,
+    number: str,
+    limit: int,
+    after: Position | None,
+    where: HistoryFilter | None = None,
+) -> HistoryPage | None:
     """Up to `limit` entries of the collector, newest first, after `after` (None: from the
-    newest, starting from the balance read now); None for a number no collector has."""
+    newest, starting from the balance read now), those `where` keeps only (then without the
+    running balance); None for a number no collector has."""
     balance = balance_of(session, number)
     if balance is None:
         return None
@@ -135,6 +166,16 @@ def page(session: Session, number: str, limit: int, after: Position | None) -> H
     if after is not None:
         query = query.where(LedgerEntry.id < after.entry_id)
         balance = after.balance_before
+    filtered = where is not None and where.narrows()
+    if where is not None:
+        if where.sponsor_code is not None:
+            query = query.where(Transaction.sponsor_code == where.sponsor_code)
+        if where.offer_code is not None:
+            query = query.where(IssuanceLine.offer_code == where.offer_code)
+        if where.posted_from is not None:
+            query = query.where(LedgerEntry.posted_at >= where.posted_from)
+        if where.posted_to is not None:
+            query = query.where(LedgerEntry.posted_at < where.posted_to)
     rows = session.execute(query).all()
     entries: list[HistoryEntry] = []
     for row in rows[:limit]:
@@ -149,7 +190,7 @@ def page(session: Session, number: str, limit: int, after: Position | None) -> H
                 row.offer_code,
                 EntrySource.ADJUSTMENT if adjusted else row.endpoint,
                 row.amount_miles,
-                balance,
+                None if filtered else balance,
             )
         )
         balance -= row.amount_miles

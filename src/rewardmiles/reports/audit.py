@@ -124,9 +124,13 @@ def _masked(number: str | None) -> str | None:
     return None if number is None else mask_collector_numbers(number)
 
 
-def audit_report(session: Session, sponsor_code: str, day: date, zone_name: str) -> AuditReport:
+def audit_report(
+    session: Session, sponsor_code: str, day: date, zone_name: str, limit: int | None = None
+) -> AuditReport:
+    """The report of the sponsor's day: every transaction, or the first `limit` (a page that
+    shows part of it)."""
     start, end = clock.transaction_day_bounds(day, zone_name)
-    rows = repository.audit_rows(session, sponsor_code, start, end)
+    rows = repository.audit_rows(session, sponsor_code, start, end, limit)
     lines_by_txn: dict[str, list[dict[str, Any]]] = {}
     ids = [r.id for r in rows if r.status != TransactionStatus.REJECTED]
     for line in repository.audit_lines(session, ids):

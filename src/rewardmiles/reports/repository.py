@@ -49,10 +49,15 @@ class AuditLine:
 
 
 def audit_rows(
-    session: Session, sponsor_code: str, day_start: datetime, day_end: datetime
+    session: Session,
+    sponsor_code: str,
+    day_start: datetime,
+    day_end: datetime,
+    limit: int | None = None,
 ) -> list[AuditRow]:
-    """The sponsor's transactions processed in [day_start, day_end), oldest first."""
-    rows = session.execute(
+    """The sponsor's transactions processed in [day_start, day_end), oldest first (the first
+    `limit` of them, when a limit is given)."""
+    stmt = (
         select(
             Transaction.id,
             Transaction.endpoint,
@@ -71,6 +76,7 @@ def audit_rows(
         )
         .order_by(Transaction.processed_at, Transaction.id)
     )
+    rows = session.execute(stmt if limit is None else stmt.limit(limit))
     return [AuditRow(*row) for row in rows]
 
 
@@ -218,8 +224,10 @@ def add_batch(
 
 def batch(session: Session, batch_id: str) -> BatchRow | None:
     row = session.get(Batch, batch_id)
-    if row is None:
-        return None
+    return None if row is None else _batch_row(row)
+
+
+def _batch_row(row: Batch) -> BatchRow:
     return BatchRow(
         id=row.id,
         sponsor_code=row.sponsor_code,
@@ -231,6 +239,14 @@ def batch(session: Session, batch_id: str) -> BatchRow | None:
         created_at=row.created_at,
         finished_at=row.finished_at,
     )
+
+
+def recent_batches(session: Session, sponsor_code: str | None, limit: int) -> list[BatchRow]:
+    """The latest `limit` batches (of the sponsor, when one is given), newest first."""
+    stmt = select(Batch).order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit)
+    if sponsor_code is not None:
+        stmt = stmt.where(Batch.sponsor_code == sponsor_code)
+    return [_batch_row(row) for row in session.scalars(stmt)]
 
 
 def batch_sponsor(session: Session, batch_id: str) -> str | None:

@@ -1,24 +1,39 @@
 """Queries of the support desk's look-ups: failed partner requests (written in batches, found by
 request id, purged), transaction search and detail, the pending lines' pages, the audit log's
-pages. Every list is a keyset page through an index (never OFFSET). No rules here."""
+pages, a day's figures at a glance. Every list is a keyset page through an index (never OFFSET).
+No rules here."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, and_, delete, insert, or_, select
+from sqlalchemy import (
+    Integer,
+    RowMapping,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 from rewardmiles.db.models import (
     IssuanceLine,
+    LedgerEntry,
     OperatorAuditEntry,
     RequestFailure,
     Transaction,
+    WebhookDelivery,
 )
-from rewardmiles.vocabulary import LineStatus
+from rewardmiles.vocabulary import AccountKind, DeliveryStatus, LineStatus
 
 # --------------------------------------------------------------------------- failed requests
 
@@ -213,12 +228,17 @@ def pending_page(
     reason: str | None,
     after: tuple[datetime, str, int] | None,
     limit: int,
+    *,
+    processed_before: datetime | None = None,
 ) -> list[RowMapping]:
     """At most `limit` pending lines, oldest first by (processed_at, transaction id, line),
-    after the key `after` only (the partial index of pending lines finds them)."""
+    after the key `after` only (the partial index of pending lines finds them); with
+    `processed_before`, those of calls processed before it only."""
     conditions: list[Any] = [IssuanceLine.status == LineStatus.PENDING]
     if sponsor_code is not None:
         conditions.append(Transaction.sponsor_code == sponsor_code)
+    if processed_before is not None:
+        conditions.append(Transaction.processed_at < processed_before)
     if reason is not None:
         conditions.append(IssuanceLine.pending_reason == reason)
     if after is not None:
@@ -302,3 +322,153 @@ def audit_page(
         .limit(limit)
     )
     return [row._mapping for row in session.execute(stmt)]
+
+
+# --------------------------------------------------------------------------- a day at a glance
+#
+# Each reads one day's range through an index and aggregates in SQL. `hours` are the day's hour
+# starts (UTC) and `end` the day's end: per-hour figures are one statement, a UNION ALL of one
+# aggregate per hour, each a range of the index (`_per_hour`); a CASE over the hour boundaries
+# evaluated on every row costs several times more.
+
+
+def _per_hour(
+    hours: Sequence[datetime], end: datetime, branch: Callable[[int, datetime, datetime], Any]
+) -> Any:
+    """`branch(index, hour start, hour end)` for every hour of the day, as one UNION ALL."""
+    bounds = [*hours[1:], end]
+    return union_all(
+        *(branch(i, start, stop) for i, (start, stop) in enumerate(zip(hours, bounds, strict=True)))
+    )
+
+
+def partner_miles_per_hour(
+    session: Session, end: datetime, hours: Sequence[datetime]
+) -> list[tuple[int, int, int]]:
+    """(hour, miles credited, miles debited) of the collectors' ledger entries of partner lines
+    posted in each hour of the day (`ix_ledger_entries_posted`)."""
+    credit = case((LedgerEntry.amount_miles > 0, LedgerEntry.amount_miles), else_=0)
+    debit = case((LedgerEntry.amount_miles < 0, -LedgerEntry.amount_miles), else_=0)
+
+    def branch(index: int, start: datetime, stop: datetime) -> Any:
+        return select(literal(index, Integer), func.sum(credit), func.sum(debit)).where(
+            LedgerEntry.account_kind == AccountKind.COLLECTOR,
+            LedgerEntry.posted_at >= start,
+            LedgerEntry.posted_at < stop,
+            LedgerEntry.transaction_id.is_not(None),
+        )
+
+    rows = session.execute(_per_hour(hours, end, branch))
+    return [(int(h), int(c or 0), int(d or 0)) for h, c, d in rows]
+
+
+def answers_per_hour(
+    session: Session, end: datetime, hours: Sequence[datetime], statuses: Sequence[int]
+) -> list[tuple[int, int, int]]:
+    """(hour, HTTP status, transactions) of the day's transactions answered one of `statuses`
+    (`ix_transactions_processed`)."""
+
+    def branch(index: int, start: datetime, stop: datetime) -> Any:
+        return (
+            select(literal(index, Integer), Transaction.http_status, func.count())
+            .where(
+                Transaction.processed_at >= start,
+                Transaction.processed_at < stop,
+                Transaction.http_status.in_(statuses),
+            )
+            .group_by(Transaction.http_status)
+        )
+
+    rows = session.execute(_per_hour(hours, end, branch))
+    return [(int(h), int(s), int(n)) for h, s, n in rows]
+
+
+def failures_per_hour(
+    session: Session, end: datetime, hours: Sequence[datetime]
+) -> list[tuple[int, bool, int]]:
+    """(hour, answered 5xx, failed requests) of the day's failed requests
+    (`ix_request_failures_at`)."""
+    server_side = RequestFailure.status >= 500
+
+    def branch(index: int, start: datetime, stop: datetime) -> Any:
+        return (
+            select(literal(index, Integer), server_side, func.count())
+            .where(
+                RequestFailure.at >= start, RequestFailure.at < stop, RequestFailure.status >= 400
+            )
+            .group_by(server_side)
+        )
+
+    rows = session.execute(_per_hour(hours, end, branch))
+    return [(int(h), bool(s), int(n)) for h, s, n in rows]
+
+
+def failure_codes(
+    session: Session, start: datetime, end: datetime, limit: int
+) -> list[tuple[str, int]]:
+    """The `limit` codes the day's failed requests were answered with most, most first."""
+    count = func.count()
+    rows = session.execute(
+        select(RequestFailure.code, count)
+        .where(
+            RequestFailure.at >= start, RequestFailure.at < end, RequestFailure.code.is_not(None)
+        )
+        .group_by(RequestFailure.code)
+        .order_by(count.desc(), RequestFailure.code)
+        .limit(limit)
+    )
+    return [(str(code), int(n)) for code, n in rows]
+
+
+def latest_failures(
+    session: Session, start: datetime, end: datetime, limit: int
+) -> list[FailureRow]:
+    """The day's last `limit` failed requests, newest first."""
+    rows = session.execute(
+        select(
+            RequestFailure.request_id,
+            RequestFailure.at,
+            RequestFailure.client_id,
+            RequestFailure.method,
+            RequestFailure.path,
+            RequestFailure.status,
+            RequestFailure.code,
+            RequestFailure.detail,
+            RequestFailure.field,
+        )
+        .where(RequestFailure.at >= start, RequestFailure.at < end)
+        .order_by(RequestFailure.at.desc(), RequestFailure.id.desc())
+        .limit(limit)
+    )
+    return [FailureRow(**row._mapping) for row in rows]
+
+
+def pending_line_count(session: Session) -> int:
+    """Lines waiting for review now (the partial index of pending lines)."""
+    return int(
+        session.execute(
+            select(func.count())
+            .select_from(IssuanceLine)
+            .where(IssuanceLine.status == LineStatus.PENDING)
+        ).scalar_one()
+    )
+
+
+def failing_deliveries(session: Session, start: datetime, end: datetime) -> tuple[int, int]:
+    """(deliveries being retried now after a failed attempt, deliveries created in the day and
+    given up): the partial index of due deliveries, `ix_webhook_deliveries_created`."""
+    retrying = session.execute(
+        select(func.count())
+        .select_from(WebhookDelivery)
+        .where(WebhookDelivery.status == DeliveryStatus.PENDING, WebhookDelivery.attempts > 0)
+    ).scalar_one()
+    given_up = session.execute(
+        select(func.count())
+        .select_from(WebhookDelivery)
+        .where(
+            WebhookDelivery.created_at >= start,
+            WebhookDelivery.created_at < end,
+            WebhookDelivery.status == DeliveryStatus.FAILED,
+        )
+    ).scalar_one()
+    return int(retrying), int(given_up)

@@ -178,9 +178,14 @@ def pending(
     limit: int,
     now: datetime,
     zone: str,
+    *,
+    processed_before: datetime | None = None,
 ) -> Page:
-    """Pending lines, oldest first, with their age in seconds; collector numbers masked."""
-    rows = repository.pending_page(session, sponsor_code, reason, after, limit + 1)
+    """Pending lines, oldest first, with their age in seconds; collector numbers masked. With
+    `processed_before`, only the lines of calls processed before it (older than an age)."""
+    rows = repository.pending_page(
+        session, sponsor_code, reason, after, limit + 1, processed_before=processed_before
+    )
     more = len(rows) > limit
     rows = rows[:limit]
     last = rows[-1] if more else None

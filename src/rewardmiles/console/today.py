@@ -1,0 +1,61 @@
+"""The Today page: a Transaction Day at a glance (`support.today`), the current day by default,
+refreshed every 30 s while it is the current day."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from rewardmiles import clock
+from rewardmiles.console import web
+from rewardmiles.console.reports import report_day
+from rewardmiles.support import today
+from rewardmiles.vocabulary import OperatorRole
+
+router = APIRouter(include_in_schema=False)
+
+REFRESH_SECONDS = 30
+
+
+def age(since: datetime | None, now: datetime) -> str:
+    """`2 d 3 h`, `3 h 12 min`, `4 min`, `under a minute`."""
+    if since is None:
+        return ""
+    minutes = max(0, int((now - since).total_seconds() // 60))
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min" if minutes else "under a minute"
+
+
+@router.get(web.PREFIX + "/today")
+async def today_page(request: Request) -> Response:
+    caller = await web.signed_in(request, OperatorRole.VIEWER)
+    zone = str(request.app.state.ctx.settings.program_time_zone)
+    now = clock.utc_now()
+    current = clock.transaction_day_of(now, zone)
+    day = report_day(request.query_params.get("day"), "day", current)
+    full = caller.may(OperatorRole.AGENT)
+    glance = await web.read(request, lambda s: today.day_glance(s, day, zone, full_numbers=full))
+    return web.render(
+        request,
+        "today.html",
+        {
+            "glance": glance,
+            "labels": glance.hour_labels(),
+            "totals": glance.totals(),
+            "chart": glance.chart_data(),
+            "outcomes": today.OUTCOMES,
+            "is_current": day == current,
+            "current_day": current,
+            "oldest_age": age(glance.oldest_pending_at, now),
+            "refresh_seconds": REFRESH_SECONDS,
+            "shown_at": now,
+        },
+        caller=caller,
+    )
