@@ -36,6 +36,7 @@ from rewardmiles.offers import service as offers
 from rewardmiles.offers.service import OfferView
 from rewardmiles.operators import service as operators
 from rewardmiles.operators.access import auth_problems, auth_problems_unsafe, require
+from rewardmiles.operators.service import Actor
 from rewardmiles.sponsors import service as sponsors
 from rewardmiles.vocabulary import DeliveryStatus, OperatorRole
 from rewardmiles.webhooks import service as webhooks
@@ -131,13 +132,18 @@ async def sponsor_add(request: Request) -> Response:
         request, NewSponsor, {"code": "must be a string", "name": "1–200 characters"}
     )
     actor, now = boundary.actor(request, caller), clock.utc_now()
+    return json_response(
+        201, await change(request, lambda s: add_sponsor(s, actor, now, body.code, body.name))
+    )
 
-    def work(session: Session) -> dict[str, Any]:
-        state = _sponsor(sponsors.add_sponsor(session, body.code, body.name, now))
-        operators.audit(session, actor, "sponsor.add", "sponsor", body.code, now, after=state)
-        return state
 
-    return json_response(201, await change(request, work))
+def add_sponsor(
+    session: Session, actor: Actor, now: datetime, code: str, name: str
+) -> dict[str, Any]:
+    """A new sponsor, audited: the admin API's and the console's."""
+    state = _sponsor(sponsors.add_sponsor(session, code, name, now))
+    operators.audit(session, actor, "sponsor.add", "sponsor", code, now, after=state)
+    return state
 
 
 @router.patch(
@@ -222,15 +228,20 @@ async def location_add(request: Request, code: SponsorCode) -> Response:
     checked(code, limits.sponsor_code_pattern, "code")
     body = await boundary.body(request, NewLocation, {"code": "must be a string"})
     actor, now = boundary.actor(request, caller), clock.utc_now()
+    return json_response(
+        201, await change(request, lambda s: add_location(s, actor, now, code, body.code))
+    )
 
-    def work(session: Session) -> dict[str, Any]:
-        state = _location(sponsors.add_location(session, code, body.code, now))
-        operators.audit(
-            session, actor, "location.add", "location", f"{code}/{body.code}", now, after=state
-        )
-        return state
 
-    return json_response(201, await change(request, work))
+def add_location(
+    session: Session, actor: Actor, now: datetime, sponsor: str, code: str
+) -> dict[str, Any]:
+    """A new location of `sponsor`, audited: the admin API's and the console's."""
+    state = _location(sponsors.add_location(session, sponsor, code, now))
+    operators.audit(
+        session, actor, "location.add", "location", f"{sponsor}/{code}", now, after=state
+    )
+    return state
 
 
 # --------------------------------------------------------------------------- offers
@@ -315,38 +326,43 @@ async def offer_put(request: Request, code: SponsorCode, offer: OfferCode) -> Re
     body = await boundary.body(request, OfferBody, OFFER_RULES)
     actor, now = boundary.actor(request, caller), clock.utc_now()
 
-    def work(session: Session) -> tuple[bool, dict[str, Any]]:
-        before = offers.offer(session, code, offer)
-        created = offers.put_offer(
-            session,
-            code,
-            offer,
-            description=body.description,
-            rule=body.rule,
-            valid_from=body.validFrom,
-            valid_to=body.validTo,
-            locations=body.locations,
-            offer_id=body.offerId,
-            now=now,
-            replace=True,
-        )
-        session.flush()
-        after = offers.offer(session, code, offer)
-        state = None if after is None else _offer(after)
-        operators.audit(
-            session,
-            actor,
-            "offer.put",
-            "offer",
-            f"{code}/{offer}",
-            now,
-            before=None if before is None else _offer(before),
-            after=state,
-        )
-        return created, state or {}
-
-    created, state = await change(request, work)
+    created, state = await change(request, lambda s: put_offer(s, actor, now, code, offer, body))
     return json_response(201 if created else 200, state)
+
+
+def put_offer(
+    session: Session, actor: Actor, now: datetime, sponsor: str, code: str, body: OfferBody
+) -> tuple[bool, dict[str, Any]]:
+    """Add or replace an offer (active), audited; True when it is new. The admin API's and the
+    console's."""
+    before = offers.offer(session, sponsor, code)
+    created = offers.put_offer(
+        session,
+        sponsor,
+        code,
+        description=body.description,
+        rule=body.rule,
+        valid_from=body.validFrom,
+        valid_to=body.validTo,
+        locations=body.locations,
+        offer_id=body.offerId,
+        now=now,
+        replace=True,
+    )
+    session.flush()
+    after = offers.offer(session, sponsor, code)
+    state = None if after is None else _offer(after)
+    operators.audit(
+        session,
+        actor,
+        "offer.put",
+        "offer",
+        f"{sponsor}/{code}",
+        now,
+        before=None if before is None else _offer(before),
+        after=state,
+    )
+    return created, state or {}
 
 
 @router.post(
@@ -360,24 +376,30 @@ async def offer_disable(request: Request, code: SponsorCode, offer: OfferCode) -
     checked(offer, limits.offer_code_pattern, "offer")
     actor, now = boundary.actor(request, caller), clock.utc_now()
 
-    def work(session: Session) -> dict[str, Any]:
-        offers.disable_offer(session, code, offer)
-        session.flush()
-        after = offers.offer(session, code, offer)
-        state = {} if after is None else _offer(after)
-        operators.audit(
-            session,
-            actor,
-            "offer.disable",
-            "offer",
-            f"{code}/{offer}",
-            now,
-            before={"active": True},
-            after={"active": False},
-        )
-        return state
+    return json_response(
+        200, await change(request, lambda s: disable_offer(s, actor, now, code, offer))
+    )
 
-    return json_response(200, await change(request, work))
+
+def disable_offer(
+    session: Session, actor: Actor, now: datetime, sponsor: str, code: str
+) -> dict[str, Any]:
+    """Disable an active offer, audited: the admin API's and the console's."""
+    offers.disable_offer(session, sponsor, code)
+    session.flush()
+    after = offers.offer(session, sponsor, code)
+    state = {} if after is None else _offer(after)
+    operators.audit(
+        session,
+        actor,
+        "offer.disable",
+        "offer",
+        f"{sponsor}/{code}",
+        now,
+        before={"active": True},
+        after={"active": False},
+    )
+    return state
 
 
 # --------------------------------------------------------------------------- webhooks

@@ -172,19 +172,27 @@ async def create_partner(request: Request) -> Response:
     caller = await require(request, OperatorRole.ADMIN)
     obj = await read_json_object(request, BODY_BYTES_MAX)
     body = validate_body(CreatePartnerRequest, obj, context={}, rules=CREATE_RULES, codes={})
+    made, out = await create(request, list(body.sponsors), body.name, _actor(request, caller.actor))
+    return json_response(201, {**out, "clientSecret": made.client_secret})
+
+
+async def create(
+    request: Request, sponsors: list[str], name: str | None, actor: Actor
+) -> tuple[NewClient, dict[str, Any]]:
+    """A new client (its secret in the `NewClient`, never again) and its state as listed; an
+    unknown sponsor is 400 `FIELD_INVALID`. The admin API's and the console's."""
     ctx = request.app.state.ctx
     secret = await run_sync(ctx.cpu_limiter, _new_secret, ctx.settings.secret_hash_cost)
-    actor = _actor(request, caller.actor)
     now = clock.utc_now()
 
     def write() -> tuple[NewClient, ClientRow | None]:
         with ctx.db.unit_of_work() as session:
             made = service.create_client(
                 session,
-                list(body.sponsors),
+                sponsors,
                 now,
                 secret_hash_cost=ctx.settings.secret_hash_cost,
-                name=body.name,
+                name=name,
                 secret=secret,
                 actor=actor,
             )
@@ -195,9 +203,7 @@ async def create_partner(request: Request) -> Response:
     except UnknownSponsorError as exc:
         raise ProblemError("FIELD_INVALID", str(exc), field="sponsors") from exc
     assert row is not None
-    out = partner_json(row, now, ctx.settings.program_time_zone)
-    out["clientSecret"] = made.client_secret
-    return json_response(201, out)
+    return made, partner_json(row, now, ctx.settings.program_time_zone)
 
 
 def _new_secret(cost: int) -> NewSecret:
@@ -241,27 +247,8 @@ CHANGE_PROBLEMS = (
 async def rotate_partner(request: Request, clientId: str = CLIENT_ID) -> Response:  # noqa: N803
     caller = await require(request, OperatorRole.ADMIN)
     body = await _change_body(request)
+    rotated = await rotate(request, clientId, _actor(request, caller.actor), body.reason)
     ctx = request.app.state.ctx
-    secret = await run_sync(ctx.cpu_limiter, _new_secret, ctx.settings.secret_hash_cost)
-    actor = _actor(request, caller.actor)
-    now = clock.utc_now()
-    grace = timedelta(seconds=ctx.settings.partner_secret_grace_seconds)
-
-    def write() -> RotatedClient:
-        with ctx.db.unit_of_work() as session:
-            return service.rotate_client(
-                session, clientId, secret, now, grace, actor, reason=body.reason
-            )
-
-    try:
-        rotated = await run_sync(ctx.limiter, write)
-    except UnknownClientError as exc:
-        raise ProblemError("NOT_FOUND", f"No partner client {clientId}.") from exc
-    except ClientRevokedError as exc:
-        raise ProblemError(
-            "PARTNER_CLIENT_REVOKED",
-            f"Partner client {clientId} is revoked: create a new client instead.",
-        ) from exc
     until = clock.program_timestamp(rotated.previous_secret_until, ctx.settings.program_time_zone)
     return json_response(
         200,
@@ -271,6 +258,33 @@ async def rotate_partner(request: Request, clientId: str = CLIENT_ID) -> Respons
             "previousSecretValidUntil": until,
         },
     )
+
+
+async def rotate(
+    request: Request, client_id: str, actor: Actor, reason: str | None
+) -> RotatedClient:
+    """A new secret for the client; the old one signs in until the grace ends. 404 for an
+    unknown client, 409 `PARTNER_CLIENT_REVOKED` for a revoked one."""
+    ctx = request.app.state.ctx
+    secret = await run_sync(ctx.cpu_limiter, _new_secret, ctx.settings.secret_hash_cost)
+    now = clock.utc_now()
+    grace = timedelta(seconds=ctx.settings.partner_secret_grace_seconds)
+
+    def write() -> RotatedClient:
+        with ctx.db.unit_of_work() as session:
+            return service.rotate_client(
+                session, client_id, secret, now, grace, actor, reason=reason
+            )
+
+    try:
+        return await run_sync(ctx.limiter, write)
+    except UnknownClientError as exc:
+        raise ProblemError("NOT_FOUND", f"No partner client {client_id}.") from exc
+    except ClientRevokedError as exc:
+        raise ProblemError(
+            "PARTNER_CLIENT_REVOKED",
+            f"Partner client {client_id} is revoked: create a new client instead.",
+        ) from exc
 
 
 @router.post(
@@ -286,17 +300,26 @@ async def rotate_partner(request: Request, clientId: str = CLIENT_ID) -> Respons
 async def revoke_partner(request: Request, clientId: str = CLIENT_ID) -> Response:  # noqa: N803
     caller = await require(request, OperatorRole.ADMIN)
     body = await _change_body(request)
+    return json_response(
+        200, await revoke(request, clientId, _actor(request, caller.actor), body.reason)
+    )
+
+
+async def revoke(
+    request: Request, client_id: str, actor: Actor, reason: str | None
+) -> dict[str, Any]:
+    """Revoke the client (final) and refuse its tokens in this process at once; its state as
+    listed. 404 for an unknown client."""
     ctx = request.app.state.ctx
-    actor = _actor(request, caller.actor)
     now = clock.utc_now()
 
     def write() -> ClientRow:
         with ctx.db.unit_of_work() as session:
-            return service.revoke_client(session, clientId, now, actor, reason=body.reason)
+            return service.revoke_client(session, client_id, now, actor, reason=reason)
 
     try:
         row = await run_sync(ctx.limiter, write)
     except UnknownClientError as exc:
-        raise ProblemError("NOT_FOUND", f"No partner client {clientId}.") from exc
+        raise ProblemError("NOT_FOUND", f"No partner client {client_id}.") from exc
     ctx.clients.revoked_here(row.client_id)  # this process refuses its tokens from now on
-    return json_response(200, partner_json(row, now, ctx.settings.program_time_zone))
+    return partner_json(row, now, ctx.settings.program_time_zone)

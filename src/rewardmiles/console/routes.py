@@ -12,7 +12,17 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from rewardmiles import clock
-from rewardmiles.console import audit, collectors, pending, reports, today, transactions, web
+from rewardmiles.console import (
+    audit,
+    collectors,
+    offers,
+    partners,
+    pending,
+    reports,
+    today,
+    transactions,
+    web,
+)
 from rewardmiles.console.web import PREFIX, PageError, SignInNeededError
 from rewardmiles.errors import ProblemError
 from rewardmiles.http import handlers
@@ -122,6 +132,8 @@ def install(app: FastAPI) -> None:
     app.include_router(collectors.router)
     app.include_router(transactions.router)
     app.include_router(pending.router)
+    app.include_router(partners.router)
+    app.include_router(offers.router)
     app.include_router(reports.router)
     app.include_router(audit.router)
     app.mount(PREFIX + "/static", Assets(directory=web.STATIC_DIR), name="console-static")

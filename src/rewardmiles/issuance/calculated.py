@@ -66,6 +66,21 @@ def calculate(
     return outcome
 
 
+def draft_preview(
+    session: Session,
+    settings: Settings,
+    command: Command,
+    draft: engine.Offer,
+    now: Callable[[], datetime] = clock.utc_now,
+) -> dict[str, Any]:
+    """CALCULATE's answer (`preview`) with `draft` in place of the sponsor's offer of its code,
+    as if it were saved and applied to the basket: an offer's preview before it is saved."""
+    moment = now()
+    offers = _preview_offers(session, settings, command, moment)
+    kept = [offer for offer in offers if offer.code != draft.code]
+    return _preview(settings, command, [*kept, draft], moment)
+
+
 def _preview_offers(
     session: Session, settings: Settings, command: Command, now: datetime
 ) -> list[engine.Offer]:

@@ -19,7 +19,7 @@ from rewardmiles import limits
 from rewardmiles.db.models import Offer
 from rewardmiles.errors import AlreadyExistsError, MissingError, OperatorError
 from rewardmiles.offers import repository
-from rewardmiles.offers.rules import dump_rule, parse_rule
+from rewardmiles.offers.rules import BaseEarn, CouponBonus, ItemBonus, dump_rule, parse_rule
 
 
 class OfferError(OperatorError):
@@ -60,14 +60,32 @@ class OfferView:
         }
 
 
-def _rule_text(rule: object) -> str:
+class RuleError(OfferError):
+    """An invalid rule: the message names each member at fault by its path under the rule's
+    type (`base.miles`); `problems` are (member at fault in the rule as written, why)."""
+
+    def __init__(self, message: str, problems: Sequence[tuple[str, str]]) -> None:
+        super().__init__(f"invalid rule: {message}", field="rule")
+        self.problems = tuple(problems)
+
+
+def check_rule(rule: object) -> BaseEarn | ItemBonus | CouponBonus:
+    """`rule` parsed, or a `RuleError`: the check of `offer add`, `offer import`, the admin API
+    and the console's rule editor."""
     try:
-        return json.dumps(dump_rule(parse_rule(rule)), sort_keys=True)
+        return parse_rule(rule)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'rule'}: {e['msg']}" for e in exc.errors()
-        )
-        raise OfferError(f"invalid rule: {problems}", field="rule") from exc
+        kind = rule.get("type") if isinstance(rule, dict) else None
+        paths, problems = [], []
+        for e in exc.errors():
+            paths.append(f"{'.'.join(str(p) for p in e['loc']) or 'rule'}: {e['msg']}")
+            loc = e["loc"][1:] if e["loc"][:1] == (kind,) else e["loc"]  # less the type's tag
+            problems.append((".".join(str(p) for p in loc) or "rule", e["msg"]))
+        raise RuleError("; ".join(paths), problems) from exc
+
+
+def _rule_text(rule: object) -> str:
+    return json.dumps(dump_rule(check_rule(rule)), sort_keys=True)
 
 
 def _check(
