@@ -10,6 +10,7 @@ Every test has a sponsor of its own, so its offers reach no other test.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -22,10 +23,15 @@ from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Transaction
 from rewardmiles.errors import PROBLEM_CODES, BusinessRuleError, ProblemError
+from rewardmiles.http.partner_json import json_object_of
+from rewardmiles.http.validation import validate_body
 from rewardmiles.idempotency.service import InFlightRegistry
-from rewardmiles.issuance import lookups
+from rewardmiles.issuance import calculated, lookups
+from rewardmiles.issuance.schemas import FIELD_CODES, FIELD_RULES, CalculateRequest, program_command
 from rewardmiles.ledger.verify import verify
+from rewardmiles.offers import engine
 from rewardmiles.offers import service as offers
+from rewardmiles.offers.rules import parse_rule
 from rewardmiles.settlement import service as settlement
 from rewardmiles.settlement.worker import settle_pending
 from rewardmiles.vocabulary import Endpoint
@@ -1077,3 +1083,48 @@ def test_a_return_naming_an_item_twice_is_refused_before_it_is_run(own_db: Datab
     assert invalid.value.code == "FIELD_INVALID"
     assert [e.field for e in invalid.value.errors] == ["items"]
     assert data.balance(own_db, collector) == 15
+
+
+def _draft_preview(db: Database, body: dict[str, Any], draft: engine.Offer) -> dict[str, Any]:
+    obj, _ = json_object_of(json.dumps(body).encode())
+    request = validate_body(
+        CalculateRequest,
+        obj,
+        context={"miles_per_line_max": SETTINGS.miles_per_line_max},
+        rules=FIELD_RULES,
+        codes=FIELD_CODES,
+    )
+    command = program_command(request, body["sponsorCode"])
+    with db.reader() as session:
+        return calculated.draft_preview(session, SETTINGS, command, draft, now=lambda: NOW)
+
+
+def test_a_draft_offer_previews_in_place_of_the_saved_one_of_its_code(own_db: Database) -> None:
+    """The console's rule editor: CALCULATE's answer with the draft in place of the saved offer
+    of its code (the others as saved), at the injected moment; nothing is stored."""
+    sponsor = new_shop(own_db)
+    standard_offers(own_db, sponsor)
+    collector = data.new_collector(own_db)
+    body = basket(sponsor, collector, APPLES, KETTLE, coupon=["SPRING25"])
+    saved = run(own_db, CALCULATE, body)
+
+    doubled = engine.Offer("BASE", "601", "2 miles per $10", parse_rule({**BASE, "miles": 2}))
+    answer = _draft_preview(own_db, body, doubled)
+    lines = {line["issuanceOfferCode"]: line for line in answer["issuances"]}
+    assert lines["BASE"]["milesAmount"] == 10  # the draft, not the saved 5
+    assert lines["BASE"]["offerId"] == "601"
+    assert lines["PRODUCE"]["milesAmount"] == 15  # the other saved offers still apply
+    assert lines["SPRING"]["milesAmount"] == 25
+    assert answer["totalMiles"] == saved["totalMiles"] + 5
+    assert answer["transactionDateTime"] == PROCESSED
+
+    extra = engine.Offer("KETTLE", None, "a new offer", parse_rule({**BASE, "miles": 3}))
+    added = _draft_preview(own_db, body, extra)
+    assert [line["issuanceOfferCode"] for line in added["issuances"]] == [
+        "BASE",
+        "KETTLE",
+        "PRODUCE",
+        "SPRING",
+    ]
+    assert added["totalMiles"] == saved["totalMiles"] + 15
+    assert transaction_count(own_db, sponsor) == 0
