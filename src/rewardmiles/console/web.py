@@ -11,18 +11,18 @@ show personal data); the static assets are cached.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs, quote
 
 from fastapi import Request
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-from sqlalchemy.orm import Session
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from rewardmiles import __version__, clock
+from rewardmiles.admin import boundary
 from rewardmiles.errors import OperatorError, ProblemError
 from rewardmiles.http.bodies import read_body
 from rewardmiles.http.middleware import request_id_of
@@ -31,8 +31,6 @@ from rewardmiles.operators import credentials
 from rewardmiles.operators.access import check_origin, judge_session_cookie, session_cookie
 from rewardmiles.operators.service import Actor, Caller, SessionPolicy
 from rewardmiles.vocabulary import OperatorRole
-
-T = TypeVar("T")
 
 STATIC_DIR = Path(__file__).parent / "static"
 PREFIX = "/console"
@@ -244,39 +242,16 @@ def day_of(raw: str | None, field: str, default: date) -> date:
 # --------------------------------------------------------------------------- database work
 
 
-async def read(request: Request, work: Callable[[Session], T]) -> T:
-    """`work` on a read-only session in a database thread; a refusal of the services becomes an
-    error page."""
-    ctx = request.app.state.ctx
-
-    def run() -> T:
-        with ctx.db.reader() as session:
-            return work(session)
-
-    try:
-        return await run_sync(ctx.limiter, run)
-    except OperatorError as exc:
-        raise refused(exc) from None
-
-
-async def change(request: Request, work: Callable[[Session], T]) -> T:
-    """`work` in one unit of work in a database thread: all of it, or nothing after a refusal."""
-    ctx = request.app.state.ctx
-
-    def run() -> T:
-        with ctx.db.unit_of_work() as session:
-            return work(session)
-
-    try:
-        return await run_sync(ctx.limiter, run)
-    except OperatorError as exc:
-        raise refused(exc) from None
+# `work` on a read-only session, or in one unit of work (all of it or nothing), in a database
+# thread: the admin API's own. A service's refusal is the admin API's problem (404, 409, 422 with
+# its field), which the console shows as an error page (`routes.install`).
+read = boundary.read
+change = boundary.change
 
 
 def refused(exc: OperatorError) -> PageError:
-    from rewardmiles.admin.boundary import refused as problem_of
-
-    problem = problem_of(exc)
+    """A service's refusal as the error page the admin API's problem would be."""
+    problem = boundary.refused(exc)
     return PageError(problem.spec.status, problem.spec.title, problem.detail, problem.code)
 
 
