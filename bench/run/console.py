@@ -51,13 +51,14 @@ from rewardmiles.vocabulary import (
     Endpoint,
     LineStatus,
     OperatorRole,
+    PendingReason,
     TransactionStatus,
 )
 
 TRANSACTIONS = 1_000_000
 COLLECTORS = 100_000
 DAYS = 30
-PENDING_EVERY = 200  # one line in 200 waits for review (5,000)
+PENDING_EVERY = 200  # one line in 200 is held for an operator's review (5,000)
 FAILURES = 2_000
 SPONSOR_CODE = "CONS"
 CHUNK = 10_000
@@ -228,7 +229,7 @@ def _line(ident: str, miles: int, at: datetime, pending: bool) -> dict[str, Any]
         "location_code": None,
         "miles": miles,
         "status": LineStatus.PENDING if pending else LineStatus.POSTED,
-        "pending_reason": "COLLECTOR_NOT_FOUND" if pending else None,
+        "pending_reason": PendingReason.REVIEW if pending else None,
         "error_code": None,
         "settled_at": None if pending else at,
     }

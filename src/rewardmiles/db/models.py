@@ -177,7 +177,8 @@ class Transaction(Base):
         ),
         Index("ix_transactions_original", "original_transaction_id"),
         Index("ix_transactions_sponsor_processed", "sponsor_code", "processed_at"),
-        Index("ix_transactions_collector", "collector_number"),
+        # A collector's transactions in time order: its first and last activity read at an end.
+        Index("ix_transactions_collector", "collector_number", "processed_at"),
         # The support desk's transaction search (0010): pages newest first, partner ids
         Index("ix_transactions_processed", "processed_at", "id"),
         Index("ix_transactions_partner_id", "partner_transaction_id"),

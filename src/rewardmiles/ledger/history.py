@@ -159,8 +159,11 @@ def page(
             & (IssuanceLine.line_no == LedgerEntry.line_no),
         )
         .where(LedgerEntry.account_kind == AccountKind.COLLECTOR)
-        .where(LedgerEntry.account_code == number)
-        .order_by(LedgerEntry.id.desc())
+        # The number as a range of one value, and in the order: with an equality PostgreSQL may
+        # walk the primary key down from the newest entry instead, filtering every entry for the
+        # collector, which for a member idle for months reads all the months' entries.
+        .where(LedgerEntry.account_code.between(number, number))
+        .order_by(LedgerEntry.account_code.desc(), LedgerEntry.id.desc())
         .limit(limit + 1)
     )
     if after is not None:
