@@ -8,8 +8,7 @@ from datetime import datetime
 from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.orm import Session
 
-from rewardmiles.db.models import Adjustment, IssuanceLine, Transaction
-from rewardmiles.vocabulary import LineStatus
+from rewardmiles.db.models import LINE_IS_PENDING, Adjustment, IssuanceLine, Transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +43,7 @@ def activity(session: Session, number: str) -> Activity:
         select(func.count())
         .select_from(IssuanceLine)
         .join(Transaction, Transaction.id == IssuanceLine.transaction_id)
-        .where(Transaction.collector_number == number, IssuanceLine.status == LineStatus.PENDING)
+        .where(Transaction.collector_number == number, LINE_IS_PENDING)
     ).scalar_one()
     return Activity(int(pending), first, last)
 

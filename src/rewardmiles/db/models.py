@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     func,
+    literal,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -208,6 +209,13 @@ class IssuanceLine(Base):
             postgresql_where=text(f"status = '{LineStatus.PENDING}'"),
         ),
     )
+
+
+# `ix_issuance_lines_pending`'s predicate as SQL text, not a parameter: PostgreSQL's generic plan
+# of a prepared statement (psycopg prepares a statement from its fifth use) can use a partial
+# index only where it sees the predicate, and otherwise scans every line, or every call in time
+# order, for the few pending ones. For the support desk's reads of pending lines.
+LINE_IS_PENDING = IssuanceLine.status == literal(LineStatus.PENDING.value, literal_execute=True)
 
 
 class Adjustment(Base):

@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from rewardmiles.db.models import (
+    LINE_IS_PENDING,
     IssuanceLine,
     LedgerEntry,
     OperatorAuditEntry,
@@ -33,7 +34,7 @@ from rewardmiles.db.models import (
     Transaction,
     WebhookDelivery,
 )
-from rewardmiles.vocabulary import AccountKind, DeliveryStatus, LineStatus
+from rewardmiles.vocabulary import AccountKind, DeliveryStatus
 
 # --------------------------------------------------------------------------- failed requests
 
@@ -232,64 +233,45 @@ def pending_page(
     processed_before: datetime | None = None,
 ) -> list[RowMapping]:
     """At most `limit` pending lines, oldest first by (processed_at, transaction id, line),
-    after the key `after` only; with `processed_before`, those of calls processed before it
-    only.
-
-    The pending lines are found first, through their partial index, behind an `OFFSET 0` fence,
-    then joined to their calls and sorted: pending lines are few. Without the fence PostgreSQL
-    may walk `ix_transactions_processed` from the oldest call instead, looking for calls with a
-    pending line, which reads most of the table when few or none are pending."""
-    held = [IssuanceLine.status == LineStatus.PENDING]
-    if reason is not None:
-        held.append(IssuanceLine.pending_reason == reason)
-    lines = (
-        select(
-            IssuanceLine.transaction_id,
-            IssuanceLine.line_no,
-            IssuanceLine.direction,
-            IssuanceLine.offer_code,
-            IssuanceLine.miles,
-            IssuanceLine.pending_reason,
-        )
-        .where(*held)
-        .offset(0)
-        .subquery("held")
-    )
-    conditions: list[Any] = []
+    after the key `after` only (the partial index of pending lines finds them: its predicate is
+    written out, `LINE_IS_PENDING`); with `processed_before`, those of calls processed before it
+    only."""
+    conditions: list[Any] = [LINE_IS_PENDING]
     if sponsor_code is not None:
         conditions.append(Transaction.sponsor_code == sponsor_code)
     if processed_before is not None:
         conditions.append(Transaction.processed_at < processed_before)
+    if reason is not None:
+        conditions.append(IssuanceLine.pending_reason == reason)
     if after is not None:
         at, txn, line_no = after
         conditions.append(
             or_(
                 Transaction.processed_at > at,
-                and_(Transaction.processed_at == at, lines.c.transaction_id > txn),
+                and_(Transaction.processed_at == at, IssuanceLine.transaction_id > txn),
                 and_(
                     Transaction.processed_at == at,
-                    lines.c.transaction_id == txn,
-                    lines.c.line_no > line_no,
+                    IssuanceLine.transaction_id == txn,
+                    IssuanceLine.line_no > line_no,
                 ),
             )
         )
     stmt = (
         select(
-            lines.c.transaction_id,
-            lines.c.line_no,
+            IssuanceLine.transaction_id,
+            IssuanceLine.line_no,
             Transaction.sponsor_code,
             Transaction.collector_number,
             Transaction.endpoint,
-            lines.c.direction,
-            lines.c.offer_code,
-            lines.c.miles,
-            lines.c.pending_reason.label("reason"),
+            IssuanceLine.direction,
+            IssuanceLine.offer_code,
+            IssuanceLine.miles,
+            IssuanceLine.pending_reason.label("reason"),
             Transaction.processed_at,
         )
-        .select_from(lines)
-        .join(Transaction, Transaction.id == lines.c.transaction_id)
+        .join(Transaction, Transaction.id == IssuanceLine.transaction_id)
         .where(*conditions)
-        .order_by(Transaction.processed_at, lines.c.transaction_id, lines.c.line_no)
+        .order_by(Transaction.processed_at, IssuanceLine.transaction_id, IssuanceLine.line_no)
         .limit(limit)
     )
     return [row._mapping for row in session.execute(stmt)]
@@ -467,9 +449,7 @@ def pending_line_count(session: Session) -> int:
     """Lines waiting for review now (the partial index of pending lines)."""
     return int(
         session.execute(
-            select(func.count())
-            .select_from(IssuanceLine)
-            .where(IssuanceLine.status == LineStatus.PENDING)
+            select(func.count()).select_from(IssuanceLine).where(LINE_IS_PENDING)
         ).scalar_one()
     )
 
