@@ -26,7 +26,13 @@ from rewardmiles.vocabulary import OperatorRole
 from tests.conftest import TEST_SECRET_KEY, DatabaseFactory
 from tests.support.operators import TEST_ACTOR, new_operator, new_session, new_token
 
-NOW = datetime.now(UTC)
+
+def _now() -> datetime:
+    """The time of the test's own set-up: sessions are judged by the real clock, so a moment
+    taken once at import would age past the idle timeout in a long run."""
+    return datetime.now(UTC)
+
+
 BASE = "http://admin.test"  # not loopback: the cookie is the Secure, __Host- one
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
@@ -82,7 +88,7 @@ def test_each_role_reaches_the_routes_of_its_role_and_below(
     setup: tuple[IssuanceApp, Database],
 ) -> None:
     app, db = setup
-    tokens = {role: new_token(db, role, now=NOW).token for role in OperatorRole}
+    tokens = {role: new_token(db, role, now=_now()).token for role in OperatorRole}
     calls: list[Call] = [
         ("GET", f"/admin/v1/probe/{needed.value}", {"Authorization": f"Bearer {tokens[held]}"})
         for held in OperatorRole
@@ -101,10 +107,10 @@ def test_unsafe_methods_with_the_cookie_need_the_csrf_token_and_a_matching_origi
     setup: tuple[IssuanceApp, Database],
 ) -> None:
     app, db = setup
-    login = new_operator(db, now=NOW)
-    signed = new_session(db, login.email, NOW)
+    login = new_operator(db, now=_now())
+    signed = new_session(db, login.email, _now())
     cookie = {"Cookie": f"{COOKIE_NAME}={signed.cookie}"}
-    token = {"Authorization": f"Bearer {new_token(db, now=NOW).token}"}
+    token = {"Authorization": f"Bearer {new_token(db, now=_now()).token}"}
     path = "/admin/v1/probe/viewer"
     calls: list[Call] = []
     expected: list[tuple[int, Any]] = []
@@ -129,12 +135,12 @@ def test_a_role_change_reaches_a_live_session_at_its_next_request(
     setup: tuple[IssuanceApp, Database],
 ) -> None:
     app, db = setup
-    login = new_operator(db, OperatorRole.VIEWER, now=NOW)
-    signed = new_session(db, login.email, NOW)
+    login = new_operator(db, OperatorRole.VIEWER, now=_now())
+    signed = new_session(db, login.email, _now())
     call: Call = ("GET", "/admin/v1/probe/agent", {"Cookie": f"{COOKIE_NAME}={signed.cookie}"})
     assert _statuses(_send(app, [call])) == [(403, "ADMIN_FORBIDDEN")]
     with db.unit_of_work() as session:
-        service.set_role(session, login.email, OperatorRole.AGENT, NOW, TEST_ACTOR)
+        service.set_role(session, login.email, OperatorRole.AGENT, _now(), TEST_ACTOR)
     [answer] = _send(app, [call])
     assert answer.status_code == 200
     assert answer.json() == {"actor": login.email, "role": "agent"}
