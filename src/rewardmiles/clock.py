@@ -70,6 +70,25 @@ def program_timestamp(moment: datetime, zone_name: str) -> str:
     return moment.astimezone(zone(zone_name)).isoformat(timespec="milliseconds")
 
 
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def parse_transaction_day(text: str) -> date:
+    """A Transaction Day as sent by a caller: `YYYY-MM-DD` exactly (RFC 3339's full-date;
+    `date.fromisoformat` alone also reads `20260101` and `2026-W01-1`), a day of its month, and
+    one whose bounds exist in UTC (`limits.report_day_min` to `report_day_max`). ValueError
+    otherwise, its message the rule broken, to follow the field's name ("must be a day, ...")."""
+    if not _DAY.fullmatch(text):
+        raise ValueError("must be a day, YYYY-MM-DD.")
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise ValueError("must be a day, YYYY-MM-DD.") from None
+    if not limits.report_day_min <= day <= limits.report_day_max:
+        raise ValueError(f"must lie between {limits.report_day_min} and {limits.report_day_max}.")
+    return day
+
+
 def transaction_day_bounds(day: date, zone_name: str) -> tuple[datetime, datetime]:
     """[start, end) of a Transaction Day (00:00–24:00 local, DST-aware), in UTC. A day on which
     the clocks change is 23 or 25 hours long."""

@@ -73,6 +73,10 @@ report_day_max: Final = date(9999, 12, 30)
 offer_rule_miles_max: Final = 1_000_000  # miles named in an offer's rule
 collector_import_errors_kept_max: Final = 50  # refused rows a collector import reports
 verify_problems_shown_max: Final = 20  # problems of each kind `ledger verify` lists
+# The audit log's filters (`GET /admin/v1/audit-log`, the console's Audit log page).
+audit_entity_chars_max: Final = 64
+audit_entity_id_chars_max: Final = 128
+audit_actor_chars_max: Final = 320  # an e-mail, `token:NAME` or `cli@HOST`
 # Operators of the support desk and their admin tokens.
 operator_email_chars_max: Final = 254  # RFC 5321's longest forward path, less its brackets
 operator_display_name_chars_max: Final = 200

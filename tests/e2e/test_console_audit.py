@@ -124,8 +124,14 @@ def test_the_next_page_follows_the_cursor(viewer: Console, db: Database) -> None
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"day": "yesterday"}, "Day must be a day as YYYY-MM-DD."),
-        ({"day": "2026-02-30"}, "Day must be a day as YYYY-MM-DD."),
+        ({"day": "yesterday"}, "Day must be a day, YYYY-MM-DD."),
+        ({"day": "2026-02-30"}, "Day must be a day, YYYY-MM-DD."),
+        ({"day": "20260101"}, "Day must be a day, YYYY-MM-DD."),  # fromisoformat reads it
+        ({"day": "2026-W01-1"}, "Day must be a day, YYYY-MM-DD."),
+        ({"day": "9999-12-31"}, "Day must lie between 0001-01-02 and 9999-12-30."),  # no bounds
+        ({"entity": "e" * 65}, "Entity is at most 64 characters."),
+        ({"entity_id": "1" * 129}, "Entity id is at most 128 characters."),
+        ({"operator": "a" * 321}, "Operator is at most 320 characters."),
         ({"cursor": "not-a-cursor"}, "The cursor is not one this list gave."),
         ({"cursor": "WyJ4Il0"}, "The cursor is not one this list gave."),  # ["x"]
     ],

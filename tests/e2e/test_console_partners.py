@@ -13,8 +13,10 @@ import pytest
 from sqlalchemy import select
 
 from rewardmiles.auth import service as clients
+from rewardmiles.console import partners as console_partners
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Location, OperatorAuditEntry, Sponsor
+from rewardmiles.sponsors import service as sponsors
 from rewardmiles.vocabulary import OperatorRole
 from tests.support import data
 from tests.support.console import Console, signed_in, text_of
@@ -271,3 +273,19 @@ def test_a_sponsor_named_like_a_script_shows_as_text(
     named = admin.post(PAGE + "/clients", {"name": XSS, "sponsors": code})
     assert named.status_code == 201
     assert XSS not in named.text
+
+
+def test_a_sponsor_past_the_first_listed_still_has_its_page(
+    server: Server, db: Database, admin: Console
+) -> None:
+    """The page lists the first 500 sponsors; a later one is found by its code, not refused."""
+    with db.unit_of_work() as session:
+        for i in range(console_partners.LIST_MAX):
+            sponsors.add_sponsor(session, f"A{i:04d}", f"Early {i}", data.now())
+    late = "ZZLATE1"
+    with db.unit_of_work() as session:
+        sponsors.add_sponsor(session, late, "Late sponsor", data.now())
+    page = admin.get(PAGE, params={"sponsor": late})
+    assert page.status_code == 200, page.text
+    offers_page = admin.get("/console/offers", params={"sponsor": late})
+    assert offers_page.status_code == 200, offers_page.text

@@ -194,13 +194,19 @@ def test_the_page_without_a_sponsor_asks_for_one(day: Day) -> None:
     ("path", "params", "status", "message"),
     [
         (PAGE, {"sponsor": "NOPE", "day": "2026-12-15"}, 404, "No sponsor NOPE."),
-        (PAGE, {"day": "2026-02-30"}, 400, "day must be a day as YYYY-MM-DD."),
-        (PAGE, {"day": "20261215"}, 400, "day must be a day as YYYY-MM-DD."),
+        (PAGE, {"day": "2026-02-30"}, 400, "day must be a day, YYYY-MM-DD."),
+        (PAGE, {"day": "20261215"}, 400, "day must be a day, YYYY-MM-DD."),
         (PAGE, {"day": "9999-12-31"}, 400, "day must lie between 0001-01-02 and 9999-12-30."),
         (PAGE + "/audit.csv", {"day": "2026-12-15"}, 400, "Choose a sponsor."),
         (PAGE + "/audit.csv", {"sponsor": "NOPE"}, 404, "No sponsor NOPE."),
         (PAGE + "/audit.xml", {"sponsor": "NOPE"}, 404, "No audit report as xml; csv or json."),
-        (PAGE + "/reconciliation", {"sponsor": "<script>alert(1)</script>"}, 404, "No sponsor"),
+        (
+            PAGE + "/reconciliation",
+            {"sponsor": "<script>alert(1)</script>"},
+            400,
+            "sponsor must be a sponsor code.",
+        ),
+        (PAGE, {"sponsor": "x" * 11}, 400, "sponsor must be a sponsor code."),
         (PAGE + "/batches/nope", {}, 404, "No batch nope."),
     ],
 )

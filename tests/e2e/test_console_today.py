@@ -168,10 +168,10 @@ def test_a_day_on_which_the_clocks_change_has_its_own_hours(day: Day) -> None:
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ("2026-13-01", "day must be a day as YYYY-MM-DD."),
-        ("20261215", "day must be a day as YYYY-MM-DD."),
-        ("2026-W51-2", "day must be a day as YYYY-MM-DD."),
-        ("<script>alert(1)</script>", "day must be a day as YYYY-MM-DD."),
+        ("2026-13-01", "day must be a day, YYYY-MM-DD."),
+        ("20261215", "day must be a day, YYYY-MM-DD."),
+        ("2026-W51-2", "day must be a day, YYYY-MM-DD."),
+        ("<script>alert(1)</script>", "day must be a day, YYYY-MM-DD."),
         ("0001-01-01", "day must lie between 0001-01-02 and 9999-12-30."),
     ],
 )

@@ -106,3 +106,32 @@ def test_transaction_day_bounds_are_utc_instants() -> None:
     )
     assert start.tzinfo is UTC
     assert end.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "20260101",  # date.fromisoformat reads these three
+        "2026-W01-1",
+        "2026-001",
+        "2026-1-01",
+        " 2026-01-01",
+        "2026-01-01 ",
+        "2026-02-30",
+        "2026-13-01",
+        "2026-00-10",
+        "",
+    ],
+)
+def test_a_transaction_day_is_yyyy_mm_dd_exactly(text: str) -> None:
+    with pytest.raises(ValueError, match=r"^must be a day, YYYY-MM-DD\.$"):
+        clock.parse_transaction_day(text)
+
+
+def test_a_transaction_day_is_one_whose_bounds_exist() -> None:
+    assert clock.parse_transaction_day("2026-02-28") == date(2026, 2, 28)
+    assert clock.parse_transaction_day("0001-01-02") == limits.report_day_min
+    assert clock.parse_transaction_day("9999-12-30") == limits.report_day_max
+    for text in ("0001-01-01", "9999-12-31"):
+        with pytest.raises(ValueError, match=r"^must lie between 0001-01-02 and 9999-12-30\.$"):
+            clock.parse_transaction_day(text)

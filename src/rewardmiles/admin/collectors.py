@@ -402,16 +402,9 @@ def _day(raw: str | None, name: str) -> date | None:
     if raw is None:
         return None
     try:
-        if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", raw):
-            raise ValueError(raw)
-        day = date.fromisoformat(raw)
-    except ValueError:
-        raise ProblemError(
-            "FIELD_INVALID", f"{name} must be a day, YYYY-MM-DD.", field=name
-        ) from None
-    if not limits.report_day_min <= day <= limits.report_day_max:
-        raise ProblemError("FIELD_INVALID", f"{name} is out of range.", field=name)
-    return day
+        return clock.parse_transaction_day(raw)
+    except ValueError as exc:
+        raise ProblemError("FIELD_INVALID", f"{name} {exc}", field=name) from None
 
 
 def encode_list_cursor(made: StoredAdjustment) -> str:

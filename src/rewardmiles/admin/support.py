@@ -398,9 +398,9 @@ async def bulk(request: Request) -> Response:
 )
 async def audit_log(
     request: Request,
-    entity: str | None = Query(None, max_length=64),
-    entityId: str | None = Query(None, max_length=128),  # noqa: N803
-    actor: str | None = Query(None, max_length=320),
+    entity: str | None = Query(None, max_length=limits.audit_entity_chars_max),
+    entityId: str | None = Query(None, max_length=limits.audit_entity_id_chars_max),  # noqa: N803
+    actor: str | None = Query(None, max_length=limits.audit_actor_chars_max),
     from_: str | None = Query(None, alias="from"),
     to: str | None = Query(None),
     cursor: pages.Cursor = None,

@@ -46,6 +46,23 @@ class Filters:
         return PATH + ("?" + encoded if encoded else "")
 
 
+@dataclass(frozen=True)
+class TextFilter:
+    label: str
+    chars_max: int  # the admin API's (`GET /admin/v1/audit-log`)
+    size: int
+    placeholder: str = ""
+
+
+TEXT_FILTERS = {
+    "operator": TextFilter(
+        "Operator", limits.audit_actor_chars_max, 28, "e-mail, token:NAME, cli@HOST"
+    ),
+    "entity": TextFilter("Entity", limits.audit_entity_chars_max, 16, "issuance_line, operator…"),
+    "entity_id": TextFilter("Entity id", limits.audit_entity_id_chars_max, 24),
+}
+
+
 def _filters(request: Request) -> Filters:
     params = request.query_params
     found = Filters(
@@ -54,9 +71,12 @@ def _filters(request: Request) -> Filters:
         entity_id=(params.get("entity_id") or "").strip(),
         day=(params.get("day") or "").strip(),
     )
+    for name, text in TEXT_FILTERS.items():
+        if len(getattr(found, name)) > text.chars_max:
+            found.errors[name] = f"{text.label} is at most {text.chars_max} characters."
     if found.day:
         try:
-            found.on = web.day_of(found.day, "Day", date.min)
+            found.on = web.day_of(found.day, "Day")
         except web.PageError as exc:
             found.errors["day"] = exc.detail
     return found
@@ -125,6 +145,7 @@ async def audit_log_page(request: Request) -> Response:
         "audit.html",
         {
             "filters": filters,
+            "text_filters": TEXT_FILTERS,
             "items": items,
             "next_url": following,
             "first_url": filters.query() if cursor else None,

@@ -11,7 +11,6 @@ import hmac
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 from urllib.parse import urlencode
 
@@ -80,19 +79,6 @@ class LedgerQuery:
         return bool(self.params())
 
 
-def _day(raw: str, field: str) -> date | None:
-    if not raw:
-        return None
-    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", raw):
-        raise PageError(
-            400, "Invalid day", f"{field} must be a day as YYYY-MM-DD.", "FIELD_INVALID"
-        )
-    day = web.day_of(raw, field, date.min)
-    if not limits.report_day_min <= day <= limits.report_day_max:
-        raise PageError(400, "Invalid day", f"{field} is out of range.", "FIELD_INVALID")
-    return day
-
-
 def _ledger_query(request: Request) -> tuple[LedgerQuery, history.HistoryFilter]:
     params = request.query_params
     query = LedgerQuery(
@@ -116,7 +102,7 @@ def _ledger_query(request: Request) -> tuple[LedgerQuery, history.HistoryFilter]
             "FIELD_INVALID",
         )
     zone = str(request.app.state.ctx.settings.program_time_zone)
-    first, last = _day(query.first, "From"), _day(query.last, "To")
+    first, last = web.day_of(query.first, "From"), web.day_of(query.last, "To")
     if first is not None and last is not None and last < first:
         raise PageError(400, "Invalid filter", "To is before From.", "FIELD_INVALID")
     where = history.HistoryFilter(

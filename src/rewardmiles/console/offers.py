@@ -58,16 +58,6 @@ LABELS = {
 }
 
 
-def _sponsor_of(raw: str | None, *, required: bool = False) -> str | None:
-    if not raw:
-        if required:
-            raise PageError(400, "Invalid form", "Choose a sponsor.", "FIELD_REQUIRED")
-        return None
-    if not re.fullmatch(limits.sponsor_code_pattern, raw):
-        raise PageError(400, "Invalid sponsor", "sponsor must be a sponsor code.", "FIELD_INVALID")
-    return raw
-
-
 def _text(fields: Mapping[str, list[str]], name: str) -> str:
     value = web.one(fields, name, required=False)
     if len(value) > TEXT_MAX:
@@ -112,16 +102,16 @@ def sample_basket() -> str:
 @router.get(PAGE)
 async def offers_page(request: Request) -> Response:
     caller = await web.signed_in(request, OperatorRole.VIEWER)
-    sponsor = _sponsor_of(request.query_params.get("sponsor"))
+    sponsor = web.sponsor_of(request.query_params.get("sponsor"))
 
     def load(session: Any) -> dict[str, Any]:
+        if sponsor is not None:
+            web.known_sponsor(session, sponsor)
         every = [sponsors.sponsor_state(s) for s in sponsors.list_sponsors(session, None, LIST_MAX)]
         shown = offers.offer_page(session, sponsor, None, LIST_MAX) if sponsor else []
         return {"sponsors": every, "offers": [_row(o) for o in shown]}
 
     data = await web.read(request, load)
-    if sponsor is not None and sponsor not in {s["code"] for s in data["sponsors"]}:
-        raise PageError(404, "No such sponsor", f"There is no sponsor {sponsor}.", "NOT_FOUND")
     return web.render(
         request,
         "offers.html",
@@ -194,7 +184,7 @@ def _edit_form(
 async def edit_page(request: Request) -> Response:
     """The form of a new offer (no `code`) or of the sponsor's offer `code`."""
     caller = await web.signed_in(request, OperatorRole.ADMIN)
-    sponsor = _sponsor_of(request.query_params.get("sponsor"), required=True)
+    sponsor = web.sponsor_of(request.query_params.get("sponsor"), required=True)
     assert sponsor is not None
     code = request.query_params.get("code") or None
     if code is not None and not re.fullmatch(limits.offer_code_pattern, code):
@@ -227,7 +217,7 @@ def _body_of(values: Mapping[str, str]) -> dict[str, Any]:
 async def save_offer(request: Request) -> Response:
     caller = await web.signed_in(request, OperatorRole.ADMIN)
     fields = await web.form(request)
-    sponsor = _sponsor_of(web.one(fields, "sponsor", required=False), required=True)
+    sponsor = web.sponsor_of(web.one(fields, "sponsor", required=False), required=True)
     assert sponsor is not None
     values = {name: _text(fields, name) for name in FIELDS}
     basket = _text(fields, "basket") or None
@@ -274,7 +264,7 @@ async def save_offer(request: Request) -> Response:
 async def disable_offer(request: Request) -> Response:
     caller = await web.signed_in(request, OperatorRole.ADMIN)
     fields = await web.form(request)
-    sponsor = _sponsor_of(web.one(fields, "sponsor"), required=True)
+    sponsor = web.sponsor_of(web.one(fields, "sponsor"), required=True)
     assert sponsor is not None
     code = web.one(fields, "code")
     if not re.fullmatch(limits.offer_code_pattern, code):
@@ -326,7 +316,7 @@ async def preview_rule(request: Request) -> Response:
     fragment answered 200 (`data-state` ok, empty or bad)."""
     caller = await web.signed_in(request, OperatorRole.VIEWER)
     fields = await web.form(request)
-    sponsor = _sponsor_of(web.one(fields, "sponsor", required=False), required=True)
+    sponsor = web.sponsor_of(web.one(fields, "sponsor", required=False), required=True)
     assert sponsor is not None
     code = web.one(fields, "code", required=False) or "NEW"
     rule_text = _text(fields, "rule")

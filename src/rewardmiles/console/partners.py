@@ -6,7 +6,6 @@ locations. Every change goes through the admin API's own functions (`admin.partn
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -34,15 +33,6 @@ LIST_MAX = 500  # sponsors and clients shown on the page
 SPONSOR_RULES = {"code": "must be a string", "name": "1–200 characters"}
 
 
-def _sponsor_of(raw: str | None) -> str | None:
-    """The `sponsor` query value: a sponsor code or nothing (400 for anything else)."""
-    if not raw:
-        return None
-    if not re.fullmatch(limits.sponsor_code_pattern, raw):
-        raise PageError(400, "Invalid sponsor", "sponsor must be a sponsor code.", "FIELD_INVALID")
-    return raw
-
-
 async def _page(
     request: Request,
     caller: Any,
@@ -57,6 +47,8 @@ async def _page(
     zone = ctx.settings.program_time_zone
 
     def load(session: Any) -> dict[str, Any]:
+        if sponsor is not None:
+            web.known_sponsor(session, sponsor)
         every = [sponsors.sponsor_state(s) for s in sponsors.list_sponsors(session, None, LIST_MAX)]
         rows = clients.list_clients(session, None, LIST_MAX)
         shown = [
@@ -72,8 +64,6 @@ async def _page(
         return {"sponsors": every, "clients": shown, "locations": locations}
 
     data = await web.read(request, load)
-    if sponsor is not None and sponsor not in {s["code"] for s in data["sponsors"]}:
-        raise PageError(404, "No such sponsor", f"There is no sponsor {sponsor}.", "NOT_FOUND")
     return web.render(
         request,
         "partners.html",
@@ -131,14 +121,14 @@ def _field_errors(exc: ProblemError, default: str) -> dict[str, str]:
 @router.get(PAGE)
 async def partners_page(request: Request) -> Response:
     caller = await web.signed_in(request, OperatorRole.VIEWER)
-    return await _page(request, caller, _sponsor_of(request.query_params.get("sponsor")))
+    return await _page(request, caller, web.sponsor_of(request.query_params.get("sponsor")))
 
 
 @router.post(PAGE + "/clients")
 async def create_client(request: Request) -> Response:
     caller = await web.signed_in(request, OperatorRole.ADMIN)
     fields = await web.form(request)
-    sponsor = _sponsor_of(web.one(fields, "back", required=False))
+    sponsor = web.sponsor_of(web.one(fields, "back", required=False))
     name = web.one(fields, "name", required=False)
     chosen = [code.strip() for code in fields.get("sponsors", []) if code.strip()]
     values = {"name": name, "sponsors": chosen}
@@ -176,7 +166,7 @@ async def rotate_client(request: Request, client_id: str) -> Response:
     caller = await web.signed_in(request, OperatorRole.ADMIN)
     client_id = _client_id(client_id)
     fields = await web.form(request)
-    sponsor = _sponsor_of(web.one(fields, "back", required=False))
+    sponsor = web.sponsor_of(web.one(fields, "back", required=False))
     rotated = await admin_partners.rotate(request, client_id, web.actor(request, caller), None)
     row = await web.read(request, lambda s: clients.client(s, client_id))
     assert row is not None
@@ -202,7 +192,7 @@ async def revoke_client(request: Request, client_id: str) -> Response:
     caller = await web.signed_in(request, OperatorRole.ADMIN)
     client_id = _client_id(client_id)
     fields = await web.form(request)
-    sponsor = _sponsor_of(web.one(fields, "back", required=False))
+    sponsor = web.sponsor_of(web.one(fields, "back", required=False))
     reason = web.one(fields, "reason", required=False) or None
     if reason is not None and len(reason) > limits.partner_client_name_chars_max:
         raise PageError(
@@ -262,7 +252,7 @@ async def add_sponsor(request: Request) -> Response:
 @router.post(PAGE + "/sponsors/{code}/locations")
 async def add_location(request: Request, code: str) -> Response:
     caller = await web.signed_in(request, OperatorRole.ADMIN)
-    sponsor = _sponsor_of(code)
+    sponsor = web.sponsor_of(code)
     assert sponsor is not None
     fields = await web.form(request)
     location = web.one(fields, "location", required=False)

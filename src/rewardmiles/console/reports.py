@@ -5,19 +5,17 @@ discrepancies. The downloads are the reports API's own bytes (`reports.audit`,
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from rewardmiles import clock, limits
+from rewardmiles import clock
 from rewardmiles.console import web
 from rewardmiles.http.responses import json_response
 from rewardmiles.reports import audit, batches, reconciliation
 from rewardmiles.reports import repository as reports_repository
-from rewardmiles.sponsors import repository as sponsors_repository
 from rewardmiles.sponsors import service as sponsors
 from rewardmiles.vocabulary import IssuanceStatus, OperatorRole
 
@@ -29,26 +27,6 @@ BATCHES_LISTED = 50
 BATCH_RECORDS_SHOWN = 1000
 AUDIT_ROWS_SHOWN = 1000  # the table's; the downloads have every transaction
 
-_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-
-
-def report_day(raw: str | None, field: str, default: date) -> date:
-    """A Transaction Day sent as YYYY-MM-DD exactly (as the reports API takes it), within the
-    days whose bounds exist; `default` when none is sent. 400 page otherwise."""
-    if raw and not _DAY.fullmatch(raw):
-        raise web.PageError(
-            400, "Invalid day", f"{field} must be a day as YYYY-MM-DD.", "FIELD_INVALID"
-        )
-    day = web.day_of(raw, field, default)
-    if not limits.report_day_min <= day <= limits.report_day_max:
-        raise web.PageError(
-            400,
-            "Invalid day",
-            f"{field} must lie between {limits.report_day_min} and {limits.report_day_max}.",
-            "FIELD_INVALID",
-        )
-    return day
-
 
 def _zone(request: Request) -> str:
     return str(request.app.state.ctx.settings.program_time_zone)
@@ -56,20 +34,18 @@ def _zone(request: Request) -> str:
 
 def _scope(request: Request) -> tuple[str | None, date]:
     zone = _zone(request)
-    day = report_day(
-        request.query_params.get("day"), "day", clock.transaction_day_of(clock.utc_now(), zone)
+    day = web.day_of(request.query_params.get("day"), "day") or clock.transaction_day_of(
+        clock.utc_now(), zone
     )
-    sponsor = (request.query_params.get("sponsor") or "").strip() or None
+    sponsor = web.sponsor_of((request.query_params.get("sponsor") or "").strip())
     return sponsor, day
 
 
 async def _known_sponsor(request: Request, sponsor: str | None) -> str:
-    if sponsor is None:
-        raise web.PageError(400, "Sponsor needed", "Choose a sponsor.", "FIELD_REQUIRED")
-    found = await web.read(request, lambda s: sponsors_repository.sponsor(s, sponsor))
-    if found is None:
-        raise web.PageError(404, "Unknown sponsor", f"No sponsor {sponsor}.", "NOT_FOUND")
-    return sponsor
+    chosen = web.sponsor_of(sponsor, required=True)
+    assert chosen is not None
+    await web.read(request, lambda s: web.known_sponsor(s, chosen))
+    return chosen
 
 
 @router.get(PAGE)
@@ -79,21 +55,15 @@ async def reports_page(request: Request) -> Response:
     zone = _zone(request)
 
     def load(session: Any) -> dict[str, Any]:
-        known = [s.code for s in sponsors.list_sponsors(session, None, SPONSORS_LISTED)]
-        found = None
         report = None
         if sponsor is not None:
-            found = sponsors_repository.sponsor(session, sponsor)
-            if found is not None:
-                report = audit.audit_report(session, sponsor, day, zone, AUDIT_ROWS_SHOWN + 1)
-        listed = reports_repository.recent_batches(
-            session, sponsor if found is not None else None, BATCHES_LISTED
-        )
-        return {"known": known, "found": found, "report": report, "batches": listed}
+            web.known_sponsor(session, sponsor)
+            report = audit.audit_report(session, sponsor, day, zone, AUDIT_ROWS_SHOWN + 1)
+        known = [s.code for s in sponsors.list_sponsors(session, None, SPONSORS_LISTED)]
+        listed = reports_repository.recent_batches(session, sponsor, BATCHES_LISTED)
+        return {"known": known, "report": report, "batches": listed}
 
     loaded = await web.read(request, load)
-    if sponsor is not None and loaded["found"] is None:
-        raise web.PageError(404, "Unknown sponsor", f"No sponsor {sponsor}.", "NOT_FOUND")
     rows = []
     if loaded["report"] is not None:
         for txn in loaded["report"].transactions[:AUDIT_ROWS_SHOWN]:

@@ -10,7 +10,6 @@ from starlette.responses import Response
 
 from rewardmiles import clock
 from rewardmiles.console import web
-from rewardmiles.console.reports import report_day
 from rewardmiles.support import today
 from rewardmiles.vocabulary import OperatorRole
 
@@ -39,7 +38,7 @@ async def today_page(request: Request) -> Response:
     zone = str(request.app.state.ctx.settings.program_time_zone)
     now = clock.utc_now()
     current = clock.transaction_day_of(now, zone)
-    day = report_day(request.query_params.get("day"), "day", current)
+    day = web.day_of(request.query_params.get("day"), "day") or current
     full = caller.may(OperatorRole.AGENT)
     glance = await web.read(request, lambda s: today.day_glance(s, day, zone, full_numbers=full))
     return web.render(

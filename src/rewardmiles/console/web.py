@@ -11,6 +11,7 @@ show personal data); the static assets are cached.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
@@ -19,9 +20,10 @@ from urllib.parse import parse_qs, quote
 
 from fastapi import Request
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from sqlalchemy.orm import Session
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from rewardmiles import __version__, clock
+from rewardmiles import __version__, clock, limits
 from rewardmiles.admin import boundary
 from rewardmiles.errors import OperatorError, ProblemError
 from rewardmiles.http.bodies import read_body
@@ -30,6 +32,7 @@ from rewardmiles.http.threads import run_sync
 from rewardmiles.operators import credentials
 from rewardmiles.operators.access import check_origin, judge_session_cookie, session_cookie
 from rewardmiles.operators.service import Actor, Caller, SessionPolicy
+from rewardmiles.sponsors import repository as sponsors_repository
 from rewardmiles.vocabulary import OperatorRole
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -228,15 +231,33 @@ def one(fields: Mapping[str, list[str]], name: str, *, required: bool = True) ->
     return value
 
 
-def day_of(raw: str | None, field: str, default: date) -> date:
+def day_of(raw: str | None, field: str) -> date | None:
+    """A day sent in a query or form (`clock.parse_transaction_day`: YYYY-MM-DD exactly, with
+    bounds in UTC); None when none is sent; a 400 page naming `field` otherwise."""
     if not raw:
-        return default
+        return None
     try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise PageError(
-            400, "Invalid day", f"{field} must be a day as YYYY-MM-DD.", "FIELD_INVALID"
-        ) from None
+        return clock.parse_transaction_day(raw)
+    except ValueError as exc:
+        raise PageError(400, "Invalid day", f"{field} {exc}", "FIELD_INVALID") from None
+
+
+def sponsor_of(raw: str | None, *, required: bool = False) -> str | None:
+    """A `sponsor` sent in a query or form: a sponsor code, or None when none is sent; a 400
+    page for anything else, and for none when `required`."""
+    if not raw:
+        if required:
+            raise PageError(400, "Sponsor needed", "Choose a sponsor.", "FIELD_REQUIRED")
+        return None
+    if not re.fullmatch(limits.sponsor_code_pattern, raw):
+        raise PageError(400, "Invalid sponsor", "sponsor must be a sponsor code.", "FIELD_INVALID")
+    return raw
+
+
+def known_sponsor(session: Session, code: str) -> None:
+    """A 404 page unless sponsor `code` exists (in a read's or a change's database work)."""
+    if sponsors_repository.sponsor(session, code) is None:
+        raise PageError(404, "No such sponsor", f"No sponsor {code}.", "NOT_FOUND")
 
 
 # --------------------------------------------------------------------------- database work

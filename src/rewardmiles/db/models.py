@@ -214,8 +214,10 @@ class IssuanceLine(Base):
 # `ix_issuance_lines_pending`'s predicate as SQL text, not a parameter: PostgreSQL's generic plan
 # of a prepared statement (psycopg prepares a statement from its fifth use) can use a partial
 # index only where it sees the predicate, and otherwise scans every line, or every call in time
-# order, for the few pending ones. For the support desk's reads of pending lines.
-LINE_IS_PENDING = IssuanceLine.status == literal(LineStatus.PENDING.value, literal_execute=True)
+# order, for the few pending ones. For every read that looks for pending lines: the settlement
+# worker's scans, the support desk's and the metrics' (`LINE_PENDING` for an aliased line).
+LINE_PENDING = literal(LineStatus.PENDING.value, literal_execute=True)
+LINE_IS_PENDING = IssuanceLine.status == LINE_PENDING
 
 
 class Adjustment(Base):
@@ -346,6 +348,12 @@ class WebhookDelivery(Base):
             postgresql_where=text(f"status = '{DeliveryStatus.PENDING}'"),
         ),
     )
+
+
+# `ix_webhook_deliveries_due`'s predicate as SQL text (as `LINE_IS_PENDING`): the outbox's polls.
+DELIVERY_IS_PENDING = WebhookDelivery.status == literal(
+    DeliveryStatus.PENDING.value, literal_execute=True
+)
 
 
 class Batch(Base):

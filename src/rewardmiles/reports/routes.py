@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from datetime import date
 from functools import partial
@@ -29,8 +28,7 @@ log = logs.get_logger("rewardmiles.batches")
 BATCH_MEDIA = {"text/csv": "csv", "application/x-ndjson": "jsonl", "application/jsonl": "jsonl"}
 
 
-# The Transaction Day of a report: `YYYY-MM-DD` exactly (RFC 3339 full-date). `date.fromisoformat`
-# alone would also take `20261126` and week dates such as `2026-W48-4`.
+# The Transaction Day of a report: `YYYY-MM-DD` exactly (`clock.parse_transaction_day`).
 ReportDay = Annotated[
     str,
     Query(
@@ -38,26 +36,14 @@ ReportDay = Annotated[
         json_schema_extra={"format": "date", "pattern": r"^\d{4}-\d{2}-\d{2}$"},
     ),
 ]
-_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def _scope(principal: Principal, sponsor_code: str | None, day: str) -> tuple[str, date]:
     sponsor = sponsor_for(principal, sponsor_code)
     try:
-        if not _DAY.fullmatch(day):
-            raise ValueError(day)
-        parsed = date.fromisoformat(day)
+        parsed = clock.parse_transaction_day(day)
     except ValueError as exc:
-        raise ProblemError(
-            "FIELD_INVALID", "date must be a day, YYYY-MM-DD.", field="date"
-        ) from exc
-    # The day's UTC bounds must exist.
-    if not limits.report_day_min <= parsed <= limits.report_day_max:
-        raise ProblemError(
-            "FIELD_INVALID",
-            f"date must lie between {limits.report_day_min} and {limits.report_day_max}.",
-            field="date",
-        )
+        raise ProblemError("FIELD_INVALID", f"date {exc}", field="date") from None
     return sponsor, parsed
 
 

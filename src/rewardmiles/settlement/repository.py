@@ -15,7 +15,13 @@ from datetime import datetime
 from sqlalchemy import RowMapping, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from rewardmiles.db.models import Collector, IssuanceLine, Transaction
+from rewardmiles.db.models import (
+    LINE_IS_PENDING,
+    LINE_PENDING,
+    Collector,
+    IssuanceLine,
+    Transaction,
+)
 from rewardmiles.vocabulary import CollectorStatus, LineStatus, PendingReason
 
 
@@ -37,7 +43,7 @@ _original_line = aliased(IssuanceLine)
 _original_pending = exists().where(
     _original_line.transaction_id == Transaction.original_transaction_id,
     _original_line.offer_code == IssuanceLine.offer_code,
-    _original_line.status == LineStatus.PENDING,
+    _original_line.status == LINE_PENDING,
 )
 
 # Collectors with at least one pending line whose cause may have cleared, or that has expired.
@@ -46,7 +52,7 @@ _CANDIDATE_COLLECTORS = (
     .join(IssuanceLine, IssuanceLine.transaction_id == Transaction.id)
     .outerjoin(Collector, Collector.number == Transaction.collector_number)
     .where(
-        IssuanceLine.status == LineStatus.PENDING,
+        LINE_IS_PENDING,
         or_(
             Transaction.processed_at < bindparam("expired_before"),
             and_(
@@ -87,7 +93,7 @@ _CLAIM_LINES = (
     .join(Transaction, Transaction.id == IssuanceLine.transaction_id)
     .where(
         Transaction.collector_number == bindparam("collector"),
-        IssuanceLine.status == LineStatus.PENDING,
+        LINE_IS_PENDING,
     )
     .order_by(Transaction.processed_at, IssuanceLine.transaction_id, IssuanceLine.line_no)
     .with_for_update(of=IssuanceLine, skip_locked=True)
@@ -187,7 +193,7 @@ def pending_lines(session: Session, sponsor_code: str | None, limit: int) -> lis
             Transaction.processed_at,
         )
         .join(Transaction, Transaction.id == IssuanceLine.transaction_id)
-        .where(IssuanceLine.status == LineStatus.PENDING)
+        .where(LINE_IS_PENDING)
         .order_by(Transaction.processed_at, IssuanceLine.transaction_id, IssuanceLine.line_no)
         .limit(limit)
     )
@@ -197,11 +203,7 @@ def pending_lines(session: Session, sponsor_code: str | None, limit: int) -> lis
 
 
 def count_pending(session: Session) -> int:
-    return int(
-        session.execute(
-            select(func.count()).where(IssuanceLine.status == LineStatus.PENDING)
-        ).scalar_one()
-    )
+    return int(session.execute(select(func.count()).where(LINE_IS_PENDING)).scalar_one())
 
 
 def lock_pending_reason(session: Session, transaction_id: str, line_no: int) -> str | None:
@@ -241,6 +243,6 @@ def pending_summary(session: Session) -> tuple[int, datetime | None]:
         select(func.count(), func.min(Transaction.processed_at))
         .select_from(IssuanceLine)
         .join(Transaction, Transaction.id == IssuanceLine.transaction_id)
-        .where(IssuanceLine.status == LineStatus.PENDING)
+        .where(LINE_IS_PENDING)
     ).one()
     return int(row[0]), row[1]

@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from rewardmiles.db.models import (
+    DELIVERY_IS_PENDING,
     LINE_IS_PENDING,
     IssuanceLine,
     LedgerEntry,
@@ -445,22 +446,13 @@ def latest_failures(
     return [FailureRow(**row._mapping) for row in rows]
 
 
-def pending_line_count(session: Session) -> int:
-    """Lines waiting for review now (the partial index of pending lines)."""
-    return int(
-        session.execute(
-            select(func.count()).select_from(IssuanceLine).where(LINE_IS_PENDING)
-        ).scalar_one()
-    )
-
-
 def failing_deliveries(session: Session, start: datetime, end: datetime) -> tuple[int, int]:
     """(deliveries being retried now after a failed attempt, deliveries created in the day and
     given up): the partial index of due deliveries, `ix_webhook_deliveries_created`."""
     retrying = session.execute(
         select(func.count())
         .select_from(WebhookDelivery)
-        .where(WebhookDelivery.status == DeliveryStatus.PENDING, WebhookDelivery.attempts > 0)
+        .where(DELIVERY_IS_PENDING, WebhookDelivery.attempts > 0)
     ).scalar_one()
     given_up = session.execute(
         select(func.count())

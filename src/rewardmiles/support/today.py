@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from rewardmiles import clock
 from rewardmiles.logs import mask_collector_numbers
+from rewardmiles.settlement import repository as settlement_repository
 from rewardmiles.support import repository
 
 OUTCOMES = ("200", "202", "4xx", "5xx")
@@ -121,7 +122,7 @@ def day_glance(session: Session, day: date, zone_name: str, *, full_numbers: boo
     for hour, is_5xx, count in repository.failures_per_hour(session, end, hours):
         requests["5xx" if is_5xx else "4xx"][hour] += count
 
-    oldest = repository.pending_page(session, None, None, None, 1)
+    pending_lines, oldest_pending_at = settlement_repository.pending_summary(session)
     retrying, given_up = repository.failing_deliveries(session, start, end)
     return DayGlance(
         day=day,
@@ -133,8 +134,8 @@ def day_glance(session: Session, day: date, zone_name: str, *, full_numbers: boo
         reversed=tuple(reversed_),
         requests={k: tuple(v) for k, v in requests.items()},
         top_codes=tuple(repository.failure_codes(session, start, end, TOP_CODES)),
-        pending_lines=repository.pending_line_count(session),
-        oldest_pending_at=oldest[0]["processed_at"] if oldest else None,
+        pending_lines=pending_lines,
+        oldest_pending_at=oldest_pending_at,
         deliveries_retrying=retrying,
         deliveries_failed=given_up,
         partner_errors=tuple(

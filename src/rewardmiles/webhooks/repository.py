@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import Row, bindparam, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from rewardmiles.db.models import Webhook, WebhookDelivery
+from rewardmiles.db.models import DELIVERY_IS_PENDING, Webhook, WebhookDelivery
 from rewardmiles.vocabulary import DeliveryStatus
 
 
@@ -149,9 +149,7 @@ def lock_due(session: Session, now: datetime, limit: int) -> Sequence[Row[str, s
             WebhookDelivery.attempts,
         )
         .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
-        .where(
-            WebhookDelivery.status == DeliveryStatus.PENDING, WebhookDelivery.next_attempt_at <= now
-        )
+        .where(DELIVERY_IS_PENDING, WebhookDelivery.next_attempt_at <= now)
         .order_by(WebhookDelivery.next_attempt_at)
         .limit(limit)
         .with_for_update(of=WebhookDelivery, skip_locked=True)
