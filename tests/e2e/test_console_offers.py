@@ -14,6 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from rewardmiles import limits
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import OperatorAuditEntry
 from rewardmiles.offers import service as offers
@@ -371,3 +372,39 @@ def test_names_and_descriptions_like_scripts_show_as_text(
     assert 'data-state="bad"' in check.text
     assert XSS not in check.text
     assert "&lt;script&gt;" in check.text
+
+
+def test_the_form_takes_as_much_as_the_server_does(
+    server: Server, db: Database, admin: Console
+) -> None:
+    """Each field's maxlength is the limit the server checks: no valid value is cut short."""
+    form = admin.get(PAGE + "/edit", params={"sponsor": data.new_sponsor(db)})
+    assert form.status_code == 200
+    for name, chars_max in (
+        ("code", limits.offer_code_chars_max),
+        ("offerId", limits.offer_id_chars_max),
+        ("description", limits.offer_description_chars_max),
+    ):
+        assert re.search(rf'name="{name}" maxlength="{chars_max}"', form.text), name
+
+
+def test_only_the_consoles_own_redirect_puts_words_in_the_status_line(
+    server: Server, db: Database, admin: Console, viewer: Console
+) -> None:
+    """What an action did is shown on the page it leads to; a link made elsewhere with a
+    message of its own (or a signature of another session) shows nothing."""
+    sponsor = data.new_sponsor(db)
+    added = admin.post(PAGE + "/save", _offer_form(sponsor, "SAID", BASE, description="Said"))
+    assert added.status_code == 303
+    shown = admin.get(added.headers["location"])
+    assert '<p class="done" role="status">Offer SAID added.</p>' in shown.text
+    query = dict(httpx.URL(added.headers["location"]).params)
+    forged = {**query, "done": "Your session expired: call +1 555 0100 with your password."}
+    for params in (forged, {"sponsor": sponsor, "done": forged["done"]}):
+        page = admin.get(PAGE, params=params)
+        assert page.status_code == 200
+        assert "call +1 555" not in page.text
+        assert 'class="done"' not in page.text
+    other = viewer.get(PAGE, params=query)  # another session's signature
+    assert other.status_code == 200
+    assert 'class="done"' not in other.text

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from rewardmiles import limits
 from rewardmiles.auth import service as clients
 from rewardmiles.console import partners as console_partners
 from rewardmiles.db.engine import Database
@@ -289,3 +290,16 @@ def test_a_sponsor_past_the_first_listed_still_has_its_page(
     assert page.status_code == 200, page.text
     offers_page = admin.get("/console/offers", params={"sponsor": late})
     assert offers_page.status_code == 200, offers_page.text
+
+
+def test_the_forms_take_as_much_as_the_server_does(
+    server: Server, db: Database, admin: Console
+) -> None:
+    page = admin.get(PAGE, params={"sponsor": data.new_sponsor(db)})
+    assert page.status_code == 200
+    for name, chars_max in (
+        ("name", limits.partner_client_name_chars_max),
+        ("code", limits.sponsor_code_chars_max),
+        ("location", limits.location_code_chars_max),
+    ):
+        assert re.search(rf'name="{name}" maxlength="{chars_max}"', page.text), name

@@ -209,7 +209,6 @@ async def _page(
             "is_admin": caller.may(OperatorRole.ADMIN),
             "adjustment": adjustment or {"fields": {}, "errors": {}, "confirm": None},
             "status_change": status_change or {"fields": {}, "errors": {}, "confirm": None},
-            "done": request.query_params.get("done"),
             "note_max": limits.adjustment_note_chars_max,
         },
         caller=caller,
@@ -374,7 +373,7 @@ async def adjust(request: Request, number: str) -> Response:
     made = outcome.adjustment
     said = "already made" if outcome.replayed else "made"
     done = f"Adjustment of {made.miles:+,} miles {said}; balance {made.balance_after:,}."
-    return web.redirect(f"{BASE}/{number}?{urlencode({'done': done})}")
+    return web.redirect(f"{BASE}/{number}?{urlencode(web.done_query(caller, done))}")
 
 
 # --------------------------------------------------------------------------- status
@@ -428,4 +427,4 @@ async def change_status(request: Request, number: str) -> Response:
     if before is None:
         raise PageError(404, "Not found", f"No collector {number}.", "NOT_FOUND")
     done = f"Status changed from {before} to {body.status}."
-    return web.redirect(f"{BASE}/{number}?{urlencode({'done': done})}")
+    return web.redirect(f"{BASE}/{number}?{urlencode(web.done_query(caller, done))}")

@@ -37,6 +37,7 @@ from rewardmiles.issuance.schemas import (
 from rewardmiles.offers import engine
 from rewardmiles.offers import service as offers
 from rewardmiles.offers.service import OfferView, RuleError
+from rewardmiles.operators.service import Caller
 from rewardmiles.sponsors import service as sponsors
 from rewardmiles.vocabulary import OperatorRole
 
@@ -118,7 +119,6 @@ async def offers_page(request: Request) -> Response:
         {
             **data,
             "sponsor": sponsor,
-            "done": request.query_params.get("done"),
             "is_admin": caller.may(OperatorRole.ADMIN),
         },
         caller=caller,
@@ -131,8 +131,8 @@ def _row(view: OfferView) -> dict[str, Any]:
     return out
 
 
-def _back(sponsor: str, done: str) -> str:
-    return PAGE + "?" + urlencode({"sponsor": sponsor, "done": done})
+def _back(caller: Caller, sponsor: str, done: str) -> str:
+    return PAGE + "?" + urlencode({"sponsor": sponsor, **web.done_query(caller, done)})
 
 
 # --------------------------------------------------------------------------- add and edit
@@ -257,7 +257,7 @@ async def save_offer(request: Request) -> Response:
         problems = list(exc.error.problems) if isinstance(exc.error, RuleError) else None
         return again(exc.status, {exc.field or "code": exc.message}, problems)
     verb = "added" if created else "saved"
-    return web.redirect(_back(sponsor, f"Offer {code} {verb}."))
+    return web.redirect(_back(caller, sponsor, f"Offer {code} {verb}."))
 
 
 @router.post(PAGE + "/disable")
@@ -271,7 +271,7 @@ async def disable_offer(request: Request) -> Response:
         raise PageError(400, "Invalid offer", "code must be an offer code.", "FIELD_INVALID")
     actor, now = web.actor(request, caller), clock.utc_now()
     await web.change(request, lambda s: catalogue.disable_offer(s, actor, now, sponsor, code))
-    return web.redirect(_back(sponsor, f"Offer {code} disabled."))
+    return web.redirect(_back(caller, sponsor, f"Offer {code} disabled."))
 
 
 # --------------------------------------------------------------------------- the rule editor

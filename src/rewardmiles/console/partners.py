@@ -22,6 +22,7 @@ from rewardmiles.console import web
 from rewardmiles.console.web import PREFIX, PageError
 from rewardmiles.errors import OperatorError, ProblemError
 from rewardmiles.http.validation import validate_body
+from rewardmiles.operators.service import Caller
 from rewardmiles.sponsors import service as sponsors
 from rewardmiles.vocabulary import OperatorRole
 
@@ -70,7 +71,6 @@ async def _page(
         {
             **data,
             "sponsor": sponsor,
-            "done": request.query_params.get("done"),
             "errors": dict(errors or {}),
             "values": dict(values or {}),
             "is_admin": caller.may(OperatorRole.ADMIN),
@@ -81,9 +81,9 @@ async def _page(
     )
 
 
-def _back(sponsor: str | None, done: str) -> str:
+def _back(caller: Caller, sponsor: str | None, done: str) -> str:
     query = {"sponsor": sponsor} if sponsor else {}
-    return PAGE + "?" + urlencode({**query, "done": done})
+    return PAGE + "?" + urlencode({**query, **web.done_query(caller, done)})
 
 
 class RefusedError(Exception):
@@ -215,7 +215,7 @@ async def revoke_client(request: Request, client_id: str) -> Response:
         )
     out = await admin_partners.revoke(request, client_id, web.actor(request, caller), reason)
     label = f"{out['name']} ({client_id})" if out["name"] else client_id
-    return web.redirect(_back(sponsor, f"Partner client {label} revoked."))
+    return web.redirect(_back(caller, sponsor, f"Partner client {label} revoked."))
 
 
 @router.post(PAGE + "/sponsors")
@@ -246,7 +246,7 @@ async def add_sponsor(request: Request) -> Response:
         return await _page(
             request, caller, None, errors={field: exc.message}, values=values, status=exc.status
         )
-    return web.redirect(_back(body.code, f"Sponsor {body.code} added."))
+    return web.redirect(_back(caller, body.code, f"Sponsor {body.code} added."))
 
 
 @router.post(PAGE + "/sponsors/{code}/locations")
@@ -282,4 +282,4 @@ async def add_location(request: Request, code: str) -> Response:
             values=values,
             status=exc.status,
         )
-    return web.redirect(_back(sponsor, f"Location {location} added to {sponsor}."))
+    return web.redirect(_back(caller, sponsor, f"Location {location} added to {sponsor}."))

@@ -56,7 +56,13 @@ def _found(session: Session, text: str, zone: str, full: bool) -> dict[str, Any]
 async def search(request: Request) -> Response:
     caller = await web.signed_in(request, OperatorRole.VIEWER)
     text = request.query_params.get("q", "").strip()
-    context: dict[str, Any] = {"q": text, "error": None, "matches": [], "failed": None}
+    context: dict[str, Any] = {
+        "q": text,
+        "query_max": QUERY_CHARS_MAX,
+        "error": None,
+        "matches": [],
+        "failed": None,
+    }
     if not text:
         return web.render(request, "transaction_search.html", context, caller=caller)
     if len(text) > QUERY_CHARS_MAX or not all(" " < ch <= "~" for ch in text):

@@ -11,6 +11,8 @@ show personal data); the static assets are cached.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from collections.abc import Mapping
 from datetime import date, datetime
@@ -97,6 +99,7 @@ templates.filters["miles"] = _miles
 templates.filters["when"] = _when
 templates.filters["urlpart"] = lambda value: quote(str(value), safe="")
 templates.globals["version"] = __version__
+templates.globals["limits"] = limits  # the fields' maxlength: the server's own limits
 
 
 # --------------------------------------------------------------------------- refusals
@@ -301,10 +304,31 @@ def render(
         "current": request.url.path,
         "zone": str(ctx.settings.program_time_zone),
         "request_id": request_id_of(request),
+        "done": _done_of(request, caller),
         **context,
     }
     html = templates.get_template(template).render(full)
     return HTMLResponse(html, status_code=status, headers={**PAGE_HEADERS, **(headers or {})})
+
+
+def done_query(caller: Caller, done: str) -> dict[str, str]:
+    """The query that shows `done` (what an action did) on the page it sends the browser to,
+    signed for the caller's session: a page shows the message only under its signature, so a
+    link from elsewhere cannot put words in the console's status line."""
+    return {"done": done, "done_sig": _done_signature(caller, done)}
+
+
+def _done_of(request: Request, caller: Caller | None) -> str | None:
+    done = request.query_params.get("done")
+    signature = request.query_params.get("done_sig")
+    if caller is None or not done or not signature:
+        return None
+    return done if hmac.compare_digest(signature, _done_signature(caller, done)) else None
+
+
+def _done_signature(caller: Caller, done: str) -> str:
+    key = (caller.csrf_token or "").encode()
+    return hmac.new(key, b"console-done\0" + done.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def redirect(location: str) -> Response:
