@@ -20,7 +20,7 @@ from rewardmiles.db.models import OperatorAuditEntry
 from rewardmiles.offers import service as offers
 from rewardmiles.vocabulary import OperatorRole
 from tests.support import data
-from tests.support.console import COOKIE, Console, signed_in, text_of
+from tests.support.console import COOKIE, Console, maxlengths, signed_in, text_of
 from tests.support.partner import Partner
 from tests.support.server import Server
 
@@ -380,12 +380,11 @@ def test_the_form_takes_as_much_as_the_server_does(
     """Each field's maxlength is the limit the server checks: no valid value is cut short."""
     form = admin.get(PAGE + "/edit", params={"sponsor": data.new_sponsor(db)})
     assert form.status_code == 200
-    for name, chars_max in (
-        ("code", limits.offer_code_chars_max),
-        ("offerId", limits.offer_id_chars_max),
-        ("description", limits.offer_description_chars_max),
-    ):
-        assert re.search(rf'name="{name}" maxlength="{chars_max}"', form.text), name
+    assert maxlengths(form.text) == {
+        "code": limits.offer_code_chars_max,
+        "offer-id": limits.offer_id_chars_max,
+        "description": limits.offer_description_chars_max,
+    }
 
 
 def test_only_the_consoles_own_redirect_puts_words_in_the_status_line(

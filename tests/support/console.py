@@ -68,3 +68,12 @@ def signed_in(db: Database, base_url: str, role: OperatorRole) -> Console:
 def text_of(html: str) -> str:
     """The page's text, tags removed and white space folded (for `in` checks)."""
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).strip()
+
+
+def maxlengths(html: str) -> dict[str, int]:
+    """Each input's `maxlength` in a page, by the input's id: what the browser lets an operator
+    type."""
+    return {
+        ident: int(chars)
+        for ident, chars in re.findall(r'<input id="([^"]+)"[^>]* maxlength="(\d+)"', html)
+    }
