@@ -44,8 +44,8 @@ router = APIRouter(include_in_schema=False)
 
 BASE = PREFIX + "/collectors"
 PAGE_ENTRIES = limits.admin_page_items_default
-SPONSOR = re.compile(r"[A-Za-z0-9_-]{1,10}")
-OFFER = re.compile(r"[A-Za-z0-9_-]{1,8}")
+SPONSOR = re.compile(limits.sponsor_code_pattern)
+OFFER = re.compile(limits.offer_code_pattern)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -91,14 +91,16 @@ def _ledger_query(request: Request) -> tuple[LedgerQuery, history.HistoryFilter]
         raise PageError(
             400,
             "Invalid filter",
-            "Sponsor is a sponsor code of 1 to 10 letters or digits.",
+            f"Sponsor is a sponsor code of {limits.sponsor_code_chars_min} to "
+            f"{limits.sponsor_code_chars_max} capital letters or digits.",
             "FIELD_INVALID",
         )
     if query.offer and not OFFER.fullmatch(query.offer):
         raise PageError(
             400,
             "Invalid filter",
-            "Offer is an offer code of 1 to 8 letters or digits.",
+            f"Offer is an offer code of 1 to {limits.offer_code_chars_max} capital letters or "
+            "digits.",
             "FIELD_INVALID",
         )
     zone = str(request.app.state.ctx.settings.program_time_zone)

@@ -151,20 +151,6 @@ async def _listing(request: Request, filters: Filters) -> tuple[list[dict[str, A
     return page.items, following
 
 
-def age_text(seconds: int) -> str:
-    """`2 d 3 h`, `5 h 12 min`, `4 min`, `40 s`: a line's age, to the two largest units."""
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {minutes} min"
-    if minutes:
-        return f"{minutes} min"
-    return f"{secs} s"
-
-
 def _done_message(action: ReviewAction, count: int) -> str:
     verb = "Approved" if action is ReviewAction.APPROVE else "Rejected"
     return f"{verb} {count} line{'' if count == 1 else 's'}."
@@ -181,7 +167,7 @@ async def _page(
 ) -> Response:
     items, following = await _listing(request, filters)
     for item in items:
-        item["age"] = age_text(item["ageSeconds"])
+        item["age"] = web.age_text(item["ageSeconds"])
     if filters.errors and status == 200:
         status = 400
     return web.render(

@@ -3,8 +3,6 @@ refreshed every 30 s while it is the current day."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -16,20 +14,6 @@ from rewardmiles.vocabulary import OperatorRole
 router = APIRouter(include_in_schema=False)
 
 REFRESH_SECONDS = 30
-
-
-def age(since: datetime | None, now: datetime) -> str:
-    """`2 d 3 h`, `3 h 12 min`, `4 min`, `under a minute`."""
-    if since is None:
-        return ""
-    minutes = max(0, int((now - since).total_seconds() // 60))
-    days, rest = divmod(minutes, 24 * 60)
-    hours, minutes = divmod(rest, 60)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {minutes} min"
-    return f"{minutes} min" if minutes else "under a minute"
 
 
 @router.get(web.PREFIX + "/today")
@@ -52,7 +36,11 @@ async def today_page(request: Request) -> Response:
             "outcomes": today.OUTCOMES,
             "is_current": day == current,
             "current_day": current,
-            "oldest_age": age(glance.oldest_pending_at, now),
+            "oldest_age": (
+                web.age_text(int((now - glance.oldest_pending_at).total_seconds()))
+                if glance.oldest_pending_at is not None
+                else ""
+            ),
             "refresh_seconds": REFRESH_SECONDS,
             "shown_at": now,
         },

@@ -33,7 +33,7 @@ from rewardmiles.http.middleware import request_id_of
 from rewardmiles.http.threads import run_sync
 from rewardmiles.operators import credentials
 from rewardmiles.operators.access import check_origin, judge_session_cookie, session_cookie
-from rewardmiles.operators.service import Actor, Caller, SessionPolicy
+from rewardmiles.operators.service import Caller, SessionPolicy
 from rewardmiles.sponsors import repository as sponsors_repository
 from rewardmiles.vocabulary import OperatorRole
 
@@ -75,6 +75,19 @@ NAVIGATION: tuple[tuple[str, str, OperatorRole], ...] = (
     (PREFIX + "/reports", "Reports", OperatorRole.VIEWER),
     (PREFIX + "/audit-log", "Audit log", OperatorRole.VIEWER),
 )
+
+
+def age_text(seconds: int) -> str:
+    """How long something has waited, to its two largest units: `2 d 3 h`, `5 h 12 min`,
+    `4 min`, `under a minute` (a clock a little behind counts as none)."""
+    days, rest = divmod(max(0, seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min" if minutes else "under a minute"
 
 
 def _miles(value: int) -> str:
@@ -189,8 +202,7 @@ async def check_form_csrf(request: Request, caller: Caller) -> None:
         raise PageError(403, "Form refused", exc.detail, "CSRF_REJECTED") from None
 
 
-def actor(request: Request, caller: Caller) -> Actor:
-    return Actor(caller.actor, request_id_of(request) or None)
+actor = boundary.actor  # the audit log's name of the caller, with the request's id
 
 
 # --------------------------------------------------------------------------- forms

@@ -234,45 +234,65 @@ def pending_page(
     processed_before: datetime | None = None,
 ) -> list[RowMapping]:
     """At most `limit` pending lines, oldest first by (processed_at, transaction id, line),
-    after the key `after` only (the partial index of pending lines finds them: its predicate is
-    written out, `LINE_IS_PENDING`); with `processed_before`, those of calls processed before it
-    only."""
-    conditions: list[Any] = [LINE_IS_PENDING]
+    after the key `after` only; with `processed_before`, those of calls processed before it
+    only.
+
+    The pending lines are found first, through their partial index (its predicate written out,
+    `LINE_IS_PENDING`), behind an `OFFSET 0` fence, then joined to their calls and sorted:
+    pending lines are few. Without the fence PostgreSQL, once it has the tables' statistics,
+    walks `ix_transactions_processed_status` from the oldest call instead, looking up each
+    call's lines for a pending one (185 ms on 1M calls with 5,000 pending, against about 20 ms
+    through the index when the calls are cached)."""
+    held: list[Any] = [LINE_IS_PENDING]
+    if reason is not None:
+        held.append(IssuanceLine.pending_reason == reason)
+    lines = (
+        select(
+            IssuanceLine.transaction_id,
+            IssuanceLine.line_no,
+            IssuanceLine.direction,
+            IssuanceLine.offer_code,
+            IssuanceLine.miles,
+            IssuanceLine.pending_reason,
+        )
+        .where(*held)
+        .offset(0)
+        .subquery("held")
+    )
+    conditions: list[Any] = []
     if sponsor_code is not None:
         conditions.append(Transaction.sponsor_code == sponsor_code)
     if processed_before is not None:
         conditions.append(Transaction.processed_at < processed_before)
-    if reason is not None:
-        conditions.append(IssuanceLine.pending_reason == reason)
     if after is not None:
         at, txn, line_no = after
         conditions.append(
             or_(
                 Transaction.processed_at > at,
-                and_(Transaction.processed_at == at, IssuanceLine.transaction_id > txn),
+                and_(Transaction.processed_at == at, lines.c.transaction_id > txn),
                 and_(
                     Transaction.processed_at == at,
-                    IssuanceLine.transaction_id == txn,
-                    IssuanceLine.line_no > line_no,
+                    lines.c.transaction_id == txn,
+                    lines.c.line_no > line_no,
                 ),
             )
         )
     stmt = (
         select(
-            IssuanceLine.transaction_id,
-            IssuanceLine.line_no,
+            lines.c.transaction_id,
+            lines.c.line_no,
             Transaction.sponsor_code,
             Transaction.collector_number,
             Transaction.endpoint,
-            IssuanceLine.direction,
-            IssuanceLine.offer_code,
-            IssuanceLine.miles,
-            IssuanceLine.pending_reason.label("reason"),
+            lines.c.direction,
+            lines.c.offer_code,
+            lines.c.miles,
+            lines.c.pending_reason.label("reason"),
             Transaction.processed_at,
         )
-        .join(Transaction, Transaction.id == IssuanceLine.transaction_id)
+        .join(Transaction, Transaction.id == lines.c.transaction_id)
         .where(*conditions)
-        .order_by(Transaction.processed_at, IssuanceLine.transaction_id, IssuanceLine.line_no)
+        .order_by(Transaction.processed_at, lines.c.transaction_id, lines.c.line_no)
         .limit(limit)
     )
     return [row._mapping for row in session.execute(stmt)]

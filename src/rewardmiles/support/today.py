@@ -19,7 +19,7 @@ successful token requests and reads are counted nowhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -29,22 +29,11 @@ from rewardmiles import clock
 from rewardmiles.logs import mask_collector_numbers
 from rewardmiles.settlement import repository as settlement_repository
 from rewardmiles.support import repository
+from rewardmiles.support.repository import FailureRow
 
 OUTCOMES = ("200", "202", "4xx", "5xx")
 TOP_CODES = 10
 LAST_ERRORS = 20
-
-
-@dataclass(frozen=True, slots=True)
-class PartnerError:
-    request_id: str
-    at: datetime
-    client_id: str | None
-    method: str
-    path: str
-    status: int
-    code: str | None
-    detail: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +51,7 @@ class DayGlance:
     oldest_pending_at: datetime | None
     deliveries_retrying: int  # now: pending deliveries whose last attempt failed
     deliveries_failed: int  # created this day and given up
-    partner_errors: tuple[PartnerError, ...]  # the day's latest, newest first
+    partner_errors: tuple[FailureRow, ...]  # the day's latest, newest first
 
     def hour_labels(self) -> list[str]:
         """`14:00`, or `01:00 EDT` / `01:00 EST` on the day an hour repeats."""
@@ -139,20 +128,9 @@ def day_glance(session: Session, day: date, zone_name: str, *, full_numbers: boo
         deliveries_retrying=retrying,
         deliveries_failed=given_up,
         partner_errors=tuple(
-            PartnerError(
-                request_id=r.request_id,
-                at=r.at,
-                client_id=r.client_id,
-                method=r.method,
-                path=r.path,
-                status=r.status,
-                code=r.code,
-                detail=(
-                    r.detail
-                    if full_numbers or r.detail is None
-                    else mask_collector_numbers(r.detail)
-                ),
-            )
+            r
+            if full_numbers or r.detail is None
+            else replace(r, detail=mask_collector_numbers(r.detail))
             for r in repository.latest_failures(session, start, end, LAST_ERRORS)
         ),
     )
