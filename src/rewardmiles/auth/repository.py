@@ -113,11 +113,22 @@ def _row(client: PartnerClient, sponsors: list[str]) -> ClientRow:
     )
 
 
-def client_page(session: Session, after: str | None, limit: int) -> list[ClientRow]:
-    """Up to `limit` clients in `client_id` order, after `after` (keyset, on the primary key)."""
+def client_page(
+    session: Session, after: str | None, limit: int, sponsor_code: str | None = None
+) -> list[ClientRow]:
+    """Up to `limit` clients in `client_id` order, after `after` (keyset, on the primary key);
+    with `sponsor_code`, only the clients that may act for that sponsor."""
     query = select(PartnerClient).order_by(PartnerClient.client_id).limit(limit)
     if after is not None:
         query = query.where(PartnerClient.client_id > after)
+    if sponsor_code is not None:
+        query = query.where(
+            PartnerClient.client_id.in_(
+                select(PartnerClientSponsor.client_id).where(
+                    PartnerClientSponsor.sponsor_code == sponsor_code
+                )
+            )
+        )
     clients = list(session.scalars(query))
     sponsors = _sponsors_of(session, [c.client_id for c in clients])
     return [_row(c, sponsors[c.client_id]) for c in clients]

@@ -161,8 +161,10 @@ def client(session: Session, client_id: str) -> ClientRow | None:
     return repository.client_row(session, client_id)
 
 
-def list_clients(session: Session, after: str | None, limit: int) -> list[ClientRow]:
-    return repository.client_page(session, after, limit)
+def list_clients(
+    session: Session, after: str | None, limit: int, sponsor_code: str | None = None
+) -> list[ClientRow]:
+    return repository.client_page(session, after, limit, sponsor_code)
 
 
 def _locked(session: Session, client_id: str) -> ClientRow:

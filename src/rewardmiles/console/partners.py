@@ -51,12 +51,8 @@ async def _page(
         if sponsor is not None:
             web.known_sponsor(session, sponsor)
         every = [sponsors.sponsor_state(s) for s in sponsors.list_sponsors(session, None, LIST_MAX)]
-        rows = clients.list_clients(session, None, LIST_MAX)
-        shown = [
-            admin_partners.partner_json(r, now, zone)
-            for r in rows
-            if sponsor is None or sponsor in r.sponsor_codes
-        ]
+        rows = clients.list_clients(session, None, LIST_MAX, sponsor)
+        shown = [admin_partners.partner_json(r, now, zone) for r in rows]
         locations = (
             [loc.code for loc in sponsors.list_locations(session, sponsor, None, LIST_MAX)]
             if sponsor is not None
