@@ -333,13 +333,13 @@ def done_query(caller: Caller, done: str) -> dict[str, str]:
 def _done_of(request: Request, caller: Caller | None) -> str | None:
     done = request.query_params.get("done")
     signature = request.query_params.get("done_sig")
-    if caller is None or not done or not signature:
-        return None
+    if caller is None or caller.csrf_token is None or not done or not signature:
+        return None  # only a session signs: an empty key would sign for anyone
     return done if hmac.compare_digest(signature, _done_signature(caller, done)) else None
 
 
 def _done_signature(caller: Caller, done: str) -> str:
-    key = (caller.csrf_token or "").encode()
+    key = (caller.csrf_token or "").encode()  # empty only for a caller `_done_of` refuses
     return hmac.new(key, b"console-done\0" + done.encode(), hashlib.sha256).hexdigest()[:32]
 
 

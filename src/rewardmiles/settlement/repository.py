@@ -77,14 +77,19 @@ _CANDIDATE_COLLECTORS = (
     .limit(bindparam("limit"))
 )
 
+# What a pending line is to settle or to review: its key, what it moves and why it is held.
+PENDING_LINE_COLUMNS = (
+    IssuanceLine.transaction_id,
+    IssuanceLine.line_no,
+    IssuanceLine.direction,
+    IssuanceLine.offer_code,
+    IssuanceLine.miles,
+    IssuanceLine.pending_reason,
+)
+
 _CLAIM_LINES = (
     select(
-        IssuanceLine.transaction_id,
-        IssuanceLine.line_no,
-        IssuanceLine.direction,
-        IssuanceLine.offer_code,
-        IssuanceLine.miles,
-        IssuanceLine.pending_reason,
+        *PENDING_LINE_COLUMNS,
         Transaction.collector_number,
         Transaction.sponsor_code,
         Transaction.original_transaction_id,

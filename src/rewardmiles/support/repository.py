@@ -35,6 +35,7 @@ from rewardmiles.db.models import (
     Transaction,
     WebhookDelivery,
 )
+from rewardmiles.settlement.repository import PENDING_LINE_COLUMNS
 from rewardmiles.vocabulary import AccountKind, DeliveryStatus
 
 # --------------------------------------------------------------------------- failed requests
@@ -246,19 +247,7 @@ def pending_page(
     held: list[Any] = [LINE_IS_PENDING]
     if reason is not None:
         held.append(IssuanceLine.pending_reason == reason)
-    lines = (
-        select(
-            IssuanceLine.transaction_id,
-            IssuanceLine.line_no,
-            IssuanceLine.direction,
-            IssuanceLine.offer_code,
-            IssuanceLine.miles,
-            IssuanceLine.pending_reason,
-        )
-        .where(*held)
-        .offset(0)
-        .subquery("held")
-    )
+    lines = select(*PENDING_LINE_COLUMNS).where(*held).offset(0).subquery("held")
     conditions: list[Any] = []
     if sponsor_code is not None:
         conditions.append(Transaction.sponsor_code == sponsor_code)
