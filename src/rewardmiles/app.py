@@ -58,6 +58,7 @@ from rewardmiles.reports import routes as reports_routes
 from rewardmiles.reports.jobs import BatchJobs
 from rewardmiles.settlement.worker import Worker
 from rewardmiles.support.recorder import FailureRecorder
+from rewardmiles.support.today import ClosedHours
 
 DESCRIPTION = """Real-time issuance of Reward Miles by partners (sponsors) at checkout.
 
@@ -91,6 +92,8 @@ class AppContext:
     # Secret checks of one source address run one at a time, each judged by the failure budget
     # the ones before it left (a burst of guesses sent together is no bigger than one sent in turn).
     secret_checks: ratelimit.OneAtATime = field(default_factory=ratelimit.OneAtATime)
+    # The console's Today page: the figures of hours that are over, read once.
+    closed_hours: ClosedHours = field(default_factory=ClosedHours)
 
 
 def apply_test_clock(settings: Settings) -> None:

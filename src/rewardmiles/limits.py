@@ -129,3 +129,11 @@ signing_keys_missed_kids_max: Final = 1000  # unknown `kid`s remembered until th
 # Metrics (`GET /metrics`): the database-derived gauges (pending lines, the outbox) are read by one
 # query each at a scrape and kept this long, so that several scrapers cost one read.
 metrics_database_cache_seconds: Final = 5.0
+
+# The console's Today page keeps an hour's figures in the process once the hour has been over this
+# long (far longer than a request, a settlement or the failure recorder takes to commit a row it
+# stamped inside the hour), for this long (what changes a closed hour later, such as the purge of
+# old failed requests, shows within it), at most this many hours (two months of days).
+today_hour_settled_seconds: Final = 300
+today_closed_hour_keep_seconds: Final = 900
+today_closed_hours_max: Final = 24 * 62

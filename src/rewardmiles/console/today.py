@@ -24,7 +24,11 @@ async def today_page(request: Request) -> Response:
     current = clock.transaction_day_of(now, zone)
     day = web.day_of(request.query_params.get("day"), "day") or current
     full = caller.may(OperatorRole.AGENT)
-    glance = await web.read(request, lambda s: today.day_glance(s, day, zone, full_numbers=full))
+    closed = request.app.state.ctx.closed_hours
+    glance = await web.read(
+        request,
+        lambda s: today.day_glance(s, day, zone, full_numbers=full, now=now, closed=closed),
+    )
     return web.render(
         request,
         "today.html",

@@ -185,6 +185,13 @@ class Transaction(Base):
         Index("ix_transactions_partner_id", "partner_transaction_id"),
         # A day's answers per hour from the index alone (0012: the console's Today page).
         Index("ix_transactions_processed_status", "processed_at", "http_status"),
+        # Transactions with a pending line, oldest first (0013: the oldest pending line's age).
+        Index(
+            "ix_transactions_pending",
+            "processed_at",
+            sqlite_where=text(f"status = '{TransactionStatus.PENDING}'"),
+            postgresql_where=text(f"status = '{TransactionStatus.PENDING}'"),
+        ),
     )
 
 
@@ -218,6 +225,10 @@ class IssuanceLine(Base):
 # worker's scans, the support desk's and the metrics' (`LINE_PENDING` for an aliased line).
 LINE_PENDING = literal(LineStatus.PENDING.value, literal_execute=True)
 LINE_IS_PENDING = IssuanceLine.status == LINE_PENDING
+# `ix_transactions_pending`'s, likewise: a transaction is pending exactly while a line is.
+TRANSACTION_IS_PENDING = Transaction.status == literal(
+    TransactionStatus.PENDING.value, literal_execute=True
+)
 
 
 class Adjustment(Base):

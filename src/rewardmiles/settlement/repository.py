@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, aliased
 from rewardmiles.db.models import (
     LINE_IS_PENDING,
     LINE_PENDING,
+    TRANSACTION_IS_PENDING,
     Collector,
     IssuanceLine,
     Transaction,
@@ -241,13 +242,17 @@ def reject_line(
     )
 
 
+_PENDING_SUMMARY = select(
+    select(func.count()).where(LINE_IS_PENDING).scalar_subquery(),
+    select(func.min(Transaction.processed_at)).where(TRANSACTION_IS_PENDING).scalar_subquery(),
+)
+
+
 def pending_summary(session: Session) -> tuple[int, datetime | None]:
-    """The pending lines (through their partial index) and when the oldest one's transaction was
-    processed (None when there is none): what `GET /metrics` shows of the queue."""
-    row = session.execute(
-        select(func.count(), func.min(Transaction.processed_at))
-        .select_from(IssuanceLine)
-        .join(Transaction, Transaction.id == IssuanceLine.transaction_id)
-        .where(LINE_IS_PENDING)
-    ).one()
+    """The pending lines and when the oldest one's transaction was processed (None when there is
+    none), each from its partial index: a transaction is `pending` exactly while one of its lines
+    is (`refresh_transaction_status`, checked by `ledger verify`), so the oldest is the first
+    entry of `ix_transactions_pending`, not a lookup of every pending line's transaction. What
+    `GET /metrics` and the console's Today page show of the queue."""
+    row = session.connection().execute(_PENDING_SUMMARY).one()
     return int(row[0]), row[1]

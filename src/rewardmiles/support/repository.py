@@ -14,6 +14,7 @@ from sqlalchemy import (
     Integer,
     RowMapping,
     and_,
+    bindparam,
     case,
     delete,
     func,
@@ -338,80 +339,102 @@ def audit_page(
 
 # --------------------------------------------------------------------------- a day at a glance
 #
-# Each reads one day's range through an index and aggregates in SQL. `hours` are the day's hour
-# starts (UTC) and `end` the day's end: per-hour figures are one statement, a UNION ALL of one
-# aggregate per hour, each a range of the index (`_per_hour`); a CASE over the hour boundaries
-# evaluated on every row costs several times more.
+# Each reads one day's range through an index and aggregates in SQL. The per-hour figures take the
+# hours to read as `ranges` ([start, stop) in UTC) and answer (position in `ranges`, figures...):
+# one statement, a UNION ALL of one aggregate per range, each a range of the index; a CASE over
+# the hour boundaries evaluated on every row costs several times more. The statement of each
+# figure and number of ranges is built once, with bound bounds (`_per_range`): building 24
+# branches cost more than running them.
+
+Ranges = Sequence[tuple[datetime, datetime]]
+ACCEPTED_STATUSES = (200, 202)  # a partner call answered so was accepted: a transaction row
+# The built statements, by number of ranges (a day has 23, 24 or 25 hours; fewer are read when
+# some are known already).
+_PARTNER_MILES: dict[int, Any] = {}
+_ANSWERS: dict[int, Any] = {}
+_FAILURES: dict[int, Any] = {}
 
 
-def _per_hour(
-    hours: Sequence[datetime], end: datetime, branch: Callable[[int, datetime, datetime], Any]
-) -> Any:
-    """`branch(index, hour start, hour end)` for every hour of the day, as one UNION ALL."""
-    bounds = [*hours[1:], end]
-    return union_all(
-        *(branch(i, start, stop) for i, (start, stop) in enumerate(zip(hours, bounds, strict=True)))
+def _per_range(
+    branch: Callable[[int, Any, Any], Any], ranges: Ranges, cache: dict[int, Any]
+) -> tuple[Any, dict[str, datetime]]:
+    """`branch(position, start, stop)` for each range, as one UNION ALL (kept in `cache` by the
+    number of ranges), and the bounds to bind."""
+    statement = cache.get(len(ranges))
+    if statement is None:
+        statement = union_all(
+            *(
+                branch(i, bindparam(f"start_{i}"), bindparam(f"stop_{i}"))
+                for i in range(len(ranges))
+            )
+        )
+        cache[len(ranges)] = statement
+    bounds: dict[str, datetime] = {}
+    for i, (start, stop) in enumerate(ranges):
+        bounds[f"start_{i}"] = start
+        bounds[f"stop_{i}"] = stop
+    return statement, bounds
+
+
+def _partner_miles_branch(position: int, start: Any, stop: Any) -> Any:
+    credit = case((LedgerEntry.amount_miles > 0, LedgerEntry.amount_miles), else_=0)
+    debit = case((LedgerEntry.amount_miles < 0, -LedgerEntry.amount_miles), else_=0)
+    return select(literal(position, Integer), func.sum(credit), func.sum(debit)).where(
+        LedgerEntry.account_kind == AccountKind.COLLECTOR,
+        LedgerEntry.posted_at >= start,
+        LedgerEntry.posted_at < stop,
+        LedgerEntry.transaction_id.is_not(None),
     )
 
 
-def partner_miles_per_hour(
-    session: Session, end: datetime, hours: Sequence[datetime]
-) -> list[tuple[int, int, int]]:
-    """(hour, miles credited, miles debited) of the collectors' ledger entries of partner lines
-    posted in each hour of the day (`ix_ledger_entries_posted`)."""
-    credit = case((LedgerEntry.amount_miles > 0, LedgerEntry.amount_miles), else_=0)
-    debit = case((LedgerEntry.amount_miles < 0, -LedgerEntry.amount_miles), else_=0)
-
-    def branch(index: int, start: datetime, stop: datetime) -> Any:
-        return select(literal(index, Integer), func.sum(credit), func.sum(debit)).where(
-            LedgerEntry.account_kind == AccountKind.COLLECTOR,
-            LedgerEntry.posted_at >= start,
-            LedgerEntry.posted_at < stop,
-            LedgerEntry.transaction_id.is_not(None),
+def _answers_branch(position: int, start: Any, stop: Any) -> Any:
+    return (
+        select(literal(position, Integer), Transaction.http_status, func.count())
+        .where(
+            Transaction.processed_at >= start,
+            Transaction.processed_at < stop,
+            Transaction.http_status.in_(ACCEPTED_STATUSES),
         )
+        .group_by(Transaction.http_status)
+    )
 
-    rows = session.execute(_per_hour(hours, end, branch))
+
+def _failures_branch(position: int, start: Any, stop: Any) -> Any:
+    server_side = RequestFailure.status >= 500
+    return (
+        select(literal(position, Integer), server_side, func.count())
+        .where(RequestFailure.at >= start, RequestFailure.at < stop, RequestFailure.status >= 400)
+        .group_by(server_side)
+    )
+
+
+def partner_miles_per_hour(session: Session, ranges: Ranges) -> list[tuple[int, int, int]]:
+    """(position, miles credited, miles debited) of the collectors' ledger entries of partner
+    lines posted in each range (`ix_ledger_entries_posted`)."""
+    if not ranges:
+        return []
+    statement, bounds = _per_range(_partner_miles_branch, ranges, _PARTNER_MILES)
+    rows = session.connection().execute(statement, bounds)
     return [(int(h), int(c or 0), int(d or 0)) for h, c, d in rows]
 
 
-def answers_per_hour(
-    session: Session, end: datetime, hours: Sequence[datetime], statuses: Sequence[int]
-) -> list[tuple[int, int, int]]:
-    """(hour, HTTP status, transactions) of the day's transactions answered one of `statuses`
-    (`ix_transactions_processed`)."""
-
-    def branch(index: int, start: datetime, stop: datetime) -> Any:
-        return (
-            select(literal(index, Integer), Transaction.http_status, func.count())
-            .where(
-                Transaction.processed_at >= start,
-                Transaction.processed_at < stop,
-                Transaction.http_status.in_(statuses),
-            )
-            .group_by(Transaction.http_status)
-        )
-
-    rows = session.execute(_per_hour(hours, end, branch))
+def answers_per_hour(session: Session, ranges: Ranges) -> list[tuple[int, int, int]]:
+    """(position, HTTP status, transactions) of the transactions processed in each range and
+    answered 200 or 202 (`ix_transactions_processed_status`)."""
+    if not ranges:
+        return []
+    statement, bounds = _per_range(_answers_branch, ranges, _ANSWERS)
+    rows = session.connection().execute(statement, bounds)
     return [(int(h), int(s), int(n)) for h, s, n in rows]
 
 
-def failures_per_hour(
-    session: Session, end: datetime, hours: Sequence[datetime]
-) -> list[tuple[int, bool, int]]:
-    """(hour, answered 5xx, failed requests) of the day's failed requests
+def failures_per_hour(session: Session, ranges: Ranges) -> list[tuple[int, bool, int]]:
+    """(position, answered 5xx, failed requests) of the failed requests recorded in each range
     (`ix_request_failures_at`)."""
-    server_side = RequestFailure.status >= 500
-
-    def branch(index: int, start: datetime, stop: datetime) -> Any:
-        return (
-            select(literal(index, Integer), server_side, func.count())
-            .where(
-                RequestFailure.at >= start, RequestFailure.at < stop, RequestFailure.status >= 400
-            )
-            .group_by(server_side)
-        )
-
-    rows = session.execute(_per_hour(hours, end, branch))
+    if not ranges:
+        return []
+    statement, bounds = _per_range(_failures_branch, ranges, _FAILURES)
+    rows = session.connection().execute(statement, bounds)
     return [(int(h), bool(s), int(n)) for h, s, n in rows]
 
 
