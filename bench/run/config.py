@@ -19,10 +19,15 @@ PGBENCH_SCRIPT = BENCH / "pgbench_issue.sql"
 PGBENCH_ONE_STATEMENT = pgbench_one_statement.SCRIPT
 # (id prefix, script) of each ceiling; the ids of the separate-statements rows are unchanged.
 PGBENCH_SCRIPTS = {"pgbench": PGBENCH_SCRIPT, "pgbench-one": PGBENCH_ONE_STATEMENT}
+# The SQL work of one REVERSE/EVENT of such a POST/EVENT (the unit of work), standing alone on
+# originals written beforehand, and in the 50/50 mix of scenario (c): the two scripts above and
+# below, one call each in turn (written to SCRATCH by `ceilings.mix_script`).
+PGBENCH_REVERSE = BENCH / "pgbench_reverse.sql"
 # The captured requests each script must mirror (bench/capture_sql.py names them).
 SCRIPT_MIRRORS = {
     PGBENCH_ONE_STATEMENT: "POST/EVENT",
     PGBENCH_SCRIPT: "POST/EVENT, one-statement path off",
+    PGBENCH_REVERSE: "REVERSE/EVENT",
 }
 VENV_BIN = Path(sys.executable).parent
 SPONSOR = "BNCH"

@@ -129,3 +129,63 @@ def reference_version(url: str) -> int:
     if row is None:
         raise BenchError(f"no reference_version row in {url}")
     return int(row[0])
+
+
+# The originals of `seed_originals`: ids and collectors as the pgbench scripts compute them.
+_ORIGINALS = """
+        SELECT md5(r::text || '-' || cl::text || '-' || s::text)::uuid::text AS id,
+               'pgb-' || r::text || '-' || cl::text || '-' || s::text AS partner_id,
+               (%(base)s + 1 + ((cl * 100003 + s) %% %(collectors)s))::text AS number
+          FROM unnest(%(runs)s::bigint[]) AS r, generate_series(0, %(clients)s - 1) AS cl,
+               generate_series(1, %(per_client)s) AS s"""
+
+
+def seed_originals(
+    url: str, runs: list[int], *, clients: int, per_client: int, collectors: int
+) -> None:
+    """The POST/EVENTs bench/pgbench_reverse.sql reverses when it stands alone: for each of `runs`
+    and each client, calls 1 … `per_client` of bench/pgbench_issue.sql's ids (5 miles posted to
+    the collector the reverse script computes), written in bulk with their lines, ledger entry
+    pairs and balances, so the books stay balanced."""
+    import psycopg
+
+    params = {
+        "base": COLLECTOR_BASE,
+        "collectors": collectors,
+        "runs": runs,
+        "clients": clients,
+        "per_client": per_client,
+    }
+    statements = (
+        "CREATE TEMPORARY TABLE originals ON COMMIT DROP AS " + _ORIGINALS,
+        """INSERT INTO transactions (id, client_id, sponsor_code, endpoint,
+               partner_transaction_id, collector_number, original_transaction_id, status,
+               http_status, error_code, fingerprint, partner_datetime, processed_at,
+               request_json, response_json, calculation_json)
+           SELECT id, 'pgbench', %(sponsor)s, 'post_event', partner_id, number, NULL, 'posted',
+                  200, NULL, md5(id) || md5(partner_id), now(), now(), '{}', '{}', NULL
+             FROM originals""",
+        """INSERT INTO issuance_lines (transaction_id, line_no, direction, offer_code,
+               location_code, miles, status, pending_reason, error_code, settled_at)
+           SELECT id, 0, 'credit', 'STANDARD', NULL, 5, 'posted', NULL, NULL, now()
+             FROM originals""",
+        """INSERT INTO ledger_entries (transaction_id, line_no, account_kind, account_code,
+               amount_miles, posted_at)
+           SELECT id, 0, 'collector', number, 5, now() FROM originals
+           UNION ALL
+           SELECT id, 0, 'sponsor', %(sponsor)s, -5, now() FROM originals""",
+        """UPDATE collectors AS c SET balance_miles = c.balance_miles + o.miles
+             FROM (SELECT number, 5 * count(*) AS miles FROM originals GROUP BY number) AS o
+            WHERE c.number = o.number""",
+    )
+    started = time.monotonic()
+    # Bound on the client: CREATE TABLE … AS takes no server-side parameters.
+    with psycopg.connect(url, cursor_factory=psycopg.ClientCursor) as conn:
+        for statement in statements:
+            conn.execute(statement, {**params, "sponsor": SPONSOR})
+        conn.commit()
+        conn.execute("ANALYZE transactions, issuance_lines, ledger_entries")
+    log(
+        f"pgbench: {len(runs) * clients * per_client:,} originals written for REVERSE/EVENT "
+        f"in {time.monotonic() - started:.1f} s"
+    )

@@ -92,7 +92,8 @@ def from_loadgen(
 
 def set_ratios(measurements: list[Measurement]) -> None:
     """Each rewardmiles row over the ceilings of the same concurrency: both database ceilings
-    (the 10-collector runs for the hot rows) and the HTTP ceiling with as many API processes."""
+    (the 10-collector runs for the hot rows; for the 50/50 mix of (c), the mix's ceiling) and the
+    HTTP ceiling with as many API processes."""
     by_id = {m.id: m for m in measurements}
     for m in measurements:
         if m.kind != "rewardmiles":
@@ -100,6 +101,8 @@ def set_ratios(measurements: list[Measurement]) -> None:
         hot = "-b-" in m.id and m.concurrency > 1
         suffix = f"{'hot' if hot else 'many'}-c{m.concurrency}"
         db_id, one_id = f"pgbench-{suffix}", f"pgbench-one-{suffix}"
+        if "-c-c" in m.id:  # scenario (c): the 50/50 mix's own ceiling, which has one form
+            db_id, one_id = f"pgbench-mix-{suffix}", ""
         http_id = f"http-w{m.processes if m.concurrency > 1 else 1}-c{m.concurrency}"
         if db_id in by_id and by_id[db_id].rps:
             m.ratio_db = round(m.rps / by_id[db_id].rps, 3)

@@ -15,6 +15,7 @@ from bench import pyspy_summary
 from bench.run.config import (
     NCPU,
     PGBENCH_ONE_STATEMENT,
+    PGBENCH_REVERSE,
     PGBENCH_SCRIPT,
     ROOT,
     SCRIPT_MIRRORS,
@@ -141,11 +142,16 @@ def _method(a: argparse.Namespace) -> list[str]:
         f"`{PGBENCH_ONE_STATEMENT.relative_to(ROOT)}` as the service's one statement in "
         f"autocommit ({ceiling_column(PGBENCH_ONE_STATEMENT)}, one round trip: the path a "
         "POST/EVENT now takes). Their rows run one after the other at each concurrency.",
+        f"- Two more for reversals: `{PGBENCH_REVERSE.relative_to(ROOT)}`, the SQL work of one "
+        f"REVERSE/EVENT ({ceiling_column(PGBENCH_REVERSE)}: the unit of work every reversal "
+        "takes) of an original written beforehand, and the 50/50 mix of scenario (c) "
+        "(bench/run/ceilings.py `mix_script`: each connection issues, then reverses what it "
+        "issued; a pgbench transaction is one call).",
         f"- × DB ceiling ({ceiling_column(PGBENCH_SCRIPT)}) and × DB ceiling "
         f"({ceiling_column(PGBENCH_ONE_STATEMENT)}): req/s over that pgbench run's tps at the same "
-        "concurrency (hot rows: the 10-collector runs; SQLite rows in parentheses, for scale "
-        "only). × HTTP ceiling: over the no-op endpoint with the same number of API processes and "
-        "concurrency.",
+        "concurrency (hot rows: the 10-collector runs; the (c) rows: the mix's ceiling, in the "
+        "first column; SQLite rows in parentheses, for scale only). × HTTP ceiling: over the "
+        "no-op endpoint with the same number of API processes and concurrency.",
         "",
     ]
 
