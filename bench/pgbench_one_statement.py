@@ -218,10 +218,28 @@ def compact(sql: str) -> str:
     return re.sub(r"\s+", " ", sql).strip()
 
 
+def named_placeholders(statement: str) -> str:
+    """The statement as sent (PostgreSQL's `$1`… placeholders, `numbered_placeholders`) with its
+    parameters named again, in `POST_BATCH_PARAMETERS` order."""
+    from rewardmiles.ledger.batched import POST_BATCH_PARAMETERS
+
+    def name(match: re.Match[str]) -> str:
+        n = int(match.group(1))
+        if not 1 <= n <= len(POST_BATCH_PARAMETERS):
+            raise UnknownParameterError(
+                f"the service's statement has a parameter ${n}; POST_BATCH_PARAMETERS has "
+                f"{len(POST_BATCH_PARAMETERS)}"
+            )
+        return f"%({POST_BATCH_PARAMETERS[n - 1]})s"
+
+    return re.sub(r"\$(\d+)\b", name, statement)
+
+
 def drift(service_statement: str, script: Path = SCRIPT) -> str | None:
-    """Why the script no longer is the service's statement (None when it still is)."""
+    """Why the script no longer is the service's statement (None when it still is); the
+    statement as named (`POST_BATCH`) or as sent (`POST_BATCH_SENT`)."""
     try:
-        expected = compact(render_statement(service_statement))
+        expected = compact(render_statement(named_placeholders(service_statement)))
     except UnknownParameterError as exc:
         return str(exc.args[0])
     actual = compact(script_statement(script.read_text()))
