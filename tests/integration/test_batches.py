@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from rewardmiles import clock
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
-from rewardmiles.db.models import LedgerEntry, Transaction
+from rewardmiles.db.models import BatchRecord, LedgerEntry, Transaction
 from rewardmiles.ledger.verify import verify
 from rewardmiles.reports import batches
 from tests.conftest import DatabaseFactory
@@ -101,6 +101,83 @@ def test_injected_discrepancies_are_reported_exactly(own_db: Database) -> None:
     assert invalid == {7: "COLLECTOR_NUMBER_INVALID", 8: "FIELD_INVALID", 9: "FIELD_REQUIRED"}
     mismatch = next(r for r in view["records"] if r["outcome"] == "amount_mismatch")
     assert (mismatch["logMiles"], mismatch["programMiles"]) == (11, 10)
+
+
+def test_text_that_only_looks_like_a_number_or_an_id_is_refused(own_db: Database) -> None:
+    settings = Settings()
+    sponsor = data.new_sponsor(own_db)
+    bodies, collector = _day_of_records(own_db, settings, sponsor, 1)
+    when = bodies[0]["transactionDateTime"]
+    arabic_digits = "".join(chr(0x0660 + int(d)) for d in collector)  # 11 digits, not ASCII
+    lines = [
+        f"POST/EVENT,{bodies[0]['clientTransactionId']},{collector},{when},10",  # 2: matched
+        f"POST/EVENT,u1,{collector},{when},1_000",  # 3: int() would read 1000
+        f"POST/EVENT,u2,{collector},{when},+5",  # 4
+        f"POST/EVENT,u3,{collector},{when},\uff15",  # 5: a full-width 5
+        f"POST/EVENT,u4,{collector},{when},-5",  # 6: an integer, below 1
+        f"POST/EVENT,u5,{arabic_digits},{when},5",  # 7
+        f"POST/EVENT,a b,{collector},{when},5",  # 8: a space
+        f"POST/EVENT,caf\u00e9,{collector},{when},5",  # 9: not ASCII
+        f"POST/EVENT,{'x' * 65},{collector},{when},5",  # 10: too long
+        f"POST/EVENT,{'x' * 64},{collector},{when},5",  # 11: the longest: missing in program
+    ]
+
+    view = _run(own_db, sponsor, HEADER + "\n".join(lines) + "\n")
+
+    invalid = {r["lineNo"]: r["errorCode"] for r in view["records"] if r["outcome"] == "invalid"}
+    assert invalid == {
+        3: "MILES_AMOUNT_INVALID",
+        4: "MILES_AMOUNT_INVALID",
+        5: "MILES_AMOUNT_INVALID",
+        6: "MILES_AMOUNT_INVALID",
+        7: "COLLECTOR_NUMBER_INVALID",
+        8: "FIELD_INVALID",
+        9: "FIELD_INVALID",
+        10: "FIELD_INVALID",
+    }
+    assert view["counts"] == {"matched": 1, "invalid": 8, "missing_in_program": 1}
+    assert _outcomes(view)["missing_in_program"] == {"x" * 64}
+
+
+def test_outcomes_written_in_groups_are_all_written_in_order(
+    own_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of 2 records, outcomes written 3 at a time by the writer's thread: every outcome
+    is there once, numbered in the log's order, and the transactions the log lacks (read after
+    the last write) are the ones no record named."""
+    monkeypatch.setattr(batches, "CHUNK_RECORDS", 2)
+    monkeypatch.setattr(batches, "WRITE_ROWS", 3)
+    settings = Settings()
+    sponsor = data.new_sponsor(own_db)
+    bodies, collector = _day_of_records(own_db, settings, sponsor, 9)
+    when = bodies[0]["transactionDateTime"]
+    named = bodies[:7]
+    lines = [f"POST/EVENT,{b['clientTransactionId']},{collector},{when},10" for b in named]
+    lines += [f"POST/EVENT,only-in-log-{i},{collector},{when},3" for i in range(4)]
+
+    view = _run(own_db, sponsor, HEADER + "\n".join(lines) + "\n")
+
+    with own_db.reader() as session:
+        records = session.execute(
+            select(BatchRecord.seq, BatchRecord.line_no, BatchRecord.partner_transaction_id)
+            .where(BatchRecord.batch_id == view["batchId"])
+            .order_by(BatchRecord.seq)
+        ).all()
+    assert [seq for seq, _, _ in records] == list(range(1, 14))
+    assert [(line, pid) for _, line, pid in records[:11]] == list(
+        zip(
+            range(2, 13),
+            [
+                *(b["clientTransactionId"] for b in named),
+                *(f"only-in-log-{i}" for i in range(4)),
+            ],
+            strict=True,
+        )
+    )
+    assert {(line, pid) for _, line, pid in records[11:]} == {
+        (None, b["clientTransactionId"]) for b in bodies[7:]
+    }
+    assert view["counts"] == {"matched": 7, "missing_in_program": 4, "missing_in_log": 2}
 
 
 def test_issue_missing_posts_once_and_the_second_import_posts_nothing(own_db: Database) -> None:

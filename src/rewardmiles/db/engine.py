@@ -13,13 +13,27 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast
 import psycopg
 from psycopg import sql as pgsql
 from psycopg.pq import TransactionStatus
-from sqlalchemy import Connection, Engine, create_engine, event, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    String,
+    and_,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    select,
+    text,
+    tuple_,
+)
+from sqlalchemy.dialects import postgresql as pg_types
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 from sqlalchemy.sql import Executable, Insert
 from sqlalchemy.sql.schema import Table
 
@@ -312,15 +326,69 @@ def bulk_insert_ignoring_conflicts(
                 "ON COMMIT DELETE ROWS"
             ).format(staging, target)
         )
-        with cursor.copy(pgsql.SQL("COPY {} ({}) FROM STDIN").format(staging, cols)) as copy:
-            for row in rows:
-                copy.write_row(row)
+        _copy_rows(cursor, staging, cols, rows)
         cursor.execute(
             pgsql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
                 target, cols, cols, staging
             )
         )
         return int(cursor.rowcount)
+
+
+def bulk_insert(
+    session: Session, table: Table, columns: Sequence[str], rows: Sequence[Sequence[object]]
+) -> None:
+    """Insert many rows (a conflict fails the unit of work). PostgreSQL: COPY straight into the
+    table, one stream instead of a statement per row. SQLite: executemany (in process)."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name != "postgresql":
+        session.connection().execute(
+            table.insert(), [dict(zip(columns, row, strict=True)) for row in rows]
+        )
+        return
+    dbapi = cast(psycopg.Connection[Any], session.connection().connection.dbapi_connection)
+    with dbapi.cursor() as cursor:
+        _copy_rows(
+            cursor,
+            pgsql.Identifier(table.name),
+            pgsql.SQL(", ").join(map(pgsql.Identifier, columns)),
+            rows,
+        )
+
+
+def pairs_among(
+    session: Session,
+    first: ColumnElement[Any] | InstrumentedAttribute[Any],
+    second: ColumnElement[Any] | InstrumentedAttribute[Any],
+    pairs: Sequence[tuple[str, str]],
+) -> tuple[ColumnElement[bool], dict[str, Any]]:
+    """A condition that (`first`, `second`) is one of `pairs`, and its parameters. PostgreSQL:
+    each column `= ANY` of an array of its values — two parameters, not a thousand pairs to
+    convert, send and plan, and each column through its index — which also admits the pairs
+    made of one pair's first and another's second: the caller keeps the exact pairs. SQLite:
+    the pairs themselves, `(first, second) IN (…)`."""
+    if session.get_bind().dialect.name != "postgresql":
+        return tuple_(first, second).in_(pairs), {}
+    names = ("among_first", "among_second")  # one `pairs_among` a statement
+    return and_(
+        first == any_(bindparam(names[0], type_=pg_types.ARRAY(String))),
+        second == any_(bindparam(names[1], type_=pg_types.ARRAY(String))),
+    ), {
+        names[0]: sorted({a for a, _ in pairs}),
+        names[1]: sorted({b for _, b in pairs}),
+    }
+
+
+def _copy_rows(
+    cursor: psycopg.Cursor[Any],
+    target: pgsql.Composable,
+    cols: pgsql.Composable,
+    rows: Sequence[Sequence[object]],
+) -> None:
+    with cursor.copy(pgsql.SQL("COPY {} ({}) FROM STDIN").format(target, cols)) as copy:
+        for row in rows:
+            copy.write_row(row)
 
 
 # --------------------------------------------------------------------------- batched writes

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import secrets
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -55,6 +57,7 @@ from rewardmiles.reports import repository
 from rewardmiles.vocabulary import BatchOutcome, BatchStatus, Endpoint
 
 CHUNK_RECORDS = 1000
+WRITE_ROWS = 10_000  # outcome rows written (and committed) together
 LOG_TYPES = {
     "POST/EVENT": Endpoint.POST_EVENT,
     "REVERSE/EVENT": Endpoint.REVERSE_EVENT,
@@ -89,7 +92,12 @@ class LogRecord:
     collector_number: str
     moment: datetime
     miles: int
-    raw: dict[str, str]
+    fields: dict[str, Any]  # as read
+
+    @property
+    def raw(self) -> dict[str, str]:
+        """The record's fields that have a value, as text (read only to issue a missing one)."""
+        return {k: str(v) for k, v in self.fields.items() if v not in (None, "")}
 
 
 class _RefusedLineError(ValueError):
@@ -236,6 +244,9 @@ def _csv_records(lines: _Lines) -> Iterator[Item]:
         yield lines.line_no, fields, None, None
 
 
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
 def _parse(line_no: int, fields: dict[str, Any]) -> LogRecord:
     missing = [name for name in REQUIRED if fields.get(name) in (None, "")]
     if missing:
@@ -246,12 +257,12 @@ def _parse(line_no: int, fields: dict[str, Any]) -> LogRecord:
             "FIELD_INVALID", f"transactionType must be one of {', '.join(LOG_TYPES)}"
         )
     number = str(fields["collectorNumber"]).strip()
-    if not (len(number) == 11 and number.isdigit()):
+    if not (len(number) == 11 and number.isascii() and number.isdigit()):
         raise _InvalidRecordError("COLLECTOR_NUMBER_INVALID", "collectorNumber must be 11 digits")
-    try:
-        miles = int(str(fields["milesAmount"]).strip())
-    except ValueError as exc:
-        raise _InvalidRecordError("MILES_AMOUNT_INVALID", "milesAmount must be an integer") from exc
+    amount = str(fields["milesAmount"]).strip()
+    if _INTEGER.fullmatch(amount) is None:  # not "1_000", "+5" or "５"
+        raise _InvalidRecordError("MILES_AMOUNT_INVALID", "milesAmount must be an integer")
+    miles = int(amount)
     if miles < 1:
         raise _InvalidRecordError("MILES_AMOUNT_INVALID", "milesAmount must be at least 1")
     try:
@@ -259,12 +270,17 @@ def _parse(line_no: int, fields: dict[str, Any]) -> LogRecord:
     except ValueError as exc:
         raise _InvalidRecordError("FIELD_INVALID", f"transactionDateTime {DATETIME_RULE}") from exc
     partner_id = str(fields["partnerTransactionId"]).strip()
-    if not (1 <= len(partner_id) <= 64 and all("!" <= c <= "~" for c in partner_id)):
+    # Printable ASCII but the space: "!" … "~".
+    if not (
+        1 <= len(partner_id) <= 64
+        and partner_id.isascii()
+        and partner_id.isprintable()
+        and " " not in partner_id
+    ):
         raise _InvalidRecordError(
             "FIELD_INVALID", "partnerTransactionId must be 1–64 printable ASCII characters"
         )
-    raw = {k: str(v) for k, v in fields.items() if v not in (None, "")}
-    return LogRecord(line_no, LOG_TYPES[kind], partner_id, number, moment, miles, raw)
+    return LogRecord(line_no, LOG_TYPES[kind], partner_id, number, moment, miles, fields)
 
 
 class _InvalidRecordError(ValueError):
@@ -301,17 +317,34 @@ def run_batch(
     report = BatchReport(batch_id)
     days: set[date] = set()
     chunk: list[Item] = []
+    writer = _OutcomeWriter(db, batch_id)
     try:
-        for item in _records(stream, kind, settings.batch_line_bytes_max):
-            chunk.append(item)
-            if len(chunk) >= CHUNK_RECORDS:
+        try:
+            for item in _records(stream, kind, settings.batch_line_bytes_max):
+                chunk.append(item)
+                if len(chunk) >= CHUNK_RECORDS:
+                    writer.write(
+                        _process_chunk(
+                            db,
+                            settings,
+                            sponsor_code,
+                            issue_missing,
+                            client_id,
+                            report,
+                            chunk,
+                            days,
+                        )
+                    )
+                    chunk = []
+                    if on_chunk is not None:
+                        on_chunk(report)
+            writer.write(
                 _process_chunk(
                     db, settings, sponsor_code, issue_missing, client_id, report, chunk, days
                 )
-                chunk = []
-                if on_chunk is not None:
-                    on_chunk(report)
-        _process_chunk(db, settings, sponsor_code, issue_missing, client_id, report, chunk, days)
+            )
+        finally:
+            writer.close()  # every outcome written (or the first failure raised) before going on
         _record_missing_in_log(db, settings, batch_id, sponsor_code, days, report)
     except Exception as exc:
         with db.unit_of_work() as session:
@@ -346,10 +379,12 @@ def _process_chunk(
     report: BatchReport,
     chunk: list[Item],
     days: set[date],
-) -> None:
-    if not chunk:
-        return
+) -> list[dict[str, Any]]:
+    """The chunk's outcome rows (`batch_records` columns but `batch_id`), matched (and, with
+    `issue_missing`, the missing ones issued)."""
     rows: list[dict[str, Any]] = []
+    if not chunk:
+        return rows
     parsed: list[LogRecord] = []
     for line_no, fields, code, error in chunk:
         report.records += 1
@@ -392,10 +427,52 @@ def _process_chunk(
             rows.append(
                 _row(report, record.line_no, BatchOutcome.MISSING_IN_PROGRAM, record=record)
             )
-    with db.unit_of_work() as session:
-        repository.add_batch_records(
-            session, [{"batch_id": report.batch_id, **row} for row in rows]
-        )
+    return rows
+
+
+class _OutcomeWriter:
+    """Writes the outcome rows in a thread of its own, `WRITE_ROWS` at a time (one COPY and one
+    commit: a commit per chunk of `CHUNK_RECORDS` cost a third more), while the next chunks are
+    read and matched: the database's time and the parsing overlap (a COPY waits on the database,
+    which frees the interpreter). At most one group is being written and one gathered, so memory
+    stays that of two groups. A failed write is raised by the next `write` or by `close`; nothing
+    after it is written."""
+
+    def __init__(self, db: Database, batch_id: str) -> None:
+        self._db = db
+        self._batch_id = batch_id
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="batch-outcomes")
+        self._pending: Future[None] | None = None
+        self._gathered: list[dict[str, Any]] = []
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        self._gathered += rows
+        if len(self._gathered) >= WRITE_ROWS:
+            self._send()
+
+    def close(self) -> None:
+        try:
+            self._send()
+            self._wait()
+        finally:
+            self._thread.shutdown(wait=True)
+
+    def _send(self) -> None:
+        self._wait()
+        rows, self._gathered = self._gathered, []
+        if rows:
+            self._pending = self._thread.submit(self._write, rows)
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        with self._db.unit_of_work() as session:
+            repository.add_batch_records(
+                session, [{"batch_id": self._batch_id, **row} for row in rows]
+            )
 
 
 def _row(
@@ -519,14 +596,15 @@ def issuance_fingerprint(endpoint: Endpoint, canonical: bytes) -> str:
 
 
 def _request_body(sponsor_code: str, record: LogRecord) -> dict[str, Any] | None:
+    raw = record.raw
     line: dict[str, Any] = {
-        "issuanceOfferCode": record.raw.get("issuanceOfferCode", "STANDARD"),
+        "issuanceOfferCode": raw.get("issuanceOfferCode", "STANDARD"),
         "milesAmount": record.miles,
     }
-    if record.raw.get("locationCode"):
-        line["locationCode"] = record.raw["locationCode"]
-    original = record.raw.get("originalPartnerTransactionId")
-    moment = record.raw["transactionDateTime"].strip()
+    if raw.get("locationCode"):
+        line["locationCode"] = raw["locationCode"]
+    original = raw.get("originalPartnerTransactionId")
+    moment = raw["transactionDateTime"].strip()
     if record.endpoint in (Endpoint.POST_EVENT, Endpoint.REVERSE_EVENT):
         body: dict[str, Any] = {
             "clientTransactionId": record.partner_transaction_id,
@@ -539,8 +617,8 @@ def _request_body(sponsor_code: str, record: LogRecord) -> dict[str, Any] | None
             body["originalClientTransactionId"] = original
         return body
     try:
-        pre = Decimal(record.raw["basketPreTaxAmount"])
-        post = Decimal(record.raw["basketPostTaxAmount"])
+        pre = Decimal(raw["basketPreTaxAmount"])
+        post = Decimal(raw["basketPostTaxAmount"])
     except (KeyError, InvalidOperation):
         return None
     body = {

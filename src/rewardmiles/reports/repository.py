@@ -9,11 +9,12 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Select, and_, func, insert, or_, select, tuple_, update
+from sqlalchemy import Select, Table, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from rewardmiles.db.engine import bulk_insert, pairs_among
 from rewardmiles.db.models import Batch, BatchRecord, IssuanceLine, LedgerEntry, Transaction
 from rewardmiles.vocabulary import AccountKind, BatchStatus, LineStatus, TransactionStatus
 
@@ -273,9 +274,19 @@ def finish_batch(
     session.execute(update(Batch).where(Batch.id == batch_id).values(**values))
 
 
+_BATCH_RECORDS = cast(Table, BatchRecord.__table__)
+_BATCH_RECORD_COLUMNS = tuple(_BATCH_RECORDS.columns.keys())
+
+
 def add_batch_records(session: Session, rows: Iterable[Mapping[str, Any]]) -> None:
-    """Outcome rows (`batch_records` columns, `batch_id` included), in one statement."""
-    session.execute(insert(BatchRecord), list(rows))
+    """Outcome rows (`batch_records` columns, `batch_id` included), written in bulk
+    (`bulk_insert`: COPY on PostgreSQL)."""
+    bulk_insert(
+        session,
+        _BATCH_RECORDS,
+        _BATCH_RECORD_COLUMNS,
+        [tuple(row[column] for column in _BATCH_RECORD_COLUMNS) for row in rows],
+    )
 
 
 def _accepted_with_miles(sponsor_code: str, *columns: Any) -> Select[Any]:
@@ -303,12 +314,16 @@ def accepted_miles(
     """The sponsor's accepted transactions among `keys` (endpoint, partner transaction id), with
     their miles (lines not rejected)."""
     columns = (Transaction.endpoint, Transaction.partner_transaction_id, Transaction.id)
-    stmt = (
-        _accepted_with_miles(sponsor_code, *columns)
-        .where(tuple_(Transaction.endpoint, Transaction.partner_transaction_id).in_(keys))
-        .group_by(*columns)
+    among, params = pairs_among(
+        session, Transaction.endpoint, Transaction.partner_transaction_id, keys
     )
-    return {(e, p): AcceptedMiles(t, int(m)) for e, p, t, m in session.execute(stmt)}
+    stmt = _accepted_with_miles(sponsor_code, *columns).where(among).group_by(*columns)
+    wanted = set(keys)
+    return {
+        (e, p): AcceptedMiles(t, int(m))
+        for e, p, t, m in session.execute(stmt, params)
+        if (e, p) in wanted  # `pairs_among` may name more
+    }
 
 
 def transactions_missing_in_log(

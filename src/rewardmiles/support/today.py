@@ -187,6 +187,10 @@ def day_glance(
     `full_numbers`. The hours `closed` knows are not read again, and those read that are closed
     are kept in it."""
     start, end, hours = hour_starts(day, zone_name)
+    # The latest failures first: each read sees what has committed by then, and rows are only
+    # added, so every failure the list shows is counted in the figures read after it.
+    latest = repository.latest_failures(session, start, end, LAST_ERRORS)
+    top_codes = tuple(repository.failure_codes(session, start, end, TOP_CODES))
     ranges = list(zip(hours, [*hours[1:], end], strict=True))
     figures: list[HourFigures | None] = [
         closed.get(r, now) if closed is not None else None for r in ranges
@@ -211,7 +215,7 @@ def day_glance(
         requests={
             outcome: tuple(f.requests[o] for f in known) for o, outcome in enumerate(OUTCOMES)
         },
-        top_codes=tuple(repository.failure_codes(session, start, end, TOP_CODES)),
+        top_codes=top_codes,
         pending_lines=pending_lines,
         oldest_pending_at=oldest_pending_at,
         deliveries_retrying=retrying,
@@ -220,6 +224,6 @@ def day_glance(
             r
             if full_numbers or r.detail is None
             else replace(r, detail=mask_collector_numbers(r.detail))
-            for r in repository.latest_failures(session, start, end, LAST_ERRORS)
+            for r in latest
         ),
     )
