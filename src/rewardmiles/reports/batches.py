@@ -54,6 +54,7 @@ from rewardmiles.issuance.schemas import (
     event_command,
 )
 from rewardmiles.reports import repository
+from rewardmiles.reports.repository import OutcomeRow
 from rewardmiles.vocabulary import BatchOutcome, BatchStatus, Endpoint
 
 CHUNK_RECORDS = 1000
@@ -82,6 +83,7 @@ class BatchReport:
     batch_id: str
     records: int = 0
     counts: Counter[str] = field(default_factory=Counter)
+    written: int = 0  # outcome rows so far: the last one's `seq`
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,10 +381,10 @@ def _process_chunk(
     report: BatchReport,
     chunk: list[Item],
     days: set[date],
-) -> list[dict[str, Any]]:
-    """The chunk's outcome rows (`batch_records` columns but `batch_id`), matched (and, with
+) -> list[OutcomeRow]:
+    """The chunk's outcome rows, matched (and, with
     `issue_missing`, the missing ones issued)."""
-    rows: list[dict[str, Any]] = []
+    rows: list[OutcomeRow] = []
     if not chunk:
         return rows
     parsed: list[LogRecord] = []
@@ -443,9 +445,9 @@ class _OutcomeWriter:
         self._batch_id = batch_id
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="batch-outcomes")
         self._pending: Future[None] | None = None
-        self._gathered: list[dict[str, Any]] = []
+        self._gathered: list[OutcomeRow] = []
 
-    def write(self, rows: list[dict[str, Any]]) -> None:
+    def write(self, rows: list[OutcomeRow]) -> None:
         self._gathered += rows
         if len(self._gathered) >= WRITE_ROWS:
             self._send()
@@ -468,11 +470,9 @@ class _OutcomeWriter:
         if pending is not None:
             pending.result()
 
-    def _write(self, rows: list[dict[str, Any]]) -> None:
+    def _write(self, rows: list[OutcomeRow]) -> None:
         with self._db.unit_of_work() as session:
-            repository.add_batch_records(
-                session, [{"batch_id": self._batch_id, **row} for row in rows]
-            )
+            repository.add_batch_records(session, rows)
 
 
 def _row(
@@ -485,21 +485,23 @@ def _row(
     detail: str | None = None,
     program_miles: int | None = None,
     transaction_id: str | None = None,
-) -> dict[str, Any]:
+) -> OutcomeRow:
     report.counts[outcome] += 1
-    return {
-        "seq": sum(report.counts.values()),
-        "line_no": line_no,
-        "outcome": outcome,
-        "error_code": error_code,
-        "detail": detail[: limits.batch_detail_chars_max] if detail else None,
-        "endpoint": record.endpoint.value if record else None,
-        "partner_transaction_id": record.partner_transaction_id if record else None,
-        "collector_number": record.collector_number if record else None,
-        "log_miles": record.miles if record else None,
-        "program_miles": program_miles,
-        "transaction_id": transaction_id,
-    }
+    report.written += 1
+    return OutcomeRow(
+        report.batch_id,
+        report.written,
+        line_no,
+        outcome,
+        error_code,
+        detail[: limits.batch_detail_chars_max] if detail else None,
+        record.endpoint.value if record else None,
+        record.partner_transaction_id if record else None,
+        record.collector_number if record else None,
+        record.miles if record else None,
+        program_miles,
+        transaction_id,
+    )
 
 
 def _program_miles(
@@ -519,7 +521,7 @@ def _issue(
     client_id: str,
     report: BatchReport,
     record: LogRecord,
-) -> dict[str, Any]:
+) -> OutcomeRow:
     """Issue a record never seen in real time, through the partner write path."""
     body = _request_body(sponsor_code, record)
     if body is None:
@@ -654,28 +656,29 @@ def _record_missing_in_log(
         rows = repository.transactions_missing_in_log(
             session, batch_id, sponsor_code, endpoints, windows
         )
-    out = []
+    out: list[OutcomeRow] = []
     for row in rows:
         report.counts[BatchOutcome.MISSING_IN_LOG] += 1
+        report.written += 1
         out.append(
-            {
-                "batch_id": batch_id,
-                "seq": sum(report.counts.values()),
-                "line_no": None,
-                "outcome": BatchOutcome.MISSING_IN_LOG,
-                "error_code": None,
-                "detail": None,
-                "endpoint": row.endpoint,
-                "partner_transaction_id": row.partner_transaction_id,
-                "collector_number": row.collector_number,
-                "log_miles": None,
-                "program_miles": row.miles,
-                "transaction_id": row.id,
-            }
+            OutcomeRow(
+                batch_id,
+                report.written,
+                None,
+                BatchOutcome.MISSING_IN_LOG,
+                None,
+                None,
+                row.endpoint,
+                row.partner_transaction_id,
+                row.collector_number,
+                None,
+                row.miles,
+                row.id,
+            )
         )
-    for start in range(0, len(out), CHUNK_RECORDS):
+    for start in range(0, len(out), WRITE_ROWS):
         with db.unit_of_work() as session:
-            repository.add_batch_records(session, out[start : start + CHUNK_RECORDS])
+            repository.add_batch_records(session, out[start : start + WRITE_ROWS])
 
 
 # --------------------------------------------------------------------------- reading results

@@ -6,7 +6,7 @@ the outcomes recorded). No rules here: audit.py, reconciliation.py and batches.p
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, cast
@@ -274,19 +274,31 @@ def finish_batch(
     session.execute(update(Batch).where(Batch.id == batch_id).values(**values))
 
 
+class OutcomeRow(NamedTuple):
+    """A `batch_records` row, its columns in the table's order (checked at import)."""
+
+    batch_id: str
+    seq: int
+    line_no: int | None
+    outcome: str  # vocabulary.BatchOutcome
+    error_code: str | None
+    detail: str | None
+    endpoint: str | None
+    partner_transaction_id: str | None
+    collector_number: str | None
+    log_miles: int | None
+    program_miles: int | None
+    transaction_id: str | None
+
+
 _BATCH_RECORDS = cast(Table, BatchRecord.__table__)
-_BATCH_RECORD_COLUMNS = tuple(_BATCH_RECORDS.columns.keys())
+if OutcomeRow._fields != tuple(_BATCH_RECORDS.columns.keys()):
+    raise RuntimeError("OutcomeRow no longer has batch_records' columns in their order")
 
 
-def add_batch_records(session: Session, rows: Iterable[Mapping[str, Any]]) -> None:
-    """Outcome rows (`batch_records` columns, `batch_id` included), written in bulk
-    (`bulk_insert`: COPY on PostgreSQL)."""
-    bulk_insert(
-        session,
-        _BATCH_RECORDS,
-        _BATCH_RECORD_COLUMNS,
-        [tuple(row[column] for column in _BATCH_RECORD_COLUMNS) for row in rows],
-    )
+def add_batch_records(session: Session, rows: Sequence[OutcomeRow]) -> None:
+    """Outcome rows, written in bulk (`bulk_insert`: COPY on PostgreSQL)."""
+    bulk_insert(session, _BATCH_RECORDS, OutcomeRow._fields, rows)
 
 
 def _accepted_with_miles(sponsor_code: str, *columns: Any) -> Select[Any]:
