@@ -171,20 +171,6 @@ class BatchRow:
     finished_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
-class BatchRecordRow:
-    line_no: int | None
-    outcome: str
-    error_code: str | None
-    detail: str | None
-    endpoint: str | None
-    partner_transaction_id: str | None
-    collector_number: str | None
-    log_miles: int | None
-    program_miles: int | None
-    transaction_id: str | None
-
-
 class AcceptedMiles(NamedTuple):
     transaction_id: str
     miles: int
@@ -383,24 +369,13 @@ def batch_records(
     other_than: str | None = None,
     offset: int,
     limit: int,
-) -> list[BatchRecordRow]:
+) -> list[OutcomeRow]:
     """A page of the batch's records in order: those of `outcome`, or else those of any outcome
     but `other_than`."""
-    stmt = select(
-        BatchRecord.line_no,
-        BatchRecord.outcome,
-        BatchRecord.error_code,
-        BatchRecord.detail,
-        BatchRecord.endpoint,
-        BatchRecord.partner_transaction_id,
-        BatchRecord.collector_number,
-        BatchRecord.log_miles,
-        BatchRecord.program_miles,
-        BatchRecord.transaction_id,
-    ).where(BatchRecord.batch_id == batch_id)
+    stmt = select(*_BATCH_RECORDS.columns).where(BatchRecord.batch_id == batch_id)
     if outcome is not None:
         stmt = stmt.where(BatchRecord.outcome == outcome)
     elif other_than is not None:
         stmt = stmt.where(BatchRecord.outcome != other_than)
     rows = session.execute(stmt.order_by(BatchRecord.seq).offset(offset).limit(limit))
-    return [BatchRecordRow(**row._asdict()) for row in rows]
+    return [OutcomeRow(*row) for row in rows]
