@@ -44,6 +44,7 @@ UNIT_OF_WORK = "unit of work"
 ONE_STATEMENT = "one statement"
 # The last request captured: a POST/EVENT with the one-statement path off.
 GENERAL_POST_EVENT = "POST/EVENT, one-statement path off"
+GENERAL_REVERSE_EVENT = "REVERSE/EVENT, one-statement path off"
 
 
 def _compact(statement: str) -> str:
@@ -159,6 +160,7 @@ def capture(client_id: str, secret: str, sponsor: str, collector: str) -> dict[s
             post(ISSUE_PATH, body(warm), warm)
             with general_path():
                 post(ISSUE_PATH, body("g" + warm), "g" + warm)
+                post(REVERSE_PATH, body("rg" + warm, "g" + warm), "rg" + warm)
 
         def on_begin(conn: Any) -> None:
             with lock:
@@ -273,6 +275,14 @@ def capture(client_id: str, secret: str, sponsor: str, collector: str) -> dict[s
             with general_path():
                 requests.append(
                     record(GENERAL_POST_EVENT, ISSUE_PATH, body(general), general),
+                )
+                requests.append(
+                    record(
+                        GENERAL_REVERSE_EVENT,
+                        REVERSE_PATH,
+                        body("r" + general, general),
+                        "r" + general,
+                    ),
                 )
         finally:
             shutil.rmtree(trace_dir, ignore_errors=True)

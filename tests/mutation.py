@@ -97,7 +97,7 @@ MODULES = {
         ("tests/e2e/test_event_outcomes.py", "tests/e2e/test_basket.py"),
         postgres_only=(
             "service.x_execute_at_once__mutmut_*",
-            "service.x_plan_posted_issue__mutmut_*",
+            "service.x_plan_at_once__mutmut_*",
         ),
         files=ISSUANCE_RULES,
     ),
@@ -454,25 +454,25 @@ EXPLAINED: dict[str, Explained] = {
         'command.collector_number or "XXXX",',
         "Postings are built for POSTED lines only, and a line posts only for an enrolled collector of a crediting/debiting endpoint, whose collectorNumber is required: the fallback (there for the type of RECORD's optional collector) is never evaluated with a missing number, since RECORD lines are RECORDED and unknown collectors' lines PENDING.",
     ),
-    "rewardmiles.issuance.service.x_plan_posted_issue__mutmut_26": Explained(
+    "rewardmiles.issuance.service.x_plan_at_once__mutmut_26": Explained(
         "sponsor = rules.check_sponsor(entry.sponsor, None)",
         "the code only names the sponsor in the refusal's message; the planner catches every refusal and answers None, so no message is ever read.",
     ),
-    "rewardmiles.issuance.service.x_plan_posted_issue__mutmut_2": Explained(
+    "rewardmiles.issuance.service.x_plan_at_once__mutmut_2": Explained(
         "or command.collector_number is None and not command.lines",
-        "Only a POST or POST/EVENT gets past the first clause (the endpoint check), and plan_posted_issue is called only by execute_at_once, whose one caller (routes._handle) builds POST from PostBasketRequest and POST/EVENT from PostEventRequest: both require collectorNumber (CollectorNumber, not Optional) and at least one issuance (issuances min_length=1). So for every call that reaches these terms, collector_number is None and not command.lines are both False, and 'False or False' equals 'False and False': the plan is the same. Planted by hand: all 44 tests of test_one_statement_issue.py pass.",
+        "Only a POST or POST/EVENT gets past the first clause (the endpoint check), and plan_at_once is called only by execute_at_once, whose one caller (routes._handle) builds POST from PostBasketRequest and POST/EVENT from PostEventRequest: both require collectorNumber (CollectorNumber, not Optional) and at least one issuance (issuances min_length=1). So for every call that reaches these terms, collector_number is None and not command.lines are both False, and 'False or False' equals 'False and False': the plan is the same. Planted by hand: all 44 tests of test_one_statement_issue.py pass.",
     ),
-    "rewardmiles.issuance.service.x_plan_posted_issue__mutmut_3": Explained(
+    "rewardmiles.issuance.service.x_plan_at_once__mutmut_3": Explained(
         "or command.original_partner_id and command.collector_number is None",
-        "As plan_posted_issue__mutmut_2: past the endpoint check only POST/POST/EVENT calls remain; their models (extra='forbid') have no original field, so basket_command/event_command set original_partner_id to None (getattr default), and collectorNumber is required. Both terms are False, so 'or' and 'and' give False alike. Planted by hand: the file's tests all pass.",
+        "As plan_at_once__mutmut_2: past the endpoint check only POST/POST/EVENT calls remain; their models (extra='forbid') have no original field, so basket_command/event_command set original_partner_id to None (getattr default), and collectorNumber is required. Both terms are False, so 'or' and 'and' give False alike. Planted by hand: the file's tests all pass.",
     ),
-    "rewardmiles.issuance.service.x_plan_posted_issue__mutmut_4": Explained(
+    "rewardmiles.issuance.service.x_plan_at_once__mutmut_4": Explained(
         "or command.program is not None and command.original_partner_id",
-        "As plan_posted_issue__mutmut_2: past the endpoint check only POST/POST/EVENT calls remain, whose commands come from basket_command/event_command, which never set program (only program_command does, for CALCULATE/ISSUE/RETURN), and whose models have no original field (original_partner_id None). Both terms are False, so 'or' and 'and' agree. Planted by hand: the file's tests all pass.",
+        "As plan_at_once__mutmut_2: past the endpoint check only POST/POST/EVENT calls remain, whose commands come from basket_command/event_command, which never set program (only program_command does, for CALCULATE/ISSUE/RETURN), and whose models have no original field (original_partner_id None). Both terms are False, so 'or' and 'and' agree. Planted by hand: the file's tests all pass.",
     ),
     "rewardmiles.issuance.service.x_execute_at_once__mutmut_50": Explained(
         'collector_number=call.command.collector_number or "XXXX",',
-        "As records.build_write__mutmut_101: only a POST or POST/EVENT reaches the statement (plan_posted_issue), and both require collectorNumber, so the fallback (there for the type of RECORD's optional collector) is never evaluated. Found by the PostgreSQL run of execute_at_once.",
+        "As records.build_write__mutmut_101: only a POST or POST/EVENT reaches the statement (plan_at_once), and both require collectorNumber, so the fallback (there for the type of RECORD's optional collector) is never evaluated. Found by the PostgreSQL run of execute_at_once.",
     ),
     "rewardmiles.issuance.service.x_execute_at_once__mutmut_68": Explained(
         "if applied.current is not None or stored.transaction_id is not None:",

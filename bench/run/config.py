@@ -19,7 +19,8 @@ PGBENCH_SCRIPT = BENCH / "pgbench_issue.sql"
 PGBENCH_ONE_STATEMENT = pgbench_one_statement.SCRIPT
 # (id prefix, script) of each ceiling; the ids of the separate-statements rows are unchanged.
 PGBENCH_SCRIPTS = {"pgbench": PGBENCH_SCRIPT, "pgbench-one": PGBENCH_ONE_STATEMENT}
-# The SQL work of one REVERSE/EVENT of such a POST/EVENT (the unit of work), standing alone on
+# The SQL work of one REVERSE/EVENT of such a POST/EVENT (the unit of work, as the service sends it
+# with the one-statement path off), standing alone on
 # originals written beforehand, and in the 50/50 mix of scenario (c): the two scripts above and
 # below, one call each in turn (written to SCRATCH by `ceilings.mix_script`).
 PGBENCH_REVERSE = BENCH / "pgbench_reverse.sql"
@@ -27,7 +28,7 @@ PGBENCH_REVERSE = BENCH / "pgbench_reverse.sql"
 SCRIPT_MIRRORS = {
     PGBENCH_ONE_STATEMENT: "POST/EVENT",
     PGBENCH_SCRIPT: "POST/EVENT, one-statement path off",
-    PGBENCH_REVERSE: "REVERSE/EVENT",
+    PGBENCH_REVERSE: "REVERSE/EVENT, one-statement path off",
 }
 VENV_BIN = Path(sys.executable).parent
 SPONSOR = "BNCH"

@@ -404,7 +404,6 @@ def test_a_key_in_flight_in_this_process_is_refused_on_the_one_statement_path(ri
         "unknown_offer",
         "unregistered_location",
         "uncached_sponsor",
-        "reversal",
     ],
 )
 def test_calls_the_plan_is_not_sure_of_are_left_to_the_general_path(rig: Rig, case: str) -> None:
@@ -429,14 +428,11 @@ def test_calls_the_plan_is_not_sure_of_are_left_to_the_general_path(rig: Rig, ca
             sponsors.add_sponsor(session, "OTHER1", "Other", NOW)
         rig.general(partner_call(event()))  # load the new version, without OTHER1 in it
         body = event(sponsorCode="OTHER1")
-    elif case == "reversal":
-        body = event(originalClientTransactionId="whatever")
-        endpoint = "reverse_event"
     call = partner_call(body, key=f"k-{case}", endpoint=endpoint)
     version, reference = newest_reference(rig.db.engine)
     assert version >= 0
     assert reference
-    assert service.plan_posted_issue(rig.settings, call, reference, NOW) is None
+    assert service.plan_at_once(rig.settings, call, reference, NOW) is None
     before = _counts(rig)
     assert rig.at_once(call) is None
     assert _counts(rig) == before
@@ -444,7 +440,7 @@ def test_calls_the_plan_is_not_sure_of_are_left_to_the_general_path(rig: Rig, ca
 
 class Planner:
     """A seeded database of either dialect, its reference cache loaded by the unit of work, and
-    `plan_posted_issue` asked about calls at the fixed `NOW` (no statement pool needed)."""
+    `plan_at_once` asked about calls at the fixed `NOW` (no statement pool needed)."""
 
     def __init__(self, url: str) -> None:
         self.db = Database.from_url(url)
@@ -463,7 +459,7 @@ class Planner:
 
     def plan(self, call: PartnerCall) -> records.WriteSet | None:
         _version, reference = newest_reference(self.db.engine)
-        return service.plan_posted_issue(self.settings, call, reference, NOW)
+        return service.plan_at_once(self.settings, call, reference, NOW)
 
     def close(self) -> None:
         self.db.dispose()

@@ -473,6 +473,15 @@ STATEMENT_POOL_OPTIONS = " ".join(
 )
 
 
+# What makes PostgreSQL refuse a statement whole, so that it wrote nothing, where another path
+# can still answer the call (`StatementPool.run`).
+_REFUSED = (
+    psycopg.errors.UniqueViolation,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.LockNotAvailable,
+)
+
+
 class StatementPool:
     """Asynchronous PostgreSQL connections in autocommit, for single statements run on the event
     loop (each statement its own transaction: one round trip, commit included). At most `size`
@@ -522,11 +531,28 @@ class StatementPool:
             async with self.connection() as conn:
                 cursor = await conn.execute(statement, params)
                 return await cursor.fetchall()
-        except (
-            psycopg.errors.UniqueViolation,
-            psycopg.errors.DeadlockDetected,
-            psycopg.errors.LockNotAvailable,
-        ):
+        except _REFUSED:
+            return None
+        except psycopg.Error as exc:
+            raise DBAPIError.instance(statement.decode(), params, exc, psycopg.Error) from exc
+
+    async def run_in_transaction(
+        self, statements: Sequence[tuple[bytes, Sequence[object]]]
+    ) -> list[Any] | None:
+        """Run `statements` in one transaction, sent at once (a pipeline: BEGIN, each
+        statement, COMMIT, one round trip), and fetch the last one's rows. Each statement takes
+        its own snapshot (READ COMMITTED): it sees what committed while the ones before it waited
+        for their locks. None and errors as `run`: any refusal rolls the whole transaction
+        back."""
+        *locks, (statement, params) = statements
+        try:
+            async with self.connection() as conn, conn.pipeline():
+                async with conn.transaction():
+                    for lock, lock_params in locks:
+                        await conn.execute(lock, lock_params)
+                    cursor = await conn.execute(statement, params)
+                return await cursor.fetchall()
+        except _REFUSED:
             return None
         except psycopg.Error as exc:
             raise DBAPIError.instance(statement.decode(), params, exc, psycopg.Error) from exc

@@ -6,7 +6,7 @@ tables' definitions; every value stays a bound parameter."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Column, String, Table
@@ -29,20 +29,32 @@ def _record_of(table: Table, alias: str, columns: Sequence[str]) -> str:
     return f"AS {alias}(i integer, {', '.join(f'{c} {_pg_type(table.c[c])}' for c in columns)})"
 
 
-def _fields(alias: str, columns: Sequence[str]) -> str:
-    return ", ".join(f"{alias}.{c}" for c in columns)
+def recordset(table: Table, alias: str, columns: Sequence[str], param: str) -> str:
+    """`json_to_recordset(…) AS alias(…)`: the JSON document `param` read as rows of `table`'s
+    `columns` (and `i`), for a FROM clause."""
+    return f"json_to_recordset(%({param})s::json) {_record_of(table, alias, columns)}"
 
 
 def insert_from_recordset(
-    table: Table, alias: str, columns: Sequence[str], param: str, calls: str
+    table: Table,
+    alias: str,
+    columns: Sequence[str],
+    param: str,
+    calls: str,
+    *,
+    computed: Mapping[str, str] | None = None,
+    join: str = "",
 ) -> str:
     """INSERT into `table` the rows of the JSON document `param` whose call is one of `calls`
-    (a subquery of `i`s)."""
+    (a subquery of `i`s). A column of `computed` takes that SQL expression instead of the
+    document's field (over `alias` and what `join`, a join clause, adds)."""
+    fields = ", ".join((computed or {}).get(c, f"{alias}.{c}") for c in columns)
     return (
         f"INSERT INTO {table.name} ({', '.join(columns)})\n"  # noqa: S608 - names, not values
-        f"    SELECT {_fields(alias, columns)}\n"
-        f"      FROM json_to_recordset(%({param})s::json) {_record_of(table, alias, columns)}\n"
-        f"     WHERE {alias}.i IN ({calls})"
+        f"    SELECT {fields}\n"
+        f"      FROM {recordset(table, alias, columns, param)}\n"
+        + (f"      {join}\n" if join else "")
+        + f"     WHERE {alias}.i IN ({calls})"
     )
 
 

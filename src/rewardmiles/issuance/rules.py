@@ -3,7 +3,7 @@
 `BusinessRuleError` with the contract's code and the field at fault, or returns the decision.
 
 Both write paths ask these: the unit of work (`service`) after its reads, and the one-statement
-path (`service.plan_posted_issue`) over the process's reference cache, which then only asks
+path (`service.plan_at_once`) over the process's reference cache, which then only asks
 whether every planned line posts now. No reads, no writes, no session here.
 """
 

@@ -5,7 +5,7 @@ ask the pure rules (`rules`), write (`records` builds the rows, `ledger` posts),
 
 Two ways to the same rows: `execute`, in a unit of work (opened by the boundary that calls it)
 that answers every case, and `execute_at_once`, the one-statement path (PostgreSQL) for an issue
-whose every line posts now, written by `ledger.batched`'s group commit. Services take a session
+or a reversal whose every line posts now, written by `ledger.batched`'s group commit. Services take a session
 and never commit.
 """
 
@@ -33,6 +33,7 @@ from rewardmiles.vocabulary import (
     Direction,
     Endpoint,
     LineStatus,
+    NegativeBalancePolicy,
     TransactionStatus,
     UnknownCollectorPolicy,
 )
@@ -242,29 +243,45 @@ async def execute_at_once(
 ) -> Outcome | None:
     """The one-statement path (PostgreSQL, on the event loop): the outcome when the call was
     written (or its key's stored outcome replayed), None when it was not — `execute` then runs it
-    as a unit of work, which answers every case. Only a POST or POST/EVENT whose every line
-    posts at once qualifies (`plan_posted_issue`); `GroupCommit.post_batched` checks the rest, for
-    this call and those sharing its commit."""
+    as a unit of work, which answers every case. Only an issue (POST, POST/EVENT) or a reversal
+    of an original (REVERSE, REVERSE/EVENT) whose every line posts at once qualifies
+    (`plan_at_once`); `GroupCommit.post_batched` checks the rest, for this call and those
+    sharing its commit."""
     with registry.hold(call.client_id, call.idempotency_key):
         moment = now()
         version, reference = newest_reference(db.engine)
-        writes = plan_posted_issue(settings, call, reference, moment)
+        writes = plan_at_once(settings, call, reference, moment)
         if writes is None:
             return None
+        command = call.command
         key = call.idempotency_key
         outcome = writes.outcome
+        original = None
+        if command.original_partner_id:
+            original = ledger.Original(
+                command.sponsor_code,
+                command.original_partner_id,
+                tuple(e.value for e in RULES[call.endpoint].reversible_origins),
+            )
         applied = await group.post_batched(
             ledger.BatchedCall(
                 reference_version=version,
                 client_id=call.client_id,
                 key=key,
                 lock=None if key is None else idempotency.lock_number(call.client_id, key),
-                collector_number=call.command.collector_number or "",
+                collector_number=command.collector_number or "",
                 postings=writes.postings,
                 now=moment,
                 transaction=writes.transaction,
                 lines=writes.lines,
                 key_row=None if key is None else keyed.key_row(call, key, outcome, moment),
+                original=original,
+                balance_floor=(
+                    0
+                    if original is not None
+                    and settings.negative_balance_policy is NegativeBalancePolicy.REJECT
+                    else None
+                ),
             ),
         )
     if applied.written:
@@ -282,22 +299,37 @@ async def execute_at_once(
     return Outcome(stored.status, stored.body, stored.transaction_id, replayed=True)
 
 
-def plan_posted_issue(
+# The endpoints whose calls may take the one-statement path, and the direction their lines move.
+_AT_ONCE = {
+    Endpoint.POST: Direction.CREDIT,
+    Endpoint.POST_EVENT: Direction.CREDIT,
+    Endpoint.REVERSE: Direction.DEBIT,
+    Endpoint.REVERSE_EVENT: Direction.DEBIT,
+}
+
+
+def plan_at_once(
     settings: Settings,
     call: PartnerCall,
     reference: dict[str, SponsorEntry],
     now: datetime,
 ) -> records.WriteSet | None:
-    """The writes of a POST or POST/EVENT whose every line posts at once, if the cached
-    `reference` data and the request alone show that the general path would accept it so, for
-    an ACTIVE collector whose key and transaction id are new; None when in any doubt (a rule
-    fails, a line would wait, something is not cached, another endpoint). The rules are the
-    unit of work's (`rules`), asked of the cache; a reference it has not cached is a doubt."""
+    """The writes of an issue (POST, POST/EVENT) or of a reversal naming its original (REVERSE,
+    REVERSE/EVENT) whose every line posts at once, if the cached `reference` data and the
+    request alone show that the general path would accept it so, for an ACTIVE collector whose
+    key and transaction id are new; None when in any doubt (a rule fails, a line would wait,
+    something is not cached, another endpoint, a correction without an original). The rules are
+    the unit of work's (`rules`), asked of the cache; a reference it has not cached is a doubt.
+    What depends on the original — it exists, for this collector, its bounds, its pending lines —
+    and on the balance is the statement's to check (`ledger.batched.REVERSE_BATCH`); the
+    reversal's transaction row names no original until the statement finds it."""
     command = call.command
+    direction = _AT_ONCE.get(call.endpoint)
+    reversal = direction is Direction.DEBIT
     if (
-        call.endpoint not in (Endpoint.POST, Endpoint.POST_EVENT)
+        direction is None
         or command.program is not None
-        or command.original_partner_id
+        or bool(command.original_partner_id) is not reversal
         or command.collector_number is None
         or not command.lines
     ):
@@ -317,7 +349,7 @@ def plan_posted_issue(
     try:
         sponsor = rules.check_sponsor(entry.sponsor, command.sponsor_code)
         rules.check_date_window(settings, command, now)
-        rules.check_offers(command, offers, on_date, offer_state=True)
+        rules.check_offers(command, offers, on_date, offer_state=not reversal)
         known = {code for code in located if entry.locations.get(code)}
         rules.check_locations(command, bool(entry.registers_any), known)
     except BusinessRuleError:
@@ -325,4 +357,4 @@ def plan_posted_issue(
     planned = rules.plan_lines(command, sponsor, CollectorStatus.ACTIVE)
     if any(line.status != LineStatus.POSTED for line in planned):
         return None  # a line goes to review
-    return records.build_write(settings, call, planned, Direction.CREDIT, None, now)
+    return records.build_write(settings, call, planned, direction, None, now)

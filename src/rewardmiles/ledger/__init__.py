@@ -6,12 +6,12 @@ over one vocabulary, `Posting`:
 - `post_adjustment(session, account, adjustment_id, miles)`: an operator's adjustment, its
   pair against the program's `ADJUSTMENTS` account;
 - `GroupCommit.post_batched(call)`: group commit, one statement per batch of calls (PostgreSQL),
-  writing the same rows (`tests/integration/test_one_statement_issue.py` holds them identical).
+  issues and reversals of an original, writing the same rows (`tests/integration/test_one_statement_issue.py` holds them identical).
 
 `verify` checks the invariants over a whole database. No web framework here.
 """
 
-from rewardmiles.ledger.batched import BatchedCall, BatchedOutcome, GroupCommit
+from rewardmiles.ledger.batched import BatchedCall, BatchedOutcome, GroupCommit, Original
 from rewardmiles.ledger.service import (
     CollectorAccount,
     LedgerInvariantError,
@@ -31,6 +31,7 @@ __all__ = [
     "CollectorAccount",
     "GroupCommit",
     "LedgerInvariantError",
+    "Original",
     "Posting",
     "entry_rows",
     "invariant",

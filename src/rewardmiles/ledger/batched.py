@@ -38,11 +38,11 @@ import orjson
 
 from rewardmiles.db.engine import StatementPool, try_xact_lock_sql
 from rewardmiles.db.models import Base, IdempotencyKey, IssuanceLine, LedgerEntry, Transaction
-from rewardmiles.db.recordsets import insert_from_recordset, numbered_placeholders
+from rewardmiles.db.recordsets import insert_from_recordset, numbered_placeholders, recordset
 from rewardmiles.idempotency import repository as keys
 from rewardmiles.idempotency.service import StoredOutcome
 from rewardmiles.ledger.service import Posting, entry_rows, invariant, present
-from rewardmiles.vocabulary import CollectorStatus
+from rewardmiles.vocabulary import CollectorStatus, Direction, LineStatus
 
 _T, _L, _E, _K = (
     Base.metadata.tables[model.__tablename__]
@@ -65,42 +65,42 @@ _INSERT_ENTRIES = insert_from_recordset(
 )
 _INSERT_KEYS = insert_from_recordset(_K, "k", _K.columns.keys(), "keys", _APPLIED)
 _TRY_LOCK = try_xact_lock_sql("postgresql", "c.lock")
+_ACTIVE = f"'{CollectorStatus.ACTIVE}'"
+_NOT_REJECTED = f"<> '{LineStatus.REJECTED}'"
 
-# Built once, at import, from the tables' column names; every value is a bound parameter. The
-# calls and their rows travel as JSON documents (one parameter each, every row tagged with its
-# call's index `i`), read back with the columns' own types.
-POST_BATCH = f"""
+# The head of both statements: the calls, each key's lock and stored outcome, and the calls that
+# may be applied as far as their key and the reference data's version go (`candidate`).
+_CALLS_HEAD = """
 WITH call AS MATERIALIZED (
     SELECT * FROM json_to_recordset(%(calls)s::json) AS c(
         i integer, lock bigint, client_id text, key text, version bigint, collector text,
-        delta bigint, now timestamptz)
+        delta bigint, now timestamptz{reversal_columns})
 ), claim AS MATERIALIZED (
-    SELECT c.i, c.lock IS NULL OR {_TRY_LOCK} AS locked FROM call AS c
+    SELECT c.i, c.lock IS NULL OR {try_lock} AS locked FROM call AS c
 ), stored AS MATERIALIZED (
-    SELECT c.i, {keys.STORED_OUTCOME}
+    SELECT c.i, {stored_outcome}
       FROM call AS c
-      JOIN {keys.KEY_OF.format(client_id="c.client_id", key="c.key")}
-), ready AS MATERIALIZED (
+      JOIN {key_of}
+), {candidate} AS MATERIALIZED (
     SELECT c.* FROM call AS c JOIN claim USING (i)
      WHERE claim.locked
-       AND c.version = ({keys.REFERENCE_VERSION})
+       AND c.version = ({reference_version})
        AND c.i NOT IN (SELECT i FROM stored)
-), locked AS MATERIALIZED (
-    SELECT number FROM collectors
-     WHERE number IN (SELECT collector FROM ready) AND status = '{CollectorStatus.ACTIVE}'
-     ORDER BY number
-       FOR UPDATE
-), moved AS (
+)"""
+
+# The tail of both statements: the balances moved by the calls of `ready` whose collector is
+# locked and ACTIVE, their rows inserted, and what became of each call.
+_CALLS_TAIL = f""", moved AS (
     UPDATE collectors AS c
        SET balance_miles = c.balance_miles + m.delta, updated_at = m.now
       FROM (SELECT collector, sum(delta) AS delta, max(now) AS now
-              FROM ready GROUP BY collector) AS m
-     WHERE c.number = m.collector AND c.number IN (SELECT number FROM locked)
+              FROM {{ready}} GROUP BY collector) AS m
+     WHERE c.number = m.collector{{moved_where}}
     RETURNING c.number
 ), applied AS MATERIALIZED (
-    SELECT ready.i FROM ready JOIN moved ON moved.number = ready.collector
+    SELECT {{ready}}.i FROM {{ready}} JOIN moved ON moved.number = {{ready}}.collector
 ), txn AS (
-    {_INSERT_TRANSACTIONS}
+    {{insert_transactions}}
 ), line AS (
     {_INSERT_LINES}
 ), entry AS (
@@ -121,9 +121,164 @@ SELECT c.i, (c.i IN (SELECT i FROM applied))::integer AS written,
  ORDER BY c.i
 """  # noqa: S608
 
-# The parameters of `POST_BATCH`, in the order `batch_params` gives them, and what is sent.
+
+def _head(candidate: str, reversal_columns: str = "") -> str:
+    return _CALLS_HEAD.format(
+        reversal_columns=reversal_columns,
+        try_lock=_TRY_LOCK,
+        stored_outcome=keys.STORED_OUTCOME,
+        key_of=keys.KEY_OF.format(client_id="c.client_id", key="c.key"),
+        candidate=candidate,
+        reference_version=keys.REFERENCE_VERSION,
+    )
+
+
+def _tail(ready: str, moved_where: str, insert_transactions: str) -> str:
+    return _CALLS_TAIL.format(
+        ready=ready, moved_where=moved_where, insert_transactions=insert_transactions
+    )
+
+
+# Built once, at import, from the tables' column names; every value is a bound parameter. The
+# calls and their rows travel as JSON documents (one parameter each, every row tagged with its
+# call's index `i`), read back with the columns' own types.
+#
+# POST_BATCH: calls that only credit (issues), in autocommit. A collector's row is locked by the
+# statement itself; its balance is only ever added to.
+_POST_LOCKED = f""", locked AS MATERIALIZED (
+    SELECT number FROM collectors
+     WHERE number IN (SELECT collector FROM ready) AND status = {_ACTIVE}
+     ORDER BY number
+       FOR UPDATE
+)"""  # noqa: S608
+POST_BATCH = (
+    _head("ready")
+    + _POST_LOCKED
+    + _tail("ready", " AND c.number IN (SELECT number FROM locked)", _INSERT_TRANSACTIONS)
+)
+
+# REVERSE_BATCH: calls among which some take back miles of an original (a reversal: `original`
+# is its partner id, `origins` the endpoints it may name, preferred first; `floor` the least
+# balance it may leave, NULL where a balance may go below zero). Run after `LOCK_COLLECTORS` and
+# `LOCK_ORIGINALS` in the same transaction (`apply_batch`), so that its snapshot, taken after
+# those locks, sees every reversal committed of each original.
+#
+# A reversal is applied only where the unit of work would post its every line now: its original
+# is found (the preferred endpoint first, as `checks.locked_original` finds it) and was for the
+# same collector; no other reversal of the batch names that original; for each offer, what it
+# takes back and what earlier reversals took fit in what the original issued and no line of
+# that offer is pending on the original (`rules.check_reversal_bounds`, `ORIGINAL_PENDING`);
+# and where there is a floor, the collector's locked balance less every reversal of the batch
+# for it stays at or above it (`rules.check_balance`: the batch's credits are not counted).
+# The unit of work answers every other case.
+_REVERSE_CHECKED = f""", origin AS MATERIALIZED (
+    SELECT DISTINCT ON (c.i) c.i, t.id, t.collector_number = c.collector AS same_collector
+      FROM candidate AS c
+      JOIN transactions AS t
+        ON t.sponsor_code = c.sponsor AND t.partner_transaction_id = c.original
+       AND t.endpoint = ANY (c.origins) AND t.status {_NOT_REJECTED}
+     ORDER BY c.i, array_position(c.origins, t.endpoint::text)
+), asked AS MATERIALIZED (
+    SELECT l.i, l.offer_code, sum(l.miles) AS miles
+      FROM {recordset(_L, "l", ["offer_code", "miles"], "lines")}
+     WHERE l.i IN (SELECT i FROM origin)
+     GROUP BY l.i, l.offer_code
+), issued AS MATERIALIZED (
+    SELECT o.i, l.offer_code, sum(l.miles) AS miles,
+           bool_or(l.status = '{LineStatus.PENDING}') AS waiting
+      FROM origin AS o JOIN issuance_lines AS l ON l.transaction_id = o.id
+     WHERE l.direction = '{Direction.CREDIT}' AND l.status {_NOT_REJECTED}
+     GROUP BY o.i, l.offer_code
+), taken AS MATERIALIZED (
+    SELECT o.i, l.offer_code, sum(l.miles) AS miles
+      FROM origin AS o
+      JOIN transactions AS r ON r.original_transaction_id = o.id
+      JOIN issuance_lines AS l ON l.transaction_id = r.id
+     WHERE l.status {_NOT_REJECTED}
+     GROUP BY o.i, l.offer_code
+), reversible AS MATERIALIZED (
+    SELECT o.i FROM origin AS o
+     WHERE o.same_collector
+       AND o.i = (SELECT min(x.i) FROM origin AS x WHERE x.id = o.id)
+       AND NOT EXISTS (
+           SELECT 1 FROM asked AS a
+             LEFT JOIN issued AS s ON s.i = a.i AND s.offer_code = a.offer_code
+             LEFT JOIN taken AS k ON k.i = a.i AND k.offer_code = a.offer_code
+            WHERE a.i = o.i
+              AND (s.waiting IS NOT FALSE OR a.miles > s.miles - coalesce(k.miles, 0)))
+), ready AS MATERIALIZED (
+    SELECT c.* FROM candidate AS c
+     WHERE c.original IS NULL OR c.i IN (SELECT i FROM reversible)
+), locked AS MATERIALIZED (
+    SELECT number, balance_miles FROM collectors
+     WHERE number IN (SELECT collector FROM ready) AND status = {_ACTIVE}
+     ORDER BY number
+       FOR UPDATE
+), fits AS MATERIALIZED (
+    SELECT r.* FROM ready AS r JOIN locked ON locked.number = r.collector
+     WHERE r.floor IS NULL
+        OR locked.balance_miles + (SELECT sum(x.delta) FROM ready AS x
+                                    WHERE x.collector = r.collector AND x.floor IS NOT NULL)
+           >= r.floor
+)"""  # noqa: S608
+REVERSE_BATCH = (
+    _head("candidate", ", sponsor text, original text, origins text[], floor bigint")
+    + _REVERSE_CHECKED
+    + _tail(
+        "fits",
+        "",
+        insert_from_recordset(
+            _T,
+            "t",
+            _T.columns.keys(),
+            "transactions",
+            _APPLIED,
+            computed={"original_transaction_id": "coalesce(t.original_transaction_id, o.id)"},
+            join="LEFT JOIN origin AS o ON o.i = t.i",
+        ),
+    )
+)
+
+# The locks `REVERSE_BATCH` runs after, in its transaction: the calls' collectors, then the
+# originals their reversals name, each in one order — collectors before originals, as the unit of
+# work takes them, so that two writers wait for each other rather than deadlock. Every path that
+# writes a reversal holds its original's row lock when it reads what the original's reversals
+# took (a reversal whose collector was not enrolled holds no collector's lock: it is its
+# original's that orders it), so the statement after these locks reads all those committed.
+LOCK_COLLECTORS = """
+SELECT number FROM collectors
+ WHERE number IN (SELECT c.collector FROM json_to_recordset(%(calls)s::json) AS c(collector text))
+ ORDER BY number
+   FOR UPDATE
+"""
+LOCK_ORIGINALS = f"""
+SELECT t.id FROM transactions AS t
+  JOIN json_to_recordset(%(calls)s::json) AS c(sponsor text, original text, origins text[])
+    ON t.sponsor_code = c.sponsor AND t.partner_transaction_id = c.original
+   AND t.endpoint = ANY (c.origins)
+ WHERE t.status {_NOT_REJECTED}
+ ORDER BY t.id
+   FOR UPDATE OF t
+"""  # noqa: S608
+
+# The parameters of `POST_BATCH` and `REVERSE_BATCH`, in the order `batch_params` gives them,
+# and what is sent.
 POST_BATCH_PARAMETERS = ("calls", "transactions", "lines", "entries", "keys")
 POST_BATCH_SENT = numbered_placeholders(POST_BATCH, POST_BATCH_PARAMETERS)
+REVERSE_BATCH_SENT = numbered_placeholders(REVERSE_BATCH, POST_BATCH_PARAMETERS)
+_LOCKS_SENT = tuple(
+    numbered_placeholders(lock, ("calls",)) for lock in (LOCK_COLLECTORS, LOCK_ORIGINALS)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Original:
+    """What a reversal names: its original's sponsor and partner id, and the endpoints it may
+    have been sent to, preferred first (`issuance.calls.RULES`)."""
+
+    sponsor_code: str
+    partner_transaction_id: str
+    endpoints: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +295,11 @@ class BatchedCall:
     transaction: Mapping[str, object]
     lines: Sequence[Mapping[str, object]]
     key_row: Mapping[str, object] | None
+    # A reversal: the original it takes back miles of (its transaction row's
+    # `original_transaction_id` is the one found), and the least balance it may leave (None:
+    # any). Its postings are debits.
+    original: Original | None = None
+    balance_floor: int | None = None
 
 
 def batch_params(calls: Sequence[BatchedCall]) -> list[str]:
@@ -165,6 +325,13 @@ def batch_params(calls: Sequence[BatchedCall]) -> list[str]:
                 "now": call.now,
             }
         )
+        if call.original is not None:
+            call_rows[-1].update(
+                sponsor=call.original.sponsor_code,
+                original=call.original.partner_transaction_id,
+                origins=call.original.endpoints,
+                floor=call.balance_floor,
+            )
         transactions.append({"i": i, **call.transaction})
         lines.extend({"i": i, **line} for line in call.lines)
         entries.extend({"i": i, **entry} for entry in call_entries)
@@ -207,11 +374,18 @@ def _outcome(row: Sequence[Any]) -> BatchedOutcome:
 async def apply_batch(
     pool: StatementPool, calls: Sequence[BatchedCall]
 ) -> list[BatchedOutcome] | None:
-    """Run `POST_BATCH` for `calls` in one statement: what became of each, in order; None if
-    the statement wrote nothing at all (`StatementPool.run`: a unique index — a duplicate
+    """Run `POST_BATCH` for `calls` in one statement — or, when one of them is a reversal,
+    `REVERSE_BATCH` after its locks, in one transaction sent at once: what became of each, in
+    order; None if the statement wrote nothing at all (`StatementPool.run`: a unique index — a duplicate
     transaction id, or a key stored since it was read —, a deadlock's victim — a unit of work of
     another call with the same transaction id —, a row lock held past `lock_timeout`)."""
-    rows = await pool.run(POST_BATCH_SENT, batch_params(calls))
+    params = batch_params(calls)
+    if any(call.original is not None for call in calls):
+        rows = await pool.run_in_transaction(
+            [*((lock, params[:1]) for lock in _LOCKS_SENT), (REVERSE_BATCH_SENT, params)]
+        )
+    else:
+        rows = await pool.run(POST_BATCH_SENT, params)
     if rows is None:
         return None
     invariant(len(rows) == len(calls))  # one row per call, in order
