@@ -171,13 +171,16 @@ POST_BATCH = (
 # and where there is a floor, the collector's locked balance less every reversal of the batch
 # for it stays at or above it (`rules.check_balance`: the batch's credits are not counted).
 # The unit of work answers every other case.
-_REVERSE_CHECKED = f""", origin AS MATERIALIZED (
-    SELECT DISTINCT ON (c.i) c.i, t.id, t.collector_number = c.collector AS same_collector
-      FROM candidate AS c
+_REVERSE_CHECKED = f""", named AS MATERIALIZED (
+    SELECT c.i, c.sponsor, e.endpoint, c.original, c.collector, e.preference
+      FROM candidate AS c, unnest(c.origins) WITH ORDINALITY AS e(endpoint, preference)
+), origin AS MATERIALIZED (
+    SELECT DISTINCT ON (n.i) n.i, t.id, t.collector_number = n.collector AS same_collector
+      FROM named AS n
       JOIN transactions AS t
-        ON t.sponsor_code = c.sponsor AND t.partner_transaction_id = c.original
-       AND t.endpoint = ANY (c.origins) AND t.status {_NOT_REJECTED}
-     ORDER BY c.i, array_position(c.origins, t.endpoint::text)
+        ON t.sponsor_code = n.sponsor AND t.endpoint = n.endpoint
+       AND t.partner_transaction_id = n.original AND t.status {_NOT_REJECTED}
+     ORDER BY n.i, n.preference
 ), asked AS MATERIALIZED (
     SELECT l.i, l.offer_code, sum(l.miles) AS miles
       FROM {recordset(_L, "l", ["offer_code", "miles"], "lines")}
@@ -252,10 +255,15 @@ SELECT number FROM collectors
    FOR UPDATE
 """
 LOCK_ORIGINALS = f"""
-SELECT t.id FROM transactions AS t
-  JOIN json_to_recordset(%(calls)s::json) AS c(sponsor text, original text, origins text[])
-    ON t.sponsor_code = c.sponsor AND t.partner_transaction_id = c.original
-   AND t.endpoint = ANY (c.origins)
+WITH named AS MATERIALIZED (
+    SELECT c.sponsor, e.endpoint, c.original
+      FROM json_to_recordset(%(calls)s::json) AS c(sponsor text, original text, origins text[]),
+           unnest(c.origins) AS e(endpoint)
+)
+SELECT t.id FROM named AS n
+  JOIN transactions AS t
+    ON t.sponsor_code = n.sponsor AND t.endpoint = n.endpoint
+   AND t.partner_transaction_id = n.original
  WHERE t.status {_NOT_REJECTED}
  ORDER BY t.id
    FOR UPDATE OF t
