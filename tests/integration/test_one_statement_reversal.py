@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import text
 
@@ -367,3 +368,26 @@ def test_a_reversal_waiting_for_its_collector_sees_the_reversal_it_waited_for(ri
     assert refused.status == 400
     assert "REVERSAL_EXCEEDS_ORIGINAL" in str(refused.body)
     assert reversed_miles(rig, original["clientTransactionId"]) == 6
+
+
+def test_a_reversal_batch_that_times_out_on_a_lock_is_rolled_back_and_its_connection_kept(
+    rig: Rig,
+) -> None:
+    """A collector held elsewhere past the pool's lock timeout: the batch's transaction is
+    refused whole (the call goes to the unit of work), rolled back on its connection, and that
+    connection serves the next batch."""
+    original = event(miles=10)
+    issued(rig, original)
+    blocked = call(Endpoint.REVERSE_EVENT, reversal_of(original, 4), "k-held")
+    url = rig.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url) as holder:  # a long transaction holds the collector's row
+        holder.execute("SELECT 1 FROM collectors WHERE number = %s FOR UPDATE", [ACTIVE])
+        assert rig.at_once(blocked) is None
+    idle = list(rig.pool._idle)
+    assert len(idle) == 1  # rolled back and kept, not closed
+    assert reversed_miles(rig, original["clientTransactionId"]) == 0
+    outcome = rig.at_once(blocked)  # the lock is free now: written, on the same connection
+    assert outcome is not None
+    assert outcome.status == 200
+    assert rig.pool._idle == idle
+    assert reversed_miles(rig, original["clientTransactionId"]) == 4

@@ -39,6 +39,7 @@ from sqlalchemy.sql.schema import Table
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 IDLE = TransactionStatus.IDLE
+INERROR = TransactionStatus.INERROR
 # Units of work `Database.run_in_unit_of_work` runs for one piece of work: a unique-index race lost
 # to a concurrent unit of work is run again, and then finds the winner's rows.
 INTEGRITY_ATTEMPTS = 3
@@ -546,12 +547,20 @@ class StatementPool:
         back."""
         *locks, (statement, params) = statements
         try:
-            async with self.connection() as conn, conn.pipeline():
-                async with conn.transaction():
-                    for lock, lock_params in locks:
-                        await conn.execute(lock, lock_params)
-                    cursor = await conn.execute(statement, params)
-                return await cursor.fetchall()
+            async with self.connection() as conn:
+                try:
+                    async with conn.pipeline() as pipeline:
+                        await conn.execute(b"BEGIN")
+                        for lock, lock_params in locks:
+                            await conn.execute(lock, lock_params)
+                        cursor = await conn.execute(statement, params)
+                        await conn.execute(b"COMMIT")
+                        await pipeline.sync()  # everything sent; one wait for every result
+                        return await cursor.fetchall()
+                except psycopg.Error:
+                    if conn.info.transaction_status == INERROR:  # keep the connection
+                        await conn.execute(b"ROLLBACK")
+                    raise
         except _REFUSED:
             return None
         except psycopg.Error as exc:
