@@ -458,22 +458,6 @@ EXPLAINED: dict[str, Explained] = {
         "sponsor = rules.check_sponsor(entry.sponsor, None)",
         "the code only names the sponsor in the refusal's message; the planner catches every refusal and answers None, so no message is ever read.",
     ),
-    "rewardmiles.issuance.service.x_plan_at_once__mutmut_2": Explained(
-        "or command.collector_number is None and not command.lines",
-        "Only a POST or POST/EVENT gets past the first clause (the endpoint check), and plan_at_once is called only by execute_at_once, whose one caller (routes._handle) builds POST from PostBasketRequest and POST/EVENT from PostEventRequest: both require collectorNumber (CollectorNumber, not Optional) and at least one issuance (issuances min_length=1). So for every call that reaches these terms, collector_number is None and not command.lines are both False, and 'False or False' equals 'False and False': the plan is the same. Planted by hand: all 44 tests of test_one_statement_issue.py pass.",
-    ),
-    "rewardmiles.issuance.service.x_plan_at_once__mutmut_3": Explained(
-        "or command.original_partner_id and command.collector_number is None",
-        "As plan_at_once__mutmut_2: past the endpoint check only POST/POST/EVENT calls remain; their models (extra='forbid') have no original field, so basket_command/event_command set original_partner_id to None (getattr default), and collectorNumber is required. Both terms are False, so 'or' and 'and' give False alike. Planted by hand: the file's tests all pass.",
-    ),
-    "rewardmiles.issuance.service.x_plan_at_once__mutmut_4": Explained(
-        "or command.program is not None and command.original_partner_id",
-        "As plan_at_once__mutmut_2: past the endpoint check only POST/POST/EVENT calls remain, whose commands come from basket_command/event_command, which never set program (only program_command does, for CALCULATE/ISSUE/RETURN), and whose models have no original field (original_partner_id None). Both terms are False, so 'or' and 'and' agree. Planted by hand: the file's tests all pass.",
-    ),
-    "rewardmiles.issuance.service.x_execute_at_once__mutmut_50": Explained(
-        'collector_number=call.command.collector_number or "XXXX",',
-        "As records.build_write__mutmut_101: only a POST or POST/EVENT reaches the statement (plan_at_once), and both require collectorNumber, so the fallback (there for the type of RECORD's optional collector) is never evaluated. Found by the PostgreSQL run of execute_at_once.",
-    ),
     "rewardmiles.issuance.service.x_execute_at_once__mutmut_68": Explained(
         "if applied.current is not None or stored.transaction_id is not None:",
         "applied.current is not None exactly when stored.transaction_id is not None. current is t.response_json from POST_BATCH's 'LEFT JOIN transactions AS t ON t.id = s.transaction_id' (response_json NOT NULL), so current set implies transaction_id set. Conversely a key row's transaction_id comes only from _key_row(outcome.transaction_id): None for rejections and CALCULATE, else the id of a transaction inserted in the same commit as the key (build_write: the unit of work, or the statement's txn/kept CTEs under the same 'applied' condition) or of an accepted transaction already committed (render_current on a rule 3.7 replay). Nothing deletes transactions (the only DELETE in src is idempotency.purge_expired, on keys), and the statement reads keys and transactions in one snapshot, so a visible key with a transaction_id always finds its row. Hence 'and' and 'or' take the same branch. Planted by hand: the file's tests all pass.",

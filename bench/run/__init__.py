@@ -16,7 +16,8 @@ One run, on this machine, measures:
    bench/pgbench_issue_one_statement.sql as the one statement the service now sends (1 round
    trip, autocommit; generated from the service's statement by bench/pgbench_one_statement.py);
    and two for reversals: bench/pgbench_reverse.sql, the SQL work of one REVERSE/EVENT (8 round
-   trips, the unit of work) of originals written beforehand, and the 50/50 mix of (c) below
+   trips, the unit of work, one call at a time; the service now batches reversals too, and
+   falls back to it) of originals written beforehand, and the 50/50 mix of (c) below
    (the issue and reverse scripts in turn on each connection);
 4. rewardmiles itself (`rewardmiles serve`, a real process): PostgreSQL with 1 and 2 API
    processes (the better one runs every scenario) and SQLite with 1 — (a) POST/EVENT with unique

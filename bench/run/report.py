@@ -143,8 +143,9 @@ def _method(a: argparse.Namespace) -> list[str]:
         f"autocommit ({ceiling_column(PGBENCH_ONE_STATEMENT)}, one round trip: the path a "
         "POST/EVENT now takes). Their rows run one after the other at each concurrency.",
         f"- Two more for reversals: `{PGBENCH_REVERSE.relative_to(ROOT)}`, the SQL work of one "
-        f"REVERSE/EVENT ({ceiling_column(PGBENCH_REVERSE)}: the unit of work every reversal "
-        "takes) of an original written beforehand, and the 50/50 mix of scenario (c) "
+        f"REVERSE/EVENT ({ceiling_column(PGBENCH_REVERSE)}: the unit of work, one call at a "
+        "time, which a reversal the batch cannot decide falls back to) of an original written "
+        "beforehand, and the 50/50 mix of scenario (c) "
         "(bench/run/ceilings.py `mix_script`: each connection issues, then reverses what it "
         "issued; a pgbench transaction is one call).",
         f"- × DB ceiling ({ceiling_column(PGBENCH_SCRIPT)}) and × DB ceiling "
@@ -370,9 +371,10 @@ def _sql_section(h: Harness) -> list[str]:
         )
         warn = "" if r["status"] in (200, 202) else " — **not a success: see latest.json**"
         paths = r.get("paths") or []
+        explicit = any(s["sql"] == "BEGIN" for s in r.get("statements") or ())
         commit = (
             "BEGIN and COMMIT included"
-            if "unit of work" in paths
+            if "unit of work" in paths or explicit
             else "autocommit: no BEGIN/COMMIT"
         )
         out.append(

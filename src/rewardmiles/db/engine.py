@@ -541,7 +541,7 @@ class StatementPool:
         self, statements: Sequence[tuple[bytes, Sequence[object]]]
     ) -> list[Any] | None:
         """Run `statements` in one transaction, sent at once (a pipeline: BEGIN, each
-        statement, COMMIT, one round trip), and fetch the last one's rows. Each statement takes
+        statement, COMMIT, one sync), and fetch the last one's rows. Each statement takes
         its own snapshot (READ COMMITTED): it sees what committed while the ones before it waited
         for their locks. None and errors as `run`: any refusal rolls the whole transaction
         back."""
