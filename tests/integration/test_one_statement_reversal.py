@@ -117,6 +117,16 @@ def reversed_miles(rig: Rig, original_partner_id: str) -> int:
         )
 
 
+def _refused_over_the_bound(
+    rig: Rig, reversal: PartnerCall, original: dict[str, Any], *, reversed_so_far: int
+) -> None:
+    """The unit of work refuses `reversal` as over the original, which keeps what it had."""
+    refused = rig.general(reversal)
+    assert refused.status == 400
+    assert "REVERSAL_EXCEEDS_ORIGINAL" in str(refused.body)
+    assert reversed_miles(rig, original["clientTransactionId"]) == reversed_so_far
+
+
 def test_reversals_write_exactly_what_the_unit_of_work_writes(
     postgres_only: None, database_factory: DatabaseFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -297,10 +307,7 @@ def test_two_reversals_of_one_original_in_one_batch_take_no_more_than_it_issued(
     assert outcomes[0] is not None
     assert outcomes[0].status == 200
     assert outcomes[1] is None
-    refused = rig.general(second)
-    assert refused.status == 400
-    assert "REVERSAL_EXCEEDS_ORIGINAL" in str(refused.body)
-    assert reversed_miles(rig, original["clientTransactionId"]) == 6
+    _refused_over_the_bound(rig, second, original, reversed_so_far=6)
 
 
 def test_racing_reversals_from_two_writers_and_the_unit_of_work_never_exceed_the_original(
@@ -364,10 +371,7 @@ def test_a_reversal_waiting_for_its_collector_sees_the_reversal_it_waited_for(ri
         time.sleep(0.1)  # the batch waits for the row (less than the pool's lock timeout)
     worker.join(ANSWERED_WITHIN)
     assert result["second"] is None  # it saw the first: left to the unit of work
-    refused = rig.general(second)
-    assert refused.status == 400
-    assert "REVERSAL_EXCEEDS_ORIGINAL" in str(refused.body)
-    assert reversed_miles(rig, original["clientTransactionId"]) == 6
+    _refused_over_the_bound(rig, second, original, reversed_so_far=6)
 
 
 def test_a_reversal_batch_that_times_out_on_a_lock_is_rolled_back_and_its_connection_kept(
