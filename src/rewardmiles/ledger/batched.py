@@ -122,21 +122,14 @@ SELECT c.i, (c.i IN (SELECT i FROM applied))::integer AS written,
 """  # noqa: S608
 
 
-def _head(candidate: str, reversal_columns: str = "") -> str:
-    return _CALLS_HEAD.format(
-        reversal_columns=reversal_columns,
-        try_lock=_TRY_LOCK,
-        stored_outcome=keys.STORED_OUTCOME,
-        key_of=keys.KEY_OF.format(client_id="c.client_id", key="c.key"),
-        candidate=candidate,
-        reference_version=keys.REFERENCE_VERSION,
-    )
-
-
-def _tail(ready: str, moved_where: str, insert_transactions: str) -> str:
-    return _CALLS_TAIL.format(
-        ready=ready, moved_where=moved_where, insert_transactions=insert_transactions
-    )
+# What the head takes the same in both statements. The statements are put together right here, at
+# import, not in functions: nothing of them runs per call.
+_HEAD_PARTS = {
+    "try_lock": _TRY_LOCK,
+    "stored_outcome": keys.STORED_OUTCOME,
+    "key_of": keys.KEY_OF.format(client_id="c.client_id", key="c.key"),
+    "reference_version": keys.REFERENCE_VERSION,
+}
 
 
 # Built once, at import, from the tables' column names; every value is a bound parameter. The
@@ -152,9 +145,13 @@ _POST_LOCKED = f""", locked AS MATERIALIZED (
        FOR UPDATE
 )"""  # noqa: S608
 POST_BATCH = (
-    _head("ready")
+    _CALLS_HEAD.format(**_HEAD_PARTS, candidate="ready", reversal_columns="")
     + _POST_LOCKED
-    + _tail("ready", " AND c.number IN (SELECT number FROM locked)", _INSERT_TRANSACTIONS)
+    + _CALLS_TAIL.format(
+        ready="ready",
+        moved_where=" AND c.number IN (SELECT number FROM locked)",
+        insert_transactions=_INSERT_TRANSACTIONS,
+    )
 )
 
 # REVERSE_BATCH: calls among which some take back miles of an original (a reversal: `original`
@@ -225,12 +222,16 @@ _REVERSE_CHECKED = f""", named AS MATERIALIZED (
            >= r.floor
 )"""  # noqa: S608
 REVERSE_BATCH = (
-    _head("candidate", ", sponsor text, original text, origins text[], floor bigint")
+    _CALLS_HEAD.format(
+        **_HEAD_PARTS,
+        candidate="candidate",
+        reversal_columns=", sponsor text, original text, origins text[], floor bigint",
+    )
     + _REVERSE_CHECKED
-    + _tail(
-        "fits",
-        "",
-        insert_from_recordset(
+    + _CALLS_TAIL.format(
+        ready="fits",
+        moved_where="",
+        insert_transactions=insert_from_recordset(
             _T,
             "t",
             _T.columns.keys(),
