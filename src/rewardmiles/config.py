@@ -96,8 +96,9 @@ class Settings(BaseModel):
     )
     one_statement_issue: bool = Field(
         default=True,
-        description="PostgreSQL: write an issue whose every line posts in one statement "
-        "(one round trip); off = always the general unit of work",
+        description="PostgreSQL: write an issue, or a reversal of an original, whose every "
+        "line posts at once by the group commit's batched statement; off = always the general "
+        "unit of work",
     )
     program_time_zone: str = "America/Toronto"
     backdate_days_max: int = Field(default=30, ge=0, le=3650)

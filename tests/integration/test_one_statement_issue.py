@@ -217,6 +217,34 @@ def test_the_statement_is_never_jit_compiled(rig: Rig) -> None:
     assert "JIT" not in rig.loop.run_until_complete(plan())
 
 
+def both_ways_the_same(
+    fast: Rig,
+    slow: Rig,
+    monkeypatch: pytest.MonkeyPatch,
+    before: list[PartnerCall],
+    calls: list[PartnerCall],
+) -> None:
+    """On two fresh rigs, `before` by the unit of work on both, then `calls` on the
+    one-statement path (`fast`, every one written) and by the unit of work (`slow`): the same
+    answers, all 200, and the same rows. Transaction ids come from a counter, so they are the
+    same on both databases."""
+    outcomes = {}
+    for rig in (fast, slow):
+        counter = iter(range(1, 1000))
+        monkeypatch.setattr(ids, "uuid4_text", lambda c=counter: str(uuid.UUID(int=next(c))))
+        for call in before:
+            assert rig.general(call).status == 200
+        if rig is fast:
+            results = [rig.at_once(call) for call in calls]
+            assert all(result is not None for result in results), results
+        else:
+            results = [rig.general(call) for call in calls]
+        outcomes[rig] = results
+    assert outcomes[fast] == outcomes[slow]
+    assert all(o is not None and o.status == 200 for o in outcomes[fast])
+    assert fast.rows() == slow.rows()
+
+
 def test_writes_exactly_what_the_unit_of_work_writes(
     postgres_only: None, database_factory: DatabaseFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -235,20 +263,7 @@ def test_writes_exactly_what_the_unit_of_work_writes(
             for body, key in bodies
         ]
         warm = partner_call(basket(), endpoint="post")  # caches both offers and the location
-        outcomes = {}
-        for rig in (fast, slow):  # transaction ids from a counter: the same on both databases
-            counter = iter(range(1, 1000))
-            monkeypatch.setattr(ids, "uuid4_text", lambda c=counter: str(uuid.UUID(int=next(c))))
-            rig.general(warm)
-            if rig is fast:
-                results = [rig.at_once(call) for call in calls]
-                assert all(result is not None for result in results), results
-            else:
-                results = [rig.general(call) for call in calls]
-            outcomes[rig] = results
-        assert outcomes[fast] == outcomes[slow]
-        assert all(o is not None and o.status == 200 for o in outcomes[fast])
-        assert fast.rows() == slow.rows()
+        both_ways_the_same(fast, slow, monkeypatch, [warm], calls)
     finally:
         fast.close()
         slow.close()

@@ -17,7 +17,6 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from rewardmiles import ids
 from rewardmiles.collectors import service as collectors
 from rewardmiles.config import Settings
 from rewardmiles.db.engine import StatementPool
@@ -39,6 +38,7 @@ from tests.integration.test_one_statement_issue import (
     _counts,
     _together,
     basket,
+    both_ways_the_same,
     event,
     postgres_only,
 )
@@ -145,21 +145,7 @@ def test_reversals_write_exactly_what_the_unit_of_work_writes(
             # a REVERSE/EVENT may name a POST's checkout id (the seed)
             call(Endpoint.REVERSE_EVENT, reversal_of(basket_original, [("STANDARD", 3)])),
         ]
-        outcomes = {}
-        for rig in (fast, slow):  # transaction ids from a counter: the same on both databases
-            counter = iter(range(1, 1000))
-            monkeypatch.setattr(ids, "uuid4_text", lambda c=counter: str(uuid.UUID(int=next(c))))
-            for original in originals:
-                assert rig.general(original).status == 200
-            if rig is fast:
-                results = [rig.at_once(reversal) for reversal in reversals]
-                assert all(result is not None for result in results), results
-            else:
-                results = [rig.general(reversal) for reversal in reversals]
-            outcomes[rig] = results
-        assert outcomes[fast] == outcomes[slow]
-        assert all(o is not None and o.status == 200 for o in outcomes[fast])
-        assert fast.rows() == slow.rows()
+        both_ways_the_same(fast, slow, monkeypatch, originals, reversals)
         with fast.db.reader() as session:  # each names its original, found by the statement
             named = session.execute(
                 text(

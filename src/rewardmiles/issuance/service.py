@@ -5,8 +5,8 @@ ask the pure rules (`rules`), write (`records` builds the rows, `ledger` posts),
 
 Two ways to the same rows: `execute`, in a unit of work (opened by the boundary that calls it)
 that answers every case, and `execute_at_once`, the one-statement path (PostgreSQL) for an issue
-or a reversal whose every line posts now, written by `ledger.batched`'s group commit. Services take a session
-and never commit.
+or a reversal whose every line posts now, written by `ledger.batched`'s group commit. Services
+take a session and never commit.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ over one vocabulary, `Posting`:
 - `post_adjustment(session, account, adjustment_id, miles)`: an operator's adjustment, its
   pair against the program's `ADJUSTMENTS` account;
 - `GroupCommit.post_batched(call)`: group commit, one statement per batch of calls (PostgreSQL),
-  issues and reversals of an original, writing the same rows (`tests/integration/test_one_statement_issue.py` holds them identical).
+  issues and reversals of an original, writing the same rows
+  (`tests/integration/test_one_statement_issue.py` and `…_reversal.py` hold them identical).
 
 `verify` checks the invariants over a whole database. No web framework here.
 """

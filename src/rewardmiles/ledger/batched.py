@@ -22,6 +22,12 @@ move its balance by their sum, and every call is answered only after the commit 
 durable. A batch that writes nothing because of one call — a unique index, a deadlock with a unit
 of work, a row lock held past the pool's lock timeout — is run again call by call, so only that
 call goes to the unit of work.
+
+Reversals: a call that takes back miles of an original (`BatchedCall.original`) joins the same
+batches. A batch with one in it is one transaction sent at once
+(`StatementPool.run_in_transaction`): its collectors and the originals it names are locked first, then `REVERSE_BATCH` — `POST_BATCH`
+with the original's bounds checked — runs with a snapshot taken after those locks, so it counts
+every reversal of those originals committed by any path.
 """
 
 from __future__ import annotations
@@ -385,9 +391,10 @@ async def apply_batch(
 ) -> list[BatchedOutcome] | None:
     """Run `POST_BATCH` for `calls` in one statement — or, when one of them is a reversal,
     `REVERSE_BATCH` after its locks, in one transaction sent at once: what became of each, in
-    order; None if the statement wrote nothing at all (`StatementPool.run`: a unique index — a duplicate
-    transaction id, or a key stored since it was read —, a deadlock's victim — a unit of work of
-    another call with the same transaction id —, a row lock held past `lock_timeout`)."""
+    order; None if the statement wrote nothing at all (`StatementPool.run`: a unique index — a
+    duplicate transaction id, or a key stored since it was read —, a deadlock's victim — a unit
+    of work of another call with the same transaction id —, a row lock held past
+    `lock_timeout`)."""
     params = batch_params(calls)
     if any(call.original is not None for call in calls):
         rows = await pool.run_in_transaction(
