@@ -708,8 +708,16 @@ def test_calls_arriving_together_share_one_statement_and_each_gets_its_own_answe
     # Two calls of one batch for one collector moved its balance by their sum.
     assert _balance(rig, ACTIVE) == before[ACTIVE] + sum(range(1, 9))
     assert _balance(rig, "70000000010") == before["70000000010"] + sum(range(100, 104))
-    for call, outcome in zip(calls[:8], outcomes[:8], strict=True):
-        replayed = rig.general(call)  # the key was stored with the call, in the same commit
+    keys_stored_with_their_calls(rig, calls[:8], outcomes[:8])
+
+
+def keys_stored_with_their_calls(
+    rig: Rig, calls: list[PartnerCall], outcomes: list[Outcome | None]
+) -> None:
+    """Each call's key was stored with it, in the same commit: sent again, the unit of work
+    replays the transaction the call wrote."""
+    for call, outcome in zip(calls, outcomes, strict=True):
+        replayed = rig.general(call)
         assert replayed.replayed
         assert outcome is not None
         assert replayed.transaction_id == outcome.transaction_id

@@ -40,6 +40,7 @@ from tests.integration.test_one_statement_issue import (
     basket,
     both_ways_the_same,
     event,
+    keys_stored_with_their_calls,
     postgres_only,
 )
 from tests.support.issue import build_call
@@ -272,11 +273,7 @@ def test_issues_and_reversals_arriving_together_share_one_transaction(
     assert all(o is not None and o.status == 200 and not o.replayed for o in outcomes)
     assert _balance(rig, ACTIVE) == before[ACTIVE] - 4 * 3 + 7
     assert _balance(rig, OTHER) == before[OTHER] + 3
-    for reversal, outcome in zip(calls[:4], outcomes[:4], strict=True):
-        replay = rig.general(reversal)  # the key was stored with the call, in the same commit
-        assert replay.replayed
-        assert outcome is not None
-        assert replay.transaction_id == outcome.transaction_id
+    keys_stored_with_their_calls(rig, calls[:4], outcomes[:4])
 
 
 def test_two_reversals_of_one_original_in_one_batch_take_no_more_than_it_issued(
