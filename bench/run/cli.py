@@ -14,10 +14,10 @@ from typing import Any
 
 import bench.run
 from bench.run import report
+from bench.run.batch_import import past_rows
 from bench.run.capture import capture_sql
 from bench.run.ceilings import generator_ceiling, http_ceiling, pgbench
 from bench.run.config import BENCH, DEFAULT_PG_URL, SCRATCH, BenchError, log
-from bench.run.console import console_rows
 from bench.run.harness import Harness
 from bench.run.history import history_rows
 from bench.run.machine import describe
@@ -151,7 +151,7 @@ def stages(h: Harness) -> None:
     if args.sqlite:
         rewardmiles_sqlite(h)
     history_rows(h)  # (h): a collector's ledger history, page 1 and page 200 of 100k entries
-    console_rows(h)  # (i): every console page on 1M transactions
+    past_rows(h)  # (i) every console page on 1M transactions; (j) a 1M-record log imported
     if args.postgres and args.profile:
         profile(h)
 

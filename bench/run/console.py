@@ -9,7 +9,8 @@ entries (`bench.run.history`). Each page must answer in p95 ≤ 200 ms.
 The seed is bench data written in bulk (executemany in chunks), not through the service; each
 collector's balance is set to the sum of its entries and the run ends with `rewardmiles ledger
 verify`. Latency is measured at the client on loopback, one request at a time: an upper bound of
-the server's time. The harness runs it as the (i) rows after the history rows (`console_rows`).
+the server's time. The harness runs it as the (i) rows after the history rows, and the (j) rows
+(`bench.run.batch_import.past_rows`) on the same database.
 """
 
 from __future__ import annotations
@@ -202,6 +203,7 @@ def seed(url: str, transactions: int = TRANSACTIONS) -> dict[str, str]:
             "number": history.NUMBER,
             "transaction": last_id,
             "sponsor": SPONSOR_CODE,
+            "now": now.isoformat(),  # the seed's instant: its transactions lie in the 30 days before
         }
     finally:
         db.dispose()
@@ -308,28 +310,13 @@ def measure(
 
 def run(
     url: str, target: str, requests: int, transactions: int = TRANSACTIONS
-) -> list[Measurement]:
+) -> tuple[list[Measurement], dict[str, str]]:
+    """The (i) rows on `url`, an empty database seeded first; and the seed's values."""
     values = seed(url, transactions)
     with serving(f"console-{target.lower()}", url, 1) as server:
         rows = measure(server.port, values, requests, target, transactions)
     verify_ledger(url, f"{target} console")
-    return rows
-
-
-def console_rows(h: Any) -> None:
-    """The harness's (i) rows: SQLite on a file of its own; PostgreSQL on an empty database."""
-    requests = 30 if h.args.quick else 200
-    transactions = 100_000 if h.args.quick else TRANSACTIONS
-    if h.args.sqlite:
-        path = SCRATCH / f"console-{h.run_id}.db"
-        for m in run(f"sqlite:///{path}", "SQLite", requests, transactions):
-            h.record(m)
-        h.verified("sqlite_console", "ok")
-    if h.args.postgres and h.pg is not None:
-        url = h.pg.url(h.pg.create("console"))
-        for m in run(url, "PostgreSQL", requests, transactions):
-            h.record(m)
-        h.verified("pg_console", "ok")
+    return rows, values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         path = SCRATCH / f"console-{uuid.uuid4().hex[:8]}.db"
         url = f"sqlite:///{path}"
     target = "SQLite" if url.startswith("sqlite") else "PostgreSQL"
-    rows = run(url, target, args.requests, args.transactions)
+    rows, _ = run(url, target, args.requests, args.transactions)
     failed = [m for m in rows if m.notes or m.non_2xx]
     for m in rows:
         sys.stdout.write(
