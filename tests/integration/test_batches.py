@@ -17,7 +17,8 @@ from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import BatchRecord, LedgerEntry, Transaction
 from rewardmiles.ledger.verify import verify
-from rewardmiles.reports import batches
+from rewardmiles.reports import batches, repository
+from rewardmiles.vocabulary import Endpoint
 from tests.conftest import DatabaseFactory
 from tests.support import data
 from tests.support.issue import call
@@ -178,6 +179,89 @@ def test_outcomes_written_in_groups_are_all_written_in_order(
         (None, b["clientTransactionId"]) for b in bodies[7:]
     }
     assert view["counts"] == {"matched": 7, "missing_in_program": 4, "missing_in_log": 2}
+
+
+def test_refused_records_are_numbered_in_the_log_order_among_the_rest(
+    own_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outcome's `seq` follows its line, whether the record was refused as read, matched, or
+    found missing, across chunk boundaries (a chunk is looked up while the next one is read)."""
+    monkeypatch.setattr(batches, "CHUNK_RECORDS", 3)
+    settings = Settings()
+    sponsor = data.new_sponsor(own_db)
+    bodies, collector = _day_of_records(own_db, settings, sponsor, 4)
+    when = bodies[0]["transactionDateTime"]
+    lines = [
+        f"POST/EVENT,{bodies[0]['clientTransactionId']},{collector},{when},10",
+        f"POST/EVENT,bad-amount,{collector},{when},1_000",
+        f"POST/EVENT,{bodies[1]['clientTransactionId']},{collector},{when},9",
+        f"POST/EVENT,only-in-log,{collector},{when},3",
+        f"POST/EVENT,bad-collector,123,{when},3",
+        f"POST/EVENT,{bodies[2]['clientTransactionId']},{collector},{when},10",
+        f"POST/EVENT,{bodies[3]['clientTransactionId']},{collector},{when},10",
+    ]
+
+    view = _run(own_db, sponsor, HEADER + "\n".join(lines) + "\n")
+
+    with own_db.reader() as session:
+        records = session.execute(
+            select(BatchRecord.seq, BatchRecord.line_no, BatchRecord.outcome)
+            .where(BatchRecord.batch_id == view["batchId"])
+            .order_by(BatchRecord.seq)
+        ).all()
+    assert [tuple(r) for r in records] == [
+        (1, 2, "matched"),
+        (2, 3, "invalid"),
+        (3, 4, "amount_mismatch"),
+        (4, 5, "missing_in_program"),
+        (5, 6, "invalid"),
+        (6, 7, "matched"),
+        (7, 8, "matched"),
+    ]
+
+
+def test_a_record_named_twice_in_two_chunks_is_issued_once(
+    own_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With missing records issued, a chunk is looked up only once the one before has issued
+    its own: the second copy of a record is found (matched), not issued again."""
+    monkeypatch.setattr(batches, "CHUNK_RECORDS", 1)
+    sponsor = data.new_sponsor(own_db)
+    collector = data.new_collector(own_db)
+    when = data.iso(clock.utc_now() - timedelta(minutes=1))
+    line = f"POST/EVENT,twice-{collector},{collector},{when},7\n"
+
+    view = _run(own_db, sponsor, HEADER + line + line + line, issue_missing=True)
+
+    assert view["counts"] == {"issued": 1, "matched": 2}
+    assert data.balance(own_db, collector) == 7
+
+
+def test_csv_columns_are_found_by_name_in_any_order(own_db: Database) -> None:
+    """The header names the columns: any order, extra columns ignored, of two of one name the
+    later one, a short record's missing values absent; the optional ones are read too (a
+    basket's amounts, to issue it)."""
+    settings = Settings()
+    sponsor = data.new_sponsor(own_db)
+    bodies, collector = _day_of_records(own_db, settings, sponsor, 1)
+    when = bodies[0]["transactionDateTime"]
+    header = (
+        "milesAmount,note,collectorNumber,basketPostTaxAmount,transactionDateTime,"
+        "partnerTransactionId,basketPreTaxAmount,transactionType,note\n"
+    )
+    lines = [
+        f"10,x,{collector},,{when},{bodies[0]['clientTransactionId']},,POST/EVENT,y,extra",
+        f"6,x,{collector},22.60,{when},basket-{collector},20.00,POST,y",
+        f"6,x,{collector},22.60,{when},short-{collector}",
+    ]
+
+    view = _run(own_db, sponsor, header + "\n".join(lines) + "\n", issue_missing=True)
+
+    assert view["counts"] == {"matched": 1, "issued": 1, "invalid": 1}
+    refused = next(r for r in view["records"] if r["outcome"] == "invalid")
+    assert (refused["lineNo"], refused["errorCode"]) == (4, "FIELD_REQUIRED")
+    assert refused["detail"] == "missing transactionType"
+    assert data.balance(own_db, collector) == 10 + 6
 
 
 def test_issue_missing_posts_once_and_the_second_import_posts_nothing(own_db: Database) -> None:
@@ -497,3 +581,46 @@ def test_a_long_line_with_cr_endings_is_refused_alone_by_its_number(
 def test_the_default_upload_limit_is_in_line_with_real_logs() -> None:
     assert Settings().batch_upload_bytes_max == 256 * 1024 * 1024
     assert Settings().batch_line_bytes_max == 64 * 1024
+
+
+def test_the_lookup_answers_exactly_the_pairs_asked(own_db: Database) -> None:
+    """A log's records are looked up by (endpoint, partner id): a transaction that shares an
+    asked-for pair's partner id and another asked-for pair's endpoint is not one of them; a
+    value that holds the separator PostgreSQL's lookup joins values by is refused, never
+    split into two."""
+    settings = Settings()
+    sponsor = data.new_sponsor(own_db)
+    collector = data.new_collector(own_db)
+    event = data.event_body(sponsor, collector, miles=12)
+    assert call(own_db, settings, event).status == 200
+    reversal = data.event_body(
+        sponsor, collector, miles=5, originalClientTransactionId=event["clientTransactionId"]
+    )
+    assert call(own_db, settings, reversal, reverse=True).status == 200
+    post, rev = Endpoint.POST_EVENT.value, Endpoint.REVERSE_EVENT.value
+
+    with own_db.statement_reader() as session:
+        found = repository.accepted_miles(
+            session,
+            sponsor,
+            [(post, event["clientTransactionId"]), (post, "nowhere"), (rev, "nowhere-either")],
+        )
+        both = repository.accepted_miles(
+            session,
+            sponsor,
+            [(post, event["clientTransactionId"]), (rev, reversal["clientTransactionId"])],
+        )
+        crossed = repository.accepted_miles(
+            session, sponsor, [(rev, event["clientTransactionId"]), (post, "x")]
+        )
+    assert {key: miles for key, (_, miles) in found.items()} == {
+        (post, event["clientTransactionId"]): 12
+    }
+    assert {key: miles for key, (_, miles) in both.items()} == {
+        (post, event["clientTransactionId"]): 12,
+        (rev, reversal["clientTransactionId"]): 5,
+    }
+    assert crossed == {}
+    if own_db.dialect == "postgresql":
+        with own_db.statement_reader() as session, pytest.raises(ValueError, match="separator"):
+            repository.accepted_miles(session, sponsor, [(post, "a\x1fb")])

@@ -23,11 +23,11 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     event,
+    func,
     select,
     text,
     tuple_,
 )
-from sqlalchemy.dialects import postgresql as pg_types
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
@@ -223,6 +223,16 @@ class Database:
                 session.rollback()
 
     @contextmanager
+    def statement_reader(self) -> Iterator[Session]:
+        """A session for reads that each stand alone: every statement sees what was committed
+        when it started. PostgreSQL runs them in autocommit, without the BEGIN and ROLLBACK round
+        trips of `reader` around them (for many small reads, each a query and nothing else)."""
+        with self.reader() as session:
+            if not self.is_sqlite:
+                session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            yield session
+
+    @contextmanager
     def snapshot_reader(self) -> Iterator[Session]:
         """A read-only transaction that sees one snapshot of the whole database, however long it
         reads while others write: PostgreSQL runs it at REPEATABLE READ, read only; SQLite's
@@ -358,27 +368,44 @@ def bulk_insert(
         )
 
 
+_AMONG = ("among_first", "among_second", "among_pairs")  # one `pairs_among` a statement
+_AMONG_SEPARATOR = "\x1f"  # ASCII's unit separator: in no id, code or name the service stores
+
+
 def pairs_among(
-    session: Session,
+    dialect: str,
     first: ColumnElement[Any] | InstrumentedAttribute[Any],
     second: ColumnElement[Any] | InstrumentedAttribute[Any],
-    pairs: Sequence[tuple[str, str]],
-) -> tuple[ColumnElement[bool], dict[str, Any]]:
-    """A condition that (`first`, `second`) is one of `pairs`, and its parameters. PostgreSQL:
-    each column `= ANY` of an array of its values — two parameters, not a thousand pairs to
-    convert, send and plan, and each column through its index — which also admits the pairs
-    made of one pair's first and another's second: the caller keeps the exact pairs. SQLite:
-    the pairs themselves, `(first, second) IN (…)`."""
-    if session.get_bind().dialect.name != "postgresql":
-        return tuple_(first, second).in_(pairs), {}
-    names = ("among_first", "among_second")  # one `pairs_among` a statement
+) -> ColumnElement[bool]:
+    """A condition that (`first`, `second`) is one of the pairs given as `pairs_params`, for a
+    statement built once per dialect. PostgreSQL: each column `= ANY` of an array of its values
+    — two parameters, not a thousand pairs to convert, send and plan, and each column through its
+    index — which also admits the pairs made of one pair's first and another's second: the
+    caller keeps the exact pairs. Each array is sent as one text, its values joined by a
+    separator and split by `string_to_array`: a list would be converted value by value in
+    Python. SQLite: the pairs themselves, `(first, second) IN (…)`."""
+    if dialect != "postgresql":
+        return tuple_(first, second).in_(bindparam(_AMONG[2], expanding=True))
     return and_(
-        first == any_(bindparam(names[0], type_=pg_types.ARRAY(String))),
-        second == any_(bindparam(names[1], type_=pg_types.ARRAY(String))),
-    ), {
-        names[0]: sorted({a for a, _ in pairs}),
-        names[1]: sorted({b for _, b in pairs}),
-    }
+        first == any_(func.string_to_array(bindparam(_AMONG[0], type_=String), _AMONG_SEPARATOR)),
+        second == any_(func.string_to_array(bindparam(_AMONG[1], type_=String), _AMONG_SEPARATOR)),
+    )
+
+
+def pairs_params(connection: Connection, pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """The parameters of `pairs_among` for `pairs` on `connection`, the pairs' values not empty
+    (ValueError for one that holds the separator PostgreSQL's are joined by)."""
+    if connection.dialect.name != "postgresql":
+        return {_AMONG[2]: list(pairs)}
+    firsts = {a for a, _ in pairs}
+    seconds = {b for _, b in pairs}
+    first_text = _AMONG_SEPARATOR.join(firsts)
+    second_text = _AMONG_SEPARATOR.join(seconds)
+    if first_text.count(_AMONG_SEPARATOR) != max(len(firsts) - 1, 0) or second_text.count(
+        _AMONG_SEPARATOR
+    ) != max(len(seconds) - 1, 0):
+        raise ValueError("a value holds the separator of pairs_among")
+    return {_AMONG[0]: first_text, _AMONG[1]: second_text}
 
 
 def _copy_rows(

@@ -29,7 +29,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import IO, Any, BinaryIO, ClassVar, cast
+from operator import itemgetter
+from typing import IO, Any, BinaryIO, ClassVar, NamedTuple, cast
 
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
@@ -72,6 +73,17 @@ REQUIRED = (
     "transactionDateTime",
     "milesAmount",
 )
+OPTIONAL = (
+    "issuanceOfferCode",
+    "locationCode",
+    "originalPartnerTransactionId",
+    "basketPreTaxAmount",
+    "basketPostTaxAmount",
+)
+# A record as read: the value of each of `COLUMNS` in that order (text for CSV, any JSON value),
+# None where the record has none. Other fields are never read, so they are not kept.
+COLUMNS = REQUIRED + OPTIONAL
+Values = tuple[Any, ...]
 
 
 class BatchError(OperatorError):
@@ -86,20 +98,23 @@ class BatchReport:
     written: int = 0  # outcome rows so far: the last one's `seq`
 
 
-@dataclass(frozen=True, slots=True)
-class LogRecord:
+class LogRecord(NamedTuple):
     line_no: int
     endpoint: Endpoint
     partner_transaction_id: str
     collector_number: str
     moment: datetime
     miles: int
-    fields: dict[str, Any]  # as read
+    values: Values  # as read
 
     @property
     def raw(self) -> dict[str, str]:
         """The record's fields that have a value, as text (read only to issue a missing one)."""
-        return {k: str(v) for k, v in self.fields.items() if v not in (None, "")}
+        return {
+            name: str(v)
+            for name, v in zip(COLUMNS, self.values, strict=True)
+            if v not in (None, "")
+        }
 
 
 class _RefusedLineError(ValueError):
@@ -181,11 +196,11 @@ class _Lines:
             self._text.detach()
 
 
-Item = tuple[int, dict[str, Any] | None, str | None, str | None]
+Item = tuple[int, Values | None, str | None, str | None]
 
 
 def _records(stream: IO[bytes], kind: str, line_bytes_max: int) -> Iterator[Item]:
-    """(line number, fields or None, error code, error detail) per record."""
+    """(line number, values or None, error code, error detail) per record."""
     lines = _Lines(stream, line_bytes_max)
     try:
         yield from _csv_records(lines) if kind == "csv" else _json_records(lines)
@@ -214,20 +229,22 @@ def _json_records(lines: _Lines) -> Iterator[Item]:
             yield lines.line_no, None, "MALFORMED_JSON", f"not JSON: {exc}"
             continue
         if isinstance(value, dict):
-            yield lines.line_no, value, None, None
+            yield lines.line_no, tuple(map(value.get, COLUMNS)), None, None
         else:
             yield lines.line_no, None, "MALFORMED_JSON", "not a JSON object"
 
 
 def _csv_records(lines: _Lines) -> Iterator[Item]:
-    """CSV with a header row: as `csv.DictReader` (extra values dropped, missing ones None), but
-    a record that is too long or not UTF-8 is one refused record, and reading goes on."""
+    """CSV with a header row, read as `csv.DictReader` would (extra values dropped, missing ones
+    None; of two columns of one name, the later), each record as its `COLUMNS` values; a record
+    that is too long or not UTF-8 is one refused record, and reading goes on."""
     reader = csv.reader(lines)
-    header: list[str] | None = None
+    width = 0
+    pick: Callable[[list[Any]], Values] | None = None
     while True:
         lines.record_bytes = 0
         try:
-            row = next(reader)
+            row: list[Any] = next(reader)
         except StopIteration:
             return
         except _RefusedLineError as exc:
@@ -238,51 +255,56 @@ def _csv_records(lines: _Lines) -> Iterator[Item]:
             continue
         if not row:
             continue
-        if header is None:
-            header = row
+        if pick is None:
+            # Each column's position; an absent one reads the None put after the record's values.
+            width = len(row)
+            at = {name: i for i, name in enumerate(row)}
+            pick = itemgetter(*(at.get(name, width) for name in COLUMNS))
             continue
-        fields: dict[str, Any] = dict.fromkeys(header)
-        fields.update(zip(header, row, strict=False))
-        yield lines.line_no, fields, None, None
+        if len(row) < width:
+            row += [None] * (width - len(row))
+        row.append(None)
+        yield lines.line_no, pick(row), None, None
 
 
 _INTEGER = re.compile(r"-?[0-9]+")
 
 
-def _parse(line_no: int, fields: dict[str, Any]) -> LogRecord:
-    missing = [name for name in REQUIRED if fields.get(name) in (None, "")]
-    if missing:
+def _parse(line_no: int, values: Values) -> LogRecord:
+    kind, partner, number, when, amount = values[:5]  # REQUIRED's order
+    if None in values[:5] or "" in values[:5]:
+        missing = [name for name, v in zip(REQUIRED, values, strict=False) if v in (None, "")]
         raise _InvalidRecordError("FIELD_REQUIRED", f"missing {', '.join(missing)}")
-    kind = str(fields["transactionType"]).strip().upper()
-    if kind not in LOG_TYPES:
+    endpoint = LOG_TYPES.get(str(kind).strip().upper())
+    if endpoint is None:
         raise _InvalidRecordError(
             "FIELD_INVALID", f"transactionType must be one of {', '.join(LOG_TYPES)}"
         )
-    number = str(fields["collectorNumber"]).strip()
+    number = str(number).strip()
     if not (len(number) == 11 and number.isascii() and number.isdigit()):
         raise _InvalidRecordError("COLLECTOR_NUMBER_INVALID", "collectorNumber must be 11 digits")
-    amount = str(fields["milesAmount"]).strip()
+    amount = str(amount).strip()
     if _INTEGER.fullmatch(amount) is None:  # not "1_000", "+5" or "５"
         raise _InvalidRecordError("MILES_AMOUNT_INVALID", "milesAmount must be an integer")
     miles = int(amount)
     if miles < 1:
         raise _InvalidRecordError("MILES_AMOUNT_INVALID", "milesAmount must be at least 1")
     try:
-        moment = clock.parse_partner_datetime(str(fields["transactionDateTime"]).strip())
+        moment = clock.parse_partner_datetime(str(when).strip())
     except ValueError as exc:
         raise _InvalidRecordError("FIELD_INVALID", f"transactionDateTime {DATETIME_RULE}") from exc
-    partner_id = str(fields["partnerTransactionId"]).strip()
+    partner = str(partner).strip()
     # Printable ASCII but the space: "!" … "~".
     if not (
-        1 <= len(partner_id) <= 64
-        and partner_id.isascii()
-        and partner_id.isprintable()
-        and " " not in partner_id
+        1 <= len(partner) <= 64
+        and partner.isascii()
+        and partner.isprintable()
+        and " " not in partner
     ):
         raise _InvalidRecordError(
             "FIELD_INVALID", "partnerTransactionId must be 1–64 printable ASCII characters"
         )
-    return LogRecord(line_no, LOG_TYPES[kind], partner_id, number, moment, miles, fields)
+    return LogRecord(line_no, endpoint, partner, number, moment, miles, values)
 
 
 class _InvalidRecordError(ValueError):
@@ -310,44 +332,63 @@ def run_batch(
     client_id: str,
     on_chunk: Callable[[BatchReport], None] | None = None,
 ) -> BatchReport:
-    """Match (and optionally issue) every record of `stream`; then list what the log lacks."""
+    """Match (and optionally issue) every record of `stream`; then list what the log lacks.
+
+    A chunk's records are looked up in a thread of their own while the next chunk is read (the
+    query waits on the database, which frees the interpreter) — unless missing records are
+    issued: a chunk is then looked up after the one before it has issued its own, so a record
+    named twice is found the second time and never issued twice."""
     with db.reader() as session:
         batch = repository.batch(session, batch_id)
         if batch is None:
             raise BatchError(f"no batch {batch_id}")
         sponsor_code, issue_missing = batch.sponsor_code, batch.issue_missing
     report = BatchReport(batch_id)
-    days: set[date] = set()
+    days = _Days(settings.program_time_zone)
     chunk: list[Item] = []
     writer = _OutcomeWriter(db, batch_id)
+    lookups = ThreadPoolExecutor(1, thread_name_prefix="batch-lookups")
+    ahead: _Chunk | None = None  # read and being looked up
+
+    def step(chunk: list[Item]) -> None:
+        """Read `chunk` and start its lookup; then finish the chunk before it."""
+        nonlocal ahead
+        entries, records = _read_chunk(chunk, days)
+        report.records += len(chunk)
+        found = (
+            None
+            if issue_missing or not records
+            else lookups.submit(_program_miles, db, sponsor_code, records)
+        )
+        if ahead is not None:
+            finish(ahead)
+        ahead = _Chunk(entries, records, found)
+
+    def finish(done: _Chunk) -> None:
+        if done.found is not None:
+            found = done.found.result()
+        else:
+            found = _program_miles(db, sponsor_code, done.records)
+        writer.write(
+            _outcomes(db, settings, sponsor_code, issue_missing, client_id, report, done, found)
+        )
+        if on_chunk is not None:
+            on_chunk(report)
+
     try:
         try:
             for item in _records(stream, kind, settings.batch_line_bytes_max):
                 chunk.append(item)
                 if len(chunk) >= CHUNK_RECORDS:
-                    writer.write(
-                        _process_chunk(
-                            db,
-                            settings,
-                            sponsor_code,
-                            issue_missing,
-                            client_id,
-                            report,
-                            chunk,
-                            days,
-                        )
-                    )
+                    step(chunk)
                     chunk = []
-                    if on_chunk is not None:
-                        on_chunk(report)
-            writer.write(
-                _process_chunk(
-                    db, settings, sponsor_code, issue_missing, client_id, report, chunk, days
-                )
-            )
+            step(chunk)
+            if ahead is not None:
+                finish(ahead)
         finally:
+            lookups.shutdown(wait=True, cancel_futures=True)
             writer.close()  # every outcome written (or the first failure raised) before going on
-        _record_missing_in_log(db, settings, batch_id, sponsor_code, days, report)
+        _record_missing_in_log(db, settings, batch_id, sponsor_code, days.seen, report)
     except Exception as exc:
         with db.unit_of_work() as session:
             repository.finish_batch(
@@ -372,63 +413,130 @@ def run_batch(
     return report
 
 
-def _process_chunk(
+class _Refused(NamedTuple):
+    """A record refused as read: its outcome is `INVALID` under the catalogue `code`."""
+
+    line_no: int
+    code: str
+    detail: str
+
+
+class _Chunk(NamedTuple):
+    entries: list[LogRecord | _Refused]  # in the log's order
+    records: list[LogRecord]  # the valid ones
+    found: Future[dict[tuple[str, str], repository.AcceptedMiles]] | None  # the lookup under way
+
+
+class _Days:
+    """The Transaction Days the records fall on. A log is mostly in time order, so a record is
+    first compared with the bounds of the day of the one before; only another day costs a time
+    zone conversion."""
+
+    def __init__(self, zone_name: str) -> None:
+        self.zone_name = zone_name
+        self.seen: set[date] = set()
+        self._start: datetime | None = None
+        self._end: datetime | None = None
+
+    def add(self, moment: datetime) -> None:
+        if self._start is not None and self._end is not None and self._start <= moment < self._end:
+            return
+        day = clock.transaction_day_of(moment, self.zone_name)
+        self.seen.add(day)
+        self._start, self._end = clock.transaction_day_bounds(day, self.zone_name)
+
+
+def _read_chunk(
+    chunk: list[Item], days: _Days
+) -> tuple[list[LogRecord | _Refused], list[LogRecord]]:
+    """Each item parsed, or refused with the reason; and the parsed ones apart."""
+    entries: list[LogRecord | _Refused] = []
+    records: list[LogRecord] = []
+    for line_no, values, code, error in chunk:
+        if values is None:
+            entries.append(_Refused(line_no, code or "FIELD_INVALID", error or "unreadable record"))
+            continue
+        try:
+            record = _parse(line_no, values)
+        except _InvalidRecordError as exc:
+            entries.append(_Refused(line_no, exc.code, str(exc)))
+            continue
+        entries.append(record)
+        records.append(record)
+        days.add(record.moment)
+    return entries, records
+
+
+def _outcomes(
     db: Database,
     settings: Settings,
     sponsor_code: str,
     issue_missing: bool,
     client_id: str,
     report: BatchReport,
-    chunk: list[Item],
-    days: set[date],
+    chunk: _Chunk,
+    found: dict[tuple[str, str], repository.AcceptedMiles],
 ) -> list[OutcomeRow]:
-    """The chunk's outcome rows, matched (and, with
+    """The chunk's outcome rows in the log's order: matched against `found` (and, with
     `issue_missing`, the missing ones issued)."""
     rows: list[OutcomeRow] = []
-    if not chunk:
-        return rows
-    parsed: list[LogRecord] = []
-    for line_no, fields, code, error in chunk:
-        report.records += 1
-        try:
-            if fields is None:
-                raise _InvalidRecordError(code or "FIELD_INVALID", error or "unreadable record")
-            record = _parse(line_no, fields)
-        except _InvalidRecordError as exc:
+    counts = report.counts
+    batch_id = report.batch_id
+    seq = report.written
+    for entry in chunk.entries:
+        seq += 1
+        if isinstance(entry, _Refused):
+            counts[BatchOutcome.INVALID] += 1
             rows.append(
-                _row(report, line_no, BatchOutcome.INVALID, error_code=exc.code, detail=str(exc))
-            )
-            continue
-        parsed.append(record)
-        days.add(clock.transaction_day_of(record.moment, settings.program_time_zone))
-
-    with db.reader() as session:
-        found = _program_miles(session, sponsor_code, parsed)
-    for record in parsed:
-        key = (record.endpoint.value, record.partner_transaction_id)
-        if key in found:
-            transaction_id, program_miles = found[key]
-            outcome = (
-                BatchOutcome.MATCHED
-                if program_miles == record.miles
-                else BatchOutcome.AMOUNT_MISMATCH
-            )
-            rows.append(
-                _row(
-                    report,
-                    record.line_no,
-                    outcome,
-                    record=record,
-                    program_miles=program_miles,
-                    transaction_id=transaction_id,
+                OutcomeRow(
+                    batch_id,
+                    seq,
+                    entry.line_no,
+                    BatchOutcome.INVALID,
+                    entry.code,
+                    entry.detail[: limits.batch_detail_chars_max],
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
                 )
             )
-        elif issue_missing:
-            rows.append(_issue(db, settings, sponsor_code, client_id, report, record))
+            continue
+        hit = found.get((entry.endpoint.value, entry.partner_transaction_id))
+        if hit is None and issue_missing:
+            report.written = seq - 1
+            rows.append(_issue(db, settings, sponsor_code, client_id, report, entry))
+            continue
+        if hit is None:
+            outcome = BatchOutcome.MISSING_IN_PROGRAM
+            transaction_id, program_miles = None, None
         else:
-            rows.append(
-                _row(report, record.line_no, BatchOutcome.MISSING_IN_PROGRAM, record=record)
+            transaction_id, program_miles = hit
+            outcome = (
+                BatchOutcome.MATCHED
+                if program_miles == entry.miles
+                else BatchOutcome.AMOUNT_MISMATCH
             )
+        counts[outcome] += 1
+        rows.append(
+            OutcomeRow(
+                batch_id,
+                seq,
+                entry.line_no,
+                outcome,
+                None,
+                None,
+                entry.endpoint.value,
+                entry.partner_transaction_id,
+                entry.collector_number,
+                entry.miles,
+                program_miles,
+                transaction_id,
+            )
+        )
+    report.written = seq
     return rows
 
 
@@ -505,13 +613,14 @@ def _row(
 
 
 def _program_miles(
-    session: Session, sponsor_code: str, records: list[LogRecord]
+    db: Database, sponsor_code: str, records: list[LogRecord]
 ) -> dict[tuple[str, str], repository.AcceptedMiles]:
     """Accepted transactions named by `records`, with their miles (lines not rejected)."""
     if not records:
         return {}
     keys = list({(r.endpoint.value, r.partner_transaction_id) for r in records})
-    return repository.accepted_miles(session, sponsor_code, keys)
+    with db.statement_reader() as session:
+        return repository.accepted_miles(session, sponsor_code, keys)
 
 
 def _issue(
