@@ -106,6 +106,7 @@ class LogRecord(NamedTuple):
     moment: datetime
     miles: int
     values: Values  # as read
+    key: tuple[str, str]  # what it is looked up by: the endpoint's value, the partner id
 
     @property
     def raw(self) -> dict[str, str]:
@@ -268,6 +269,7 @@ def _csv_records(lines: _Lines) -> Iterator[Item]:
 
 
 _INTEGER = re.compile(r"-?[0-9]+")
+_ENDPOINT_VALUES = {endpoint: endpoint.value for endpoint in Endpoint}  # no enum lookup a record
 
 
 def _parse(line_no: int, values: Values) -> LogRecord:
@@ -304,7 +306,8 @@ def _parse(line_no: int, values: Values) -> LogRecord:
         raise _InvalidRecordError(
             "FIELD_INVALID", "partnerTransactionId must be 1–64 printable ASCII characters"
         )
-    return LogRecord(line_no, endpoint, partner, number, moment, miles, values)
+    key = (_ENDPOINT_VALUES[endpoint], partner)
+    return LogRecord(line_no, endpoint, partner, number, moment, miles, values, key)
 
 
 class _InvalidRecordError(ValueError):
@@ -504,7 +507,7 @@ def _outcomes(
                 )
             )
             continue
-        hit = found.get((entry.endpoint.value, entry.partner_transaction_id))
+        hit = found.get(entry.key)
         if hit is None and issue_missing:
             report.written = seq - 1
             rows.append(_issue(db, settings, sponsor_code, client_id, report, entry))
@@ -528,7 +531,7 @@ def _outcomes(
                 outcome,
                 None,
                 None,
-                entry.endpoint.value,
+                entry.key[0],
                 entry.partner_transaction_id,
                 entry.collector_number,
                 entry.miles,
@@ -618,7 +621,7 @@ def _program_miles(
     """Accepted transactions named by `records`, with their miles (lines not rejected)."""
     if not records:
         return {}
-    keys = list({(r.endpoint.value, r.partner_transaction_id) for r in records})
+    keys = list({r.key for r in records})
     with db.statement_reader() as session:
         return repository.accepted_miles(session, sponsor_code, keys)
 
