@@ -27,7 +27,7 @@ from rewardmiles.cli.main import UVICORN_OPTIONS, app
 from rewardmiles.collectors import service as collectors
 from rewardmiles.config import TEST_CLOCK_PREFIX, Settings
 from rewardmiles.db import migrate
-from rewardmiles.db.engine import Database
+from rewardmiles.db.engine import Database, shown_url
 from rewardmiles.db.models import (
     Batch,
     Collector,
@@ -47,6 +47,7 @@ from rewardmiles.webhooks import service as webhooks
 from tests.conftest import PG_ADMIN_URL, TEST_BOX, DatabaseFactory
 from tests.support import data
 from tests.support.issue import call
+from tests.support.servers import FORMS, two_servers
 
 HASH_COST = "10"
 Cli = Callable[..., Result]
@@ -171,10 +172,33 @@ def test_any_command_migrates_an_empty_database_first(empty_url: str) -> None:
         database.dispose()
 
 
-@pytest.mark.parametrize("url", ["mysql://u@h/d", "nonsense"])
-def test_unsupported_database_url_is_exit_2(url: str) -> None:
-    stderr = _failed(_runner(url)("db", "upgrade"), 2)
-    assert "REWARDMILES_DATABASE_URL" in stderr
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://u@h/d",
+        "nonsense",
+        "postgresql://rm:s3cret-pw@127.0.0.1:1,127.0.0.1:x/rm",
+        "postgresql://rm:s3cret-pw@127.0.0.1:5432/rm?host=127.0.0.1,127.0.0.2&port=1,2,3",
+    ],
+)
+@pytest.mark.parametrize("command", [("db", "upgrade"), ("serve",)])
+def test_unsupported_database_url_is_exit_2(url: str, command: tuple[str, ...]) -> None:
+    stderr = _failed(_runner(url)(*command), 2)
+    assert stderr.startswith("error: REWARDMILES_DATABASE_URL: ")
+    assert "s3cret-pw" not in stderr
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("form", FORMS)
+def test_db_upgrade_gets_past_a_server_that_is_down_to_the_next(empty_url: str, form: str) -> None:
+    url = two_servers(empty_url, form)
+    result = _ok(_runner(url)("db", "upgrade"))
+    assert _flat(result.stdout) == f"database at revision {migrate.head_revision()}"
+    database = Database.from_url(empty_url)
+    try:
+        assert migrate.is_current(database.engine)
+    finally:
+        database.dispose()
 
 
 # --------------------------------------------------------------------------- sponsors
@@ -883,14 +907,34 @@ def test_demo_banner_shows_the_statuses_the_database_holds(
 
 
 @pytest.mark.parametrize(
-    "url", ["postgresql://rm:s3cret-pw@127.0.0.1:1/rm", "sqlite:////no/such/dir/rewardmiles.db"]
+    "url",
+    [
+        "postgresql://rm:s3cret-pw@127.0.0.1:1/rm",
+        "postgresql://rm:s3cret-pw@127.0.0.1:1,127.0.0.1:2/rm",
+        "sqlite:////no/such/dir/rewardmiles.db",
+    ],
 )
-def test_an_unreachable_database_is_one_clear_line(url: str) -> None:
-    result = _runner(url)("serve")
+@pytest.mark.parametrize("command", [("serve",), ("db", "upgrade")])
+def test_an_unreachable_database_is_one_clear_line(url: str, command: tuple[str, ...]) -> None:
+    result = _runner(url)(*command)
     stderr = _failed(result, 2)
-    assert "cannot open the database" in stderr
+    assert stderr.startswith(f"error: cannot open the database {shown_url(url)}: ")
     assert "s3cret-pw" not in stderr
     assert "Traceback" not in stderr
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("form", FORMS)
+def test_serve_names_every_server_of_the_database_with_the_password_masked(
+    empty_url: str, served: list[dict[str, object]], form: str
+) -> None:
+    url = two_servers(empty_url.replace("postgres@", "postgres:s3cret-pw@"), form)
+    result = _ok(_runner(url)("serve", "--port", "8123"))
+
+    line = _flat(result.stderr)
+    assert "s3cret-pw" not in line
+    assert f"database {url.replace('s3cret-pw', '***')};" in line
+    assert len(served) == 1
 
 
 # --------------------------------------------------------------------------- hostile content

@@ -47,6 +47,7 @@ from rewardmiles.sponsors import service as sponsors
 from rewardmiles.vocabulary import Direction, Endpoint, LineStatus
 from tests.conftest import TEST_SECRET_KEY, DatabaseFactory, assert_ledger_balanced
 from tests.support.issue import build_call
+from tests.support.servers import FORMS, two_servers
 
 SPONSOR = "ONESTMT"
 CLIENT = "one-statement-client"
@@ -625,6 +626,23 @@ def test_a_database_that_cannot_be_reached_is_a_database_error(postgres_only: No
 
     with pytest.raises(DBAPIError):
         asyncio.run(attempt())
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_both_paths_get_past_a_server_that_is_down_to_the_next(
+    postgres_only: None, database_factory: DatabaseFactory, form: str
+) -> None:
+    """A URL naming two servers, the first down, written each way: the unit of work (the
+    synchronous pool) and the statement (the asynchronous pool) both reach the second."""
+    rig = Rig(two_servers(database_factory.create("postgresql"), form))
+    try:
+        assert rig.general(partner_call(event(), key="k-general")).status == 200
+        outcome = rig.at_once(partner_call(event(), key="k-at-once"))
+        assert outcome is not None
+        assert outcome.status == 200
+        assert len(rig.rows()["transactions"]) == 2
+    finally:
+        rig.close()
 
 
 def test_a_lost_connection_is_a_database_error_and_the_next_call_gets_a_fresh_one(

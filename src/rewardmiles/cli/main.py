@@ -24,7 +24,6 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 from rich.text import Text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -37,7 +36,7 @@ from rewardmiles.collectors import service as collectors
 from rewardmiles.collectors.repository import StoredAdjustment
 from rewardmiles.config import ENV_PREFIX, Settings
 from rewardmiles.db import migrate
-from rewardmiles.db.engine import Database, DatabaseUrlError
+from rewardmiles.db.engine import Database, DatabaseUrlError, shown_url
 from rewardmiles.db.models import Sponsor
 from rewardmiles.errors import PROBLEM_CODES, OperatorError
 from rewardmiles.ledger import history as ledger_history
@@ -144,15 +143,23 @@ def _ready_database() -> tuple[Settings, Database]:
     """Open the database, migrating it first when it is behind (every command needs the schema)."""
     settings = _settings()
     db = _database(settings)
-    try:
+    with _opening(settings, db):
         if not migrate.is_current(db.engine):
             migrate.upgrade(db.engine)
+    return settings, db
+
+
+@contextmanager
+def _opening(settings: Settings, db: Database) -> Iterator[None]:
+    """A database that cannot be opened (no server answers, a wrong name, a missing folder) is
+    one line naming it, password masked, and exit status 2."""
+    try:
+        yield
     except OperationalError as exc:
         db.dispose()
-        database = make_url(settings.database_url).render_as_string(hide_password=True)
+        database = shown_url(settings.database_url)
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
         raise _fail(f"cannot open the database {database}: {reason}", 2) from exc
-    return settings, db
 
 
 def _secret_box(settings: Settings, db: Database, *, check: bool = False) -> secretbox.SecretBox:
@@ -318,7 +325,7 @@ def worker(
 
 def _serving_line(settings: Settings, host: str, port: int, workers: int) -> str:
     """One line for the person who started `serve`: where, on what, with or without a worker."""
-    database = make_url(settings.database_url).render_as_string(hide_password=True)
+    database = shown_url(settings.database_url)
     processes = f" ({workers} API processes)" if workers > 1 else ""
     if not settings.embedded_worker:
         worker = "settlement worker off (run `rewardmiles worker`)"
@@ -360,9 +367,10 @@ def db_upgrade() -> None:
     """Apply every pending migration."""
     settings = _settings()
     db = _database(settings)
-    before = migrate.current_revision(db.engine)
-    migrate.upgrade(db.engine)
-    after = migrate.current_revision(db.engine)
+    with _opening(settings, db):
+        before = migrate.current_revision(db.engine)
+        migrate.upgrade(db.engine)
+        after = migrate.current_revision(db.engine)
     out.print(f"database at revision {after}" + ("" if before != after else " (already current)"))
 
 

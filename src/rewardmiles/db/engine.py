@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast
+from urllib.parse import parse_qsl, urlencode
 
 import psycopg
 from psycopg import sql as pgsql
@@ -56,11 +58,18 @@ def normalize_url(raw: str) -> URL:
     """Accept the plain URLs operators write; choosing the driver is ours.
 
     `sqlite:///PATH` → pysqlite; `postgresql://USER@HOST:PORT/DB` (or `postgres://`) → psycopg 3.
+    A PostgreSQL URL may name several servers, which libpq tries in turn (with
+    `target_session_attrs=read-write`, until it finds the primary), in any of libpq's and
+    SQLAlchemy's spellings: `postgresql://USER@HOST1:PORT1,HOST2:PORT2/DB?…`,
+    `?host=HOST1:PORT1&host=HOST2:PORT2` or `?host=HOST1,HOST2&port=PORT1,PORT2`. The first
+    spelling, which SQLAlchemy cannot read, is rewritten as the last. A URL that is none of these
+    is a `DatabaseUrlError` naming it, password masked.
     """
+    spelled = _servers_in_query(raw)  # a malformed list of servers is an error of its own
     try:
-        url = make_url(raw)
-    except ArgumentError as exc:
-        raise DatabaseUrlError(f"not a database URL: {raw!r}") from exc
+        url = make_url(spelled)
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+        raise DatabaseUrlError(f"not a database URL: {shown_url(raw)}") from exc
     backend = url.get_backend_name()
     if backend in ("postgresql", "postgres"):
         return url.set(drivername="postgresql+psycopg")
@@ -71,6 +80,55 @@ def normalize_url(raw: str) -> URL:
     raise DatabaseUrlError(
         f"unsupported database {backend!r}: use sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
     )
+
+
+# A URL as libpq writes several servers: `postgresql://[USER[:PASSWORD]@]SERVER,SERVER…[/DB][?…]`,
+# its user part read as SQLAlchemy reads it (a user without `:` or `/`, a password without `@`).
+_SERVER_LIST = re.compile(
+    r"^(?P<scheme>postgres(?:ql)?(?:\+\w+)?://)(?P<userinfo>[^:/]*(?::[^@]*)?@)?"
+    r"(?P<servers>[^@/?#]*,[^@/?#]*)(?P<path>/[^?#]*)?(?:\?(?P<query>.*))?$",
+    re.S,
+)
+# One server of the list: a name or an IPv4 address, or an IPv6 address in brackets; then
+# perhaps `:PORT` (empty: libpq's default).
+_SERVER = re.compile(r"(?:\[(?P<ipv6>[^\]]+)\]|(?P<name>[^:\[\]]+))(?::(?P<port>[0-9]*))?")
+# The password as SQLAlchemy and libpq read it: after the user's `:`, up to the first `@`.
+_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][\w+.-]*://[^:/]*:)[^@]*@")
+_PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&#]*")
+
+
+def _servers_in_query(raw: str) -> str:
+    """`raw` with libpq's list of servers in the host part moved to the query, as
+    `host=HOST1,HOST2&port=PORT1,PORT2` (a port not given is empty there: libpq's default; no
+    port given at all, no `port`). Any other URL is returned as it is."""
+    match = _SERVER_LIST.match(raw)
+    if match is None:
+        return raw
+    query = match["query"] or ""
+    if any(name in ("host", "port") for name, _ in parse_qsl(query, keep_blank_values=True)):
+        raise DatabaseUrlError(
+            f"{shown_url(raw)}: name the servers in the host part or in the query's host and "
+            "port, not in both"
+        )
+    hosts: list[str] = []
+    ports: list[str] = []
+    for server in match["servers"].split(","):
+        part = _SERVER.fullmatch(server)
+        if part is None:
+            raise DatabaseUrlError(
+                f"{shown_url(raw)}: {server!r} is not a server (HOST, HOST:PORT or [IPv6]:PORT)"
+            )
+        hosts.append(part["ipv6"] or part["name"])
+        ports.append(part["port"] or "")
+    servers = {"host": ",".join(hosts), **({"port": ",".join(ports)} if any(ports) else {})}
+    rest = "&".join(filter(None, [urlencode(servers, safe=":,%"), query]))
+    return f"{match['scheme']}{match['userinfo'] or ''}{match['path'] or '/'}?{rest}"
+
+
+def shown_url(raw: str) -> str:
+    """`raw` as written, for messages and the start-up line, with its password (in the user part,
+    or a `password` parameter of the query) masked as `***`."""
+    return _PASSWORD_PARAMETER.sub(r"\g<1>***", _USERINFO_PASSWORD.sub(r"\g<1>***@", raw))
 
 
 PG_CONNECT_TIMEOUT_SECONDS = 5
@@ -87,14 +145,26 @@ def build_engine(raw_url: str, *, pool_size: int = 10, statement_timeout_ms: int
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url)
     connect_args = _pg_connect_args(statement_timeout_ms)
-    return create_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_recycle=1800,
-        pool_timeout=PG_CONNECT_TIMEOUT_SECONDS,
-        connect_args=connect_args,
-    )
+    try:
+        return create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_recycle=1800,
+            pool_timeout=PG_CONNECT_TIMEOUT_SECONDS,
+            connect_args=connect_args,
+        )
+    except ArgumentError as exc:  # servers in the query that do not pair with their ports
+        raise DatabaseUrlError(f"{shown_url(raw_url)}: {exc}") from exc
+
+
+def libpq_conninfo(engine: Engine) -> str:
+    """The libpq connection string of a PostgreSQL `engine`'s URL, as its dialect passes the URL
+    to psycopg: several servers as `host=HOST1,HOST2 port=PORT1,PORT2`, whichever way the URL
+    named them (a URL written back as text would leave libpq reading `HOST:PORT` as a name)."""
+    _, params = engine.dialect.create_connect_args(engine.url)
+    params.pop("context", None)  # the dialect's type adapters, not a connection parameter
+    return psycopg.conninfo.make_conninfo("", **params)
 
 
 def _pg_connect_args(statement_timeout_ms: int) -> dict[str, Any]:
@@ -177,11 +247,8 @@ class Database:
         """A pool for statements run on the event loop (PostgreSQL; None on SQLite)."""
         if self.is_sqlite:
             return None
-        url = self.engine.url.set(drivername="postgresql")
         return StatementPool(
-            url.render_as_string(hide_password=False),
-            size,
-            _pg_connect_args(self.statement_timeout_ms),
+            libpq_conninfo(self.engine), size, _pg_connect_args(self.statement_timeout_ms)
         )
 
     def _writer_guard(self) -> AbstractContextManager[Any]:
