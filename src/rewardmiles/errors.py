@@ -463,9 +463,9 @@ _SPECS: tuple[ErrorSpec, ...] = (
         503,
         "Service unavailable",
         True,
-        "The database is unreachable, timed out or not migrated, or the API process holds as "
-        "many connections as it takes; retry after `Retry-After` seconds with the same "
-        "Idempotency-Key.",
+        "The database is unreachable, timed out or not migrated, or takes no writes (a "
+        "failover under way), or the API process holds as many connections as it takes; retry "
+        "after `Retry-After` seconds with the same Idempotency-Key.",
     ),
     ErrorSpec(
         "BATCH_QUEUE_FULL",

@@ -4,20 +4,35 @@
   `target_session_attrs=read-write` takes the first that accepts writes. Here the first is a
   closed port: the server starts (migrations, keys), issues and answers lookups through the
   second, in each of the three ways the servers may be written.
+- A server that takes no writes (SQLSTATE 25006, read_only_sql_transaction: a failover's old
+  primary, now a standby or fenced off) is an outage: every write is answered 503
+  `SERVICE_UNAVAILABLE` with `Retry-After`, never 500, and writes nothing; once the database
+  takes writes again, the partner's retry with the same key is applied, once, without a restart.
+  The database's new sessions are made read only (`ALTER DATABASE … SET
+  default_transaction_read_only`) and its open ones ended, as a failover ends them.
 """
 
 from __future__ import annotations
 
 import re
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import httpx
+import psycopg
 import pytest
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from rewardmiles.db.engine import Database
-from tests.conftest import DatabaseFactory, ServerFactory
+from rewardmiles.db.models import IdempotencyKey, Transaction
+from tests.conftest import PG_ADMIN_URL, DatabaseFactory, ServerFactory
 from tests.support import data
 from tests.support.partner import Partner
+from tests.support.problems import assert_problem
 from tests.support.servers import FORMS, two_servers
 
 pytestmark = pytest.mark.postgres_only
@@ -60,3 +75,89 @@ def test_a_server_that_is_down_is_passed_over_for_the_next(
     finally:
         partner.close()
         db.dispose()
+
+
+@contextmanager
+def _read_only(url: str) -> Iterator[None]:
+    """The database of `url` takes no writes in its new sessions until the block ends; the
+    sessions open now (a server's pooled connections) are ended first, as a failover ends
+    them. Sessions opened inside the block stay read only after it, as a standby's do."""
+    name = make_url(url).database
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+        try:
+            _end_sessions(admin, str(name))
+            yield
+        finally:
+            admin.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+
+
+def _end_sessions(admin: psycopg.Connection[Any], name: str) -> None:
+    deadline = time.monotonic() + 10
+    while admin.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s",
+        (name,),
+    ).fetchone() != (0,):
+        assert time.monotonic() < deadline, f"the sessions of {name} did not end"
+        time.sleep(0.05)
+
+
+def _stored(url: str, body: dict[str, Any], client_id: str) -> tuple[int, int]:
+    """(transactions of `body`'s id, idempotency keys of `client_id`), read afresh."""
+    db = Database.from_url(url, pool_size=1)
+    try:
+        with db.reader() as session:
+            transactions = session.execute(
+                select(func.count()).where(
+                    Transaction.partner_transaction_id == body["clientTransactionId"]
+                )
+            ).scalar_one()
+            keys = session.execute(
+                select(func.count()).where(IdempotencyKey.client_id == client_id)
+            ).scalar_one()
+    finally:
+        db.dispose()
+    return int(transactions), int(keys)
+
+
+@pytest.mark.parametrize("one_statement", [True, False], ids=["statement", "unit-of-work"])
+def test_a_database_that_takes_no_writes_is_503_and_the_retry_lands_once_it_does(
+    dialect: str,
+    database_factory: DatabaseFactory,
+    server_factory: ServerFactory,
+    one_statement: bool,
+) -> None:
+    url = database_factory.create("postgresql")
+    db = Database.from_url(url)
+    sponsor = data.new_sponsor(db)
+    client_id, secret = data.new_client(db, [sponsor])
+    collector = data.new_collector(db)
+    db.dispose()
+    server = server_factory(
+        "postgresql",
+        database_url=url,
+        env={"REWARDMILES_ONE_STATEMENT_ISSUE": str(one_statement).lower()},
+    )
+    partner = Partner(server.base_url, client_id, secret)
+    try:
+        warm = partner.post_event(data.event_body(sponsor, collector, miles=1))
+        assert warm.status_code == 200, warm.text  # the sponsor is cached: the path is chosen
+        body = data.event_body(sponsor, collector, miles=9)
+        key = str(uuid.uuid4())
+        with _read_only(url):
+            for _ in range(3):
+                refused = partner.post_event(body, key=key)
+                assert_problem(refused, 503, "SERVICE_UNAVAILABLE")
+                assert refused.headers["retry-after"] == "1"
+            assert _stored(url, body, client_id) == (0, 1)  # only the warm-up's key
+            assert "ReadOnlySqlTransaction" in server.log()  # refused as read only, not lost
+        accepted = partner.post_event(body, key=key)
+        assert accepted.status_code == 200, accepted.text
+        assert partner.post_event(body, key=key).headers.get("idempotent-replayed") == "true"
+        assert _stored(url, body, client_id) == (1, 2)
+        # Each call after the warm-up (3 refused, the one applied, its replay) took the path
+        # chosen: a statement each, or none.
+        assert _statements_sent(server.base_url) == (5 if one_statement else 0)
+        assert "request_failed" not in server.log(), "a refused write escaped as a 500"
+    finally:
+        partner.close()

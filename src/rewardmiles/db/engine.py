@@ -32,8 +32,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
+from sqlalchemy.engine import URL, ExceptionContext, make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 from sqlalchemy.sql import Executable, Insert
@@ -133,6 +139,31 @@ def shown_url(raw: str) -> str:
 
 PG_CONNECT_TIMEOUT_SECONDS = 5
 
+# read_only_sql_transaction: the server refuses writes. After a failover a connection can be left
+# on a server that is now a standby (or fenced off read only): every write it sends is refused so,
+# until it is replaced by one to the new primary.
+READ_ONLY_SQLSTATE = "25006"
+
+
+def refused_as_read_only(error: BaseException | None) -> bool:
+    """`error` (the driver's, or SQLAlchemy's around it) is the server refusing a write because
+    it takes none: SQLSTATE 25006."""
+    if isinstance(error, DBAPIError):
+        error = error.orig
+    return isinstance(error, psycopg.Error) and error.sqlstate == READ_ONLY_SQLSTATE
+
+
+def is_outage(error: BaseException) -> bool:
+    """`error` says the database could not serve the request now, not that the request or the
+    code is wrong: no connection (lost, refused, none free in time), a statement timeout, or a
+    server that takes no writes (`refused_as_read_only`). A retry may succeed; nothing of a
+    refused statement was written."""
+    if isinstance(error, OperationalError | InterfaceError | SQLAlchemyTimeoutError):
+        return True
+    return isinstance(error, DBAPIError) and (
+        error.connection_invalidated or refused_as_read_only(error)
+    )
+
 
 def build_engine(raw_url: str, *, pool_size: int = 10, statement_timeout_ms: int = 0) -> Engine:
     """SQLite (see `_sqlite_engine`) or PostgreSQL with a bounded pool.
@@ -146,7 +177,7 @@ def build_engine(raw_url: str, *, pool_size: int = 10, statement_timeout_ms: int
         return _sqlite_engine(url)
     connect_args = _pg_connect_args(statement_timeout_ms)
     try:
-        return create_engine(
+        engine = create_engine(
             url,
             pool_size=pool_size,
             max_overflow=pool_size,
@@ -156,6 +187,16 @@ def build_engine(raw_url: str, *, pool_size: int = 10, statement_timeout_ms: int
         )
     except ArgumentError as exc:  # servers in the query that do not pair with their ports
         raise DatabaseUrlError(f"{shown_url(raw_url)}: {exc}") from exc
+
+    @event.listens_for(engine, "handle_error")
+    def _read_only_is_lost(context: ExceptionContext) -> None:
+        # A server that takes no writes is handled as a lost connection: SQLAlchemy discards
+        # this connection and every pooled one opened before it, so the next request connects
+        # afresh (and, with target_session_attrs=read-write, only to a server that takes writes).
+        if refused_as_read_only(context.original_exception):
+            context.is_disconnect = True
+
+    return engine
 
 
 def libpq_conninfo(engine: Engine) -> str:
@@ -270,15 +311,33 @@ class Database:
 
         An `IntegrityError` (two units of work inserting the same unique key at once: the loser
         fails) rolls the unit back and runs `work` again in a new one, which sees the winner's
-        rows; the last of `INTEGRITY_ATTEMPTS` lets it through. Any other exception ends it."""
+        rows; the last of `INTEGRITY_ATTEMPTS` lets it through. A write refused by a server that
+        takes none (`refused_as_read_only`: nothing was written) runs the same attempt once more,
+        on a new connection, the refusal having dropped the pool: a connection opened while the
+        database took no writes can stay read only once it takes them again, and must not cost
+        the call. Refused again, it goes out: an outage. Any other exception ends it."""
         for attempt in range(1, INTEGRITY_ATTEMPTS):
             try:
-                with self.unit_of_work() as session:
-                    return work(session, attempt, *args, **kwargs)
+                return self._run_attempt(work, attempt, *args, **kwargs)
             except IntegrityError:
                 pass
-        with self.unit_of_work() as session:
-            return work(session, INTEGRITY_ATTEMPTS, *args, **kwargs)
+        return self._run_attempt(work, INTEGRITY_ATTEMPTS, *args, **kwargs)
+
+    def _run_attempt(
+        self,
+        work: Callable[Concatenate[Session, int, P], R],
+        attempt: int,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        try:
+            with self.unit_of_work() as session:
+                return work(session, attempt, *args, **kwargs)
+        except DBAPIError as exc:
+            if not refused_as_read_only(exc):
+                raise
+        with self.unit_of_work() as session:  # nothing was written: the refusal rolled it back
+            return work(session, attempt, *args, **kwargs)
 
     @contextmanager
     def reader(self) -> Iterator[Session]:
@@ -537,8 +596,14 @@ def _flush(session: Session, queue: list[tuple[Executable, Any]]) -> None:
                 conn.execute(statement, params)
     except psycopg.Error as exc:
         # Errors of pipelined statements surface here, outside SQLAlchemy: wrap them as it would
-        # (IntegrityError, OperationalError, …) so callers handle them the same way.
-        raise DBAPIError.instance(None, None, exc, psycopg.Error) from exc
+        # (IntegrityError, OperationalError, …) so callers handle them the same way, and drop a
+        # connection to a server that takes no writes as its `handle_error` would.
+        lost = refused_as_read_only(exc)
+        if lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            None, None, exc, psycopg.Error, connection_invalidated=lost
+        ) from exc
 
 
 # --------------------------------------------------------------------------- statements on the loop
@@ -581,9 +646,10 @@ class StatementPool:
     """Asynchronous PostgreSQL connections in autocommit, for single statements run on the event
     loop (each statement its own transaction: one round trip, commit included). At most `size`
     connections, opened on demand and kept; a connection left broken or inside a transaction is
-    closed, not reused, and a broken one closes the idle ones too. Waiting longer than the pool
-    timeout for one, or failing to connect, is a SQLAlchemy `TimeoutError`/`OperationalError`,
-    answered 503 like the synchronous pool's."""
+    closed, not reused, and a broken one closes the idle ones too, as does one refused a write by a
+    server that takes none (`refused_as_read_only`). Waiting longer than the pool timeout for one,
+    or failing to connect, is a SQLAlchemy `TimeoutError`/`OperationalError`, answered 503 like
+    the synchronous pool's."""
 
     def __init__(self, conninfo: str, size: int, connect_args: dict[str, Any]) -> None:
         self._conninfo = conninfo
@@ -602,16 +668,21 @@ class StatementPool:
         except TimeoutError as exc:
             raise SQLAlchemyTimeoutError("no database connection free in time") from exc
         conn: psycopg.AsyncConnection[Any] | None = None
+        read_only = False
         try:
             conn = self._idle.pop() if self._idle else await self._connect()
             yield conn
+        except psycopg.Error as exc:
+            read_only = refused_as_read_only(exc)
+            raise
         finally:
             if conn is not None:
-                if conn.broken:
-                    # Lost (a restart, a failover, a network cut): the idle ones, opened before
-                    # it, are most likely lost too. Open fresh ones rather than fail on each.
+                if conn.broken or read_only:
+                    # Lost (a restart, a failover, a network cut), or on a server that takes no
+                    # writes (a failover's old primary): the idle ones, opened before it, are most
+                    # likely so too. Open fresh ones rather than fail on each.
                     await self.close()
-                if conn.closed or conn.broken or conn.info.transaction_status != IDLE:
+                if read_only or conn.closed or conn.broken or conn.info.transaction_status != IDLE:
                     await conn.close()
                 else:
                     self._idle.append(conn)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from rewardmiles import logs
+from rewardmiles.db.engine import is_outage
 from rewardmiles.errors import PROBLEM_CODES, ProblemError, problem
 from rewardmiles.http.middleware import request_id_of
 from rewardmiles.http.responses import json_response, problem_response
@@ -54,14 +55,13 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def handle_database_error(request: Request, exc: Exception) -> Response:
-    """The database failed under the request (lost connection, restart, statement timeout, pool
-    exhausted). A request that failed while committing may or may not be stored, so the answer
-    is 503 and never a guess: a retry with the same Idempotency-Key settles it either way.
-    Anything else from the driver (an integrity error would be a bug) stays a logged 500."""
+    """The database failed under the request (lost connection, restart, failover, a server that
+    takes no writes, statement timeout, pool exhausted: `is_outage`). A request that failed while
+    committing may or may not be stored, so the answer is 503 and never a guess: a retry with the
+    same Idempotency-Key settles it either way. Anything else from the driver (an integrity error
+    would be a bug) stays a logged 500."""
     request_id = request_id_of(request)
-    transient = isinstance(exc, OperationalError | InterfaceError | SQLAlchemyTimeoutError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    )
+    transient = is_outage(exc)
     log.error(
         "database_error",
         request_id=request_id,
