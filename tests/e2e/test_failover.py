@@ -4,6 +4,8 @@
   `target_session_attrs=read-write` takes the first that accepts writes. Here the first is a
   closed port: the server starts (migrations, keys), issues and answers lookups through the
   second, in each of the three ways the servers may be written.
+- A connection the database closed while it sat in a pool (a restart or a failover ends every
+  session) is replaced before a call is given it: the calls after the restart cost nothing.
 - A server that takes no writes (SQLSTATE 25006, read_only_sql_transaction: a failover's old
   primary, now a standby or fenced off) is an outage: every write is answered 503
   `SERVICE_UNAVAILABLE` with `Retry-After`, never 500, and writes nothing; once the database
@@ -15,7 +17,6 @@
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ from tests.support import data
 from tests.support.partner import Partner
 from tests.support.problems import assert_problem
 from tests.support.servers import FORMS, two_servers
+from tests.support.sessions import end_sessions, sessions_of, wait_until_closed_by_server
 
 pytestmark = pytest.mark.postgres_only
 
@@ -77,6 +79,37 @@ def test_a_server_that_is_down_is_passed_over_for_the_next(
         db.dispose()
 
 
+def test_sessions_the_database_ended_cost_no_call(
+    dialect: str, database_factory: DatabaseFactory, server_factory: ServerFactory
+) -> None:
+    url = database_factory.create("postgresql")
+    db = Database.from_url(url)
+    sponsor = data.new_sponsor(db)
+    client_id, secret = data.new_client(db, [sponsor])
+    collector = data.new_collector(db)
+    db.dispose()
+    server = server_factory("postgresql", database_url=url)
+    partner = Partner(server.base_url, client_id, secret)
+    try:
+        for miles in (1, 2):  # a unit of work, then a statement: both pools hold connections
+            assert partner.post_event(data.event_body(sponsor, collector, miles=miles)).is_success
+        end_sessions(sessions_of(str(make_url(url).database)))  # a restart, as the API sees it
+        wait_until_closed_by_server(server.process.pid)
+
+        posted = partner.post_event(data.event_body(sponsor, collector, miles=3))
+        found = partner.http.get(
+            f"/checkout/issuance/transactions/{posted.json().get('transactionId')}",
+            headers={"Authorization": f"Bearer {partner.token}"},
+        )
+
+        assert posted.status_code == 200, posted.text
+        assert found.status_code == 200, found.text
+        assert _statements_sent(server.base_url) == 2
+        assert "database_error" not in server.log()
+    finally:
+        partner.close()
+
+
 @contextmanager
 def _read_only(url: str) -> Iterator[None]:
     """The database of `url` takes no writes in its new sessions until the block ends; the
@@ -86,20 +119,10 @@ def _read_only(url: str) -> Iterator[None]:
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
         try:
-            _end_sessions(admin, str(name))
+            end_sessions(sessions_of(str(name)))
             yield
         finally:
             admin.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
-
-
-def _end_sessions(admin: psycopg.Connection[Any], name: str) -> None:
-    deadline = time.monotonic() + 10
-    while admin.execute(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s",
-        (name,),
-    ).fetchone() != (0,):
-        assert time.monotonic() < deadline, f"the sessions of {name} did not end"
-        time.sleep(0.05)
 
 
 def _stored(url: str, body: dict[str, Any], client_id: str) -> tuple[int, int]:

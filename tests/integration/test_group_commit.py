@@ -14,11 +14,10 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import psycopg
 import pytest
 from sqlalchemy.exc import DBAPIError
 
-from rewardmiles.db.engine import StatementPool
+from rewardmiles.db.engine import StatementPool, is_outage, refused_as_read_only
 from rewardmiles.issuance import service
 from rewardmiles.issuance.calls import Outcome, PartnerCall
 from rewardmiles.ledger.batched import GroupCommit
@@ -312,19 +311,16 @@ def test_a_lone_call_refused_on_the_unique_index_is_not_sent_again(
 
 
 def test_a_database_error_answers_every_call_of_its_batch(rig: Rig) -> None:
-    """A statement that fails for a reason other than one call's (here its connection was lost)
-    gives its error to every caller of the batch, and the writer goes on."""
+    """A statement that fails for a reason other than one call's (here its connection is on a
+    server that takes no writes: SQLSTATE 25006, an outage) gives its error to every caller of
+    the batch, and the writer goes on, on a fresh connection."""
     writer = GroupCommit(rig.pool, clock=Clock())
 
-    async def hold_two() -> list[int]:
-        async with rig.pool.connection() as first, rig.pool.connection() as second:
-            return [first.info.backend_pid, second.info.backend_pid]
+    async def left_read_only() -> None:  # the only idle connection: the statement takes it
+        async with rig.pool.connection() as conn:
+            await conn.execute(b"SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
 
-    pids = rig.loop.run_until_complete(hold_two())  # both idle in the pool now
-    url = rig.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(url, autocommit=True) as admin:
-        for pid in pids:
-            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    rig.loop.run_until_complete(left_read_only())
     before = one_statement._counts(rig)
     calls = [partner_call(event(miles=m), key=f"k-lost-{m}") for m in range(1, 4)]
 
@@ -334,8 +330,11 @@ def test_a_database_error_answers_every_call_of_its_batch(rig: Rig) -> None:
             return list(await asyncio.gather(*tasks, return_exceptions=True))
 
     failures = rig.loop.run_until_complete(together())
-    assert all(isinstance(f, DBAPIError) for f in failures), failures
-    assert len({id(f) for f in failures}) == 1  # the one statement's error
+    errors = [f for f in failures if isinstance(f, DBAPIError)]
+    assert errors == failures, failures
+    assert len({id(f) for f in errors}) == 1  # the one statement's error
+    assert refused_as_read_only(errors[0])
+    assert is_outage(errors[0])
     assert one_statement._counts(rig) == before
     assert writer._drains == {}
 
