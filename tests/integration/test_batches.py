@@ -58,6 +58,18 @@ def _outcomes(view: dict[str, Any]) -> dict[str, set[object]]:
     return out
 
 
+def _stored(db: Database, view: dict[str, Any], column: Any) -> list[Any]:
+    """The batch's outcome rows as stored: (seq, line number, `column`), by seq."""
+    with db.reader() as session:
+        return list(
+            session.execute(
+                select(BatchRecord.seq, BatchRecord.line_no, column)
+                .where(BatchRecord.batch_id == view["batchId"])
+                .order_by(BatchRecord.seq)
+            ).all()
+        )
+
+
 def _day_of_records(
     db: Database, settings: Settings, sponsor: str, count: int
 ) -> tuple[list[dict[str, Any]], str]:
@@ -158,12 +170,7 @@ def test_outcomes_written_in_groups_are_all_written_in_order(
 
     view = _run(own_db, sponsor, HEADER + "\n".join(lines) + "\n")
 
-    with own_db.reader() as session:
-        records = session.execute(
-            select(BatchRecord.seq, BatchRecord.line_no, BatchRecord.partner_transaction_id)
-            .where(BatchRecord.batch_id == view["batchId"])
-            .order_by(BatchRecord.seq)
-        ).all()
+    records = _stored(own_db, view, BatchRecord.partner_transaction_id)
     assert [seq for seq, _, _ in records] == list(range(1, 14))
     assert [(line, pid) for _, line, pid in records[:11]] == list(
         zip(
@@ -203,12 +210,7 @@ def test_refused_records_are_numbered_in_the_log_order_among_the_rest(
 
     view = _run(own_db, sponsor, HEADER + "\n".join(lines) + "\n")
 
-    with own_db.reader() as session:
-        records = session.execute(
-            select(BatchRecord.seq, BatchRecord.line_no, BatchRecord.outcome)
-            .where(BatchRecord.batch_id == view["batchId"])
-            .order_by(BatchRecord.seq)
-        ).all()
+    records = _stored(own_db, view, BatchRecord.outcome)
     assert [tuple(r) for r in records] == [
         (1, 2, "matched"),
         (2, 3, "invalid"),

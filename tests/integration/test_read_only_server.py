@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, event, insert, select, text
+from sqlalchemy import event, insert, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -30,6 +30,7 @@ from rewardmiles.db.engine import (
 )
 from rewardmiles.db.models import Sponsor
 from tests.conftest import DatabaseFactory
+from tests.support.sessions import backend_pid
 
 pytestmark = pytest.mark.postgres_only
 
@@ -49,10 +50,6 @@ def db(url: str) -> Iterator[Database]:
     database = Database.from_url(url, pool_size=2)
     yield database
     database.dispose()
-
-
-def _pid(conn: Connection) -> int:
-    return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
 
 
 def _code() -> str:
@@ -79,7 +76,7 @@ def test_a_unit_of_work_refused_drops_its_connection_and_those_opened_before(
     db: Database,
 ) -> None:
     with db.engine.connect() as writable, db.engine.connect() as read_only:
-        pids = {_pid(writable), _pid(read_only)}
+        pids = {backend_pid(writable), backend_pid(read_only)}
         read_only.execute(text(READ_ONLY))
         read_only.commit()
         read_only.close()  # first back in the pool: the next checkout takes it
@@ -91,7 +88,9 @@ def test_a_unit_of_work_refused_drops_its_connection_and_those_opened_before(
     _assert_refused_as_an_outage(refused)
     assert _stored(db, code) == []
     with db.engine.connect() as first, db.engine.connect() as second:
-        assert {_pid(first), _pid(second)}.isdisjoint(pids)  # neither old connection is reused
+        assert {backend_pid(first), backend_pid(second)}.isdisjoint(
+            pids
+        )  # neither old connection is reused
     _add_sponsor(db, code)
     assert _stored(db, code) == [code]
 
@@ -155,7 +154,7 @@ def _add_in_a_pipeline(db: Database, codes: list[str], pids: list[int]) -> None:
     """Add sponsors `codes` by writes sent together (`batched_writes`), in a read-only
     transaction; its connection's backend pid goes to `pids`."""
     with db.unit_of_work() as session:
-        pids.append(_pid(session.connection()))
+        pids.append(backend_pid(session.connection()))
         session.execute(text("SET TRANSACTION READ ONLY"))
         with batched_writes(session):
             for code in codes:
@@ -172,7 +171,7 @@ def test_writes_refused_in_a_pipeline_drop_their_connection(db: Database) -> Non
     _assert_refused_as_an_outage(refused)
     assert _stored(db, *codes) == []
     with db.engine.connect() as conn:
-        assert _pid(conn) not in pids
+        assert backend_pid(conn) not in pids
 
 
 def test_a_statement_refused_closes_the_pools_connections_and_the_next_connects_afresh(

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, select, text
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Sponsor
 from tests.conftest import DatabaseFactory
-from tests.support.sessions import end_sessions
+from tests.support.sessions import backend_pid, end_sessions
 
 pytestmark = pytest.mark.postgres_only
 
@@ -37,10 +37,6 @@ def db(url: str) -> Iterator[Database]:
     database.dispose()
 
 
-def _pid(conn: Connection) -> int:
-    return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
-
-
 def _socket(conn: Connection) -> int:
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
@@ -51,7 +47,7 @@ def test_connections_the_server_ended_are_replaced_before_a_unit_of_work_gets_on
     db: Database,
 ) -> None:
     with db.engine.connect() as first, db.engine.connect() as second:
-        pids = [_pid(first), _pid(second)]  # both in the pool now
+        pids = [backend_pid(first), backend_pid(second)]  # both in the pool now
         sockets = [_socket(first), _socket(second)]
     end_sessions(pids, sockets)
     code = "P" + secrets.token_hex(4).upper()
@@ -62,14 +58,14 @@ def test_connections_the_server_ended_are_replaced_before_a_unit_of_work_gets_on
     with db.reader() as session:
         assert session.scalars(select(Sponsor.code).where(Sponsor.code == code)).all() == [code]
     with db.engine.connect() as first, db.engine.connect() as second:
-        assert {_pid(first), _pid(second)}.isdisjoint(pids)
+        assert {backend_pid(first), backend_pid(second)}.isdisjoint(pids)
 
 
 def test_a_connection_the_server_keeps_is_kept_even_if_it_was_sent_something(
     db: Database,
 ) -> None:
     with db.engine.connect() as conn:
-        pid = _pid(conn)
+        pid = backend_pid(conn)
         conn.execute(text("LISTEN rewardmiles_test"))
         conn.commit()
     notifier = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -78,5 +74,5 @@ def test_a_connection_the_server_keeps_is_kept_even_if_it_was_sent_something(
     time.sleep(0.1)
 
     with db.engine.connect() as conn:
-        assert _pid(conn) == pid
+        assert backend_pid(conn) == pid
         assert conn.execute(text("SELECT 1")).scalar_one() == 1

@@ -18,10 +18,16 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import psycopg
+from sqlalchemy import Connection, text
 
 from tests.conftest import PG_ADMIN_URL
 
 ENDED_WITHIN = 10.0
+
+
+def backend_pid(conn: Connection) -> int:
+    """The pid of the server process behind `conn` (the session's name in `pg_stat_activity`)."""
+    return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
 
 
 def sessions_of(database: str) -> list[int]:
