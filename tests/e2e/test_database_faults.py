@@ -257,9 +257,7 @@ def test_a_statement_timeout_is_503_and_the_retry_lands_once(
 ) -> None:
     url = database_factory.create("postgresql")
     db = Database.from_url(url)
-    sponsor = data.new_sponsor(db)
-    client_id, secret = data.new_client(db, [sponsor])
-    collector = data.new_collector(db)
+    sponsor, client_id, secret, collector = data.new_partner(db)
     server = server_factory(
         "postgresql",
         database_url=url,

@@ -53,9 +53,7 @@ def test_a_server_that_is_down_is_passed_over_for_the_next(
 ) -> None:
     url = database_factory.create("postgresql")
     db = Database.from_url(url)
-    sponsor = data.new_sponsor(db)
-    client_id, secret = data.new_client(db, [sponsor])
-    collector = data.new_collector(db)
+    sponsor, client_id, secret, collector = data.new_partner(db)
     server = server_factory("postgresql", database_url=two_servers(url, form))
     partner = Partner(server.base_url, client_id, secret)
     try:
@@ -84,9 +82,7 @@ def test_sessions_the_database_ended_cost_no_call(
 ) -> None:
     url = database_factory.create("postgresql")
     db = Database.from_url(url)
-    sponsor = data.new_sponsor(db)
-    client_id, secret = data.new_client(db, [sponsor])
-    collector = data.new_collector(db)
+    sponsor, client_id, secret, collector = data.new_partner(db)
     db.dispose()
     server = server_factory("postgresql", database_url=url)
     partner = Partner(server.base_url, client_id, secret)
@@ -152,9 +148,7 @@ def test_a_database_that_takes_no_writes_is_503_and_the_retry_lands_once_it_does
 ) -> None:
     url = database_factory.create("postgresql")
     db = Database.from_url(url)
-    sponsor = data.new_sponsor(db)
-    client_id, secret = data.new_client(db, [sponsor])
-    collector = data.new_collector(db)
+    sponsor, client_id, secret, collector = data.new_partner(db)
     db.dispose()
     server = server_factory(
         "postgresql",

@@ -87,6 +87,13 @@ def new_collector(db: Database, status: str = "ACTIVE") -> str:
     return number
 
 
+def new_partner(db: Database) -> tuple[str, str, str, str]:
+    """A new sponsor, a client acting for it (its id and secret) and an active collector."""
+    sponsor = new_sponsor(db)
+    client_id, secret = new_client(db, [sponsor])
+    return sponsor, client_id, secret, new_collector(db)
+
+
 def unknown_collector() -> str:
     return "6" + "".join(secrets.choice("0123456789") for _ in range(10))
 
