@@ -13,12 +13,12 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
-from sqlalchemy import Connection, select, text
+from sqlalchemy import select, text
 
 from rewardmiles.db.engine import Database
 from rewardmiles.db.models import Sponsor
 from tests.conftest import DatabaseFactory
-from tests.support.sessions import backend_pid, end_sessions
+from tests.support.sessions import backend_pid, client_socket, end_sessions
 
 pytestmark = pytest.mark.postgres_only
 
@@ -37,18 +37,12 @@ def db(url: str) -> Iterator[Database]:
     database.dispose()
 
 
-def _socket(conn: Connection) -> int:
-    dbapi = conn.connection.dbapi_connection
-    assert dbapi is not None
-    return int(dbapi.pgconn.socket)
-
-
 def test_connections_the_server_ended_are_replaced_before_a_unit_of_work_gets_one(
     db: Database,
 ) -> None:
     with db.engine.connect() as first, db.engine.connect() as second:
         pids = [backend_pid(first), backend_pid(second)]  # both in the pool now
-        sockets = [_socket(first), _socket(second)]
+        sockets = [client_socket(first), client_socket(second)]
     end_sessions(pids, sockets)
     code = "P" + secrets.token_hex(4).upper()
 

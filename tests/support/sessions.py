@@ -30,6 +30,13 @@ def backend_pid(conn: Connection) -> int:
     return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
 
 
+def client_socket(conn: Connection) -> int:
+    """The file descriptor of `conn`'s socket, for `end_sessions` to watch."""
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    return int(dbapi.pgconn.socket)
+
+
 def sessions_of(database: str) -> list[int]:
     """The backend pids of the sessions open on `database` (by its name)."""
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:

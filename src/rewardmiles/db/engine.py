@@ -212,6 +212,28 @@ def build_engine(raw_url: str, *, pool_size: int = 10, statement_timeout_ms: int
     return engine
 
 
+_REFUSES_WRITES = text(
+    "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'"
+)
+
+
+def refuses_writes(engine: Engine) -> bool:
+    """The server `engine`'s pool reaches takes no writes now (PostgreSQL: a standby, or read
+    only by setting: what a failover leaves a connection to the old primary on). Then the pool is
+    emptied, so its next connection is opened afresh (with `target_session_attrs=read-write`, to a
+    server that takes writes): a probe that keeps asking finds the promoted primary without any
+    write having to fail first. SQLite: never."""
+    if engine.dialect.name != "postgresql":
+        return False
+    with engine.connect() as conn:
+        refused = bool(conn.execute(_REFUSES_WRITES).scalar_one())
+        if refused:
+            conn.invalidate()
+    if refused:
+        engine.dispose()
+    return refused
+
+
 def closed_by_server(pgconn: PGconn) -> bool:
     """The server has closed this idle connection, as far as what it sent says: libpq reads
     whatever has arrived (usually nothing: one read that would block) and then again, to find the
