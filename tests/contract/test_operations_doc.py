@@ -25,9 +25,23 @@ def test_rate_limiting_is_not_called_unbuilt() -> None:
             assert "rate limit" not in sentence, sentence
 
 
-def test_metrics_are_said_not_to_be_served() -> None:
+def test_metrics_are_said_to_be_served_and_nowhere_said_not_to_be() -> None:
     text = " ".join(DOC.read_text().split())
-    assert "`/metrics` is not served" in text
+    assert "`/metrics` is not served" not in text
+    assert "`GET /metrics` answers the Prometheus text format" in " ".join(
+        _section("Metrics").split()
+    )
+
+
+def test_the_retention_section_names_every_retention_setting_and_what_is_never_purged() -> None:
+    section = _section("Retention")
+    names = [ENV_PREFIX + name.upper() for name in Settings.model_fields if "retention" in name]
+    assert len(names) >= 2
+    assert [
+        n.removeprefix(ENV_PREFIX) for n in names if n.removeprefix(ENV_PREFIX) not in section
+    ] == []
+    for table in ("webhook deliveries", "batch_records", "ledger entries"):
+        assert table in section
 
 
 def test_the_rate_limit_section_names_every_rate_limit_setting() -> None:
