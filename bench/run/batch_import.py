@@ -20,11 +20,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
+
 from bench.run import console
 from bench.run.config import SCRATCH, BenchError, log
 from bench.run.databases import verify_ledger
 from bench.run.measurement import Measurement
 from bench.run.processes import base_env, rewardmiles_cmd
+from rewardmiles.db.engine import Database
+from rewardmiles.vocabulary import LineStatus
 
 RECORDS_PER_S_MIN = 20_000
 TARGET_RECORDS = 1_000_000  # the log size the rate is promised for
@@ -100,11 +104,16 @@ def run(url: str, target: str, now: datetime, transactions: int) -> list[Measure
     """Both logs imported in turn on `url` (the console seed's database); a row each."""
     SCRATCH.mkdir(exist_ok=True)
     paths = write_logs(SCRATCH, now, transactions)
+    # The console's server settles while the (i) rows run: a pending line of the seed's first day
+    # can expire (rejected) by then, and its transaction's record is then an amount mismatch.
+    changed = _rejected_since_seeded(url)
     rows = []
     try:
         for outcome, path in paths.items():
             seconds, rss_mb, summary = import_log(url, path)
             expected = f"{outcome} {transactions:,}"
+            if outcome == "matched" and changed:
+                expected = f"amount_mismatch {changed:,}, matched {transactions - changed:,}"
             rate = transactions / seconds
             m = Measurement(
                 id=f"{'pg' if target == 'PostgreSQL' else 'sqlite'}-batch-{outcome}",
@@ -150,6 +159,24 @@ def run(url: str, target: str, now: datetime, transactions: int) -> list[Measure
             path.unlink(missing_ok=True)
     verify_ledger(url, f"{target} batch import")
     return rows
+
+
+def _rejected_since_seeded(url: str) -> int:
+    """The seed's transactions with a rejected line (the seed writes none)."""
+    db = Database.from_url(url)
+    try:
+        with db.reader() as session:
+            return int(
+                session.execute(
+                    text(
+                        "SELECT count(DISTINCT transaction_id) FROM issuance_lines"
+                        " WHERE status = :rejected"
+                    ),
+                    {"rejected": LineStatus.REJECTED.value},
+                ).scalar_one()
+            )
+    finally:
+        db.dispose()
 
 
 def past_rows(h: Any) -> None:
