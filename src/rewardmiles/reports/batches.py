@@ -483,63 +483,40 @@ def _outcomes(
     """The chunk's outcome rows in the log's order: matched against `found` (and, with
     `issue_missing`, the missing ones issued)."""
     rows: list[OutcomeRow] = []
-    counts = report.counts
-    batch_id = report.batch_id
-    seq = report.written
     for entry in chunk.entries:
-        seq += 1
         if isinstance(entry, _Refused):
-            counts[BatchOutcome.INVALID] += 1
             rows.append(
-                OutcomeRow(
-                    batch_id,
-                    seq,
+                _row(
+                    report,
                     entry.line_no,
                     BatchOutcome.INVALID,
-                    entry.code,
-                    entry.detail[: limits.batch_detail_chars_max],
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
+                    error_code=entry.code,
+                    detail=entry.detail,
                 )
             )
             continue
         hit = found.get(entry.key)
-        if hit is None and issue_missing:
-            report.written = seq - 1
-            rows.append(_issue(db, settings, sponsor_code, client_id, report, entry))
-            continue
-        if hit is None:
-            outcome = BatchOutcome.MISSING_IN_PROGRAM
-            transaction_id, program_miles = None, None
-        else:
+        if hit is not None:
             transaction_id, program_miles = hit
             outcome = (
                 BatchOutcome.MATCHED
                 if program_miles == entry.miles
                 else BatchOutcome.AMOUNT_MISMATCH
             )
-        counts[outcome] += 1
-        rows.append(
-            OutcomeRow(
-                batch_id,
-                seq,
-                entry.line_no,
-                outcome,
-                None,
-                None,
-                entry.key[0],
-                entry.partner_transaction_id,
-                entry.collector_number,
-                entry.miles,
-                program_miles,
-                transaction_id,
+            rows.append(
+                _row(
+                    report,
+                    entry.line_no,
+                    outcome,
+                    record=entry,
+                    program_miles=program_miles,
+                    transaction_id=transaction_id,
+                )
             )
-        )
-    report.written = seq
+        elif issue_missing:
+            rows.append(_issue(db, settings, sponsor_code, client_id, report, entry))
+        else:
+            rows.append(_row(report, entry.line_no, BatchOutcome.MISSING_IN_PROGRAM, record=entry))
     return rows
 
 
@@ -606,7 +583,7 @@ def _row(
         outcome,
         error_code,
         detail[: limits.batch_detail_chars_max] if detail else None,
-        record.endpoint.value if record else None,
+        record.key[0] if record else None,
         record.partner_transaction_id if record else None,
         record.collector_number if record else None,
         record.miles if record else None,
