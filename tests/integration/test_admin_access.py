@@ -15,15 +15,14 @@ import pytest
 from fastapi import Request
 from starlette.responses import Response
 
-from rewardmiles.app import create_app
-from rewardmiles.config import Settings
 from rewardmiles.db.engine import Database
 from rewardmiles.http.application import IssuanceApp
 from rewardmiles.http.responses import json_response
 from rewardmiles.operators import service
 from rewardmiles.operators.access import COOKIE_NAME, require
 from rewardmiles.vocabulary import OperatorRole
-from tests.conftest import TEST_SECRET_KEY, DatabaseFactory
+from tests.conftest import DatabaseFactory
+from tests.support.apps import in_process_app
 from tests.support.operators import TEST_ACTOR, new_operator, new_session, new_token
 
 
@@ -50,14 +49,7 @@ def setup(
     dialect: str, database_factory: DatabaseFactory
 ) -> Iterator[tuple[IssuanceApp, Database]]:
     url = database_factory.create(dialect)
-    app = create_app(
-        Settings(
-            database_url=url,
-            embedded_worker=False,
-            log_level="warning",
-            secret_key=TEST_SECRET_KEY,
-        )
-    )
+    app = in_process_app(url)
     for role in OperatorRole:
         app.add_api_route(f"/admin/v1/probe/{role.value}", _probe(role), methods=list(METHODS))
     db = Database.from_url(url)

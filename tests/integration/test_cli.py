@@ -150,14 +150,18 @@ def test_db_upgrade_on_a_current_database(cli: Cli) -> None:
     assert _flat(result.stdout) == f"database at revision {head} (already current)"
 
 
-def test_db_upgrade_on_an_empty_database(empty_url: str) -> None:
-    result = _ok(_runner(empty_url)("db", "upgrade"))
-    assert _flat(result.stdout) == f"database at revision {migrate.head_revision()}"
-    database = Database.from_url(empty_url)
+def _assert_upgraded(result: Result, url: str) -> None:
+    """`db upgrade` said it brought the database at `url` to the head, and it did."""
+    assert _flat(_ok(result).stdout) == f"database at revision {migrate.head_revision()}"
+    database = Database.from_url(url)
     try:
         assert migrate.is_current(database.engine)
     finally:
         database.dispose()
+
+
+def test_db_upgrade_on_an_empty_database(empty_url: str) -> None:
+    _assert_upgraded(_runner(empty_url)("db", "upgrade"), empty_url)
 
 
 def test_any_command_migrates_an_empty_database_first(empty_url: str) -> None:
@@ -191,14 +195,7 @@ def test_unsupported_database_url_is_exit_2(url: str, command: tuple[str, ...]) 
 @pytest.mark.postgres_only
 @pytest.mark.parametrize("form", FORMS)
 def test_db_upgrade_gets_past_a_server_that_is_down_to_the_next(empty_url: str, form: str) -> None:
-    url = two_servers(empty_url, form)
-    result = _ok(_runner(url)("db", "upgrade"))
-    assert _flat(result.stdout) == f"database at revision {migrate.head_revision()}"
-    database = Database.from_url(empty_url)
-    try:
-        assert migrate.is_current(database.engine)
-    finally:
-        database.dispose()
+    _assert_upgraded(_runner(two_servers(empty_url, form))("db", "upgrade"), empty_url)
 
 
 # --------------------------------------------------------------------------- sponsors

@@ -12,11 +12,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from rewardmiles.app import create_app
-from rewardmiles.config import Settings
 from rewardmiles.db import migrate
 from rewardmiles.db.engine import Database
-from tests.conftest import PG_ADMIN_URL, TEST_SECRET_KEY, DatabaseFactory
+from tests.conftest import PG_ADMIN_URL, DatabaseFactory
+from tests.support.apps import in_process_app
 from tests.support.sessions import client_socket, end_sessions, sessions_of
 
 
@@ -24,14 +23,7 @@ def test_readyz_does_not_read_the_migration_scripts_per_call_and_still_sees_a_st
     dialect: str, database_factory: DatabaseFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = database_factory.create(dialect)
-    app = create_app(
-        Settings(
-            database_url=url,
-            embedded_worker=False,
-            log_level="warning",
-            secret_key=TEST_SECRET_KEY,
-        )
-    )
+    app = in_process_app(url)
     reads = []
     original = ScriptDirectory.from_config
 
@@ -79,14 +71,7 @@ def test_readyz_is_503_while_the_database_takes_no_writes_and_recovers_by_itself
     has to fail first."""
     url = database_factory.create(dialect)
     name = make_url(url).database
-    app = create_app(
-        Settings(
-            database_url=url,
-            embedded_worker=False,
-            log_level="warning",
-            secret_key=TEST_SECRET_KEY,
-        )
-    )
+    app = in_process_app(url)
 
     def read_only(on: bool) -> None:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
